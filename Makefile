@@ -1,0 +1,59 @@
+# codeengine: the two commands are `make run` and `make test`; both set up what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_CLUSTERS := var/test-clusters
+APT_PACKAGES := redis-server
+
+.PHONY: help run test lint typecheck format bench bootstrap system-packages clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+system-packages: ## Install redis-server (and python3-venv where missing) with apt if absent
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+bootstrap: system-packages $(STAMP) ## Install everything the project needs
+
+run: bootstrap ## Start cluster, dev keys, issuer (:8080) and verifier (:8081); Ctrl-C stops all
+	$(VENV)/bin/codeengine run
+
+test: bootstrap ## Run the whole suite against a throwaway Redis Cluster
+	@mkdir -p $(TEST_CLUSTERS)
+	CE_TEST_CLUSTER_DIR=$(TEST_CLUSTERS) $(PY) -m pytest; status=$$?; \
+	$(PY) -m codeengine.devcluster_reaper $(TEST_CLUSTERS); \
+	if [ $$status -eq 5 ]; then echo "no tests ran"; fi; exit $$status
+
+lint: bootstrap ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: bootstrap ## Apply ruff format and the safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: bootstrap ## mypy --strict on everything
+	$(VENV)/bin/mypy
+
+bench: bootstrap ## Micro-benchmarks, timed for real
+	$(PY) -m pytest bench --benchmark-enable --benchmark-only -p no:randomly
+
+clean: ## Remove the venv and every generated file under var/ (stop `make run` first)
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,150 @@
+"""The error tree shared by the core, the services and the offline SDK.
+
+Every error carries a stable ``reason`` code. APIs put it in problem bodies, the offline SDK
+returns it to terminals and metrics label by it, so a reason code, once published, never changes
+its meaning.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadSignature",
+    "CodeEngineError",
+    "Expired",
+    "InvalidIdentifier",
+    "KeyringError",
+    "MalformedCode",
+    "NotYetValid",
+    "Reason",
+    "StoreUnavailable",
+    "UnknownKeyId",
+    "UnknownSubject",
+    "UnsupportedAlgorithm",
+    "VerificationError",
+    "VersionConflict",
+    "WriteNotReplicated",
+]
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable reason codes: the vocabulary of every refusal the engine gives."""
+
+    # Decoding and verifying a code.
+    MALFORMED = "MALFORMED"
+    UNSUPPORTED_ALG = "UNSUPPORTED_ALG"
+    UNKNOWN_KID = "UNKNOWN_KID"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    EXPIRED = "EXPIRED"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    # Identifiers at the boundary.
+    BAD_LENGTH = "BAD_LENGTH"
+    BAD_CHARACTERS = "BAD_CHARACTERS"
+    BAD_REGION = "BAD_REGION"
+    BAD_BIRTH_DATE = "BAD_BIRTH_DATE"
+    BAD_CHECK_DIGIT = "BAD_CHECK_DIGIT"
+    # Keys.
+    KEYRING = "KEYRING"
+    # Store.
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    NOT_REPLICATED = "NOT_REPLICATED"
+    VERSION_CONFLICT = "VERSION_CONFLICT"
+    UNKNOWN_SUBJECT = "UNKNOWN_SUBJECT"
+
+
+class CodeEngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    reason: Reason = Reason.MALFORMED
+
+    def __init__(self, detail: str = "", *, reason: Reason | None = None) -> None:
+        super().__init__(detail or self.__class__.__doc__ or "")
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def detail(self) -> str:
+        """A human-readable explanation that never contains personal data."""
+        return str(self)
+
+
+class InvalidIdentifier(CodeEngineError, ValueError):
+    """The resident ID or unified social credit code is not valid."""
+
+
+class VerificationError(CodeEngineError):
+    """A code was refused; ``reason`` says why."""
+
+
+class MalformedCode(VerificationError, ValueError):
+    """The text is not a well-formed code of a version this engine knows."""
+
+    reason = Reason.MALFORMED
+
+
+class UnsupportedAlgorithm(VerificationError):
+    """The code is signed with an algorithm this verifier does not accept."""
+
+    reason = Reason.UNSUPPORTED_ALG
+
+
+class UnknownKeyId(VerificationError):
+    """The code names a key that is not in the trust list, or not valid at that time."""
+
+    reason = Reason.UNKNOWN_KID
+
+
+class BadSignature(VerificationError):
+    """The signature does not match the code's contents."""
+
+    reason = Reason.BAD_SIGNATURE
+
+
+class Expired(VerificationError):
+    """The code's expiry is in the past, beyond the allowed clock skew."""
+
+    reason = Reason.EXPIRED
+
+
+class NotYetValid(VerificationError):
+    """The code was issued in the future, beyond the allowed clock skew."""
+
+    reason = Reason.NOT_YET_VALID
+
+
+class KeyringError(CodeEngineError, ValueError):
+    """A key or trust list could not be loaded, created or rotated."""
+
+    reason = Reason.KEYRING
+
+
+class StoreUnavailable(CodeEngineError, ConnectionError):
+    """The store did not answer within its deadline; the operation may be retried."""
+
+    reason = Reason.STORE_UNAVAILABLE
+
+
+class WriteNotReplicated(StoreUnavailable):
+    """The write reached the primary but no replica confirmed it, so it is not acknowledged.
+
+    Resending the same write is safe: status writes are idempotent by operation id.
+    """
+
+    reason = Reason.NOT_REPLICATED
+
+
+class VersionConflict(CodeEngineError):
+    """A compare-and-set named a version that is no longer current."""
+
+    reason = Reason.VERSION_CONFLICT
+
+    def __init__(self, current_version: int, detail: str = "") -> None:
+        super().__init__(detail or f"current version is {current_version}")
+        self.current_version = current_version
+
+
+class UnknownSubject(CodeEngineError, LookupError):
+    """No subject with that pseudonym has been generated."""
+
+    reason = Reason.UNKNOWN_SUBJECT

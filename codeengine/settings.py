@@ -1,0 +1,161 @@
+"""Settings, parsed once at start-up into frozen values.
+
+Precedence: environment (``CODEENGINE_<SECTION>_<KEY>``) beats the TOML file, which beats the
+defaults here. An unknown key in the file or the environment, or a value of the wrong type, fails
+at start-up with a message that names the key: a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "parse_nodes"]
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CODEENGINE_"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown, missing or of the wrong type; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Where the services listen and how they treat connections."""
+
+    host: str = "127.0.0.1"
+    issuer_port: int = 8080
+    verifier_port: int = 8081
+    workers: int = 0
+    """Worker processes per service sharing the port (SO_REUSEPORT); 0 means one per core."""
+    keepalive_timeout_s: float = 15.0
+    shutdown_timeout_s: float = 10.0
+    client_max_size_bytes: int = 64 * 1024
+    max_connections: int = 10_000
+    backlog: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """How to reach the Redis Cluster and how long to wait for it."""
+
+    nodes: str = "127.0.0.1:7000"
+    """Startup nodes as ``host:port,host:port``."""
+    read_deadline_ms: int = 250
+    write_deadline_ms: int = 1500
+    replica_ack_timeout_ms: int = 500
+    replicas_to_ack: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """Where the signing keyring and the pseudonym pepper live."""
+
+    keyring_file: str = "var/keys/keyring.json"
+    pepper_file: str = "var/keys/pepper"
+    credentials_file: str = "var/dev-credentials.json"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSettings:
+    """Lifetimes and tolerances of displayed codes."""
+
+    display_ttl_s: int = 120
+    clock_skew_s: int = 60
+    trust_list_max_age_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a service process needs to start."""
+
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    codes: CodeSettings = field(default_factory=CodeSettings)
+
+
+def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
+    """``"h:p,h:p"`` to ``((h, p), ...)``; a SettingsError for anything else."""
+    nodes = []
+    for part in spec.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"cluster.nodes: {part!r} is not host:port")
+        nodes.append((host, int(port)))
+    return tuple(nodes)
+
+
+def _coerce(name: str, declared: Any, value: Any, from_env: bool) -> Any:
+    target = {"int": int, "float": float, "str": str, "bool": bool}[str(declared)]
+    if from_env:
+        if target is bool:
+            if value.lower() not in {"true", "false", "1", "0"}:
+                raise SettingsError(f"{name}: expected true or false")
+            return value.lower() in {"true", "1"}
+        try:
+            return target(value)
+        except ValueError:
+            raise SettingsError(f"{name}: expected {target.__name__}") from None
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not target:
+        raise SettingsError(f"{name}: expected {target.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise SettingsError(f"unknown setting {name}.{key}")
+        values[key] = _coerce(f"{name}.{key}", known[key].type, value, from_env=False)
+    prefix = f"{ENV_PREFIX}{name.upper()}_"
+    for env_key, value in env.items():
+        if not env_key.startswith(prefix):
+            continue
+        key = env_key[len(prefix) :].lower()
+        if key not in known:
+            raise SettingsError(f"unknown setting {env_key}")
+        values[key] = _coerce(env_key, known[key].type, value, from_env=True)
+    return cls(**values)
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if given) and the environment into frozen settings."""
+    env = os.environ if env is None else env
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {path.name}: {exc}") from exc
+    sections: dict[str, type[Any]] = {
+        "service": ServiceSettings,
+        "cluster": ClusterSettings,
+        "keys": KeySettings,
+        "codes": CodeSettings,
+    }
+    for name in document:
+        if name not in sections:
+            raise SettingsError(f"unknown settings section [{name}]")
+    section_names = {f"{ENV_PREFIX}{name.upper()}_" for name in sections}
+    for env_key in env:
+        if env_key.startswith(ENV_PREFIX) and not any(env_key.startswith(p) for p in section_names):
+            if not env_key.startswith(f"{ENV_PREFIX}CONFIG"):
+                raise SettingsError(f"unknown setting {env_key}")
+    built = {}
+    for name, cls in sections.items():
+        table = document.get(name, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"[{name}] must be a table")
+        built[name] = _section(name, cls, table, env)
+    settings = Settings(**built)
+    parse_nodes(settings.cluster.nodes)
+    return settings
