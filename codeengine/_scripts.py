@@ -1,0 +1,54 @@
+"""Lua scripts for the status writes. They run atomically inside the subject's slot.
+
+Records and audit entries are msgpack, packed and unpacked here with Redis's built-in cmsgpack,
+so the script is the single writer of a subject's record and of its audit trail.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CREATE_SUBJECT", "SET_STATUS"]
+
+# KEYS: subject record, audit stream.
+# ARGV: packed record, actor, audit stream max length.
+# Returns {1, record} when created, {0, existing record} when the subject existed already.
+CREATE_SUBJECT = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  -- Rewrite the same value: the caller's WAIT then covers the original create too.
+  redis.call('SET', KEYS[1], cur, 'KEEPTTL')
+  return {0, cur}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+local rec = cmsgpack.unpack(ARGV[1])
+local entry = {op='create', actor=ARGV[2], reason='', new=rec.col, v=rec.v, at=rec.u, op_id=''}
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', cmsgpack.pack(entry))
+return {1, ARGV[1]}
+"""
+
+# KEYS: subject record, recent operation ids, audit stream.
+# ARGV: if_version, colour, op_id, at, actor, reason, audit stream max length.
+# Returns {1, new version} when applied, {2, version} when this op_id was applied before,
+# {-1, 0} for an unknown subject and {-2, current version} for a stale if_version.
+SET_STATUS = """
+local done = redis.call('HGET', KEYS[2], ARGV[3])
+if done then
+  -- A resend: rewrite the same marker so that the caller's WAIT covers the original write.
+  redis.call('HSET', KEYS[2], ARGV[3], done)
+  return {2, tonumber(done)}
+end
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {-1, 0} end
+local rec = cmsgpack.unpack(cur)
+if rec.v ~= tonumber(ARGV[1]) then return {-2, rec.v} end
+local old = rec.col
+rec.col = tonumber(ARGV[2])
+rec.v = rec.v + 1
+rec.u = tonumber(ARGV[4])
+redis.call('SET', KEYS[1], cmsgpack.pack(rec))
+redis.call('HSET', KEYS[2], ARGV[3], rec.v)
+redis.call('EXPIRE', KEYS[2], 86400)
+local entry = {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col, v=rec.v,
+               at=rec.u, op_id=ARGV[3]}
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'e', cmsgpack.pack(entry))
+return {1, rec.v}
+"""

@@ -1,0 +1,229 @@
+"""The store on a sharded Redis Cluster, through redis-py's asyncio cluster client.
+
+Configured against the pitfalls in DESIGN.md: every call runs under a deadline; every failure,
+including the ``AttributeError``/``RuntimeError`` that redis-py leaks during topology changes, is
+translated to :class:`StoreUnavailable`; ``reinitialize_steps=0`` so that MOVED replies never
+close pooled connections under in-flight commands, with the topology refreshed here instead.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RedisStore", "StoreSettings"]
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgpack
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from codeengine import keys
+from codeengine._scripts import CREATE_SUBJECT, SET_STATUS
+from codeengine.errors import (
+    StoreUnavailable,
+    UnknownSubject,
+    VersionConflict,
+    WriteNotReplicated,
+)
+from codeengine.model import Colour, SubjectId
+from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
+
+T = TypeVar("T")
+
+# What redis-py raises beyond its own hierarchy while the topology changes (DESIGN.md).
+_CLIENT_FAILURES = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    asyncio.TimeoutError,
+    AttributeError,
+    RuntimeError,
+)
+AUDIT_MAX_LEN = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """How to reach the cluster and how long to wait for it."""
+
+    nodes: tuple[tuple[str, int], ...]
+    read_deadline_ms: int = 250
+    write_deadline_ms: int = 1500
+    replica_ack_timeout_ms: int = 500
+    replicas_to_ack: int = 1
+    max_connections_per_node: int = 64
+    topology_refresh_min_interval_s: float = 1.0
+
+
+class RedisStore:
+    """The :class:`codeengine.store.Store` on a Redis Cluster."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self._settings = settings
+        self._client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.nodes],
+            reinitialize_steps=0,
+            require_full_coverage=False,
+            max_connections=settings.max_connections_per_node,
+            socket_timeout=settings.write_deadline_ms / 1000,
+            socket_connect_timeout=settings.read_deadline_ms / 1000,
+        )
+        self._shas: dict[str, str] = {}
+        self._last_refresh = 0.0
+
+    # Plumbing: deadlines, error translation, scripts.
+
+    async def _bounded(self, work: Callable[[], Awaitable[T]], deadline_ms: int, what: str) -> T:
+        try:
+            async with asyncio.timeout(deadline_ms / 1000):
+                return await work()
+        except (StoreUnavailable, VersionConflict, UnknownSubject):
+            raise
+        except _CLIENT_FAILURES as exc:
+            self._schedule_refresh()
+            raise StoreUnavailable(f"store {what} failed: {type(exc).__name__}") from exc
+
+    def _schedule_refresh(self) -> None:
+        """Re-read the slot map after a failure, at most once per interval."""
+        now = time.monotonic()
+        if now - self._last_refresh < self._settings.topology_refresh_min_interval_s:
+            return
+        self._last_refresh = now
+        task = asyncio.get_running_loop().create_task(self.refresh_topology())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def refresh_topology(self) -> None:
+        """Ask the cluster for its current slot map (after a failover or a resharding)."""
+        try:
+            async with asyncio.timeout(self._settings.write_deadline_ms / 1000):
+                await self._client.nodes_manager.initialize()
+        except _CLIENT_FAILURES:
+            return
+
+    async def _sha(self, script: str) -> str:
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = str(await self._client.script_load(script))
+            self._shas[script] = sha
+        return sha
+
+    async def _write_then_wait(self, script: str, key_list: list[str], args: list[Any]) -> Any:
+        """Run a write script and WAIT for a replica on the same connection of the same node.
+
+        WAIT counts replicas that have the writes of *its own connection*, so both commands
+        must travel together; a cluster pipeline aimed at the key's node does exactly that.
+        """
+        await self._client.initialize()
+        node = self._client.get_node_from_key(key_list[0])
+        for attempt in (1, 2):
+            pipe = self._client.pipeline()
+            sha = await self._sha(script)
+            pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args, target_nodes=node)
+            pipe.execute_command(
+                "WAIT",
+                self._settings.replicas_to_ack,
+                self._settings.replica_ack_timeout_ms,
+                target_nodes=node,
+            )
+            result, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(result, NoScriptError) and attempt == 1:
+                # A node that restarted or failed over has an empty script cache.
+                await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(acked, Exception):
+                raise acked
+            if int(acked) < self._settings.replicas_to_ack:
+                raise WriteNotReplicated("no replica confirmed the write in time")
+            return result
+        raise StoreUnavailable("script could not be loaded")
+
+    # The Store protocol.
+
+    async def ping(self) -> None:
+        """Return when every primary answers PING."""
+
+        async def work() -> None:
+            await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+
+        await self._bounded(work, self._settings.read_deadline_ms, "ping")
+
+    async def get_subject(self, subject: SubjectId) -> SubjectRecord | None:
+        """The subject's record, or None."""
+
+        async def work() -> Any:
+            return await self._client.get(keys.subject_key(subject))
+
+        raw = await self._bounded(work, self._settings.read_deadline_ms, "read")
+        return None if raw is None else SubjectRecord.unpack(subject, raw)
+
+    async def create_subject(self, record: SubjectRecord, actor: str) -> tuple[SubjectRecord, bool]:
+        """Create the subject unless it exists (idempotent: a resend finds it created)."""
+        subject = record.subject
+
+        async def work() -> Any:
+            return await self._write_then_wait(
+                CREATE_SUBJECT,
+                [keys.subject_key(subject), keys.audit_key(subject)],
+                [record.pack(), actor, AUDIT_MAX_LEN],
+            )
+
+        created, raw = await self._bounded(work, self._settings.write_deadline_ms, "create")
+        return SubjectRecord.unpack(subject, raw), bool(created)
+
+    async def set_status(self, change: StatusChange) -> WriteResult:
+        """Versioned compare-and-set of the colour, idempotent by operation id."""
+
+        async def work() -> Any:
+            return await self._write_then_wait(
+                SET_STATUS,
+                list(keys.subject_keys(change.subject)),
+                [
+                    change.if_version,
+                    int(change.colour),
+                    change.op_id,
+                    change.at,
+                    change.actor,
+                    change.reason,
+                    AUDIT_MAX_LEN,
+                ],
+            )
+
+        code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
+        if code == -1:
+            raise UnknownSubject("no such subject")
+        if code == -2:
+            raise VersionConflict(int(version))
+        return WriteResult(version=int(version), applied=code == 1)
+
+    async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
+        """The subject's audit entries, oldest first."""
+
+        async def work() -> Any:
+            return await self._client.xrange(keys.audit_key(subject), count=limit)
+
+        rows = await self._bounded(work, self._settings.read_deadline_ms, "audit read")
+        return [_parse_audit(fields[b"e"]) for _id, fields in rows]
+
+    async def close(self) -> None:
+        """Release every pooled connection."""
+        await self._client.aclose()
+
+
+def _parse_audit(raw: bytes) -> AuditEntry:
+    fields: dict[str, Any] = msgpack.unpackb(raw)
+    old = fields.get("old")
+    return AuditEntry(
+        op=str(fields["op"]),
+        actor=str(fields["actor"]),
+        reason=str(fields["reason"]),
+        old_colour=None if old is None else Colour(old),
+        new_colour=Colour(fields["new"]),
+        version=int(fields["v"]),
+        at=int(fields["at"]),
+        op_id=str(fields.get("op_id", "")),
+    )

@@ -1,0 +1,101 @@
+"""The status model: a subject's record and the changes made to it. Pure values, no I/O."""
+
+from __future__ import annotations
+
+__all__ = ["AuditEntry", "StatusChange", "SubjectRecord", "WriteResult"]
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from codeengine.errors import CodeEngineError
+from codeengine.model import CodeKind, Colour, SubjectId
+
+MAX_REASON_CHARS = 200
+MAX_ACTOR_CHARS = 64
+MAX_OP_ID_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRecord:
+    """What the store holds about one subject: no identifier, no name, only the pseudonym."""
+
+    subject: SubjectId
+    kind: CodeKind
+    city: int
+    colour: Colour
+    version: int
+    updated_at: int
+
+    def pack(self) -> bytes:
+        """The msgpack value stored under the subject's key (short field names: memory)."""
+        fields = {"k": int(self.kind), "c": self.city, "col": int(self.colour)}
+        fields |= {"v": self.version, "u": self.updated_at}
+        return msgpack.packb(fields)  # type: ignore[no-any-return]
+
+    @classmethod
+    def unpack(cls, subject: SubjectId, raw: bytes) -> SubjectRecord:
+        """Read a stored value; a value the engine did not write raises CodeEngineError."""
+        try:
+            fields: dict[str, Any] = msgpack.unpackb(raw)
+            return cls(
+                subject=subject,
+                kind=CodeKind(fields["k"]),
+                city=int(fields["c"]),
+                colour=Colour(fields["col"]),
+                version=int(fields["v"]),
+                updated_at=int(fields["u"]),
+            )
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise CodeEngineError("stored subject record is corrupt") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A request to set a subject's colour, valid only if the status is still ``if_version``.
+
+    ``op_id`` names the operation: resending the same change after a timeout is a no-op.
+    """
+
+    subject: SubjectId
+    if_version: int
+    colour: Colour
+    op_id: str
+    actor: str
+    reason: str
+    at: int
+
+    def __post_init__(self) -> None:
+        if self.if_version < 0:
+            raise ValueError("if_version must be >= 0")
+        if not 0 < len(self.op_id) <= MAX_OP_ID_CHARS:
+            raise ValueError(f"op_id must be 1..{MAX_OP_ID_CHARS} characters")
+        if not 0 < len(self.actor) <= MAX_ACTOR_CHARS:
+            raise ValueError(f"actor must be 1..{MAX_ACTOR_CHARS} characters")
+        if len(self.reason) > MAX_REASON_CHARS:
+            raise ValueError(f"reason must be at most {MAX_REASON_CHARS} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of an acknowledged status write."""
+
+    version: int
+    """The status version after the write."""
+    applied: bool
+    """False when this operation id had been applied before (a resend): nothing changed now."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of a subject's audit trail."""
+
+    op: str
+    actor: str
+    reason: str
+    old_colour: Colour | None
+    new_colour: Colour
+    version: int
+    at: int
+    op_id: str

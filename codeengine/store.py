@@ -1,0 +1,41 @@
+"""The store port: what the services need from the place where all state lives.
+
+The services are stateless; this Protocol is the only way they reach state. The adapter for the
+real deployment is :class:`codeengine.redisstore.RedisStore` (a sharded Redis Cluster).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Store"]
+
+from typing import Protocol
+
+from codeengine.model import SubjectId
+from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
+
+
+class Store(Protocol):
+    """Subject records, versioned status writes and the audit trail."""
+
+    async def ping(self) -> None:
+        """Return when every shard answers; raise StoreUnavailable otherwise."""
+
+    async def get_subject(self, subject: SubjectId) -> SubjectRecord | None:
+        """The subject's record, or None if the subject was never generated."""
+
+    async def create_subject(self, record: SubjectRecord, actor: str) -> tuple[SubjectRecord, bool]:
+        """Create the subject unless it exists; return the stored record and whether it is new."""
+
+    async def set_status(self, change: StatusChange) -> WriteResult:
+        """Compare-and-set the colour; acknowledged only after a replica has the write.
+
+        Raises VersionConflict when ``change.if_version`` is not current, UnknownSubject when
+        the subject does not exist, WriteNotReplicated when no replica
+        confirmed in time (resending the same change is then safe).
+        """
+
+    async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
+        """The subject's audit entries, oldest first."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,149 @@
+"""The store adapter against the real Redis Cluster the session started."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from codeengine import keys
+from codeengine.devcluster import DevCluster
+from codeengine.errors import (
+    StoreUnavailable,
+    UnknownSubject,
+    VersionConflict,
+    WriteNotReplicated,
+)
+from codeengine.model import CodeKind, Colour, SubjectId
+from codeengine.redisstore import RedisStore, StoreSettings
+from codeengine.status import StatusChange, SubjectRecord
+
+pytestmark = pytest.mark.cluster
+
+NOW = 1_800_000_000
+
+
+def new_subject() -> SubjectId:
+    return SubjectId(base64.urlsafe_b64encode(os.urandom(12)).rstrip(b"=").decode())
+
+
+def record(subject: SubjectId, colour: Colour = Colour.GREEN) -> SubjectRecord:
+    return SubjectRecord(subject, CodeKind.HEALTH, 320100, colour, 1, NOW)
+
+
+def change(subject: SubjectId, if_version: int, colour: Colour, op_id: str) -> StatusChange:
+    return StatusChange(subject, if_version, colour, op_id, "ops-1", "test", NOW + 10)
+
+
+@asynccontextmanager
+async def opened(cluster: DevCluster, **overrides: Any) -> AsyncIterator[RedisStore]:
+    store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), **overrides))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def test_create_is_idempotent_and_readable(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with opened(cluster) as store:
+            subject = new_subject()
+            assert await store.get_subject(subject) is None
+            stored, created = await store.create_subject(record(subject), "issuer")
+            assert created and stored == record(subject)
+            again, created_again = await store.create_subject(record(subject, Colour.RED), "issuer")
+            assert not created_again
+            assert again.colour is Colour.GREEN, "a repeat create must not overwrite"
+            assert await store.get_subject(subject) == record(subject)
+
+    run(scenario())
+
+
+def test_compare_and_set_accepts_only_the_current_version(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with opened(cluster) as store:
+            subject = new_subject()
+            await store.create_subject(record(subject), "issuer")
+            result = await store.set_status(change(subject, 1, Colour.RED, "op-a"))
+            assert (result.version, result.applied) == (2, True)
+            with pytest.raises(VersionConflict) as stale:
+                await store.set_status(change(subject, 1, Colour.YELLOW, "op-b"))
+            assert stale.value.current_version == 2
+            with pytest.raises(VersionConflict):
+                await store.set_status(change(subject, 7, Colour.YELLOW, "op-c"))
+            current = await store.get_subject(subject)
+            assert current is not None
+            assert (current.colour, current.version) == (Colour.RED, 2)
+            newer = await store.set_status(change(subject, 2, Colour.GREEN, "op-d"))
+            assert newer.version == 3
+
+    run(scenario())
+
+
+def test_resent_write_is_a_no_op(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with opened(cluster) as store:
+            subject = new_subject()
+            await store.create_subject(record(subject), "issuer")
+            first = await store.set_status(change(subject, 1, Colour.RED, "op-1"))
+            resent = await store.set_status(change(subject, 1, Colour.RED, "op-1"))
+            assert first.applied and not resent.applied
+            assert resent.version == first.version == 2
+            trail = await store.audit_trail(subject)
+            assert [e.op for e in trail] == ["create", "status"]
+            assert trail[1].old_colour is Colour.GREEN and trail[1].new_colour is Colour.RED
+            assert (trail[1].actor, trail[1].op_id, trail[1].version) == ("ops-1", "op-1", 2)
+
+    run(scenario())
+
+
+def test_unknown_subject_is_refused(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with opened(cluster) as store:
+            with pytest.raises(UnknownSubject):
+                await store.set_status(change(new_subject(), 1, Colour.RED, "op-x"))
+
+    run(scenario())
+
+
+def test_write_without_a_replica_is_not_acknowledged(cluster: DevCluster) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        async with opened(cluster, replica_ack_timeout_ms=200) as store:
+            subject = new_subject()
+            await store.create_subject(record(subject), "issuer")
+            master = store._client.get_node_from_key(keys.subject_key(subject))
+            assert master is not None
+            (replica,) = cluster.replicas_of(int(master.port))
+            with cluster.paused(replica):
+                with pytest.raises(WriteNotReplicated):
+                    await store.set_status(change(subject, 1, Colour.RED, "op-r"))
+            # Once the replica is back, resending the same write is acknowledged, not repeated.
+            for _ in range(50):
+                try:
+                    result = await store.set_status(change(subject, 1, Colour.RED, "op-r"))
+                    break
+                except WriteNotReplicated:
+                    await asyncio.sleep(0.1)
+            assert (result.version, result.applied) == (2, False)
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_store_fails_fast_with_store_unavailable(run: Any) -> None:
+    async def scenario() -> None:
+        settings = StoreSettings(nodes=(("127.0.0.1", 1),), read_deadline_ms=200)
+        store = RedisStore(settings)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get_subject(new_subject())
+        assert time.monotonic() - started < 1.0
+        await store.close()
+
+    run(scenario())
