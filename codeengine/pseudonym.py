@@ -1,0 +1,111 @@
+"""Pseudonyms: the keyed hashes by which the engine knows subjects and their aliases.
+
+A pseudonym is the first 12 bytes of HMAC-SHA256 under a secret pepper, written as 16 unpadded
+URL-safe base64 characters. The hashed message starts with a domain ("person", "enterprise",
+"alias") and a NUL, so that no two kinds of input can ever share a pseudonym.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_ALIAS_LENGTH",
+    "MIN_PEPPER_BYTES",
+    "SUBJECT_ID_BYTES",
+    "SUBJECT_ID_LENGTH",
+    "AliasHash",
+    "alias_hash",
+    "pseudonym",
+    "subject_bytes",
+    "subject_id",
+]
+
+import base64
+import hashlib
+import hmac
+import re
+from functools import lru_cache
+from typing import NewType
+
+from codeengine.errors import InvalidIdentifier, Reason
+from codeengine.identifiers import Identifier
+from codeengine.model import SubjectId
+from codeengine.secret import Secret
+
+AliasHash = NewType("AliasHash", str)
+"""An alias's keyed hash: 16 URL-safe base64 characters, like a subject pseudonym."""
+
+MIN_PEPPER_BYTES = 32
+SUBJECT_ID_BYTES = 12
+SUBJECT_ID_LENGTH = 16
+MAX_ALIAS_LENGTH = 256
+
+_SUBJECT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{16}")
+_ALIAS_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@lru_cache(maxsize=4)
+def _keyed(pepper: bytes) -> hmac.HMAC:
+    # Keying HMAC hashes the padded key twice; copying a keyed object skips that, which measured
+    # about 1.7 µs a digest against 2.5 µs for a fresh hmac.new. Four entries cover a rotation.
+    return hmac.new(pepper, digestmod=hashlib.sha256)
+
+
+def _digest12(pepper: Secret, message: bytes) -> bytes:
+    key = pepper.reveal()
+    if len(key) < MIN_PEPPER_BYTES:
+        raise ValueError(f"the pepper must have at least {MIN_PEPPER_BYTES} bytes")
+    mac = _keyed(key).copy()
+    mac.update(message)
+    return mac.digest()[:SUBJECT_ID_BYTES]
+
+
+def _encode(raw12: bytes) -> str:
+    return base64.urlsafe_b64encode(raw12).decode("ascii")
+
+
+def pseudonym(identifier: Identifier, pepper: Secret) -> SubjectId:
+    """The subject's pseudonym: its domain and normalised identifier under the pepper."""
+    message = identifier.kind.encode("ascii") + b"\x00" + identifier.normalised.encode("ascii")
+    return SubjectId(_encode(_digest12(pepper, message)))
+
+
+def alias_hash(alias_type: str, value: str, pepper: Secret) -> AliasHash:
+    """An alias's keyed hash (卡码融合); the caller normalises ``value`` for its alias type.
+
+    ``alias_type`` is a short lower-case name chosen by the engine, such as ``"ssc"``; ``value``
+    is the credential itself, refused when empty or longer than ``MAX_ALIAS_LENGTH``.
+    """
+    if not _ALIAS_TYPE_SHAPE.fullmatch(alias_type):
+        # A NUL or other byte here could make two (type, value) pairs hash the same message.
+        raise ValueError("alias_type must be a short lower-case ASCII name")
+    if not 0 < len(value) <= MAX_ALIAS_LENGTH:
+        detail = f"an alias must have 1 to {MAX_ALIAS_LENGTH} characters"
+        raise InvalidIdentifier(detail, reason=Reason.BAD_LENGTH)
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate. The codec error quotes part of the value, so it is not chained.
+        detail = "an alias must be valid Unicode text"
+        raise InvalidIdentifier(detail, reason=Reason.BAD_CHARACTERS) from None
+    message = b"alias\x00" + alias_type.encode("ascii") + b"\x00" + encoded
+    return AliasHash(_encode(_digest12(pepper, message)))
+
+
+def subject_bytes(subject: SubjectId) -> bytes:
+    """The 12 bytes of a pseudonym; refuses anything that ``subject_id`` could not have made."""
+    if len(subject) != SUBJECT_ID_LENGTH:
+        detail = f"a subject pseudonym has {SUBJECT_ID_LENGTH} characters, not {len(subject)}"
+        raise InvalidIdentifier(detail, reason=Reason.BAD_LENGTH)
+    # Checked first because the decoder silently drops characters outside its alphabet.
+    if not _SUBJECT_ID_SHAPE.fullmatch(subject):
+        detail = "a subject pseudonym uses only URL-safe base64 characters"
+        raise InvalidIdentifier(detail, reason=Reason.BAD_CHARACTERS)
+    return base64.urlsafe_b64decode(subject)
+
+
+def subject_id(raw12: bytes) -> SubjectId:
+    """The pseudonym written as text, from its 12 bytes."""
+    if len(raw12) != SUBJECT_ID_BYTES:
+        detail = f"a subject pseudonym has {SUBJECT_ID_BYTES} bytes, not {len(raw12)}"
+        raise InvalidIdentifier(detail, reason=Reason.BAD_LENGTH)
+    return SubjectId(_encode(raw12))
