@@ -57,6 +57,9 @@ class KeySettings:
     """Where the signing keyring and the pseudonym pepper live."""
 
     keyring_file: str = "var/keys/keyring.json"
+    """The first keyring, imported into the store when it holds none (dev and bootstrap)."""
+    kek_file: str = "var/keys/kek"
+    """The key-encryption key that seals the keyring in the store (issuers only)."""
     pepper_file: str = "var/keys/pepper"
     credentials_file: str = "var/dev-credentials.json"
 
@@ -66,8 +69,12 @@ class CodeSettings:
     """Lifetimes and tolerances of displayed codes."""
 
     display_ttl_s: int = 120
-    clock_skew_s: int = 60
+    clock_skew_s: int = 30
     trust_list_max_age_s: int = 300
+    initial_colour: str = "green"
+    """The colour a newly generated subject starts with: green, or grey where policy says so."""
+    keyring_refresh_s: float = 1.0
+    """How often each process re-reads the keyring or trust list from the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +94,7 @@ def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(f"cluster.nodes: {part!r} is not host:port")
-        nodes.append((host, int(port)))
+        nodes.append((host.strip("[]"), int(port)))
     return tuple(nodes)
 
 
@@ -158,4 +165,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         built[name] = _section(name, cls, table, env)
     settings = Settings(**built)
     parse_nodes(settings.cluster.nodes)
+    if settings.codes.initial_colour not in {"green", "grey"}:
+        raise SettingsError("codes.initial_colour: expected green or grey")
+    if settings.codes.display_ttl_s < 10:
+        raise SettingsError("codes.display_ttl_s: at least 10 seconds")
     return settings

@@ -1,0 +1,104 @@
+"""The ``codeengine`` command: run the system, manage dev keys, start a cluster by hand."""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from codeengine.devcluster import ClusterError, DevCluster
+from codeengine.devkeys import ensure_dev_material
+from codeengine.errors import CodeEngineError
+from codeengine.settings import ENV_PREFIX, SettingsError, load_settings
+
+DEFAULT_CLUSTER_PORT = 7000
+
+
+DEFAULT_CONFIG = Path("configs/engine.toml")
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """``--config``, else ``$CODEENGINE_CONFIG``, else ``configs/engine.toml`` if present."""
+    path = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        return Path(path)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from codeengine.supervisor import run_system
+
+    settings = load_settings(_config_path(args))
+    return run_system(settings, Path(args.var), args.cluster_port)
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    settings = load_settings(_config_path(args))
+    credentials = ensure_dev_material(settings)
+    print(f"keyring: {settings.keys.keyring_file}")
+    print(f"pepper: {settings.keys.pepper_file}")
+    print(f"credentials: {credentials}")
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    cluster = DevCluster(Path(args.dir), args.port, persistent=args.persistent)
+    cluster.start()
+    print(f"cluster ready: {cluster.nodes_spec} (Ctrl-C stops it)", flush=True)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codeengine", description=__doc__)
+    parser.add_argument("--config", help="settings TOML (default: $CODEENGINE_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start cluster, dev keys, issuer and verifier")
+    run.add_argument("--var", default="var", help="folder for cluster data and logs")
+    run.add_argument("--cluster-port", type=int, default=DEFAULT_CLUSTER_PORT)
+    run.set_defaults(func=_cmd_run)
+
+    keys = commands.add_parser("keys", help="dev key material")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    init = keys_commands.add_parser("init", help="create missing dev keys, pepper, credentials")
+    init.set_defaults(func=_cmd_keys_init)
+
+    cluster = commands.add_parser("cluster", help="run a local Redis Cluster in the foreground")
+    cluster.add_argument("--dir", default="var/cluster")
+    cluster.add_argument("--port", type=int, default=DEFAULT_CLUSTER_PORT)
+    cluster.add_argument("--persistent", action="store_true")
+    cluster.set_defaults(func=_cmd_cluster)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; errors print one line and exit non-zero."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, ClusterError, CodeEngineError) as exc:
+        print(f"codeengine: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Dev key material for ``make run``: keyring, key-encryption key, pepper, API credentials.
+
+Created once, under the ignored ``var/`` folder, with owner-only permissions, and reused after.
+Production material comes from the operator's key management instead: the services only read
+the files named in settings.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEV_SCOPES",
+    "PEPPER_BYTES",
+    "ensure_dev_material",
+    "load_keyring",
+    "load_pepper",
+    "write_private",
+]
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from codeengine.errors import KeyringError
+from codeengine.keyring import Keyring
+from codeengine.secret import Secret
+from codeengine.settings import Settings
+from codeengine.suites import DEFAULT_SUITE
+
+PEPPER_BYTES = 32
+API_KEY_BYTES = 32
+DEV_SCOPES = ("generate", "display", "convert", "admin", "verify")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file readable by its owner only, atomically (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def load_keyring(path: Path) -> Keyring:
+    """Read the private keyring JWKS; KeyringError names what is wrong (never the key)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read keyring {path.name}: {type(exc).__name__}") from exc
+    return Keyring.from_private_jwks(document)
+
+
+def load_pepper(path: Path) -> Secret:
+    """Read a 32-byte secret kept as hex: the pseudonym pepper or the key-encryption key."""
+    try:
+        pepper = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read pepper {path.name}: {type(exc).__name__}") from exc
+    if len(pepper) < PEPPER_BYTES:
+        raise KeyringError(f"pepper {path.name} holds fewer than {PEPPER_BYTES} bytes")
+    return Secret(pepper)
+
+
+def ensure_dev_material(settings: Settings) -> Path:
+    """Create whatever dev key material is missing; return the credentials file's path."""
+    keyring_path = Path(settings.keys.keyring_file)
+    if not keyring_path.exists():
+        keyring = Keyring.generate_at(int(time.time()), DEFAULT_SUITE, os.urandom)
+        write_private(keyring_path, json.dumps(keyring.to_private_jwks(), indent=2).encode())
+    load_keyring(keyring_path)
+    for path in (Path(settings.keys.pepper_file), Path(settings.keys.kek_file)):
+        if not path.exists():
+            write_private(path, secrets.token_bytes(PEPPER_BYTES).hex().encode())
+        load_pepper(path)
+    credentials_path = Path(settings.keys.credentials_file)
+    if not credentials_path.exists():
+        clients = [
+            {
+                "client": f"dev-{scope}",
+                "scopes": [scope],
+                "key": secrets.token_urlsafe(API_KEY_BYTES),
+            }
+            for scope in DEV_SCOPES
+        ]
+        document = {
+            "note": "development credentials; never use outside make run",
+            "clients": clients,
+        }
+        write_private(credentials_path, json.dumps(document, indent=2).encode())
+    return credentials_path

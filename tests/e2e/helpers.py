@@ -1,0 +1,80 @@
+"""Starting real processes for end-to-end tests, and finding what they left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict[str, object]]:
+    """GET a URL; the status and the decoded JSON body (HTTP errors included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def wait_for(url: str, status: int, timeout_s: float) -> float:
+    """Poll ``url`` until it answers ``status``; the seconds it took, or AssertionError."""
+    started = time.monotonic()
+    last: object = None
+    while time.monotonic() - started < timeout_s:
+        try:
+            code, body = get_json(url, timeout_s=1.0)
+            if code == status:
+                return time.monotonic() - started
+            last = (code, body)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s} s; last: {last!r}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def service_env(**settings: str) -> dict[str, str]:
+    """The current environment plus ``CODEENGINE_*`` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
+    env.update({f"CODEENGINE_{k.upper()}": v for k, v in settings.items()})
+    return env

@@ -1,0 +1,77 @@
+"""``codeengine run`` (what ``make run`` starts): ready within 60 s, Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from codeengine.devcluster import find_free_base_port
+from tests.e2e.helpers import alive, descendants, free_port, get_json, service_env, wait_for
+
+pytestmark = pytest.mark.e2e
+
+READY_WITHIN_S = 60.0
+
+
+def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    issuer_port, verifier_port = free_port(), free_port()
+    var = tmp_path / "var"
+    env = service_env(
+        service_issuer_port=str(issuer_port),
+        service_verifier_port=str(verifier_port),
+        service_workers="2",
+        keys_keyring_file=str(var / "keys" / "keyring.json"),
+        keys_pepper_file=str(var / "keys" / "pepper"),
+        keys_credentials_file=str(var / "dev-credentials.json"),
+    )
+    argv = [sys.executable, "-m", "codeengine", "run", "--var", str(var)]
+    argv += ["--cluster-port", str(find_free_base_port())]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    reader = threading.Thread(target=_collect, args=(proc, lines), daemon=True)
+    reader.start()
+    try:
+        wait_for(f"http://127.0.0.1:{issuer_port}/readyz", 200, READY_WITHIN_S)
+        wait_for(f"http://127.0.0.1:{verifier_port}/readyz", 200, 10)
+        deadline = time.monotonic() + 10
+        while not any("Ctrl-C stops everything" in line for line in lines):
+            assert time.monotonic() < deadline, "the ready summary was not printed"
+            time.sleep(0.1)
+        assert get_json(f"http://127.0.0.1:{issuer_port}/healthz") == (200, {"status": "ok"})
+        children = descendants(proc.pid)
+        redis = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(redis) == 6, "three masters and three replicas"
+        assert len(children) >= 6 + 4, "two workers per service"
+
+        credentials = json.loads((var / "dev-credentials.json").read_text())
+        scopes = {scope for client in credentials["clients"] for scope in client["scopes"]}
+        assert {"generate", "display", "convert", "admin", "verify"} <= scopes
+        assert (var / "keys" / "keyring.json").stat().st_mode & 0o077 == 0, "owner-only"
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=40) == 0
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in children if alive(p)], "Ctrl-C left processes behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert "codeengine is ready" in output and output.endswith("stopped.\n")
+
+
+def _collect(proc: subprocess.Popen[bytes], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    with proc.stdout:
+        for line in proc.stdout:
+            lines.append(line.decode())

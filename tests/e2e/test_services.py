@@ -1,0 +1,73 @@
+"""Issuer and verifier worker processes against the session's real cluster: /healthz, /readyz."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from codeengine.devcluster import DevCluster
+from codeengine.devkeys import ensure_dev_material
+from codeengine.settings import load_settings
+from tests.e2e.helpers import free_port, get_json, service_env, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+
+@contextmanager
+def worker(service: str, port: int, **settings: str) -> Iterator[str]:
+    """One worker process of ``service`` on ``port``; yields its base URL."""
+    env = service_env(**{f"service_{service}_port": str(port)}, **settings)
+    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", service]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/healthz", 200, 20)
+        yield url
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0, "a worker exits cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    var = tmp_path_factory.mktemp("var")
+    files = {
+        "keys_keyring_file": str(var / "keyring.json"),
+        "keys_pepper_file": str(var / "pepper"),
+        "keys_credentials_file": str(var / "credentials.json"),
+    }
+    ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
+    return files
+
+
+@pytest.mark.parametrize("service", ["issuer", "verifier"])
+def test_ready_with_cluster_and_keys(
+    service: str, cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    with worker(service, free_port(), cluster_nodes=cluster.nodes_spec, **key_files) as url:
+        wait_for(f"{url}/readyz", 200, 10)
+        assert get_json(f"{url}/readyz") == (200, {"status": "ready"})
+
+
+def test_not_ready_without_keys(
+    cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
+) -> None:
+    files = dict(key_files, keys_keyring_file=str(tmp_path / "missing.json"))
+    with worker("issuer", free_port(), cluster_nodes=cluster.nodes_spec, **files) as url:
+        status, body = get_json(f"{url}/readyz")
+        assert status == 503
+        assert body == {"status": "not ready", "failed": {"keys": "KEYRING"}}
+
+
+def test_not_ready_without_cluster_and_answers_within_deadline(key_files: dict[str, str]) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with worker("verifier", free_port(), cluster_nodes=dead, **key_files) as url:
+        status, body = get_json(f"{url}/readyz", timeout_s=2.0)
+        assert status == 503
+        assert body == {"status": "not ready", "failed": {"cluster": "STORE_UNAVAILABLE"}}
+        assert get_json(f"{url}/healthz") == (200, {"status": "ok"}), "the process is up"

@@ -1,0 +1,63 @@
+"""Settings: precedence, strictness, and the shipped configuration files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codeengine.settings import Settings, SettingsError, load_settings, parse_nodes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_engine_config_loads_and_equals_the_defaults() -> None:
+    assert load_settings(ROOT / "configs" / "engine.toml", env={}).service == Settings().service
+    nodes = parse_nodes(load_settings(ROOT / "configs" / "engine.toml", env={}).cluster.nodes)
+    assert [port for _, port in nodes] == list(range(7000, 7006))
+
+
+def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[service]\nissuer_port = 9000\nworkers = 3\n")
+    settings = load_settings(config, env={"CODEENGINE_SERVICE_WORKERS": "5"})
+    assert (settings.service.issuer_port, settings.service.workers) == (9000, 5)
+    assert settings.service.verifier_port == 8081
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "named"),
+    [
+        ("[service]\nisuer_port = 1\n", {}, "service.isuer_port"),
+        ("[servise]\n", {}, "[servise]"),
+        ("[service]\nworkers = '2'\n", {}, "service.workers"),
+        ("[codes]\ndisplay_ttl_s = 1.5\n", {}, "codes.display_ttl_s"),
+        ("", {"CODEENGINE_SERVICE_WORKRS": "1"}, "CODEENGINE_SERVICE_WORKRS"),
+        ("", {"CODEENGINE_NOPE": "1"}, "CODEENGINE_NOPE"),
+        ("", {"CODEENGINE_SERVICE_WORKERS": "many"}, "CODEENGINE_SERVICE_WORKERS"),
+        ("[cluster]\nnodes = 'localhost'\n", {}, "cluster.nodes"),
+    ],
+    ids=[
+        "typo-key",
+        "typo-section",
+        "wrong-type",
+        "float-for-int",
+        "env-typo",
+        "env-unknown",
+        "env-not-int",
+        "bad-nodes",
+    ],
+)
+def test_bad_settings_fail_naming_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], named: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(config, env=env)
+
+
+def test_parse_nodes() -> None:
+    assert parse_nodes("127.0.0.1:7000, [::1]:7001") == (("127.0.0.1", 7000), ("::1", 7001))
+    with pytest.raises(SettingsError):
+        parse_nodes("127.0.0.1:70000")
