@@ -6,7 +6,7 @@ so the script is the single writer of a subject's record and of its audit trail.
 
 from __future__ import annotations
 
-__all__ = ["CREATE_SUBJECT", "SET_STATUS"]
+__all__ = ["CREATE_SUBJECT", "PUT_KEYRING", "SET_STATUS", "SWAP_DISPLAY"]
 
 # KEYS: subject record, audit stream.
 # ARGV: packed record, actor, audit stream max length.
@@ -51,4 +51,27 @@ local entry = {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col,
                at=rec.u, op_id=ARGV[3]}
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'e', cmsgpack.pack(entry))
 return {1, rec.v}
+"""
+
+# KEYS: the subject's display token. ARGV: the value the caller saw ('' for none), the new
+# value, its time to live in ms. The new value is stored unless another process replaced the
+# one the caller saw in the meantime; either way the stored value is returned, so concurrent
+# refreshes all hand out the same winning token.
+SWAP_DISPLAY = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return cur end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return ARGV[2]
+"""
+
+# KEYS: sealed keyring, public trust list, keyring version. ARGV: expected version (0: none
+# yet), new sealed keyring, its version, the trust list JSON.
+# Returns {1, new version} or {-2, current version} when the expected version is stale.
+PUT_KEYRING = """
+local version = tonumber(redis.call('GET', KEYS[3]) or '0')
+if version ~= tonumber(ARGV[1]) then return {-2, version} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3])
+return {1, tonumber(ARGV[3])}
 """

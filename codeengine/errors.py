@@ -8,14 +8,19 @@ its meaning.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
+    "BadRequest",
     "BadSignature",
     "CodeEngineError",
     "Expired",
     "InvalidIdentifier",
     "KeyringError",
     "MalformedCode",
+    "NotAuthenticated",
     "NotYetValid",
+    "RateLimited",
     "Reason",
+    "RotationPending",
     "StoreUnavailable",
     "UnknownKeyId",
     "UnknownSubject",
@@ -46,11 +51,26 @@ class Reason(StrEnum):
     BAD_CHECK_DIGIT = "BAD_CHECK_DIGIT"
     # Keys.
     KEYRING = "KEYRING"
+    ROTATION_PENDING = "ROTATION_PENDING"
     # Store.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     NOT_REPLICATED = "NOT_REPLICATED"
     VERSION_CONFLICT = "VERSION_CONFLICT"
     UNKNOWN_SUBJECT = "UNKNOWN_SUBJECT"
+    # Requests at the HTTP boundary.
+    BAD_JSON = "BAD_JSON"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    MISSING_FIELD = "MISSING_FIELD"
+    UNKNOWN_CITY = "UNKNOWN_CITY"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    INTERNAL = "INTERNAL"
 
 
 class CodeEngineError(Exception):
@@ -148,3 +168,37 @@ class UnknownSubject(CodeEngineError, LookupError):
     """No subject with that pseudonym has been generated."""
 
     reason = Reason.UNKNOWN_SUBJECT
+
+
+class BadRequest(CodeEngineError, ValueError):
+    """The request is malformed: bad JSON, a missing, unknown or invalid field."""
+
+    reason = Reason.INVALID_FIELD
+
+
+class NotAuthenticated(CodeEngineError):
+    """No valid API key was presented."""
+
+    reason = Reason.UNAUTHORIZED
+
+
+class AccessDenied(CodeEngineError):
+    """The API key is valid but its client lacks the scope this operation needs."""
+
+    reason = Reason.FORBIDDEN
+
+
+class RateLimited(CodeEngineError):
+    """The client sent more requests than its rate allows; retry after ``retry_after_s``."""
+
+    reason = Reason.RATE_LIMITED
+
+    def __init__(self, retry_after_s: int, detail: str = "") -> None:
+        super().__init__(detail or f"rate limit exceeded; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class RotationPending(KeyringError):
+    """A staged rotation has not taken effect yet; rotate again after it has."""
+
+    reason = Reason.ROTATION_PENDING

@@ -1,4 +1,4 @@
-"""Key ids, keys with validity, and the issuer's keyring: one signing key plus retired ones.
+"""Key ids, keys with validity, and the issuer's keyring: signing, staged and retired keys.
 
 A key id is the first 8 bytes of the key's RFC 7638 JWK thumbprint, so it is derived from the
 key itself and a trust list can check every id it is given. Validity is inclusive at both ends:
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final, NewType
 
-from codeengine.errors import KeyringError
+from codeengine.errors import KeyringError, RotationPending
 from codeengine.suites import (
     DEFAULT_SUITES,
     PrivateKey,
@@ -138,16 +138,23 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class Keyring:
-    """Exactly one current signing key plus retired keys that still verify until ``not_after``.
+    """One current signing key, at most one staged next key, and retired keys that still verify.
 
+    A staged rotation publishes the next key before anything is signed with it: terminals that
+    cache the trust list for its maximum age learn the key before they meet a code it signed.
     Retired keys keep only their public half: nothing signs with them again.
     """
 
     current: SigningKey
     retired: tuple[TrustedKey, ...] = ()
+    next: SigningKey | None = None
 
     def __post_init__(self) -> None:
         kids = [self.current.kid, *(key.kid for key in self.retired)]
+        if self.next is not None:
+            kids.append(self.next.kid)
+            if self.next.not_before <= self.current.not_before:
+                raise KeyringError("the next key must start after the current one")
         if len(set(kids)) != len(kids):
             raise KeyringError("a key id appears twice in the keyring")
 
@@ -171,56 +178,78 @@ class Keyring:
         random_bytes: RandomSource,
         *,
         lifetime_s: int = DEFAULT_KEY_LIFETIME_S,
+        activate_in_s: int = 0,
     ) -> Keyring:
-        """Make a new current key and retire the old one to verify until ``now + overlap_s``.
+        """Make a new signing key; the old one verifies for ``overlap_s`` after the switch.
 
-        ``overlap_s`` must cover the longest token lifetime plus the trust list's maximum age,
-        or codes signed just before the rotation would be refused before they expire.
+        With ``activate_in_s`` > 0 the new key is staged: published now, signing from
+        ``now + activate_in_s`` (pass the trust list's maximum age). ``overlap_s`` must cover the
+        longest token lifetime plus the trust list's maximum age, or codes signed just before the
+        switch would be refused before they expire.
         """
-        if type(overlap_s) is not int or overlap_s < 0:
-            raise KeyringError("the rotation overlap is a non-negative number of seconds")
-        old = self.current
-        retiring = TrustedKey(old.kid, old.private.public, old.not_before, now + overlap_s)
-        fresh = SigningKey.of(suite.generate(random_bytes), now, now + lifetime_s)
-        return Keyring(fresh, (retiring, *self.retired))
+        for name, value in (("overlap", overlap_s), ("activation delay", activate_in_s)):
+            if type(value) is not int or value < 0:
+                raise KeyringError(f"the rotation {name} is a non-negative number of seconds")
+        ring = self.promote_at(now)
+        if ring.next is not None:
+            raise RotationPending("a staged rotation is pending; it must take effect first")
+        switch = now + activate_in_s
+        fresh = SigningKey.of(suite.generate(random_bytes), switch, switch + lifetime_s)
+        old = ring.current
+        if activate_in_s == 0:
+            retiring = TrustedKey(old.kid, old.private.public, old.not_before, now + overlap_s)
+            return Keyring(fresh, (retiring, *ring.retired))
+        staying = SigningKey(old.kid, old.private, old.not_before, switch + overlap_s)
+        return Keyring(staying, ring.retired, fresh)
+
+    def promote_at(self, now: int) -> Keyring:
+        """The keyring once a staged key's time has come: it signs, the old key retires."""
+        if self.next is None or self.next.not_before > now:
+            return self
+        return Keyring(self.next, (self.current.trusted, *self.retired))
 
     def prune_at(self, now: int) -> Keyring:
         """Drop retired keys whose validity has ended."""
         return replace(self, retired=tuple(k for k in self.retired if k.not_after >= now))
 
     def signing_key_at(self, now: int) -> SigningKey:
-        """The current key, or KeyringError if it is not valid at ``now`` (rotate first)."""
-        if not self.current.valid_at(now):
+        """The key that signs at ``now``, or KeyringError if none is valid (rotate first)."""
+        key = self.promote_at(now).current
+        if not key.valid_at(now):
             raise KeyringError("the current signing key is not valid now; rotate the keyring")
-        return self.current
+        return key
 
     def public_keys(self) -> tuple[TrustedKey, ...]:
-        """Every key a verifier should trust, current first."""
-        return (self.current.trusted, *self.retired)
+        """Every key a verifier should trust: current, staged next, retired."""
+        staged = () if self.next is None else (self.next.trusted,)
+        return (self.current.trusted, *staged, *self.retired)
 
     def to_private_jwks(self) -> dict[str, object]:
-        """A JWKS for persistence: the current key with ``d``, retired keys public only."""
+        """A JWKS for persistence: signing keys with ``d``, retired keys public only."""
+        signing = [self.current] if self.next is None else [self.current, self.next]
         return {
-            "keys": [private_jwk(self.current), *(public_jwk(key) for key in self.retired)],
+            "keys": [*(private_jwk(k) for k in signing), *(public_jwk(k) for k in self.retired)],
         }
 
     @classmethod
     def from_private_jwks(cls, document: object, suites: SuiteRegistry = DEFAULT_SUITES) -> Keyring:
-        """Read ``to_private_jwks`` output; exactly one key must carry ``d``."""
+        """Read ``to_private_jwks`` output: one key with ``d`` signs, a second is staged."""
         keys = jwks_keys(document)
-        current: list[SigningKey] = []
+        signing: list[SigningKey] = []
         retired: list[TrustedKey] = []
         for index, jwk in enumerate(keys):
             try:
                 if isinstance(jwk, dict) and "d" in jwk:
-                    current.append(parse_private_jwk(jwk, suites))
+                    signing.append(parse_private_jwk(jwk, suites))
                 else:
                     retired.append(parse_public_jwk(jwk, suites))
             except KeyringError as exc:
                 raise KeyringError(f"keys[{index}]: {exc}") from exc
-        if len(current) != 1:
-            raise KeyringError("a keyring JWKS needs exactly one key with 'd' (the signing key)")
-        return cls(current[0], tuple(retired))
+        if len(signing) not in (1, 2):
+            raise KeyringError("a keyring JWKS needs one or two keys with 'd' (signing, next)")
+        signing.sort(key=lambda key: key.not_before)
+        staged = signing[1] if len(signing) == 2 else None
+        return cls(signing[0], tuple(retired), staged)
 
 
 def jwks_keys(document: object) -> list[object]:

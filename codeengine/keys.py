@@ -6,11 +6,27 @@ everything about one subject lives in one cluster slot and is read or written in
 
 from __future__ import annotations
 
-__all__ = ["audit_key", "ops_key", "subject_key", "subject_keys", "token_key"]
+__all__ = [
+    "KEYRING_KEY",
+    "KEYRING_VERSION_KEY",
+    "TRUST_KEY",
+    "audit_key",
+    "ops_key",
+    "subject_key",
+    "subject_keys",
+    "token_key",
+]
 
 from codeengine.model import SubjectId
 
 NAMESPACE = "ce"
+
+KEYRING_KEY = f"{NAMESPACE}:k:{{keyring}}"
+"""The sealed signing keyring (msgpack: version, nonce, ciphertext)."""
+TRUST_KEY = f"{NAMESPACE}:k:{{keyring}}:jwks"
+"""The public trust list (JWKS JSON) derived from the keyring; same slot, written together."""
+KEYRING_VERSION_KEY = f"{NAMESPACE}:k:{{keyring}}:v"
+"""The stored keyring's version, for compare-and-set by rotations."""
 
 
 def subject_key(subject: SubjectId) -> str:

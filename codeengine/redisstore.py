@@ -21,7 +21,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from codeengine import keys
-from codeengine._scripts import CREATE_SUBJECT, SET_STATUS
+from codeengine._scripts import CREATE_SUBJECT, PUT_KEYRING, SET_STATUS, SWAP_DISPLAY
+from codeengine.display import DisplayedCode
 from codeengine.errors import (
     StoreUnavailable,
     UnknownSubject,
@@ -208,6 +209,74 @@ class RedisStore:
 
         rows = await self._bounded(work, self._settings.read_deadline_ms, "audit read")
         return [_parse_audit(fields[b"e"]) for _id, fields in rows]
+
+    async def display_state(
+        self, subject: SubjectId
+    ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
+        """The subject's record and current display token (one MGET in the subject's slot)."""
+
+        async def work() -> Any:
+            return await self._client.mget(keys.subject_key(subject), keys.token_key(subject))
+
+        record_raw, token_raw = await self._bounded(work, self._settings.read_deadline_ms, "read")
+        record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
+        shown = None if token_raw is None else DisplayedCode.unpack(token_raw)
+        return record, shown
+
+    async def replace_display(
+        self, subject: SubjectId, seen: DisplayedCode | None, new: DisplayedCode, ttl_ms: int
+    ) -> DisplayedCode:
+        """Store ``new`` unless another process refreshed first; the token now stored."""
+        seen_raw = b"" if seen is None else seen.pack()
+        new_raw = new.pack()
+
+        async def work() -> Any:
+            sha = await self._sha(SWAP_DISPLAY)
+            args: list[bytes | int] = [seen_raw, new_raw, ttl_ms]
+            try:
+                return await self._client.evalsha(sha, 1, keys.token_key(subject), *args)
+            except NoScriptError:
+                await self._client.execute_command(
+                    "SCRIPT", "LOAD", SWAP_DISPLAY, target_nodes=RedisCluster.PRIMARIES
+                )
+                return await self._client.evalsha(sha, 1, keys.token_key(subject), *args)
+
+        stored = await self._bounded(work, self._settings.write_deadline_ms, "display write")
+        return new if stored == new_raw else DisplayedCode.unpack(stored)
+
+    async def get_keyring(self) -> bytes | None:
+        """The sealed keyring, or None."""
+
+        async def work() -> Any:
+            return await self._client.get(keys.KEYRING_KEY)
+
+        raw = await self._bounded(work, self._settings.read_deadline_ms, "keyring read")
+        return None if raw is None else bytes(raw)
+
+    async def put_keyring(
+        self, expected_version: int, sealed: bytes, version: int, trust: bytes
+    ) -> None:
+        """Compare-and-set the keyring version and its trust list, acknowledged after WAIT."""
+
+        async def work() -> Any:
+            return await self._write_then_wait(
+                PUT_KEYRING,
+                [keys.KEYRING_KEY, keys.TRUST_KEY, keys.KEYRING_VERSION_KEY],
+                [expected_version, sealed, version, trust],
+            )
+
+        code, current = await self._bounded(work, self._settings.write_deadline_ms, "keyring")
+        if code == -2:
+            raise VersionConflict(int(current))
+
+    async def get_trust(self) -> bytes | None:
+        """The public trust list JSON, or None."""
+
+        async def work() -> Any:
+            return await self._client.get(keys.TRUST_KEY)
+
+        raw = await self._bounded(work, self._settings.read_deadline_ms, "trust read")
+        return None if raw is None else bytes(raw)
 
     async def close(self) -> None:
         """Release every pooled connection."""

@@ -10,6 +10,7 @@ __all__ = ["Store"]
 
 from typing import Protocol
 
+from codeengine.display import DisplayedCode
 from codeengine.model import SubjectId
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 
@@ -36,6 +37,27 @@ class Store(Protocol):
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
         """The subject's audit entries, oldest first."""
+
+    async def display_state(
+        self, subject: SubjectId
+    ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
+        """The subject's record and current display token, in one round trip."""
+
+    async def replace_display(
+        self, subject: SubjectId, seen: DisplayedCode | None, new: DisplayedCode, ttl_ms: int
+    ) -> DisplayedCode:
+        """Store ``new`` unless the token changed since ``seen``; return the stored token."""
+
+    async def get_keyring(self) -> bytes | None:
+        """The sealed keyring, or None before the first one is stored."""
+
+    async def put_keyring(
+        self, expected_version: int, sealed: bytes, version: int, trust: bytes
+    ) -> None:
+        """Store a new keyring version and its trust list; VersionConflict if one came between."""
+
+    async def get_trust(self) -> bytes | None:
+        """The public trust list (JWKS JSON) of the stored keyring."""
 
     async def close(self) -> None:
         """Release connections."""

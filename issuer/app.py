@@ -1,4 +1,4 @@
-"""The issuer's app factory."""
+"""The issuer's app factory: generate, display, convert, trust list, key rotation."""
 
 from __future__ import annotations
 
@@ -6,15 +6,43 @@ __all__ = ["create_app"]
 
 from aiohttp import web
 
+from codeengine.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store import Store
+from codeengine.web.auth import ROUTE_SCOPES, auth_middleware
 from codeengine.web.health import HEALTH_ROUTES
-from codeengine.web.runtime import attach_runtime
+from codeengine.web.metrics import METRICS_ROUTES, SERVICE, metrics_middleware
+from codeengine.web.problems import problem_middleware
+from codeengine.web.runtime import CLOCK, Clock, attach_runtime
+from issuer.keys import KEY_ROUTES
+from issuer.openapi import OPENAPI_ROUTES
+from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
+
+SCOPES = {
+    "generate": "generate",
+    "display": "display",
+    "convert": "convert",
+    "rotate": "admin",
+}
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
-    """The issuer application, wired to the store and keyring that ``settings`` name."""
-    app = web.Application(client_max_size=settings.service.client_max_size_bytes)
+def create_app(
+    settings: Settings, *, store: Store | None = None, clock: Clock | None = None
+) -> web.Application:
+    """The issuer application, wired to the store and keys that ``settings`` name."""
+    app = web.Application(
+        client_max_size=settings.service.client_max_size_bytes,
+        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+    )
+    if clock is not None:
+        app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=True)
+    app[SERVICE] = "issuer"
+    app[ROUTE_SCOPES] = SCOPES
+    app[QR_CACHE] = ImageCache()
     app.add_routes(HEALTH_ROUTES)
+    app.add_routes(METRICS_ROUTES)
+    app.add_routes(SUBJECT_ROUTES)
+    app.add_routes(KEY_ROUTES)
+    app.add_routes(OPENAPI_ROUTES)
     return app

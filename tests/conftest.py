@@ -13,6 +13,8 @@ import pytest
 import uvloop
 
 from codeengine.devcluster import DevCluster, find_free_base_port
+from codeengine.devkeys import ensure_dev_material
+from codeengine.settings import Settings, load_settings
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
@@ -46,3 +48,30 @@ def run(request: pytest.FixtureRequest) -> Runner[Any]:
         return asyncio.run(coro)
 
     return runner
+
+
+@pytest.fixture(scope="session")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One set of dev key material for the session, as ``CODEENGINE_*``-style setting names.
+
+    The session's services share one cluster and so one stored keyring: they must share the
+    key-encryption key that seals it, as the processes of one deployment do.
+    """
+    var = tmp_path_factory.mktemp("keys")
+    files = {
+        "keys_keyring_file": str(var / "keyring.json"),
+        "keys_kek_file": str(var / "kek"),
+        "keys_pepper_file": str(var / "pepper"),
+        "keys_credentials_file": str(var / "credentials.json"),
+    }
+    ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
+    return files
+
+
+@pytest.fixture(scope="session")
+def settings(cluster: DevCluster, key_files: dict[str, str]) -> Settings:
+    """Service settings for the session cluster and key material (one worker)."""
+    env = {f"CODEENGINE_{k.upper()}": v for k, v in key_files.items()}
+    env["CODEENGINE_CLUSTER_NODES"] = cluster.nodes_spec
+    env["CODEENGINE_SERVICE_WORKERS"] = "1"
+    return load_settings(env=env)

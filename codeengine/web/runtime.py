@@ -1,42 +1,87 @@
-"""Typed application state shared by both services, and its start-up and shutdown."""
+"""Typed application state shared by both services, and its start-up and shutdown.
+
+Each process keeps its keys in step with the store: an issuer holds the sealed keyring (opened
+with its key-encryption key), a verifier only the public trust list. A background task re-reads
+them every ``codes.keyring_refresh_s``, so a rotation made through any issuer reaches every
+process within about a second.
+"""
 
 from __future__ import annotations
 
-__all__ = ["KEYRING", "SETTINGS", "STORE", "KeyringHolder", "attach_runtime"]
+__all__ = [
+    "CLOCK",
+    "KEYS",
+    "PEPPER",
+    "SETTINGS",
+    "STORE",
+    "Clock",
+    "KeyState",
+    "attach_runtime",
+    "refresh_keys",
+    "store_settings",
+]
 
+import asyncio
+import contextlib
+import logging
+import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
-from codeengine.devkeys import load_keyring
-from codeengine.errors import CodeEngineError, KeyringError
+from codeengine.devkeys import load_keyring, load_pepper
+from codeengine.errors import CodeEngineError, KeyringError, VersionConflict
 from codeengine.keyring import Keyring
+from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.redisstore import RedisStore, StoreSettings
+from codeengine.secret import Secret
 from codeengine.settings import Settings, parse_nodes
 from codeengine.store import Store
+from codeengine.trustlist import TrustList
+from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
+
+log = logging.getLogger("codeengine.keys")
+
+
+class Clock(Protocol):
+    """Seconds since the epoch; services read time only through this, so tests can set it."""
+
+    def __call__(self) -> float: ...
 
 
 @dataclass
-class KeyringHolder:
-    """The loaded keyring, or the error that kept it from loading (reported by /readyz)."""
+class KeyState:
+    """This process's view of the keys, and the error that kept it from loading them."""
 
     keyring: Keyring | None = None
-    error: CodeEngineError | None = field(default=None)
+    trust: TrustList | None = None
+    version: int = 0
+    error: CodeEngineError | None = None
+    kek: Secret | None = None
 
-    def require(self) -> Keyring:
-        """The keyring, or the load error."""
+    def require_keyring(self) -> Keyring:
+        """The keyring (issuers), or the reason it is missing."""
         if self.keyring is None:
-            raise self.error or KeyringError("keyring not loaded")
+            raise self.error or KeyringError("keyring not loaded yet")
         return self.keyring
+
+    def require_trust(self) -> TrustList:
+        """The trust list, or the reason it is missing."""
+        if self.trust is None:
+            raise self.error or KeyringError("trust list not loaded yet")
+        return self.trust
 
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-KEYRING = web.AppKey("keyring", KeyringHolder)
+KEYS = web.AppKey("keys", KeyState)
+PEPPER = web.AppKey("pepper", Secret)
+CLOCK = web.AppKey("clock", Clock)
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -51,26 +96,80 @@ def store_settings(settings: Settings) -> StoreSettings:
     )
 
 
+async def _seed_keyring(store: Store, settings: Settings, kek: Secret) -> None:
+    """Import the configured first keyring when the store holds none (one process wins)."""
+    keyring = load_keyring(Path(settings.keys.keyring_file))
+    sealed = seal_keyring(keyring, 1, kek, os.urandom(NONCE_BYTES))
+    trust = TrustList.from_keyring(keyring).to_json().encode()
+    with contextlib.suppress(VersionConflict):
+        await store.put_keyring(0, sealed.pack(), 1, trust)
+
+
+async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, signs: bool) -> None:
+    """Bring ``state`` up to the store's keyring (issuers) or trust list (verifiers)."""
+    if signs:
+        assert state.kek is not None
+        raw = await store.get_keyring()
+        if raw is None:
+            await _seed_keyring(store, settings, state.kek)
+            raw = await store.get_keyring()
+            if raw is None:
+                raise KeyringError("the store holds no keyring")
+        sealed = SealedKeyring.unpack(raw)
+        if sealed.version != state.version or state.keyring is None:
+            keyring = open_keyring(sealed, state.kek)
+            state.keyring, state.trust = keyring, TrustList.from_keyring(keyring)
+            state.version = sealed.version
+            log.info("keyring version %d loaded", sealed.version)
+    else:
+        raw = await store.get_trust()
+        if raw is None:
+            raise KeyringError("no trust list published yet; start an issuer first")
+        state.trust = TrustList.from_json(raw)
+    state.error = None
+
+
+async def _keep_keys_fresh(
+    state: KeyState, store: Store, settings: Settings, *, signs: bool
+) -> None:
+    while True:
+        try:
+            await refresh_keys(state, store, settings, signs=signs)
+        except CodeEngineError as exc:
+            # Keep serving with the keys already loaded; readiness reports the problem.
+            state.error = exc
+        await asyncio.sleep(settings.codes.keyring_refresh_s)
+
+
 def attach_runtime(
     app: web.Application, settings: Settings, store: Store | None = None, *, signs: bool
 ) -> None:
-    """Give ``app`` its settings, a store and the keyring, with readiness checks for both.
+    """Give ``app`` its settings, store, keys and credentials, with readiness checks.
 
     A service that ``signs`` is ready only with a signing key valid now; one that only verifies
-    needs at least one trusted key valid now.
+    needs a trust list with at least one key valid now.
     """
     app[SETTINGS] = settings
-    holder = KeyringHolder()
-    app[KEYRING] = holder
+    state = KeyState()
+    app[KEYS] = state
+    if CLOCK not in app:
+        app[CLOCK] = time.time
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
         app[STORE] = RedisStore(store_settings(settings)) if store is None else store
-        try:
-            holder.keyring = load_keyring(Path(settings.keys.keyring_file))
-        except KeyringError as exc:
-            holder.error = exc
+        workers = settings.service.workers or (os.cpu_count() or 1)
+        app[CREDENTIALS] = load_credentials(Path(settings.keys.credentials_file), 1 / workers)
+        if signs:
+            app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
+            state.kek = load_pepper(Path(settings.keys.kek_file))
+        with contextlib.suppress(CodeEngineError):
+            await refresh_keys(state, app[STORE], settings, signs=signs)
+        task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
         yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         if owned:
             await app[STORE].close()
 
@@ -78,11 +177,10 @@ def attach_runtime(
         await app[STORE].ping()
 
     async def keys_ready() -> None:
-        now = int(time.time())
-        keyring = holder.require()
+        now = int(app[CLOCK]())
         if signs:
-            keyring.signing_key_at(now)
-        elif not any(key.valid_at(now) for key in keyring.public_keys()):
+            state.require_keyring().signing_key_at(now)
+        elif not any(key.valid_at(now) for key in state.require_trust()):
             raise KeyringError("no trusted key is valid now")
 
     app.cleanup_ctx.append(lifecycle)

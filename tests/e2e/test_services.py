@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from codeengine.devcluster import DevCluster
-from codeengine.devkeys import ensure_dev_material
-from codeengine.settings import load_settings
 from tests.e2e.helpers import free_port, get_json, service_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -33,23 +31,16 @@ def worker(service: str, port: int, **settings: str) -> Iterator[str]:
         assert proc.wait(timeout=20) == 0, "a worker exits cleanly on SIGTERM"
 
 
-@pytest.fixture(scope="module")
-def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    var = tmp_path_factory.mktemp("var")
-    files = {
-        "keys_keyring_file": str(var / "keyring.json"),
-        "keys_pepper_file": str(var / "pepper"),
-        "keys_credentials_file": str(var / "credentials.json"),
-    }
-    ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
-    return files
-
-
 @pytest.mark.parametrize("service", ["issuer", "verifier"])
 def test_ready_with_cluster_and_keys(
     service: str, cluster: DevCluster, key_files: dict[str, str]
 ) -> None:
-    with worker(service, free_port(), cluster_nodes=cluster.nodes_spec, **key_files) as url:
+    # The verifier reads the trust list an issuer publishes: an issuer runs beside it.
+    with (
+        worker("issuer", free_port(), cluster_nodes=cluster.nodes_spec, **key_files) as issuer,
+        worker(service, free_port(), cluster_nodes=cluster.nodes_spec, **key_files) as url,
+    ):
+        wait_for(f"{issuer}/readyz", 200, 10)
         wait_for(f"{url}/readyz", 200, 10)
         assert get_json(f"{url}/readyz") == (200, {"status": "ready"})
 
@@ -57,7 +48,13 @@ def test_ready_with_cluster_and_keys(
 def test_not_ready_without_keys(
     cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
 ) -> None:
-    files = dict(key_files, keys_keyring_file=str(tmp_path / "missing.json"))
+    # A KEK that does not open the stored keyring, and no first keyring to seed one with.
+    (tmp_path / "kek").write_text("11" * 32)
+    files = dict(
+        key_files,
+        keys_keyring_file=str(tmp_path / "missing.json"),
+        keys_kek_file=str(tmp_path / "kek"),
+    )
     with worker("issuer", free_port(), cluster_nodes=cluster.nodes_spec, **files) as url:
         status, body = get_json(f"{url}/readyz")
         assert status == 503
@@ -69,5 +66,6 @@ def test_not_ready_without_cluster_and_answers_within_deadline(key_files: dict[s
     with worker("verifier", free_port(), cluster_nodes=dead, **key_files) as url:
         status, body = get_json(f"{url}/readyz", timeout_s=2.0)
         assert status == 503
-        assert body == {"status": "not ready", "failed": {"cluster": "STORE_UNAVAILABLE"}}
+        assert body["status"] == "not ready"
+        assert body["failed"] == {"cluster": "STORE_UNAVAILABLE", "keys": "STORE_UNAVAILABLE"}
         assert get_json(f"{url}/healthz") == (200, {"status": "ok"}), "the process is up"

@@ -121,14 +121,45 @@ def test_private_jwks_round_trip_through_json() -> None:
     assert (current["nbf"], current["exp"]) == (ring.current.not_before, ring.current.not_after)
 
 
-def test_private_jwks_needs_exactly_one_signing_key() -> None:
+def test_private_jwks_needs_one_or_two_signing_keys() -> None:
     ring = _ring().rotate_at(NOW + 10, ED25519, OVERLAP_S, deterministic_random(b"2"))
     keys = ring.to_private_jwks()["keys"]
     assert isinstance(keys, list)
     current, retired = keys
-    for keys in ([retired], [current, private_jwk(_ring(b"x").current)], []):
-        with pytest.raises(KeyringError, match="exactly one"):
+    later = Keyring.generate_at(NOW + 20, ED25519, deterministic_random(b"y")).current
+    three = [current, private_jwk(_ring(b"x").current), private_jwk(later)]
+    for keys in ([retired], three, []):
+        with pytest.raises(KeyringError, match="one or two keys with 'd'"):
             Keyring.from_private_jwks({"keys": keys})
+    same_start = Keyring.generate_at(NOW + 10, ED25519, deterministic_random(b"z")).current
+    with pytest.raises(KeyringError, match="start after"):
+        Keyring.from_private_jwks({"keys": [current, private_jwk(same_start)]})
+
+
+def test_staged_rotation_publishes_first_and_signs_later() -> None:
+    ring = _ring()
+    old = ring.current
+    staged = ring.rotate_at(
+        NOW + 100, ED25519, OVERLAP_S, deterministic_random(b"n"), activate_in_s=300
+    )
+    assert staged.next is not None
+    new_kid = staged.next.kid
+    # Published at once, so terminals learn it before they meet a code it signed ...
+    assert [k.kid for k in staged.public_keys()] == [old.kid, new_kid]
+    # ... but the old key keeps signing until the switch, then verifies for the overlap.
+    assert staged.signing_key_at(NOW + 399).kid == old.kid
+    assert staged.signing_key_at(NOW + 400).kid == new_kid
+    promoted = staged.promote_at(NOW + 400)
+    assert promoted.current.kid == new_kid and promoted.next is None
+    (retired,) = promoted.retired
+    assert (retired.kid, retired.not_after) == (old.kid, NOW + 400 + OVERLAP_S)
+    # The staged state survives persistence, and a second rotation waits for the first.
+    assert Keyring.from_private_jwks(staged.to_private_jwks()) == staged
+    with pytest.raises(KeyringError, match="pending"):
+        staged.rotate_at(NOW + 200, ED25519, OVERLAP_S, deterministic_random(b"m"))
+    again = staged.rotate_at(NOW + 500, ED25519, OVERLAP_S, deterministic_random(b"m"))
+    assert again.current.kid not in {old.kid, new_kid}
+    assert [k.kid for k in again.retired] == [new_kid, old.kid]
 
 
 @pytest.mark.parametrize(

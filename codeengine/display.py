@@ -1,0 +1,116 @@
+"""亮码: display. Which token a subject's app shows now, and when a new one must be signed.
+
+A displayed code lives ``ttl_s`` seconds and is replaced once it passes half-life, so a
+screenshot goes stale quickly while a busy app re-signs at most once per half-life. The store
+keeps the current token and the id of the one before it: during a refresh both are on screens,
+and online verification accepts either until it expires. Pure: time and randomness are arguments.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DisplayedCode", "claims_for_at", "is_current_at", "refresh_at", "successor_at"]
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from codeengine.errors import CodeEngineError
+from codeengine.model import Colour
+from codeengine.pseudonym import subject_bytes
+from codeengine.status import SubjectRecord
+from codeengine.token import CTI_BYTES, Claims
+
+
+def refresh_at(iat: int, ttl_s: int) -> int:
+    """When a token issued at ``iat`` should be replaced: its half-life."""
+    return iat + ttl_s // 2
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayedCode:
+    """The subject's current display token as the store holds it."""
+
+    token: str
+    cti: bytes
+    iat: int
+    exp: int
+    colour: Colour
+    version: int
+    previous_cti: bytes = b""
+    previous_exp: int = 0
+
+    def pack(self) -> bytes:
+        """msgpack, with short field names: this is stored for every displaying subject."""
+        fields: dict[str, Any] = {"t": self.token, "i": self.cti, "ia": self.iat, "e": self.exp}
+        fields |= {"c": int(self.colour), "v": self.version}
+        if self.previous_cti:
+            fields |= {"pi": self.previous_cti, "pe": self.previous_exp}
+        return msgpack.packb(fields)  # type: ignore[no-any-return]
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> DisplayedCode:
+        """Read a stored value; a value the engine did not write raises CodeEngineError."""
+        try:
+            f: dict[str, Any] = msgpack.unpackb(raw)
+            return cls(
+                token=str(f["t"]),
+                cti=bytes(f["i"]),
+                iat=int(f["ia"]),
+                exp=int(f["e"]),
+                colour=Colour(f["c"]),
+                version=int(f["v"]),
+                previous_cti=bytes(f.get("pi", b"")),
+                previous_exp=int(f.get("pe", 0)),
+            )
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise CodeEngineError("stored display token is corrupt") from exc
+
+    def accepts_at(self, cti: bytes, now: int) -> bool:
+        """Whether a token with this id is the current one, or the previous one still unexpired."""
+        if cti == self.cti:
+            return True
+        return bool(self.previous_cti) and cti == self.previous_cti and now <= self.previous_exp
+
+
+def is_current_at(shown: DisplayedCode | None, record: SubjectRecord, now: int, ttl_s: int) -> bool:
+    """Whether ``shown`` may be handed out again: same status, and before its half-life."""
+    return (
+        shown is not None
+        and shown.colour == record.colour
+        and shown.version == record.version
+        and shown.iat <= now < refresh_at(shown.iat, ttl_s)
+    )
+
+
+def claims_for_at(record: SubjectRecord, now: int, ttl_s: int, cti: bytes) -> Claims:
+    """The claims of a new display token for the subject's current status."""
+    if len(cti) != CTI_BYTES:
+        raise ValueError(f"cti must be {CTI_BYTES} random bytes")
+    return Claims(
+        exp=now + ttl_s,
+        iat=now,
+        cti=cti,
+        subject=subject_bytes(record.subject),
+        kind=record.kind,
+        city=record.city,
+        colour=record.colour,
+        version=record.version,
+    )
+
+
+def successor_at(
+    shown: DisplayedCode | None, token: str, claims: Claims, now: int
+) -> DisplayedCode:
+    """The stored value after signing ``token``: it becomes current, the old one previous."""
+    keep_previous = shown is not None and shown.exp >= now
+    return DisplayedCode(
+        token=token,
+        cti=claims.cti,
+        iat=claims.iat,
+        exp=claims.exp,
+        colour=claims.colour,
+        version=claims.version,
+        previous_cti=shown.cti if keep_previous and shown else b"",
+        previous_exp=shown.exp if keep_previous and shown else 0,
+    )

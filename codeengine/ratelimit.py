@@ -1,0 +1,39 @@
+"""A token bucket, as a pure value: time is an argument, nothing here reads the clock."""
+
+from __future__ import annotations
+
+__all__ = ["TokenBucket"]
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucket:
+    """``rate_per_s`` tokens a second, at most ``burst`` saved up; one request takes one."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float
+    updated_at: float
+
+    @classmethod
+    def full_at(cls, rate_per_s: float, burst: float, now: float) -> TokenBucket:
+        """A bucket that starts full."""
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        return cls(rate_per_s, burst, burst, now)
+
+    def take_at(self, now: float) -> tuple[TokenBucket, float]:
+        """Take one token: the new bucket and 0.0, or the unchanged bucket and seconds to wait."""
+        elapsed = max(0.0, now - self.updated_at)
+        tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        if tokens >= 1.0:
+            return TokenBucket(self.rate_per_s, self.burst, tokens - 1.0, now), 0.0
+        wait = (1.0 - tokens) / self.rate_per_s
+        return TokenBucket(self.rate_per_s, self.burst, tokens, now), wait
+
+    @staticmethod
+    def retry_after_header(wait_s: float) -> int:
+        """Whole seconds for a Retry-After header (at least 1)."""
+        return max(1, math.ceil(wait_s))

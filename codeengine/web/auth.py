@@ -1,0 +1,137 @@
+"""API keys: named clients with scopes and a rate limit, checked by one middleware.
+
+The credentials file lists clients; a key is stored either as is (``key``: dev files only) or
+as its SHA-256 (``key_sha256``: what production files carry). Keys are compared by hash, so the
+service never holds a production key in clear. Each route names the scope it needs; routes
+without one (health, metrics, the public trust list, the OpenAPI spec) are open.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLIENT",
+    "CREDENTIALS",
+    "ROUTE_SCOPES",
+    "Client",
+    "Credentials",
+    "auth_middleware",
+    "load_credentials",
+]
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from codeengine.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
+from codeengine.ratelimit import TokenBucket
+
+SCOPES = frozenset({"generate", "display", "convert", "admin", "verify"})
+DEFAULT_RATE_PER_S = 5000.0
+MAX_KEY_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A named API client: what it may do and how fast."""
+
+    name: str
+    scopes: frozenset[str]
+    rate_per_s: float = DEFAULT_RATE_PER_S
+
+
+@dataclass
+class Credentials:
+    """Clients by the SHA-256 of their key, with one rate bucket per client in this worker."""
+
+    by_key_hash: dict[bytes, Client]
+    rate_share: float = 1.0
+    """This worker's share of each client's rate (1 / workers)."""
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def authenticate(self, header: str | None) -> Client:
+        """The client behind an ``Authorization: Bearer <key>`` header, or NotAuthenticated."""
+        if not header or not header.startswith("Bearer ") or len(header) > MAX_KEY_CHARS + 7:
+            raise NotAuthenticated("an Authorization: Bearer <key> header is required")
+        digest = hashlib.sha256(header[7:].strip().encode()).digest()
+        client = self.by_key_hash.get(digest)
+        if client is None:
+            raise NotAuthenticated("the API key is not valid")
+        return client
+
+    def admit_at(self, client: Client, now: float) -> None:
+        """Take one request from the client's bucket, or RateLimited with the wait."""
+        bucket = self._buckets.get(client.name)
+        rate = max(client.rate_per_s * self.rate_share, 1.0)
+        if bucket is None:
+            bucket = TokenBucket.full_at(rate, rate, now)
+        bucket, wait = bucket.take_at(now)
+        self._buckets[client.name] = bucket
+        if wait:
+            raise RateLimited(TokenBucket.retry_after_header(wait))
+
+
+def _client(entry: Any, index: int) -> tuple[bytes, Client]:
+    where = f"clients[{index}]"
+    if not isinstance(entry, dict):
+        raise KeyringError(f"{where} must be an object")
+    name, scopes = entry.get("client"), entry.get("scopes")
+    if not isinstance(name, str) or not name:
+        raise KeyringError(f"{where}.client must be a non-empty string")
+    if not isinstance(scopes, list) or not scopes or not set(scopes) <= SCOPES:
+        raise KeyringError(f"{where}.scopes must be a list drawn from {sorted(SCOPES)}")
+    rate = entry.get("rate_per_s", DEFAULT_RATE_PER_S)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
+        raise KeyringError(f"{where}.rate_per_s must be a positive number")
+    if isinstance(entry.get("key"), str):
+        digest = hashlib.sha256(entry["key"].encode()).digest()
+    elif isinstance(entry.get("key_sha256"), str):
+        try:
+            digest = bytes.fromhex(entry["key_sha256"])
+        except ValueError:
+            raise KeyringError(f"{where}.key_sha256 is not hex") from None
+        if len(digest) != hashlib.sha256().digest_size:
+            raise KeyringError(f"{where}.key_sha256 is not a SHA-256")
+    else:
+        raise KeyringError(f"{where} needs key or key_sha256")
+    return digest, Client(name, frozenset(scopes), float(rate))
+
+
+def load_credentials(path: Path, rate_share: float = 1.0) -> Credentials:
+    """Read the credentials file; KeyringError names the entry that is wrong."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read credentials {path.name}: {type(exc).__name__}") from exc
+    entries = document.get("clients") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise KeyringError("credentials need a 'clients' list")
+    clients = dict(_client(entry, i) for i, entry in enumerate(entries))
+    return Credentials(clients, rate_share)
+
+
+ROUTE_SCOPES = web.AppKey("route_scopes", Mapping[str, str])
+CREDENTIALS = web.AppKey("credentials", Credentials)
+CLIENT = web.RequestKey("client", Client)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate, check the route's scope, then the client's rate."""
+    route = request.match_info.route.name
+    scope = request.app[ROUTE_SCOPES].get(route or "")
+    if scope is None:
+        return await handler(request)
+    credentials = request.app[CREDENTIALS]
+    client = credentials.authenticate(request.headers.get("Authorization"))
+    if scope not in client.scopes:
+        raise AccessDenied(f"this operation needs the {scope!r} scope")
+    credentials.admit_at(client, time.monotonic())
+    request[CLIENT] = client
+    return await handler(request)

@@ -1,0 +1,71 @@
+"""Strict request bodies: JSON objects with known fields of known types, nothing else."""
+
+from __future__ import annotations
+
+__all__ = ["Field", "read_object"]
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from codeengine.errors import BadRequest, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One accepted field: its JSON type, whether it is required, its bounds."""
+
+    kind: type
+    required: bool = True
+    max_length: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+def _check(name: str, spec: Field, value: Any) -> None:
+    ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
+    if not ok:
+        raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
+    if spec.max_length is not None and len(value) > spec.max_length:
+        raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
+    if spec.minimum is not None and value < spec.minimum:
+        raise BadRequest(f"field {name!r} must be at least {spec.minimum}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise BadRequest(f"field {name!r} must be at most {spec.maximum}")
+
+
+def _json_type(kind: type) -> str:
+    return {str: "a string", int: "an integer", bool: "a boolean", list: "an array"}.get(
+        kind, kind.__name__
+    )
+
+
+def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """Check a decoded JSON document against ``fields``; BadRequest names the first problem."""
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object", reason=Reason.INVALID_FIELD)
+    for name in document:
+        if name not in fields:
+            raise BadRequest(f"unknown field {str(name)[:40]!r}", reason=Reason.UNKNOWN_FIELD)
+    for name, spec in fields.items():
+        if name not in document:
+            if spec.required:
+                raise BadRequest(f"field {name!r} is required", reason=Reason.MISSING_FIELD)
+            continue
+        _check(name, spec, document[name])
+    return document
+
+
+async def read_object(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """Read the request body as a JSON object with exactly the given fields."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="the body must be application/json")
+    raw = await request.read()
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON", reason=Reason.BAD_JSON) from None
+    return validate_object(document, fields)

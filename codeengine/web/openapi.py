@@ -1,0 +1,156 @@
+"""Pieces both services' OpenAPI 3.1 documents share: problems, health paths, the handler."""
+
+from __future__ import annotations
+
+__all__ = [
+    "HEALTH_PATHS",
+    "JSON",
+    "PROBLEM_SCHEMA",
+    "ref",
+    "responses",
+    "spec_document",
+    "spec_handler",
+]
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from codeengine import __version__
+from codeengine.errors import Reason
+
+JSON = "application/json"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["reason", "detail"],
+    "properties": {
+        "reason": {"type": "string", "enum": sorted(r.value for r in Reason)},
+        "detail": {"type": "string"},
+        "current_version": {"type": "integer"},
+    },
+}
+
+_PROBLEM_TEXT = {
+    400: "Malformed request (BAD_JSON, INVALID_FIELD, UNKNOWN_FIELD, MISSING_FIELD, ...)",
+    401: "No valid API key (UNAUTHORIZED)",
+    403: "The key lacks the scope (FORBIDDEN)",
+    404: "Unknown subject (UNKNOWN_SUBJECT) or path (NOT_FOUND)",
+    409: "Conflict: stale version (VERSION_CONFLICT) or a pending rotation (ROTATION_PENDING)",
+    413: "Body larger than the limit (BODY_TOO_LARGE)",
+    415: "Body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
+    422: "Invalid identifier (BAD_LENGTH, BAD_CHARACTERS, BAD_REGION, BAD_BIRTH_DATE, "
+    "BAD_CHECK_DIGIT) or code",
+    429: "Rate limit exceeded (RATE_LIMITED); see Retry-After",
+    503: "Store or keys unavailable (STORE_UNAVAILABLE, NOT_REPLICATED, KEYRING); see Retry-After",
+}
+
+
+def ref(name: str) -> dict[str, Any]:
+    """A JSON response/request content referring to a component schema."""
+    return {JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def responses(success: Mapping[str, tuple[str, dict[str, Any]]], *problems: int) -> dict[str, Any]:
+    """A responses object: the success answers plus problem answers for ``problems``."""
+    out: dict[str, Any] = {
+        code: {"description": text, "content": content} for code, (text, content) in success.items()
+    }
+    for status in problems:
+        out[str(status)] = {"description": _PROBLEM_TEXT[status], "content": ref("Problem")}
+    return out
+
+
+HEALTH_PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "summary": "The process is up",
+            "responses": {
+                "200": {
+                    "description": "Up",
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"status": {"const": "ok"}},
+                                "required": ["status"],
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "summary": "The cluster answers and the keys are loaded",
+            "responses": {
+                code: {
+                    "description": text,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {
+                                    "status": {"type": "string"},
+                                    "failed": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "string"},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                }
+                for code, text in (("200", "Ready"), ("503", "Not ready; `failed` says why"))
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics of every worker of this service",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}},
+        }
+    },
+}
+
+
+def spec_document(
+    title: str, description: str, paths: dict[str, Any], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    """A complete OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": __version__, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def spec_handler(spec: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler that serves ``spec`` as JSON."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    return handler

@@ -1,0 +1,115 @@
+"""One middleware turns every failure into a JSON problem body with a stable ``reason``.
+
+Handlers raise; they never build error responses. A body looks like
+``{"reason": "VERSION_CONFLICT", "detail": "current version is 3", ...extra}``. An unexpected
+exception answers 500 INTERNAL without details (they go to the log, never to the client).
+"""
+
+from __future__ import annotations
+
+__all__ = ["REASON", "problem", "problem_middleware", "status_for"]
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from codeengine.errors import (
+    AccessDenied,
+    BadRequest,
+    CodeEngineError,
+    InvalidIdentifier,
+    KeyringError,
+    NotAuthenticated,
+    RateLimited,
+    Reason,
+    RotationPending,
+    StoreUnavailable,
+    UnknownSubject,
+    VerificationError,
+    VersionConflict,
+)
+
+log = logging.getLogger("codeengine.web")
+
+STORE_RETRY_AFTER_S = 1
+REASON = web.ResponseKey("reason", str)
+"""The reason code of a problem response, for the metrics middleware."""
+
+_STATUS: tuple[tuple[type[CodeEngineError], int], ...] = (
+    (BadRequest, 400),
+    (InvalidIdentifier, 422),
+    (VerificationError, 422),
+    (NotAuthenticated, 401),
+    (AccessDenied, 403),
+    (UnknownSubject, 404),
+    (VersionConflict, 409),
+    (RotationPending, 409),
+    (RateLimited, 429),
+    (StoreUnavailable, 503),
+    (KeyringError, 503),
+)
+
+_HTTP_REASONS = {
+    400: Reason.BAD_JSON,
+    404: Reason.NOT_FOUND,
+    405: Reason.METHOD_NOT_ALLOWED,
+    413: Reason.BODY_TOO_LARGE,
+    415: Reason.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def status_for(exc: CodeEngineError) -> int:
+    """The HTTP status an engine error maps to."""
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def problem(
+    status: int,
+    reason: Reason | str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """A JSON problem response."""
+    body = {"reason": str(reason), "detail": detail, **extra}
+    response = web.json_response(body, status=status, headers=headers)
+    response[REASON] = str(reason)
+    return response
+
+
+def _from_engine_error(exc: CodeEngineError) -> web.Response:
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, StoreUnavailable | KeyringError):
+        headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    elif isinstance(exc, VersionConflict):
+        extra["current_version"] = exc.current_version
+    elif isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem(status, exc.reason, exc.detail, headers or None, **extra)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map engine errors and aiohttp's HTTP errors to problem bodies."""
+    try:
+        return await handler(request)
+    except CodeEngineError as exc:
+        return _from_engine_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = _HTTP_REASONS.get(exc.status, Reason.INTERNAL if exc.status >= 500 else exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return problem(exc.status, reason, exc.reason, headers or None)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.match_info.route.name)
+        return problem(500, Reason.INTERNAL, "internal error")

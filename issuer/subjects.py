@@ -1,0 +1,170 @@
+"""Generate (生码), display (亮码) and convert (赋码/转码) one subject over HTTP."""
+
+from __future__ import annotations
+
+__all__ = ["SUBJECT_ROUTES"]
+
+import asyncio
+import os
+import secrets
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from codeengine.display import claims_for_at, is_current_at, refresh_at, successor_at
+from codeengine.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
+from codeengine.identifiers import parse_identifier
+from codeengine.model import CITIES, CityCode, CodeKind, Colour, SubjectId
+from codeengine.pseudonym import pseudonym, subject_bytes
+from codeengine.qr import ImageCache, QRFormat, render
+from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
+from codeengine.token import CTI_BYTES, encode
+from codeengine.web.auth import CLIENT
+from codeengine.web.body import Field, read_object
+from codeengine.web.metrics import QR_RENDERS, SIGNATURES
+from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
+
+QR_CACHE = web.AppKey("qr_cache", ImageCache)
+MAX_ID_CHARS = 64
+_KINDS = {"person": CodeKind.HEALTH, "enterprise": CodeKind.ENTERPRISE_SERVICE}
+_COLOURS = {colour.label: colour for colour in Colour}
+
+GENERATE_FIELDS = {
+    "kind": Field(str, max_length=16),
+    "id": Field(str, max_length=MAX_ID_CHARS),
+    "city": Field(int),
+}
+CONVERT_FIELDS = {
+    "colour": Field(str, max_length=8),
+    "reason": Field(str, max_length=MAX_REASON_CHARS),
+    "if_version": Field(int, minimum=1, maximum=2**32 - 1),
+    "op_id": Field(str, required=False, max_length=MAX_OP_ID_CHARS),
+}
+
+
+def _subject_from_path(request: web.Request) -> SubjectId:
+    text = request.match_info["subject"]
+    try:
+        subject_bytes(SubjectId(text))
+    except InvalidIdentifier:
+        raise BadRequest("the path does not name a subject pseudonym") from None
+    return SubjectId(text)
+
+
+async def generate(request: web.Request) -> web.Response:
+    """生码: validate the identifier, derive the pseudonym, create the subject (idempotent)."""
+    body = await read_object(request, GENERATE_FIELDS)
+    kind = _KINDS.get(body["kind"])
+    if kind is None:
+        raise BadRequest("field 'kind' must be 'person' or 'enterprise'")
+    if body["city"] not in CITIES:
+        raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
+    now = request.app[CLOCK]()
+    today = datetime.fromtimestamp(now, UTC).date()
+    identifier = parse_identifier(body["kind"], body["id"], today)
+    subject = pseudonym(identifier, request.app[PEPPER])
+    initial = _COLOURS[request.app[SETTINGS].codes.initial_colour]
+    record = SubjectRecord(subject, kind, CityCode(body["city"]), initial, 1, int(now))
+    stored, created = await request.app[STORE].create_subject(record, request[CLIENT].name)
+    answer = {
+        "subject": subject,
+        "kind": stored.kind.label,
+        "city": stored.city,
+        "colour": stored.colour.label,
+        "version": stored.version,
+        "created": created,
+    }
+    return web.json_response(answer, status=201 if created else 200)
+
+
+async def display(request: web.Request) -> web.StreamResponse:
+    """亮码: the subject's current token, signing a new one only past half-life."""
+    subject = _subject_from_path(request)
+    fmt_text = request.query.get("format", "json")
+    fmt = None if fmt_text == "json" else _image_format(fmt_text)
+    app = request.app
+    codes = app[SETTINGS].codes
+    now = int(app[CLOCK]())
+    store = app[STORE]
+    record, shown = await store.display_state(subject)
+    if record is None:
+        raise UnknownSubject("no such subject")
+    if shown is None or not is_current_at(shown, record, now, codes.display_ttl_s):
+        key = app[KEYS].require_keyring().signing_key_at(now)
+        claims = claims_for_at(record, now, codes.display_ttl_s, secrets.token_bytes(CTI_BYTES))
+        token = encode(claims, key)
+        SIGNATURES.labels(key.private.suite.jose_alg).inc()
+        ttl_ms = (codes.display_ttl_s + codes.clock_skew_s) * 1000
+        shown = await store.replace_display(
+            subject, shown, successor_at(shown, token, claims, now), ttl_ms
+        )
+    refresh = refresh_at(shown.iat, codes.display_ttl_s)
+    max_age = max(0, refresh - now)
+    if fmt is not None:
+        image = await _image(app, shown.token, fmt)
+        headers = {"Cache-Control": f"private, max-age={max_age}"}
+        return web.Response(body=image, content_type=fmt.content_type, headers=headers)
+    answer = {
+        "token": shown.token,
+        "colour": shown.colour.label,
+        "version": shown.version,
+        "issued_at": shown.iat,
+        "expires_at": shown.exp,
+        "refresh_at": refresh,
+    }
+    return web.json_response(answer, headers={"Cache-Control": f"private, max-age={max_age}"})
+
+
+def _image_format(text: str) -> QRFormat:
+    try:
+        return QRFormat(text)
+    except ValueError:
+        raise BadRequest("query 'format' must be json, png or svg") from None
+
+
+async def _image(app: web.Application, token: str, fmt: QRFormat) -> bytes:
+    """The QR image of a token, rendered once per token and format, off the event loop."""
+    cache = app[QR_CACHE]
+    image = cache.get(token, fmt)
+    if image is None:
+        image = await asyncio.get_running_loop().run_in_executor(None, render, token, fmt)
+        QR_RENDERS.labels(fmt.value).inc()
+        cache.put(token, fmt, image)
+    return image
+
+
+async def convert(request: web.Request) -> web.Response:
+    """赋码/转码: set one subject's colour if ``if_version`` is current; audited, idempotent."""
+    subject = _subject_from_path(request)
+    body = await read_object(request, CONVERT_FIELDS)
+    colour = _COLOURS.get(body["colour"])
+    if colour is None:
+        raise BadRequest("field 'colour' must be green, yellow, red or grey")
+    op_id = body.get("op_id") or request.headers.get("Idempotency-Key") or os.urandom(12).hex()
+    if len(op_id) > MAX_OP_ID_CHARS:
+        raise BadRequest(f"Idempotency-Key is longer than {MAX_OP_ID_CHARS} characters")
+    change = StatusChange(
+        subject=subject,
+        if_version=body["if_version"],
+        colour=colour,
+        op_id=op_id,
+        actor=request[CLIENT].name,
+        reason=body["reason"],
+        at=int(request.app[CLOCK]()),
+    )
+    result = await request.app[STORE].set_status(change)
+    answer = {
+        "subject": subject,
+        "colour": colour.label,
+        "version": result.version,
+        "applied": result.applied,
+        "op_id": op_id,
+    }
+    return web.json_response(answer)
+
+
+SUBJECT_ROUTES = [
+    web.post("/v1/subjects", generate, name="generate"),
+    web.get("/v1/subjects/{subject}/code", display, name="display"),
+    web.post("/v1/subjects/{subject}/status", convert, name="convert"),
+]
