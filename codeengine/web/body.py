@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Field", "read_object"]
+__all__ = ["Field", "read_object", "validate_object"]
 
 import json
 from collections.abc import Mapping

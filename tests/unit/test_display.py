@@ -1,0 +1,98 @@
+"""亮码 policy: when a token is handed out again, when it is replaced, what verify accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from codeengine.display import (
+    DisplayedCode,
+    claims_for_at,
+    is_current_at,
+    refresh_at,
+    successor_at,
+)
+from codeengine.errors import CodeEngineError
+from codeengine.model import CodeKind, Colour, SubjectId
+from codeengine.status import SubjectRecord
+
+NOW = 1_800_000_000
+TTL = 120
+SUBJECT = SubjectId("AAECAwQFBgcICQoL")
+
+
+def record(colour: Colour = Colour.GREEN, version: int = 1) -> SubjectRecord:
+    return SubjectRecord(SUBJECT, CodeKind.HEALTH, 320100, colour, version, NOW)
+
+
+def shown_at(iat: int, colour: Colour = Colour.GREEN, version: int = 1) -> DisplayedCode:
+    claims = claims_for_at(record(colour, version), iat, TTL, b"\x01" * 6)
+    return successor_at(None, f"CE1:T{iat}", claims, iat)
+
+
+def test_refresh_at_half_life() -> None:
+    assert refresh_at(NOW, 120) == NOW + 60
+    assert refresh_at(NOW, 121) == NOW + 60
+
+
+@pytest.mark.parametrize(
+    ("now", "colour", "version", "current"),
+    [
+        (NOW, Colour.GREEN, 1, True),
+        (NOW + 59, Colour.GREEN, 1, True),
+        (NOW + 60, Colour.GREEN, 1, False),
+        (NOW + 10, Colour.RED, 2, False),
+        (NOW + 10, Colour.GREEN, 2, False),
+        (NOW - 1, Colour.GREEN, 1, False),
+    ],
+    ids=[
+        "fresh",
+        "before-half-life",
+        "at-half-life",
+        "colour-changed",
+        "version-changed",
+        "future",
+    ],
+)
+def test_is_current_at(now: int, colour: Colour, version: int, current: bool) -> None:
+    assert is_current_at(shown_at(NOW), record(colour, version), now, TTL) is current
+    assert is_current_at(None, record(), NOW, TTL) is False
+
+
+def test_claims_carry_status_and_window() -> None:
+    claims = claims_for_at(record(Colour.YELLOW, 7), NOW, TTL, b"\x02" * 6)
+    assert (claims.iat, claims.exp, claims.version, claims.colour) == (
+        NOW,
+        NOW + TTL,
+        7,
+        Colour.YELLOW,
+    )
+    assert claims.subject_id == SUBJECT
+    with pytest.raises(ValueError, match="6 random bytes"):
+        claims_for_at(record(), NOW, TTL, b"\x02" * 5)
+
+
+def test_successor_keeps_the_previous_token_until_it_expires() -> None:
+    first = shown_at(NOW)
+    claims = claims_for_at(record(), NOW + 60, TTL, b"\x03" * 6)
+    second = successor_at(first, "CE1:SECOND", claims, NOW + 60)
+    assert (second.cti, second.previous_cti, second.previous_exp) == (
+        b"\x03" * 6,
+        first.cti,
+        first.exp,
+    )
+    assert second.accepts_at(first.cti, first.exp)
+    assert not second.accepts_at(first.cti, first.exp + 1)
+    assert second.accepts_at(second.cti, NOW + 60)
+    assert not second.accepts_at(b"\x09" * 6, NOW + 60)
+    late = successor_at(first, "CE1:LATE", claims, first.exp + 1)
+    assert late.previous_cti == b"", "an expired token is not carried as previous"
+
+
+def test_pack_round_trip_and_corrupt_values() -> None:
+    first = shown_at(NOW)
+    second = successor_at(first, "CE1:X", claims_for_at(record(), NOW + 60, TTL, b"\x04" * 6), NOW)
+    for value in (first, second):
+        assert DisplayedCode.unpack(value.pack()) == value
+    for raw in (b"", b"\x81\xa1t\x01", b"\xc1"):
+        with pytest.raises(CodeEngineError):
+            DisplayedCode.unpack(raw)

@@ -1,0 +1,42 @@
+"""The sealed keyring: opens only with its KEK, and only as the version it was sealed as."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from codeengine.errors import KeyringError
+from codeengine.keyring import Keyring
+from codeengine.keyvault import SealedKeyring, open_keyring, seal_keyring
+from codeengine.secret import Secret
+from codeengine.suites import ED25519, deterministic_random
+
+KEK = Secret(bytes(range(32)))
+NONCE = bytes(12)
+
+
+def ring() -> Keyring:
+    return Keyring.generate_at(1_800_000_000, ED25519, deterministic_random(b"vault"))
+
+
+def test_round_trip_through_the_stored_form() -> None:
+    sealed = seal_keyring(ring(), 3, KEK, NONCE)
+    assert SealedKeyring.unpack(sealed.pack()) == sealed
+    assert open_keyring(SealedKeyring.unpack(sealed.pack()), KEK) == ring()
+    assert b'"d"' not in sealed.ciphertext, "private keys are never stored in clear"
+
+
+def test_wrong_kek_altered_bytes_or_replayed_version_are_refused() -> None:
+    sealed = seal_keyring(ring(), 3, KEK, NONCE)
+    with pytest.raises(KeyringError, match="does not open"):
+        open_keyring(sealed, Secret(bytes(32)))
+    flipped = bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:]
+    with pytest.raises(KeyringError):
+        open_keyring(replace(sealed, ciphertext=flipped), KEK)
+    with pytest.raises(KeyringError):
+        open_keyring(replace(sealed, version=4), KEK)
+    with pytest.raises(KeyringError, match="not a sealed keyring"):
+        SealedKeyring.unpack(b"\x90")
+    with pytest.raises(KeyringError):
+        seal_keyring(ring(), 1, Secret(bytes(16)), NONCE)

@@ -1,0 +1,34 @@
+"""The token bucket: pure, time as an argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from codeengine.ratelimit import TokenBucket
+
+
+def test_burst_then_refill_at_the_rate() -> None:
+    bucket = TokenBucket.full_at(rate_per_s=2, burst=2, now=0.0)
+    bucket, wait = bucket.take_at(0.0)
+    assert wait == 0.0
+    bucket, wait = bucket.take_at(0.0)
+    assert wait == 0.0
+    bucket, wait = bucket.take_at(0.0)
+    assert wait == pytest.approx(0.5)
+    bucket, wait = bucket.take_at(0.5)
+    assert wait == 0.0
+    bucket, wait = bucket.take_at(10.0)
+    assert wait == 0.0 and bucket.tokens == pytest.approx(1.0), "never more than the burst"
+
+
+def test_clock_going_backwards_adds_nothing() -> None:
+    bucket, _ = TokenBucket.full_at(1, 1, 10.0).take_at(10.0)
+    _, wait = bucket.take_at(5.0)
+    assert wait == pytest.approx(1.0)
+
+
+def test_retry_after_header_is_whole_seconds_at_least_one() -> None:
+    assert TokenBucket.retry_after_header(0.01) == 1
+    assert TokenBucket.retry_after_header(1.2) == 2
+    with pytest.raises(ValueError):
+        TokenBucket.full_at(0, 1, 0.0)

@@ -1,0 +1,103 @@
+"""Request bodies and credentials are validated at the boundary with stable reasons."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codeengine.errors import AccessDenied, BadRequest, KeyringError, NotAuthenticated, RateLimited
+from codeengine.web.auth import Client, Credentials, load_credentials
+from codeengine.web.body import Field, validate_object
+
+FIELDS = {"name": Field(str, max_length=4), "n": Field(int, minimum=1, maximum=9)}
+FIELDS_OPTIONAL = {**FIELDS, "tag": Field(str, required=False)}
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ([], "INVALID_FIELD"),
+        ({"name": "a", "n": 1, "x": 1}, "UNKNOWN_FIELD"),
+        ({"name": "a"}, "MISSING_FIELD"),
+        ({"name": 1, "n": 1}, "INVALID_FIELD"),
+        ({"name": "abcde", "n": 1}, "INVALID_FIELD"),
+        ({"name": "a", "n": True}, "INVALID_FIELD"),
+        ({"name": "a", "n": 0}, "INVALID_FIELD"),
+        ({"name": "a", "n": 10}, "INVALID_FIELD"),
+        ({"name": "a", "n": 1.5}, "INVALID_FIELD"),
+    ],
+    ids=["array", "unknown", "missing", "type", "long", "bool", "low", "high", "float"],
+)
+def test_body_refusals(document: Any, reason: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        validate_object(document, FIELDS_OPTIONAL)
+    assert refused.value.reason == reason
+
+
+def test_body_accepts_exact_fields() -> None:
+    assert validate_object({"name": "ab", "n": 3}, FIELDS_OPTIONAL) == {"name": "ab", "n": 3}
+
+
+def write(tmp_path: Path, document: Any) -> Path:
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_credentials_by_key_or_hash_with_scopes_and_rate(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"prod-key").hexdigest()
+    path = write(
+        tmp_path,
+        {
+            "clients": [
+                {"client": "app", "scopes": ["display"], "key": "dev-key"},
+                {"client": "ops", "scopes": ["convert"], "key_sha256": digest, "rate_per_s": 1},
+            ]
+        },
+    )
+    credentials = load_credentials(path)
+    assert credentials.authenticate("Bearer dev-key") == Client("app", frozenset({"display"}), 5000)
+    ops = credentials.authenticate("Bearer prod-key")
+    assert ops.scopes == {"convert"}
+    for header in (None, "", "Basic x", "Bearer wrong", "Bearer " + "k" * 300):
+        with pytest.raises(NotAuthenticated):
+            credentials.authenticate(header)
+    credentials.admit_at(ops, 0.0)
+    with pytest.raises(RateLimited) as limited:
+        credentials.admit_at(ops, 0.1)
+    assert limited.value.retry_after_s == 1
+    assert AccessDenied.reason == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({}, "clients"),
+        ({"clients": [1]}, r"clients\[0\] must be an object"),
+        ({"clients": [{"client": "a", "scopes": ["root"], "key": "k"}]}, "scopes"),
+        ({"clients": [{"client": "a", "scopes": ["display"]}]}, "key or key_sha256"),
+        ({"clients": [{"client": "a", "scopes": ["display"], "key_sha256": "zz"}]}, "not hex"),
+        ({"clients": [{"client": "", "scopes": ["display"], "key": "k"}]}, "client"),
+        (
+            {"clients": [{"client": "a", "scopes": ["display"], "key": "k", "rate_per_s": 0}]},
+            "rate_per_s",
+        ),
+    ],
+    ids=["no-clients", "not-object", "bad-scope", "no-key", "bad-hash", "no-name", "bad-rate"],
+)
+def test_bad_credentials_fail_naming_the_entry(tmp_path: Path, document: Any, problem: str) -> None:
+    with pytest.raises(KeyringError, match=problem):
+        load_credentials(write(tmp_path, document))
+
+
+def test_rate_share_splits_a_client_rate_across_workers() -> None:
+    client = Client("c", frozenset({"display"}), rate_per_s=4)
+    credentials = Credentials({}, rate_share=0.5)
+    credentials.admit_at(client, 0.0)
+    credentials.admit_at(client, 0.0)
+    with pytest.raises(RateLimited):
+        credentials.admit_at(client, 0.0)
