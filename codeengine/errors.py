@@ -71,6 +71,7 @@ class Reason(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL = "INTERNAL"
+    OVERLOADED = "OVERLOADED"
 
 
 class CodeEngineError(Exception):

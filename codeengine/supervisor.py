@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,14 @@ def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Work
     return Worker(service, index, proc)
 
 
+def _metrics_dir(var_dir: Path, service: str) -> Path:
+    """A fresh folder where the service's workers write metrics that /metrics adds up."""
+    directory = var_dir / "metrics" / service
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
@@ -105,6 +114,7 @@ def run_system(settings: Settings, var_dir: Path, cluster_base_port: int) -> int
     signal.signal(signal.SIGINT, _raise_stop)
     cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
     workers: list[Worker] = []
+    envs: dict[str, dict[str, str]] = {}
     try:
         print(f"starting Redis Cluster (3 masters + 3 replicas) on ports {cluster.ports} ...")
         cluster.start()
@@ -114,7 +124,9 @@ def run_system(settings: Settings, var_dir: Path, cluster_base_port: int) -> int
         parse_nodes(cluster.nodes_spec)
         count = _worker_count(settings)
         for service in ("issuer", "verifier"):
-            workers += [_spawn(service, i, env, log_dir) for i in range(count)]
+            service_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(_metrics_dir(var_dir, service)))
+            envs[service] = service_env
+            workers += [_spawn(service, i, service_env, log_dir) for i in range(count)]
         host = settings.service.host
         urls = {
             "issuer": f"http://{host}:{settings.service.issuer_port}",
@@ -145,7 +157,7 @@ def run_system(settings: Settings, var_dir: Path, cluster_base_port: int) -> int
             for i, worker in enumerate(workers):
                 if worker.proc.poll() is not None:
                     print(f"{worker.service} worker {worker.index} exited; restarting it")
-                    workers[i] = _spawn(worker.service, worker.index, env, log_dir)
+                    workers[i] = _spawn(worker.service, worker.index, envs[worker.service], log_dir)
             time.sleep(1.0)
     except _Stop:
         print("\nstopping services ...", flush=True)

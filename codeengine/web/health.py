@@ -17,13 +17,13 @@ READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 HEALTH_ROUTES = web.RouteTableDef()
 
 
-@HEALTH_ROUTES.get("/healthz")
+@HEALTH_ROUTES.get("/healthz", name="healthz")
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and its loop answers."""
     return web.json_response({"status": "ok"})
 
 
-@HEALTH_ROUTES.get("/readyz")
+@HEALTH_ROUTES.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Every readiness check passes: the cluster answers and the keys are loaded."""
     failed: dict[str, str] = {}

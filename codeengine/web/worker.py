@@ -19,6 +19,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import uvloop
 from aiohttp import web
@@ -37,6 +38,25 @@ SERVICES = {"issuer": "issuer.app", "verifier": "verifier.app"}
 log = logging.getLogger("codeengine.worker")
 
 
+_OVERLOADED_BODY = b'{"reason": "OVERLOADED", "detail": "too many open connections"}'
+_OVERLOADED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_OVERLOADED_BODY)}\r\n\r\n".encode()
+    + _OVERLOADED_BODY
+)
+
+
+class _Overloaded(asyncio.Protocol):
+    """Answers a connection past the cap with 503 and closes it, before reading anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        stream = cast(asyncio.Transport, transport)
+        stream.write(_OVERLOADED)
+        stream.close()
+
+
 async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
     runner = web.AppRunner(
@@ -48,16 +68,29 @@ async def serve(app: web.Application, host: str, port: int, service: ServiceSett
         shutdown_timeout=service.shutdown_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=service.backlog)
-    await site.start()
-    stop = asyncio.Event()
+    server = runner.server
+    assert server is not None
+
+    def protocol() -> asyncio.BaseProtocol:
+        # aiohttp has no connection cap of its own; past ours a client is told to come back.
+        if len(server.connections) >= service.max_connections:
+            return _Overloaded()
+        return server()
+
     loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        protocol, host, port, reuse_port=True, backlog=service.backlog
+    )
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("serving on %s:%d", host, port)
     try:
         await stop.wait()
     finally:
+        # Stop accepting first; then aiohttp finishes in-flight requests and closes idle ones.
+        # (Server.wait_closed would wait for every connection on Python 3.12+: not here.)
+        listener.close()
         await runner.cleanup()
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the ready summary was not printed"
             time.sleep(0.1)
         assert get_json(f"http://127.0.0.1:{issuer_port}/healthz") == (200, {"status": "ok"})
+        # Workers share metrics files, so any worker's /metrics counts every worker's requests.
+        for _ in range(6):
+            get_json(f"http://127.0.0.1:{issuer_port}/healthz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{issuer_port}/metrics") as response:
+            metrics = response.read().decode()
+        healthz = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("codeengine_requests_total{") and 'operation="healthz"' in line
+        ]
+        assert sum(healthz) >= 7
         children = descendants(proc.pid)
         redis = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(redis) == 6, "three masters and three replicas"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,3 +70,26 @@ def test_not_ready_without_cluster_and_answers_within_deadline(key_files: dict[s
         assert body["status"] == "not ready"
         assert body["failed"] == {"cluster": "STORE_UNAVAILABLE", "keys": "STORE_UNAVAILABLE"}
         assert get_json(f"{url}/healthz") == (200, {"status": "ok"}), "the process is up"
+
+
+def test_connections_past_the_cap_are_told_to_come_back(
+    cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    port = free_port()
+    with worker(
+        "issuer", port, cluster_nodes=cluster.nodes_spec, service_max_connections="2", **key_files
+    ):
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        try:
+            for sock in held:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", port)) as extra:
+                extra.settimeout(5)
+                answer = extra.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503") and b"OVERLOADED" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        # Once the held connections are gone, new ones are served again.
+        wait_for(f"http://127.0.0.1:{port}/healthz", 200, 5)
