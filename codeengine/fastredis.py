@@ -1,0 +1,498 @@
+"""A minimal asyncio Redis Cluster client for the display and verify hot paths.
+
+redis-py's asyncio cluster client costs several times the server's work per command and
+stalls healthy shards behind its topology lock (DESIGN.md, known pitfalls). This client does
+only what the hot path needs: one connection per primary, automatic pipelining (every command
+issued during one loop tick to a node leaves in one ``write()``, and the replies come back in
+one read), MOVED/ASK redirects, a slot map refreshed in the background, and every failure
+turned into :class:`StoreUnavailable` within the caller's deadline. redis-py stays for writes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CommandError", "FastCluster", "Script", "key_slot", "pack_command"]
+
+import asyncio
+import hashlib
+import logging
+import time
+from binascii import crc_hqx
+from collections import deque
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+import hiredis
+
+from codeengine.errors import CodeEngineError, Reason, StoreUnavailable
+
+SLOT_COUNT = 16384
+MAX_REDIRECTS = 2
+_ReplyError = hiredis.ReplyError
+# Replies that say the cluster cannot serve the slot right now: the caller may retry later.
+_UNAVAILABLE_PREFIXES = frozenset(
+    {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY", "BUSY"}
+)
+_REDIRECTS = ("MOVED ", "ASK ")
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+_CLUSTER_SLOTS = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n"
+
+_log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+Arg = str | bytes | int | float
+
+
+class CommandError(CodeEngineError):
+    """An error reply the caller said it expects (``expect_errors``), such as a script's own."""
+
+    # The caller translates it into a domain error; one that reaches an API is the store's fault.
+    reason = Reason.STORE_UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.prefix = message.split(" ", 1)[0]
+
+
+def key_slot(key: str | bytes) -> int:
+    """The cluster slot of a key: CRC16/XMODEM of its ``{hash tag}`` if it has one, mod 16384."""
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return crc_hqx(data, 0) & (SLOT_COUNT - 1)
+
+
+def _pack_python(args: Sequence[Arg]) -> bytes:
+    """RESP2 multi-bulk packing, for a hiredis without ``pack_command``."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"a command argument must be str, bytes, int or float, not {arg!r}")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _pack_hiredis(args: Sequence[Arg]) -> bytes:
+    # The stub types the argument as a one-element tuple and leaves the result untyped.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
+
+
+pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
+
+
+class _Connection(asyncio.Protocol):
+    """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
+
+    def __init__(self, node: _Node, max_in_flight: int) -> None:
+        self._node = node
+        self._max_in_flight = max_in_flight
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader()
+        # A None waiter is a reply nobody reads (the one to ASKING or to a script prelude).
+        self._waiters: deque[asyncio.Future[Any] | None] = deque()
+        self._outgoing: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self.open = False
+
+    def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
+        """Queue one packed command for this tick's write; the future gets its raw reply."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) >= self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        waiter = self._loop.create_future()
+        self._waiters.append(None if discard else waiter)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(packed)
+        return waiter
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self.open and self._transport is not None:
+            self._transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        waiters = self._waiters
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                waiter = waiters.popleft()
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):
+            # A reply nobody asked for or bytes that are not RESP: the stream cannot be trusted.
+            self.close("store protocol error")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("store connection lost")
+
+    def close(self, reason: str) -> None:
+        """Fail every waiting command and drop the connection; the node reconnects on next use."""
+        was_open, self.open = self.open, False
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StoreUnavailable(reason))
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            transport.abort()
+        if was_open:
+            self._node.lost(self, reason)
+
+
+class _Node:
+    """A primary's address, its one connection, and the connect attempt callers share."""
+
+    __slots__ = ("_cluster", "_connecting", "addr", "conn")
+
+    def __init__(self, cluster: FastCluster, addr: Address) -> None:
+        self._cluster = cluster
+        self.addr = addr
+        self.conn: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+
+    async def connect(self) -> _Connection:
+        """The open connection, connecting first if needed (concurrent callers share one try)."""
+        if self.conn is not None and self.conn.open:
+            return self.conn
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(_consume)
+        # Shielded: a caller that times out must not cancel the attempt the others wait on.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Connection:
+        cluster = self._cluster
+        try:
+            async with asyncio.timeout(cluster.connect_timeout_s):
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    lambda: _Connection(self, cluster.max_in_flight), *self.addr
+                )
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+        self.conn = conn
+        return conn
+
+    def lost(self, conn: _Connection, reason: str) -> None:
+        if self.conn is conn:
+            self.conn = None
+            if not self._cluster.closed:
+                _log.info("%s to %s:%d; will reconnect", reason, *self.addr)
+                self._cluster.schedule_refresh()
+
+    def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.conn is not None:
+            self.conn.close("store client closed")
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background task's outcome so that nothing logs 'never retrieved'."""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Expiry:
+    """Fails waiters past their deadline, bucketed so that a command arms no timer of its own.
+
+    ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
+    here one timer serves every command whose deadline falls in the same few milliseconds.
+    """
+
+    __slots__ = ("_buckets", "_per_s")
+
+    def __init__(self, resolution_s: float) -> None:
+        self._per_s = 1 / resolution_s
+        self._buckets: dict[int, list[asyncio.Future[Any]]] = {}
+
+    def add(self, waiter: asyncio.Future[Any], deadline: float) -> None:
+        tick = int(deadline * self._per_s) + 1
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = []
+            waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
+        bucket.append(waiter)
+
+    def _expire(self, tick: int) -> None:
+        for waiter in self._buckets.pop(tick, ()):
+            if not waiter.done():
+                waiter.set_exception(StoreUnavailable("store call timed out"))
+
+
+_FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
+
+
+class Script:
+    """A Lua script registered with :meth:`FastCluster.script`; call it to run EVALSHA."""
+
+    __slots__ = ("_cluster", "sha")
+
+    def __init__(self, cluster: FastCluster, sha: str) -> None:
+        self._cluster = cluster
+        self.sha = sha
+
+    async def __call__(
+        self,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg] = (),
+        *,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """Run the script on the primary that owns its keys' slot."""
+        return await self._cluster.evalsha(
+            self.sha, keys, args, deadline_s=deadline_s, expect_errors=expect_errors
+        )
+
+
+class FastCluster:
+    """Hot-path Redis Cluster client: primaries only, RESP2, one pipelined connection each."""
+
+    def __init__(
+        self,
+        nodes: Sequence[Address],
+        *,
+        connect_timeout_s: float = 0.5,
+        deadline_s: float = 0.25,
+        max_in_flight: int = 10_000,
+        refresh_min_interval_s: float = 1.0,
+        deadline_resolution_s: float = 0.005,
+    ) -> None:
+        if not nodes:
+            raise ValueError("at least one startup node is needed")
+        self._seeds = [(host, int(port)) for host, port in nodes]
+        self.connect_timeout_s = connect_timeout_s
+        self.max_in_flight = max_in_flight
+        self._deadline_s = deadline_s
+        self._refresh_min_interval_s = refresh_min_interval_s
+        self._nodes: dict[Address, _Node] = {}
+        self._slots: list[_Node | None] = [None] * SLOT_COUNT
+        self._scripts: dict[str, bytes] = {}
+        self._expiry = _Expiry(deadline_resolution_s)
+        self._refresh_task: asyncio.Task[bool] | None = None
+        self._last_refresh = -1e9
+        self.closed = False
+
+    # Life cycle and topology.
+
+    async def start(self) -> None:
+        """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
+        self._last_refresh = time.monotonic()
+        if not await self.refresh():
+            raise StoreUnavailable("no startup node returned the cluster's slot map")
+
+    async def aclose(self) -> None:
+        """Cancel the background refresh and close every connection, failing pending calls."""
+        self.closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            await asyncio.wait([self._refresh_task])
+        for node in self._nodes.values():
+            node.close()
+
+    def primary_for(self, key: str | bytes) -> Address | None:
+        """The primary that the current slot map says owns the key (for drills and tests)."""
+        node = self._slots[key_slot(key)]
+        return None if node is None else node.addr
+
+    def _node(self, addr: Address) -> _Node:
+        node = self._nodes.get(addr)
+        if node is None:
+            node = self._nodes[addr] = _Node(self, addr)
+        return node
+
+    def schedule_refresh(self) -> None:
+        """Re-read the slot map in the background, at most once per interval; never waited on."""
+        if self.closed or (self._refresh_task is not None and not self._refresh_task.done()):
+            return
+        delay = self._last_refresh + self._refresh_min_interval_s - time.monotonic()
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_after(delay))
+        self._refresh_task.add_done_callback(_consume)
+
+    async def _refresh_after(self, delay_s: float) -> bool:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        self._last_refresh = time.monotonic()
+        return await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Ask known primaries, then the startup nodes, for the slot map; whether one answered."""
+        if self.closed:
+            return False
+        candidates = dict.fromkeys([*(n.addr for n in self._slots if n), *self._seeds])
+        for addr in candidates:
+            node = self._node(addr)
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    conn = await node.connect()
+                    reply = await conn.send(_CLUSTER_SLOTS)
+                if isinstance(reply, _ReplyError):
+                    continue
+                self._apply_slot_map(reply, addr[0])
+            except (StoreUnavailable, *_FAILURES, TypeError):
+                continue
+            return True
+        return False
+
+    def _apply_slot_map(self, ranges: list[Any], default_host: str) -> None:
+        slots: list[_Node | None] = [None] * SLOT_COUNT
+        for first, last, primary, *_replicas in ranges:
+            host = primary[0].decode() if primary[0] and primary[0] != b"?" else default_host
+            node = self._node((host, int(primary[1])))
+            slots[first : last + 1] = [node] * (last + 1 - first)
+        self._slots = slots
+
+    # Commands.
+
+    def _deadline(self, deadline_s: float | None) -> float:
+        timeout_s = self._deadline_s if deadline_s is None else deadline_s
+        return asyncio.get_running_loop().time() + timeout_s
+
+    async def _call(
+        self, slot: int, packed: bytes, deadline: float, command: Arg, prelude: bytes = b""
+    ) -> Any:
+        """Send a command to the slot's primary, following redirects; the raw reply."""
+        try:
+            node = self._slots[slot]
+            if node is None:
+                raise StoreUnavailable("store slot not covered")
+            asking = False
+            for _ in range(MAX_REDIRECTS + 1):
+                conn = node.conn
+                if conn is None or not conn.open:
+                    if self.closed:
+                        raise StoreUnavailable("store client closed")
+                    async with asyncio.timeout_at(deadline):
+                        conn = await node.connect()
+                if prelude:
+                    conn.send(prelude, discard=True)
+                if asking:
+                    conn.send(_ASKING, discard=True)
+                waiter = conn.send(packed)
+                self._expiry.add(waiter, deadline)
+                reply = await waiter
+                if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
+                    return reply
+                kind, slot_text, target = str(reply).split(" ", 2)
+                host, _, port = target.rpartition(":")
+                node = self._node((host or node.addr[0], int(port)))
+                asking = kind == "ASK"
+                if not asking:
+                    self._slots[int(slot_text)] = node
+                    self.schedule_refresh()
+            raise StoreUnavailable("store redirected too many times")
+        except StoreUnavailable:
+            # A stalled or lost primary may have been failed over: look for its successor.
+            self.schedule_refresh()
+            raise
+        except _FAILURES as exc:
+            self.schedule_refresh()
+            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
+
+    def _reply(self, reply: Any, command: Arg, expect_errors: Collection[str]) -> Any:
+        if type(reply) is not _ReplyError:
+            return reply
+        message = str(reply)
+        prefix = message.split(" ", 1)[0]
+        if prefix in expect_errors:
+            raise CommandError(message)
+        if prefix in ("CLUSTERDOWN", "READONLY", "MASTERDOWN"):
+            self.schedule_refresh()
+        # Only the prefix: the rest of a reply may quote arguments, which may be personal data.
+        kind = "unavailable" if prefix in _UNAVAILABLE_PREFIXES else "refused"
+        raise StoreUnavailable(f"store {_name(command)} {kind}: {prefix}")
+
+    async def execute(
+        self,
+        key_for_slot: str | bytes,
+        *args: Arg,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """Run one command on the primary owning ``key_for_slot``; the reply, bytes for strings.
+
+        Raises :class:`StoreUnavailable` on every failure, or :class:`CommandError` for an
+        error reply whose prefix is in ``expect_errors``.
+        """
+        slot, deadline = key_slot(key_for_slot), self._deadline(deadline_s)
+        reply = await self._call(slot, pack_command(args), deadline, args[0])
+        return self._reply(reply, args[0], expect_errors)
+
+    async def get(self, key: str | bytes, *, deadline_s: float | None = None) -> bytes | None:
+        """GET: the value, or None."""
+        value: bytes | None = await self.execute(key, "GET", key, deadline_s=deadline_s)
+        return value
+
+    async def mget(
+        self, keys: Sequence[str | bytes], *, deadline_s: float | None = None
+    ) -> list[bytes | None]:
+        """MGET of keys that share one slot (one hash tag); values in key order."""
+        if not keys:
+            return []
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            raise ValueError("MGET keys must share one slot: give them one hash tag")
+        values: list[bytes | None] = await self.execute(
+            keys[0], "MGET", *keys, deadline_s=deadline_s
+        )
+        return values
+
+    def script(self, text: str) -> Script:
+        """Register a Lua script; the returned :class:`Script` runs it by SHA1."""
+        body = text.encode()
+        sha = hashlib.sha1(body, usedforsecurity=False).hexdigest()
+        self._scripts[sha] = body
+        return Script(self, sha)
+
+    async def evalsha(
+        self,
+        sha: str,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg] = (),
+        *,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """EVALSHA on the keys' primary, loading a registered script first if the node lost it."""
+        if not keys:
+            raise ValueError("a script needs a key to route by")
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            raise ValueError("script keys must share one slot: give them one hash tag")
+        packed = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        deadline = self._deadline(deadline_s)
+        reply = await self._call(slot, packed, deadline, "EVALSHA")
+        if type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT"):
+            # A restarted or promoted node has an empty script cache: load and retry in one
+            # round trip, on the same connection, so that the two stay in order.
+            body = self._scripts.get(sha)
+            if body is None:
+                raise StoreUnavailable("store script was never registered")
+            load = pack_command(("SCRIPT", "LOAD", body))
+            reply = await self._call(slot, packed, deadline, "EVALSHA", prelude=load)
+        return self._reply(reply, "EVALSHA", expect_errors)
+
+
+def _name(command: Arg) -> str:
+    return command.decode() if isinstance(command, bytes) else str(command)

@@ -1,0 +1,39 @@
+"""Prometheus metric objects, shared by the services and the store adapter.
+
+Labels never carry personal data: operations, reasons, outcomes and algorithms only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LATENCY",
+    "LATENCY_BUCKETS_S",
+    "QR_RENDERS",
+    "REQUESTS",
+    "SIGNATURES",
+    "STORE_LATENCY",
+]
+
+from prometheus_client import Counter, Histogram
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "codeengine_requests_total",
+    "Requests answered, by service, operation and reason (OK for success).",
+    ["service", "operation", "reason"],
+)
+LATENCY = Histogram(
+    "codeengine_request_seconds",
+    "Time to answer a request, by service and operation.",
+    ["service", "operation"],
+    buckets=LATENCY_BUCKETS_S,
+)
+STORE_LATENCY = Histogram(
+    "codeengine_store_seconds",
+    "Time of store calls, by operation and outcome.",
+    ["operation", "outcome"],
+    buckets=LATENCY_BUCKETS_S,
+)
+SIGNATURES = Counter("codeengine_signatures_total", "Codes signed, by signing algorithm.", ["alg"])
+QR_RENDERS = Counter("codeengine_qr_renders_total", "QR images rendered, by format.", ["format"])

@@ -1,0 +1,337 @@
+"""The hot-path cluster client against the real Redis Cluster the session started."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from codeengine import fastredis
+from codeengine.devcluster import DevCluster
+from codeengine.errors import StoreUnavailable
+from codeengine.fastredis import CommandError, FastCluster, key_slot
+
+pytestmark = pytest.mark.cluster
+
+
+def tag() -> str:
+    """A fresh hash tag, so that no two tests (or loop kinds) share keys."""
+    return os.urandom(8).hex()
+
+
+@asynccontextmanager
+async def started(cluster: DevCluster, **options: Any) -> AsyncIterator[FastCluster]:
+    client = FastCluster(cluster.startup_nodes, **options)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def port_of(client: FastCluster, key: str) -> int:
+    addr = client.primary_for(key)
+    assert addr is not None
+    return addr[1]
+
+
+def test_round_trips_on_every_shard(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            keys = [f"t:{tag()}" for _ in range(60)]
+            assert {port_of(client, k) for k in keys} == set(cluster.masters())
+            for i, key in enumerate(keys):
+                assert await client.execute(key, "SET", key, f"v{i}") == b"OK"
+            assert [await client.get(k) for k in keys] == [f"v{i}".encode() for i in range(60)]
+            assert await client.get(f"missing:{tag()}") is None
+            shared = tag()
+            tagged = [f"{{{shared}}}:{i}" for i in range(5)]
+            await client.execute(tagged[0], "SET", tagged[0], b"\x00\xff")
+            await client.execute(tagged[3], "SET", tagged[3], "三")
+            values = await client.mget(tagged)
+            assert values == [b"\x00\xff", None, None, "三".encode(), None]
+            assert await client.execute(tagged[0], "INCRBY", f"{{{shared}}}:n", 5) == 5
+
+    run(scenario())
+
+
+def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
+    cluster: DevCluster, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes = 0
+    original = fastredis._Connection._flush
+
+    def counting_flush(self: fastredis._Connection) -> None:
+        nonlocal flushes
+        flushes += 1
+        original(self)
+
+    monkeypatch.setattr(fastredis._Connection, "_flush", counting_flush)
+
+    async def scenario() -> None:
+        nonlocal flushes
+        async with started(cluster) as client:
+            keys = [f"c:{tag()}" for _ in range(1000)]
+            await asyncio.gather(*(client.execute(k, "SET", k, f"value-{k}") for k in keys))
+            flushes = 0
+            counter = f"{{{tag()}}}:counter"
+            gets = [client.get(k) for k in keys]
+            incrs = [client.execute(counter, "INCR", counter) for _ in range(1000)]
+            # Interleave two kinds of command on one connection: each reply must find its caller.
+            replies = await asyncio.gather(
+                *(x for pair in zip(gets, incrs, strict=True) for x in pair)
+            )
+            assert replies[0::2] == [f"value-{k}".encode() for k in keys]
+            assert replies[1::2] == list(range(1, 1001)), "INCR replies out of order"
+            assert flushes <= 3, f"2,000 concurrent commands took {flushes} writes"
+
+    run(scenario())
+
+
+def test_hash_tags_route_like_the_server(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            shared = tag()
+            keys = [f"{{{shared}}}a", f"x{{{shared}}}y{{z}}", f"{{}}{shared}", "{{x}}", "plain"]
+            for key in keys:
+                server_slot = await client.execute(key, "CLUSTER", "KEYSLOT", key)
+                assert server_slot == key_slot(key), key
+            # A key in a slot this client maps to its owner is served without any redirect.
+            assert await client.execute(keys[0], "SET", keys[1], "ok") == b"OK"
+            with pytest.raises(ValueError):
+                await client.mget([f"{{{shared}}}a", f"{{{tag()}}}b"])
+
+    run(scenario())
+
+
+def test_evalsha_reloads_a_flushed_script(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            echo = client.script("return {KEYS[1], ARGV[1], #KEYS}")
+            key = f"{{{tag()}}}:s"
+            assert await echo([key, f"{key}2"], ["one"]) == [key.encode(), b"one", 2]
+            for port in cluster.masters():
+                assert (await asyncio.to_thread(cluster.command, port, "SCRIPT", "FLUSH")).strip()
+            exists = await client.execute(key, "SCRIPT", "EXISTS", echo.sha)
+            assert exists == [0], "the flush did not reach the key's primary"
+            assert await echo([key], ["two"]) == [key.encode(), b"two", 1]
+            assert await client.execute(key, "SCRIPT", "EXISTS", echo.sha) == [1]
+
+    run(scenario())
+
+
+def test_script_errors_are_raised_only_when_expected(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            conflict = client.script("return redis.error_reply('CONFLICT at 7')")
+            key = f"{{{tag()}}}:e"
+            with pytest.raises(CommandError) as expected:
+                await conflict([key], expect_errors={"CONFLICT"})
+            assert (expected.value.prefix, str(expected.value)) == ("CONFLICT", "CONFLICT at 7")
+            with pytest.raises(StoreUnavailable, match="CONFLICT"):
+                await conflict([key])
+            await client.execute(key, "SET", key, "text")
+            with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
+                await client.execute(key, "LPUSH", key, "x")
+            with pytest.raises(StoreUnavailable, match="never registered"):
+                await client.evalsha("0" * 40, [key])
+
+    run(scenario())
+
+
+def test_moved_updates_the_slot_and_the_call_succeeds(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            key = f"m:{tag()}"
+            await client.execute(key, "SET", key, "here")
+            owner = client.primary_for(key)
+            wrong = next(("127.0.0.1", p) for p in cluster.masters() if ("127.0.0.1", p) != owner)
+            client._slots[key_slot(key)] = client._node(wrong)
+            assert client.primary_for(key) == wrong
+            assert await client.get(key) == b"here"
+            assert client.primary_for(key) == owner, "MOVED did not correct the slot map"
+
+    run(scenario())
+
+
+def test_a_redirect_refreshes_the_whole_slot_map_in_the_background(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster, refresh_min_interval_s=0.2) as client:
+            first, second = f"r:{tag()}", f"r:{tag()}"
+            while key_slot(second) == key_slot(first):
+                second = f"r:{tag()}"
+            owners = client.primary_for(first), client.primary_for(second)
+            wrong = next(
+                ("127.0.0.1", p) for p in cluster.masters() if ("127.0.0.1", p) not in owners
+            )
+            for key in (first, second):
+                client._slots[key_slot(key)] = client._node(wrong)
+            assert await client.get(first) is None
+            assert client.primary_for(first) == owners[0]
+            # The second key was never used: only the refresh the MOVED scheduled can fix it.
+            for _ in range(40):
+                if client.primary_for(second) == owners[1]:
+                    break
+                await asyncio.sleep(0.05)
+            assert client.primary_for(second) == owners[1]
+
+    run(scenario())
+
+
+def test_ask_during_slot_migration(cluster: DevCluster, run: Any) -> None:
+    """A key that is not (yet) on a migrating slot's source is read and written on the target."""
+
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            key = f"a:{tag()}"
+            slot = key_slot(key)
+            source = port_of(client, key)
+            target = next(p for p in cluster.masters() if p != source)
+
+            async def cli(port: int, *args: str) -> str:
+                return (await asyncio.to_thread(cluster.command, port, *args)).strip()
+
+            source_id, target_id = (
+                await cli(source, "CLUSTER", "MYID"),
+                await cli(target, "CLUSTER", "MYID"),
+            )
+            assert await cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+            assert await cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+            try:
+                assert await client.execute(key, "SET", key, "moved-in") == b"OK"
+                assert await client.get(key) == b"moved-in"
+                # The source answers ASK only for keys it does not hold.
+                on_source = await cli(source, "EXISTS", key)
+                assert on_source == f"ASK {slot} 127.0.0.1:{target}", "the write stayed"
+                assert client.primary_for(key) == ("127.0.0.1", source), "ASK is not MOVED"
+                assert await client.execute(key, "DEL", key) == 1
+            finally:
+                await cli(source, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+                await cli(target, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+
+    run(scenario())
+
+
+def test_unreachable_nodes_fail_within_the_deadline(run: Any) -> None:
+    async def scenario() -> None:
+        client = FastCluster([("127.0.0.1", 1), ("127.0.0.1", 2)], connect_timeout_s=0.2)
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await client.start()
+        with pytest.raises(StoreUnavailable):
+            await client.get("k", deadline_s=0.2)
+        assert time.monotonic() - began < 1.0
+        await client.aclose()
+
+    run(scenario())
+
+
+def test_a_dead_primary_fails_its_calls_within_the_deadline(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            key = f"d:{tag()}"
+            client._slots[key_slot(key)] = client._node(("127.0.0.1", 1))
+            began = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await client.get(key, deadline_s=0.2)
+            assert time.monotonic() - began < 0.6
+
+    run(scenario())
+
+
+def test_a_stalled_shard_times_out_without_stalling_the_others(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster, deadline_s=0.2) as client:
+            keys = [f"p:{tag()}" for _ in range(30)]
+            await asyncio.gather(*(client.execute(k, "SET", k, k) for k in keys))
+            stalled = port_of(client, keys[0])
+            healthy = [k for k in keys if port_of(client, k) != stalled]
+            # Well under the cluster's node timeout, so that no failover starts.
+            with cluster.paused(stalled):
+                began = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="timed out"):
+                    await client.get(keys[0])
+                assert time.monotonic() - began < 0.6
+                assert await asyncio.gather(*(client.get(k) for k in healthy)) == [
+                    k.encode() for k in healthy
+                ]
+            # The replies to the abandoned calls arrive late and must not reach anyone else.
+            same_node = [k for k in keys if port_of(client, k) == stalled]
+            for _ in range(3):
+                assert await client.mget([same_node[-1]], deadline_s=2) == [same_node[-1].encode()]
+                assert [await client.get(k, deadline_s=2) for k in same_node] == [
+                    k.encode() for k in same_node
+                ]
+
+    run(scenario())
+    cluster.wait_healthy()
+
+
+def test_killed_connection_fails_pending_calls_and_reconnects(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            shared = tag()
+            key, queue = f"{{{shared}}}:k", f"{{{shared}}}:q"
+            await client.execute(key, "SET", key, "alive")
+            client_id = await client.execute(key, "CLIENT", "ID")
+            # BLPOP holds the connection on the server, so the GETs behind it stay pending.
+            pending = [asyncio.ensure_future(client.execute(key, "BLPOP", queue, 5, deadline_s=8))]
+            pending += [asyncio.ensure_future(client.get(key, deadline_s=8)) for _ in range(20)]
+            await asyncio.sleep(0.1)
+            assert not any(task.done() for task in pending)
+            port = port_of(client, key)
+            killed = await asyncio.to_thread(
+                cluster.command, port, "CLIENT", "KILL", "ID", str(client_id)
+            )
+            assert killed.strip() == "1"
+            began = time.monotonic()
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            assert time.monotonic() - began < 1.0
+            assert all(isinstance(r, StoreUnavailable) for r in results), results
+            assert await client.get(key) == b"alive"
+            assert await client.execute(key, "CLIENT", "ID") != client_id
+
+    run(scenario())
+
+
+def test_in_flight_commands_are_capped(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        async with started(cluster, max_in_flight=10) as client:
+            key = f"{{{tag()}}}:cap"
+            await client.execute(key, "SET", key, "x")
+            results = await asyncio.gather(
+                *(client.get(key) for _ in range(50)), return_exceptions=True
+            )
+            refused = [r for r in results if isinstance(r, StoreUnavailable)]
+            assert len(refused) == 40 and "in flight" in str(refused[0])
+            assert results[:10] == [b"x"] * 10
+            assert await client.get(key) == b"x"
+
+    run(scenario())
+
+
+def test_close_fails_pending_calls(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        client = FastCluster(cluster.startup_nodes)
+        await client.start()
+        queue = f"{{{tag()}}}:q"
+        blocked = asyncio.ensure_future(client.execute(queue, "BLPOP", queue, 5, deadline_s=8))
+        await asyncio.sleep(0.05)
+        await client.aclose()
+        with pytest.raises(StoreUnavailable):
+            await blocked
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await client.get(queue)
+
+    run(scenario())
