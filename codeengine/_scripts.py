@@ -6,7 +6,7 @@ so the script is the single writer of a subject's record and of its audit trail.
 
 from __future__ import annotations
 
-__all__ = ["CREATE_SUBJECT", "PUT_KEYRING", "SET_STATUS", "SWAP_DISPLAY"]
+__all__ = ["CREATE_SUBJECT", "PUT_KEYRING", "REVOKE", "SET_STATUS", "SWAP_DISPLAY"]
 
 # KEYS: subject record, audit stream.
 # ARGV: packed record, actor, audit stream max length.
@@ -74,4 +74,12 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3])
 return {1, tonumber(ARGV[3])}
+"""
+
+# KEYS: a revocation set. ARGV: member, score, prune-below score ('' for no pruning).
+# Adds the member (idempotent) and drops entries that no longer matter (expired codes).
+REVOKE = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if ARGV[3] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3]) end
+return redis.call('ZCARD', KEYS[1])
 """

@@ -2,14 +2,23 @@
 
 A displayed code lives ``ttl_s`` seconds and is replaced once it passes half-life, so a
 screenshot goes stale quickly while a busy app re-signs at most once per half-life. The store
-keeps the current token and the id of the one before it: during a refresh both are on screens,
+keeps the current token and a digest of the one before it: during a refresh both are on screens,
 and online verification accepts either until it expires. Pure: time and randomness are arguments.
 """
 
 from __future__ import annotations
 
-__all__ = ["DisplayedCode", "claims_for_at", "is_current_at", "refresh_at", "successor_at"]
+__all__ = [
+    "DisplayedCode",
+    "claims_for_at",
+    "is_current_at",
+    "refresh_at",
+    "successor_at",
+    "token_digest",
+]
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +29,11 @@ from codeengine.model import Colour
 from codeengine.pseudonym import subject_bytes
 from codeengine.status import SubjectRecord
 from codeengine.token import CTI_BYTES, Claims
+
+
+def token_digest(token: str) -> bytes:
+    """The 16-byte digest by which the store remembers a replaced token."""
+    return hashlib.sha256(token.encode()).digest()[:16]
 
 
 def refresh_at(iat: int, ttl_s: int) -> int:
@@ -37,15 +51,16 @@ class DisplayedCode:
     exp: int
     colour: Colour
     version: int
-    previous_cti: bytes = b""
+    previous_digest: bytes = b""
+    """SHA-256 (first 16 bytes) of the token this one replaced, while that one is unexpired."""
     previous_exp: int = 0
 
     def pack(self) -> bytes:
         """msgpack, with short field names: this is stored for every displaying subject."""
         fields: dict[str, Any] = {"t": self.token, "i": self.cti, "ia": self.iat, "e": self.exp}
         fields |= {"c": int(self.colour), "v": self.version}
-        if self.previous_cti:
-            fields |= {"pi": self.previous_cti, "pe": self.previous_exp}
+        if self.previous_digest:
+            fields |= {"pd": self.previous_digest, "pe": self.previous_exp}
         return msgpack.packb(fields)  # type: ignore[no-any-return]
 
     @classmethod
@@ -60,17 +75,23 @@ class DisplayedCode:
                 exp=int(f["e"]),
                 colour=Colour(f["c"]),
                 version=int(f["v"]),
-                previous_cti=bytes(f.get("pi", b"")),
+                previous_digest=bytes(f.get("pd", b"")),
                 previous_exp=int(f.get("pe", 0)),
             )
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored display token is corrupt") from exc
 
-    def accepts_at(self, cti: bytes, now: int) -> bool:
-        """Whether a token with this id is the current one, or the previous one still unexpired."""
-        if cti == self.cti:
+    def accepts_at(self, token: str, now: int) -> bool:
+        """Whether ``token`` is, to the letter, the current token or the unexpired previous one.
+
+        The whole text is compared, not the code id: a code altered anywhere (signature, colour,
+        city) is not the one the issuer handed out and must stand on its signature instead.
+        """
+        if token == self.token:
             return True
-        return bool(self.previous_cti) and cti == self.previous_cti and now <= self.previous_exp
+        if not self.previous_digest or now > self.previous_exp:
+            return False
+        return hmac.compare_digest(token_digest(token), self.previous_digest)
 
 
 def is_current_at(shown: DisplayedCode | None, record: SubjectRecord, now: int, ttl_s: int) -> bool:
@@ -111,6 +132,6 @@ def successor_at(
         exp=claims.exp,
         colour=claims.colour,
         version=claims.version,
-        previous_cti=shown.cti if keep_previous and shown else b"",
+        previous_digest=token_digest(shown.token) if keep_previous and shown else b"",
         previous_exp=shown.exp if keep_previous and shown else 0,
     )

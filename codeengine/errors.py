@@ -20,14 +20,17 @@ __all__ = [
     "NotYetValid",
     "RateLimited",
     "Reason",
+    "Revoked",
     "RotationPending",
     "StoreUnavailable",
+    "TrustListStale",
     "UnknownKeyId",
     "UnknownSubject",
     "UnsupportedAlgorithm",
     "VerificationError",
     "VersionConflict",
     "WriteNotReplicated",
+    "WrongCity",
 ]
 
 from enum import StrEnum
@@ -37,12 +40,16 @@ class Reason(StrEnum):
     """Stable reason codes: the vocabulary of every refusal the engine gives."""
 
     # Decoding and verifying a code.
+    VALID = "VALID"
     MALFORMED = "MALFORMED"
     UNSUPPORTED_ALG = "UNSUPPORTED_ALG"
     UNKNOWN_KID = "UNKNOWN_KID"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     EXPIRED = "EXPIRED"
     NOT_YET_VALID = "NOT_YET_VALID"
+    REVOKED = "REVOKED"
+    WRONG_CITY = "WRONG_CITY"
+    TRUST_LIST_STALE = "TRUST_LIST_STALE"
     # Identifiers at the boundary.
     BAD_LENGTH = "BAD_LENGTH"
     BAD_CHARACTERS = "BAD_CHARACTERS"
@@ -203,3 +210,21 @@ class RotationPending(KeyringError):
     """A staged rotation has not taken effect yet; rotate again after it has."""
 
     reason = Reason.ROTATION_PENDING
+
+
+class Revoked(VerificationError):
+    """The code, or the key that signed it, has been revoked."""
+
+    reason = Reason.REVOKED
+
+
+class WrongCity(VerificationError):
+    """The code was issued for another city and this verifier accepts only its own."""
+
+    reason = Reason.WRONG_CITY
+
+
+class TrustListStale(VerificationError):
+    """The cached trust list is older than its maximum age; fetch it again."""
+
+    reason = Reason.TRUST_LIST_STALE

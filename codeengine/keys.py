@@ -9,9 +9,12 @@ from __future__ import annotations
 __all__ = [
     "KEYRING_KEY",
     "KEYRING_VERSION_KEY",
+    "REVOKED_CODES_KEY",
+    "REVOKED_KEYS_KEY",
     "TRUST_KEY",
     "audit_key",
     "ops_key",
+    "scan_log_key",
     "subject_key",
     "subject_keys",
     "token_key",
@@ -27,6 +30,15 @@ TRUST_KEY = f"{NAMESPACE}:k:{{keyring}}:jwks"
 """The public trust list (JWKS JSON) derived from the keyring; same slot, written together."""
 KEYRING_VERSION_KEY = f"{NAMESPACE}:k:{{keyring}}:v"
 """The stored keyring's version, for compare-and-set by rotations."""
+REVOKED_CODES_KEY = f"{NAMESPACE}:k:{{keyring}}:rc"
+"""Revoked code ids (sorted set: cti hex, scored by the code's expiry; pruned after it)."""
+REVOKED_KEYS_KEY = f"{NAMESPACE}:k:{{keyring}}:rk"
+"""Revoked key ids (sorted set: kid base64url, scored by the time of revocation)."""
+
+
+def scan_log_key(city: int) -> str:
+    """A city's scan log (stream); one per city spreads the log over the shards."""
+    return f"{NAMESPACE}:scan:{{{city}}}"
 
 
 def subject_key(subject: SubjectId) -> str:

@@ -10,8 +10,11 @@ __all__ = [
     "LATENCY_BUCKETS_S",
     "QR_RENDERS",
     "REQUESTS",
+    "SCANS_DROPPED",
+    "SCANS_LOGGED",
     "SIGNATURES",
     "STORE_LATENCY",
+    "VERIFICATIONS",
 ]
 
 from prometheus_client import Counter, Histogram
@@ -37,3 +40,12 @@ STORE_LATENCY = Histogram(
 )
 SIGNATURES = Counter("codeengine_signatures_total", "Codes signed, by signing algorithm.", ["alg"])
 QR_RENDERS = Counter("codeengine_qr_renders_total", "QR images rendered, by format.", ["format"])
+VERIFICATIONS = Counter(
+    "codeengine_verifications_total",
+    "Codes verified, by result reason, city and mode (online, degraded, batch).",
+    ["reason", "city", "mode"],
+)
+SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
+SCANS_DROPPED = Counter(
+    "codeengine_scans_dropped_total", "Scan log entries dropped because the buffer was full."
+)

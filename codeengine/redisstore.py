@@ -21,7 +21,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from codeengine import keys
-from codeengine._scripts import CREATE_SUBJECT, PUT_KEYRING, SET_STATUS, SWAP_DISPLAY
+from codeengine._scripts import CREATE_SUBJECT, PUT_KEYRING, REVOKE, SET_STATUS, SWAP_DISPLAY
 from codeengine.display import DisplayedCode
 from codeengine.errors import (
     StoreUnavailable,
@@ -32,7 +32,10 @@ from codeengine.errors import (
 from codeengine.fastredis import FastCluster
 from codeengine.metrics import STORE_LATENCY
 from codeengine.model import Colour, SubjectId
+from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
+from codeengine.suites import b64url_decode, b64url_encode
+from codeengine.verification import Revocations
 
 T = TypeVar("T")
 
@@ -299,6 +302,71 @@ class RedisStore:
         fast = await self._hot()
         raw = await fast.get(keys.TRUST_KEY)
         return None if raw is None else bytes(raw)
+
+    async def _revoke(self, key: str, member: str, score: int, prune_below: int | None) -> None:
+        async def work() -> Any:
+            prune = "" if prune_below is None else str(prune_below)
+            return await self._write_then_wait(REVOKE, [key], [member, score, prune])
+
+        await self._bounded(work, self._settings.write_deadline_ms, "revoke")
+
+    async def revoke_code(self, cti: bytes, expires_at: int, now: int) -> None:
+        """Revoke a code id until its expiry; expired entries are pruned on the way."""
+        await self._revoke(keys.REVOKED_CODES_KEY, cti.hex(), expires_at, now)
+
+    async def revoke_key(self, kid: bytes, now: int) -> None:
+        """Revoke a key id for good."""
+        await self._revoke(keys.REVOKED_KEYS_KEY, b64url_encode(kid), now, None)
+
+    async def revocations(self, now: int) -> Revocations:
+        """Both revocation sets, read concurrently (pipelined on the keyring's shard)."""
+        fast = await self._hot()
+        codes, kids = await asyncio.gather(
+            fast.execute(
+                keys.REVOKED_CODES_KEY, "ZRANGEBYSCORE", keys.REVOKED_CODES_KEY, now, "+inf"
+            ),
+            fast.execute(keys.REVOKED_KEYS_KEY, "ZRANGE", keys.REVOKED_KEYS_KEY, 0, -1),
+        )
+        return Revocations(
+            codes=frozenset(bytes.fromhex(c.decode()) for c in codes),
+            keys=frozenset(b64url_decode(k.decode()) for k in kids),
+        )
+
+    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> None:
+        """XADD every entry to its city's stream; the client sends one write per shard."""
+        fast = await self._hot()
+        await asyncio.gather(
+            *(
+                fast.execute(
+                    keys.scan_log_key(e.city),
+                    "XADD",
+                    keys.scan_log_key(e.city),
+                    "MAXLEN",
+                    "~",
+                    max_len,
+                    "*",
+                    *e.to_fields(),
+                    deadline_s=self._settings.write_deadline_ms / 1000,
+                )
+                for e in entries
+            )
+        )
+
+    async def read_scans(
+        self, city: int, from_ms: int, to_ms: int, limit: int
+    ) -> tuple[list[ScanEntry], bool]:
+        """Stream ids are millisecond times, so a time window is an XRANGE."""
+        fast = await self._hot()
+        key = keys.scan_log_key(city)
+        rows = await fast.execute(
+            key, "XRANGE", key, from_ms, to_ms, "COUNT", limit + 1,
+            deadline_s=self._settings.write_deadline_ms / 1000,
+        )  # fmt: skip
+        entries = [
+            ScanEntry.from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+            for _id, fields in rows[:limit]
+        ]
+        return entries, len(rows) > limit
 
     async def close(self) -> None:
         """Release every pooled connection."""

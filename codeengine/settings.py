@@ -78,6 +78,24 @@ class CodeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifierSettings:
+    """Verification policy and the scan log."""
+
+    cross_city: bool = True
+    """Accept codes issued for another city of the province (the province-wide code)."""
+    degraded_colour: str = "signed"
+    """With the store unreachable: answer the signed colour ("signed") or grey ("grey")."""
+    batch_max: int = 500
+    revocation_refresh_s: float = 0.5
+    """How often each verifier re-reads revocations: a revocation is effective within this."""
+    scan_flush_ms: int = 100
+    scan_buffer_max: int = 50_000
+    scan_log_max_len: int = 1_000_000
+    """Entries kept per city stream (approximate trimming)."""
+    scan_count_limit: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a service process needs to start."""
 
@@ -85,6 +103,7 @@ class Settings:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
+    verifier: VerifierSettings = field(default_factory=VerifierSettings)
 
 
 def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
@@ -148,6 +167,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "cluster": ClusterSettings,
         "keys": KeySettings,
         "codes": CodeSettings,
+        "verifier": VerifierSettings,
     }
     for name in document:
         if name not in sections:
@@ -164,9 +184,18 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
             raise SettingsError(f"[{name}] must be a table")
         built[name] = _section(name, cls, table, env)
     settings = Settings(**built)
+    _check_values(settings)
+    return settings
+
+
+def _check_values(settings: Settings) -> None:
+    """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
     if settings.codes.initial_colour not in {"green", "grey"}:
         raise SettingsError("codes.initial_colour: expected green or grey")
+    if settings.verifier.degraded_colour not in {"signed", "grey"}:
+        raise SettingsError("verifier.degraded_colour: expected signed or grey")
+    if not 1 <= settings.verifier.batch_max <= 10_000:
+        raise SettingsError("verifier.batch_max: 1 to 10000")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
-    return settings

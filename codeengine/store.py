@@ -12,7 +12,9 @@ from typing import Protocol
 
 from codeengine.display import DisplayedCode
 from codeengine.model import SubjectId
+from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
+from codeengine.verification import Revocations
 
 
 class Store(Protocol):
@@ -58,6 +60,23 @@ class Store(Protocol):
 
     async def get_trust(self) -> bytes | None:
         """The public trust list (JWKS JSON) of the stored keyring."""
+
+    async def revoke_code(self, cti: bytes, expires_at: int, now: int) -> None:
+        """Revoke one code id until the code expires (acknowledged after a replica has it)."""
+
+    async def revoke_key(self, kid: bytes, now: int) -> None:
+        """Revoke a signing key id: every code it signed is refused from now on."""
+
+    async def revocations(self, now: int) -> Revocations:
+        """The revoked code ids (unexpired) and key ids."""
+
+    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> None:
+        """Append scan entries to their cities' logs (pipelined, one write per shard)."""
+
+    async def read_scans(
+        self, city: int, from_ms: int, to_ms: int, limit: int
+    ) -> tuple[list[ScanEntry], bool]:
+        """A city's scan entries in ``[from_ms, to_ms]``, at most ``limit``; and if cut short."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -1,19 +1,280 @@
-"""The verifier's OpenAPI 3.1 description, served at ``/openapi.json``."""
+"""The verifier's OpenAPI 3.1 description, served at ``/openapi.json`` and kept true by tests."""
 
 from __future__ import annotations
 
 __all__ = ["OPENAPI_ROUTES", "SPEC"]
 
+from typing import Any
+
 from aiohttp import web
 
-from codeengine.web.openapi import HEALTH_PATHS, PROBLEM_SCHEMA, spec_document, spec_handler
+from codeengine.web.openapi import (
+    HEALTH_PATHS,
+    JSON,
+    PROBLEM_SCHEMA,
+    ref,
+    responses,
+    spec_document,
+    spec_handler,
+)
+
+MSGPACK = "application/msgpack"
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+NULLABLE_STRING = {"type": ["string", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": PROBLEM_SCHEMA,
+    "Scan": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["code", "terminal", "city"],
+        "properties": {
+            "code": {"type": "string", "maxLength": 514, "description": "The scanned text."},
+            "terminal": {"type": "string", "maxLength": 64},
+            "venue": {"type": "string", "maxLength": 64},
+            "city": {"type": "integer", "description": "The terminal's six-digit city code."},
+        },
+    },
+    "Verdict": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "valid",
+            "reason",
+            "colour",
+            "kind",
+            "city",
+            "checked_at",
+            "as_of",
+            "degraded",
+        ],
+        "properties": {
+            "valid": {"type": "boolean"},
+            "reason": {
+                "type": "string",
+                "description": "VALID, or why not: MALFORMED, UNSUPPORTED_ALG, UNKNOWN_KID, "
+                "BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, REVOKED, WRONG_CITY, UNKNOWN_SUBJECT.",
+            },
+            "colour": {"enum": ["green", "yellow", "red", "grey", None]},
+            "kind": {"enum": ["health", "person_service", "enterprise_service", "fused", None]},
+            "city": {"type": ["integer", "null"]},
+            "checked_at": {"type": "integer"},
+            "as_of": {
+                "type": ["integer", "null"],
+                "description": "When the colour was true: now online; the code's issue time "
+                "when degraded.",
+            },
+            "degraded": {
+                "type": "boolean",
+                "description": "True when the store was unreachable and the answer rests on "
+                "the signature alone.",
+            },
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 500,
+                "items": {"$ref": "#/components/schemas/Scan"},
+            }
+        },
+    },
+    "BatchResults": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["results"],
+        "properties": {
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Verdict"}}
+        },
+    },
+    "RevokeRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "code": {"type": "string", "maxLength": 512},
+            "kid": {"type": "string", "maxLength": 16},
+        },
+        "description": "Exactly one of `code` (the whole code text) and `kid`.",
+    },
+    "Revoked": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["revoked", "id", "until", "effective_within_s"],
+        "properties": {
+            "revoked": {"enum": ["code", "key"]},
+            "id": {"type": "string"},
+            "until": {"type": ["integer", "null"]},
+            "effective_within_s": {"type": "number"},
+        },
+    },
+    "RevocationList": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["codes", "keys", "as_of"],
+        "properties": {
+            "codes": {"type": "array", "items": {"type": "string"}},
+            "keys": {"type": "array", "items": {"type": "string"}},
+            "as_of": {"type": "integer"},
+        },
+    },
+    "ScanCount": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["city", "venue", "from", "to", "count", "by_reason", "by_colour", "truncated"],
+        "properties": {
+            "city": {"type": "integer"},
+            "venue": NULLABLE_STRING,
+            "from": {"type": "integer"},
+            "to": {"type": "integer"},
+            "count": {"type": "integer"},
+            "by_reason": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "by_colour": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "truncated": {"type": "boolean"},
+        },
+    },
+    "JWKS": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    **HEALTH_PATHS,
+    "/v1/verify": {
+        "post": {
+            "operationId": "verify",
+            "summary": "扫码/验码: verify one scanned code",
+            "description": "Checks the code and answers the subject's live colour. Every "
+            "scan is logged without personal data. With the store unreachable the answer "
+            "rests on the signature and says `degraded: true`. An invalid code is still a "
+            "200 answer with `valid: false` and its reason. Needs scope `verify`.",
+            "security": SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/Scan"}}},
+            },
+            "responses": responses(
+                {"200": ("The verdict", ref("Verdict"))}, 400, 401, 403, 413, 415, 429, 503
+            ),
+        }
+    },
+    "/v1/verify/batch": {
+        "post": {
+            "operationId": "verify_batch",
+            "summary": "Verify up to 500 codes; answers in order",
+            "description": "JSON or msgpack (`Content-Type: application/msgpack`, answered in "
+            "msgpack). Store reads are pipelined: one round trip per shard. Needs scope "
+            "`verify`.",
+            "security": SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": {"$ref": "#/components/schemas/Batch"}},
+                    MSGPACK: {"schema": {"$ref": "#/components/schemas/Batch"}},
+                },
+            },
+            "responses": responses(
+                {
+                    "200": (
+                        "The verdicts, in order",
+                        {
+                            JSON: {"schema": {"$ref": "#/components/schemas/BatchResults"}},
+                            MSGPACK: {"schema": {"$ref": "#/components/schemas/BatchResults"}},
+                        },
+                    )
+                },
+                400,
+                401,
+                403,
+                413,
+                415,
+                429,
+                503,
+            ),
+        }
+    },
+    "/v1/revocations": {
+        "post": {
+            "operationId": "revoke",
+            "summary": "Revoke a code or a key (admin); effective online within a second",
+            "security": SECURED,
+            "requestBody": {"required": True, "content": ref("RevokeRequest")},
+            "responses": responses(
+                {"200": ("Revoked", ref("Revoked"))}, 400, 401, 403, 413, 415, 429, 503
+            ),
+        },
+        "get": {
+            "operationId": "revocations",
+            "summary": "The revocation list terminals cache (public)",
+            "responses": responses({"200": ("The list", ref("RevocationList"))}, 503),
+        },
+    },
+    "/v1/scans": {
+        "get": {
+            "operationId": "scans",
+            "summary": "Count a city's scans in a time window, of one venue or all (admin)",
+            "security": SECURED,
+            "parameters": [
+                {"name": "city", "in": "query", "required": True, "schema": {"type": "integer"}},
+                {
+                    "name": "venue",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                },
+                {
+                    "name": "from",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "ms since the epoch; default an hour ago",
+                },
+                {
+                    "name": "to",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "ms since the epoch; default now",
+                },
+            ],
+            "responses": responses(
+                {"200": ("The count", ref("ScanCount"))}, 400, 401, 403, 429, 503
+            ),
+        }
+    },
+    "/v1/trust": {
+        "get": {
+            "operationId": "trust",
+            "summary": "The trust list this verifier uses (public), for offline terminals",
+            "responses": responses(
+                {
+                    "200": (
+                        "JWKS",
+                        {
+                            "application/jwk-set+json": {
+                                "schema": {"$ref": "#/components/schemas/JWKS"}
+                            }
+                        },
+                    )
+                },
+                503,
+            ),
+        }
+    },
+}
 
 SPEC = spec_document(
     title="codeengine verifier",
-    description="Verify (扫码/验码) health and service codes online. Every failure answers a "
-    "JSON problem body with a stable `reason`.",
-    paths=dict(HEALTH_PATHS),
-    schemas={"Problem": PROBLEM_SCHEMA},
+    description="Verify (扫码/验码) health and service codes online and in batches; revoke codes "
+    "and keys; count scans. Every failure answers a JSON problem body with a stable `reason`.",
+    paths=PATHS,
+    schemas=SCHEMAS,
 )
 
 OPENAPI_ROUTES = [web.get("/openapi.json", spec_handler(SPEC), name="openapi")]

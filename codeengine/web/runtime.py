@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +42,7 @@ from codeengine.secret import Secret
 from codeengine.settings import Settings, parse_nodes
 from codeengine.store import Store
 from codeengine.trustlist import TrustList
+from codeengine.verification import Revocations
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
 
@@ -63,6 +64,7 @@ class KeyState:
     version: int = 0
     error: CodeEngineError | None = None
     kek: Secret | None = None
+    revocations: Revocations = field(default_factory=Revocations)
 
     def require_keyring(self) -> Keyring:
         """The keyring (issuers), or the reason it is missing."""
@@ -122,23 +124,30 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
             state.version = sealed.version
             log.info("keyring version %d loaded", sealed.version)
     else:
-        raw = await store.get_trust()
+        raw, revocations = await asyncio.gather(
+            store.get_trust(), store.revocations(int(time.time()))
+        )
         if raw is None:
             raise KeyringError("no trust list published yet; start an issuer first")
         state.trust = TrustList.from_json(raw)
+        state.revocations = revocations
     state.error = None
 
 
 async def _keep_keys_fresh(
     state: KeyState, store: Store, settings: Settings, *, signs: bool
 ) -> None:
+    # Verifiers also re-read revocations, which must take effect within a second.
+    interval = settings.codes.keyring_refresh_s
+    if not signs:
+        interval = min(interval, settings.verifier.revocation_refresh_s)
     while True:
         try:
             await refresh_keys(state, store, settings, signs=signs)
         except CodeEngineError as exc:
             # Keep serving with the keys already loaded; readiness reports the problem.
             state.error = exc
-        await asyncio.sleep(settings.codes.keyring_refresh_s)
+        await asyncio.sleep(interval)
 
 
 def attach_runtime(

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from datetime import date
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from codeengine.devkeys import write_private
-from codeengine.identifiers import make_resident_id, make_uscc
-from codeengine.model import Colour
+from codeengine.identifiers import make_uscc
+from codeengine.model import Colour, SubjectId
 from codeengine.qr import QRFormat
 from codeengine.settings import Settings
 from codeengine.suites import b64url_encode
@@ -27,53 +21,14 @@ from codeengine.web.runtime import STORE
 from issuer.app import create_app
 from issuer.openapi import SPEC
 from issuer.subjects import QR_CACHE
+from tests.integration.apps import Client, Clock, auth, generate, issuer, new_person_id
 
 pytestmark = pytest.mark.cluster
-
-
-@dataclass
-class Clock:
-    """A clock the test moves by hand, starting at the real time.
-
-    Real time, because the session's services share one stored keyring: keys made at a pretend
-    time would not be valid for the real-time processes of the end-to-end tests.
-    """
-
-    now: float = field(default_factory=lambda: float(int(time.time())))
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def dev_keys(settings: Settings) -> dict[str, str]:
-    """The session's dev API keys by scope."""
-    document = json.loads(Path(settings.keys.credentials_file).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
-
-
-def auth(settings: Settings, scope: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_keys(settings)[scope]}"}
-
-
-@asynccontextmanager
-async def issuer(
-    settings: Settings, clock: Clock | None = None
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = create_app(settings, clock=clock or Clock())
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
 
 _SEQ = iter(range(100, 999))
 
 
-def new_person_id() -> str:
-    return make_resident_id("320102", date(1990, 5, 17), next(_SEQ))
-
-
-async def generate(
-    client: TestClient[web.Request, web.Application], settings: Settings, ident: str
-) -> dict[str, Any]:
+async def generate_answer(client: Client, settings: Settings, ident: str) -> dict[str, Any]:
     body = {"kind": "person", "id": ident, "city": 320100}
     response = await client.post("/v1/subjects", json=body, headers=auth(settings, "generate"))
     assert response.status in (200, 201), await response.text()
@@ -84,14 +39,14 @@ def test_generate_is_idempotent_and_carries_no_identifier(settings: Settings, ru
     async def scenario() -> None:
         async with issuer(settings) as client:
             ident = new_person_id()
-            first = await generate(client, settings, ident)
-            again = await generate(client, settings, ident)
+            first = await generate_answer(client, settings, ident)
+            again = await generate_answer(client, settings, ident)
             assert first["created"] is True and again["created"] is False
             assert first["subject"] == again["subject"] and len(first["subject"]) == 16
             assert (first["colour"], first["kind"], first["version"]) == ("green", "health", 1)
             assert ident not in json.dumps(first)
             other = await generate(client, settings, new_person_id())
-            assert other["subject"] != first["subject"]
+            assert other != first["subject"]
             enterprise = {
                 "kind": "enterprise",
                 "id": make_uscc(f"91320100MA1{next(_SEQ):06d}"),
@@ -178,7 +133,7 @@ def test_display_reuses_until_half_life_then_signs_anew(settings: Settings, run:
         clock = Clock()
         start = int(clock.now)
         async with issuer(settings, clock) as client:
-            subject = (await generate(client, settings, new_person_id()))["subject"]
+            subject = await generate(client, settings, new_person_id())
             url = f"/v1/subjects/{subject}/code"
             headers = auth(settings, "display")
             response = await client.get(url, headers=headers)
@@ -206,7 +161,7 @@ def test_display_reuses_until_half_life_then_signs_anew(settings: Settings, run:
 def test_qr_images_are_of_the_same_token_and_rendered_once(settings: Settings, run: Any) -> None:
     async def scenario() -> None:
         async with issuer(settings) as client:
-            subject = (await generate(client, settings, new_person_id()))["subject"]
+            subject = await generate(client, settings, new_person_id())
             url = f"/v1/subjects/{subject}/code"
             headers = auth(settings, "display")
             token = (await (await client.get(url, headers=headers)).json())["token"]
@@ -229,7 +184,7 @@ def test_qr_images_are_of_the_same_token_and_rendered_once(settings: Settings, r
 def test_convert_compare_and_set_idempotency_and_audit(settings: Settings, run: Any) -> None:
     async def scenario() -> None:
         async with issuer(settings) as client:
-            subject = (await generate(client, settings, new_person_id()))["subject"]
+            subject = await generate(client, settings, new_person_id())
             url = f"/v1/subjects/{subject}/status"
             headers = auth(settings, "convert")
             change = {"colour": "red", "reason": "close contact", "if_version": 1, "op_id": "c-1"}
@@ -249,7 +204,7 @@ def test_convert_compare_and_set_idempotency_and_audit(settings: Settings, run: 
             )
             assert (await shown.json())["colour"] == "red", "display reflects the new colour"
             store = client.app[STORE]
-            trail = await store.audit_trail(subject)
+            trail = await store.audit_trail(SubjectId(subject))
             assert [(e.old_colour, e.new_colour, e.actor) for e in trail[1:]] == [
                 (Colour.GREEN, Colour.RED, "dev-convert")
             ]
@@ -267,7 +222,7 @@ def test_rotation_keeps_old_and_new_codes_verifying(settings: Settings, run: Any
     async def scenario() -> None:
         clock = Clock()
         async with issuer(settings, clock) as client:
-            subject = (await generate(client, settings, new_person_id()))["subject"]
+            subject = await generate(client, settings, new_person_id())
             url = f"/v1/subjects/{subject}/code"
             headers = auth(settings, "display")
             before = (await (await client.get(url, headers=headers)).json())["token"]

@@ -10,6 +10,7 @@ from codeengine.display import (
     is_current_at,
     refresh_at,
     successor_at,
+    token_digest,
 )
 from codeengine.errors import CodeEngineError
 from codeengine.model import CodeKind, Colour, SubjectId
@@ -75,17 +76,18 @@ def test_successor_keeps_the_previous_token_until_it_expires() -> None:
     first = shown_at(NOW)
     claims = claims_for_at(record(), NOW + 60, TTL, b"\x03" * 6)
     second = successor_at(first, "CE1:SECOND", claims, NOW + 60)
-    assert (second.cti, second.previous_cti, second.previous_exp) == (
+    assert (second.cti, second.previous_digest, second.previous_exp) == (
         b"\x03" * 6,
-        first.cti,
+        token_digest(first.token),
         first.exp,
     )
-    assert second.accepts_at(first.cti, first.exp)
-    assert not second.accepts_at(first.cti, first.exp + 1)
-    assert second.accepts_at(second.cti, NOW + 60)
-    assert not second.accepts_at(b"\x09" * 6, NOW + 60)
+    assert second.accepts_at(first.token, first.exp)
+    assert not second.accepts_at(first.token, first.exp + 1)
+    assert second.accepts_at("CE1:SECOND", NOW + 60)
+    assert not second.accepts_at("CE1:SECONE", NOW + 60), "the whole text must match"
+    assert not second.accepts_at(first.token + "X", NOW + 60)
     late = successor_at(first, "CE1:LATE", claims, first.exp + 1)
-    assert late.previous_cti == b"", "an expired token is not carried as previous"
+    assert late.previous_digest == b"", "an expired token is not carried as previous"
 
 
 def test_pack_round_trip_and_corrupt_values() -> None:

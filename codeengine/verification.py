@@ -1,0 +1,175 @@
+"""扫码/验码: the verdict on a scanned code, online, degraded or offline. Pure: no I/O, no clock.
+
+Online, the store holds the token the issuer handed out, so a code that matches it needs no
+signature check, and the answer carries the subject's *live* colour. A code the store does not
+hold (superseded more than once, or lost in a failover) is accepted only on its signature.
+When the store cannot be reached, the verdict rests on the signature alone and says so
+(``degraded``), with the signed colour as of the code's issue time, or grey where policy says.
+The offline SDK gives the same verdicts from a cached trust list and revocation list.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Revocations",
+    "Verdict",
+    "degraded_verdict_at",
+    "offline_verdict_at",
+    "online_verdict_at",
+    "precheck_at",
+    "refusal",
+]
+
+from dataclasses import dataclass, field
+
+from codeengine.display import DisplayedCode
+from codeengine.errors import Reason, Revoked, VerificationError, WrongCity
+from codeengine.model import CodeKind, Colour
+from codeengine.status import SubjectRecord
+from codeengine.token import Claims, DecodedCode, check_signature_at, check_window_at, decode
+from codeengine.trustlist import TrustList
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """Revoked code ids (cti) and key ids, as the verifiers and terminals cache them."""
+
+    codes: frozenset[bytes] = field(default_factory=frozenset)
+    keys: frozenset[bytes] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to one scan. ``subject`` is for the scan log only, never shown to terminals."""
+
+    valid: bool
+    reason: str
+    checked_at: int
+    colour: Colour | None = None
+    kind: CodeKind | None = None
+    city: int | None = None
+    as_of: int | None = None
+    degraded: bool = False
+    subject: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The API answer."""
+        return {
+            "valid": self.valid,
+            "reason": self.reason,
+            "colour": None if self.colour is None else self.colour.label,
+            "kind": None if self.kind is None else self.kind.label,
+            "city": self.city,
+            "checked_at": self.checked_at,
+            "as_of": self.as_of,
+            "degraded": self.degraded,
+        }
+
+
+def refusal(exc: VerificationError, now: int, claims: Claims | None = None) -> Verdict:
+    """The verdict for a refused code; what the code claims is echoed only once decoded."""
+    if claims is None:
+        return Verdict(False, exc.reason.value, now)
+    return Verdict(
+        False,
+        exc.reason.value,
+        now,
+        kind=claims.kind,
+        city=claims.city,
+        subject=claims.subject_id,
+    )
+
+
+def precheck_at(
+    text: str,
+    trust: TrustList,
+    revocations: Revocations,
+    now: int,
+    skew_s: int,
+    *,
+    terminal_city: int | None = None,
+    cross_city: bool = True,
+) -> DecodedCode | Verdict:
+    """Every check that needs no store and no signature: decode, revocation, key, window, city.
+
+    Returns the decoded code, or the refusal (with what the code claims, once decoded).
+    """
+    try:
+        decoded = decode(text)
+    except VerificationError as exc:
+        return refusal(exc, now)
+    claims = decoded.claims
+    try:
+        if decoded.kid in revocations.keys or claims.cti in revocations.codes:
+            raise Revoked("the code or its key has been revoked")
+        trust.key_at(decoded.kid, now)
+        check_window_at(claims, now, skew_s)
+        if not cross_city and terminal_city is not None and claims.city != terminal_city:
+            raise WrongCity("the code was issued for another city")
+    except VerificationError as exc:
+        return refusal(exc, now, claims)
+    return decoded
+
+
+def _valid(claims: Claims, colour: Colour, now: int, as_of: int, degraded: bool) -> Verdict:
+    return Verdict(
+        True,
+        Reason.VALID.value,
+        now,
+        colour=colour,
+        kind=claims.kind,
+        city=claims.city,
+        as_of=as_of,
+        degraded=degraded,
+        subject=claims.subject_id,
+    )
+
+
+def online_verdict_at(
+    decoded: DecodedCode,
+    text: str,
+    record: SubjectRecord | None,
+    shown: DisplayedCode | None,
+    trust: TrustList,
+    now: int,
+) -> Verdict:
+    """The verdict once the store answered: the live colour of a code the issuer handed out."""
+    claims = decoded.claims
+    if record is None:
+        unknown = VerificationError("unknown subject", reason=Reason.UNKNOWN_SUBJECT)
+        return refusal(unknown, now, claims)
+    if shown is None or not shown.accepts_at(text, now):
+        try:
+            check_signature_at(decoded, trust, now)
+        except VerificationError as exc:
+            return refusal(exc, now, claims)
+    return _valid(claims, record.colour, now, now, degraded=False)
+
+
+def degraded_verdict_at(decoded: DecodedCode, trust: TrustList, now: int, *, grey: bool) -> Verdict:
+    """The verdict when the store is unreachable: the signature alone, marked degraded."""
+    claims = decoded.claims
+    try:
+        check_signature_at(decoded, trust, now)
+    except VerificationError as exc:
+        return refusal(exc, now, claims)
+    colour = Colour.GREY if grey else claims.colour
+    return _valid(claims, colour, now, claims.iat, degraded=True)
+
+
+def offline_verdict_at(
+    text: str,
+    trust: TrustList,
+    revocations: Revocations,
+    now: int,
+    skew_s: int,
+) -> Verdict:
+    """The offline SDK's verdict: every check a terminal can make alone, the signed colour."""
+    decoded = precheck_at(text, trust, revocations, now, skew_s)
+    if isinstance(decoded, Verdict):
+        return decoded
+    try:
+        check_signature_at(decoded, trust, now)
+    except VerificationError as exc:
+        return refusal(exc, now, decoded.claims)
+    return _valid(decoded.claims, decoded.claims.colour, now, decoded.claims.iat, degraded=False)

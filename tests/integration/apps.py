@@ -1,0 +1,90 @@
+"""Apps under test: the issuer and verifier through their factories, a settable clock, dev keys."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from codeengine.identifiers import make_resident_id
+from codeengine.settings import Settings
+from issuer.app import create_app as create_issuer
+from verifier.app import create_app as create_verifier
+
+Client = TestClient[web.Request, web.Application]
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand, starting at the real time.
+
+    Real time, because the session's services share one stored keyring: keys made at a pretend
+    time would not be valid for the real-time processes of the end-to-end tests.
+    """
+
+    now: float = field(default_factory=lambda: float(int(time.time())))
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dev_keys(settings: Settings) -> dict[str, str]:
+    """The session's dev API keys by scope."""
+    document = json.loads(Path(settings.keys.credentials_file).read_text())
+    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+
+
+def auth(settings: Settings, scope: str) -> dict[str, str]:
+    """An Authorization header of the dev client holding ``scope``."""
+    return {"Authorization": f"Bearer {dev_keys(settings)[scope]}"}
+
+
+@asynccontextmanager
+async def issuer(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Client]:
+    """The issuer app behind a real HTTP server, and a client for it."""
+    app = create_issuer(settings, clock=clock or Clock())
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+@asynccontextmanager
+async def verifier(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Client]:
+    """The verifier app behind a real HTTP server, and a client for it."""
+    app = create_verifier(settings, clock=clock or Clock())
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+_PEOPLE = itertools.count()
+
+
+def new_person_id() -> str:
+    """A valid resident ID no other test of the session uses."""
+    n = next(_PEOPLE)
+    return make_resident_id("320102", date(1980, 1, 1) + timedelta(days=n // 900), 100 + n % 900)
+
+
+async def generate(client: Client, settings: Settings, ident: str, city: int = 320100) -> str:
+    """Generate a person; the subject pseudonym."""
+    body = {"kind": "person", "id": ident, "city": city}
+    response = await client.post("/v1/subjects", json=body, headers=auth(settings, "generate"))
+    assert response.status in (200, 201), await response.text()
+    answer: dict[str, Any] = await response.json()
+    return str(answer["subject"])
+
+
+async def display(client: Client, settings: Settings, subject: str) -> dict[str, Any]:
+    """The subject's current code as the display endpoint answers it."""
+    response = await client.get(f"/v1/subjects/{subject}/code", headers=auth(settings, "display"))
+    assert response.status == 200, await response.text()
+    answer: dict[str, Any] = await response.json()
+    return answer

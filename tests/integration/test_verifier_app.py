@@ -1,0 +1,321 @@
+"""The verifier through its app factory and a real client, against the real cluster.
+
+Codes come from the real issuer (display) or are signed here with the issuer's own keyring,
+for the cases the issuer would never produce (expired, not yet valid, foreign key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import msgpack
+import pytest
+
+from codeengine import keys
+from codeengine.devcluster import DevCluster
+from codeengine.keyring import Keyring, SigningKey
+from codeengine.model import CodeKind, Colour, SubjectId
+from codeengine.pseudonym import subject_bytes
+from codeengine.redisstore import RedisStore
+from codeengine.settings import Settings
+from codeengine.suites import ED25519, b64url_encode
+from codeengine.token import Claims, decode, encode
+from codeengine.web.runtime import KEYS, STORE
+from tests.integration.apps import (
+    Client,
+    Clock,
+    auth,
+    display,
+    generate,
+    issuer,
+    new_person_id,
+    verifier,
+)
+from verifier.app import create_app as create_verifier
+from verifier.openapi import SPEC
+
+pytestmark = pytest.mark.cluster
+
+CITY = 320100
+
+
+def scan(code: str, city: int = CITY, venue: str = "gate-1") -> dict[str, Any]:
+    return {"code": code, "terminal": "t-1", "venue": venue, "city": city}
+
+
+async def verify(client: Client, settings: Settings, code: str, **kw: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/verify", json=scan(code, **kw), headers=auth(settings, "verify")
+    )
+    assert response.status == 200, await response.text()
+    answer: dict[str, Any] = await response.json()
+    return answer
+
+
+def signing_key(issuer_client: Client, now: int) -> SigningKey:
+    return issuer_client.app[KEYS].require_keyring().signing_key_at(now)
+
+
+def crafted(subject: str, key: SigningKey, iat: int, ttl: int = 120) -> str:
+    claims = Claims(
+        exp=iat + ttl,
+        iat=iat,
+        cti=os.urandom(6),
+        subject=subject_bytes(SubjectId(subject)),
+        kind=CodeKind.HEALTH,
+        city=CITY,
+        colour=Colour.GREEN,
+        version=1,
+    )
+    return encode(claims, key)
+
+
+def tampered(code: str) -> str:
+    # Change one base45 character of the signature region; stays in the alphabet.
+    index = len(code) - 5
+    return code[:index] + ("A" if code[index] != "A" else "B") + code[index + 1 :]
+
+
+def test_verdicts_for_every_kind_of_code(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        now = int(clock.now)
+        async with issuer(settings, clock) as iss, verifier(settings, clock) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            key = signing_key(iss, now)
+            foreign = Keyring.generate_at(now - 10, ED25519, os.urandom).current
+            cases = {
+                "valid": (code, "VALID"),
+                "expired": (crafted(subject, key, now - 500), "EXPIRED"),
+                "not-yet-valid": (crafted(subject, key, now + 300), "NOT_YET_VALID"),
+                "tampered": (tampered(code), "BAD_SIGNATURE"),
+                "unknown-key": (crafted(subject, foreign, now), "UNKNOWN_KID"),
+                "garbage": ("HELLO", "MALFORMED"),
+                "scanner-newline": (code + "\r\n", "VALID"),
+            }
+            for name, (text, reason) in cases.items():
+                answer = await verify(ver, settings, text)
+                assert answer["reason"] == reason, name
+                assert answer["valid"] is (reason == "VALID"), name
+            answer = await verify(ver, settings, code)
+            assert answer == {
+                "valid": True,
+                "reason": "VALID",
+                "colour": "green",
+                "kind": "health",
+                "city": CITY,
+                "checked_at": now,
+                "as_of": now,
+                "degraded": False,
+            }
+            # A code the store does not hold is accepted on its signature alone.
+            assert (await verify(ver, settings, crafted(subject, key, now)))["valid"] is True
+            unknown = crafted(b64url_encode(os.urandom(12)), key, now)
+            assert (await verify(ver, settings, unknown))["reason"] == "UNKNOWN_SUBJECT"
+
+    run(scenario())
+
+
+def test_live_colour_after_convert(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        async with issuer(settings) as iss, verifier(settings) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            change = {"colour": "red", "reason": "positive test", "if_version": 1}
+            response = await iss.post(
+                f"/v1/subjects/{subject}/status", json=change, headers=auth(settings, "convert")
+            )
+            assert response.status == 200
+            answer = await verify(ver, settings, code)
+            assert (answer["valid"], answer["colour"]) == (True, "red")
+            assert decode(code).claims.colour is Colour.GREEN, "the code itself said green"
+
+    run(scenario())
+
+
+def test_wrong_city_refused_only_where_policy_says(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        strict = replace(settings, verifier=replace(settings.verifier, cross_city=False))
+        async with issuer(settings) as iss, verifier(settings) as lenient, verifier(strict) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            assert (await verify(lenient, settings, code, city=320500))["reason"] == "VALID"
+            refused = await verify(ver, settings, code, city=320500)
+            assert (refused["valid"], refused["reason"], refused["city"]) == (
+                False,
+                "WRONG_CITY",
+                CITY,
+            )
+            assert (await verify(ver, settings, code))["reason"] == "VALID"
+            outside = await ver.post(
+                "/v1/verify", json=scan(code, city=110100), headers=auth(settings, "verify")
+            )
+            assert (outside.status, (await outside.json())["reason"]) == (400, "UNKNOWN_CITY")
+
+    run(scenario())
+
+
+def test_revoked_code_and_key_within_a_second(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        async with issuer(settings) as iss, verifier(settings) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            admin = auth(settings, "admin")
+            revoked = await ver.post("/v1/revocations", json={"code": code}, headers=admin)
+            assert revoked.status == 200, await revoked.text()
+            started = time.monotonic()
+            while (await verify(ver, settings, code))["reason"] != "REVOKED":
+                assert time.monotonic() - started < 1.0, "a revocation takes effect within 1 s"
+                await asyncio.sleep(0.05)
+            listed = await (await ver.get("/v1/revocations")).json()
+            assert decode(code).claims.cti.hex() in listed["codes"]
+
+            # Key revocation: rotate at once so the old key only verifies, then revoke it.
+            other = await generate(iss, settings, new_person_id())
+            old_code = (await display(iss, settings, other))["token"]
+            rotated = await iss.post("/v1/keys/rotate", json={"activate_in_s": 0}, headers=admin)
+            assert rotated.status == 200
+            old_kid = b64url_encode(decode(old_code).kid)
+            response = await ver.post("/v1/revocations", json={"kid": old_kid}, headers=admin)
+            assert response.status == 200
+            started = time.monotonic()
+            while (await verify(ver, settings, old_code))["reason"] != "REVOKED":
+                assert time.monotonic() - started < 1.0
+                await asyncio.sleep(0.05)
+            assert old_kid in (await (await ver.get("/v1/revocations")).json())["keys"]
+            bad = await ver.post("/v1/revocations", json={"kid": "x", "code": "y"}, headers=admin)
+            assert bad.status == 400
+            denied = await ver.post(
+                "/v1/revocations", json={"kid": old_kid}, headers=auth(settings, "verify")
+            )
+            assert denied.status == 403
+
+    run(scenario())
+
+
+def test_store_down_gives_a_degraded_answer_within_the_deadline(
+    settings: Settings, cluster: DevCluster
+) -> None:
+    async def scenario() -> None:
+        async with issuer(settings) as iss, verifier(settings) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            store = ver.app[STORE]
+            assert isinstance(store, RedisStore)
+            primary = store._fast.primary_for(keys.subject_key(SubjectId(subject)))
+            assert primary is not None
+            port = primary[1]
+            with cluster.paused(port):
+                started = time.monotonic()
+                answer = await verify(ver, settings, code)
+                elapsed = time.monotonic() - started
+            assert elapsed < 0.8, "never past the read deadline (250 ms) by much"
+            iat = decode(code).claims.iat
+            assert (answer["valid"], answer["degraded"], answer["as_of"], answer["colour"]) == (
+                True,
+                True,
+                iat,
+                "green",
+            )
+            assert (await verify(ver, settings, tampered(code)))["reason"] == "BAD_SIGNATURE"
+        cluster.wait_healthy()
+
+    asyncio.run(scenario())
+
+
+def test_batches_answer_in_order_in_json_and_msgpack(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        now = int(clock.now)
+        async with issuer(settings, clock) as iss, verifier(settings, clock) as ver:
+            subjects = [await generate(iss, settings, new_person_id()) for _ in range(6)]
+            codes = [(await display(iss, settings, s))["token"] for s in subjects]
+            key = signing_key(iss, now)
+            items = [scan(c) for c in codes]
+            items.insert(2, scan(tampered(codes[0])))
+            items.insert(4, scan(crafted(subjects[1], key, now - 500)))
+            expected = ["VALID", "VALID", "BAD_SIGNATURE", "VALID", "EXPIRED", "VALID", "VALID"]
+            expected += ["VALID"]
+            headers = auth(settings, "verify")
+            response = await ver.post("/v1/verify/batch", json={"items": items}, headers=headers)
+            results = (await response.json())["results"]
+            assert [r["reason"] for r in results] == expected
+            packed = await ver.post(
+                "/v1/verify/batch",
+                data=msgpack.packb({"items": items}),
+                headers={**headers, "Content-Type": "application/msgpack"},
+            )
+            assert packed.content_type == "application/msgpack"
+            unpacked = msgpack.unpackb(await packed.read())
+            assert [r["reason"] for r in unpacked["results"]] == expected
+            too_many = await ver.post(
+                "/v1/verify/batch", json={"items": [items[0]] * 501}, headers=headers
+            )
+            assert too_many.status == 400
+            broken = await ver.post(
+                "/v1/verify/batch",
+                data=b"\xc1",
+                headers={**headers, "Content-Type": "application/msgpack"},
+            )
+            assert (broken.status, (await broken.json())["reason"]) == (400, "BAD_JSON")
+            bad_item = await ver.post(
+                "/v1/verify/batch", json={"items": [items[0], {"code": 1}]}, headers=headers
+            )
+            assert "items[1]" in (await bad_item.json())["detail"]
+
+    run(scenario())
+
+
+def test_scan_log_counts_by_venue_without_personal_data(
+    settings: Settings, cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with issuer(settings) as iss, verifier(settings) as ver:
+            ident = new_person_id()
+            subject = await generate(iss, settings, ident)
+            code = (await display(iss, settings, subject))["token"]
+            venue = f"venue-{os.urandom(4).hex()}"
+            started_ms = int(time.time() * 1000) - 1000
+            for _ in range(3):
+                await verify(ver, settings, code, venue=venue)
+            await verify(ver, settings, "HELLO", venue=venue)
+            await verify(ver, settings, code, venue="elsewhere")
+            await asyncio.sleep(0.4)
+            # The apps' clock stands still; the window is given in real milliseconds.
+            ended_ms = int(time.time() * 1000) + 1000
+            query = {
+                "city": str(CITY),
+                "venue": venue,
+                "from": str(started_ms),
+                "to": str(ended_ms),
+            }
+            response = await ver.get("/v1/scans", params=query, headers=auth(settings, "admin"))
+            counted = await response.json()
+            assert (counted["count"], counted["by_reason"]) == (4, {"VALID": 3, "MALFORMED": 1})
+            assert counted["by_colour"] == {"green": 3}
+            log_key = keys.scan_log_key(CITY)
+            (master,) = [
+                p for p in cluster.masters() if cluster.command(p, "EXISTS", log_key).strip() == "1"
+            ]
+            dump = cluster.command(master, "XRANGE", log_key, "-", "+")
+            assert subject in dump and ident not in dump
+            denied = await ver.get("/v1/scans", params=query, headers=auth(settings, "verify"))
+            assert denied.status == 403
+
+    run(scenario())
+
+
+def test_openapi_documents_exactly_the_routes(settings: Settings) -> None:
+    app = create_verifier(settings)
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    documented = {(method, path) for path, ops in SPEC["paths"].items() for method in ops}
+    assert served == documented

@@ -1,0 +1,82 @@
+"""The scan log writer: scans are buffered and written in batches, off the hot path.
+
+A verify never waits for its log entry. Every ``scan_flush_ms`` the buffer goes to the cities'
+streams in one pipelined round per shard. While the store is unreachable entries wait in the
+buffer; past ``scan_buffer_max`` the oldest are dropped and counted, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ScanLogWriter"]
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from codeengine.errors import StoreUnavailable
+from codeengine.metrics import SCANS_DROPPED, SCANS_LOGGED
+from codeengine.scans import ScanEntry
+from codeengine.settings import VerifierSettings
+from codeengine.store import Store
+
+log = logging.getLogger("codeengine.scanlog")
+FLUSH_BATCH = 2000
+FINAL_FLUSH_TIMEOUT_S = 2.0
+
+
+class ScanLogWriter:
+    """Buffers scan entries and writes them in the background."""
+
+    def __init__(self, store: Store, settings: VerifierSettings) -> None:
+        self._store = store
+        self._settings = settings
+        self._buffer: deque[ScanEntry] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, entry: ScanEntry) -> None:
+        """Queue an entry; never blocks, never raises."""
+        if len(self._buffer) >= self._settings.scan_buffer_max:
+            self._buffer.popleft()
+            SCANS_DROPPED.inc()
+        self._buffer.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> None:
+        """Write what is buffered now; entries stay queued if the store is unreachable."""
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(FLUSH_BATCH, len(self._buffer)))]
+            try:
+                await self._store.append_scans(batch, self._settings.scan_log_max_len)
+            except StoreUnavailable:
+                # Put them back in order; the next flush tries again.
+                self._buffer.extendleft(reversed(batch))
+                while len(self._buffer) > self._settings.scan_buffer_max:
+                    self._buffer.popleft()
+                    SCANS_DROPPED.inc()
+                raise
+            SCANS_LOGGED.inc(len(batch))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.scan_flush_ms / 1000)
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                log.warning("scan log not written: store unavailable (%d waiting)", len(self))
+
+    def start(self) -> None:
+        """Start the background writer."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the writer after one last flush (bounded in time)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(StoreUnavailable, TimeoutError):
+            async with asyncio.timeout(FINAL_FLUSH_TIMEOUT_S):
+                await self.flush()

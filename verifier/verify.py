@@ -1,0 +1,229 @@
+"""扫码/验码 over HTTP: one code, a batch, revocations, the scan log count."""
+
+from __future__ import annotations
+
+__all__ = ["SCAN_LOG", "VERIFY_ROUTES", "verify_one"]
+
+import asyncio
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from codeengine.errors import BadRequest, Reason, StoreUnavailable, VerificationError
+from codeengine.metrics import VERIFICATIONS
+from codeengine.model import CITIES, SubjectId
+from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
+from codeengine.suites import b64url_decode, b64url_encode
+from codeengine.token import MAX_TOKEN_CHARS, decode
+from codeengine.verification import (
+    Verdict,
+    degraded_verdict_at,
+    online_verdict_at,
+    precheck_at,
+)
+from codeengine.web.body import Field, read_object, validate_object
+from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE
+from verifier.scanlog import ScanLogWriter
+
+SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
+MSGPACK = "application/msgpack"
+# A scanner's line terminator is not part of the code (docs/code-format.md §2).
+_SCANNER_TERMINATORS = "\r\n"
+
+ITEM_FIELDS = {
+    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2),
+    "terminal": Field(str, max_length=MAX_ID_CHARS),
+    "venue": Field(str, required=False, max_length=MAX_ID_CHARS),
+    "city": Field(int),
+}
+BATCH_FIELDS = {"items": Field(list)}
+REVOKE_FIELDS = {
+    "code": Field(str, required=False, max_length=MAX_TOKEN_CHARS),
+    "kid": Field(str, required=False, max_length=16),
+}
+
+
+def _check_city(city: int) -> None:
+    if city not in CITIES:
+        raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
+
+
+async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> Verdict:
+    """Verify one scanned code and log the scan (without waiting for the log)."""
+    settings = app[SETTINGS]
+    state = app[KEYS]
+    now = int(app[CLOCK]())
+    trust = state.require_trust()
+    text = item["code"].rstrip(_SCANNER_TERMINATORS)
+    city = item["city"]
+    checked = precheck_at(
+        text,
+        trust,
+        state.revocations,
+        now,
+        settings.codes.clock_skew_s,
+        terminal_city=city,
+        cross_city=settings.verifier.cross_city,
+    )
+    if isinstance(checked, Verdict):
+        verdict = checked
+    else:
+        try:
+            subject = SubjectId(checked.claims.subject_id)
+            record, shown = await app[STORE].display_state(subject)
+            verdict = online_verdict_at(checked, text, record, shown, trust, now)
+        except StoreUnavailable:
+            grey = settings.verifier.degraded_colour == "grey"
+            verdict = degraded_verdict_at(checked, trust, now, grey=grey)
+    app[SCAN_LOG].add(
+        ScanEntry(
+            terminal=item["terminal"],
+            venue=item.get("venue", ""),
+            city=city,
+            at_ms=int(app[CLOCK]() * 1000),
+            subject=verdict.subject or "",
+            reason=verdict.reason,
+            colour=verdict.colour.label if verdict.colour is not None else "",
+        )
+    )
+    VERIFICATIONS.labels(verdict.reason, str(city), "degraded" if verdict.degraded else mode).inc()
+    return verdict
+
+
+async def verify(request: web.Request) -> web.Response:
+    """Verify one code: live colour online, the signature alone when the store is down."""
+    item = await read_object(request, ITEM_FIELDS)
+    _check_city(item["city"])
+    verdict = await verify_one(request.app, item, "online")
+    return web.json_response(verdict.to_json())
+
+
+async def _batch_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type == MSGPACK:
+        try:
+            document = msgpack.unpackb(await request.read(), raw=False, strict_map_key=True)
+        except (ValueError, msgpack.UnpackException):
+            raise BadRequest("the body is not valid msgpack", reason=Reason.BAD_JSON) from None
+        return validate_object(document, BATCH_FIELDS)
+    return await read_object(request, BATCH_FIELDS)
+
+
+async def verify_batch(request: web.Request) -> web.Response:
+    """Verify up to ``batch_max`` codes, answers in order; store reads pipelined per shard."""
+    body = await _batch_body(request)
+    items = body["items"]
+    limit = request.app[SETTINGS].verifier.batch_max
+    if not 0 < len(items) <= limit:
+        raise BadRequest(f"field 'items' must hold 1 to {limit} codes")
+    for index, item in enumerate(items):
+        try:
+            validate_object(item, ITEM_FIELDS)
+            _check_city(item["city"])
+        except BadRequest as exc:
+            raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
+    verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in items))
+    results = [v.to_json() for v in verdicts]
+    if request.content_type == MSGPACK:
+        return web.Response(body=msgpack.packb({"results": results}), content_type=MSGPACK)
+    return web.json_response({"results": results})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """Revoke one code (given whole) or one key id; effective online within a second."""
+    body = await read_object(request, REVOKE_FIELDS)
+    if ("code" in body) == ("kid" in body):
+        raise BadRequest("give exactly one of 'code' and 'kid'")
+    now = int(request.app[CLOCK]())
+    store = request.app[STORE]
+    if "code" in body:
+        try:
+            claims = decode(body["code"].rstrip(_SCANNER_TERMINATORS)).claims
+        except VerificationError as exc:
+            raise BadRequest(f"field 'code' is not a code: {exc.reason}") from None
+        await store.revoke_code(claims.cti, claims.exp, now)
+        answer = {"revoked": "code", "id": claims.cti.hex(), "until": claims.exp}
+    else:
+        try:
+            kid = b64url_decode(body["kid"])
+        except ValueError:
+            raise BadRequest("field 'kid' is not a base64url key id") from None
+        if len(kid) != 8:
+            raise BadRequest("field 'kid' is not an 8-byte key id")
+        await store.revoke_key(kid, now)
+        answer = {"revoked": "key", "id": body["kid"], "until": None}
+    refresh = request.app[SETTINGS].verifier.revocation_refresh_s
+    return web.json_response({**answer, "effective_within_s": refresh})
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """The revocation list terminals cache: revoked code ids (unexpired) and key ids."""
+    now = int(request.app[CLOCK]())
+    current = await request.app[STORE].revocations(now)
+    answer = {
+        "codes": sorted(cti.hex() for cti in current.codes),
+        "keys": sorted(b64url_encode(kid) for kid in current.keys),
+        "as_of": now,
+    }
+    max_age = request.app[SETTINGS].verifier.revocation_refresh_s
+    return web.json_response(answer, headers={"Cache-Control": f"public, max-age={int(max_age)}"})
+
+
+def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
+    text = request.query.get(name)
+    if text is None:
+        if default is None:
+            raise BadRequest(f"query {name!r} is required", reason=Reason.MISSING_FIELD)
+        return default
+    if not text.isdigit() or len(text) > 15:
+        raise BadRequest(f"query {name!r} must be a non-negative integer")
+    return int(text)
+
+
+async def scans(request: web.Request) -> web.Response:
+    """Count a city's scans in a time window (ms), of one venue or all."""
+    city = _int_query(request, "city")
+    _check_city(city)
+    now_ms = int(request.app[CLOCK]() * 1000)
+    from_ms = _int_query(request, "from", now_ms - 3_600_000)
+    to_ms = _int_query(request, "to", now_ms)
+    if from_ms > to_ms:
+        raise BadRequest("query 'from' is after 'to'")
+    venue = request.query.get("venue")
+    if venue is not None and len(venue) > MAX_ID_CHARS:
+        raise BadRequest(f"query 'venue' is longer than {MAX_ID_CHARS} characters")
+    limit = request.app[SETTINGS].verifier.scan_count_limit
+    entries, truncated = await request.app[STORE].read_scans(city, from_ms, to_ms, limit)
+    counted = count_scans(entries, venue)
+    answer = {
+        "city": city,
+        "venue": venue,
+        "from": from_ms,
+        "to": to_ms,
+        "count": counted.total,
+        "by_reason": counted.by_reason,
+        "by_colour": counted.by_colour,
+        "truncated": truncated,
+    }
+    return web.json_response(answer)
+
+
+async def trust_list(request: web.Request) -> web.Response:
+    """The trust list this verifier uses, for terminals that verify offline."""
+    trust = request.app[KEYS].require_trust()
+    max_age = request.app[SETTINGS].codes.trust_list_max_age_s
+    return web.Response(
+        text=trust.to_json(),
+        content_type="application/jwk-set+json",
+        headers={"Cache-Control": f"public, max-age={max_age}"},
+    )
+
+
+VERIFY_ROUTES = [
+    web.post("/v1/verify", verify, name="verify"),
+    web.post("/v1/verify/batch", verify_batch, name="verify_batch"),
+    web.post("/v1/revocations", revoke, name="revoke"),
+    web.get("/v1/revocations", revocations, name="revocations"),
+    web.get("/v1/scans", scans, name="scans"),
+    web.get("/v1/trust", trust_list, name="trust"),
+]
