@@ -7,9 +7,13 @@ for the cases the issuer would never produce (expired, not yet valid, foreign ke
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -36,6 +40,8 @@ from tests.integration.apps import (
     verifier,
 )
 from verifier.app import create_app as create_verifier
+from verifier.offline import CachedList, OfflineVerifier
+from verifier.offline.__main__ import read_qr
 from verifier.openapi import SPEC
 
 pytestmark = pytest.mark.cluster
@@ -319,3 +325,42 @@ def test_openapi_documents_exactly_the_routes(settings: Settings) -> None:
     }
     documented = {(method, path) for path, ops in SPEC["paths"].items() for method in ops}
     assert served == documented
+
+
+def test_display_png_is_scannable_and_verifies_offline(
+    settings: Settings, tmp_path: Path, run: Any
+) -> None:
+    image = tmp_path / "code.png"
+    trust_file = tmp_path / "trust.json"
+
+    async def scenario() -> str:
+        async with issuer(settings) as iss, verifier(settings) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            token = str((await display(iss, settings, subject))["token"])
+            png = await iss.get(
+                f"/v1/subjects/{subject}/code",
+                params={"format": "png"},
+                headers=auth(settings, "display"),
+            )
+            image.write_bytes(await png.read())
+            trust = await (await ver.get("/v1/trust")).text()
+            revocations = await (await ver.get("/v1/revocations")).text()
+        trust_file.write_text(trust)
+        cached = CachedList.from_documents(trust, revocations, int(time.time()))
+        assert read_qr(image) == token, "the rendered image decodes to the same token"
+        verdict = OfflineVerifier(cached).verify(read_qr(image))
+        assert (verdict.valid, verdict.reason, verdict.colour) == (True, "VALID", Colour.GREEN)
+        return token
+
+    token = run(scenario())
+    offline = [sys.executable, "-m", "verifier.offline", "--trust", str(trust_file)]
+    cli = subprocess.run(
+        [*offline, "--image", str(image)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["reason"] == "VALID"
+    refused = subprocess.run(
+        [*offline, tampered(token)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["reason"] == "BAD_SIGNATURE"

@@ -1,0 +1,68 @@
+"""``python -m verifier.offline``: verify a code given as text or as a QR image, offline.
+
+    python -m verifier.offline --trust trust.json [--revocations rev.json] CODE_TEXT
+    python -m verifier.offline --trust trust.json --image code.png
+
+Prints the verdict as JSON; exits 0 for a valid code, 1 for a refused one, 2 for bad usage.
+The trust list is the JSON of a verifier's or issuer's ``GET /v1/trust``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from codeengine.errors import KeyringError
+from verifier.offline.sdk import DEFAULT_MAX_AGE_S, CachedList, OfflineVerifier
+
+
+def read_qr(path: Path) -> str:
+    """The text of the one QR code in an image file, decoded with zxing-cpp."""
+    import zxingcpp
+    from PIL import Image
+
+    with Image.open(path) as image:
+        found = [
+            r for r in zxingcpp.read_barcodes(image) if r.format == zxingcpp.BarcodeFormat.QRCode
+        ]
+    if len(found) != 1:
+        raise ValueError(f"expected one QR code in the image, found {len(found)}")
+    return str(found[0].text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Verify one code offline and print the verdict."""
+    parser = argparse.ArgumentParser(prog="python -m verifier.offline", description=__doc__)
+    parser.add_argument("code", nargs="?", help="the scanned text")
+    parser.add_argument("--image", type=Path, help="a PNG/JPEG with one QR code, instead")
+    parser.add_argument("--trust", type=Path, required=True, help="trust list (JWKS JSON)")
+    parser.add_argument("--revocations", type=Path, help="revocation list JSON")
+    parser.add_argument(
+        "--fetched-at",
+        type=int,
+        default=None,
+        help="when the lists were fetched (epoch s; default: the trust file's mtime)",
+    )
+    parser.add_argument("--max-age", type=int, default=DEFAULT_MAX_AGE_S)
+    args = parser.parse_args(argv)
+    if (args.code is None) == (args.image is None):
+        parser.error("give the code text or --image, not both")
+    try:
+        text = read_qr(args.image) if args.image else args.code
+        fetched_at = args.fetched_at or int(args.trust.stat().st_mtime)
+        revocations = args.revocations.read_text() if args.revocations else None
+        cached = CachedList.from_documents(args.trust.read_text(), revocations, fetched_at)
+    except (OSError, ValueError, KeyringError) as exc:
+        print(f"verifier.offline: {exc}", file=sys.stderr)
+        return 2
+    verdict = OfflineVerifier(cached, max_age_s=args.max_age, clock=time.time).verify(text)
+    print(json.dumps(verdict.to_json(), indent=2))
+    return 0 if verdict.valid else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
