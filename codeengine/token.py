@@ -29,6 +29,7 @@ __all__ = [
     "verify_at",
 ]
 
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -337,8 +338,64 @@ def _parse_claims(payload: bytes) -> Claims:
         raise MalformedCode(f"claims: {exc}") from None
 
 
+# The layout nearly every code has: EdDSA or ES256, times and version in their usual widths.
+# Read at fixed offsets, it decodes several times faster than the general parser; any byte
+# that does not fit sends the code to the general parser, which accepts exactly the same
+# canonical codes and names the problem of every other one.
+_FAST_PAYLOAD: Final = struct.Struct(">3sI2sI2s6s2s12s2sB3sB")
+_FAST_ALGS: Final = {b"\x27": -8, b"\x26": -7}
+_FAST_SIG_HEAD: Final = b"\x58\x40"
+_FAST_VERSION_WIDTH: Final = {0x18: (1, 24), 0x19: (2, 1 << 8), 0x1A: (4, 1 << 16)}
+_MIN_WIDE: Final = 1 << 16
+
+
+def _decode_fast(data: bytes) -> DecodedCode | None:
+    """Decode the common layout at fixed offsets, or None to use the general parser."""
+    if len(data) < 19 + 43 + 66 or data[:5] != b"\xd2\x84\x4d\xa2\x01":
+        return None
+    alg = _FAST_ALGS.get(data[5:6])
+    if alg is None or data[6:8] != b"\x04\x48" or data[16:18] != b"\xa0\x58":
+        return None
+    plen = data[18]
+    end = 19 + plen
+    if len(data) != end + 66 or data[end : end + 2] != _FAST_SIG_HEAD or plen < 43:
+        return None
+    payload = data[19:end]
+    (head, exp, l_iat, iat, l_cti, cti, l_sub, subject, l_status, kind_value, city_head,
+     colour_value) = _FAST_PAYLOAD.unpack_from(payload)  # fmt: skip
+    if (
+        head != b"\xa5\x04\x1a" or l_iat != b"\x06\x1a" or l_cti != b"\x07\x46"
+        or l_sub != b"\x20\x4c" or l_status != b"\x21\x84" or city_head[0] != 0x19
+        or exp < _MIN_WIDE or iat < _MIN_WIDE or iat > exp
+    ):  # fmt: skip
+        return None
+    rest = payload[_FAST_PAYLOAD.size :]
+    if len(rest) == 1 and rest[0] < 24:
+        version = rest[0]
+    else:
+        width = _FAST_VERSION_WIDTH.get(rest[0]) if rest else None
+        if width is None or len(rest) != 1 + width[0]:
+            return None
+        version = int.from_bytes(rest[1:], "big")
+        if version < width[1]:
+            return None
+    kind = _KINDS.get(kind_value)
+    city = _CITY_BY_PREFIX.get(int.from_bytes(city_head[1:], "big"))
+    colour = _COLOURS.get(colour_value)
+    if kind is None or city is None or colour is None:
+        return None
+    claims = Claims(exp, iat, cti, subject, kind, city, colour, version)
+    return DecodedCode(alg, KeyId(data[8:16]), claims, data[3:16], payload, data[end + 2 :])
+
+
 def decode_cose(data: bytes) -> DecodedCode:
     """Parse COSE bytes strictly (step 3, structure); the signature is not checked."""
+    fast = _decode_fast(data)
+    return fast if fast is not None else _decode_general(data)
+
+
+def _decode_general(data: bytes) -> DecodedCode:
+    """The general parser: every canonical code, and a named reason for everything else."""
     pos = _expect(data, 0, _COSE_SIGN1_HEAD, "not a tagged COSE_Sign1 (tag 18, array of four)")
     protected, pos = _read_bstr(data, pos, "protected header")
     pos = _expect(data, pos, _EMPTY_MAP, "the unprotected header must be an empty map")

@@ -19,6 +19,9 @@ from codeengine.token import (
     DEFAULT_SKEW_S,
     PREFIX,
     Claims,
+    DecodedCode,
+    _decode_fast,
+    _decode_general,
     check_signature_at,
     check_window_at,
     decode,
@@ -367,3 +370,34 @@ def test_decoder_agrees_with_the_cbor2_reference_on_odd_claims(
     protected = decode_cose(ED_COSE).protected
     data = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, bytes(64)]), canonical=True)
     assert _ours(data) == _reference_decode(data)
+
+
+def _general_or_reason(data: bytes) -> DecodedCode | Reason:
+    try:
+        return _decode_general(data)
+    except VerificationError as exc:
+        return exc.reason
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    claims=claims_strategy(max_time=2**33),
+    use_es256=st.booleans(),
+    position=st.integers(0, 200),
+    byte=st.integers(0, 255),
+)
+def test_fast_path_agrees_with_the_general_parser(
+    claims: Claims, use_es256: bool, position: int, byte: int
+) -> None:
+    """The fixed-offset fast path accepts a subset of what the general parser accepts, equally."""
+    cose = encode_cose(claims, ES_RING.current if use_es256 else ED_RING.current)
+    for data in (cose, _mutated(cose, position % len(cose), byte), cose[: position % len(cose)]):
+        fast = _decode_fast(data)
+        if fast is not None:
+            assert fast == _general_or_reason(data)
+    if 1 << 16 <= claims.iat and claims.exp < 1 << 32:
+        assert _decode_fast(cose) is not None, "the usual layout takes the fast path"
+
+
+def _mutated(data: bytes, position: int, byte: int) -> bytes:
+    return data[:position] + bytes([byte]) + data[position + 1 :]
