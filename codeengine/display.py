@@ -30,6 +30,8 @@ from codeengine.pseudonym import subject_bytes
 from codeengine.status import SubjectRecord
 from codeengine.token import CTI_BYTES, Claims
 
+_COLOURS = {int(colour): colour for colour in Colour}
+
 
 def token_digest(token: str) -> bytes:
     """The 16-byte digest by which the store remembers a replaced token."""
@@ -73,7 +75,7 @@ class DisplayedCode:
                 cti=bytes(f["i"]),
                 iat=int(f["ia"]),
                 exp=int(f["e"]),
-                colour=Colour(f["c"]),
+                colour=_COLOURS[f["c"]],
                 version=int(f["v"]),
                 previous_digest=bytes(f.get("pd", b"")),
                 previous_exp=int(f.get("pe", 0)),

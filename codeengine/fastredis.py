@@ -453,9 +453,10 @@ class FastCluster:
         slot = key_slot(keys[0])
         if any(key_slot(key) != slot for key in keys[1:]):
             raise ValueError("MGET keys must share one slot: give them one hash tag")
-        values: list[bytes | None] = await self.execute(
-            keys[0], "MGET", *keys, deadline_s=deadline_s
+        reply = await self._call(
+            slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET"
         )
+        values: list[bytes | None] = self._reply(reply, "MGET", ())
         return values
 
     def script(self, text: str) -> Script:

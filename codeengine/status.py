@@ -12,6 +12,10 @@ import msgpack
 from codeengine.errors import CodeEngineError
 from codeengine.model import CodeKind, Colour, SubjectId
 
+# Enum lookups by value, without the cost of calling the Enum on the read hot paths.
+_KINDS = {int(kind): kind for kind in CodeKind}
+_COLOURS = {int(colour): colour for colour in Colour}
+
 MAX_REASON_CHARS = 200
 MAX_ACTOR_CHARS = 64
 MAX_OP_ID_CHARS = 64
@@ -41,9 +45,9 @@ class SubjectRecord:
             fields: dict[str, Any] = msgpack.unpackb(raw)
             return cls(
                 subject=subject,
-                kind=CodeKind(fields["k"]),
+                kind=_KINDS[fields["k"]],
                 city=int(fields["c"]),
-                colour=Colour(fields["col"]),
+                colour=_COLOURS[fields["col"]],
                 version=int(fields["v"]),
                 updated_at=int(fields["u"]),
             )

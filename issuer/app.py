@@ -9,10 +9,10 @@ from aiohttp import web
 from codeengine.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store import Store
-from codeengine.web.auth import ROUTE_SCOPES, auth_middleware
+from codeengine.web.auth import ROUTE_SCOPES
 from codeengine.web.health import HEALTH_ROUTES
-from codeengine.web.metrics import METRICS_ROUTES, SERVICE, metrics_middleware
-from codeengine.web.problems import problem_middleware
+from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.middleware import METRICS, service_middleware
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
 from issuer.keys import KEY_ROUTES
 from issuer.openapi import OPENAPI_ROUTES
@@ -32,12 +32,12 @@ def create_app(
     """The issuer application, wired to the store and keys that ``settings`` name."""
     app = web.Application(
         client_max_size=settings.service.client_max_size_bytes,
-        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+        middlewares=[service_middleware],
     )
     if clock is not None:
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=True)
-    app[SERVICE] = "issuer"
+    app[METRICS] = RequestMetrics("issuer")
     app[ROUTE_SCOPES] = SCOPES
     app[QR_CACHE] = ImageCache()
     app.add_routes(HEALTH_ROUTES)

@@ -80,7 +80,8 @@ async def generate(request: web.Request) -> web.Response:
 async def display(request: web.Request) -> web.StreamResponse:
     """亮码: the subject's current token, signing a new one only past half-life."""
     subject = _subject_from_path(request)
-    fmt_text = request.query.get("format", "json")
+    # Most displays carry no query: skip parsing one.
+    fmt_text = request.query.get("format", "json") if request.query_string else "json"
     fmt = None if fmt_text == "json" else _image_format(fmt_text)
     app = request.app
     codes = app[SETTINGS].codes

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from codeengine.settings import Settings
 from codeengine.store import Store
-from codeengine.web.auth import ROUTE_SCOPES, auth_middleware
+from codeengine.web.auth import ROUTE_SCOPES
 from codeengine.web.health import HEALTH_ROUTES
-from codeengine.web.metrics import METRICS_ROUTES, SERVICE, metrics_middleware
-from codeengine.web.problems import problem_middleware
+from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.middleware import METRICS, service_middleware
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
 from verifier.openapi import OPENAPI_ROUTES
 from verifier.scanlog import ScanLogWriter
@@ -36,12 +36,12 @@ def create_app(
     batch_bytes = settings.verifier.batch_max * BATCH_ITEM_BYTES
     app = web.Application(
         client_max_size=max(settings.service.client_max_size_bytes, batch_bytes),
-        middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+        middlewares=[service_middleware],
     )
     if clock is not None:
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=False)
-    app[SERVICE] = "verifier"
+    app[METRICS] = RequestMetrics("verifier")
     app[ROUTE_SCOPES] = SCOPES
 
     async def scan_log(app: web.Application) -> AsyncIterator[None]:

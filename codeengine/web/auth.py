@@ -14,7 +14,7 @@ __all__ = [
     "ROUTE_SCOPES",
     "Client",
     "Credentials",
-    "auth_middleware",
+    "authorize",
     "load_credentials",
 ]
 
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from codeengine.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
 from codeengine.ratelimit import TokenBucket
@@ -121,17 +120,12 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 CLIENT = web.RequestKey("client", Client)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, check the route's scope, then the client's rate."""
-    route = request.match_info.route.name
-    scope = request.app[ROUTE_SCOPES].get(route or "")
-    if scope is None:
-        return await handler(request)
+def authorize(request: web.Request, scope: str) -> Client:
+    """Authenticate the request, check ``scope``, take one from the client's rate bucket."""
     credentials = request.app[CREDENTIALS]
     client = credentials.authenticate(request.headers.get("Authorization"))
     if scope not in client.scopes:
         raise AccessDenied(f"this operation needs the {scope!r} scope")
     credentials.admit_at(client, time.monotonic())
     request[CLIENT] = client
-    return await handler(request)
+    return client

@@ -9,37 +9,41 @@ from __future__ import annotations
 __all__ = [
     "METRICS_ROUTES",
     "QR_RENDERS",
-    "SERVICE",
     "SIGNATURES",
     "STORE_LATENCY",
-    "metrics_middleware",
+    "RequestMetrics",
 ]
 
 import os
-import time
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from codeengine.metrics import LATENCY, QR_RENDERS, REQUESTS, SIGNATURES, STORE_LATENCY
-from codeengine.web.problems import REASON
-
-SERVICE = web.AppKey("metrics_service", str)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by its route name (the operation)."""
-    started = time.perf_counter()
-    operation = request.match_info.route.name or "unmatched"
-    service = request.app[SERVICE]
-    response = await handler(request)
-    reason = response.get(REASON, "OK")
-    REQUESTS.labels(service, operation, reason).inc()
-    LATENCY.labels(service, operation).observe(time.perf_counter() - started)
-    return response
+class RequestMetrics:
+    """Counts and times requests; the labelled series are looked up once, then cached."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def record(self, operation: str, reason: str, seconds: float) -> None:
+        """One answered request of ``operation`` with ``reason`` (OK for success)."""
+        count = self._counts.get((operation, reason))
+        if count is None:
+            count = self._counts[(operation, reason)] = REQUESTS.labels(
+                self._service, operation, reason
+            )
+        latency = self._latency.get(operation)
+        if latency is None:
+            latency = self._latency[operation] = LATENCY.labels(self._service, operation)
+        count.inc()
+        latency.observe(seconds)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -1,19 +1,19 @@
-"""One middleware turns every failure into a JSON problem body with a stable ``reason``.
+"""Every failure becomes a JSON problem body with a stable ``reason``.
 
-Handlers raise; they never build error responses. A body looks like
+Handlers raise; they never build error responses: the service middleware calls
+``problem_for``. A body looks like
 ``{"reason": "VERSION_CONFLICT", "detail": "current version is 3", ...extra}``. An unexpected
 exception answers 500 INTERNAL without details (they go to the log, never to the client).
 """
 
 from __future__ import annotations
 
-__all__ = ["REASON", "problem", "problem_middleware", "status_for"]
+__all__ = ["REASON", "problem", "problem_for", "status_for"]
 
 import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from codeengine.errors import (
     AccessDenied,
@@ -97,19 +97,17 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
     return problem(status, exc.reason, exc.detail, headers or None, **extra)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map engine errors and aiohttp's HTTP errors to problem bodies."""
-    try:
-        return await handler(request)
-    except CodeEngineError as exc:
+def problem_for(exc: Exception, request: web.Request) -> web.Response:
+    """The problem response for any exception a handler raised (aiohttp's redirects re-raise)."""
+    if isinstance(exc, CodeEngineError):
         return _from_engine_error(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         reason = _HTTP_REASONS.get(exc.status, Reason.INTERNAL if exc.status >= 500 else exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return problem(exc.status, reason, exc.reason, headers or None)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.match_info.route.name)
-        return problem(500, Reason.INTERNAL, "internal error")
+    log.exception(
+        "unhandled error in %s %s", request.method, request.match_info.route.name, exc_info=exc
+    )
+    return problem(500, Reason.INTERNAL, "internal error")
