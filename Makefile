@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 TEST_CLUSTERS := var/test-clusters
 APT_PACKAGES := redis-server
 
-.PHONY: help run test lint typecheck format bench bootstrap system-packages clean
+.PHONY: help run test lint typecheck format bench bench-http bench-offline bootstrap system-packages clean
+BENCH_HTTP_ARGS ?=
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +55,15 @@ typecheck: bootstrap ## mypy --strict on everything
 
 bench: bootstrap ## Micro-benchmarks, timed for real
 	$(PY) -m pytest bench --benchmark-enable --benchmark-only -p no:randomly
+
+bench-http: bootstrap ## HTTP throughput under wrk beside the floors; JSON in bench/results/
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
+	$(PY) -m bench.http $(BENCH_HTTP_ARGS)
+
+bench-offline: bootstrap ## Offline verify rate beside the raw signature-verify rate
+	$(PY) -m bench.offline
 
 clean: ## Remove the venv and every generated file under var/ (stop `make run` first)
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

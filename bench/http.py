@@ -1,0 +1,1128 @@
+"""HTTP throughput of the services beside floors measured in the same run (wrk, real cluster).
+
+    python -m bench.http [--duration S] [--warmup S] [--connections N] [--workers 1,2]
+                         [--scenarios display,generate,generate-new] [--rounds R]
+
+Starts a throwaway Redis Cluster, the floors (``bench/floors.py``) and the issuer as real worker
+processes, drives each scenario with wrk, and reports requests/s, p50/p99 latency and server CPU
+microseconds per request (``utime + stime`` of the server processes from ``/proc/PID/stat``, over
+the measured run, divided by the requests wrk completed). Every operation is shown as a ratio to
+the *framework floor* (bare aiohttp + uvloop, small JSON) and the *store floor* (the same plus
+one raw RESP GET) of the same worker count, measured minutes apart on the same machine.
+
+The servers, the load and the store are pinned to different cores where the machine has enough
+(:func:`plan_pinning`). The results go to ``bench/results/`` as JSON, with the machine's facts.
+See ``bench/README.md`` for what each number means.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GOAL_DISPLAY_VS_FRAMEWORK",
+    "SCENARIOS",
+    "Goal",
+    "Measurement",
+    "Pinning",
+    "Row",
+    "ScaleOut",
+    "WrkStats",
+    "format_report",
+    "goals",
+    "main",
+    "parse_wrk",
+    "plan_pinning",
+    "scale_out",
+    "stat_cpu_ticks",
+    "summarise",
+]
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from codeengine.devcluster import DevCluster, find_free_base_port
+from codeengine.devkeys import DEV_SCOPES, ensure_dev_material
+from codeengine.identifiers import make_resident_id
+from codeengine.settings import load_settings
+
+BENCH_DIR = Path(__file__).resolve().parent
+WRK_DIR = BENCH_DIR / "wrk"
+RESULTS_DIR = BENCH_DIR / "results"
+SCHEMA = "codeengine.bench.http/1"
+
+GOAL_DISPLAY_VS_FRAMEWORK = 0.6
+FRAMEWORK, STORE = "framework-floor", "store-floor"
+SUBJECT_COUNT = 1000
+NEW_IDS_PER_S = 8000  # More than generate reaches here; past the list, posts wrap to repeats.
+DISPLAY_HALF_LIFE_S = 60  # display_ttl_s / 2 with the default settings the bench starts with.
+BENCH_RATE_PER_S = 10_000_000  # Per client: the rate limit must never be what is measured.
+WRK_TIMEOUT = "5s"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+SATURATED = 0.85  # Below this share of its cores busy, the server was not the bottleneck.
+NOISY = 0.1  # Cores busy with other processes (or stolen) past which a run is flagged noisy.
+
+
+class BenchError(RuntimeError):
+    """The harness could not run: a tool is missing, a server did not start, wrk failed."""
+
+
+# --- Pure parts: parsing, accounting, ratios, formatting (unit-tested, no I/O). ------------------
+
+_UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TIME = r"([\d.]+)(us|ms|s|m|h)"
+_REQUESTS_RE = re.compile(rf"^\s*(\d+) requests in {_TIME},", re.M)
+_RPS_RE = re.compile(r"^Requests/sec:\s*([\d.]+)", re.M)
+_LATENCY_RE = re.compile(rf"^\s*Latency\s+{_TIME}\s+{_TIME}\s+{_TIME}", re.M)
+_PERCENTILE_RE = re.compile(rf"^\s*(50|75|90|99)(?:\.0+)?%\s+{_TIME}\s*$", re.M)
+_SOCKET_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_STATUS_RE = re.compile(r"^status (\d{3}): (\d+)$", re.M)
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * _UNIT_S[unit]
+
+
+def _ms(value: str, unit: str) -> float:
+    return round(_seconds(value, unit) * 1e3, 6)  # wrk prints 2 decimals: no float dust
+
+
+@dataclass(frozen=True, slots=True)
+class WrkStats:
+    """What one wrk run reported (``--latency`` output, plus the scripts' status lines)."""
+
+    requests: int
+    duration_s: float
+    requests_per_s: float
+    latency_avg_ms: float
+    latency_max_ms: float
+    p50_ms: float
+    p75_ms: float
+    p90_ms: float
+    p99_ms: float
+    non_2xx: int = 0
+    socket_errors: Mapping[str, int] = field(default_factory=dict)
+    statuses: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        """Responses that were not 2xx/3xx, and socket errors of every kind."""
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk(text: str) -> WrkStats:
+    """Parse wrk's ``--latency`` report; BenchError if a line it always prints is missing."""
+    requests, rps, latency = (
+        _REQUESTS_RE.search(text),
+        _RPS_RE.search(text),
+        _LATENCY_RE.search(text),
+    )
+    percentiles = {int(m[1]): _ms(m[2], m[3]) for m in _PERCENTILE_RE.finditer(text)}
+    if requests is None or rps is None or latency is None or set(percentiles) != {50, 75, 90, 99}:
+        raise BenchError(f"unexpected wrk output:\n{text[-2000:]}")
+    sockets = _SOCKET_RE.search(text)
+    socket_errors = {}
+    if sockets is not None:
+        kinds = ("connect", "read", "write", "timeout")
+        socket_errors = {kind: int(sockets[i + 1]) for i, kind in enumerate(kinds)}
+    non_2xx = _NON_2XX_RE.search(text)
+    return WrkStats(
+        requests=int(requests[1]),
+        duration_s=_seconds(requests[2], requests[3]),
+        requests_per_s=float(rps[1]),
+        latency_avg_ms=_ms(latency[1], latency[2]),
+        latency_max_ms=_ms(latency[5], latency[6]),
+        p50_ms=percentiles[50],
+        p75_ms=percentiles[75],
+        p90_ms=percentiles[90],
+        p99_ms=percentiles[99],
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=socket_errors,
+        statuses={int(m[1]): int(m[2]) for m in _STATUS_RE.finditer(text)},
+    )
+
+
+def stat_cpu_ticks(stat: str) -> int:
+    """``utime + stime`` (clock ticks, all threads) from the text of ``/proc/PID/stat``."""
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # Fields 14 and 15; fields[0] is field 3.
+
+
+@dataclass(frozen=True, slots=True)
+class MachineTicks:
+    """The machine-wide CPU counters of ``/proc/stat`` (clock ticks, all cores summed)."""
+
+    busy: int
+    """user + nice + system + irq + softirq: time some process or the kernel ran."""
+    steal: int
+    """Time the hypervisor ran someone else while this machine wanted to run."""
+    used_by_core: Mapping[int, int] = field(default_factory=dict)
+    """Per core: busy plus steal, i.e. time the core was not free for our servers."""
+
+
+def parse_proc_stat(text: str) -> MachineTicks:
+    """The ``cpu`` lines of ``/proc/stat``: the aggregate, and each core's use."""
+    total: MachineTicks | None = None
+    by_core: dict[int, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *values = line.split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
+        busy = user + nice + system + irq + softirq
+        if name == "cpu":
+            total = MachineTicks(busy, steal)
+        else:
+            by_core[int(name[3:])] = busy + steal
+    if total is None:
+        raise BenchError("no aggregate cpu line in /proc/stat")
+    return replace(total, used_by_core=by_core)
+
+
+def cpu_us_per_request(cpu_s: float, requests: int) -> float:
+    """CPU microseconds per request; NaN when no request completed."""
+    return cpu_s * 1e6 / requests if requests else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    """Which cores the servers, the load (wrk) and the store (redis-servers) may run on.
+
+    ``None`` means not pinned: every core. The Python servers are what is measured, so they get
+    cores of their own first; wrk and the redis-servers share the rest.
+    """
+
+    server: tuple[int, ...] | None
+    load: tuple[int, ...] | None
+    store: tuple[int, ...] | None
+
+    @property
+    def note(self) -> str:
+        """One line saying how the cores were shared."""
+        if self.server is None:
+            return "not pinned: too few cores for the servers and the load to have their own"
+        shared = " (shared)" if self.load == self.store else ""
+        return f"servers on cores {_cores(self.server)}; wrk on {_cores(self.load)}; " + (
+            f"redis on {_cores(self.store)}{shared}"
+        )
+
+
+def _cores(cores: tuple[int, ...] | None) -> str:
+    return "all" if cores is None else ",".join(map(str, cores))
+
+
+def plan_pinning(cpus: Sequence[int], workers: int) -> Pinning:
+    """One core per server worker, then wrk and redis on the rest (split when there are two+)."""
+    if len(cpus) <= workers:
+        return Pinning(None, None, None)
+    server, rest = tuple(cpus[:workers]), tuple(cpus[workers:])
+    if len(rest) == 1:
+        return Pinning(server, rest, rest)
+    half = len(rest) // 2
+    return Pinning(server, rest[:half], rest[half:])
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One scenario at one worker count: wrk's figures and the CPU the processes spent."""
+
+    scenario: str
+    workers: int
+    wrk: WrkStats
+    server_cpu_s: float
+    store_cpu_s: float
+    load_cpu_s: float
+    server_cores: int
+    """How many cores the server processes could use (their pinned set, or all)."""
+    pinned: bool = True
+    """Whether the servers had cores of their own (else wrk and redis share theirs)."""
+    machine_cpu_s: float = 0.0
+    """Every process's CPU over the run, ours included (from /proc/stat)."""
+    steal_s: float = 0.0
+    window_s: float = 0.0
+    """Wall time between the CPU snapshots (wrk's run plus its start and exit)."""
+    server_cores_used_s: float = 0.0
+    """CPU every process (and steal) took on the servers' pinned cores: were they crowded?"""
+    notes: tuple[str, ...] = ()
+    rounds_rps: tuple[float, ...] = ()
+    """Requests/s of every round, when the run had more than one (this is the median one)."""
+
+    @property
+    def other_cpu_s(self) -> float:
+        """CPU that neither the servers, the store nor wrk spent: other processes' noise."""
+        return max(0.0, self.machine_cpu_s - self.server_cpu_s - self.store_cpu_s - self.load_cpu_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the report: a measurement with its per-request costs and ratios."""
+
+    scenario: str
+    workers: int
+    requests: int
+    duration_s: float
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    latency_max_ms: float
+    server_cpu_us_per_request: float
+    store_cpu_us_per_request: float
+    load_cpu_us_per_request: float
+    server_cores_busy: float
+    other_cores_busy: float
+    """Cores that other processes kept busy during the run (noise), with steal time."""
+    vs_framework_floor: float | None
+    vs_store_floor: float | None
+    cpu_vs_framework_floor: float | None
+    errors: int
+    statuses: dict[int, int]
+    rounds_requests_per_s: list[float]
+    notes: list[str]
+
+
+def _ratio(value: float, base: float | None) -> float | None:
+    return value / base if base else None
+
+
+def median_round(rounds: Sequence[Measurement]) -> Measurement:
+    """Of one scenario's rounds, the one with the median requests/s (the lower of two middles),
+    carrying every round's requests/s."""
+    if not rounds:
+        raise ValueError("no rounds")
+    ordered = sorted(rounds, key=lambda m: m.wrk.requests_per_s)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(rounds) == 1:
+        return chosen
+    return replace(chosen, rounds_rps=tuple(m.wrk.requests_per_s for m in rounds))
+
+
+def summarise(measurements: Sequence[Measurement]) -> list[Row]:
+    """Per-request costs, and each measurement's ratio to the floors of its own worker count."""
+    by_key = {(m.scenario, m.workers): m for m in measurements}
+    rows = []
+    for m in measurements:
+        framework, store = by_key.get((FRAMEWORK, m.workers)), by_key.get((STORE, m.workers))
+        server_us = cpu_us_per_request(m.server_cpu_s, m.wrk.requests)
+        framework_us = (
+            cpu_us_per_request(framework.server_cpu_s, framework.wrk.requests)
+            if framework
+            else None
+        )
+        notes = list(m.notes)
+        seconds = m.wrk.duration_s or float("inf")
+        busy = m.server_cpu_s / seconds
+        other = (m.other_cpu_s + m.steal_s) / (m.window_s or seconds)
+        if m.pinned and busy < SATURATED * m.server_cores:
+            used = m.server_cores_used_s / (m.window_s or seconds)
+            if used >= SATURATED * m.server_cores:
+                notes.append(
+                    f"servers got {busy:.2f} of their {m.server_cores} core(s), which were "
+                    f"{used:.2f} busy: other processes crowded them out"
+                )
+            else:
+                notes.append(
+                    f"servers {busy:.2f} of {m.server_cores} core(s) busy: not server-bound "
+                    "(latency, the load or the store set the pace)"
+                )
+        if other > NOISY:
+            notes.append(f"other processes and steal took {other:.2f} cores: noisy")
+        if len(m.rounds_rps) > 1:
+            spread = ", ".join(f"{rps:,.0f}" for rps in m.rounds_rps)
+            notes.append(f"median of {len(m.rounds_rps)} rounds (req/s: {spread})")
+        rows.append(
+            Row(
+                scenario=m.scenario,
+                workers=m.workers,
+                requests=m.wrk.requests,
+                duration_s=m.wrk.duration_s,
+                requests_per_s=m.wrk.requests_per_s,
+                p50_ms=m.wrk.p50_ms,
+                p90_ms=m.wrk.p90_ms,
+                p99_ms=m.wrk.p99_ms,
+                latency_max_ms=m.wrk.latency_max_ms,
+                server_cpu_us_per_request=server_us,
+                store_cpu_us_per_request=cpu_us_per_request(m.store_cpu_s, m.wrk.requests),
+                load_cpu_us_per_request=cpu_us_per_request(m.load_cpu_s, m.wrk.requests),
+                server_cores_busy=busy,
+                other_cores_busy=other,
+                vs_framework_floor=_ratio(
+                    m.wrk.requests_per_s, framework.wrk.requests_per_s if framework else None
+                ),
+                vs_store_floor=_ratio(
+                    m.wrk.requests_per_s, store.wrk.requests_per_s if store else None
+                ),
+                cpu_vs_framework_floor=_ratio(server_us, framework_us),
+                errors=m.wrk.errors,
+                statuses=dict(m.wrk.statuses),
+                rounds_requests_per_s=list(m.rounds_rps),
+                notes=notes,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """The goal the issue sets, reported and never asserted."""
+
+    workers: int
+    ratio: float
+    threshold: float
+    met: bool
+
+    @property
+    def text(self) -> str:
+        """One line for the report."""
+        verdict = "met" if self.met else "NOT met"
+        return (
+            f"cached display >= {self.threshold:.2f} x framework floor, {self.workers} worker(s): "
+            f"{self.ratio:.2f} ({verdict})"
+        )
+
+
+def goals(rows: Sequence[Row], threshold: float = GOAL_DISPLAY_VS_FRAMEWORK) -> list[Goal]:
+    """The display goal at each worker count where both display and the floor were measured."""
+    found = []
+    for row in rows:
+        if row.scenario == "display" and row.vs_framework_floor is not None:
+            ratio = row.vs_framework_floor
+            found.append(Goal(row.workers, ratio, threshold, ratio >= threshold))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleOut:
+    """Scale-out efficiency: N-worker req/s / (N * 1-worker req/s); 1.0 is perfect."""
+
+    scenario: str
+    workers: int
+    one_worker_rps: float
+    rps: float
+
+    @property
+    def efficiency(self) -> float:
+        """The ratio itself."""
+        return self.rps / (self.workers * self.one_worker_rps)
+
+
+def scale_out(rows: Sequence[Row]) -> list[ScaleOut]:
+    """Each scenario measured at one worker and at more, compared."""
+    single = {row.scenario: row.requests_per_s for row in rows if row.workers == 1}
+    return [
+        ScaleOut(row.scenario, row.workers, single[row.scenario], row.requests_per_s)
+        for row in rows
+        if row.workers > 1 and single.get(row.scenario)
+    ]
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table, one line per scenario and worker count."""
+    lines = [
+        "| workers | operation | req/s | p50 ms | p99 ms | server CPU µs/req "
+        "| x framework floor | x store floor | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.workers} | {r.scenario} | {_num(r.requests_per_s, 0)} | {_num(r.p50_ms)} "
+            f"| {_num(r.p99_ms)} | {_num(r.server_cpu_us_per_request, 1)} "
+            f"| {_num(r.vs_framework_floor)} | {_num(r.vs_store_floor)} | {r.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def format_report(rows: Sequence[Row], facts: Mapping[str, Any] | None = None) -> str:
+    """The table, the goal, the scale-out efficiencies and the notes, as printed."""
+    parts = [format_table(rows), ""]
+    parts += [f"Goal (reported, not asserted): {goal.text}" for goal in goals(rows)]
+    scaled = scale_out(rows)
+    if scaled:
+        parts += ["", "| operation | workers | 1-worker req/s | req/s | scale-out efficiency |"]
+        parts.append("|---|---:|---:|---:|---:|")
+        parts += [
+            f"| {s.scenario} | {s.workers} | {_num(s.one_worker_rps, 0)} | {_num(s.rps, 0)} "
+            f"| {_num(s.efficiency)} |"
+            for s in scaled
+        ]
+    notes = [f"- {r.scenario} ({r.workers}w): {note}" for r in rows for note in r.notes]
+    if notes:
+        parts += ["", "Notes:", *notes]
+    if facts:
+        parts += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items())]
+    return "\n".join(parts)
+
+
+def status_note(statuses: Mapping[int, int]) -> str:
+    """How the responses split by status, e.g. ``201: 9,800 (98.0%), 200: 200 (2.0%)``."""
+    total = sum(statuses.values())
+    return ", ".join(
+        f"{status}: {count:,} ({100 * count / total:.1f}%)"
+        for status, count in sorted(statuses.items(), key=lambda kv: -kv[1])
+    )
+
+
+def fresh_resident_ids(region: str = "320104", first: date = date(1950, 1, 1)) -> Iterator[str]:
+    """Valid resident IDs, never the same twice: 1,000 per birth date, dates counting up."""
+    for day in itertools.count():
+        born = first + timedelta(days=day)
+        for seq in range(1000):
+            yield make_resident_id(region, born, seq)
+
+
+def parse_workers(text: str) -> list[int]:
+    """``"1,2"`` to ``[1, 2]``; each a positive count, no repeats."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: comma-separated counts") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: distinct positive counts")
+    return counts
+
+
+# --- Scenarios. ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Fixture:
+    """What the scenarios share across worker counts: keys, subjects, fresh IDs, files."""
+
+    workdir: Path
+    keys: dict[str, str]
+    ids: list[str] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    fresh: Iterator[str] = field(default_factory=fresh_resident_ids)
+    threads: int = 1
+    _files: Iterator[int] = field(default_factory=itertools.count)
+
+    def data_file(self, name: str, lines: Sequence[str]) -> Path:
+        """A new file of ``lines`` for a wrk script to read."""
+        path = self.workdir / f"{name}-{next(self._files)}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class WrkJob:
+    """One wrk invocation's target: a path, or a Lua script with its data file."""
+
+    path: str
+    script: str | None = None
+    data: Path | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One operation under load: the server it needs and what wrk sends to it."""
+
+    name: str
+    server: str
+    job: Callable[[Fixture, int], WrkJob]
+    """The wrk job for a run of the given seconds (called for the warm-up and the run)."""
+    prepare: Callable[[Fixture, str], None] | None = None
+    check: Callable[[Fixture, str], list[str]] | None = None
+    """After the run: notes on what the run did (e.g. whether the display cache held)."""
+
+
+def _display_job(fixture: Fixture, seconds: int) -> WrkJob:
+    paths = [f"/v1/subjects/{subject}/code" for subject in fixture.subjects]
+    return WrkJob("/", "display.lua", fixture.data_file("display", paths), "display")
+
+
+def _generate_repeat_job(fixture: Fixture, seconds: int) -> WrkJob:
+    return WrkJob("/", "generate.lua", fixture.data_file("generate", fixture.ids), "generate")
+
+
+def _generate_new_job(fixture: Fixture, seconds: int) -> WrkJob:
+    ids = list(itertools.islice(fixture.fresh, NEW_IDS_PER_S * max(1, seconds)))
+    return WrkJob("/", "generate.lua", fixture.data_file("generate-new", ids), "generate")
+
+
+def _prepare_display(fixture: Fixture, base_url: str) -> None:
+    _ensure_subjects(fixture, base_url)
+    # Sign (or re-sign, past half-life) every code now, so the run reads cached codes only.
+    fixture.tokens = asyncio.run(_show_codes(base_url, fixture.keys["display"], fixture.subjects))
+
+
+def _check_display(fixture: Fixture, base_url: str) -> list[str]:
+    tokens = asyncio.run(_show_codes(base_url, fixture.keys["display"], fixture.subjects))
+    same = sum(a == b for a, b in zip(tokens, fixture.tokens, strict=True))
+    note = f"{same}/{len(tokens)} codes unchanged after the run"
+    return [note + (" (cached throughout)" if same == len(tokens) else " (some were re-signed)")]
+
+
+def _prepare_generate(fixture: Fixture, base_url: str) -> None:
+    _ensure_subjects(fixture, base_url)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(FRAMEWORK, "framework", lambda f, s: WrkJob("/floor")),
+        Scenario(STORE, "store", lambda f, s: WrkJob("/store-floor")),
+        Scenario("display", "issuer", _display_job, _prepare_display, _check_display),
+        Scenario("generate", "issuer", _generate_repeat_job, _prepare_generate),
+        Scenario("generate-new", "issuer", _generate_new_job, _prepare_generate),
+    )
+}
+DEFAULT_SCENARIOS = "display,generate,generate-new"
+
+
+def resolve_scenarios(text: str) -> list[Scenario]:
+    """The floors first (always), then the named scenarios in the order given."""
+    names = [FRAMEWORK, STORE] + [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
+    return [SCENARIOS[n] for n in dict.fromkeys(names)]
+
+
+# --- Servers. ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """How to start one kind of server process; N of them share a port (SO_REUSEPORT)."""
+
+    module: tuple[str, ...]
+    ready_path: str
+    port_env: str | None = None
+    """The setting that names the port; None: the port is passed as ``--port``."""
+
+
+SERVERS = {
+    "framework": ServerSpec(("bench.floors", "--kind", "framework"), "/floor"),
+    "store": ServerSpec(("bench.floors", "--kind", "store"), "/store-floor"),
+    "issuer": ServerSpec(
+        ("codeengine.web.worker", "--service", "issuer"),
+        "/readyz",
+        "CODEENGINE_SERVICE_ISSUER_PORT",
+    ),
+    "verifier": ServerSpec(
+        ("codeengine.web.worker", "--service", "verifier"),
+        "/readyz",
+        "CODEENGINE_SERVICE_VERIFIER_PORT",
+    ),
+}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM if the harness dies first."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()  # Ctrl-C reaches the harness only; it stops the servers in order.
+
+
+def _taskset(cores: tuple[int, ...] | None) -> list[str]:
+    return [] if cores is None else ["taskset", "-c", _cores(cores)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class ServerGroup:
+    """``workers`` processes of one server kind on one port, pinned to the server cores."""
+
+    def __init__(self, name: str, workers: int, env: Mapping[str, str], logdir: Path) -> None:
+        self.name, self.spec, self.workers = name, SERVERS[name], workers
+        self.port = _free_port()
+        self.env = dict(env)
+        if self.spec.port_env:
+            self.env[self.spec.port_env] = str(self.port)
+        self.logs = [logdir / f"{name}-{workers}w-{i}.log" for i in range(workers)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The base URL all the processes share."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, cores: tuple[int, ...] | None) -> None:
+        """Start every process; they bind with SO_REUSEPORT."""
+        argv = [*_taskset(cores), sys.executable, "-m", *self.spec.module]
+        if self.spec.port_env is None:
+            argv += ["--port", str(self.port)]
+        for log in self.logs:
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    env=self.env,
+                    cwd=BENCH_DIR.parent,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+            self.procs.append(proc)
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Every process listening (its log says so), then the ready path answering 200."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            listening = all("serving on" in log.read_text(errors="replace") for log in self.logs)
+            if listening and _http_status(self.url + self.spec.ready_path) == 200:
+                # Fresh connections land on any worker: a few in a row cover them with luck.
+                if all(_http_status(self.url + self.spec.ready_path) == 200 for _ in range(8)):
+                    return
+            time.sleep(0.2)
+        raise BenchError(f"{self.name} not ready within {timeout_s:.0f} s; see {self.logs[0]}")
+
+    def check_alive(self) -> None:
+        """BenchError, with the log's tail, if any process has exited."""
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise BenchError(f"{self.name} worker exited ({proc.returncode}):\n{tail}")
+
+    def pids(self) -> list[int]:
+        """The processes' ids (taskset execs the server, so the id is the server's)."""
+        return [proc.pid for proc in self.procs]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL past the timeout."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+def _pin(pids: Sequence[int], cores: tuple[int, ...] | None, every: Sequence[int]) -> None:
+    """Pin every thread of each process (``None``: allow every core again)."""
+    target = set(every if cores is None else cores)
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task.name), target)
+
+
+def _cpu_s(pids: Sequence[int]) -> float:
+    ticks = sum(stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_ticks() -> MachineTicks:
+    return parse_proc_stat(Path("/proc/stat").read_text())
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- The fixture's HTTP calls (set-up only, never measured). --------------------------------------
+
+
+async def _create_subjects(base_url: str, key: str, ids: Sequence[str]) -> list[str]:
+    limit = asyncio.Semaphore(16)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def one(identifier: str) -> str:
+            body = {"kind": "person", "id": identifier, "city": 320100}
+            async with limit, session.post(f"{base_url}/v1/subjects", json=body) as response:
+                if response.status not in (200, 201):
+                    raise BenchError(f"generate answered {response.status}")
+                return str((await response.json())["subject"])
+
+        return list(await asyncio.gather(*(one(i) for i in ids)))
+
+
+async def _show_codes(base_url: str, key: str, subjects: Sequence[str]) -> list[str]:
+    limit = asyncio.Semaphore(16)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def one(subject: str) -> str:
+            url = f"{base_url}/v1/subjects/{subject}/code"
+            async with limit, session.get(url) as response:
+                if response.status != 200:
+                    raise BenchError(f"display answered {response.status}")
+                return str((await response.json())["token"])
+
+        return list(await asyncio.gather(*(one(s) for s in subjects)))
+
+
+def _ensure_subjects(fixture: Fixture, base_url: str) -> None:
+    if fixture.subjects:
+        return
+    fixture.ids = [make_resident_id("320102", date(1990, 1, 1), seq) for seq in range(1000)]
+    fixture.subjects = asyncio.run(
+        _create_subjects(base_url, fixture.keys["generate"], fixture.ids)
+    )
+
+
+# --- The run. ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The command line, parsed."""
+
+    duration_s: int
+    warmup_s: int
+    connections: int
+    workers: list[int]
+    scenarios: list[Scenario]
+    output_dir: Path
+    rounds: int = 1
+
+
+@dataclass
+class Stack:
+    """What runs during one worker count: the cluster, the server groups, the pinning."""
+
+    cluster: DevCluster
+    groups: dict[str, ServerGroup]
+    pinning: Pinning
+    threads: int
+
+
+def _wrk(
+    stack: Stack, fixture: Fixture, job: WrkJob, base_url: str, seconds: int, conns: int
+) -> str:
+    argv = [*_taskset(stack.pinning.load), "wrk", "-t", str(stack.threads), "-c", str(conns)]
+    argv += ["-d", f"{seconds}s", "--latency", "--timeout", WRK_TIMEOUT]
+    if job.script:
+        argv += ["-s", str(WRK_DIR / job.script)]
+    argv.append(base_url + job.path)
+    if job.data is not None:
+        argv += ["--", str(job.data), str(stack.threads)]
+    env = dict(os.environ)
+    if job.scope:
+        env["BENCH_AUTH"] = f"Bearer {fixture.keys[job.scope]}"
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def _measure(
+    scenario: Scenario, workers: int, stack: Stack, fixture: Fixture, opts: Options
+) -> Measurement:
+    group = stack.groups[scenario.server]
+    if scenario.prepare:
+        scenario.prepare(fixture, group.url)
+    if opts.warmup_s:
+        warm = scenario.job(fixture, opts.warmup_s)
+        _wrk(stack, fixture, warm, group.url, opts.warmup_s, opts.connections)
+    job = scenario.job(fixture, opts.duration_s)
+    store_pids = [proc.pid for proc in stack.cluster.processes()]
+    machine, started = _machine_ticks(), time.monotonic()
+    before = (_cpu_s(group.pids()), _cpu_s(store_pids), _children_cpu_s())
+    out = _wrk(stack, fixture, job, group.url, opts.duration_s, opts.connections)
+    after = (_cpu_s(group.pids()), _cpu_s(store_pids), _children_cpu_s())
+    machine_after, window_s = _machine_ticks(), time.monotonic() - started
+    tick = os.sysconf("SC_CLK_TCK")
+    group.check_alive()
+    stats = parse_wrk(out)
+    notes = scenario.check(fixture, group.url) if scenario.check else []
+    if stats.statuses:
+        notes.append("responses " + status_note(stats.statuses))
+    if scenario.name == "display" and opts.warmup_s + opts.duration_s > DISPLAY_HALF_LIFE_S - 5:
+        notes.append("run longer than the codes' half-life: includes re-signing")
+    cores = len(stack.pinning.server) if stack.pinning.server else len(os.sched_getaffinity(0))
+    return Measurement(
+        scenario=scenario.name,
+        workers=workers,
+        wrk=stats,
+        server_cpu_s=after[0] - before[0],
+        store_cpu_s=after[1] - before[1],
+        load_cpu_s=after[2] - before[2],
+        server_cores=min(cores, workers),
+        pinned=stack.pinning.server is not None,
+        machine_cpu_s=(machine_after.busy - machine.busy) / tick,
+        server_cores_used_s=sum(
+            machine_after.used_by_core.get(core, 0) - machine.used_by_core.get(core, 0)
+            for core in stack.pinning.server or ()
+        )
+        / tick,
+        steal_s=(machine_after.steal - machine.steal) / tick,
+        window_s=window_s,
+        notes=tuple(notes),
+    )
+
+
+def _service_env(cluster: DevCluster, workdir: Path, workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
+    env.update(
+        {
+            "CODEENGINE_CLUSTER_NODES": cluster.nodes_spec,
+            "CODEENGINE_KEYS_KEYRING_FILE": str(workdir / "keys" / "keyring.json"),
+            "CODEENGINE_KEYS_KEK_FILE": str(workdir / "keys" / "kek"),
+            "CODEENGINE_KEYS_PEPPER_FILE": str(workdir / "keys" / "pepper"),
+            "CODEENGINE_KEYS_CREDENTIALS_FILE": str(workdir / "credentials.json"),
+            "CODEENGINE_SERVICE_WORKERS": str(workers),
+        }
+    )
+    return env
+
+
+def _write_material(workdir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """Dev keys, and credentials whose rate limit the bench never reaches; the keys by scope."""
+    keys = {scope: os.urandom(24).hex() for scope in DEV_SCOPES}
+    clients = [
+        {"client": f"bench-{scope}", "scopes": [scope], "key": key, "rate_per_s": BENCH_RATE_PER_S}
+        for scope, key in keys.items()
+    ]
+    path = Path(env["CODEENGINE_KEYS_CREDENTIALS_FILE"])
+    path.write_text(json.dumps({"note": "bench only", "clients": clients}))
+    path.chmod(0o600)
+    ensure_dev_material(load_settings(env=env))
+    return keys
+
+
+def _run_workers(
+    workers: int, cluster: DevCluster, fixture: Fixture, opts: Options, log: Callable[[str], None]
+) -> tuple[list[Measurement], Pinning]:
+    cpus = sorted(os.sched_getaffinity(0))
+    pinning = plan_pinning(cpus, workers)
+    _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
+    threads = max(1, min(len(pinning.load or cpus), opts.connections))
+    env = _service_env(cluster, fixture.workdir, workers)
+    needed = dict.fromkeys(s.server for s in opts.scenarios)
+    # The issuer first: it seeds the keyring in the store that the others may read.
+    order = sorted(needed, key=lambda name: name != "issuer")
+    groups = {name: ServerGroup(name, workers, env, fixture.workdir) for name in order}
+    stack = Stack(cluster, groups, pinning, threads)
+    log(f"{workers} worker(s): {pinning.note}")
+    rounds: dict[str, list[Measurement]] = {s.name: [] for s in opts.scenarios}
+    try:
+        for group in groups.values():
+            group.start(pinning.server)
+        for group in groups.values():
+            group.wait_ready()
+        for number in range(opts.rounds):
+            for scenario in opts.scenarios:
+                m = _measure(scenario, workers, stack, fixture, opts)
+                log(
+                    f"  {scenario.name} (round {number + 1}): {m.wrk.requests_per_s:,.0f} req/s, "
+                    f"p99 {m.wrk.p99_ms:.2f} ms, "
+                    f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
+                )
+                rounds[scenario.name].append(m)
+    finally:
+        for group in groups.values():
+            group.stop()
+    return [median_round(found) for found in rounds.values()], pinning
+
+
+def _command_output(argv: Sequence[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (result.stdout + result.stderr).strip()
+
+
+def parse_cpu_model(cpuinfo: str) -> str:
+    """The first ``model name`` in ``/proc/cpuinfo``, or "unknown"."""
+    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    return match[1].strip() if match else "unknown"
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine and the versions that the numbers depend on."""
+    redis_server = re.search(r"v=(\S+)", _command_output(["redis-server", "--version"]))
+    wrk = _command_output(["wrk", "--version"]).splitlines()
+    commit = _command_output(["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"])
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "cpu_model": parse_cpu_model(Path("/proc/cpuinfo").read_text()),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": importlib.metadata.version("aiohttp"),
+        "uvloop": importlib.metadata.version("uvloop"),
+        "redis_py": importlib.metadata.version("redis"),
+        "hiredis": importlib.metadata.version("hiredis"),
+        "redis_server": redis_server[1] if redis_server else "unknown",
+        "wrk": wrk[0].split(" [")[0] if wrk else "unknown",
+        "git_commit": commit or None,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def build_document(
+    facts: Mapping[str, Any], opts: Options, pinnings: Mapping[int, Pinning], rows: Sequence[Row]
+) -> dict[str, Any]:
+    """The JSON document saved under ``bench/results/``."""
+    return {
+        "schema": SCHEMA,
+        "machine": dict(facts),
+        "config": {
+            "duration_s": opts.duration_s,
+            "warmup_s": opts.warmup_s,
+            "connections": opts.connections,
+            "rounds": opts.rounds,
+            "workers": opts.workers,
+            "scenarios": [s.name for s in opts.scenarios],
+            "pinning": {str(w): {**asdict(p), "note": p.note} for w, p in pinnings.items()},
+        },
+        "results": [asdict(row) for row in rows],
+        "goals": [{**asdict(goal), "text": goal.text} for goal in goals(rows)],
+        "scale_out": [{**asdict(s), "efficiency": s.efficiency} for s in scale_out(rows)],
+    }
+
+
+def save(document: Mapping[str, Any], output_dir: Path) -> Path:
+    """Write the results as a timestamped file and as ``latest.json``; the timestamped path."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+    path = output_dir / f"http-{stamp}.json"
+    path.write_text(text)
+    (output_dir / "latest.json").write_text(text)
+    return path
+
+
+def json_safe(value: Any) -> Any:
+    """NaN (a run with no requests) as null, so the JSON stays standard."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    """The command line as Options; argparse exits with a message on a bad value."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.http", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per scenario")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument("--workers", type=parse_workers, default=[1], help="e.g. 1,2")
+    parser.add_argument(
+        "--scenarios",
+        type=resolve_scenarios,
+        default=resolve_scenarios(DEFAULT_SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)} (the floors always run)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every scenario N times; report the median"
+    )
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
+        parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
+    return Options(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        workers=args.workers,
+        scenarios=args.scenarios,
+        output_dir=args.output_dir,
+        rounds=args.rounds,
+    )
+
+
+def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], dict[int, Pinning]]:
+    """Start the cluster, then each worker count's servers in turn; every measurement."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise BenchError(
+                f"{tool} not found: `apt-get install -y {tool}` (make bench-http does)"
+            )
+    measurements: list[Measurement] = []
+    pinnings: dict[int, Pinning] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        workdir = Path(tmp)
+        cluster = DevCluster(workdir / "cluster", find_free_base_port()).start()
+        try:
+            keys = _write_material(workdir, _service_env(cluster, workdir, 1))
+            fixture = Fixture(workdir, keys)
+            for workers in opts.workers:
+                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log)
+                measurements += found
+        finally:
+            cluster.stop()
+    return measurements, pinnings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run, print the report, save the JSON; 2 if the harness itself could not run."""
+    opts = parse_args(argv)
+    started = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
+
+    facts = machine_facts()
+    try:
+        measurements, pinnings = run(opts, log)
+    except BenchError as exc:
+        print(f"bench.http: {exc}", file=sys.stderr)
+        return 2
+    rows = summarise(measurements)
+    path = save(json_safe(build_document(facts, opts, pinnings, rows)), opts.output_dir)
+    shown = {k: facts[k] for k in ("nproc", "cpu_model", "python", "aiohttp", "uvloop")}
+    print(format_report(rows, shown))
+    took = time.monotonic() - started
+    print(f"\nSaved {path} (and {path.parent / 'latest.json'}); took {took:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
