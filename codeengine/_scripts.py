@@ -6,7 +6,14 @@ so the script is the single writer of a subject's record and of its audit trail.
 
 from __future__ import annotations
 
-__all__ = ["CREATE_SUBJECT", "PUT_KEYRING", "REVOKE", "SET_STATUS", "SWAP_DISPLAY"]
+__all__ = [
+    "APPEND_SCANS",
+    "CREATE_SUBJECT",
+    "PUT_KEYRING",
+    "REVOKE",
+    "SET_STATUS",
+    "SWAP_DISPLAY",
+]
 
 # KEYS: subject record, audit stream.
 # ARGV: packed record, actor, audit stream max length.
@@ -82,4 +89,17 @@ REVOKE = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if ARGV[3] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3]) end
 return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: a city's scan log stream. ARGV: max length, fields per entry, then the entries' fields
+# one after another. One call appends a whole batch: one command per city per flush instead of
+# one per scan.
+APPEND_SCANS = """
+local width = tonumber(ARGV[2])
+local count = 0
+for first = 3, #ARGV, width do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, first + width - 1))
+  count = count + 1
+end
+return count
 """

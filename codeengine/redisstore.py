@@ -21,7 +21,14 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from codeengine import keys
-from codeengine._scripts import CREATE_SUBJECT, PUT_KEYRING, REVOKE, SET_STATUS, SWAP_DISPLAY
+from codeengine._scripts import (
+    APPEND_SCANS,
+    CREATE_SUBJECT,
+    PUT_KEYRING,
+    REVOKE,
+    SET_STATUS,
+    SWAP_DISPLAY,
+)
 from codeengine.display import DisplayedCode
 from codeengine.errors import (
     StoreUnavailable,
@@ -89,6 +96,9 @@ class RedisStore:
         )
         self._fast_started = False
         self._swap_display = self._fast.script(SWAP_DISPLAY)
+        self._append_scans = self._fast.script(APPEND_SCANS)
+        # Latency series of the hot paths, looked up once.
+        self._display_read = {o: STORE_LATENCY.labels("display read", o) for o in ("ok", "error")}
 
     # Plumbing: deadlines, error translation, scripts.
 
@@ -250,7 +260,7 @@ class RedisStore:
             record_raw, token_raw = await fast.mget(keys_)
             outcome = "ok"
         finally:
-            STORE_LATENCY.labels("display read", outcome).observe(time.perf_counter() - started)
+            self._display_read[outcome].observe(time.perf_counter() - started)
         record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
         shown = None if token_raw is None else DisplayedCode.unpack(token_raw)
         return record, shown
@@ -333,22 +343,20 @@ class RedisStore:
         )
 
     async def append_scans(self, entries: list[ScanEntry], max_len: int) -> None:
-        """XADD every entry to its city's stream; the client sends one write per shard."""
-        fast = await self._hot()
+        """Append every entry to its city's stream: one script call per city, pipelined."""
+        await self._hot()
+        by_city: dict[int, list[str | int]] = {}
+        for entry in entries:
+            by_city.setdefault(entry.city, []).extend(entry.to_fields())
+        deadline_s = self._settings.write_deadline_ms / 1000
         await asyncio.gather(
             *(
-                fast.execute(
-                    keys.scan_log_key(e.city),
-                    "XADD",
-                    keys.scan_log_key(e.city),
-                    "MAXLEN",
-                    "~",
-                    max_len,
-                    "*",
-                    *e.to_fields(),
-                    deadline_s=self._settings.write_deadline_ms / 1000,
+                self._append_scans(
+                    [keys.scan_log_key(city)],
+                    [max_len, ScanEntry.FIELD_COUNT, *fields],
+                    deadline_s=deadline_s,
                 )
-                for e in entries
+                for city, fields in by_city.items()
             )
         )
 

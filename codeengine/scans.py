@@ -7,6 +7,7 @@ __all__ = ["ScanCount", "ScanEntry", "count_scans"]
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 MAX_ID_CHARS = 64
 
@@ -14,6 +15,9 @@ MAX_ID_CHARS = 64
 @dataclass(frozen=True, slots=True)
 class ScanEntry:
     """Who scanned (terminal, venue), where (city), when (ms), whom (pseudonym), and the result."""
+
+    FIELD_COUNT: ClassVar[int] = 14
+    """Names and values: the length of ``to_fields()``."""
 
     terminal: str
     venue: str

@@ -44,6 +44,17 @@ REVOKE_FIELDS = {
 }
 
 
+_COUNTERS: dict[tuple[str, int, str], Any] = {}
+
+
+def _count(reason: str, city: int, mode: str) -> None:
+    """Count a verdict; each labelled series is looked up once."""
+    counter = _COUNTERS.get((reason, city, mode))
+    if counter is None:
+        counter = _COUNTERS[(reason, city, mode)] = VERIFICATIONS.labels(reason, str(city), mode)
+    counter.inc()
+
+
 def _check_city(city: int) -> None:
     if city not in CITIES:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
@@ -87,7 +98,7 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
             colour=verdict.colour.label if verdict.colour is not None else "",
         )
     )
-    VERIFICATIONS.labels(verdict.reason, str(city), "degraded" if verdict.degraded else mode).inc()
+    _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
     return verdict
 
 
