@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from codeengine.model import CITIES
 from codeengine.web.openapi import (
     HEALTH_PATHS,
     JSON,
@@ -35,7 +36,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "18-character resident ID (GB 11643) or unified social credit "
                 "code (GB 32100). Never stored, logged or echoed.",
             },
-            "city": {"type": "integer", "description": "Six-digit city code, e.g. 320100."},
+            "city": {
+                "type": "integer",
+                "enum": sorted(CITIES),
+                "description": "Six-digit code of one of the province's cities, e.g. 320100.",
+            },
         },
     },
     "Subject": {
@@ -146,7 +151,7 @@ PATHS: dict[str, Any] = {
             "security": SECURED,
             "requestBody": {
                 "required": True,
-                "content": {JSON: {"schema": ref("GenerateRequest")}},
+                "content": ref("GenerateRequest"),
             },
             "responses": responses(
                 {
@@ -186,7 +191,7 @@ PATHS: dict[str, Any] = {
                     "200": (
                         "The current code",
                         {
-                            JSON: {"schema": ref("DisplayedCode")},
+                            **ref("DisplayedCode"),
                             "image/png": {"schema": {"type": "string", "format": "binary"}},
                             "image/svg+xml": {"schema": {"type": "string"}},
                         },
@@ -218,7 +223,7 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string", "minLength": 1, "maxLength": 64},
                 },
             ],
-            "requestBody": {"required": True, "content": {JSON: {"schema": ref("ConvertRequest")}}},
+            "requestBody": {"required": True, "content": ref("ConvertRequest")},
             "responses": responses(
                 {"200": ("Status set (or already set by this op_id)", ref("Converted"))},
                 400,
@@ -243,7 +248,7 @@ PATHS: dict[str, Any] = {
                 {
                     "200": (
                         "The trust list",
-                        {"application/jwk-set+json": {"schema": ref("JWKS")}},
+                        {"application/jwk-set+json": ref("JWKS")[JSON]},
                     )
                 },
                 503,
@@ -259,7 +264,7 @@ PATHS: dict[str, Any] = {
             "at once (emergency). A rotation while one is pending answers 409. Needs scope "
             "`admin`.",
             "security": SECURED,
-            "requestBody": {"required": False, "content": {JSON: {"schema": ref("RotateRequest")}}},
+            "requestBody": {"required": False, "content": ref("RotateRequest")},
             "responses": responses(
                 {"200": ("Rotated", ref("Rotated"))}, 400, 401, 403, 409, 413, 415, 429, 503
             ),

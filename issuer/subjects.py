@@ -38,7 +38,7 @@ CONVERT_FIELDS = {
     "colour": Field(str, max_length=8),
     "reason": Field(str, max_length=MAX_REASON_CHARS),
     "if_version": Field(int, minimum=1, maximum=2**32 - 1),
-    "op_id": Field(str, required=False, max_length=MAX_OP_ID_CHARS),
+    "op_id": Field(str, required=False, max_length=MAX_OP_ID_CHARS, min_length=1),
 }
 
 
@@ -141,9 +141,12 @@ async def convert(request: web.Request) -> web.Response:
     colour = _COLOURS.get(body["colour"])
     if colour is None:
         raise BadRequest("field 'colour' must be green, yellow, red or grey")
-    op_id = body.get("op_id") or request.headers.get("Idempotency-Key") or os.urandom(12).hex()
-    if len(op_id) > MAX_OP_ID_CHARS:
-        raise BadRequest(f"Idempotency-Key is longer than {MAX_OP_ID_CHARS} characters")
+    op_id = body.get("op_id", request.headers.get("Idempotency-Key"))
+    if op_id is None:
+        # No operation id: this change is applied once, and a resend is a new change.
+        op_id = os.urandom(12).hex()
+    elif not 0 < len(op_id) <= MAX_OP_ID_CHARS:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_OP_ID_CHARS} characters")
     change = StatusChange(
         subject=subject,
         if_version=body["if_version"],

@@ -21,20 +21,31 @@ class Field:
     kind: type
     required: bool = True
     max_length: int | None = None
+    min_length: int | None = None
     minimum: int | None = None
     maximum: int | None = None
 
 
-def _check(name: str, spec: Field, value: Any) -> None:
+def _check(name: str, spec: Field, value: Any) -> Any:
+    """The value, checked; a whole-number float in an integer field becomes that integer.
+
+    JSON does not tell 1 from 1.0, and JSON Schema counts both as integers, so neither does
+    this API.
+    """
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
     if not ok:
         raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
+    if spec.min_length is not None and len(value) < spec.min_length:
+        raise BadRequest(f"field {name!r} is shorter than {spec.min_length} characters")
     if spec.minimum is not None and value < spec.minimum:
         raise BadRequest(f"field {name!r} must be at least {spec.minimum}")
     if spec.maximum is not None and value > spec.maximum:
         raise BadRequest(f"field {name!r} must be at most {spec.maximum}")
+    return value
 
 
 def _json_type(kind: type) -> str:
@@ -50,13 +61,14 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
     for name in document:
         if name not in fields:
             raise BadRequest(f"unknown field {str(name)[:40]!r}", reason=Reason.UNKNOWN_FIELD)
+    checked = dict(document)
     for name, spec in fields.items():
         if name not in document:
             if spec.required:
                 raise BadRequest(f"field {name!r} is required", reason=Reason.MISSING_FIELD)
             continue
-        _check(name, spec, document[name])
-    return document
+        checked[name] = _check(name, spec, document[name])
+    return checked
 
 
 async def read_object(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:

@@ -42,6 +42,20 @@ def test_body_accepts_exact_fields() -> None:
     assert validate_object({"name": "ab", "n": 3}, FIELDS_OPTIONAL) == {"name": "ab", "n": 3}
 
 
+def test_whole_number_floats_are_integers_as_in_json_schema() -> None:
+    checked = validate_object({"name": "ab", "n": 3.0}, FIELDS)
+    assert checked["n"] == 3 and type(checked["n"]) is int
+    with pytest.raises(BadRequest):
+        validate_object({"name": "ab", "n": 3.5}, FIELDS)
+
+
+def test_min_length() -> None:
+    fields = {"op": Field(str, min_length=1)}
+    assert validate_object({"op": "x"}, fields) == {"op": "x"}
+    with pytest.raises(BadRequest, match="shorter"):
+        validate_object({"op": ""}, fields)
+
+
 def write(tmp_path: Path, document: Any) -> Path:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps(document))
