@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from codeengine.model import CITIES
 from codeengine.web.openapi import (
     HEALTH_PATHS,
     JSON,
@@ -21,6 +22,10 @@ from codeengine.web.openapi import (
 MSGPACK = "application/msgpack"
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 NULLABLE_STRING = {"type": ["string", "null"]}
+# What the service accepts: one of the province's cities (others are 400 UNKNOWN_CITY).
+CITY = {"type": "integer", "enum": sorted(CITIES)}
+# A query time is at most 15 digits (ms since the epoch); longer ones are 400.
+MS_QUERY = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
 
 SCHEMAS: dict[str, Any] = {
     "Problem": PROBLEM_SCHEMA,
@@ -32,7 +37,7 @@ SCHEMAS: dict[str, Any] = {
             "code": {"type": "string", "maxLength": 514, "description": "The scanned text."},
             "terminal": {"type": "string", "maxLength": 64},
             "venue": {"type": "string", "maxLength": 64},
-            "city": {"type": "integer", "description": "The terminal's six-digit city code."},
+            "city": {**CITY, "description": "The terminal's six-digit city code."},
         },
     },
     "Verdict": {
@@ -95,9 +100,15 @@ SCHEMAS: dict[str, Any] = {
     "RevokeRequest": {
         "type": "object",
         "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
         "properties": {
             "code": {"type": "string", "maxLength": 512},
-            "kid": {"type": "string", "maxLength": 16},
+            "kid": {
+                "type": "string",
+                "description": "An 8-byte key id in unpadded base64url, as the trust list has it.",
+                "pattern": "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
+            },
         },
         "description": "Exactly one of `code` (the whole code text) and `kid`.",
     },
@@ -221,7 +232,7 @@ PATHS: dict[str, Any] = {
             "summary": "Count a city's scans in a time window, of one venue or all (admin)",
             "security": SECURED,
             "parameters": [
-                {"name": "city", "in": "query", "required": True, "schema": {"type": "integer"}},
+                {"name": "city", "in": "query", "required": True, "schema": CITY},
                 {
                     "name": "venue",
                     "in": "query",
@@ -232,14 +243,14 @@ PATHS: dict[str, Any] = {
                     "name": "from",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": MS_QUERY,
                     "description": "ms since the epoch; default an hour ago",
                 },
                 {
                     "name": "to",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": MS_QUERY,
                     "description": "ms since the epoch; default now",
                 },
             ],

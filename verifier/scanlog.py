@@ -57,6 +57,11 @@ class ScanLogWriter:
                     self._buffer.popleft()
                     SCANS_DROPPED.inc()
                 raise
+            except Exception:
+                # A batch the store can never take must not stop the log: drop it, count it.
+                log.exception("scan log batch of %d dropped", len(batch))
+                SCANS_DROPPED.inc(len(batch))
+                continue
             SCANS_LOGGED.inc(len(batch))
 
     async def _run(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["SCAN_LOG", "VERIFY_ROUTES", "verify_one"]
 
 import asyncio
+import math
 from typing import Any
 
 import msgpack
@@ -53,6 +54,23 @@ def _count(reason: str, city: int, mode: str) -> None:
     if counter is None:
         counter = _COUNTERS[(reason, city, mode)] = VERIFICATIONS.labels(reason, str(city), mode)
     counter.inc()
+
+
+def _check_item(item: dict[str, Any]) -> None:
+    """A scan's city is the province's; its terminal and venue ids are printable text."""
+    _check_city(item["city"])
+    for name in ("terminal", "venue"):
+        value = item.get(name, "")
+        if not value.isprintable() or not _encodable(value):
+            raise BadRequest(f"field {name!r} must be printable text")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_city(city: int) -> None:
@@ -105,7 +123,7 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
 async def verify(request: web.Request) -> web.Response:
     """Verify one code: live colour online, the signature alone when the store is down."""
     item = await read_object(request, ITEM_FIELDS)
-    _check_city(item["city"])
+    _check_item(item)
     verdict = await verify_one(request.app, item, "online")
     return web.json_response(verdict.to_json())
 
@@ -127,13 +145,15 @@ async def verify_batch(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].verifier.batch_max
     if not 0 < len(items) <= limit:
         raise BadRequest(f"field 'items' must hold 1 to {limit} codes")
+    checked = []
     for index, item in enumerate(items):
         try:
-            validate_object(item, ITEM_FIELDS)
-            _check_city(item["city"])
+            valid = validate_object(item, ITEM_FIELDS)
+            _check_item(valid)
         except BadRequest as exc:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
-    verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in items))
+        checked.append(valid)
+    verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in checked))
     results = [v.to_json() for v in verdicts]
     if request.content_type == MSGPACK:
         return web.Response(body=msgpack.packb({"results": results}), content_type=MSGPACK)
@@ -152,8 +172,10 @@ async def revoke(request: web.Request) -> web.Response:
             claims = decode(body["code"].rstrip(_SCANNER_TERMINATORS)).claims
         except VerificationError as exc:
             raise BadRequest(f"field 'code' is not a code: {exc.reason}") from None
-        await store.revoke_code(claims.cti, claims.exp, now)
-        answer = {"revoked": "code", "id": claims.cti.hex(), "until": claims.exp}
+        # A code is accepted until exp plus the clock-skew allowance: so long it stays listed.
+        until = claims.exp + request.app[SETTINGS].codes.clock_skew_s
+        await store.revoke_code(claims.cti, until, now)
+        answer = {"revoked": "code", "id": claims.cti.hex(), "until": until}
     else:
         try:
             kid = b64url_decode(body["kid"])
@@ -176,8 +198,8 @@ async def revocations(request: web.Request) -> web.Response:
         "keys": sorted(b64url_encode(kid) for kid in current.keys),
         "as_of": now,
     }
-    max_age = request.app[SETTINGS].verifier.revocation_refresh_s
-    return web.json_response(answer, headers={"Cache-Control": f"public, max-age={int(max_age)}"})
+    max_age = math.ceil(request.app[SETTINGS].verifier.revocation_refresh_s)
+    return web.json_response(answer, headers={"Cache-Control": f"public, max-age={max_age}"})
 
 
 def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
@@ -186,7 +208,7 @@ def _int_query(request: web.Request, name: str, default: int | None = None) -> i
         if default is None:
             raise BadRequest(f"query {name!r} is required", reason=Reason.MISSING_FIELD)
         return default
-    if not text.isdigit() or len(text) > 15:
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
         raise BadRequest(f"query {name!r} must be a non-negative integer")
     return int(text)
 

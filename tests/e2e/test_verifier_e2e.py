@@ -1,0 +1,1045 @@
+"""The verifier as ``make run`` starts it: real worker processes sharing a port, over real HTTP.
+
+An issuer worker generates, displays, converts and rotates; two verifier workers share one port
+with SO_REUSEPORT, so consecutive requests on fresh connections land on either, and what one of
+them was told (a revocation) must be what both answer. The codes an issuer never hands out
+(expired, not yet valid, foreign key, altered) are made here: with the keyring the store holds,
+opened with the session's key-encryption key, or with a key of our own. The in-process handler
+tests are in ``tests/integration/test_verifier_app.py``; these check the processes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import date
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from redis.cluster import RedisCluster
+
+from codeengine import keys as store_keys
+from codeengine.base45 import b45decode
+from codeengine.devcluster import DevCluster
+from codeengine.devkeys import load_pepper
+from codeengine.fastredis import key_slot
+from codeengine.identifiers import make_resident_id
+from codeengine.keyring import Keyring, SigningKey
+from codeengine.keyvault import SealedKeyring, open_keyring
+from codeengine.model import CodeKind, Colour, SubjectId
+from codeengine.suites import ED25519, b64url_decode, b64url_encode
+from codeengine.token import (
+    PREFIX,
+    Claims,
+    _claims_payload,
+    cose_to_token,
+    decode,
+    encode,
+    subject_bytes,
+)
+from tests.e2e.helpers import free_port, service_env, wait_for
+from verifier.offline import CachedList, OfflineVerifier
+from verifier.openapi import SPEC
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+VERIFIER_WORKERS = 2
+SHUTDOWN_TIMEOUT_S = 5
+KEYRING_REFRESH_S = 0.2
+REVOCATION_REFRESH_S = 0.5
+SLACK_S = 0.2
+CITY = 320100
+OTHER_CITY = 320500
+OUTSIDE_CITY = 110100
+DISPLAY_TTL_S = 120
+SKEW_S = 30
+BATCH_BODY_LIMIT = 500 * 640
+
+
+# Processes and HTTP ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def reason(self) -> str:
+        """The problem body's reason code (or the verdict's)."""
+        return str(self.json()["reason"])
+
+
+@dataclass
+class Service:
+    """The worker processes of one service on one port, and the API keys to call them with."""
+
+    name: str
+    port: int
+    keys: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    metrics_dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        json_body: object = None,
+        headers: Mapping[str, str] | None = None,
+        scope: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> Answer:
+        """One request on a fresh connection, so the kernel may pick any worker."""
+        sent = dict(headers or {})
+        if scope is not None:
+            sent.update(self.auth(scope))
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return Answer(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def verify(
+        self,
+        code: str,
+        city: int = CITY,
+        venue: str = "gate-1",
+        terminal: str = "t-1",
+        scope: str = "verify",
+    ) -> dict[str, Any]:
+        """POST /v1/verify; the verdict (the answer must be 200)."""
+        item = {"code": code, "terminal": terminal, "venue": venue, "city": city}
+        answer = self.call("POST", "/v1/verify", json_body=item, scope=scope)
+        assert answer.status == 200, answer.body
+        assert answer.headers["Content-Type"].startswith("application/json")
+        verdict: dict[str, Any] = answer.json()
+        return verdict
+
+    def log_text(self) -> str:
+        return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
+
+
+def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
+    """The session's dev API keys by scope (one client per scope)."""
+    document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
+    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on local ``port``."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+            inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@contextmanager
+def workers(
+    service: str,
+    count: int,
+    logs: Path,
+    keys: dict[str, str],
+    settings: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    checked: bool = True,
+) -> Iterator[Service]:
+    """``count`` workers of ``service`` on one fresh port; SIGTERM at the end.
+
+    ``settings`` are ``CODEENGINE_*`` names in lower case without the prefix. Unless not
+    ``checked``, every worker must exit 0 and log no unhandled error.
+    """
+    port = free_port()
+    env = service_env(
+        **{
+            f"service_{service}_port": str(port),
+            "service_workers": str(count),
+            "service_shutdown_timeout_s": str(SHUTDOWN_TIMEOUT_S),
+            **settings,
+        }
+    )
+    env.update(extra_env or {})
+    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", service]
+    started = Service(service, port, keys)
+    try:
+        for index in range(count):
+            log = logs / f"{service}-{port}-{index}.log"
+            started.logs.append(log)
+            with log.open("wb") as out:
+                started.procs.append(
+                    subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+                )
+        # One worker answering is not enough: each must have joined the port's listeners.
+        deadline = time.monotonic() + 30
+        while not all(listens(proc.pid, port) for proc in started.procs):
+            assert all(p.poll() is None for p in started.procs), started.log_text()
+            assert time.monotonic() < deadline, f"not every {service} worker listens on {port}"
+            time.sleep(0.05)
+        wait_for(f"{started.url}/readyz", 200, 15)
+        yield started
+    finally:
+        for proc in started.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 10) for proc in started.procs]
+    if not checked:
+        return
+    assert codes == [0] * count, f"workers exit 0 on SIGTERM; logs:\n{started.log_text()}"
+    assert "unhandled error" not in started.log_text(), started.log_text()
+
+
+@pytest.fixture(scope="module")
+def service_settings(cluster: DevCluster, key_files: dict[str, str]) -> dict[str, str]:
+    """The settings every worker of this module starts with."""
+    return {"cluster_nodes": cluster.nodes_spec, **key_files}
+
+
+@pytest.fixture(scope="module")
+def issuer(
+    service_settings: dict[str, str],
+    key_files: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Service]:
+    """One issuer worker: it publishes the trust list and hands out the codes verified here."""
+    logs = tmp_path_factory.mktemp("issuer-logs")
+    settings = {**service_settings, "codes_keyring_refresh_s": str(KEYRING_REFRESH_S)}
+    with workers("issuer", 1, logs, dev_keys(key_files), settings) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def verifier(
+    issuer: Service,
+    service_settings: dict[str, str],
+    key_files: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Service]:
+    """Two verifier workers on one port, sharing their metrics files, default policy."""
+    logs = tmp_path_factory.mktemp("verifier-logs")
+    metrics_dir = tmp_path_factory.mktemp("verifier-metrics")
+    extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    keys = dev_keys(key_files)
+    with workers("verifier", VERIFIER_WORKERS, logs, keys, service_settings, extra) as started:
+        started.metrics_dir = metrics_dir
+        yield started
+
+
+@pytest.fixture(scope="module")
+def strict_verifier(
+    issuer: Service,
+    service_settings: dict[str, str],
+    key_files: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Service]:
+    """One verifier worker that accepts codes of its own city only (``cross_city = false``)."""
+    logs = tmp_path_factory.mktemp("strict-verifier-logs")
+    settings = {**service_settings, "verifier_cross_city": "false"}
+    with workers("verifier", 1, logs, dev_keys(key_files), settings) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def probe_verifier(
+    issuer: Service,
+    service_settings: dict[str, str],
+    key_files: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Service]:
+    """A throwaway verifier worker for requests that have broken one before.
+
+    The module's verifiers stay witnesses of "no unhandled error, clean exit" for everything
+    else; what the probe answers is asserted by the test that uses it.
+    """
+    logs = tmp_path_factory.mktemp("probe-verifier-logs")
+    keys = dev_keys(key_files)
+    with workers("verifier", 1, logs, keys, service_settings, checked=False) as started:
+        yield started
+
+
+# Subjects and codes ----------------------------------------------------------------------------
+
+
+def new_person_id() -> str:
+    """A valid resident ID no other test of the session uses (random birth date and sequence)."""
+    born = date.fromordinal(date(1940, 1, 1).toordinal() + secrets.randbelow(60 * 365))
+    return make_resident_id("320106", born, secrets.randbelow(1000))
+
+
+def new_subject(issuer: Service, city: int = CITY) -> str:
+    body = {"kind": "person", "id": new_person_id(), "city": city}
+    answer = issuer.call("POST", "/v1/subjects", json_body=body, scope="generate")
+    assert answer.status == 201, answer.body
+    return str(answer.json()["subject"])
+
+
+def displayed(issuer: Service, subject: str) -> str:
+    """The subject's current code, as its app would show it."""
+    answer = issuer.call("GET", f"/v1/subjects/{subject}/code", scope="display")
+    assert answer.status == 200, answer.body
+    return str(answer.json()["token"])
+
+
+def convert(issuer: Service, subject: str, colour: str, if_version: int) -> None:
+    change = {"colour": colour, "reason": "e2e", "if_version": if_version}
+    path = f"/v1/subjects/{subject}/status"
+    answer = issuer.call("POST", path, json_body=change, scope="convert")
+    assert (answer.status, answer.json()["applied"]) == (200, True), answer.body
+
+
+def stored_keyring(cluster: DevCluster, key_files: Mapping[str, str]) -> Keyring:
+    """The keyring the store holds now (authoritative after rotations), opened with the KEK."""
+    host, port = cluster.startup_nodes[0]
+    with RedisCluster(host=host, port=port) as client:
+        raw = client.get(store_keys.KEYRING_KEY)
+    assert isinstance(raw, bytes), "an issuer has stored a keyring"
+    return open_keyring(SealedKeyring.unpack(raw), load_pepper(Path(key_files["keys_kek_file"])))
+
+
+def crafted(
+    subject: str,
+    key: SigningKey,
+    iat: int,
+    ttl_s: int = DISPLAY_TTL_S,
+    colour: Colour = Colour.GREEN,
+) -> str:
+    """A code the issuer would never hand out in this form, signed with ``key``."""
+    claims = Claims(
+        exp=iat + ttl_s,
+        iat=iat,
+        cti=os.urandom(6),
+        subject=subject_bytes(subject),
+        kind=CodeKind.HEALTH,
+        city=CITY,
+        colour=colour,
+        version=1,
+    )
+    return encode(claims, key)
+
+
+def with_signature_flipped(code: str) -> str:
+    """The same code with one bit of its signature changed (still a well-formed code)."""
+    cose = bytearray(b45decode(code[len(PREFIX) :]))
+    cose[-1] ^= 0x01
+    return cose_to_token(bytes(cose))
+
+
+def with_colour(code: str, colour: Colour) -> str:
+    """The same code and signature with the colour claim rewritten: what a forger would try."""
+    decoded = decode(code)
+    payload = _claims_payload(replace(decoded.claims, colour=colour))
+    assert len(payload) == len(decoded.payload)
+    cose = b45decode(code[len(PREFIX) :]).replace(decoded.payload, payload)
+    return cose_to_token(cose)
+
+
+def time_fields_ok(verdict: dict[str, Any], started: float) -> bool:
+    """``checked_at`` is the verifier's clock during the request."""
+    return int(started) - 1 <= int(verdict["checked_at"]) <= int(time.time()) + 1
+
+
+def refusal(reason: str, city: int | None = CITY, kind: str | None = "health") -> dict[str, Any]:
+    """A refused verdict, without its time."""
+    return {
+        "valid": False,
+        "reason": reason,
+        "colour": None,
+        "kind": kind,
+        "city": city,
+        "as_of": None,
+        "degraded": False,
+    }
+
+
+def without_time(verdict: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in verdict.items() if k != "checked_at"}
+
+
+def poll(what: str, check: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> float:
+    """Call ``check()`` until it is true; the seconds it took, or AssertionError."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, f"{what} not within {timeout_s} s"
+        time.sleep(interval_s)
+    return time.monotonic() - started
+
+
+def metric(of: Service, name: str, **labels: str) -> float:
+    """The sum of one Prometheus series over every worker of a service."""
+    text = of.call("GET", "/metrics").body.decode()
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            found = set(line[line.index("{") + 1 : line.index("}")].split(","))
+            if found == wanted:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def worker_counts(of: Service, operation: str) -> list[float]:
+    """Requests of ``operation`` answered OK, by worker, from each worker's own metrics file."""
+    assert of.metrics_dir is not None
+    counts = []
+    for proc in of.procs:
+        with tempfile.TemporaryDirectory() as alone:
+            for file in of.metrics_dir.glob(f"counter_{proc.pid}.db"):
+                shutil.copy(file, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)  # type: ignore[no-untyped-call]
+            value = registry.get_sample_value(
+                "codeengine_requests_total",
+                {"service": "verifier", "operation": operation, "reason": "OK"},
+            )
+        counts.append(value or 0.0)
+    return counts
+
+
+# Verdicts --------------------------------------------------------------------------------------
+
+
+def test_a_displayed_code_is_valid_on_every_worker(issuer: Service, verifier: Service) -> None:
+    subject = new_subject(issuer)
+    code = displayed(issuer, subject)
+    for _ in range(6):
+        started = time.time()
+        verdict = verifier.verify(code)
+        assert time_fields_ok(verdict, started), verdict
+        assert abs(verdict["as_of"] - verdict["checked_at"]) <= 1, "online: the colour is live"
+        assert without_time(verdict) == {
+            "valid": True,
+            "reason": "VALID",
+            "colour": "green",
+            "kind": "health",
+            "city": CITY,
+            "as_of": verdict["as_of"],
+            "degraded": False,
+        }
+    # A scanner's line terminator is not part of the code.
+    assert verifier.verify(code + "\r\n")["reason"] == "VALID"
+    assert subject not in json.dumps(verdict), "the pseudonym is never shown to terminals"
+
+
+def test_both_workers_answer_on_the_shared_port(issuer: Service, verifier: Service) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    before = worker_counts(verifier, "verify")
+    scans = 16  # on fresh connections: all on one worker by chance about once in 30,000 runs
+    assert all(verifier.verify(code)["reason"] == "VALID" for _ in range(scans))
+    served = [
+        after - earlier
+        for after, earlier in zip(worker_counts(verifier, "verify"), before, strict=True)
+    ]
+    assert sum(served) == scans and all(served), f"scans by worker: {served}"
+
+
+def test_codes_the_issuer_never_handed_out(
+    issuer: Service, verifier: Service, cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    subject = new_subject(issuer)
+    code = displayed(issuer, subject)
+    now = int(time.time())
+    key = stored_keyring(cluster, key_files).signing_key_at(now)
+    foreign = Keyring.generate_at(now - 10, ED25519, os.urandom).current
+    stranger = b64url_encode(os.urandom(12))
+    cases = {
+        "expired": (crafted(subject, key, now - DISPLAY_TTL_S - SKEW_S - 60), "EXPIRED"),
+        "not-yet-valid": (crafted(subject, key, now + SKEW_S + 60), "NOT_YET_VALID"),
+        "signature-flipped": (with_signature_flipped(code), "BAD_SIGNATURE"),
+        "colour-altered": (with_colour(code, Colour.YELLOW), "BAD_SIGNATURE"),
+        "unknown-key": (crafted(subject, foreign, now), "UNKNOWN_KID"),
+        "unknown-subject": (crafted(stranger, key, now), "UNKNOWN_SUBJECT"),
+    }
+    for name, (text, reason) in cases.items():
+        assert decode(text).claims.city == CITY, name
+        assert without_time(verifier.verify(text)) == refusal(reason), name
+    for garbage in ("HELLO", f"{PREFIX}AAAA", code[:-8], ""):
+        assert without_time(verifier.verify(garbage)) == refusal("MALFORMED", None, None), garbage
+    # Signed with the store's own key but never displayed: it stands on its signature alone.
+    accepted = verifier.verify(crafted(subject, key, now - 5))
+    assert (accepted["valid"], accepted["reason"], accepted["colour"]) == (True, "VALID", "green")
+    assert verifier.verify(code)["reason"] == "VALID", "the displayed code is unharmed"
+
+
+def test_the_answer_carries_the_live_colour_after_a_convert(
+    issuer: Service, verifier: Service
+) -> None:
+    subject = new_subject(issuer)
+    code = displayed(issuer, subject)
+    assert verifier.verify(code)["colour"] == "green"
+    converted_at = int(time.time())
+    convert(issuer, subject, "red", if_version=1)
+    verdict = verifier.verify(code)
+    assert (verdict["valid"], verdict["reason"], verdict["colour"]) == (True, "VALID", "red")
+    assert verdict["as_of"] >= converted_at
+    assert decode(code).claims.colour is Colour.GREEN, "the code itself still says green"
+    convert(issuer, subject, "yellow", if_version=2)
+    assert [verifier.verify(code)["colour"] for _ in range(4)] == ["yellow"] * 4, "every worker"
+    fresh = displayed(issuer, subject)
+    assert decode(fresh).claims.colour is Colour.YELLOW
+    assert verifier.verify(fresh)["colour"] == "yellow"
+
+
+def test_city_policy(issuer: Service, verifier: Service, strict_verifier: Service) -> None:
+    code = displayed(issuer, new_subject(issuer, CITY))
+    assert verifier.verify(code, city=OTHER_CITY)["reason"] == "VALID", "province-wide by default"
+    refused = strict_verifier.verify(code, city=OTHER_CITY)
+    assert without_time(refused) == refusal("WRONG_CITY")
+    assert strict_verifier.verify(code, city=CITY)["reason"] == "VALID"
+    item = {"code": code, "terminal": "t-1", "city": OUTSIDE_CITY}
+    for service in (verifier, strict_verifier):
+        answer = service.call("POST", "/v1/verify", json_body=item, scope="verify")
+        assert (answer.status, answer.reason) == (400, "UNKNOWN_CITY")
+
+
+# Revocation ------------------------------------------------------------------------------------
+
+
+def revocation_list(verifier: Service) -> dict[str, Any]:
+    answer = verifier.call("GET", "/v1/revocations")
+    assert answer.status == 200, answer.body
+    listed: dict[str, Any] = answer.json()
+    return listed
+
+
+def refused_everywhere_in_time(verifier: Service, code: str, answered_at: float) -> None:
+    """The code answers REVOKED at once somewhere, and on every worker after the refresh period.
+
+    Each worker re-reads the list every ``revocation_refresh_s``; the slack covers the read
+    itself on a busy machine. Fresh connections land on either worker: eight in a row leave
+    one of them out about once in 128 runs, which would only make the check weaker, not wrong.
+    """
+    poll(
+        "REVOKED",
+        lambda: verifier.verify(code)["reason"] == "REVOKED",
+        REVOCATION_REFRESH_S + SLACK_S,
+    )
+    time.sleep(max(0.0, answered_at + REVOCATION_REFRESH_S + SLACK_S - time.monotonic()))
+    verdicts = [without_time(verifier.verify(code)) for _ in range(8)]
+    assert verdicts == [refusal("REVOKED")] * 8
+
+
+def test_a_revoked_code_is_refused_by_every_worker_within_a_second(
+    issuer: Service, verifier: Service
+) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    bystander = displayed(issuer, new_subject(issuer))
+    claims = decode(code).claims
+    assert verifier.verify(code)["reason"] == "VALID"
+    denied = verifier.call("POST", "/v1/revocations", json_body={"code": code}, scope="verify")
+    assert (denied.status, denied.reason) == (403, "FORBIDDEN")
+    revoked = verifier.call("POST", "/v1/revocations", json_body={"code": code}, scope="admin")
+    answered_at = time.monotonic()
+    assert revoked.status == 200, revoked.body
+    assert revoked.json() == {
+        "revoked": "code",
+        "id": claims.cti.hex(),
+        # Listed while a terminal's clock, off by the skew allowance, would still accept it.
+        "until": claims.exp + SKEW_S,
+        "effective_within_s": REVOCATION_REFRESH_S,
+    }
+    refused_everywhere_in_time(verifier, code, answered_at)
+    assert verifier.verify(bystander)["reason"] == "VALID", "only that code"
+    assert claims.cti.hex() in revocation_list(verifier)["codes"]
+
+
+def test_a_revoked_code_stays_refused_while_the_skew_still_accepts_it(
+    issuer: Service, verifier: Service, cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    # Expired five seconds ago: still accepted for the clock-skew allowance (30 s) after exp.
+    now = int(time.time())
+    key = stored_keyring(cluster, key_files).signing_key_at(now)
+    code = crafted(new_subject(issuer), key, now - DISPLAY_TTL_S - 5)
+    assert verifier.verify(code)["reason"] == "VALID", "within the skew allowance"
+    revoked = verifier.call("POST", "/v1/revocations", json_body={"code": code}, scope="admin")
+    assert revoked.status == 200, revoked.body
+    time.sleep(2 * REVOCATION_REFRESH_S)
+    reasons = [verifier.verify(code)["reason"] for _ in range(4)]
+    assert reasons == ["REVOKED"] * 4, "a revocation holds as long as the code is accepted"
+    assert decode(code).claims.cti.hex() in revocation_list(verifier)["codes"], (
+        "terminals apply the same skew: the list must keep the code while they accept it"
+    )
+
+
+def test_a_revoked_key_refuses_the_codes_it_signed(
+    issuer: Service, verifier: Service, cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    before = displayed(issuer, new_subject(issuer))
+    old_kid = decode(before).kid
+    # Revoking the key that signs now would stop the session's issuers: rotate at once first.
+    rotated = issuer.call("POST", "/v1/keys/rotate", json_body={"activate_in_s": 0}, scope="admin")
+    assert rotated.status == 200, rotated.body
+    new_kid = rotated.json()["kid"]
+    assert new_kid != b64url_encode(old_kid)
+    # The issuer publishes the new key at once; the verifiers read it with the revocations.
+    poll(
+        "the verifiers' trust list holding the new key",
+        lambda: new_kid in [k["kid"] for k in verifier.call("GET", "/v1/trust").json()["keys"]],
+        REVOCATION_REFRESH_S + SLACK_S,
+    )
+    assert verifier.verify(before)["reason"] == "VALID", "the old key still verifies"
+
+    kid = b64url_encode(old_kid)
+    answer = verifier.call("POST", "/v1/revocations", json_body={"kid": kid}, scope="admin")
+    answered_at = time.monotonic()
+    assert answer.status == 200, answer.body
+    assert answer.json() == {
+        "revoked": "key",
+        "id": kid,
+        "until": None,
+        "effective_within_s": REVOCATION_REFRESH_S,
+    }
+    refused_everywhere_in_time(verifier, before, answered_at)
+    assert kid in revocation_list(verifier)["keys"]
+
+    after = displayed(issuer, new_subject(issuer))
+    assert b64url_encode(decode(after).kid) == new_kid, "the issuer signs with the new key"
+    assert verifier.verify(after)["reason"] == "VALID"
+    now = int(time.time())
+    signed_now = crafted(
+        new_subject(issuer), stored_keyring(cluster, key_files).signing_key_at(now), now
+    )
+    assert verifier.verify(signed_now)["reason"] == "VALID"
+
+
+# Store down ------------------------------------------------------------------------------------
+
+
+def master_owning(cluster: DevCluster, key: str) -> int:
+    """The port of the master that serves ``key``'s slot, from CLUSTER NODES."""
+    slot = key_slot(key)
+    assert cluster.command(cluster.ports[0], "CLUSTER", "KEYSLOT", key).strip() == str(slot)
+    for line in cluster.command(cluster.ports[0], "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        flags = fields[2].split(",")
+        if "master" not in flags or "fail" in flags:
+            continue
+        for part in fields[8:]:
+            if part.startswith("["):
+                continue  # a slot being migrated or imported
+            low, _, high = part.partition("-")
+            if int(low) <= slot <= int(high or low):
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                assert port in cluster.masters()
+                return port
+    raise AssertionError(f"no master serves slot {slot}")
+
+
+def test_store_down_gives_a_degraded_answer_within_the_deadline(
+    issuer: Service, verifier: Service, cluster: DevCluster
+) -> None:
+    subject = new_subject(issuer)
+    code = displayed(issuer, subject)
+    convert(issuer, subject, "red", if_version=1)
+    assert verifier.verify(code)["colour"] == "red", "live while the store answers"
+    iat = decode(code).claims.iat
+    port = master_owning(cluster, store_keys.subject_key(SubjectId(subject)))
+    degraded_before = metric(
+        verifier, "codeengine_verifications_total", reason="VALID", city=str(CITY), mode="degraded"
+    )
+    answers: list[tuple[float, dict[str, Any]]] = []
+    # Paused for about a second: well below the node timeout (2 s), so there is no failover.
+    paused_at = time.monotonic()
+    with cluster.paused(port):
+        for text in (code, with_signature_flipped(code)):
+            started = time.monotonic()
+            verdict = verifier.verify(text)
+            answers.append((time.monotonic() - started, verdict))
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - paused_at)))
+    cluster.wait_healthy()
+    (took, verdict), (took_bad, refused) = answers
+    assert took < 1.0 and took_bad < 1.0, f"answered after {took:.2f} s and {took_bad:.2f} s"
+    assert without_time(verdict) == {
+        "valid": True,
+        "reason": "VALID",
+        "colour": "green",
+        "kind": "health",
+        "city": CITY,
+        "as_of": iat,
+        "degraded": True,
+    }, "the signed colour, as of the code's issue time"
+    assert without_time(refused) == refusal("BAD_SIGNATURE"), "the signature is checked"
+    degraded_after = metric(
+        verifier, "codeengine_verifications_total", reason="VALID", city=str(CITY), mode="degraded"
+    )
+    assert degraded_after == degraded_before + 1
+    poll("a live answer again", lambda: not verifier.verify(code)["degraded"], 5.0, 0.2)
+    assert verifier.verify(code)["colour"] == "red"
+
+
+# Batches ---------------------------------------------------------------------------------------
+
+
+def scan(code: str, venue: str = "gate-1") -> dict[str, Any]:
+    return {"code": code, "terminal": "gw-1", "venue": venue, "city": CITY}
+
+
+def test_a_batch_answers_mixed_results_in_order_as_json_and_msgpack(
+    issuer: Service, verifier: Service, cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    subjects = [new_subject(issuer) for _ in range(3)]
+    codes = [displayed(issuer, s) for s in subjects]
+    convert(issuer, subjects[1], "red", if_version=1)
+    now = int(time.time())
+    key = stored_keyring(cluster, key_files).signing_key_at(now)
+    items = [
+        (codes[0], "VALID", "green"),
+        (with_signature_flipped(codes[0]), "BAD_SIGNATURE", None),
+        (codes[1], "VALID", "red"),
+        (crafted(subjects[2], key, now - 1000), "EXPIRED", None),
+        ("HELLO", "MALFORMED", None),
+        (codes[2], "VALID", "green"),
+        (crafted(subjects[2], key, now + 1000), "NOT_YET_VALID", None),
+        (codes[1], "VALID", "red"),
+    ]
+    expected = [(reason, colour) for _, reason, colour in items]
+    body = {"items": [scan(code) for code, _, _ in items]}
+
+    as_json = verifier.call("POST", "/v1/verify/batch", json_body=body, scope="verify")
+    assert as_json.status == 200, as_json.body
+    assert as_json.headers["Content-Type"].startswith("application/json")
+    results = as_json.json()["results"]
+    assert [(r["reason"], r["colour"]) for r in results] == expected
+
+    packed = verifier.call(
+        "POST",
+        "/v1/verify/batch",
+        body=msgpack.packb(body),
+        headers={"Content-Type": "application/msgpack"},
+        scope="verify",
+    )
+    assert packed.status == 200, packed.body
+    assert packed.headers["Content-Type"] == "application/msgpack"
+    unpacked = msgpack.unpackb(packed.body)
+    assert [(r["reason"], r["colour"]) for r in unpacked["results"]] == expected
+    assert [without_time(r) for r in unpacked["results"]] == [without_time(r) for r in results]
+
+
+def test_batch_refusals(issuer: Service, verifier: Service) -> None:
+    item = scan(displayed(issuer, new_subject(issuer)))
+    path = "/v1/verify/batch"
+    msgpack_type = {"Content-Type": "application/msgpack"}
+    cases: list[tuple[bytes, dict[str, str], int, str, str]] = [
+        (json.dumps({"items": []}).encode(), {}, 400, "INVALID_FIELD", "1 to 500"),
+        (json.dumps({"items": [item] * 501}).encode(), {}, 400, "INVALID_FIELD", "1 to 500"),
+        (json.dumps({"items": [item, {"code": 1}]}).encode(), {}, 400, "INVALID_FIELD", "items[1]"),
+        (
+            json.dumps({"items": [item, {**item, "city": OUTSIDE_CITY}]}).encode(),
+            {},
+            400,
+            "UNKNOWN_CITY",
+            "items[1]",
+        ),
+        (json.dumps({"items": [{**item, "x": 1}]}).encode(), {}, 400, "UNKNOWN_FIELD", "items[0]"),
+        (json.dumps({"item": [item]}).encode(), {}, 400, "UNKNOWN_FIELD", ""),
+        (b"\xc1", msgpack_type, 400, "BAD_JSON", "msgpack"),
+        (msgpack.packb([item]), msgpack_type, 400, "INVALID_FIELD", ""),
+        (msgpack.packb({"items": [item]}) + b"\x00", msgpack_type, 400, "BAD_JSON", ""),
+    ]
+    for body, headers, status, reason, detail in cases:
+        sent = {"Content-Type": "application/json", **headers}
+        answer = verifier.call("POST", path, body=body, headers=sent, scope="verify")
+        assert (answer.status, answer.reason) == (status, reason), body[:60]
+        assert answer.headers["Content-Type"].startswith("application/json"), "problems are JSON"
+        assert detail in answer.json()["detail"], answer.body
+
+
+# Scan log --------------------------------------------------------------------------------------
+
+
+def scan_count(verifier: Service, **query: object) -> dict[str, Any]:
+    text = "&".join(f"{k}={v}" for k, v in query.items())
+    answer = verifier.call("GET", f"/v1/scans?{text}", scope="admin")
+    assert answer.status == 200, answer.body
+    counted: dict[str, Any] = answer.json()
+    return counted
+
+
+def test_the_scan_log_counts_every_workers_scans_without_personal_data(
+    issuer: Service, verifier: Service, cluster: DevCluster
+) -> None:
+    ident = new_person_id()
+    answer = issuer.call(
+        "POST",
+        "/v1/subjects",
+        json_body={"kind": "person", "id": ident, "city": CITY},
+        scope="generate",
+    )
+    subject = str(answer.json()["subject"])
+    code = displayed(issuer, subject)
+    venue = f"venue-{secrets.token_hex(4)}"
+    started_ms = int(time.time() * 1000) - 1
+    for _ in range(5):
+        verifier.verify(code, venue=venue)
+    verifier.verify("HELLO", venue=venue)
+    verifier.verify(code, venue=f"{venue}-elsewhere")
+    batch = {"items": [scan(code, venue), scan(with_signature_flipped(code), venue)]}
+    assert verifier.call("POST", "/v1/verify/batch", json_body=batch, scope="verify").status == 200
+    expected = {"VALID": 6, "MALFORMED": 1, "BAD_SIGNATURE": 1}
+
+    def counted() -> bool:
+        return bool(scan_count(verifier, city=CITY, venue=venue)["count"] >= 8)
+
+    poll("every scan in the log", counted, 3.0, 0.1)
+    ended_ms = int(time.time() * 1000) + 1
+    window = scan_count(verifier, city=CITY, venue=venue, **{"from": started_ms, "to": ended_ms})
+    assert window == {
+        "city": CITY,
+        "venue": venue,
+        "from": started_ms,
+        "to": ended_ms,
+        "count": 8,
+        "by_reason": expected,
+        "by_colour": {"green": 6},
+        "truncated": False,
+    }
+    everywhere = scan_count(verifier, city=CITY, **{"from": started_ms, "to": ended_ms})
+    assert everywhere["venue"] is None and everywhere["count"] >= 9
+    assert scan_count(verifier, city=CITY, venue=venue, **{"from": 0, "to": 1000})["count"] == 0
+    assert scan_count(verifier, city=OTHER_CITY, venue=venue)["count"] == 0
+
+    stream = store_keys.scan_log_key(CITY)
+    dump = cluster.command(master_owning(cluster, stream), "XRANGE", stream, "-", "+")
+    assert venue in dump and subject in dump, "the log holds the pseudonym"
+    assert ident not in dump and ident[6:14] not in dump, "never the identifier"
+
+
+def test_scan_count_refusals(verifier: Service) -> None:
+    cases = [
+        ("", 400, "MISSING_FIELD"),
+        ("city=110100", 400, "UNKNOWN_CITY"),
+        ("city=-1", 400, "INVALID_FIELD"),
+        ("city=abc", 400, "INVALID_FIELD"),
+        (f"city={CITY}&from=2000&to=1000", 400, "INVALID_FIELD"),
+        (f"city={CITY}&from=1234567890123456", 400, "INVALID_FIELD"),
+        (f"city={CITY}&venue={'v' * 65}", 400, "INVALID_FIELD"),
+    ]
+    for query, status, reason in cases:
+        answer = verifier.call("GET", f"/v1/scans?{query}", scope="admin")
+        assert (answer.status, answer.reason) == (status, reason), query
+
+
+def test_scan_count_with_a_non_ascii_digit_is_a_bad_request(probe_verifier: Service) -> None:
+    # str.isdigit() holds for "²" (U+00B2), which int() refuses.
+    for query in ("city=%C2%B2", f"city={CITY}&from=%C2%B2", f"city={CITY}&to=%C2%B9%C2%B2"):
+        answer = probe_verifier.call("GET", f"/v1/scans?{query}", scope="admin")
+        assert (answer.status, answer.reason) == (400, "INVALID_FIELD"), (query, answer.body)
+
+
+def test_the_scan_log_survives_a_terminal_name_it_cannot_store(
+    issuer: Service, probe_verifier: Service
+) -> None:
+    # JSON may carry a lone surrogate ("\ud800"), which has no UTF-8 form. The request may be
+    # refused, or answered and its scan logged somehow; either way later scans must be logged.
+    code = displayed(issuer, new_subject(issuer))
+    venue = f"venue-{secrets.token_hex(4)}"
+    odd = {"code": code, "terminal": "t-\ud800", "venue": venue, "city": CITY}
+    body = json.dumps(odd).encode()  # ensure_ascii: the surrogate travels as an escape
+    headers = {"Content-Type": "application/json"}
+    answer = probe_verifier.call("POST", "/v1/verify", body=body, headers=headers, scope="verify")
+    assert answer.status in (200, 400), answer.body
+    time.sleep(0.3)  # past the writer's next flush (100 ms)
+    for _ in range(3):
+        probe_verifier.verify(code, venue=venue)
+
+    def counted() -> bool:
+        return bool(scan_count(probe_verifier, city=CITY, venue=venue)["count"] >= 3)
+
+    poll("the three scans after it in the log", counted, 3.0, 0.1)
+
+
+# Lists for terminals ---------------------------------------------------------------------------
+
+
+def test_trust_and_revocation_lists_are_public_and_serve_offline_terminals(
+    issuer: Service, verifier: Service
+) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    trust = verifier.call("GET", "/v1/trust")
+    assert trust.status == 200
+    assert trust.headers["Content-Type"].startswith("application/jwk-set+json")
+    assert trust.headers["Cache-Control"] == "public, max-age=300"
+    jwks = trust.json()
+    assert decode(code).kid in {b64url_decode(k["kid"]) for k in jwks["keys"]}
+    for jwk in jwks["keys"]:
+        assert "d" not in jwk, "no private key is ever published"
+    issuer_trust = issuer.call("GET", "/v1/trust").json()
+    poll(
+        "the verifiers' trust list equal to the issuer's",
+        lambda: verifier.call("GET", "/v1/trust").json() == issuer_trust,
+        3.0,
+        0.1,
+    )
+
+    revocations = verifier.call("GET", "/v1/revocations")
+    assert revocations.status == 200
+    assert revocations.headers["Content-Type"].startswith("application/json")
+    assert revocations.headers["Cache-Control"].startswith("public")
+    listed = revocations.json()
+    assert set(listed) == {"codes", "keys", "as_of"}
+    assert abs(listed["as_of"] - time.time()) <= 2
+
+    cached = CachedList.from_documents(trust.body, revocations.body, int(time.time()))
+    offline = OfflineVerifier(cached)
+    verdict = offline.verify(code)
+    assert (verdict.valid, verdict.reason, verdict.colour) == (True, "VALID", Colour.GREEN)
+    assert offline.verify(with_signature_flipped(code)).reason == "BAD_SIGNATURE"
+    # A code revoked online is refused offline once the terminal fetched the list again.
+    assert (
+        verifier.call("POST", "/v1/revocations", json_body={"code": code}, scope="admin").status
+        == 200
+    )
+    poll(
+        "the code in the list",
+        lambda: decode(code).claims.cti.hex() in revocation_list(verifier)["codes"],
+        1.0,
+    )
+    fresh = verifier.call("GET", "/v1/revocations").body
+    offline.update(CachedList.from_documents(trust.body, fresh, int(time.time())))
+    assert offline.verify(code).reason == "REVOKED"
+
+
+# Problems --------------------------------------------------------------------------------------
+
+
+def test_requests_without_a_valid_key_or_scope_are_refused(
+    issuer: Service, verifier: Service
+) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    operations: list[tuple[str, str, object, str]] = [
+        ("POST", "/v1/verify", scan(code), "admin"),
+        ("POST", "/v1/verify/batch", {"items": [scan(code)]}, "admin"),
+        ("POST", "/v1/revocations", {"code": code}, "verify"),
+        ("GET", f"/v1/scans?city={CITY}", None, "verify"),
+    ]
+    for method, path, body, wrong_scope in operations:
+        anonymous = verifier.call(method, path, json_body=body)
+        assert (anonymous.status, anonymous.reason) == (401, "UNAUTHORIZED"), path
+        assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+        assert anonymous.headers["Content-Type"].startswith("application/json")
+        assert set(anonymous.json()) == {"reason", "detail"}
+        forged = verifier.call(method, path, json_body=body, headers={"Authorization": "Bearer x"})
+        assert (forged.status, forged.reason) == (401, "UNAUTHORIZED"), path
+        basic = verifier.call(method, path, json_body=body, headers={"Authorization": "Basic eA=="})
+        assert (basic.status, basic.reason) == (401, "UNAUTHORIZED"), path
+        forbidden = verifier.call(method, path, json_body=body, scope=wrong_scope)
+        assert (forbidden.status, forbidden.reason) == (403, "FORBIDDEN"), path
+    assert verifier.verify(code)["reason"] == "VALID", "the code was not revoked"
+
+
+def test_malformed_requests_are_refused_with_stable_reasons(
+    issuer: Service, verifier: Service
+) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    ok = scan(code)
+    json_type = {"Content-Type": "application/json"}
+    verify, revoke = "/v1/verify", "/v1/revocations"
+
+    def dumps(value: object) -> bytes:
+        return json.dumps(value).encode()
+
+    cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+        (verify, b"{nope", json_type, 400, "BAD_JSON"),
+        (verify, b"\xff\xfe", json_type, 400, "BAD_JSON"),
+        (verify, b"", json_type, 400, "BAD_JSON"),
+        (verify, b"[]", json_type, 400, "INVALID_FIELD"),
+        (verify, dumps({**ok, "name": "x"}), json_type, 400, "UNKNOWN_FIELD"),
+        (verify, dumps({"code": code, "city": CITY}), json_type, 400, "MISSING_FIELD"),
+        (verify, dumps({**ok, "city": str(CITY)}), json_type, 400, "INVALID_FIELD"),
+        (verify, dumps({**ok, "city": True}), json_type, 400, "INVALID_FIELD"),
+        (verify, dumps({**ok, "city": OUTSIDE_CITY}), json_type, 400, "UNKNOWN_CITY"),
+        (verify, dumps({**ok, "code": "A" * 515}), json_type, 400, "INVALID_FIELD"),
+        (verify, dumps({**ok, "terminal": "t" * 65}), json_type, 400, "INVALID_FIELD"),
+        (verify, dumps(ok), {"Content-Type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (verify, dumps(ok), {}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (verify, b"[" * (BATCH_BODY_LIMIT + 10), json_type, 413, "BODY_TOO_LARGE"),
+        (revoke, dumps({}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"code": code, "kid": "AAAAAAAAAAA"}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"code": "HELLO"}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"kid": "not base64!"}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"kid": "AAAAAAAA"}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"kid": "AAAAAAAAAAB"}), json_type, 400, "INVALID_FIELD"),
+        (revoke, dumps({"kid": 7}), json_type, 400, "INVALID_FIELD"),
+    ]
+    scopes = {verify: "verify", revoke: "admin"}
+    for path, body, headers, status, reason in cases:
+        answer = verifier.call("POST", path, body=body, headers=headers, scope=scopes[path])
+        assert (answer.status, answer.reason) == (status, reason), (path, body[:50], headers)
+        assert answer.headers["Content-Type"].startswith("application/json")
+    nowhere = verifier.call("GET", "/v1/nowhere")
+    assert (nowhere.status, nowhere.reason) == (404, "NOT_FOUND")
+    wrong_method = verifier.call("GET", "/v1/verify", scope="verify")
+    assert (wrong_method.status, wrong_method.reason) == (405, "METHOD_NOT_ALLOWED")
+    assert "POST" in wrong_method.headers["Allow"]
+    assert verifier.verify(code)["reason"] == "VALID", "no refused request revoked anything"
+
+
+# Metrics and the spec --------------------------------------------------------------------------
+
+
+def test_metrics_count_every_workers_requests(issuer: Service, verifier: Service) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    labels = {"operation": "verify", "reason": "OK", "service": "verifier"}
+    before = metric(verifier, "codeengine_requests_total", **labels)
+    for _ in range(8):
+        verifier.verify(code)
+    for _ in range(3):
+        assert metric(verifier, "codeengine_requests_total", **labels) == before + 8
+
+
+def test_openapi_spec_is_served(verifier: Service) -> None:
+    answer = verifier.call("GET", "/openapi.json")
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert answer.json() == json.loads(json.dumps(SPEC))
+
+
+def test_no_request_was_answered_with_500(verifier: Service) -> None:
+    text = verifier.call("GET", "/metrics").body.decode()
+    totals = [line for line in text.splitlines() if line.startswith("codeengine_requests_total{")]
+    assert totals, "the module's requests were counted"
+    assert not [line for line in totals if 'reason="INTERNAL"' in line]
+    assert "unhandled error" not in verifier.log_text()
