@@ -17,6 +17,7 @@ import pytest
 import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisError
 
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.fastredis import FastCluster
@@ -79,7 +80,15 @@ def test_redis_py_50_concurrent_gets_for_comparison(
 ) -> None:
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes])
     try:
-        loop.run_until_complete(set_all(client.set))
+        # redis-py can leak AttributeError while 50 tasks open its first connections at once
+        # (the pitfall DESIGN.md names); the comparison is about warm connections, so warm up.
+        for attempt in range(3):
+            try:
+                loop.run_until_complete(set_all(client.set))
+                break
+            except (AttributeError, RedisError):
+                if attempt == 2:
+                    raise
         assert benchmark(concurrent_gets(loop, client.get)) == VALUES
     finally:
         loop.run_until_complete(client.aclose())
