@@ -39,7 +39,6 @@ __all__ = [
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import itertools
 import json
@@ -48,7 +47,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +62,7 @@ from typing import Any
 
 import aiohttp
 
+from codeengine.children import die_with_parent
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.devkeys import DEV_SCOPES, ensure_dev_material
 from codeengine.identifiers import make_resident_id
@@ -672,13 +671,6 @@ SERVERS = {
         "CODEENGINE_SERVICE_VERIFIER_PORT",
     ),
 }
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel sends SIGTERM if the harness dies first."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.setpgrp()  # Ctrl-C reaches the harness only; it stops the servers in order.
 
 
 def _taskset(cores: tuple[int, ...] | None) -> list[str]:
@@ -732,7 +724,7 @@ class ServerGroup:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             self.procs.append(proc)
 

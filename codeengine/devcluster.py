@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = ["ClusterError", "DevCluster", "find_free_base_port", "redis_server_path"]
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codeengine.children import die_with_parent
+
 NODE_COUNT = 6
 REPLICAS_PER_MASTER = 1
 BUS_PORT_OFFSET = 10000
@@ -29,7 +30,6 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 # A short node timeout makes a killed master fail over in about two seconds, which the drills need.
 NODE_TIMEOUT_MS = 2000
-_PR_SET_PDEATHSIG = 1
 
 
 class ClusterError(RuntimeError):
@@ -64,14 +64,6 @@ def find_free_base_port(host: str = "127.0.0.1", count: int = NODE_COUNT) -> int
         if all(_port_free(host, p) and _port_free(host, p + BUS_PORT_OFFSET) for p in ports):
             return base
     raise ClusterError("no free loopback port range for the cluster")
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM when the parent exits."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    # Ctrl-C in a terminal goes to the whole foreground group; the owner stops redis in order.
-    os.setpgrp()
 
 
 @dataclass
@@ -131,7 +123,7 @@ class DevCluster:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def _already_formed(self) -> bool:

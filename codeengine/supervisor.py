@@ -12,7 +12,6 @@ from __future__ import annotations
 __all__ = ["run_system"]
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -25,20 +24,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from codeengine.children import die_with_parent
 from codeengine.devcluster import DevCluster
 from codeengine.devkeys import ensure_dev_material
 from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
 
 READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 15.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    # Ctrl-C reaches only the supervisor, which stops the workers in order.
-    os.setpgrp()
 
 
 @dataclass
@@ -62,7 +54,7 @@ def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Work
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     log.close()
     return Worker(service, index, proc)

@@ -14,23 +14,13 @@ from codeengine.suites import DEFAULT_SUITE, DEFAULT_SUITES, b64url_encode
 from codeengine.trustlist import TrustList
 from codeengine.web.body import Field, read_object
 from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE, refresh_keys
+from codeengine.web.trust import trust_list
 
 MAX_ACTIVATION_DELAY_S = 7 * 86_400
 ROTATE_FIELDS = {
     "alg": Field(str, required=False, max_length=16),
     "activate_in_s": Field(int, required=False, minimum=0, maximum=MAX_ACTIVATION_DELAY_S),
 }
-
-
-async def trust_list(request: web.Request) -> web.Response:
-    """The JWKS of every key a verifier should trust now, with validity periods."""
-    trust = request.app[KEYS].require_trust()
-    max_age = request.app[SETTINGS].codes.trust_list_max_age_s
-    return web.Response(
-        text=trust.to_json(),
-        content_type="application/jwk-set+json",
-        headers={"Cache-Control": f"public, max-age={max_age}"},
-    )
 
 
 async def rotate(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from codeengine.verification import (
 )
 from codeengine.web.body import Field, read_object, validate_object
 from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE
+from codeengine.web.trust import trust_list
 from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
@@ -239,17 +240,6 @@ async def scans(request: web.Request) -> web.Response:
         "truncated": truncated,
     }
     return web.json_response(answer)
-
-
-async def trust_list(request: web.Request) -> web.Response:
-    """The trust list this verifier uses, for terminals that verify offline."""
-    trust = request.app[KEYS].require_trust()
-    max_age = request.app[SETTINGS].codes.trust_list_max_age_s
-    return web.Response(
-        text=trust.to_json(),
-        content_type="application/jwk-set+json",
-        headers={"Cache-Control": f"public, max-age={max_age}"},
-    )
 
 
 VERIFY_ROUTES = [
