@@ -32,32 +32,33 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', cmsgpack.pack(entr
 return {1, ARGV[1]}
 """
 
-# KEYS: subject record, recent operation ids, audit stream.
+# KEYS: subject record, this operation's marker, audit stream.
 # ARGV: if_version, colour, op_id, at, actor, reason, audit stream max length.
-# Returns {1, new version} when applied, {2, version} when this op_id was applied before,
-# {-1, 0} for an unknown subject and {-2, current version} for a stale if_version.
+# Returns {1, new version, colour} when applied, {2, version, colour} when this op_id was
+# applied before (with what it applied), {-1, 0, 0} for an unknown subject and
+# {-2, current version, 0} for a stale if_version.
 SET_STATUS = """
-local done = redis.call('HGET', KEYS[2], ARGV[3])
+local done = redis.call('GET', KEYS[2])
 if done then
   -- A resend: rewrite the same marker so that the caller's WAIT covers the original write.
-  redis.call('HSET', KEYS[2], ARGV[3], done)
-  return {2, tonumber(done)}
+  redis.call('SET', KEYS[2], done, 'KEEPTTL')
+  local sep = string.find(done, ':')
+  return {2, tonumber(string.sub(done, 1, sep - 1)), tonumber(string.sub(done, sep + 1))}
 end
 local cur = redis.call('GET', KEYS[1])
-if not cur then return {-1, 0} end
+if not cur then return {-1, 0, 0} end
 local rec = cmsgpack.unpack(cur)
-if rec.v ~= tonumber(ARGV[1]) then return {-2, rec.v} end
+if rec.v ~= tonumber(ARGV[1]) then return {-2, rec.v, 0} end
 local old = rec.col
 rec.col = tonumber(ARGV[2])
 rec.v = rec.v + 1
 rec.u = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
-redis.call('HSET', KEYS[2], ARGV[3], rec.v)
-redis.call('EXPIRE', KEYS[2], 86400)
+redis.call('SET', KEYS[2], rec.v .. ':' .. rec.col, 'EX', 86400)
 local entry = {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col, v=rec.v,
                at=rec.u, op_id=ARGV[3]}
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'e', cmsgpack.pack(entry))
-return {1, rec.v}
+return {1, rec.v, rec.col}
 """
 
 # KEYS: the subject's display token. ARGV: the value the caller saw ('' for none), the new

@@ -19,4 +19,8 @@ def die_with_parent() -> None:
     """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # If the parent died between fork and prctl no signal will come: the child was
+    # re-parented already, so it leaves at once instead of outliving its parent.
+    if os.getppid() == 1:
+        os._exit(1)
     os.setpgrp()

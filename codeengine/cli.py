@@ -34,8 +34,9 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from codeengine.supervisor import run_system
 
-    settings = load_settings(_config_path(args))
-    return run_system(settings, Path(args.var), args.cluster_port)
+    config = _config_path(args)
+    settings = load_settings(config)
+    return run_system(settings, Path(args.var), args.cluster_port, config)
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:

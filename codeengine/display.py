@@ -89,7 +89,7 @@ class DisplayedCode:
         The whole text is compared, not the code id: a code altered anywhere (signature, colour,
         city) is not the one the issuer handed out and must stand on its signature instead.
         """
-        if token == self.token:
+        if hmac.compare_digest(token.encode(), self.token.encode()):
             return True
         if not self.previous_digest or now > self.previous_exp:
             return False

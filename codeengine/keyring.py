@@ -192,7 +192,10 @@ class Keyring:
                 raise KeyringError(f"the rotation {name} is a non-negative number of seconds")
         ring = self.promote_at(now)
         if ring.next is not None:
-            raise RotationPending("a staged rotation is pending; it must take effect first")
+            if activate_in_s:
+                raise RotationPending("a staged rotation is pending; it must take effect first")
+            # An emergency rotation replaces a staged key: it has not signed anything yet.
+            ring = Keyring(ring.current, ring.retired)
         switch = now + activate_in_s
         fresh = SigningKey.of(suite.generate(random_bytes), switch, switch + lifetime_s)
         old = ring.current

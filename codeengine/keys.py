@@ -13,7 +13,7 @@ __all__ = [
     "REVOKED_KEYS_KEY",
     "TRUST_KEY",
     "audit_key",
-    "ops_key",
+    "op_key",
     "scan_log_key",
     "subject_key",
     "subject_keys",
@@ -46,9 +46,13 @@ def subject_key(subject: SubjectId) -> str:
     return f"{NAMESPACE}:s:{{{subject}}}"
 
 
-def ops_key(subject: SubjectId) -> str:
-    """Operation ids of recent status writes, so that a resent write is a no-op (hash, 24 h)."""
-    return f"{NAMESPACE}:o:{{{subject}}}"
+def op_key(subject: SubjectId, op_id: str) -> str:
+    """The marker of one applied status write, so that a resend is a no-op (expires in 24 h).
+
+    One key per operation, each with its own expiry: a subject converted every day never
+    accumulates markers.
+    """
+    return f"{NAMESPACE}:o:{{{subject}}}:{op_id}"
 
 
 def audit_key(subject: SubjectId) -> str:
@@ -61,6 +65,6 @@ def token_key(subject: SubjectId) -> str:
     return f"{NAMESPACE}:t:{{{subject}}}"
 
 
-def subject_keys(subject: SubjectId) -> tuple[str, str, str]:
+def subject_keys(subject: SubjectId, op_id: str) -> tuple[str, str, str]:
     """The keys a status write touches, in the order the scripts expect them."""
-    return subject_key(subject), ops_key(subject), audit_key(subject)
+    return subject_key(subject), op_key(subject, op_id), audit_key(subject)

@@ -95,6 +95,7 @@ class RedisStore:
             deadline_s=settings.read_deadline_ms / 1000,
         )
         self._fast_started = False
+        self._fast_starting: asyncio.Future[None] | None = None
         self._swap_display = self._fast.script(SWAP_DISPLAY)
         self._append_scans = self._fast.script(APPEND_SCANS)
         # Latency series of the hot paths, looked up once.
@@ -119,10 +120,21 @@ class RedisStore:
             STORE_LATENCY.labels(what, outcome).observe(time.perf_counter() - started)
 
     async def _hot(self) -> FastCluster:
-        """The pipelined client for hot-path reads, its slot map read on first use."""
-        if not self._fast_started:
-            await self._fast.start()
-            self._fast_started = True
+        """The pipelined client for hot-path reads, its slot map read on first use.
+
+        Concurrent first calls share one start, and none waits past the read deadline for it.
+        """
+        if self._fast_started:
+            return self._fast
+        if self._fast_starting is None or self._fast_starting.done():
+            self._fast_starting = asyncio.ensure_future(self._fast.start())
+            self._fast_starting.add_done_callback(_consume)
+        try:
+            async with asyncio.timeout(self._settings.read_deadline_ms / 1000):
+                await asyncio.shield(self._fast_starting)
+        except TimeoutError:
+            raise StoreUnavailable("store not reachable within the deadline") from None
+        self._fast_started = True
         return self._fast
 
     def _schedule_refresh(self) -> None:
@@ -149,11 +161,21 @@ class RedisStore:
             self._shas[script] = sha
         return sha
 
-    async def _write_then_wait(self, script: str, key_list: list[str], args: list[Any]) -> Any:
+    async def _write_then_wait(
+        self,
+        script: str,
+        key_list: list[str],
+        args: list[Any],
+        wrote: Callable[[Any], bool] = lambda result: True,
+    ) -> Any:
         """Run a write script and WAIT for a replica on the same connection of the same node.
 
         WAIT counts replicas that have the writes of *its own connection*, so both commands
         must travel together; a cluster pipeline aimed at the key's node does exactly that.
+        Redirections are not followed: a redirected script would run alone, without its WAIT,
+        so a MOVED or ASK fails the call (the topology is refreshed; a resend is safe).
+        ``wrote(result)`` says whether the script changed anything: a refusal (stale version,
+        unknown subject) needs no replica and is answered as such even while one lags.
         """
         await self._client.initialize()
         node = self._client.get_node_from_key(key_list[0])
@@ -167,13 +189,15 @@ class RedisStore:
                 self._settings.replica_ack_timeout_ms,
                 target_nodes=node,
             )
-            result, acked = await pipe.execute(raise_on_error=False)
+            result, acked = await pipe.execute(raise_on_error=False, allow_redirections=False)
             if isinstance(result, NoScriptError) and attempt == 1:
                 # A node that restarted or failed over has an empty script cache.
                 await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
                 continue
             if isinstance(result, Exception):
                 raise result
+            if not wrote(result):
+                return result
             if isinstance(acked, Exception):
                 raise acked
             if int(acked) < self._settings.replicas_to_ack:
@@ -220,7 +244,7 @@ class RedisStore:
         async def work() -> Any:
             return await self._write_then_wait(
                 SET_STATUS,
-                list(keys.subject_keys(change.subject)),
+                list(keys.subject_keys(change.subject, change.op_id)),
                 [
                     change.if_version,
                     int(change.colour),
@@ -230,14 +254,15 @@ class RedisStore:
                     change.reason,
                     AUDIT_MAX_LEN,
                 ],
+                wrote=lambda result: int(result[0]) > 0,
             )
 
-        code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
+        code, version, colour = await self._bounded(work, self._settings.write_deadline_ms, "write")
         if code == -1:
             raise UnknownSubject("no such subject")
         if code == -2:
             raise VersionConflict(int(version))
-        return WriteResult(version=int(version), applied=code == 1)
+        return WriteResult(version=int(version), applied=code == 1, colour=Colour(int(colour)))
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
         """The subject's audit entries, oldest first."""
@@ -301,6 +326,7 @@ class RedisStore:
                 PUT_KEYRING,
                 [keys.KEYRING_KEY, keys.TRUST_KEY, keys.KEYRING_VERSION_KEY],
                 [expected_version, sealed, version, trust],
+                wrote=lambda result: int(result[0]) > 0,
             )
 
         code, current = await self._bounded(work, self._settings.write_deadline_ms, "keyring")
@@ -342,23 +368,34 @@ class RedisStore:
             keys=frozenset(b64url_decode(k.decode()) for k in kids),
         )
 
-    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> None:
-        """Append every entry to its city's stream: one script call per city, pipelined."""
+    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> list[ScanEntry]:
+        """Append every entry to its city's stream: one script call per city, pipelined.
+
+        Returns the entries of the cities whose call failed; the others are written once.
+        """
         await self._hot()
-        by_city: dict[int, list[str | int]] = {}
+        by_city: dict[int, list[ScanEntry]] = {}
         for entry in entries:
-            by_city.setdefault(entry.city, []).extend(entry.to_fields())
+            by_city.setdefault(entry.city, []).append(entry)
         deadline_s = self._settings.write_deadline_ms / 1000
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 self._append_scans(
                     [keys.scan_log_key(city)],
-                    [max_len, ScanEntry.FIELD_COUNT, *fields],
+                    [max_len, ScanEntry.FIELD_COUNT, *(f for e in group for f in e.to_fields())],
                     deadline_s=deadline_s,
                 )
-                for city, fields in by_city.items()
-            )
+                for city, group in by_city.items()
+            ),
+            return_exceptions=True,
         )
+        failed: list[ScanEntry] = []
+        for group, outcome in zip(by_city.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                failed.extend(group)
+        return failed
 
     async def read_scans(
         self, city: int, from_ms: int, to_ms: int, limit: int
@@ -395,3 +432,9 @@ def _parse_audit(raw: bytes) -> AuditEntry:
         at=int(fields["at"]),
         op_id=str(fields.get("op_id", "")),
     )
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve a background start's outcome so that nothing logs 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()

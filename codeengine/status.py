@@ -89,6 +89,8 @@ class WriteResult:
     """The status version after the write."""
     applied: bool
     """False when this operation id had been applied before (a resend): nothing changed now."""
+    colour: Colour
+    """The colour this operation set (on a resend, the one it set the first time)."""
 
 
 @dataclass(frozen=True, slots=True)

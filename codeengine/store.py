@@ -70,8 +70,11 @@ class Store(Protocol):
     async def revocations(self, now: int) -> Revocations:
         """The revoked code ids (unexpired) and key ids."""
 
-    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> None:
-        """Append scan entries to their cities' logs (pipelined, one write per shard)."""
+    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> list[ScanEntry]:
+        """Append scan entries to their cities' logs; return those of cities that failed.
+
+        Cities on healthy shards are written even when another shard is down, exactly once.
+        """
 
     async def read_scans(
         self, city: int, from_ms: int, to_ms: int, limit: int

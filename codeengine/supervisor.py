@@ -97,7 +97,9 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop
 
 
-def run_system(settings: Settings, var_dir: Path, cluster_base_port: int) -> int:
+def run_system(
+    settings: Settings, var_dir: Path, cluster_base_port: int, config: Path | None = None
+) -> int:
     """Run cluster, issuer and verifier in the foreground until interrupted."""
     var_dir.mkdir(parents=True, exist_ok=True)
     log_dir = var_dir / "log"
@@ -113,6 +115,9 @@ def run_system(settings: Settings, var_dir: Path, cluster_base_port: int) -> int
         credentials = ensure_dev_material(settings)
         env = dict(os.environ)
         env[f"{ENV_PREFIX}CLUSTER_NODES"] = cluster.nodes_spec
+        if config is not None:
+            # The workers read the same file the supervisor read.
+            env[f"{ENV_PREFIX}CONFIG"] = str(config.resolve())
         parse_nodes(cluster.nodes_spec)
         count = _worker_count(settings)
         for service in ("issuer", "verifier"):

@@ -77,7 +77,7 @@ SCHEMAS: dict[str, Any] = {
             "colour": COLOUR,
             "reason": {"type": "string", "maxLength": 200},
             "if_version": {"type": "integer", "minimum": 1, "maximum": 4294967295},
-            "op_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            "op_id": {"type": "string", "pattern": "^[ -~]{1,64}$"},
         },
     },
     "Converted": {
@@ -220,7 +220,7 @@ PATHS: dict[str, Any] = {
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "schema": {"type": "string", "pattern": "^[ -~]{1,64}$"},
                 },
             ],
             "requestBody": {"required": True, "content": ref("ConvertRequest")},

@@ -7,7 +7,7 @@ __all__ = ["SUBJECT_ROUTES"]
 import asyncio
 import os
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
@@ -25,6 +25,8 @@ from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
 
 QR_CACHE = web.AppKey("qr_cache", ImageCache)
+CHINA = timezone(timedelta(hours=8), "China Standard Time")
+"""China has one time zone and no daylight saving time."""
 MAX_ID_CHARS = 64
 _KINDS = {"person": CodeKind.HEALTH, "enterprise": CodeKind.ENTERPRISE_SERVICE}
 _COLOURS = {colour.label: colour for colour in Colour}
@@ -60,7 +62,8 @@ async def generate(request: web.Request) -> web.Response:
     if body["city"] not in CITIES:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
     now = request.app[CLOCK]()
-    today = datetime.fromtimestamp(now, UTC).date()
+    # Birth dates are China dates: a child born today (UTC+8) must be accepted at 01:00.
+    today = datetime.fromtimestamp(now, CHINA).date()
     identifier = parse_identifier(body["kind"], body["id"], today)
     subject = pseudonym(identifier, request.app[PEPPER])
     initial = _COLOURS[request.app[SETTINGS].codes.initial_colour]
@@ -90,7 +93,14 @@ async def display(request: web.Request) -> web.StreamResponse:
     record, shown = await store.display_state(subject)
     if record is None:
         raise UnknownSubject("no such subject")
-    if shown is None or not is_current_at(shown, record, now, codes.display_ttl_s):
+    # Two tries: a concurrent display that read an older status may have stored its token
+    # first; a token of an older status version is never handed out in place of ours.
+    for _ in range(2):
+        if shown is not None and (
+            shown.version > record.version or is_current_at(shown, record, now, codes.display_ttl_s)
+        ):
+            # Current, or signed for a status newer than the one this request read.
+            break
         key = app[KEYS].require_keyring().signing_key_at(now)
         claims = claims_for_at(record, now, codes.display_ttl_s, secrets.token_bytes(CTI_BYTES))
         token = encode(claims, key)
@@ -99,6 +109,9 @@ async def display(request: web.Request) -> web.StreamResponse:
         shown = await store.replace_display(
             subject, shown, successor_at(shown, token, claims, now), ttl_ms
         )
+        if shown.version >= record.version:
+            break
+    assert shown is not None
     refresh = refresh_at(shown.iat, codes.display_ttl_s)
     max_age = max(0, refresh - now)
     if fmt is not None:
@@ -145,8 +158,10 @@ async def convert(request: web.Request) -> web.Response:
     if op_id is None:
         # No operation id: this change is applied once, and a resend is a new change.
         op_id = os.urandom(12).hex()
-    elif not 0 < len(op_id) <= MAX_OP_ID_CHARS:
-        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_OP_ID_CHARS} characters")
+    elif not 0 < len(op_id) <= MAX_OP_ID_CHARS or not op_id.isascii() or not op_id.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {MAX_OP_ID_CHARS} printable ASCII characters"
+        )
     change = StatusChange(
         subject=subject,
         if_version=body["if_version"],
@@ -159,7 +174,7 @@ async def convert(request: web.Request) -> web.Response:
     result = await request.app[STORE].set_status(change)
     answer = {
         "subject": subject,
-        "colour": colour.label,
+        "colour": result.colour.label,
         "version": result.version,
         "applied": result.applied,
         "op_id": op_id,

@@ -45,24 +45,31 @@ class ScanLogWriter:
         return len(self._buffer)
 
     async def flush(self) -> None:
-        """Write what is buffered now; entries stay queued if the store is unreachable."""
+        """Write what is buffered now, once; entries of cities whose shard failed wait.
+
+        Raises StoreUnavailable when some entries could not be written (they stay queued,
+        ahead of newer ones, and the next flush tries them again).
+        """
+        waiting: list[ScanEntry] = []
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(FLUSH_BATCH, len(self._buffer)))]
             try:
-                await self._store.append_scans(batch, self._settings.scan_log_max_len)
+                failed = await self._store.append_scans(batch, self._settings.scan_log_max_len)
             except StoreUnavailable:
-                # Put them back in order; the next flush tries again.
-                self._buffer.extendleft(reversed(batch))
-                while len(self._buffer) > self._settings.scan_buffer_max:
-                    self._buffer.popleft()
-                    SCANS_DROPPED.inc()
-                raise
+                failed = batch
             except Exception:
                 # A batch the store can never take must not stop the log: drop it, count it.
                 log.exception("scan log batch of %d dropped", len(batch))
                 SCANS_DROPPED.inc(len(batch))
                 continue
-            SCANS_LOGGED.inc(len(batch))
+            SCANS_LOGGED.inc(len(batch) - len(failed))
+            waiting.extend(failed)
+        if waiting:
+            self._buffer.extendleft(reversed(waiting))
+            while len(self._buffer) > self._settings.scan_buffer_max:
+                self._buffer.popleft()
+                SCANS_DROPPED.inc()
+            raise StoreUnavailable(f"{len(waiting)} scan log entries wait for their shard")
 
     async def _run(self) -> None:
         while True:

@@ -62,16 +62,8 @@ def _check_item(item: dict[str, Any]) -> None:
     _check_city(item["city"])
     for name in ("terminal", "venue"):
         value = item.get(name, "")
-        if not value.isprintable() or not _encodable(value):
+        if not value.isprintable():
             raise BadRequest(f"field {name!r} must be printable text")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_city(city: int) -> None:

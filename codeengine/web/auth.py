@@ -58,7 +58,10 @@ class Credentials:
         """The client behind an ``Authorization: Bearer <key>`` header, or NotAuthenticated."""
         if not header or not header.startswith("Bearer ") or len(header) > MAX_KEY_CHARS + 7:
             raise NotAuthenticated("an Authorization: Bearer <key> header is required")
-        digest = hashlib.sha256(header[7:].strip().encode()).digest()
+        try:
+            digest = hashlib.sha256(header[7:].strip().encode()).digest()
+        except UnicodeEncodeError:
+            raise NotAuthenticated("the API key is not valid") from None
         client = self.by_key_hash.get(digest)
         if client is None:
             raise NotAuthenticated("the API key is not valid")

@@ -37,6 +37,8 @@ def _check(name: str, spec: Field, value: Any) -> Any:
     ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
     if not ok:
         raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
+    if isinstance(value, str) and not _encodable(value):
+        raise BadRequest(f"field {name!r} is not valid Unicode text")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
     if spec.min_length is not None and len(value) < spec.min_length:
@@ -46,6 +48,15 @@ def _check(name: str, spec: Field, value: Any) -> Any:
     if spec.maximum is not None and value > spec.maximum:
         raise BadRequest(f"field {name!r} must be at most {spec.maximum}")
     return value
+
+
+def _encodable(text: str) -> bool:
+    """False for text with lone surrogates (JSON allows them; UTF-8 and the store do not)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(kind: type) -> str:
@@ -78,6 +89,7 @@ async def read_object(request: web.Request, fields: Mapping[str, Field]) -> dict
     raw = await request.read()
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting too deep to be a body of this API.
         raise BadRequest("the body is not valid JSON", reason=Reason.BAD_JSON) from None
     return validate_object(document, fields)

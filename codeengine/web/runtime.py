@@ -118,6 +118,11 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
             if raw is None:
                 raise KeyringError("the store holds no keyring")
         sealed = SealedKeyring.unpack(raw)
+        if sealed.version < state.version:
+            # Someone wrote an older keyring back: it may hold a retired or compromised key.
+            raise KeyringError(
+                f"the store holds keyring version {sealed.version}, older than {state.version}"
+            )
         if sealed.version != state.version or state.keyring is None:
             keyring = open_keyring(sealed, state.kek)
             state.keyring, state.trust = keyring, TrustList.from_keyring(keyring)
@@ -147,6 +152,10 @@ async def _keep_keys_fresh(
         except CodeEngineError as exc:
             # Keep serving with the keys already loaded; readiness reports the problem.
             state.error = exc
+        except Exception as exc:
+            # A malformed stored value must not end the refresher: revocations would freeze.
+            log.exception("key refresh failed")
+            state.error = KeyringError(f"key refresh failed: {type(exc).__name__}")
         await asyncio.sleep(interval)
 
 

@@ -34,6 +34,7 @@ from codeengine.settings import (
 
 AppFactory = Callable[[Settings], web.Application]
 SERVICES = {"issuer": "issuer.app", "verifier": "verifier.app"}
+DEFAULT_CONFIG = Path("configs/engine.toml")
 
 log = logging.getLogger("codeengine.worker")
 
@@ -105,6 +106,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s {args.service}[%(process)d] %(levelname)s %(message)s",
     )
     config = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if config is None and DEFAULT_CONFIG.exists():
+        config = DEFAULT_CONFIG
     try:
         settings = load_settings(Path(config) if config else None)
     except SettingsError as exc:

@@ -93,6 +93,14 @@ def test_resent_write_is_a_no_op(cluster: DevCluster, run: Any) -> None:
             first = await store.set_status(change(subject, 1, Colour.RED, "op-1"))
             resent = await store.set_status(change(subject, 1, Colour.RED, "op-1"))
             assert first.applied and not resent.applied
+            # Reusing the op id with another colour changes nothing and says what op-1 did.
+            reused = await store.set_status(change(subject, 1, Colour.GREEN, "op-1"))
+            assert (reused.applied, reused.colour) == (False, Colour.RED)
+            marker = keys.op_key(subject, "op-1")
+            master = store._client.get_node_from_key(marker)
+            assert master is not None
+            ttl = int(cluster.command(int(master.port), "TTL", marker).strip())
+            assert 0 < ttl <= 86_400, "each operation marker expires on its own"
             assert resent.version == first.version == 2
             trail = await store.audit_trail(subject)
             assert [e.op for e in trail] == ["create", "status"]

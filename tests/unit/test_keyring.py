@@ -156,7 +156,13 @@ def test_staged_rotation_publishes_first_and_signs_later() -> None:
     # The staged state survives persistence, and a second rotation waits for the first.
     assert Keyring.from_private_jwks(staged.to_private_jwks()) == staged
     with pytest.raises(KeyringError, match="pending"):
-        staged.rotate_at(NOW + 200, ED25519, OVERLAP_S, deterministic_random(b"m"))
+        staged.rotate_at(
+            NOW + 200, ED25519, OVERLAP_S, deterministic_random(b"m"), activate_in_s=300
+        )
+    emergency = staged.rotate_at(NOW + 200, ED25519, OVERLAP_S, deterministic_random(b"e"))
+    assert emergency.next is None and emergency.current.kid not in {old.kid, new_kid}
+    assert emergency.signing_key_at(NOW + 200).kid == emergency.current.kid
+    assert [k.kid for k in emergency.retired] == [old.kid], "the staged key never signed"
     again = staged.rotate_at(NOW + 500, ED25519, OVERLAP_S, deterministic_random(b"m"))
     assert again.current.kid not in {old.kid, new_kid}
     assert [k.kid for k in again.retired] == [new_kid, old.kid]

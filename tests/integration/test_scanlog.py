@@ -1,0 +1,68 @@
+"""The scan log writer when one shard is down: healthy cities are written once, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+import pytest
+
+from codeengine import keys
+from codeengine.devcluster import DevCluster
+from codeengine.errors import StoreUnavailable
+from codeengine.model import CITIES
+from codeengine.redisstore import RedisStore, StoreSettings
+from codeengine.scans import ScanEntry
+from codeengine.settings import VerifierSettings
+from verifier.scanlog import ScanLogWriter
+
+pytestmark = pytest.mark.cluster
+
+
+def entries(city: int, venue: str, count: int) -> list[ScanEntry]:
+    return [
+        ScanEntry("t", venue, city, 1_800_000_000_000 + i, "AAECAwQFBgcICQoL", "VALID", "green")
+        for i in range(count)
+    ]
+
+
+async def count_venue(store: RedisStore, city: int, venue: str) -> int:
+    found, _ = await store.read_scans(city, 0, 2**62, 100_000)
+    return sum(e.venue == venue for e in found)
+
+
+def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
+    async def scenario() -> None:
+        store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes)))
+        try:
+            fast = await store._hot()
+            owner = {c: fast.primary_for(keys.scan_log_key(c)) for c in CITIES}
+            down, up = next(
+                (a, b) for a, b in itertools.permutations(CITIES, 2) if owner[a] != owner[b]
+            )
+            port = owner[down]
+            assert port is not None
+            venue = f"v-{os.urandom(4).hex()}"
+            writer = ScanLogWriter(store, VerifierSettings())
+            for entry in entries(down, venue, 5) + entries(up, venue, 7):
+                writer.add(entry)
+            with cluster.paused(port[1]):
+                with pytest.raises(StoreUnavailable):
+                    await writer.flush()
+                assert len(writer) == 5, "only the paused city's entries wait"
+            assert await count_venue(store, up, venue) == 7
+            for _ in range(50):
+                try:
+                    await writer.flush()
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.1)
+            assert len(writer) == 0
+            assert await count_venue(store, down, venue) == 5
+            assert await count_venue(store, up, venue) == 7, "nothing was written twice"
+        finally:
+            await store.close()
+        cluster.wait_healthy()
+
+    asyncio.run(scenario())
