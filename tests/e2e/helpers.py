@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -78,3 +83,64 @@ def service_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
     env.update({f"CODEENGINE_{k.upper()}": v for k, v in settings.items()})
     return env
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def reason(self) -> str | None:
+        """The ``reason`` of a problem body or a verdict, or None when the body has none."""
+        try:
+            document = self.json()
+        except ValueError:
+            return None
+        return document.get("reason") if isinstance(document, dict) else None
+
+
+class HTTPCalls:
+    """Requests to the worker processes of one service on ``port``, with its API ``keys``."""
+
+    port: int
+    keys: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        json_body: object = None,
+        headers: Mapping[str, str] | None = None,
+        scope: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> Answer:
+        """One request on a fresh connection, so the kernel may pick any worker."""
+        sent = dict(headers or {})
+        if scope is not None:
+            sent.update(self.auth(scope))
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return Answer(response.status, response.headers, response.read())
+        finally:
+            connection.close()

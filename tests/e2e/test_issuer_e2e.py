@@ -11,7 +11,6 @@ graceful SIGTERM under keep-alive load.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import io
 import json
 import os
@@ -25,7 +24,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from codeengine.suites import b64url_encode
 from codeengine.token import decode, verify_at
 from codeengine.trustlist import TrustList
 from issuer.openapi import SPEC
-from tests.e2e.helpers import free_port, service_env, wait_for
+from tests.e2e.helpers import Answer, HTTPCalls, free_port, service_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -53,68 +51,14 @@ BODY_LIMIT_BYTES = 64 * 1024
 DISPLAY_TTL_S = 120
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One HTTP answer, read whole."""
-
-    status: int
-    headers: Message
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def reason(self) -> str | None:
-        """The problem body's reason code, or None when the body is not a problem."""
-        try:
-            document = self.json()
-        except ValueError:
-            return None
-        return document.get("reason") if isinstance(document, dict) else None
-
-
 @dataclass
-class Issuer:
+class Issuer(HTTPCalls):
     """Worker processes of the issuer on one port, and the API keys to call them with."""
 
     port: int
     procs: list[subprocess.Popen[bytes]]
     keys: dict[str, str]
     logs: list[Path] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def auth(self, scope: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[scope]}"}
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        json_body: object = None,
-        headers: Mapping[str, str] | None = None,
-        scope: str | None = None,
-        timeout_s: float = 5.0,
-    ) -> Answer:
-        """One request on a fresh connection, so the kernel may pick either worker."""
-        sent = dict(headers or {})
-        if scope is not None:
-            sent.update(self.auth(scope))
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.request(method, path, body=body, headers=sent)
-            response = connection.getresponse()
-            return Answer(response.status, response.headers, response.read())
-        finally:
-            connection.close()
 
     def log_text(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())

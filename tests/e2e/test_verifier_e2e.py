@@ -10,7 +10,6 @@ tests are in ``tests/integration/test_verifier_app.py``; these check the process
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,7 @@ from codeengine.token import (
     encode,
     subject_bytes,
 )
-from tests.e2e.helpers import free_port, service_env, wait_for
+from tests.e2e.helpers import HTTPCalls, free_port, service_env, wait_for
 from verifier.offline import CachedList, OfflineVerifier
 from verifier.openapi import SPEC
 
@@ -75,25 +73,8 @@ BATCH_BODY_LIMIT = 500 * 640
 # Processes and HTTP ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One HTTP answer, read whole."""
-
-    status: int
-    headers: Message
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def reason(self) -> str:
-        """The problem body's reason code (or the verdict's)."""
-        return str(self.json()["reason"])
-
-
 @dataclass
-class Service:
+class Service(HTTPCalls):
     """The worker processes of one service on one port, and the API keys to call them with."""
 
     name: str
@@ -102,39 +83,6 @@ class Service:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     metrics_dir: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def auth(self, scope: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[scope]}"}
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        json_body: object = None,
-        headers: Mapping[str, str] | None = None,
-        scope: str | None = None,
-        timeout_s: float = 5.0,
-    ) -> Answer:
-        """One request on a fresh connection, so the kernel may pick any worker."""
-        sent = dict(headers or {})
-        if scope is not None:
-            sent.update(self.auth(scope))
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.request(method, path, body=body, headers=sent)
-            response = connection.getresponse()
-            return Answer(response.status, response.headers, response.read())
-        finally:
-            connection.close()
 
     def verify(
         self,
