@@ -56,6 +56,8 @@ class DisplayedCode:
     previous_digest: bytes = b""
     """SHA-256 (first 16 bytes) of the token this one replaced, while that one is unexpired."""
     previous_exp: int = 0
+    kid: bytes = b""
+    """The key that signed ``token``: after a rotation takes effect, the token is replaced."""
 
     def pack(self) -> bytes:
         """msgpack, with short field names: this is stored for every displaying subject."""
@@ -63,6 +65,8 @@ class DisplayedCode:
         fields |= {"c": int(self.colour), "v": self.version}
         if self.previous_digest:
             fields |= {"pd": self.previous_digest, "pe": self.previous_exp}
+        if self.kid:
+            fields["k"] = self.kid
         return msgpack.packb(fields)  # type: ignore[no-any-return]
 
     @classmethod
@@ -79,6 +83,7 @@ class DisplayedCode:
                 version=int(f["v"]),
                 previous_digest=bytes(f.get("pd", b"")),
                 previous_exp=int(f.get("pe", 0)),
+                kid=bytes(f.get("k", b"")),
             )
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored display token is corrupt") from exc
@@ -96,13 +101,22 @@ class DisplayedCode:
         return hmac.compare_digest(token_digest(token), self.previous_digest)
 
 
-def is_current_at(shown: DisplayedCode | None, record: SubjectRecord, now: int, ttl_s: int) -> bool:
-    """Whether ``shown`` may be handed out again: same status, and before its half-life."""
+def is_current_at(
+    shown: DisplayedCode | None,
+    record: SubjectRecord,
+    now: int,
+    ttl_s: int,
+    signing_kid: bytes | None = None,
+) -> bool:
+    """Whether ``shown`` may be handed out again: same status, before its half-life, and
+    (given ``signing_kid``) signed by the key that signs now, so a rotation's switch, and the
+    revocation of the old key that may follow it, reach every displayed code at once."""
     return (
         shown is not None
         and shown.colour == record.colour
         and shown.version == record.version
         and shown.iat <= now < refresh_at(shown.iat, ttl_s)
+        and (signing_kid is None or shown.kid == signing_kid)
     )
 
 
@@ -123,7 +137,7 @@ def claims_for_at(record: SubjectRecord, now: int, ttl_s: int, cti: bytes) -> Cl
 
 
 def successor_at(
-    shown: DisplayedCode | None, token: str, claims: Claims, now: int
+    shown: DisplayedCode | None, token: str, claims: Claims, now: int, kid: bytes = b""
 ) -> DisplayedCode:
     """The stored value after signing ``token``: it becomes current, the old one previous."""
     keep_previous = shown is not None and shown.exp >= now
@@ -136,4 +150,5 @@ def successor_at(
         version=claims.version,
         previous_digest=token_digest(shown.token) if keep_previous and shown else b"",
         previous_exp=shown.exp if keep_previous and shown else 0,
+        kid=kid,
     )

@@ -93,21 +93,22 @@ async def display(request: web.Request) -> web.StreamResponse:
     record, shown = await store.display_state(subject)
     if record is None:
         raise UnknownSubject("no such subject")
+    key = app[KEYS].require_keyring().signing_key_at(now)
     # Two tries: a concurrent display that read an older status may have stored its token
     # first; a token of an older status version is never handed out in place of ours.
     for _ in range(2):
         if shown is not None and (
-            shown.version > record.version or is_current_at(shown, record, now, codes.display_ttl_s)
+            shown.version > record.version
+            or is_current_at(shown, record, now, codes.display_ttl_s, key.kid)
         ):
             # Current, or signed for a status newer than the one this request read.
             break
-        key = app[KEYS].require_keyring().signing_key_at(now)
         claims = claims_for_at(record, now, codes.display_ttl_s, secrets.token_bytes(CTI_BYTES))
         token = encode(claims, key)
         SIGNATURES.labels(key.private.suite.jose_alg).inc()
         ttl_ms = (codes.display_ttl_s + codes.clock_skew_s) * 1000
         shown = await store.replace_display(
-            subject, shown, successor_at(shown, token, claims, now), ttl_ms
+            subject, shown, successor_at(shown, token, claims, now, key.kid), ttl_ms
         )
         if shown.version >= record.version:
             break

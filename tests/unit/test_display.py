@@ -59,6 +59,14 @@ def test_is_current_at(now: int, colour: Colour, version: int, current: bool) ->
     assert is_current_at(None, record(), NOW, TTL) is False
 
 
+def test_a_token_of_another_key_is_not_current() -> None:
+    claims = claims_for_at(record(), NOW, TTL, b"\x05" * 6)
+    shown = successor_at(None, "CE1:K", claims, NOW, b"old-kid!")
+    assert is_current_at(shown, record(), NOW + 1, TTL, b"old-kid!")
+    assert not is_current_at(shown, record(), NOW + 1, TTL, b"new-kid!"), "rotated: re-sign"
+    assert DisplayedCode.unpack(shown.pack()).kid == b"old-kid!"
+
+
 def test_claims_carry_status_and_window() -> None:
     claims = claims_for_at(record(Colour.YELLOW, 7), NOW, TTL, b"\x02" * 6)
     assert (claims.iat, claims.exp, claims.version, claims.colour) == (
