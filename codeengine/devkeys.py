@@ -24,13 +24,15 @@ from pathlib import Path
 
 from codeengine.errors import KeyringError
 from codeengine.keyring import Keyring
+from codeengine.model import SCOPES
 from codeengine.secret import Secret
 from codeengine.settings import Settings
 from codeengine.suites import DEFAULT_SUITE
 
 PEPPER_BYTES = 32
 API_KEY_BYTES = 32
-DEV_SCOPES = ("generate", "display", "convert", "admin", "verify")
+DEV_SCOPES = SCOPES
+"""One dev client per scope."""
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -10,7 +10,7 @@ turned into :class:`StoreUnavailable` within the caller's deadline. redis-py sta
 
 from __future__ import annotations
 
-__all__ = ["CommandError", "FastCluster", "Script", "key_slot", "pack_command"]
+__all__ = ["CommandError", "FastCluster", "Script", "consume_outcome", "key_slot", "pack_command"]
 
 import asyncio
 import hashlib
@@ -175,7 +175,7 @@ class _Node:
             return self.conn
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
-            self._connecting.add_done_callback(_consume)
+            self._connecting.add_done_callback(consume_outcome)
         # Shielded: a caller that times out must not cancel the attempt the others wait on.
         return await asyncio.shield(self._connecting)
 
@@ -206,10 +206,10 @@ class _Node:
             self.conn.close("store client closed")
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
-    """Retrieve a background task's outcome so that nothing logs 'never retrieved'."""
-    if not task.cancelled():
-        task.exception()
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Expiry:
@@ -327,7 +327,7 @@ class FastCluster:
             return
         delay = self._last_refresh + self._refresh_min_interval_s - time.monotonic()
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_after(delay))
-        self._refresh_task.add_done_callback(_consume)
+        self._refresh_task.add_done_callback(consume_outcome)
 
     async def _refresh_after(self, delay_s: float) -> bool:
         if delay_s > 0:

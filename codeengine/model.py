@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CITIES", "CityCode", "CodeKind", "Colour", "SubjectId", "city_name"]
+__all__ = ["CITIES", "SCOPES", "CityCode", "CodeKind", "Colour", "SubjectId", "city_name"]
 
 from enum import IntEnum
 from typing import NewType
@@ -43,6 +43,9 @@ class CodeKind(IntEnum):
         """The lower-case name used in JSON."""
         return self.name.lower()
 
+
+SCOPES = ("generate", "display", "convert", "admin", "verify")
+"""What an API client may be allowed to do; each route needs one."""
 
 CITIES: dict[CityCode, str] = {
     CityCode(320100): "Nanjing",

@@ -36,7 +36,7 @@ from codeengine.errors import (
     VersionConflict,
     WriteNotReplicated,
 )
-from codeengine.fastredis import FastCluster
+from codeengine.fastredis import FastCluster, consume_outcome
 from codeengine.metrics import STORE_LATENCY
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
@@ -128,7 +128,7 @@ class RedisStore:
             return self._fast
         if self._fast_starting is None or self._fast_starting.done():
             self._fast_starting = asyncio.ensure_future(self._fast.start())
-            self._fast_starting.add_done_callback(_consume)
+            self._fast_starting.add_done_callback(consume_outcome)
         try:
             async with asyncio.timeout(self._settings.read_deadline_ms / 1000):
                 await asyncio.shield(self._fast_starting)
@@ -144,7 +144,7 @@ class RedisStore:
             return
         self._last_refresh = now
         task = asyncio.get_running_loop().create_task(self.refresh_topology())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(consume_outcome)
 
     async def refresh_topology(self) -> None:
         """Ask the cluster for its current slot map (after a failover or a resharding)."""
@@ -432,9 +432,3 @@ def _parse_audit(raw: bytes) -> AuditEntry:
         at=int(fields["at"]),
         op_id=str(fields.get("op_id", "")),
     )
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    """Retrieve a background start's outcome so that nothing logs 'never retrieved'."""
-    if not future.cancelled():
-        future.exception()

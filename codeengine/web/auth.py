@@ -28,10 +28,11 @@ from typing import Any
 
 from aiohttp import web
 
+from codeengine import model
 from codeengine.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
 from codeengine.ratelimit import TokenBucket
 
-SCOPES = frozenset({"generate", "display", "convert", "admin", "verify"})
+SCOPES = frozenset(model.SCOPES)
 DEFAULT_RATE_PER_S = 5000.0
 MAX_KEY_CHARS = 256
 
