@@ -42,6 +42,17 @@ def b45encode(data: bytes) -> str:
     return text
 
 
+# The mask selecting the low byte of every 3-byte lane, per lane count; codes have a few lengths.
+_LOW_LANES: dict[int, int] = {}
+
+
+def _low_lanes(triplets: int) -> int:
+    low = int.from_bytes(b"\x00\x00\xff" * triplets, "big")
+    if len(_LOW_LANES) < 512:
+        _LOW_LANES[triplets] = low
+    return low
+
+
 def b45decode(text: str) -> bytes:
     """Decode base45 text, raising MalformedCode for anything but the one canonical spelling."""
     if not text.isascii():
@@ -57,7 +68,7 @@ def b45decode(text: str) -> bytes:
     # c + 45d + 2025e in every lane at once; the largest result, 91124, fits in 24 bits, so
     # lanes never carry into each other. This is about three times faster than a Python loop.
     digits = int.from_bytes(values[:full], "big")
-    low = int.from_bytes(b"\x00\x00\xff" * triplets, "big")
+    low = _LOW_LANES.get(triplets) or _low_lanes(triplets)
     words = (digits >> 16 & low) + 45 * (digits >> 8 & low) + 2025 * (digits & low)
     if words & low << 16:
         raise MalformedCode("base45: a triplet exceeds 65535")

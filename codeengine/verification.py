@@ -21,12 +21,23 @@ __all__ = [
 ]
 
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Final, NamedTuple
 
 from codeengine.display import DisplayedCode
 from codeengine.errors import Reason, Revoked, VerificationError, WrongCity
+from codeengine.keyring import TrustedKey
 from codeengine.model import CodeKind, Colour
 from codeengine.status import SubjectRecord
-from codeengine.token import Claims, DecodedCode, check_signature_at, check_window_at, decode
+from codeengine.suites import b64url_encode
+from codeengine.token import (
+    Claims,
+    DecodedCode,
+    check_signature_at,
+    check_signature_with,
+    check_window_at,
+    decode,
+)
 from codeengine.trustlist import TrustList
 
 
@@ -38,9 +49,11 @@ class Revocations:
     keys: frozenset[bytes] = field(default_factory=frozenset)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The answer to one scan. ``subject`` is for the scan log only, never shown to terminals."""
+class Verdict(NamedTuple):
+    """The answer to one scan. ``subject`` is for the scan log only, never shown to terminals.
+
+    A tuple underneath: every scan makes one, and a tuple is the cheapest immutable record.
+    """
 
     valid: bool
     reason: str
@@ -50,7 +63,12 @@ class Verdict:
     city: int | None = None
     as_of: int | None = None
     degraded: bool = False
-    subject: str | None = None
+    subject_raw: bytes | None = None
+
+    @property
+    def subject(self) -> str | None:
+        """The subject pseudonym the code names, once decoded (for the scan log)."""
+        return None if self.subject_raw is None else b64url_encode(self.subject_raw)
 
     def to_json(self) -> dict[str, object]:
         """The API answer."""
@@ -66,18 +84,16 @@ class Verdict:
         }
 
 
+_VALID: Final = Reason.VALID.value
+_new_verdict: Final = partial(tuple.__new__, Verdict)
+
+
 def refusal(exc: VerificationError, now: int, claims: Claims | None = None) -> Verdict:
     """The verdict for a refused code; what the code claims is echoed only once decoded."""
     if claims is None:
         return Verdict(False, exc.reason.value, now)
-    return Verdict(
-        False,
-        exc.reason.value,
-        now,
-        kind=claims.kind,
-        city=claims.city,
-        subject=claims.subject_id,
-    )
+    return Verdict(False, exc.reason.value, now, None, claims.kind, claims.city, None, False,
+                   claims.subject)  # fmt: skip
 
 
 def precheck_at(
@@ -94,6 +110,20 @@ def precheck_at(
 
     Returns the decoded code, or the refusal (with what the code claims, once decoded).
     """
+    checked = _precheck_at(text, trust, revocations, now, skew_s, terminal_city, cross_city)
+    return checked if isinstance(checked, Verdict) else checked[0]
+
+
+def _precheck_at(
+    text: str,
+    trust: TrustList,
+    revocations: Revocations,
+    now: int,
+    skew_s: int,
+    terminal_city: int | None,
+    cross_city: bool,
+) -> tuple[DecodedCode, TrustedKey] | Verdict:
+    """``precheck_at``, also returning the trusted key the code names (for its signature)."""
     try:
         decoded = decode(text)
     except VerificationError as exc:
@@ -102,27 +132,18 @@ def precheck_at(
     try:
         if decoded.kid in revocations.keys or claims.cti in revocations.codes:
             raise Revoked("the code or its key has been revoked")
-        trust.key_at(decoded.kid, now)
+        key = trust.key_at(decoded.kid, now)
         check_window_at(claims, now, skew_s)
         if not cross_city and terminal_city is not None and claims.city != terminal_city:
             raise WrongCity("the code was issued for another city")
     except VerificationError as exc:
         return refusal(exc, now, claims)
-    return decoded
+    return decoded, key
 
 
 def _valid(claims: Claims, colour: Colour, now: int, as_of: int, degraded: bool) -> Verdict:
-    return Verdict(
-        True,
-        Reason.VALID.value,
-        now,
-        colour=colour,
-        kind=claims.kind,
-        city=claims.city,
-        as_of=as_of,
-        degraded=degraded,
-        subject=claims.subject_id,
-    )
+    return _new_verdict((True, _VALID, now, colour, claims.kind, claims.city, as_of, degraded,
+                         claims.subject))  # fmt: skip
 
 
 def online_verdict_at(
@@ -165,11 +186,13 @@ def offline_verdict_at(
     skew_s: int,
 ) -> Verdict:
     """The offline SDK's verdict: every check a terminal can make alone, the signed colour."""
-    decoded = precheck_at(text, trust, revocations, now, skew_s)
-    if isinstance(decoded, Verdict):
-        return decoded
+    checked = _precheck_at(text, trust, revocations, now, skew_s, None, True)
+    if isinstance(checked, Verdict):
+        return checked
+    decoded, key = checked
+    claims = decoded.claims
     try:
-        check_signature_at(decoded, trust, now)
+        check_signature_with(decoded, key)
     except VerificationError as exc:
-        return refusal(exc, now, decoded.claims)
-    return _valid(decoded.claims, decoded.claims.colour, now, decoded.claims.iat, degraded=False)
+        return refusal(exc, now, claims)
+    return _valid(claims, claims.colour, now, claims.iat, degraded=False)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -319,7 +319,7 @@ def with_signature_flipped(code: str) -> str:
 def with_colour(code: str, colour: Colour) -> str:
     """The same code and signature with the colour claim rewritten: what a forger would try."""
     decoded = decode(code)
-    payload = _claims_payload(replace(decoded.claims, colour=colour))
+    payload = _claims_payload(decoded.claims._replace(colour=colour))
     assert len(payload) == len(decoded.payload)
     cose = b45decode(code[len(PREFIX) :]).replace(decoded.payload, payload)
     return cose_to_token(cose)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import cbor2
@@ -75,7 +74,7 @@ def _claims(**changes: object) -> Claims:
         colour=Colour.GREEN,
         version=65535,
     )
-    return dataclasses.replace(claims, **changes)  # type: ignore[arg-type]
+    return claims._replace(**changes)
 
 
 def _signed(

@@ -83,9 +83,9 @@ class OfflineVerifier:
     def verify(self, text: str) -> Verdict:
         """The verdict for a scanned text (a scanner's trailing CR/LF is ignored)."""
         now = int(self._clock())
-        if self.stale:
-            return Verdict(False, Reason.TRUST_LIST_STALE.value, now)
         cached = self._cached
+        if now - cached.fetched_at > self._max_age_s:
+            return Verdict(False, Reason.TRUST_LIST_STALE.value, now)
         return offline_verdict_at(
             text.rstrip("\r\n"), cached.trust, cached.revocations, now, self._skew_s
         )
