@@ -9,11 +9,10 @@ from aiohttp import web
 from codeengine.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store import Store
-from codeengine.web.auth import ROUTE_SCOPES
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
-from codeengine.web.middleware import METRICS, service_middleware
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
+from codeengine.web.service import METRICS, add_service_routes
 from issuer.keys import KEY_ROUTES
 from issuer.openapi import OPENAPI_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
@@ -30,19 +29,15 @@ def create_app(
     settings: Settings, *, store: Store | None = None, clock: Clock | None = None
 ) -> web.Application:
     """The issuer application, wired to the store and keys that ``settings`` name."""
-    app = web.Application(
-        client_max_size=settings.service.client_max_size_bytes,
-        middlewares=[service_middleware],
-    )
+    app = web.Application(client_max_size=settings.service.client_max_size_bytes)
     if clock is not None:
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=True)
     app[METRICS] = RequestMetrics("issuer")
-    app[ROUTE_SCOPES] = SCOPES
     app[QR_CACHE] = ImageCache()
-    app.add_routes(HEALTH_ROUTES)
-    app.add_routes(METRICS_ROUTES)
-    app.add_routes(SUBJECT_ROUTES)
-    app.add_routes(KEY_ROUTES)
-    app.add_routes(OPENAPI_ROUTES)
+    add_service_routes(
+        app,
+        [*HEALTH_ROUTES, *METRICS_ROUTES, *SUBJECT_ROUTES, *KEY_ROUTES, *OPENAPI_ROUTES],
+        SCOPES,
+    )
     return app

@@ -10,11 +10,10 @@ from aiohttp import web
 
 from codeengine.settings import Settings
 from codeengine.store import Store
-from codeengine.web.auth import ROUTE_SCOPES
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
-from codeengine.web.middleware import METRICS, service_middleware
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
+from codeengine.web.service import METRICS, add_service_routes
 from verifier.openapi import OPENAPI_ROUTES
 from verifier.scanlog import ScanLogWriter
 from verifier.verify import SCAN_LOG, VERIFY_ROUTES
@@ -34,15 +33,11 @@ def create_app(
     """The verifier application, wired to the store and trust list ``settings`` name."""
     # A full batch is larger than any other body: about 600 bytes of JSON a code.
     batch_bytes = settings.verifier.batch_max * BATCH_ITEM_BYTES
-    app = web.Application(
-        client_max_size=max(settings.service.client_max_size_bytes, batch_bytes),
-        middlewares=[service_middleware],
-    )
+    app = web.Application(client_max_size=max(settings.service.client_max_size_bytes, batch_bytes))
     if clock is not None:
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=False)
     app[METRICS] = RequestMetrics("verifier")
-    app[ROUTE_SCOPES] = SCOPES
 
     async def scan_log(app: web.Application) -> AsyncIterator[None]:
         writer = ScanLogWriter(app[STORE], settings.verifier)
@@ -53,8 +48,7 @@ def create_app(
 
     # After the runtime's context, so the store exists first and is closed last.
     app.cleanup_ctx.append(scan_log)
-    app.add_routes(HEALTH_ROUTES)
-    app.add_routes(METRICS_ROUTES)
-    app.add_routes(VERIFY_ROUTES)
-    app.add_routes(OPENAPI_ROUTES)
+    add_service_routes(
+        app, [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES], SCOPES
+    )
     return app

@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = [
     "CLIENT",
     "CREDENTIALS",
-    "ROUTE_SCOPES",
     "Client",
     "Credentials",
     "authorize",
@@ -21,7 +20,6 @@ __all__ = [
 import hashlib
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +117,6 @@ def load_credentials(path: Path, rate_share: float = 1.0) -> Credentials:
     return Credentials(clients, rate_share)
 
 
-ROUTE_SCOPES = web.AppKey("route_scopes", Mapping[str, str])
 CREDENTIALS = web.AppKey("credentials", Credentials)
 CLIENT = web.RequestKey("client", Client)
 

@@ -1,0 +1,83 @@
+"""Access, problems and metrics for every route, wrapped around each handler once at start-up.
+
+Each handler is wrapped when its route is added: the wrapper checks the route's scope and the
+client's rate, turns any failure into a problem body, and counts and times the answer by
+operation and reason. The wrapper knows its operation and scope from the start, so a request
+pays for no lookup of either. This replaces an aiohttp middleware: with any middleware
+installed, aiohttp runs every request through a chain built around it plus a frame of its own,
+which cost about 10 µs a request here, a tenth of the framework floor.
+
+A catch-all route, added last, answers paths and methods no route serves with the same problem
+bodies (404 ``NOT_FOUND``, 405 ``METHOD_NOT_ALLOWED`` with ``Allow``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["METRICS", "UNMATCHED", "add_service_routes", "service_handler"]
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import cast
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from codeengine.web.auth import authorize
+from codeengine.web.metrics import RequestMetrics
+from codeengine.web.problems import REASON, problem_for
+
+METRICS = web.AppKey("request_metrics", RequestMetrics)
+UNMATCHED = "unmatched"
+_OK = "OK"
+
+
+def service_handler(handler: Handler, operation: str, scope: str | None) -> Handler:
+    """``handler`` behind authorization (if ``scope``), problem mapping and request metrics."""
+    clock = time.perf_counter
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        started = clock()
+        try:
+            if scope is not None:
+                authorize(request, scope)
+            response = await handler(request)
+        except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
+            response = problem_for(exc, request)
+        request.app[METRICS].record(operation, response.get(REASON, _OK), clock() - started)
+        return response
+
+    wrapped.__name__ = wrapped.__qualname__ = f"service_{operation}"
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """No route serves this path, or not with this method: 405 with Allow, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name == UNMATCHED:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    raise web.HTTPNotFound()
+
+
+def add_service_routes(
+    app: web.Application, routes: Iterable[web.RouteDef], scopes: Mapping[str, str]
+) -> None:
+    """Add ``routes`` with their handlers wrapped, then the catch-all for everything else.
+
+    ``scopes`` maps a route's name (its operation) to the scope it needs; routes not named there
+    are open. Every route must have a name: it labels the route's metrics.
+    """
+    for route in routes:
+        if not route.kwargs.get("name"):
+            raise ValueError(f"route {route.method} {route.path} needs a name")
+        name = route.kwargs["name"]
+        handler = service_handler(cast(Handler, route.handler), name, scopes.get(name))
+        web.RouteDef(route.method, route.path, handler, route.kwargs).register(app.router)
+    fallback = service_handler(_unmatched, UNMATCHED, None)
+    app.router.add_route("*", "/{path:.*}", fallback, name=UNMATCHED)
