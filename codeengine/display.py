@@ -19,8 +19,7 @@ __all__ = [
 
 import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -43,9 +42,8 @@ def refresh_at(iat: int, ttl_s: int) -> int:
     return iat + ttl_s // 2
 
 
-@dataclass(frozen=True, slots=True)
-class DisplayedCode:
-    """The subject's current display token as the store holds it."""
+class DisplayedCode(NamedTuple):
+    """The subject's current display token as the store holds it (a tuple: read per request)."""
 
     token: str
     cti: bytes
@@ -75,15 +73,15 @@ class DisplayedCode:
         try:
             f: dict[str, Any] = msgpack.unpackb(raw)
             return cls(
-                token=str(f["t"]),
-                cti=bytes(f["i"]),
-                iat=int(f["ia"]),
-                exp=int(f["e"]),
-                colour=_COLOURS[f["c"]],
-                version=int(f["v"]),
-                previous_digest=bytes(f.get("pd", b"")),
-                previous_exp=int(f.get("pe", 0)),
-                kid=bytes(f.get("k", b"")),
+                str(f["t"]),
+                bytes(f["i"]),
+                int(f["ia"]),
+                int(f["e"]),
+                _COLOURS[f["c"]],
+                int(f["v"]),
+                bytes(f.get("pd", b"")),
+                int(f.get("pe", 0)),
+                bytes(f.get("k", b"")),
             )
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored display token is corrupt") from exc

@@ -5,12 +5,14 @@ from __future__ import annotations
 __all__ = ["TokenBucket"]
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TokenBucket:
-    """``rate_per_s`` tokens a second, at most ``burst`` saved up; one request takes one."""
+class TokenBucket(NamedTuple):
+    """``rate_per_s`` tokens a second, at most ``burst`` saved up; one request takes one.
+
+    A tuple: every request makes a new one, and a tuple is the cheapest immutable value.
+    """
 
     rate_per_s: float
     burst: float

@@ -37,7 +37,7 @@ def _check(name: str, spec: Field, value: Any) -> Any:
     ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
     if not ok:
         raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
-    if isinstance(value, str) and not _encodable(value):
+    if isinstance(value, str) and not value.isascii() and not _encodable(value):
         raise BadRequest(f"field {name!r} is not valid Unicode text")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
