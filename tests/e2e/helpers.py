@@ -23,10 +23,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict[str, object]]:
+def get_json(
+    url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, object]]:
     """GET a URL; the status and the decoded JSON body (HTTP errors included)."""
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), json.loads(exc.read())
