@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_CLUSTERS := var/test-clusters
 APT_PACKAGES := redis-server
 
-.PHONY: help run test lint typecheck format bench bench-http bench-offline bootstrap system-packages clean
+.PHONY: help run test lint typecheck format bench bench-http bench-offline capacity bootstrap system-packages clean
 BENCH_HTTP_ARGS ?=
 
 help: ## List the targets
@@ -64,6 +64,9 @@ bench-http: bootstrap ## HTTP throughput under wrk beside the floors; JSON in be
 
 bench-offline: bootstrap ## Offline verify rate beside the raw signature-verify rate
 	$(PY) -m bench.offline
+
+capacity: bootstrap ## Write docs/capacity.md from bench/results/latest.json
+	$(PY) -m bench.capacity
 
 clean: ## Remove the venv and every generated file under var/ (stop `make run` first)
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
