@@ -1078,10 +1078,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.http", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds measured per scenario")
+    parser.add_argument("--duration", type=int, default=5, help="seconds measured per scenario")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
-    parser.add_argument("--workers", type=parse_workers, default=[1], help="e.g. 1,2")
+    parser.add_argument("--workers", type=parse_workers, default=[1, 2], help="e.g. 1,2")
     parser.add_argument(
         "--scenarios",
         type=resolve_scenarios,
@@ -1089,7 +1089,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help=f"comma-separated, from {', '.join(SCENARIOS)} (the floors always run)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="run every scenario N times; report the median"
+        "--rounds", type=int, default=3, help="run every scenario N times; report the median"
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
