@@ -8,36 +8,59 @@ from __future__ import annotations
 
 __all__ = [
     "APPEND_SCANS",
+    "APPLY_RISK",
     "CREATE_SUBJECT",
     "PUT_KEYRING",
+    "RESTORE_RISK",
     "REVOKE",
+    "SET_OVERRIDE",
     "SET_STATUS",
     "SWAP_DISPLAY",
 ]
 
+# Every audited write appends to the subject's audit stream through this function. Entries form
+# a hash chain: each names the hash of the one before (``prev``), its hash ``h`` is the SHA-1 of
+# its packed bytes, and the record keeps the latest hash (``rec.h``), so an altered, removed or
+# reordered entry breaks the chain (codeengine.audit verifies it). The stream is never trimmed.
+_AUDIT = """
+local function audit(stream, rec, entry)
+  entry.prev = rec.h or ''
+  local packed = cmsgpack.pack(entry)
+  local h = redis.sha1hex(packed)
+  rec.h = h
+  redis.call('XADD', stream, '*', 'e', packed, 'h', h)
+end
+"""
+
 # KEYS: subject record, audit stream.
-# ARGV: packed record, actor, audit stream max length.
+# ARGV: packed record, actor.
 # Returns {1, record} when created, {0, existing record} when the subject existed already.
-CREATE_SUBJECT = """
+CREATE_SUBJECT = (
+    _AUDIT
+    + """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   -- Rewrite the same value: the caller's WAIT then covers the original create too.
   redis.call('SET', KEYS[1], cur, 'KEEPTTL')
   return {0, cur}
 end
-redis.call('SET', KEYS[1], ARGV[1])
 local rec = cmsgpack.unpack(ARGV[1])
-local entry = {op='create', actor=ARGV[2], reason='', new=rec.col, v=rec.v, at=rec.u, op_id=''}
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', cmsgpack.pack(entry))
-return {1, ARGV[1]}
+audit(KEYS[2], rec, {op='create', actor=ARGV[2], reason='', new=rec.col, v=rec.v, at=rec.u,
+                     op_id=''})
+local packed = cmsgpack.pack(rec)
+redis.call('SET', KEYS[1], packed)
+return {1, packed}
 """
+)
 
 # KEYS: subject record, this operation's marker, audit stream.
-# ARGV: if_version, colour, op_id, at, actor, reason, audit stream max length.
+# ARGV: if_version, colour, op_id, at, actor, reason.
 # Returns {1, new version, colour} when applied, {2, version, colour} when this op_id was
 # applied before (with what it applied), {-1, 0, 0} for an unknown subject and
 # {-2, current version, 0} for a stale if_version.
-SET_STATUS = """
+SET_STATUS = (
+    _AUDIT
+    + """
 local done = redis.call('GET', KEYS[2])
 if done then
   -- A resend: rewrite the same marker so that the caller's WAIT covers the original write.
@@ -53,13 +76,137 @@ local old = rec.col
 rec.col = tonumber(ARGV[2])
 rec.v = rec.v + 1
 rec.u = tonumber(ARGV[4])
+audit(KEYS[3], rec, {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col, v=rec.v,
+                     at=rec.u, op_id=ARGV[3]})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
 redis.call('SET', KEYS[2], rec.v .. ':' .. rec.col, 'EX', 86400)
-local entry = {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col, v=rec.v,
-               at=rec.u, op_id=ARGV[3]}
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'e', cmsgpack.pack(entry))
 return {1, rec.v, rec.col}
 """
+)
+
+# Risk periods are a flat array {colour, until, colour, until, ...} in the record (``rec.r``),
+# one pair per colour, ordered by colour. This mirrors codeengine.rules.merge_risk_at.
+_RISK = """
+local function risk_map(flat, now)
+  local m = {}
+  if flat then
+    for i = 1, #flat, 2 do
+      if flat[i + 1] > now then m[flat[i]] = flat[i + 1] end
+    end
+  end
+  return m
+end
+local function risk_flat(m)
+  local out = {}
+  for colour = 0, 3 do
+    if m[colour] then out[#out + 1] = colour; out[#out + 1] = m[colour] end
+  end
+  return out
+end
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+"""
+
+# One imported risk record. KEYS: subject record, the batch's snapshot of this subject, audit
+# stream. ARGV: colour, until, cleared colours (comma list), now, actor, reason (record type),
+# kind, city, no-data colour, batch id.
+# A subject the batch meets first is created (kind, city, no-data colour). Applying the same
+# record again changes nothing: no version, no audit entry. The first change a batch makes to
+# a subject saves the subject's risk periods before it (for rollback); every change it makes
+# records the version it left, so a rollback can tell whether anything changed since.
+# Returns {changed 0/1, version, created 0/1}.
+APPLY_RISK = (
+    _AUDIT
+    + _RISK
+    + """
+local now = tonumber(ARGV[4])
+local cur = redis.call('GET', KEYS[1])
+local rec, created = nil, 0
+if cur then
+  rec = cmsgpack.unpack(cur)
+else
+  rec = {k=tonumber(ARGV[7]), c=tonumber(ARGV[8]), col=tonumber(ARGV[9]), v=1, u=now}
+  created = 1
+end
+local original = rec.r or {}
+local before = risk_flat(risk_map(rec.r, now))
+local m = risk_map(rec.r, now)
+for colour in string.gmatch(ARGV[3], '%d+') do m[tonumber(colour)] = nil end
+local colour, untilv = tonumber(ARGV[1]), tonumber(ARGV[2])
+if colour ~= 1 and untilv > now and (m[colour] or 0) < untilv then m[colour] = untilv end
+local after = risk_flat(m)
+-- Nothing to change (a repeat, or a record that ends no running period): no write at all,
+-- and a subject the topic library names without any risk is not created for it.
+if same(before, after) then return {0, created == 0 and rec.v or 0, 0} end
+local snap = redis.call('GET', KEYS[2])
+local saved
+if snap then saved = cmsgpack.unpack(snap) else saved = {r=original} end
+if created == 0 then rec.v = rec.v + 1 end
+rec.r = after
+rec.u = now
+audit(KEYS[3], rec, {op='risk', actor=ARGV[5], reason=ARGV[6], old=rec.col, new=rec.col, v=rec.v,
+                     at=now, op_id=ARGV[10], risk=after})
+redis.call('SET', KEYS[1], cmsgpack.pack(rec))
+saved.v = rec.v
+redis.call('SET', KEYS[2], cmsgpack.pack(saved))
+return {1, rec.v, created}
+"""
+)
+
+# A batch's rollback of one subject. KEYS: subject record, the batch's snapshot, audit stream.
+# ARGV: now, actor, batch id. Restores the risk periods saved before the batch, unless the
+# subject changed since the batch last wrote it.
+# Returns {1, version} restored, {0, version} nothing to do, {-2, version} changed since.
+RESTORE_RISK = (
+    _AUDIT
+    + """
+local snap = redis.call('GET', KEYS[2])
+local cur = redis.call('GET', KEYS[1])
+if not snap or not cur then return {0, 0} end
+local saved = cmsgpack.unpack(snap)
+local rec = cmsgpack.unpack(cur)
+if saved.done then return {0, rec.v} end
+if rec.v ~= saved.v then return {-2, rec.v} end
+rec.v = rec.v + 1
+rec.r = saved.r
+rec.u = tonumber(ARGV[1])
+audit(KEYS[3], rec, {op='rollback', actor=ARGV[2], reason='batch rolled back', old=rec.col,
+                     new=rec.col, v=rec.v, at=rec.u, op_id=ARGV[3], risk=saved.r})
+redis.call('SET', KEYS[1], cmsgpack.pack(rec))
+saved.done = 1
+redis.call('SET', KEYS[2], cmsgpack.pack(saved))
+return {1, rec.v}
+"""
+)
+
+# An upheld appeal. KEYS: subject record, the appeal's marker, audit stream.
+# ARGV: colour, until, at, actor, reason, appeal id.
+# Returns {1, version} applied, {2, version} this appeal was applied before, {-1, 0} unknown.
+SET_OVERRIDE = (
+    _AUDIT
+    + """
+local done = redis.call('GET', KEYS[2])
+if done then
+  redis.call('SET', KEYS[2], done, 'KEEPTTL')
+  return {2, tonumber(done)}
+end
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {-1, 0} end
+local rec = cmsgpack.unpack(cur)
+rec.v = rec.v + 1
+rec.o = {tonumber(ARGV[1]), tonumber(ARGV[2])}
+rec.u = tonumber(ARGV[3])
+audit(KEYS[3], rec, {op='appeal', actor=ARGV[4], reason=ARGV[5], old=rec.col,
+                     new=tonumber(ARGV[1]), v=rec.v, at=rec.u, op_id=ARGV[6],
+                     until=tonumber(ARGV[2])})
+redis.call('SET', KEYS[1], cmsgpack.pack(rec))
+redis.call('SET', KEYS[2], rec.v, 'EX', 86400)
+return {1, rec.v}
+"""
+)
 
 # KEYS: the subject's display token. ARGV: the value the caller saw ('' for none), the new
 # value, its time to live in ms. The new value is stored unless another process replaced the

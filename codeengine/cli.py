@@ -15,6 +15,7 @@ from pathlib import Path
 from codeengine.devcluster import ClusterError, DevCluster
 from codeengine.devkeys import ensure_dev_material
 from codeengine.errors import CodeEngineError
+from codeengine.ops import add_ops_commands
 from codeengine.settings import ENV_PREFIX, SettingsError, load_settings
 
 DEFAULT_CLUSTER_PORT = 7000
@@ -23,7 +24,7 @@ DEFAULT_CLUSTER_PORT = 7000
 DEFAULT_CONFIG = Path("configs/engine.toml")
 
 
-def _config_path(args: argparse.Namespace) -> Path | None:
+def config_path(args: argparse.Namespace) -> Path | None:
     """``--config``, else ``$CODEENGINE_CONFIG``, else ``configs/engine.toml`` if present."""
     path = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
     if path:
@@ -34,13 +35,13 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from codeengine.supervisor import run_system
 
-    config = _config_path(args)
+    config = config_path(args)
     settings = load_settings(config)
     return run_system(settings, Path(args.var), args.cluster_port, config)
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:
-    settings = load_settings(_config_path(args))
+    settings = load_settings(config_path(args))
     credentials = ensure_dev_material(settings)
     print(f"keyring: {settings.keys.keyring_file}")
     print(f"pepper: {settings.keys.pepper_file}")
@@ -88,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--port", type=int, default=DEFAULT_CLUSTER_PORT)
     cluster.add_argument("--persistent", action="store_true")
     cluster.set_defaults(func=_cmd_cluster)
+
+    add_ops_commands(commands)
     return parser
 
 

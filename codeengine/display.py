@@ -111,7 +111,7 @@ def is_current_at(
     revocation of the old key that may follow it, reach every displayed code at once."""
     return (
         shown is not None
-        and shown.colour == record.colour
+        and shown.colour == record.colour_at(now)
         and shown.version == record.version
         and shown.iat <= now < refresh_at(shown.iat, ttl_s)
         and (signing_kid is None or shown.kid == signing_kid)
@@ -129,7 +129,7 @@ def claims_for_at(record: SubjectRecord, now: int, ttl_s: int, cti: bytes) -> Cl
         subject=subject_bytes(record.subject),
         kind=record.kind,
         city=record.city,
-        colour=record.colour,
+        colour=record.colour_at(now),
         version=record.version,
     )
 

@@ -78,6 +78,16 @@ class Reason(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL = "INTERNAL"
+    # Bulk conversion (赋码/转码 from the topic library): why a row was refused.
+    UNKNOWN_RECORD_TYPE = "UNKNOWN_RECORD_TYPE"
+    BAD_EVENT_TIME = "BAD_EVENT_TIME"
+    BAD_SOURCE = "BAD_SOURCE"
+    BAD_ROW = "BAD_ROW"
+    BATCH_ROLLED_BACK = "BATCH_ROLLED_BACK"
+    BATCH_RUNNING = "BATCH_RUNNING"
+    UNKNOWN_BATCH = "UNKNOWN_BATCH"
+    UNKNOWN_APPEAL = "UNKNOWN_APPEAL"
+    APPEAL_DECIDED = "APPEAL_DECIDED"
     OVERLOADED = "OVERLOADED"
 
 
@@ -228,3 +238,27 @@ class TrustListStale(VerificationError):
     """The cached trust list is older than its maximum age; fetch it again."""
 
     reason = Reason.TRUST_LIST_STALE
+
+
+class BatchConflict(CodeEngineError):
+    """A batch id that cannot be used now: rolled back, or being imported by another run."""
+
+    reason = Reason.BATCH_RUNNING
+
+
+class UnknownBatch(CodeEngineError, LookupError):
+    """No batch with that id has been imported."""
+
+    reason = Reason.UNKNOWN_BATCH
+
+
+class UnknownAppeal(CodeEngineError, LookupError):
+    """No appeal with that id."""
+
+    reason = Reason.UNKNOWN_APPEAL
+
+
+class AppealDecided(CodeEngineError):
+    """The appeal has been decided already: a decision is final."""
+
+    reason = Reason.APPEAL_DECIDED

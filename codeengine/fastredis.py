@@ -439,6 +439,37 @@ class FastCluster:
         reply = await self._call(slot, pack_command(args), deadline, args[0])
         return self._reply(reply, args[0], expect_errors)
 
+    def primary_slots(self) -> list[int]:
+        """One slot owned by each primary of the current slot map (to address a whole node)."""
+        first: dict[Address, int] = {}
+        for slot, node in enumerate(self._slots):
+            if node is not None and node.addr not in first:
+                first[node.addr] = slot
+        return sorted(first.values())
+
+    async def execute_at_slot(self, slot: int, *args: Arg, deadline_s: float | None = None) -> Any:
+        """Run one command on the primary owning ``slot`` (SCAN, WAIT: commands of a node)."""
+        reply = await self._call(slot, pack_command(args), self._deadline(deadline_s), args[0])
+        return self._reply(reply, args[0], ())
+
+    async def wait_for_keys(
+        self, keys: Sequence[str | bytes], replicas: int, timeout_ms: int
+    ) -> int:
+        """WAIT on every primary that owns one of ``keys``; the fewest replicas any confirmed.
+
+        WAIT counts the writes of its own connection, and this client has one connection per
+        primary, so it covers every write this process sent that primary before.
+        """
+        slots = {self._slots[key_slot(k)]: key_slot(k) for k in keys}
+        acks = await asyncio.gather(
+            *(
+                self.execute_at_slot(slot, "WAIT", replicas, timeout_ms,
+                                     deadline_s=timeout_ms / 1000 + self._deadline_s)
+                for slot in slots.values()
+            )
+        )  # fmt: skip
+        return min((int(a) for a in acks), default=replicas)
+
     async def get(self, key: str | bytes, *, deadline_s: float | None = None) -> bytes | None:
         """GET: the value, or None."""
         value: bytes | None = await self.execute(key, "GET", key, deadline_s=deadline_s)

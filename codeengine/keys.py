@@ -68,3 +68,33 @@ def token_key(subject: SubjectId) -> str:
 def subject_keys(subject: SubjectId, op_id: str) -> tuple[str, str, str]:
     """The keys a status write touches, in the order the scripts expect them."""
     return subject_key(subject), op_key(subject, op_id), audit_key(subject)
+
+
+def batch_key(batch_id: str) -> str:
+    """A bulk conversion batch: its state and counters (hash)."""
+    return f"{NAMESPACE}:b:{{{batch_id}}}"
+
+
+def batch_subjects_key(batch_id: str) -> str:
+    """The subjects a batch changed (set of pseudonyms), for its rollback."""
+    return f"{NAMESPACE}:b:{{{batch_id}}}:s"
+
+
+def batch_errors_key(batch_id: str) -> str:
+    """A batch's refused rows: line number and reason code, never the row (list)."""
+    return f"{NAMESPACE}:b:{{{batch_id}}}:e"
+
+
+def batch_snapshot_key(subject: SubjectId, batch_id: str) -> str:
+    """What one subject's risk periods were before a batch changed them, for its rollback."""
+    return f"{NAMESPACE}:bs:{{{subject}}}:{batch_id}"
+
+
+def appeal_key(appeal_id: str) -> str:
+    """An appeal (异议): subject, reason, evidence reference, decision (hash)."""
+    return f"{NAMESPACE}:ap:{{{appeal_id}}}"
+
+
+def appeal_marker_key(subject: SubjectId, appeal_id: str) -> str:
+    """The marker of an applied appeal decision, so that a resend is a no-op."""
+    return f"{NAMESPACE}:o:{{{subject}}}:appeal:{appeal_id}"

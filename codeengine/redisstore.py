@@ -12,7 +12,7 @@ __all__ = ["RedisStore", "StoreSettings"]
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,15 +23,23 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from codeengine import keys
 from codeengine._scripts import (
     APPEND_SCANS,
+    APPLY_RISK,
     CREATE_SUBJECT,
     PUT_KEYRING,
+    RESTORE_RISK,
     REVOKE,
+    SET_OVERRIDE,
     SET_STATUS,
     SWAP_DISPLAY,
 )
 from codeengine.display import DisplayedCode
 from codeengine.errors import (
+    AppealDecided,
+    BatchConflict,
+    Reason,
     StoreUnavailable,
+    UnknownAppeal,
+    UnknownBatch,
     UnknownSubject,
     VersionConflict,
     WriteNotReplicated,
@@ -41,6 +49,7 @@ from codeengine.metrics import STORE_LATENCY
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
+from codeengine.store import RiskWrite
 from codeengine.suites import b64url_decode, b64url_encode
 from codeengine.verification import Revocations
 
@@ -55,7 +64,10 @@ _CLIENT_FAILURES = (
     AttributeError,
     RuntimeError,
 )
-AUDIT_MAX_LEN = 10_000
+BATCH_SNAPSHOT_TTL_S = 30 * 86400
+"""How long a batch can be rolled back: its subjects' snapshots expire after this."""
+MAX_BATCH_ERRORS = 100_000
+SCAN_COUNT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,8 @@ class RedisStore:
         self._fast_started = False
         self._fast_starting: asyncio.Future[None] | None = None
         self._swap_display = self._fast.script(SWAP_DISPLAY)
+        self._apply_risk = self._fast.script(APPLY_RISK)
+        self._restore_risk = self._fast.script(RESTORE_RISK)
         self._append_scans = self._fast.script(APPEND_SCANS)
         # Latency series of the hot paths, looked up once.
         self._display_read = {o: STORE_LATENCY.labels("display read", o) for o in ("ok", "error")}
@@ -232,7 +246,7 @@ class RedisStore:
             return await self._write_then_wait(
                 CREATE_SUBJECT,
                 [keys.subject_key(subject), keys.audit_key(subject)],
-                [record.pack(), actor, AUDIT_MAX_LEN],
+                [record.pack(), actor],
             )
 
         created, raw = await self._bounded(work, self._settings.write_deadline_ms, "create")
@@ -252,7 +266,6 @@ class RedisStore:
                     change.at,
                     change.actor,
                     change.reason,
-                    AUDIT_MAX_LEN,
                 ],
                 wrote=lambda result: int(result[0]) > 0,
             )
@@ -412,6 +425,286 @@ class RedisStore:
             for _id, fields in rows[:limit]
         ]
         return entries, len(rows) > limit
+
+    # Bulk conversion, appeals, audit chains.
+
+    async def get_subjects(self, subjects: Sequence[SubjectId]) -> list[SubjectRecord | None]:
+        """Several subjects' records (pipelined GETs, one per subject's slot)."""
+        fast = await self._hot()
+        deadline_s = self._settings.write_deadline_ms / 1000
+        raws = await asyncio.gather(
+            *(fast.get(keys.subject_key(s), deadline_s=deadline_s) for s in subjects)
+        )
+        return [
+            None if raw is None else SubjectRecord.unpack(s, raw)
+            for s, raw in zip(subjects, raws, strict=True)
+        ]
+
+    async def begin_batch(
+        self, batch_id: str, rules_version: int, now: int
+    ) -> dict[str, str] | None:
+        """Register the batch, or find it done (returned), rolled back (refused) or resumable."""
+        fast = await self._hot()
+        key = keys.batch_key(batch_id)
+        created = await fast.execute(key, "HSETNX", key, "state", "running")
+        if int(created):
+            await fast.execute(key, "HSET", key, "rules_version", rules_version,
+                               "created_at", now, "updated_at", now)  # fmt: skip
+            return None
+        meta = await self._batch_meta(batch_id)
+        if meta.get("state") == "rolled_back":
+            raise BatchConflict(
+                "this batch was rolled back: import it again under a new id",
+                reason=Reason.BATCH_ROLLED_BACK,
+            )
+        if meta.get("state") == "done":
+            return meta
+        return None
+
+    async def _batch_meta(self, batch_id: str) -> dict[str, str]:
+        fast = await self._hot()
+        key = keys.batch_key(batch_id)
+        flat = await fast.execute(key, "HGETALL", key)
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    async def apply_risk(
+        self, batch_id: str, writes: Sequence[RiskWrite], now: int, actor: str
+    ) -> list[tuple[int, int]]:
+        """Apply a chunk of risk records (pipelined), then WAIT once per primary touched."""
+        if not writes:
+            return []
+        fast = await self._hot()
+        deadline_s = self._settings.write_deadline_ms / 1000
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._apply_risk(
+                        [keys.subject_key(w.subject), keys.batch_snapshot_key(w.subject, batch_id),
+                         keys.audit_key(w.subject)],
+                        [int(w.colour), w.until, ",".join(str(int(c)) for c in w.clears), now,
+                         actor, w.reason, int(w.kind), w.city, int(w.no_data), batch_id],
+                        deadline_s=deadline_s,
+                    )
+                    for w in writes
+                )
+            )  # fmt: skip
+            changed = [w.subject for w, r in zip(writes, results, strict=True) if int(r[0])]
+            if changed:
+                await self._replicated(fast, [keys.subject_key(s) for s in changed])
+                await self._expire_snapshots(fast, batch_id, changed)
+                set_key = keys.batch_subjects_key(batch_id)
+                await fast.execute(set_key, "SADD", set_key, *changed, deadline_s=deadline_s)
+            outcome = "ok"
+        finally:
+            STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
+        return [(int(r[0]), int(r[2])) for r in results]
+
+    async def _replicated(self, fast: FastCluster, written: list[str]) -> None:
+        acked = await fast.wait_for_keys(
+            written, self._settings.replicas_to_ack, self._settings.replica_ack_timeout_ms
+        )
+        if acked < self._settings.replicas_to_ack:
+            raise WriteNotReplicated("no replica confirmed the batch's writes in time")
+
+    async def _expire_snapshots(
+        self, fast: FastCluster, batch_id: str, subjects: list[SubjectId]
+    ) -> None:
+        await asyncio.gather(
+            *(
+                fast.execute(snapshot, "EXPIRE", snapshot, BATCH_SNAPSHOT_TTL_S, "NX")
+                for snapshot in (keys.batch_snapshot_key(s, batch_id) for s in subjects)
+            )
+        )
+
+    async def record_batch_progress(
+        self, batch_id: str, counters: dict[str, int], errors: list[tuple[int, str]], now: int
+    ) -> None:
+        """Counters so far (any API caller sees the progress) and the refused rows."""
+        fast = await self._hot()
+        key = keys.batch_key(batch_id)
+        fields = [x for name, value in counters.items() for x in (name, value)]
+        await fast.execute(key, "HSET", key, *fields, "updated_at", now)
+        if errors:
+            errors_key = keys.batch_errors_key(batch_id)
+            await fast.execute(errors_key, "RPUSH", errors_key,
+                               *(f"{line}:{reason}" for line, reason in errors))  # fmt: skip
+            await fast.execute(errors_key, "LTRIM", errors_key, 0, MAX_BATCH_ERRORS - 1)
+
+    async def finish_batch(
+        self, batch_id: str, state: str, counters: dict[str, int], now: int
+    ) -> None:
+        """The final state and counters."""
+        await self.record_batch_progress(batch_id, counters, [], now)
+        fast = await self._hot()
+        key = keys.batch_key(batch_id)
+        await fast.execute(key, "HSET", key, "state", state, "finished_at", now)
+
+    async def batch_info(
+        self, batch_id: str, max_errors: int
+    ) -> tuple[dict[str, str], list[tuple[int, str]]]:
+        """State, counters and the first ``max_errors`` refused rows."""
+        meta = await self._batch_meta(batch_id)
+        if not meta:
+            raise UnknownBatch("no batch with this id")
+        fast = await self._hot()
+        errors_key = keys.batch_errors_key(batch_id)
+        raw = await fast.execute(errors_key, "LRANGE", errors_key, 0, max_errors - 1)
+        errors = []
+        for item in raw:
+            line, _, reason = item.decode().partition(":")
+            errors.append((int(line), reason))
+        return meta, errors
+
+    async def rollback_batch(self, batch_id: str, now: int, actor: str) -> dict[str, int]:
+        """Restore the batch's subjects in pipelined chunks, each acknowledged after WAIT."""
+        meta = await self._batch_meta(batch_id)
+        if not meta:
+            raise UnknownBatch("no batch with this id")
+        if meta.get("state") == "running":
+            raise BatchConflict("the batch is being imported: wait until it is done")
+        fast = await self._hot()
+        deadline_s = self._settings.write_deadline_ms / 1000
+        set_key = keys.batch_subjects_key(batch_id)
+        counts = {"restored": 0, "unchanged": 0, "changed_since": 0}
+        cursor = "0"
+        while True:
+            cursor_raw, members = await fast.execute(
+                set_key, "SSCAN", set_key, cursor, "COUNT", SCAN_COUNT
+            )
+            subjects = [SubjectId(m.decode()) for m in members]
+            results = await asyncio.gather(
+                *(
+                    self._restore_risk(
+                        [keys.subject_key(s), keys.batch_snapshot_key(s, batch_id),
+                         keys.audit_key(s)],
+                        [now, actor, batch_id],
+                        deadline_s=deadline_s,
+                    )
+                    for s in subjects
+                )
+            )  # fmt: skip
+            restored = [s for s, r in zip(subjects, results, strict=True) if int(r[0]) == 1]
+            if restored:
+                await self._replicated(fast, [keys.subject_key(s) for s in restored])
+            for result in results:
+                code = int(result[0])
+                counts[
+                    "restored" if code == 1 else "changed_since" if code == -2 else "unchanged"
+                ] += 1
+            cursor = cursor_raw.decode()
+            if cursor == "0":
+                break
+        key = keys.batch_key(batch_id)
+        fields = [x for name, value in counts.items() for x in (f"rollback_{name}", value)]
+        await fast.execute(key, "HSET", key, "state", "rolled_back", "rolled_back_at", now, *fields)
+        return counts
+
+    async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
+        """Store the appeal (a hash in its own slot), acknowledged after WAIT."""
+        fast = await self._hot()
+        key = keys.appeal_key(appeal_id)
+        await fast.execute(key, "HSET", key, *(x for item in fields.items() for x in item))
+        await self._replicated(fast, [key])
+
+    async def get_appeal(self, appeal_id: str) -> dict[str, str]:
+        """The appeal's fields, or UnknownAppeal."""
+        fast = await self._hot()
+        key = keys.appeal_key(appeal_id)
+        flat = await fast.execute(key, "HGETALL", key)
+        if not flat:
+            raise UnknownAppeal("no appeal with this id")
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    async def decide_appeal(
+        self,
+        appeal_id: str,
+        subject: SubjectId,
+        decision: dict[str, str],
+        override: tuple[Colour, int] | None,
+        actor: str,
+        now: int,
+    ) -> int:
+        """Record the decision once, then apply an upheld one's override, exactly once.
+
+        A repeat of the same decision is a no-op, except that it finishes a decision whose
+        override had not been applied yet (a store failure in between): then it applies the
+        colour and expiry recorded the first time.
+        """
+        fast = await self._hot()
+        key = keys.appeal_key(appeal_id)
+        first = int(await fast.execute(key, "HSETNX", key, "decision", decision["decision"]))
+        if first:
+            await fast.execute(key, "HSET", key, *(x for item in decision.items() for x in item))
+            await self._replicated(fast, [key])
+        else:
+            stored = await self.get_appeal(appeal_id)
+            if stored.get("decision") != decision["decision"]:
+                raise AppealDecided("this appeal has been decided already")
+            if stored.get("applied") == "1" or override is None:
+                record = await self.get_subject(subject)
+                return 0 if record is None else record.version
+            override = (Colour[stored["colour"].upper()], int(stored["until"]))
+            decision = stored
+        if override is None:
+            await fast.execute(key, "HSET", key, "applied", "1")
+            record = await self.get_subject(subject)
+            return 0 if record is None else record.version
+        applied = override
+
+        async def work() -> Any:
+            return await self._write_then_wait(
+                SET_OVERRIDE,
+                [keys.subject_key(subject), keys.appeal_marker_key(subject, appeal_id),
+                 keys.audit_key(subject)],
+                [int(applied[0]), applied[1], now, actor, decision.get("decision_reason", ""),
+                 appeal_id],
+                wrote=lambda result: int(result[0]) > 0,
+            )  # fmt: skip
+
+        code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
+        if int(code) == -1:
+            raise UnknownSubject("no such subject")
+        await fast.execute(key, "HSET", key, "applied", "1")
+        return int(version)
+
+    async def audit_chain(
+        self, subject: SubjectId
+    ) -> tuple[SubjectRecord | None, list[tuple[bytes, str]]]:
+        """The record and every audit entry (packed entry, hash), oldest first."""
+        fast = await self._hot()
+        deadline_s = self._settings.write_deadline_ms / 1000
+        record_raw, rows = await asyncio.gather(
+            fast.get(keys.subject_key(subject), deadline_s=deadline_s),
+            fast.execute(keys.audit_key(subject), "XRANGE", keys.audit_key(subject), "-", "+",
+                         deadline_s=deadline_s),
+        )  # fmt: skip
+        record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
+        entries = []
+        for _id, flat in rows:
+            fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+            entries.append((bytes(fields.get(b"e", b"")), bytes(fields.get(b"h", b"")).decode()))
+        return record, entries
+
+    async def audited_subjects(self) -> AsyncIterator[SubjectId]:
+        """SCAN every primary for audit streams; each subject once per primary."""
+        fast = await self._hot()
+        pattern = keys.audit_key(SubjectId("*"))
+        prefix, suffix = pattern.split("*")
+        for slot in fast.primary_slots():
+            cursor = "0"
+            while True:
+                cursor_raw, names = await fast.execute_at_slot(
+                    slot, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "stream"
+                )
+                for name in names:
+                    text = name.decode()
+                    if text.startswith(prefix) and text.endswith(suffix):
+                        yield SubjectId(text[len(prefix) : len(text) - len(suffix)])
+                cursor = cursor_raw.decode()
+                if cursor == "0":
+                    break
 
     async def close(self) -> None:
         """Release every pooled connection."""

@@ -71,8 +71,8 @@ class CodeSettings:
     display_ttl_s: int = 120
     clock_skew_s: int = 30
     trust_list_max_age_s: int = 300
-    initial_colour: str = "green"
-    """The colour a newly generated subject starts with: green, or grey where policy says so."""
+    rules_file: str = "configs/rules.toml"
+    """The conversion rules: record types, periods, and the colour of a subject with no data."""
     keyring_refresh_s: float = 1.0
     """How often each process re-reads the keyring or trust list from the store."""
 
@@ -191,8 +191,6 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
-    if settings.codes.initial_colour not in {"green", "grey"}:
-        raise SettingsError("codes.initial_colour: expected green or grey")
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:

@@ -11,6 +11,7 @@ import msgpack
 
 from codeengine.errors import CodeEngineError
 from codeengine.model import CodeKind, Colour, SubjectId
+from codeengine.rules import Risk, effective_colour_at
 
 # Enum lookups by value, without the cost of calling the Enum on the read hot paths.
 _KINDS = {int(kind): kind for kind in CodeKind}
@@ -32,13 +33,32 @@ class SubjectRecord(NamedTuple):
     kind: CodeKind
     city: int
     colour: Colour
+    """The base colour: the no-data policy's, or what ops last set. See ``colour_at``."""
     version: int
     updated_at: int
+    risk: Risk = ()
+    """Risk periods from imported records (colour, until), as the rules set them."""
+    override: tuple[Colour, int] | None = None
+    """An upheld appeal's colour and the instant it ends."""
+    head: str = ""
+    """The hash of the subject's latest audit entry (the audit chain's head)."""
+
+    def colour_at(self, now: int) -> Colour:
+        """The colour the subject shows at ``now`` (override, risk periods, base)."""
+        if not self.risk and self.override is None:
+            return self.colour
+        return effective_colour_at(self.colour, self.risk, self.override, now)
 
     def pack(self) -> bytes:
         """The msgpack value stored under the subject's key (short field names: memory)."""
-        fields = {"k": int(self.kind), "c": self.city, "col": int(self.colour)}
+        fields: dict[str, Any] = {"k": int(self.kind), "c": self.city, "col": int(self.colour)}
         fields |= {"v": self.version, "u": self.updated_at}
+        if self.risk:
+            fields["r"] = [int(x) for period in self.risk for x in period]
+        if self.override is not None:
+            fields["o"] = [int(self.override[0]), self.override[1]]
+        if self.head:
+            fields["h"] = self.head
         return msgpack.packb(fields)  # type: ignore[no-any-return]
 
     @classmethod
@@ -46,6 +66,8 @@ class SubjectRecord(NamedTuple):
         """Read a stored value; a value the engine did not write raises CodeEngineError."""
         try:
             fields: dict[str, Any] = msgpack.unpackb(raw)
+            flat = fields.get("r") or ()
+            override = fields.get("o")
             return cls(
                 subject,
                 _KINDS[fields["k"]],
@@ -53,6 +75,9 @@ class SubjectRecord(NamedTuple):
                 _COLOURS[fields["col"]],
                 int(fields["v"]),
                 int(fields["u"]),
+                tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2)),
+                None if not override else (_COLOURS[override[0]], int(override[1])),
+                str(fields.get("h", "")),
             )
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored subject record is corrupt") from exc

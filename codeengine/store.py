@@ -6,15 +6,31 @@ real deployment is :class:`codeengine.redisstore.RedisStore` (a sharded Redis Cl
 
 from __future__ import annotations
 
-__all__ = ["Store"]
+__all__ = ["RiskWrite", "Store"]
 
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import NamedTuple, Protocol
 
 from codeengine.display import DisplayedCode
-from codeengine.model import SubjectId
+from codeengine.model import CodeKind, Colour, SubjectId
 from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.verification import Revocations
+
+
+class RiskWrite(NamedTuple):
+    """One imported risk record, as the store applies it to a subject."""
+
+    subject: SubjectId
+    colour: Colour
+    until: int
+    clears: tuple[Colour, ...]
+    reason: str
+    """The record type."""
+    kind: CodeKind
+    city: int
+    no_data: Colour
+    """The colour a subject created by the import starts with."""
 
 
 class Store(Protocol):
@@ -80,6 +96,63 @@ class Store(Protocol):
         self, city: int, from_ms: int, to_ms: int, limit: int
     ) -> tuple[list[ScanEntry], bool]:
         """A city's scan entries in ``[from_ms, to_ms]``, at most ``limit``; and if cut short."""
+
+    async def get_subjects(self, subjects: Sequence[SubjectId]) -> list[SubjectRecord | None]:
+        """Several subjects' records, in order (None for an unknown one)."""
+
+    async def begin_batch(
+        self, batch_id: str, rules_version: int, now: int
+    ) -> dict[str, str] | None:
+        """Register a batch: None to import (new, or resuming a run that stopped), or the
+        stored state of a batch imported to the end; BatchConflict if it was rolled back."""
+
+    async def apply_risk(
+        self, batch_id: str, writes: Sequence[RiskWrite], now: int, actor: str
+    ) -> list[tuple[int, int]]:
+        """Apply risk records, acknowledged after a replica has them; (changed, created) each."""
+
+    async def record_batch_progress(
+        self, batch_id: str, counters: dict[str, int], errors: list[tuple[int, str]], now: int
+    ) -> None:
+        """Store a batch's counters so far and append refused rows (line, reason)."""
+
+    async def finish_batch(
+        self, batch_id: str, state: str, counters: dict[str, int], now: int
+    ) -> None:
+        """Mark a batch done (or failed) with its final counters."""
+
+    async def batch_info(
+        self, batch_id: str, max_errors: int
+    ) -> tuple[dict[str, str], list[tuple[int, str]]]:
+        """A batch's state and counters and its first refused rows; UnknownBatch if none."""
+
+    async def rollback_batch(self, batch_id: str, now: int, actor: str) -> dict[str, int]:
+        """Restore every subject the batch changed, unless changed since; the counts."""
+
+    async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
+        """Store a new appeal."""
+
+    async def get_appeal(self, appeal_id: str) -> dict[str, str]:
+        """An appeal's fields; UnknownAppeal if none."""
+
+    async def decide_appeal(
+        self,
+        appeal_id: str,
+        subject: SubjectId,
+        decision: dict[str, str],
+        override: tuple[Colour, int] | None,
+        actor: str,
+        now: int,
+    ) -> int:
+        """Record a decision (once) and apply an upheld one's override; the subject's version."""
+
+    async def audit_chain(
+        self, subject: SubjectId
+    ) -> tuple[SubjectRecord | None, list[tuple[bytes, str]]]:
+        """The subject's record and its raw audit entries (packed entry, hash), oldest first."""
+
+    def audited_subjects(self) -> AsyncIterator[SubjectId]:
+        """Every subject that has an audit trail, shard by shard."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -164,7 +164,7 @@ def online_verdict_at(
             check_signature_at(decoded, trust, now)
         except VerificationError as exc:
             return refusal(exc, now, claims)
-    return _valid(claims, record.colour, now, now, degraded=False)
+    return _valid(claims, record.colour_at(now), now, now, degraded=False)
 
 
 def degraded_verdict_at(decoded: DecodedCode, trust: TrustList, now: int, *, grey: bool) -> Verdict:

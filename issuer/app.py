@@ -13,6 +13,8 @@ from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_service_routes
+from issuer.appeals import APPEAL_ROUTES
+from issuer.batches import BATCH_ROUTES
 from issuer.keys import KEY_ROUTES
 from issuer.openapi import OPENAPI_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
@@ -22,6 +24,13 @@ SCOPES = {
     "display": "display",
     "convert": "convert",
     "rotate": "admin",
+    "history": "convert",
+    "batch_import": "convert",
+    "batch_show": "convert",
+    "batch_rollback": "convert",
+    "appeal_file": "appeal",
+    "appeal_show": "appeal",
+    "appeal_decide": "convert",
 }
 
 
@@ -37,7 +46,15 @@ def create_app(
     app[QR_CACHE] = ImageCache()
     add_service_routes(
         app,
-        [*HEALTH_ROUTES, *METRICS_ROUTES, *SUBJECT_ROUTES, *KEY_ROUTES, *OPENAPI_ROUTES],
+        [
+            *HEALTH_ROUTES,
+            *METRICS_ROUTES,
+            *SUBJECT_ROUTES,
+            *KEY_ROUTES,
+            *BATCH_ROUTES,
+            *APPEAL_ROUTES,
+            *OPENAPI_ROUTES,
+        ],
         SCOPES,
     )
     return app

@@ -18,6 +18,7 @@ from codeengine.web.openapi import (
     spec_document,
     spec_handler,
 )
+from issuer.openapi_convert import CONVERT_PATHS, CONVERT_SCHEMAS
 
 SUBJECT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$"}
 COLOUR = {"type": "string", "enum": ["green", "yellow", "red", "grey"]}
@@ -83,13 +84,18 @@ SCHEMAS: dict[str, Any] = {
     "Converted": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["subject", "colour", "version", "applied", "op_id"],
+        "required": ["subject", "colour", "shows", "version", "applied", "op_id"],
         "properties": {
             "subject": SUBJECT_ID,
             "colour": COLOUR,
             "version": {"type": "integer"},
             "applied": {"type": "boolean"},
             "op_id": {"type": "string"},
+            "shows": {
+                **COLOUR,
+                "description": "The colour the subject shows now: a running rule period or "
+                "upheld appeal can outweigh the colour set (see its history).",
+            },
         },
     },
     "JWKS": {
@@ -276,8 +282,8 @@ SPEC = spec_document(
     title="codeengine issuer",
     description="Generate (生码), display (亮码) and convert (赋码/转码) health and service codes; "
     "publish the trust list. Every failure answers a JSON problem body with a stable `reason`.",
-    paths=PATHS,
-    schemas=SCHEMAS,
+    paths={**PATHS, **CONVERT_PATHS},
+    schemas={**SCHEMAS, **CONVERT_SCHEMAS},
 )
 
 OPENAPI_ROUTES = [web.get("/openapi.json", spec_handler(SPEC), name="openapi")]

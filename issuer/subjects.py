@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
+from codeengine.audit import check_chain, history_entries
 from codeengine.display import claims_for_at, is_current_at, refresh_at, successor_at
 from codeengine.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
 from codeengine.identifiers import parse_identifier
@@ -22,7 +23,7 @@ from codeengine.token import CTI_BYTES, encode
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
-from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
+from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
 
 QR_CACHE = web.AppKey("qr_cache", ImageCache)
 CHINA = timezone(timedelta(hours=8), "China Standard Time")
@@ -66,14 +67,14 @@ async def generate(request: web.Request) -> web.Response:
     today = datetime.fromtimestamp(now, CHINA).date()
     identifier = parse_identifier(body["kind"], body["id"], today)
     subject = pseudonym(identifier, request.app[PEPPER])
-    initial = _COLOURS[request.app[SETTINGS].codes.initial_colour]
+    initial = request.app[RULES].no_data
     record = SubjectRecord(subject, kind, CityCode(body["city"]), initial, 1, int(now))
     stored, created = await request.app[STORE].create_subject(record, request[CLIENT].name)
     answer = {
         "subject": subject,
         "kind": stored.kind.label,
         "city": stored.city,
-        "colour": stored.colour.label,
+        "colour": stored.colour_at(int(now)).label,
         "version": stored.version,
         "created": created,
     }
@@ -173,9 +174,14 @@ async def convert(request: web.Request) -> web.Response:
         at=int(request.app[CLOCK]()),
     )
     result = await request.app[STORE].set_status(change)
+    # The colour the subject shows can differ from the one set: a rule period or an upheld
+    # appeal may be running (see its history).
+    record = await request.app[STORE].get_subject(subject)
+    shows = result.colour if record is None else record.colour_at(change.at)
     answer = {
         "subject": subject,
         "colour": result.colour.label,
+        "shows": shows.label,
         "version": result.version,
         "applied": result.applied,
         "op_id": op_id,
@@ -183,8 +189,28 @@ async def convert(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def history(request: web.Request) -> web.Response:
+    """The subject's audit trail for ops, oldest first, with the verdict on its hash chain."""
+    subject = _subject_from_path(request)
+    record, entries = await request.app[STORE].audit_chain(subject)
+    if record is None and not entries:
+        raise UnknownSubject("no such subject")
+    check = check_chain(subject, record, entries)
+    now = int(request.app[CLOCK]())
+    answer = {
+        "subject": subject,
+        "colour": None if record is None else record.colour_at(now).label,
+        "version": None if record is None else record.version,
+        "chain": {"ok": check.ok, "entries": check.entries, "broken_at": check.broken_at,
+                  "problem": check.problem or None},
+        "entries": history_entries(entries),
+    }  # fmt: skip
+    return web.json_response(answer)
+
+
 SUBJECT_ROUTES = [
     web.post("/v1/subjects", generate, name="generate"),
     web.get("/v1/subjects/{subject}/code", display, name="display"),
     web.post("/v1/subjects/{subject}/status", convert, name="convert"),
+    web.get("/v1/subjects/{subject}/history", history, name="history"),
 ]

@@ -36,10 +36,12 @@ _PROBLEM_TEXT = {
     400: "Malformed request (BAD_JSON, INVALID_FIELD, UNKNOWN_FIELD, MISSING_FIELD, ...)",
     401: "No valid API key (UNAUTHORIZED)",
     403: "The key lacks the scope (FORBIDDEN)",
-    404: "Unknown subject (UNKNOWN_SUBJECT) or path (NOT_FOUND)",
-    409: "Conflict: stale version (VERSION_CONFLICT) or a pending rotation (ROTATION_PENDING)",
+    404: "Unknown subject, batch or appeal (UNKNOWN_SUBJECT, UNKNOWN_BATCH, UNKNOWN_APPEAL) or "
+    "path (NOT_FOUND)",
+    409: "Conflict: stale version (VERSION_CONFLICT), a pending rotation (ROTATION_PENDING), a "
+    "batch running or rolled back (BATCH_RUNNING), an appeal decided (APPEAL_DECIDED)",
     413: "Body larger than the limit (BODY_TOO_LARGE)",
-    415: "Body is not application/json (UNSUPPORTED_MEDIA_TYPE)",
+    415: "Body is not of the documented media type (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid identifier (BAD_LENGTH, BAD_CHARACTERS, BAD_REGION, BAD_BIRTH_DATE, "
     "BAD_CHECK_DIGIT) or code",
     429: "Rate limit exceeded (RATE_LIMITED); see Retry-After",

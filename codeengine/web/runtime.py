@@ -12,6 +12,7 @@ __all__ = [
     "CLOCK",
     "KEYS",
     "PEPPER",
+    "RULES",
     "SETTINGS",
     "STORE",
     "Clock",
@@ -38,6 +39,7 @@ from codeengine.errors import CodeEngineError, KeyringError, VersionConflict
 from codeengine.keyring import Keyring
 from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.redisstore import RedisStore, StoreSettings
+from codeengine.rules import RuleSet, load_rules
 from codeengine.secret import Secret
 from codeengine.settings import Settings, parse_nodes
 from codeengine.store import Store
@@ -84,6 +86,7 @@ STORE = web.AppKey("store", Store)
 KEYS = web.AppKey("keys", KeyState)
 PEPPER = web.AppKey("pepper", Secret)
 CLOCK = web.AppKey("clock", Clock)
+RULES = web.AppKey("rules", RuleSet)
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -168,6 +171,9 @@ def attach_runtime(
     needs a trust list with at least one key valid now.
     """
     app[SETTINGS] = settings
+    if signs:
+        # A malformed rules file stops the issuer here, naming the field, before it serves.
+        app[RULES] = load_rules(Path(settings.codes.rules_file))
     state = KeyState()
     app[KEYS] = state
     if CLOCK not in app:

@@ -1,0 +1,332 @@
+"""OpenAPI of the issuer's conversion operations: batches, appeals, a subject's history."""
+
+from __future__ import annotations
+
+__all__ = ["CONVERT_PATHS", "CONVERT_SCHEMAS"]
+
+from typing import Any
+
+from codeengine.batches import COLUMNS
+from codeengine.errors import Reason
+from codeengine.web.openapi import ref, responses
+
+SUBJECT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$"}
+COLOUR = {"type": "string", "enum": ["green", "yellow", "red", "grey"]}
+NULLABLE_COLOUR = {"enum": ["green", "yellow", "red", "grey", None]}
+BATCH_ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+APPEAL_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$"}
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_COUNT = {"type": "integer", "minimum": 0}
+ROW_REASONS = sorted(
+    r.value
+    for r in (
+        Reason.BAD_LENGTH, Reason.BAD_CHARACTERS, Reason.BAD_REGION, Reason.BAD_BIRTH_DATE,
+        Reason.BAD_CHECK_DIGIT, Reason.UNKNOWN_RECORD_TYPE, Reason.BAD_EVENT_TIME,
+        Reason.BAD_SOURCE, Reason.UNKNOWN_CITY, Reason.BAD_ROW,
+    )
+)  # fmt: skip
+
+CONVERT_SCHEMAS: dict[str, Any] = {
+    "BatchReport": {
+        "type": "object",
+        "required": [
+            "batch_id",
+            "state",
+            "dry_run",
+            "rules_version",
+            "rows",
+            "bad",
+            "applied",
+            "unchanged",
+            "created",
+            "errors_by_reason",
+            "errors",
+        ],
+        "properties": {
+            "batch_id": BATCH_ID,
+            "state": {"enum": ["running", "done", "dry-run", "rolled_back", "failed"]},
+            "dry_run": {"type": "boolean"},
+            "rules_version": {"type": "integer"},
+            "rows": _COUNT,
+            "bad": _COUNT,
+            "applied": {**_COUNT, "description": "Good rows that changed a subject."},
+            "unchanged": {**_COUNT, "description": "Good rows that changed nothing."},
+            "created": {**_COUNT, "description": "Subjects the batch created."},
+            "errors_by_reason": {"type": "object", "additionalProperties": _COUNT},
+            "errors": {
+                "type": "array",
+                "description": "Refused rows (the first 1,000): line number and reason code. "
+                "A row's content is never echoed: it holds an identifier.",
+                "items": {
+                    "type": "object",
+                    "required": ["line", "reason"],
+                    "properties": {"line": {"type": "integer"}, "reason": {"enum": ROW_REASONS}},
+                },
+            },
+            "colour_changes": {
+                "type": "object",
+                "description": "Dry run: subjects whose shown colour would change, by 'from->to'.",
+                "additionalProperties": _COUNT,
+            },
+            "already_imported": {"type": "boolean"},
+            "submitted_by": {"type": "string"},
+            "updated_at": {"type": "integer"},
+            "rollback": {"type": "object", "additionalProperties": _COUNT},
+        },
+    },
+    "RolledBack": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["batch_id", "state", "restored", "unchanged", "changed_since"],
+        "properties": {
+            "batch_id": BATCH_ID,
+            "state": {"const": "rolled_back"},
+            "restored": _COUNT,
+            "unchanged": _COUNT,
+            "changed_since": {
+                **_COUNT,
+                "description": "Subjects changed after the batch: left as they are.",
+            },
+        },
+    },
+    "AppealRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["subject", "reason", "evidence"],
+        "properties": {
+            "subject": SUBJECT_ID,
+            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+            "evidence": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "A reference to the evidence (a document id), never the document.",
+            },
+        },
+    },
+    "DecisionRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["decision", "reason"],
+        "properties": {
+            "decision": {"enum": ["upheld", "rejected"]},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+            "colour": {**COLOUR, "description": "Upheld only: the colour to show."},
+            "duration_days": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 366,
+                "description": "Upheld only: how long the override lasts.",
+            },
+        },
+    },
+    "Appeal": {
+        "type": "object",
+        "required": [
+            "appeal_id",
+            "subject",
+            "state",
+            "reason",
+            "evidence",
+            "filed_at",
+            "filed_by",
+        ],
+        "properties": {
+            "appeal_id": APPEAL_ID,
+            "subject": SUBJECT_ID,
+            "state": {"enum": ["open", "upheld", "rejected"]},
+            "reason": {"type": "string"},
+            "evidence": {"type": "string"},
+            "filed_at": {"type": "integer"},
+            "filed_by": {"type": "string"},
+            "version": {"type": "integer"},
+            "decision": {
+                "type": "object",
+                "properties": {
+                    "decision": {"enum": ["upheld", "rejected"]},
+                    "reason": {"type": "string"},
+                    "decided_by": {"type": "string"},
+                    "decided_at": {"type": "integer"},
+                    "colour": NULLABLE_COLOUR,
+                    "until": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["subject", "colour", "version", "chain", "entries"],
+        "properties": {
+            "subject": SUBJECT_ID,
+            "colour": NULLABLE_COLOUR,
+            "version": {"type": ["integer", "null"]},
+            "chain": {
+                "type": "object",
+                "description": "The audit trail's hash chain: ok, or where it breaks.",
+                "properties": {
+                    "ok": {"type": "boolean"},
+                    "entries": _COUNT,
+                    "broken_at": {"type": ["integer", "null"]},
+                    "problem": {"type": ["string", "null"]},
+                },
+            },
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "op",
+                        "actor",
+                        "reason",
+                        "old_colour",
+                        "new_colour",
+                        "version",
+                        "at",
+                        "op_id",
+                        "hash",
+                    ],
+                    "properties": {
+                        "op": {"enum": ["create", "status", "risk", "rollback", "appeal"]},
+                        "actor": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "old_colour": NULLABLE_COLOUR,
+                        "new_colour": NULLABLE_COLOUR,
+                        "version": {"type": "integer"},
+                        "at": {"type": "integer"},
+                        "op_id": {"type": "string"},
+                        "hash": {"type": "string"},
+                        "until": {"type": "integer"},
+                        "risk": {"type": "array"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+_SUBJECT = {"name": "subject", "in": "path", "required": True, "schema": SUBJECT_ID}
+_BATCH = {"name": "batch_id", "in": "path", "required": True, "schema": BATCH_ID}
+_APPEAL = {"name": "appeal_id", "in": "path", "required": True, "schema": APPEAL_ID}
+_CSV_HEADER = ",".join(COLUMNS)
+
+CONVERT_PATHS: dict[str, Any] = {
+    "/v1/subjects/{subject}/history": {
+        "get": {
+            "operationId": "history",
+            "summary": "A subject's audit trail, with the verdict on its hash chain (ops)",
+            "description": "Every status change: who or what (actor, rule, batch), old and new, "
+            "when, why. Needs scope `convert`.",
+            "security": SECURED,
+            "parameters": [_SUBJECT],
+            "responses": responses(
+                {"200": ("The audit trail", ref("History"))}, 400, 401, 403, 404, 429, 503
+            ),
+        }
+    },
+    "/v1/batches": {
+        "post": {
+            "operationId": "batch_import",
+            "summary": "赋码/转码 in bulk: import a batch of risk records from the topic library",
+            "description": f"CSV (header `{_CSV_HEADER}`) or NDJSON (objects with those keys), "
+            "streamed: any size. `event_time` is ISO 8601 with its offset, or Unix seconds. "
+            "Bad rows are reported by line and reason and do not stop the batch. The same "
+            "`batch_id` is never imported twice (200 with the stored report); a batch that "
+            "stopped half-way resumes. `dry_run=true` reports what would change and writes "
+            "nothing. Needs scope `convert`.",
+            "security": SECURED,
+            "parameters": [
+                {"name": "batch_id", "in": "query", "required": True, "schema": BATCH_ID},
+                {
+                    "name": "dry_run",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["true", "false"]},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            },
+            "responses": responses(
+                {
+                    "201": ("Imported (or dry run)", ref("BatchReport")),
+                    "200": ("Imported before: the stored report", ref("BatchReport")),
+                },
+                400,
+                401,
+                403,
+                409,
+                415,
+                429,
+                503,
+            ),
+        }
+    },
+    "/v1/batches/{batch_id}": {
+        "get": {
+            "operationId": "batch_show",
+            "summary": "A batch's state and counts (live while it imports) and refused rows",
+            "description": "Needs scope `convert`.",
+            "security": SECURED,
+            "parameters": [_BATCH],
+            "responses": responses(
+                {"200": ("The batch", ref("BatchReport"))}, 400, 401, 403, 404, 429, 503
+            ),
+        }
+    },
+    "/v1/batches/{batch_id}/rollback": {
+        "post": {
+            "operationId": "batch_rollback",
+            "summary": "Roll a batch back: restore its subjects' risk periods",
+            "description": "Each subject the batch changed gets back its risk periods from "
+            "before the batch, unless something changed it since (counted, left alone). "
+            "Audited. Possible for 30 days. Needs scope `convert`.",
+            "security": SECURED,
+            "parameters": [_BATCH],
+            "responses": responses(
+                {"200": ("Rolled back", ref("RolledBack"))}, 400, 401, 403, 404, 409, 429, 503
+            ),
+        }
+    },
+    "/v1/appeals": {
+        "post": {
+            "operationId": "appeal_file",
+            "summary": "异议: file an appeal against a subject's colour",
+            "description": "Needs scope `appeal`.",
+            "security": SECURED,
+            "requestBody": {"required": True, "content": ref("AppealRequest")},
+            "responses": responses(
+                {"201": ("Filed", ref("Appeal"))}, 400, 401, 403, 404, 413, 415, 429, 503
+            ),
+        }
+    },
+    "/v1/appeals/{appeal_id}": {
+        "get": {
+            "operationId": "appeal_show",
+            "summary": "An appeal and its decision",
+            "description": "Needs scope `appeal`.",
+            "security": SECURED,
+            "parameters": [_APPEAL],
+            "responses": responses(
+                {"200": ("The appeal", ref("Appeal"))}, 400, 401, 403, 404, 429, 503
+            ),
+        }
+    },
+    "/v1/appeals/{appeal_id}/decision": {
+        "post": {
+            "operationId": "appeal_decide",
+            "summary": "Decide an appeal: uphold (override the colour until an expiry) or reject",
+            "description": "Final: the same decision again is a no-op, another answers 409. "
+            "Needs scope `convert`.",
+            "security": SECURED,
+            "parameters": [_APPEAL],
+            "requestBody": {"required": True, "content": ref("DecisionRequest")},
+            "responses": responses(
+                {"200": ("Decided", ref("Appeal"))}, 400, 401, 403, 404, 409, 413, 415, 429, 503
+            ),
+        }
+    },
+}

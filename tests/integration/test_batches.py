@@ -1,0 +1,226 @@
+"""Bulk conversion against the real cluster: bad rows, idempotent re-import, rollback, dry run."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from codeengine.batches import Importer
+from codeengine.devkeys import load_pepper
+from codeengine.errors import BatchConflict, Reason, UnknownBatch
+from codeengine.identifiers import make_resident_id, parse_resident_id
+from codeengine.model import Colour, SubjectId
+from codeengine.pseudonym import pseudonym
+from codeengine.redisstore import RedisStore
+from codeengine.rules import load_rules
+from codeengine.settings import Settings
+from codeengine.status import StatusChange
+from codeengine.web.runtime import store_settings
+
+pytestmark = pytest.mark.cluster
+
+HEADER = b"identifier,record_type,event_time,source,city\n"
+DAY = 86400
+
+
+def people(region: str, count: int) -> list[str]:
+    """``count`` valid resident IDs of one region, distinct from every other test's."""
+    first = date(1950, 1, 1)
+    return [
+        make_resident_id(region, first + timedelta(days=n // 900), 100 + n % 900)
+        for n in range(count)
+    ]
+
+
+def subject_of(settings: Settings, resident_id: str) -> SubjectId:
+    pepper = load_pepper(Path(settings.keys.pepper_file))
+    return pseudonym(parse_resident_id(resident_id, date.today()), pepper)
+
+
+def csv_bytes(rows: list[str]) -> list[bytes]:
+    return [HEADER, *(row.encode() + b"\n" for row in rows)]
+
+
+async def import_lines(settings: Settings, batch_id: str, lines: list[bytes], **kw: Any) -> Any:
+    store = RedisStore(store_settings(settings))
+    try:
+        importer = Importer(
+            store,
+            load_rules(),
+            load_pepper(Path(settings.keys.pepper_file)),
+            batch_id=batch_id,
+            actor=f"batch:{batch_id}",
+            **kw,
+        )
+        return await importer.run(lines, "csv")
+    finally:
+        await store.close()
+
+
+async def records(settings: Settings, subjects: list[SubjectId]) -> list[Any]:
+    store = RedisStore(store_settings(settings))
+    try:
+        return await store.get_subjects(subjects)
+    finally:
+        await store.close()
+
+
+async def rollback(settings: Settings, batch_id: str) -> dict[str, int]:
+    store = RedisStore(store_settings(settings))
+    try:
+        return await store.rollback_batch(batch_id, int(time.time()), "ops:test")
+    finally:
+        await store.close()
+
+
+def test_a_100k_row_file_imports_reporting_exactly_its_bad_rows_then_rolls_back(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    ids = people("320104", 19_800)
+    wrong = ids[0][:17] + ("0" if ids[0][17] != "0" else "1")
+    bad_kinds = [
+        ("BAD_CHECK_DIGIT", f"{wrong},positive,{now - DAY},cdc,320100"),
+        ("UNKNOWN_RECORD_TYPE", f"{ids[1]},rumour,{now - DAY},cdc,320100"),
+        ("BAD_EVENT_TIME", f"{ids[2]},positive,{now + 10 * DAY},cdc,320100"),
+        ("UNKNOWN_CITY", f"{ids[3]},positive,{now - DAY},cdc,110100"),
+        ("BAD_ROW", f"{ids[4]},positive,{now - DAY}"),
+    ]
+    # Every person gets one record of each type, in this order: red (close contact), yellow
+    # twice, red (positive), then a negative test that ends the yellow periods.
+    types = ["close_contact", "risk_area_visit", "secondary_contact", "positive", "negative_test"]
+    good = iter(
+        f"{ids[j % len(ids)]},{types[j // len(ids)]},{now - DAY},cdc,320100" for j in range(99_000)
+    )
+    rows, expected_bad = [], set()
+    for i in range(100_000):
+        if i % 100 == 37:  # 1 % of the rows, five kinds of mistake
+            reason, row = bad_kinds[(i // 100) % len(bad_kinds)]
+            rows.append(row)
+            expected_bad.add((i + 2, reason))  # line 1 is the header
+        else:
+            rows.append(next(good))
+    sample = [subject_of(settings, resident) for resident in ids[:50]]
+
+    async def scenario() -> None:
+        before = await records(settings, sample)
+        assert before == [None] * 50, "these people have no data before the batch"
+        report = await import_lines(settings, "it-100k", csv_bytes(rows))
+        assert (report.rows, report.bad) == (100_000, 1_000)
+        assert {(e.line, e.reason) for e in report.errors} == expected_bad
+        assert report.applied + report.unchanged == 99_000
+        assert report.created == 19_800, "every person with a risk record now exists"
+        # Each person got close contact (red), then yellow periods, a positive test (red), a
+        # negative test (clears yellow): red either way, for the next days.
+        after = await records(settings, sample)
+        assert all(r is not None and r.colour_at(now) is Colour.RED for r in after)
+        assert all(r.colour_at(now + 14 * DAY) is Colour.GREEN for r in after)
+
+        again = await import_lines(settings, "it-100k", csv_bytes(rows))
+        assert again.already_imported and again.state == "done"
+        assert await records(settings, sample) == after, "a re-import changes nothing"
+
+        counts = await rollback(settings, "it-100k")
+        assert counts["restored"] == 19_800 and counts["changed_since"] == 0
+        restored = await records(settings, sample)
+        assert all(r.colour_at(now) is Colour.GREEN and r.risk == () for r in restored)
+        with pytest.raises(BatchConflict) as refused:
+            await import_lines(settings, "it-100k", csv_bytes(rows))
+        assert refused.value.reason is Reason.BATCH_ROLLED_BACK
+
+    uvloop.run(scenario())
+
+
+def test_rollback_leaves_a_subject_changed_since_and_resumed_runs_change_nothing_twice(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    ids = people("320105", 3)
+    rows = [f"{ids[0]},risk_area_visit,{now - DAY},cdc,320100",
+            f"{ids[1]},risk_area_visit,{now - DAY},cdc,320100"]  # fmt: skip
+    subjects = [subject_of(settings, r) for r in ids[:2]]
+
+    async def scenario() -> None:
+        report = await import_lines(settings, "it-changed-since", csv_bytes(rows))
+        assert (report.applied, report.created) == (2, 2)
+        first, second = await records(settings, subjects)
+        assert first.colour_at(now) is Colour.YELLOW
+        # Ops change the second subject after the batch: its rollback must not undo that.
+        store = RedisStore(store_settings(settings))
+        try:
+            change = StatusChange(subjects[1], second.version, Colour.RED, "op-1", "ops", "x", now)
+            await store.set_status(change)
+        finally:
+            await store.close()
+        counts = await rollback(settings, "it-changed-since")
+        assert counts == {"restored": 1, "unchanged": 0, "changed_since": 1}
+        first, second = await records(settings, subjects)
+        assert first.colour_at(now) is Colour.GREEN
+        assert second.colour_at(now) is Colour.RED and second.risk != ()
+        with pytest.raises(UnknownBatch):
+            await rollback(settings, "it-no-such-batch")
+
+    uvloop.run(scenario())
+
+
+def test_a_dry_run_reports_colour_changes_and_writes_nothing(settings: Settings) -> None:
+    now = int(time.time())
+    ids = people("320106", 4)
+    rows = [f"{ids[0]},positive,{now - DAY},cdc,320100",
+            f"{ids[1]},risk_area_visit,{now - DAY},cdc,320100",
+            f"{ids[2]},risk_area_visit,{now - 30 * DAY},cdc,320100",
+            f"{ids[3]},negative_test,{now - DAY},cdc,320100"]  # fmt: skip
+
+    async def scenario() -> None:
+        report = await import_lines(settings, "it-dry", csv_bytes(rows), dry_run=True)
+        assert report.dry_run and report.state == "dry-run"
+        assert report.colour_changes == {"green->red": 1, "green->yellow": 1}
+        assert (report.applied, report.unchanged) == (2, 2), "an ended period changes nothing"
+        subjects = [subject_of(settings, r) for r in ids]
+        assert await records(settings, subjects) == [None] * 4
+        store = RedisStore(store_settings(settings))
+        try:
+            with pytest.raises(UnknownBatch):
+                await store.batch_info("it-dry", 10)
+        finally:
+            await store.close()
+
+    uvloop.run(scenario())
+
+
+def test_progress_is_reported_per_chunk(settings: Settings) -> None:
+    now = int(time.time())
+    rows = [f"{r},positive,{now - DAY},cdc,320100" for r in people("320111", 250)]
+    seen: list[tuple[int, int]] = []
+    lines = csv_bytes(rows)
+    total = sum(map(len, lines))
+    report = uvloop.run(
+        import_lines(settings, "it-progress", lines, chunk_rows=100,
+                     progress=lambda r, read: seen.append((r.rows, read)))
+    )  # fmt: skip
+    assert report.applied == 250
+    assert [rows for rows, _ in seen] == [100, 200, 250]
+    assert seen[-1][1] == total
+
+
+def test_a_csv_without_the_header_is_refused(settings: Settings) -> None:
+    from codeengine.errors import BadRequest
+
+    lines = [b"320101198001010011,positive,1,cdc,320100\n"]
+    with pytest.raises(BadRequest, match="header"):
+        uvloop.run(import_lines(settings, "it-noheader", lines))
+
+    async def state() -> str:
+        store = RedisStore(store_settings(settings))
+        try:
+            meta, _ = await store.batch_info("it-noheader", 10)
+            return meta["state"]
+        finally:
+            await store.close()
+
+    assert uvloop.run(state()) == "failed", "a batch that stopped says so; rerunning resumes it"
