@@ -201,7 +201,7 @@ rec.o = {tonumber(ARGV[1]), tonumber(ARGV[2])}
 rec.u = tonumber(ARGV[3])
 audit(KEYS[3], rec, {op='appeal', actor=ARGV[4], reason=ARGV[5], old=rec.col,
                      new=tonumber(ARGV[1]), v=rec.v, at=rec.u, op_id=ARGV[6],
-                     until=tonumber(ARGV[2])})
+                     ends=tonumber(ARGV[2])})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
 redis.call('SET', KEYS[2], rec.v, 'EX', 86400)
 return {1, rec.v}

@@ -90,8 +90,8 @@ def history_entries(entries: Sequence[tuple[bytes, str]]) -> list[dict[str, Any]
                 {"colour": _label(risk[i]), "until": int(risk[i + 1])}
                 for i in range(0, len(risk), 2)
             ]
-        if "until" in fields:
-            entry["until"] = int(fields["until"])
+        if "ends" in fields:
+            entry["until"] = int(fields["ends"])
         out.append(entry)
     return out
 
