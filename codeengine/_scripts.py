@@ -112,7 +112,7 @@ end
 
 # One imported risk record. KEYS: subject record, the batch's snapshot of this subject, audit
 # stream. ARGV: colour, until, cleared colours (comma list), now, actor, reason (record type),
-# kind, city, no-data colour, batch id.
+# kind, city, no-data colour, batch id, seconds the snapshot is kept (for a rollback).
 # A subject the batch meets first is created (kind, city, no-data colour). Applying the same
 # record again changes nothing: no version, no audit entry. The first change a batch makes to
 # a subject saves the subject's risk periods before it (for rollback); every change it makes
@@ -151,7 +151,11 @@ audit(KEYS[3], rec, {op='risk', actor=ARGV[5], reason=ARGV[6], old=rec.col, new=
                      at=now, op_id=ARGV[10], risk=after})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
 saved.v = rec.v
-redis.call('SET', KEYS[2], cmsgpack.pack(saved))
+if snap then
+  redis.call('SET', KEYS[2], cmsgpack.pack(saved), 'KEEPTTL')
+else
+  redis.call('SET', KEYS[2], cmsgpack.pack(saved), 'EX', ARGV[11])
+end
 return {1, rec.v, created}
 """
 )

@@ -26,11 +26,12 @@ __all__ = [
     "check_batch_id",
 ]
 
+import asyncio
 import contextlib
 import csv
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -253,6 +254,8 @@ class Importer:
         self._dry_run = dry_run
         self._progress = progress
         self._chunk_rows = chunk_rows
+        self._in_flight: deque[tuple[asyncio.Future[list[tuple[int, int]]], list[BadRow], int]]
+        self._in_flight = deque()
 
     async def run(self, lines: AsyncIterable[bytes] | Iterable[bytes], fmt: Format) -> BatchReport:
         """Read every line, apply the good rows, return the report."""
@@ -267,6 +270,9 @@ class Importer:
         try:
             await self._import(lines, fmt, report, now)
         except BaseException:
+            for task, _, _ in self._in_flight:
+                task.cancel()
+            self._in_flight.clear()
             if not self._dry_run:
                 # The batch says it stopped; running it again resumes (rows are idempotent).
                 report.state = "failed"
@@ -309,22 +315,37 @@ class Importer:
                 await self._flush(chunk, bad, report, now, read)
                 chunk, bad = [], []
         await self._flush(chunk, bad, report, now, read)
+        while self._in_flight:
+            await self._settle(report, now)
 
     async def _flush(
         self, chunk: list[RiskRow], bad: list[BadRow], report: BatchReport, now: int, read: int
     ) -> None:
+        """Send one chunk; while it is in flight the next chunk is read (at most two out)."""
         if self._dry_run:
             await self._preview(chunk, report, now)
-        elif chunk or bad:
+            if self._progress is not None:
+                self._progress(report, read)
+            return
+        if chunk or bad:
             writes = [self._write(row) for row in chunk]
-            results = await self._store.apply_risk(self._batch_id, writes, now, self._actor)
-            for changed, created in results:
-                report.applied += changed
-                report.unchanged += 1 - changed
-                report.created += created
-            await self._store.record_batch_progress(
-                self._batch_id, _counters(report), [(b.line, b.reason) for b in bad], now
+            # Created now, so it sends before any later chunk: a subject's rows stay in order.
+            task = asyncio.ensure_future(
+                self._store.apply_risk(self._batch_id, writes, now, self._actor)
             )
+            self._in_flight.append((task, bad, read))
+        while len(self._in_flight) > 1:
+            await self._settle(report, now)
+
+    async def _settle(self, report: BatchReport, now: int) -> None:
+        task, bad, read = self._in_flight.popleft()
+        for changed, created in await task:
+            report.applied += changed
+            report.unchanged += 1 - changed
+            report.created += created
+        await self._store.record_batch_progress(
+            self._batch_id, _counters(report), [(b.line, b.reason) for b in bad], now
+        )
         if self._progress is not None:
             self._progress(report, read)
 

@@ -14,6 +14,7 @@ __all__ = ["CommandError", "FastCluster", "Script", "consume_outcome", "key_slot
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import time
 from binascii import crc_hqx
@@ -91,6 +92,29 @@ def _pack_hiredis(args: Sequence[Arg]) -> bytes:
 pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
 
 
+class _Collector:
+    """Stands in the waiter queue for each command of a ``send_many``; fills one future."""
+
+    __slots__ = ("expected", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        self.future = future
+        self.expected = expected
+        self.replies: list[Any] = []
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.expected:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class _Connection(asyncio.Protocol):
     """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
 
@@ -117,6 +141,20 @@ class _Connection(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         self._outgoing.append(packed)
         return waiter
+
+    def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
+        """Queue many commands at once; one future gets all their raw replies, in order."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) + len(packed) > self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        collector = _Collector(future, len(packed))
+        self._waiters.extend(itertools.repeat(collector, len(packed)))  # type: ignore[arg-type]
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.extend(packed)
+        return future
 
     def _flush(self) -> None:
         data = b"".join(self._outgoing)
@@ -410,6 +448,10 @@ class FastCluster:
             what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
 
+    def reply_or_raise(self, reply: Any, command: Arg) -> Any:
+        """A raw reply of :meth:`bulk`, or StoreUnavailable if it is an error."""
+        return self._reply(reply, command, ())
+
     def _reply(self, reply: Any, command: Arg, expect_errors: Collection[str]) -> Any:
         if type(reply) is not _ReplyError:
             return reply
@@ -438,6 +480,63 @@ class FastCluster:
         slot, deadline = key_slot(key_for_slot), self._deadline(deadline_s)
         reply = await self._call(slot, pack_command(args), deadline, args[0])
         return self._reply(reply, args[0], expect_errors)
+
+    async def load_script_everywhere(self, script: Script) -> None:
+        """SCRIPT LOAD a registered script on every primary (before a bulk run of it)."""
+        body = self._scripts[script.sha]
+        await asyncio.gather(
+            *(self.execute_at_slot(slot, "SCRIPT", "LOAD", body) for slot in self.primary_slots())
+        )
+
+    async def bulk(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], *, deadline_s: float
+    ) -> list[Any]:
+        """Many independent commands (routing key, arguments), all sent at once; raw replies.
+
+        For bulk jobs: no task per command and no redirect handling. A reply that is a
+        redirect, or any failure, raises StoreUnavailable (after asking for the slot map
+        again); such jobs are idempotent and resume. Error replies are returned as they are.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        by_node: dict[_Node, tuple[list[int], list[bytes]]] = {}
+        slots = self._slots
+        for index, (key, args) in enumerate(commands):
+            node = slots[key_slot(key)]
+            if node is None:
+                self.schedule_refresh()
+                raise StoreUnavailable("store slot not covered")
+            found = by_node.get(node)
+            if found is None:
+                found = by_node[node] = ([], [])
+            found[0].append(index)
+            found[1].append(pack_command(args))
+        try:
+            futures = []
+            for node, (_, packed) in by_node.items():
+                conn = node.conn
+                if conn is None or not conn.open:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await node.connect()
+                future = conn.send_many(packed)
+                self._expiry.add(future, deadline)
+                futures.append(future)
+            per_node = await asyncio.gather(*futures)
+        except StoreUnavailable:
+            self.schedule_refresh()
+            raise
+        except _FAILURES as exc:
+            self.schedule_refresh()
+            raise StoreUnavailable(f"store bulk write failed: {type(exc).__name__}") from exc
+        replies: list[Any] = [None] * len(commands)
+        for (indices, _), node_replies in zip(by_node.values(), per_node, strict=True):
+            for index, reply in zip(indices, node_replies, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+                self.schedule_refresh()
+                raise StoreUnavailable("store slot moved during a bulk write")
+        return replies
 
     def primary_slots(self) -> list[int]:
         """One slot owned by each primary of the current slot map (to address a whole node)."""

@@ -25,6 +25,7 @@ __all__ = [
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from operator import mul
 from typing import ClassVar, Literal
 
 from codeengine.errors import InvalidIdentifier, Reason
@@ -124,8 +125,10 @@ Identifier = ResidentId | USCC
 
 def resident_id_check_char(body17: str) -> str:
     """The ISO 7064 MOD 11-2 check character for 17 ASCII digits (GB 11643)."""
-    digits = (int(digit) for digit in body17)
-    total = sum(digit * weight for digit, weight in zip(digits, _RESIDENT_WEIGHTS, strict=True))
+    if len(body17) != len(_RESIDENT_WEIGHTS):
+        raise ValueError("a resident ID body is 17 digits")
+    # map() keeps the loop in C: bulk imports check one of these per row.
+    total = sum(map(mul, map(int, body17), _RESIDENT_WEIGHTS))
     return _RESIDENT_CHECK[total % 11]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["RedisStore", "StoreSettings"]
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -446,6 +447,9 @@ class RedisStore:
         """Register the batch, or find it done (returned), rolled back (refused) or resumable."""
         fast = await self._hot()
         key = keys.batch_key(batch_id)
+        # apply_risk sends its scripts by hash alone, without awaiting anything first, so
+        # that chunks in flight together reach each primary in file order.
+        await fast.load_script_everywhere(self._apply_risk)
         created = await fast.execute(key, "HSETNX", key, "state", "running")
         if int(created):
             await fast.execute(key, "HSET", key, "rules_version", rules_version,
@@ -474,28 +478,27 @@ class RedisStore:
         if not writes:
             return []
         fast = await self._hot()
-        deadline_s = self._settings.write_deadline_ms / 1000
+        sha = self._apply_risk.sha
         started = time.perf_counter()
         outcome = "error"
         try:
-            results = await asyncio.gather(
-                *(
-                    self._apply_risk(
-                        [keys.subject_key(w.subject), keys.batch_snapshot_key(w.subject, batch_id),
-                         keys.audit_key(w.subject)],
-                        [int(w.colour), w.until, ",".join(str(int(c)) for c in w.clears), now,
-                         actor, w.reason, int(w.kind), w.city, int(w.no_data), batch_id],
-                        deadline_s=deadline_s,
-                    )
-                    for w in writes
+            commands = [
+                (
+                    subject_key := keys.subject_key(w.subject),
+                    ("EVALSHA", sha, 3, subject_key, keys.batch_snapshot_key(w.subject, batch_id),
+                     keys.audit_key(w.subject), int(w.colour), w.until,
+                     _colour_list(w.clears), now, actor, w.reason, int(w.kind),
+                     w.city, int(w.no_data), batch_id, BATCH_SNAPSHOT_TTL_S),
                 )
-            )  # fmt: skip
-            changed = [w.subject for w, r in zip(writes, results, strict=True) if int(r[0])]
+                for w in writes
+            ]  # fmt: skip
+            replies = await fast.bulk(commands, deadline_s=self._settings.write_deadline_ms / 1000)
+            results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
+            changed = [w.subject for w, r in zip(writes, results, strict=True) if r[0]]
             if changed:
                 await self._replicated(fast, [keys.subject_key(s) for s in changed])
-                await self._expire_snapshots(fast, batch_id, changed)
                 set_key = keys.batch_subjects_key(batch_id)
-                await fast.execute(set_key, "SADD", set_key, *changed, deadline_s=deadline_s)
+                await fast.execute(set_key, "SADD", set_key, *changed)
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
@@ -507,16 +510,6 @@ class RedisStore:
         )
         if acked < self._settings.replicas_to_ack:
             raise WriteNotReplicated("no replica confirmed the batch's writes in time")
-
-    async def _expire_snapshots(
-        self, fast: FastCluster, batch_id: str, subjects: list[SubjectId]
-    ) -> None:
-        await asyncio.gather(
-            *(
-                fast.execute(snapshot, "EXPIRE", snapshot, BATCH_SNAPSHOT_TTL_S, "NX")
-                for snapshot in (keys.batch_snapshot_key(s, batch_id) for s in subjects)
-            )
-        )
 
     async def record_batch_progress(
         self, batch_id: str, counters: dict[str, int], errors: list[tuple[int, str]], now: int
@@ -710,6 +703,12 @@ class RedisStore:
         """Release every pooled connection."""
         await self._fast.aclose()
         await self._client.aclose()
+
+
+@functools.lru_cache(maxsize=64)
+def _colour_list(colours: tuple[Colour, ...]) -> str:
+    """Colours as the import script reads them: "2,3"."""
+    return ",".join(str(int(c)) for c in colours)
 
 
 def _parse_audit(raw: bytes) -> AuditEntry:

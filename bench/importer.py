@@ -1,0 +1,140 @@
+"""Bulk conversion rate: a generated file of risk records imported into a real cluster.
+
+    python -m bench.importer [--rows 1000000] [--people 250000] [--bad-every 100]
+
+Writes a CSV of ``--rows`` records (every person gets close contact, a risk-area visit, a
+positive and a negative test, in that order; one row in ``--bad-every`` is malformed), starts
+a throwaway 3 + 3 Redis Cluster, and imports the file exactly as ``codeengine convert import``
+does: streamed, checked row by row, applied in chunks of 2,000 by one Lua script each, every
+chunk acknowledged by a replica (``WAIT``). Prints and saves rows/s to
+``bench/results/import-latest.json``; the goal is 1,000,000 records in under 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import uvloop
+
+from codeengine.batches import Importer
+from codeengine.devcluster import DevCluster, find_free_base_port
+from codeengine.identifiers import make_resident_id
+from codeengine.redisstore import RedisStore, StoreSettings
+from codeengine.rules import load_rules
+from codeengine.secret import Secret
+
+RESULTS = Path(__file__).parent / "results"
+GOAL_ROWS, GOAL_S = 1_000_000, 60.0
+TYPES = ("close_contact", "risk_area_visit", "positive", "negative_test")
+CITIES = (320100, 320200, 320500, 321300)
+
+
+def write_file(path: Path, rows: int, people: int, bad_every: int, now: int) -> int:
+    """The CSV; returns how many rows are malformed."""
+    first = date(1950, 1, 1)
+    ids = [
+        make_resident_id("320106", first + timedelta(days=n // 900), 100 + n % 900)
+        for n in range(people)
+    ]
+    bad = 0
+    with path.open("w", encoding="utf-8") as out:
+        out.write("identifier,record_type,event_time,source,city\n")
+        for i in range(rows):
+            if bad_every and i % bad_every == bad_every - 1:
+                out.write(f"{ids[i % people]},rumour,{now},bench,320100\n")
+                bad += 1
+                continue
+            kind = TYPES[(i // people) % len(TYPES)]
+            out.write(f"{ids[i % people]},{kind},{now - 86400},bench,{CITIES[i % 4]}\n")
+    return bad
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cluster_cpu_s(cluster: DevCluster) -> float:
+    total = 0
+    for proc in cluster.processes():
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float]:
+    store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), write_deadline_ms=5000))
+    try:
+        importer = Importer(
+            store, load_rules(), Secret(os.urandom(32)), batch_id="bench", actor="bench"
+        )
+        cpu, started = time.process_time(), time.perf_counter()
+        report = await importer.run(_lines(path), "csv")
+        return report, time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    """Generate, import, report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=GOAL_ROWS)
+    parser.add_argument("--people", type=int, default=250_000)
+    parser.add_argument("--bad-every", type=int, default=100)
+    args = parser.parse_args()
+    now = int(time.time())
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        path = Path(tmp) / "records.csv"
+        bad = write_file(path, args.rows, args.people, args.bad_every, now)
+        size = path.stat().st_size
+        cluster = DevCluster(Path(tmp) / "cluster", find_free_base_port()).start()
+        try:
+            redis_before = _cluster_cpu_s(cluster)
+            report, wall_s, client_cpu_s = uvloop.run(_import(cluster, path))
+            redis_cpu_s = _cluster_cpu_s(cluster) - redis_before
+        finally:
+            cluster.stop()
+    rate = args.rows / wall_s
+    summary = report.to_json(with_errors=False)  # type: ignore[attr-defined]
+    assert summary["bad"] == bad, (summary["bad"], bad)
+    print(f"{args.rows:,} rows ({bad:,} bad, {size / 1e6:.0f} MB) in {wall_s:.1f} s: "
+          f"{rate:,.0f} rows/s; importer CPU {client_cpu_s:.1f} s, "
+          f"Redis CPU {redis_cpu_s:.1f} s")  # fmt: skip
+    goal_rate = GOAL_ROWS / GOAL_S
+    print(f"goal {GOAL_ROWS:,} rows in {GOAL_S:.0f} s ({goal_rate:,.0f} rows/s): "
+          f"{'met' if rate >= goal_rate else 'NOT met'}")  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "command": "python -m bench.importer",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "nproc": os.cpu_count()},
+        "rows": args.rows,
+        "people": args.people,
+        "bad_rows": bad,
+        "file_bytes": size,
+        "wall_s": wall_s,
+        "rows_per_s": rate,
+        "importer_cpu_s": client_cpu_s,
+        "redis_cpu_s": redis_cpu_s,
+        "report": summary,
+        "goal": {"rows": GOAL_ROWS, "seconds": GOAL_S, "met": rate >= goal_rate},
+    }
+    (RESULTS / "import-latest.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
