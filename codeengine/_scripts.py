@@ -75,6 +75,7 @@ if rec.v ~= tonumber(ARGV[1]) then return {-2, rec.v, 0} end
 local old = rec.col
 rec.col = tonumber(ARGV[2])
 rec.v = rec.v + 1
+rec.lb = nil
 rec.u = tonumber(ARGV[4])
 audit(KEYS[3], rec, {op='status', actor=ARGV[5], reason=ARGV[6], old=old, new=rec.col, v=rec.v,
                      at=rec.u, op_id=ARGV[3]})
@@ -115,8 +116,9 @@ end
 # kind, city, no-data colour, batch id, seconds the snapshot is kept (for a rollback).
 # A subject the batch meets first is created (kind, city, no-data colour). Applying the same
 # record again changes nothing: no version, no audit entry. The first change a batch makes to
-# a subject saves the subject's risk periods before it (for rollback); every change it makes
-# records the version it left, so a rollback can tell whether anything changed since.
+# a subject saves the subject's risk periods before it (SET NX: written once, never read here);
+# every change marks the record as last written by this batch (``rec.lb``), which any other
+# write clears, so a rollback can tell whether anything changed the subject since.
 # Returns {changed 0/1, version, created 0/1}.
 APPLY_RISK = (
     _AUDIT
@@ -141,28 +143,21 @@ local after = risk_flat(m)
 -- Nothing to change (a repeat, or a record that ends no running period): no write at all,
 -- and a subject the topic library names without any risk is not created for it.
 if same(before, after) then return {0, created == 0 and rec.v or 0, 0} end
-local snap = redis.call('GET', KEYS[2])
-local saved
-if snap then saved = cmsgpack.unpack(snap) else saved = {r=original} end
+redis.call('SET', KEYS[2], cmsgpack.pack(original), 'NX', 'EX', ARGV[11])
 if created == 0 then rec.v = rec.v + 1 end
 rec.r = after
 rec.u = now
+rec.lb = ARGV[10]
 audit(KEYS[3], rec, {op='risk', actor=ARGV[5], reason=ARGV[6], old=rec.col, new=rec.col, v=rec.v,
                      at=now, op_id=ARGV[10], risk=after})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
-saved.v = rec.v
-if snap then
-  redis.call('SET', KEYS[2], cmsgpack.pack(saved), 'KEEPTTL')
-else
-  redis.call('SET', KEYS[2], cmsgpack.pack(saved), 'EX', ARGV[11])
-end
 return {1, rec.v, created}
 """
 )
 
 # A batch's rollback of one subject. KEYS: subject record, the batch's snapshot, audit stream.
-# ARGV: now, actor, batch id. Restores the risk periods saved before the batch, unless the
-# subject changed since the batch last wrote it.
+# ARGV: now, actor, batch id. Restores the risk periods saved before the batch, unless
+# something else wrote the subject after the batch did (then ``rec.lb`` is no longer the batch).
 # Returns {1, version} restored, {0, version} nothing to do, {-2, version} changed since.
 RESTORE_RISK = (
     _AUDIT
@@ -170,18 +165,17 @@ RESTORE_RISK = (
 local snap = redis.call('GET', KEYS[2])
 local cur = redis.call('GET', KEYS[1])
 if not snap or not cur then return {0, 0} end
-local saved = cmsgpack.unpack(snap)
 local rec = cmsgpack.unpack(cur)
-if saved.done then return {0, rec.v} end
-if rec.v ~= saved.v then return {-2, rec.v} end
+if rec.lb ~= ARGV[3] then return {-2, rec.v} end
+local original = cmsgpack.unpack(snap)
 rec.v = rec.v + 1
-rec.r = saved.r
+rec.r = original
 rec.u = tonumber(ARGV[1])
+rec.lb = nil
 audit(KEYS[3], rec, {op='rollback', actor=ARGV[2], reason='batch rolled back', old=rec.col,
-                     new=rec.col, v=rec.v, at=rec.u, op_id=ARGV[3], risk=saved.r})
+                     new=rec.col, v=rec.v, at=rec.u, op_id=ARGV[3], risk=original})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
-saved.done = 1
-redis.call('SET', KEYS[2], cmsgpack.pack(saved))
+redis.call('DEL', KEYS[2])
 return {1, rec.v}
 """
 )
@@ -201,6 +195,7 @@ local cur = redis.call('GET', KEYS[1])
 if not cur then return {-1, 0} end
 local rec = cmsgpack.unpack(cur)
 rec.v = rec.v + 1
+rec.lb = nil
 rec.o = {tonumber(ARGV[1]), tonumber(ARGV[2])}
 rec.u = tonumber(ARGV[3])
 audit(KEYS[3], rec, {op='appeal', actor=ARGV[4], reason=ARGV[5], old=rec.col,
