@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the other per-request work: identifiers, pseudonyms, QR rendering.
+"""Micro-benchmarks of the other per-request work: identifiers, pseudonyms, QR, rules, rows.
 
 ``make bench`` times them; under ``--benchmark-disable`` each runs once and its assert checks
 the result (a QR image decodes back to its token with a real decoder).
@@ -14,11 +14,13 @@ import zxingcpp
 from PIL import Image
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from codeengine.batches import RiskRow, RowParser
 from codeengine.identifiers import parse_identifier
 from codeengine.keyring import Keyring
 from codeengine.model import CodeKind, Colour
 from codeengine.pseudonym import pseudonym
 from codeengine.qr import QRFormat, render
+from codeengine.rules import effective_colour_at, load_rules, merge_risk_at
 from codeengine.secret import Secret
 from codeengine.suites import ED25519, deterministic_random
 from codeengine.token import Claims, encode
@@ -26,7 +28,7 @@ from codeengine.token import Claims, encode
 NOW = 1_800_000_000
 PEPPER = Secret(b"p" * 32)
 RESIDENT_ID = "11010519491231002X"  # the GB 11643 standard's own example
-TODAY = date(2026, 11, 27)
+TODAY = date(2027, 1, 15)  # the day of NOW (UTC+8)
 TOKEN = encode(
     Claims(NOW + 120, NOW, b"\x01" * 6, bytes(range(12)), CodeKind.HEALTH, 320100, Colour.GREEN, 7),
     Keyring.generate_at(NOW - 60, ED25519, deterministic_random(b"qr")).current,
@@ -53,3 +55,23 @@ def test_render_qr(benchmark: BenchmarkFixture, fmt: QRFormat) -> None:
         assert [barcode.text for barcode in found] == [TOKEN]
     else:
         assert image.startswith(b"<?xml") or image.startswith(b"<svg")
+
+
+def test_rules_merge_a_record(benchmark: BenchmarkFixture) -> None:
+    rules = load_rules()
+    risk = ((Colour.YELLOW, NOW + 5 * 86400),)
+    merged = benchmark(merge_risk_at, risk, rules.rules["positive"], NOW - 86400, NOW)
+    assert merged == ((Colour.YELLOW, NOW + 5 * 86400), (Colour.RED, NOW + 13 * 86400))
+
+
+def test_rules_colour_at_read_time(benchmark: BenchmarkFixture) -> None:
+    risk = ((Colour.YELLOW, NOW + 100), (Colour.RED, NOW + 50))
+    assert benchmark(effective_colour_at, Colour.GREEN, risk, None, NOW + 60) is Colour.YELLOW
+
+
+def test_batch_row_check(benchmark: BenchmarkFixture) -> None:
+    parser = RowParser("csv", load_rules(), PEPPER, NOW, TODAY)
+    parser.feed(1, b"identifier,record_type,event_time,source,city\n")
+    line = f"{RESIDENT_ID},positive,{NOW - 86400},cdc,320100\n".encode()
+    row = benchmark(parser.feed, 2, line)
+    assert isinstance(row, RiskRow) and row.record_type == "positive"

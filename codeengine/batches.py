@@ -118,7 +118,11 @@ class RowParser:
             return None
         if not self._header_seen:
             self._header_seen = True
-            header = tuple(c.strip().lower() for c in next(csv.reader([text.lstrip("\ufeff")])))
+            try:
+                first = next(csv.reader([text.lstrip("\ufeff")]), [])
+            except csv.Error:
+                first = []
+            header = tuple(c.strip().lower() for c in first)
             if header != COLUMNS:
                 raise BadRequest(f"a CSV batch starts with the header {','.join(COLUMNS)}")
             return None
@@ -129,7 +133,10 @@ class RowParser:
 
     def _fields(self, text: str) -> dict[str, object] | None:
         if self.fmt == "csv":
-            values = next(csv.reader([text]), [])
+            try:
+                values = next(csv.reader([text]), [])
+            except csv.Error:
+                return None
             return dict(zip(COLUMNS, values, strict=True)) if len(values) == len(COLUMNS) else None
         try:
             document = json.loads(text)

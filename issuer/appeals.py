@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["APPEAL_ROUTES"]
 
+import re
 import secrets
 
 from aiohttp import web
@@ -25,6 +26,9 @@ from codeengine.web.body import Field, read_object
 from codeengine.web.runtime import CLOCK, STORE
 
 MAX_EVIDENCE_CHARS = 200
+TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+"""Free text of an appeal: anything but control characters (the OpenAPI pattern)."""
+_CONTROL = re.compile("[\\u0000-\\u001f\\u007f-\\u009f]")
 _COLOURS = {colour.label: colour for colour in Colour}
 FILE_FIELDS = {
     "subject": Field(str, max_length=16, min_length=16),
@@ -80,8 +84,8 @@ async def file_appeal(request: web.Request) -> web.Response:
     if await store.get_subject(subject) is None:
         raise UnknownSubject("no such subject")
     for name in ("reason", "evidence"):
-        if not body[name].isprintable():
-            raise BadRequest(f"field {name!r} must be printable text")
+        if _CONTROL.search(body[name]):
+            raise BadRequest(f"field {name!r} must not hold control characters")
     appeal_id = secrets.token_hex(12)
     fields = {
         "subject": subject,
@@ -117,8 +121,8 @@ async def decide_appeal(request: web.Request) -> web.Response:
         override = (colour, now + body["duration_days"] * 86400)
     elif "colour" in body or "duration_days" in body:
         raise BadRequest("a rejected appeal takes no 'colour' or 'duration_days'")
-    if not body["reason"].isprintable():
-        raise BadRequest("field 'reason' must be printable text")
+    if _CONTROL.search(body["reason"]):
+        raise BadRequest("field 'reason' must not hold control characters")
     store = request.app[STORE]
     fields = await store.get_appeal(appeal_id)
     record = {

@@ -52,6 +52,8 @@ async def import_batch(request: web.Request) -> web.Response:
     if fmt is None:
         raise web.HTTPUnsupportedMediaType(reason="a batch is text/csv or application/x-ndjson")
     batch_id = _batch_id(request, "query")
+    if not request.body_exists:
+        raise BadRequest("the body is empty: a batch needs its records")
     dry_run = request.query.get("dry_run", "false")
     if dry_run not in ("true", "false"):
         raise BadRequest("query 'dry_run' must be true or false")

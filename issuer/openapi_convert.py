@@ -9,6 +9,7 @@ from typing import Any
 from codeengine.batches import COLUMNS
 from codeengine.errors import Reason
 from codeengine.web.openapi import ref, responses
+from issuer.appeals import TEXT_PATTERN
 
 SUBJECT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$"}
 COLOUR = {"type": "string", "enum": ["green", "yellow", "red", "grey"]}
@@ -95,30 +96,54 @@ CONVERT_SCHEMAS: dict[str, Any] = {
         "required": ["subject", "reason", "evidence"],
         "properties": {
             "subject": SUBJECT_ID,
-            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_PATTERN},
             "evidence": {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 200,
+                "pattern": TEXT_PATTERN,
                 "description": "A reference to the evidence (a document id), never the document.",
             },
         },
     },
     "DecisionRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["decision", "reason"],
-        "properties": {
-            "decision": {"enum": ["upheld", "rejected"]},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
-            "colour": {**COLOUR, "description": "Upheld only: the colour to show."},
-            "duration_days": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 366,
-                "description": "Upheld only: how long the override lasts.",
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["decision", "reason", "colour", "duration_days"],
+                "properties": {
+                    "decision": {"const": "upheld"},
+                    "reason": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 200,
+                        "pattern": TEXT_PATTERN,
+                    },
+                    "colour": {**COLOUR, "description": "The colour to show."},
+                    "duration_days": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 366,
+                        "description": "How long the override lasts.",
+                    },
+                },
             },
-        },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["decision", "reason"],
+                "properties": {
+                    "decision": {"const": "rejected"},
+                    "reason": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 200,
+                        "pattern": TEXT_PATTERN,
+                    },
+                },
+            },
+        ],
     },
     "Appeal": {
         "type": "object",
@@ -246,8 +271,8 @@ CONVERT_PATHS: dict[str, Any] = {
             "requestBody": {
                 "required": True,
                 "content": {
-                    "text/csv": {"schema": {"type": "string"}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "text/csv": {"schema": {"type": "string", "pattern": f"^{_CSV_HEADER}\\r?\\n"}},
+                    "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
                 },
             },
             "responses": responses(

@@ -303,6 +303,7 @@ def test_convert_compare_and_set_and_resend(issuer: Issuer) -> None:
     assert done.json() == {
         "subject": subject,
         "colour": "red",
+        "shows": "red",
         "version": 2,
         "applied": True,
         "op_id": "e2e-1",

@@ -75,7 +75,9 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
 
     async def scenario() -> None:
         nonlocal flushes
-        async with started(cluster) as client:
+        # This is about coalescing, not deadlines: 2,000 commands at once on a machine busy with
+        # the rest of the suite can take longer than the default 250 ms.
+        async with started(cluster, deadline_s=5.0) as client:
             keys = [f"c:{tag()}" for _ in range(1000)]
             await asyncio.gather(*(client.execute(k, "SET", k, f"value-{k}") for k in keys))
             flushes = 0

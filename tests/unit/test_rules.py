@@ -141,3 +141,7 @@ def test_a_csv_must_start_with_its_header() -> None:
     parser = RowParser("csv", load_rules(), Secret(b"p" * 32), NOW, date(2027, 1, 15))
     with pytest.raises(BadRequest, match="header"):
         parser.feed(1, f"{ID},positive,{NOW},cdc,320100".encode())
+
+
+def test_a_carriage_return_inside_a_csv_line_is_a_bad_row() -> None:
+    assert _parser().feed(9, f"{ID},posi\rtive,{NOW},cdc,320100\n".encode()) == BadRow(9, "BAD_ROW")
