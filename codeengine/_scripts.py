@@ -7,6 +7,9 @@ so the script is the single writer of a subject's record and of its audit trail.
 from __future__ import annotations
 
 __all__ = [
+    "ALIAS_CLAIM",
+    "ALIAS_LINK",
+    "ALIAS_RELEASE",
     "APPEND_SCANS",
     "APPLY_RISK",
     "CREATE_SUBJECT",
@@ -238,10 +241,12 @@ if ARGV[3] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARG
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: a city's scan log stream. ARGV: max length, fields per entry, then the entries' fields
-# one after another. One call appends a whole batch: one command per city per flush instead of
-# one per scan.
+# KEYS: a city's scan log stream, the batch's marker. ARGV: max length, fields per entry, then
+# the entries' fields one after another. One call appends a whole batch: one command per city
+# per flush instead of one per scan. A batch whose marker exists was written before (its answer
+# was lost): nothing is written again.
 APPEND_SCANS = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) == false then return 0 end
 local width = tonumber(ARGV[2])
 local count = 0
 for first = 3, #ARGV, width do
@@ -250,3 +255,52 @@ for first = 3, #ARGV, width do
 end
 return count
 """
+
+# Card-code fusion. An alias key (its own slot) says which subject a credential stands for; it
+# is the authority on "one alias, at most one subject". The subject's own hash lists its
+# aliases (masked) and is audited with the subject.
+
+# KEYS: the alias key. ARGV: subject. Returns {1} claimed now, {0} already this subject's,
+# {-1} another subject's (nothing named).
+ALIAS_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return {0} end
+if cur then return {-1} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1}
+"""
+
+# KEYS: the alias key. ARGV: subject. Deletes the alias only if it is this subject's.
+# Returns {1} released, {0} not this subject's (or unbound).
+ALIAS_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return {1}
+end
+return {0}
+"""
+
+# KEYS: subject record, the subject's alias list, audit stream.
+# ARGV: 'bind' or 'unbind', alias hash, "type:masked", actor, at.
+# Returns {1, version} changed, {0, version} nothing to do, {-1, 0} unknown subject.
+ALIAS_LINK = (
+    _AUDIT
+    + """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {-1, 0} end
+local rec = cmsgpack.unpack(cur)
+local listed = redis.call('HGET', KEYS[2], ARGV[2])
+if ARGV[1] == 'bind' then
+  if listed then return {0, rec.v} end
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+else
+  if not listed then return {0, rec.v} end
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+local kind = string.sub(ARGV[3], 1, (string.find(ARGV[3], ':') or 1) - 1)
+audit(KEYS[3], rec, {op='alias_' .. ARGV[1], actor=ARGV[4], reason=kind, old=rec.col,
+                     new=rec.col, v=rec.v, at=tonumber(ARGV[5]), op_id=ARGV[2]})
+redis.call('SET', KEYS[1], cmsgpack.pack(rec))
+return {1, rec.v}
+"""
+)

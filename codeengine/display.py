@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from codeengine.errors import CodeEngineError
-from codeengine.model import Colour
+from codeengine.model import CodeKind, Colour
 from codeengine.pseudonym import subject_bytes
 from codeengine.status import SubjectRecord
 from codeengine.token import CTI_BYTES, Claims
@@ -118,8 +118,10 @@ def is_current_at(
     )
 
 
-def claims_for_at(record: SubjectRecord, now: int, ttl_s: int, cti: bytes) -> Claims:
-    """The claims of a new display token for the subject's current status."""
+def claims_for_at(
+    record: SubjectRecord, now: int, ttl_s: int, cti: bytes, kind: CodeKind | None = None
+) -> Claims:
+    """The claims of a new display token for the subject's current status (of ``kind``)."""
     if len(cti) != CTI_BYTES:
         raise ValueError(f"cti must be {CTI_BYTES} random bytes")
     return Claims(
@@ -127,7 +129,7 @@ def claims_for_at(record: SubjectRecord, now: int, ttl_s: int, cti: bytes) -> Cl
         iat=now,
         cti=cti,
         subject=subject_bytes(record.subject),
-        kind=record.kind,
+        kind=record.kind if kind is None else kind,
         city=record.city,
         colour=record.colour_at(now),
         version=record.version,

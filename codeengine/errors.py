@@ -87,6 +87,10 @@ class Reason(StrEnum):
     BATCH_RUNNING = "BATCH_RUNNING"
     UNKNOWN_BATCH = "UNKNOWN_BATCH"
     UNKNOWN_APPEAL = "UNKNOWN_APPEAL"
+    # Card-code fusion.
+    ALIAS_TAKEN = "ALIAS_TAKEN"
+    UNKNOWN_ALIAS = "UNKNOWN_ALIAS"
+    UNKNOWN_ALIAS_TYPE = "UNKNOWN_ALIAS_TYPE"
     APPEAL_DECIDED = "APPEAL_DECIDED"
     OVERLOADED = "OVERLOADED"
 
@@ -262,3 +266,9 @@ class AppealDecided(CodeEngineError):
     """The appeal has been decided already: a decision is final."""
 
     reason = Reason.APPEAL_DECIDED
+
+
+class AliasTaken(CodeEngineError):
+    """The alias is bound to another subject (which one is never said)."""
+
+    reason = Reason.ALIAS_TAKEN

@@ -41,6 +41,11 @@ def scan_log_key(city: int) -> str:
     return f"{NAMESPACE}:scan:{{{city}}}"
 
 
+def scan_batch_key(city: int, token: str) -> str:
+    """The marker that a scan-log batch was written to a city's stream (expires in an hour)."""
+    return f"{NAMESPACE}:scan:{{{city}}}:b:{token}"
+
+
 def subject_key(subject: SubjectId) -> str:
     """The subject's record: kind, city, colour, status version (msgpack)."""
     return f"{NAMESPACE}:s:{{{subject}}}"
@@ -60,9 +65,19 @@ def audit_key(subject: SubjectId) -> str:
     return f"{NAMESPACE}:a:{{{subject}}}"
 
 
-def token_key(subject: SubjectId) -> str:
-    """The subject's current display token (display and online verify)."""
-    return f"{NAMESPACE}:t:{{{subject}}}"
+def token_key(subject: SubjectId, kind: int | None = None) -> str:
+    """The subject's current display token of a kind (display and online verify).
+
+    A subject's own kind (health for a person, the enterprise service code for an enterprise)
+    has the plain key; a person's service code and fused code (卡码融合) have their own.
+    """
+    if kind is None or kind in _OWN_KINDS:
+        return f"{NAMESPACE}:t:{{{subject}}}"
+    return f"{NAMESPACE}:t:{{{subject}}}:{kind}"
+
+
+_OWN_KINDS = frozenset({1, 3})
+"""CodeKind.HEALTH and CodeKind.ENTERPRISE_SERVICE: the kinds a subject is generated with."""
 
 
 def subject_keys(subject: SubjectId, op_id: str) -> tuple[str, str, str]:
@@ -98,3 +113,18 @@ def appeal_key(appeal_id: str) -> str:
 def appeal_marker_key(subject: SubjectId, appeal_id: str) -> str:
     """The marker of an applied appeal decision, so that a resend is a no-op."""
     return f"{NAMESPACE}:o:{{{subject}}}:appeal:{appeal_id}"
+
+
+def alias_key(alias: str) -> str:
+    """An alias credential's keyed hash: the pseudonym of the subject it stands for."""
+    return f"{NAMESPACE}:al:{{{alias}}}"
+
+
+def subject_aliases_key(subject: SubjectId) -> str:
+    """The aliases bound to a subject: alias hash to "type:masked value" (hash)."""
+    return f"{NAMESPACE}:sa:{{{subject}}}"
+
+
+def licences_key(subject: SubjectId) -> str:
+    """Electronic licences linked to a subject: keyed hash to "type:masked number" (hash)."""
+    return f"{NAMESPACE}:lic:{{{subject}}}"

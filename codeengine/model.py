@@ -44,7 +44,7 @@ class CodeKind(IntEnum):
         return self.name.lower()
 
 
-SCOPES = ("generate", "display", "convert", "admin", "verify", "appeal")
+SCOPES = ("generate", "display", "convert", "admin", "verify", "appeal", "fusion")
 """What an API client may be allowed to do; each route needs one."""
 
 CITIES: dict[CityCode, str] = {

@@ -23,6 +23,9 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from codeengine import keys
 from codeengine._scripts import (
+    ALIAS_CLAIM,
+    ALIAS_LINK,
+    ALIAS_RELEASE,
     APPEND_SCANS,
     APPLY_RISK,
     CREATE_SUBJECT,
@@ -50,7 +53,7 @@ from codeengine.metrics import STORE_LATENCY
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
-from codeengine.store import RiskWrite
+from codeengine.store import AliasBinding, RiskWrite
 from codeengine.suites import b64url_decode, b64url_encode
 from codeengine.verification import Revocations
 
@@ -112,6 +115,9 @@ class RedisStore:
         self._swap_display = self._fast.script(SWAP_DISPLAY)
         self._apply_risk = self._fast.script(APPLY_RISK)
         self._restore_risk = self._fast.script(RESTORE_RISK)
+        self._alias_claim = self._fast.script(ALIAS_CLAIM)
+        self._alias_release = self._fast.script(ALIAS_RELEASE)
+        self._alias_link = self._fast.script(ALIAS_LINK)
         self._append_scans = self._fast.script(APPEND_SCANS)
         # Latency series of the hot paths, looked up once.
         self._display_read = {o: STORE_LATENCY.labels("display read", o) for o in ("ok", "error")}
@@ -288,14 +294,14 @@ class RedisStore:
         return [_parse_audit(fields[b"e"]) for _id, fields in rows]
 
     async def display_state(
-        self, subject: SubjectId
+        self, subject: SubjectId, kind: int | None = None
     ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
-        """The subject's record and current display token (one MGET in the subject's slot)."""
+        """The subject's record and current display token of ``kind`` (one MGET, one slot)."""
         started = time.perf_counter()
         outcome = "error"
         try:
             fast = await self._hot()
-            keys_ = [keys.subject_key(subject), keys.token_key(subject)]
+            keys_ = [keys.subject_key(subject), keys.token_key(subject, kind)]
             record_raw, token_raw = await fast.mget(keys_)
             outcome = "ok"
         finally:
@@ -305,7 +311,12 @@ class RedisStore:
         return record, shown
 
     async def replace_display(
-        self, subject: SubjectId, seen: DisplayedCode | None, new: DisplayedCode, ttl_ms: int
+        self,
+        subject: SubjectId,
+        seen: DisplayedCode | None,
+        new: DisplayedCode,
+        ttl_ms: int,
+        kind: int | None = None,
     ) -> DisplayedCode:
         """Store ``new`` unless another process refreshed first; the token now stored."""
         new_raw = new.pack()
@@ -315,7 +326,7 @@ class RedisStore:
         try:
             await self._hot()
             stored = await self._swap_display(
-                [keys.token_key(subject)],
+                [keys.token_key(subject, kind)],
                 args,
                 deadline_s=self._settings.write_deadline_ms / 1000,
             )
@@ -382,10 +393,13 @@ class RedisStore:
             keys=frozenset(b64url_decode(k.decode()) for k in kids),
         )
 
-    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> list[ScanEntry]:
+    async def append_scans(
+        self, entries: list[ScanEntry], max_len: int, token: str
+    ) -> list[ScanEntry]:
         """Append every entry to its city's stream: one script call per city, pipelined.
 
         Returns the entries of the cities whose call failed; the others are written once.
+        A city's script skips a batch whose ``token`` it has written already (a resend).
         """
         await self._hot()
         by_city: dict[int, list[ScanEntry]] = {}
@@ -395,7 +409,7 @@ class RedisStore:
         outcomes = await asyncio.gather(
             *(
                 self._append_scans(
-                    [keys.scan_log_key(city)],
+                    [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
                     [max_len, ScanEntry.FIELD_COUNT, *(f for e in group for f in e.to_fields())],
                     deadline_s=deadline_s,
                 )
@@ -698,6 +712,103 @@ class RedisStore:
                 cursor = cursor_raw.decode()
                 if cursor == "0":
                     break
+
+    # Card-code fusion.
+
+    async def _scripts_everywhere(self, fast: FastCluster, *scripts: Any) -> None:
+        for script in scripts:
+            await fast.load_script_everywhere(script)
+
+    async def bind_aliases(
+        self, bindings: Sequence[AliasBinding], actor: str, now: int
+    ) -> list[str]:
+        """Claim every alias key, list the claimed ones on their subjects, WAIT once per node."""
+        if not bindings:
+            return []
+        fast = await self._hot()
+        await self._scripts_everywhere(fast, self._alias_claim, self._alias_link,
+                                       self._alias_release)  # fmt: skip
+        deadline_s = self._settings.write_deadline_ms / 1000
+        claims = await fast.bulk(
+            [(k := keys.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
+             for b in bindings],
+            deadline_s=deadline_s,
+        )  # fmt: skip
+        claimed = [int(fast.reply_or_raise(r, "EVALSHA")[0]) for r in claims]
+        results = ["taken" if c == -1 else "" for c in claimed]
+        mine = [i for i, c in enumerate(claimed) if c >= 0]
+        links = await fast.bulk(
+            [
+                (keys.subject_key(b.subject),
+                 ("EVALSHA", self._alias_link.sha, 3, keys.subject_key(b.subject),
+                  keys.subject_aliases_key(b.subject), keys.audit_key(b.subject), "bind",
+                  b.alias, b.listed, actor, now))
+                for b in (bindings[i] for i in mine)
+            ],
+            deadline_s=deadline_s,
+        )  # fmt: skip
+        release = []
+        for i, reply in zip(mine, links, strict=True):
+            code = int(fast.reply_or_raise(reply, "EVALSHA")[0])
+            if code == -1:
+                results[i] = "unknown_subject"
+                if claimed[i] == 1:
+                    release.append(bindings[i])
+            else:
+                results[i] = "bound" if claimed[i] == 1 or code == 1 else "unchanged"
+        if release:
+            await fast.bulk(
+                [(k := keys.alias_key(b.alias), ("EVALSHA", self._alias_release.sha, 1, k,
+                                                b.subject)) for b in release],
+                deadline_s=deadline_s,
+            )  # fmt: skip
+        written = [keys.alias_key(b.alias) for b in bindings] + [
+            keys.subject_key(b.subject) for b in bindings
+        ]
+        await self._replicated(fast, written)
+        return results
+
+    async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
+        """Take the alias off the subject's list (audited), then free the alias key."""
+        fast = await self._hot()
+        await self._scripts_everywhere(fast, self._alias_link, self._alias_release)
+        code, _ = await self._alias_link(
+            [keys.subject_key(subject), keys.subject_aliases_key(subject), keys.audit_key(subject)],
+            ["unbind", alias, "", actor, now],
+            deadline_s=self._settings.write_deadline_ms / 1000,
+        )
+        (released,) = await self._alias_release(
+            [keys.alias_key(alias)], [subject], deadline_s=self._settings.write_deadline_ms / 1000
+        )
+        await self._replicated(fast, [keys.alias_key(alias), keys.subject_key(subject)])
+        return int(code) == 1 or int(released) == 1
+
+    async def subject_for_alias(self, alias: str) -> SubjectId | None:
+        """One GET of the alias key."""
+        fast = await self._hot()
+        raw = await fast.get(keys.alias_key(alias))
+        return None if raw is None else SubjectId(raw.decode())
+
+    async def list_aliases(self, subject: SubjectId) -> list[tuple[str, str]]:
+        """The subject's alias hash, as (alias, ``type:masked``) pairs."""
+        fast = await self._hot()
+        key = keys.subject_aliases_key(subject)
+        flat = await fast.execute(key, "HGETALL", key)
+        return sorted((flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2))
+
+    async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
+        """HSET the licence on the subject, acknowledged after WAIT."""
+        fast = await self._hot()
+        key = keys.licences_key(subject)
+        added = await fast.execute(key, "HSET", key, licence, listed)
+        await self._replicated(fast, [key])
+        return bool(int(added))
+
+    async def licences(self, subject: SubjectId) -> list[str]:
+        """The values of the subject's licence hash."""
+        fast = await self._hot()
+        key = keys.licences_key(subject)
+        return sorted(v.decode() for v in await fast.execute(key, "HVALS", key))
 
     async def close(self) -> None:
         """Release every pooled connection."""

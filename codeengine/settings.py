@@ -73,6 +73,8 @@ class CodeSettings:
     trust_list_max_age_s: int = 300
     rules_file: str = "configs/rules.toml"
     """The conversion rules: record types, periods, and the colour of a subject with no data."""
+    fusion_file: str = "configs/fusion.toml"
+    """Card-code fusion: alias types, their scanner prefixes, and what each terminal sees."""
     keyring_refresh_s: float = 1.0
     """How often each process re-reads the keyring or trust list from the store."""
 

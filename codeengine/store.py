@@ -6,7 +6,7 @@ real deployment is :class:`codeengine.redisstore.RedisStore` (a sharded Redis Cl
 
 from __future__ import annotations
 
-__all__ = ["RiskWrite", "Store"]
+__all__ = ["AliasBinding", "RiskWrite", "Store"]
 
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple, Protocol
@@ -33,6 +33,16 @@ class RiskWrite(NamedTuple):
     """The colour a subject created by the import starts with."""
 
 
+class AliasBinding(NamedTuple):
+    """One alias credential to bind to a subject: its keyed hash and what lists show of it."""
+
+    subject: SubjectId
+    alias: str
+    """The keyed hash of the credential (``pseudonym.alias_hash``)."""
+    listed: str
+    """``type:masked value``, as the subject's alias list shows it."""
+
+
 class Store(Protocol):
     """Subject records, versioned status writes and the audit trail."""
 
@@ -57,12 +67,17 @@ class Store(Protocol):
         """The subject's audit entries, oldest first."""
 
     async def display_state(
-        self, subject: SubjectId
+        self, subject: SubjectId, kind: int | None = None
     ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
-        """The subject's record and current display token, in one round trip."""
+        """The subject's record and current display token of ``kind``, in one round trip."""
 
     async def replace_display(
-        self, subject: SubjectId, seen: DisplayedCode | None, new: DisplayedCode, ttl_ms: int
+        self,
+        subject: SubjectId,
+        seen: DisplayedCode | None,
+        new: DisplayedCode,
+        ttl_ms: int,
+        kind: int | None = None,
     ) -> DisplayedCode:
         """Store ``new`` unless the token changed since ``seen``; return the stored token."""
 
@@ -86,8 +101,12 @@ class Store(Protocol):
     async def revocations(self, now: int) -> Revocations:
         """The revoked code ids (unexpired) and key ids."""
 
-    async def append_scans(self, entries: list[ScanEntry], max_len: int) -> list[ScanEntry]:
+    async def append_scans(
+        self, entries: list[ScanEntry], max_len: int, token: str
+    ) -> list[ScanEntry]:
         """Append scan entries to their cities' logs; return those of cities that failed.
+
+        ``token`` names the batch: a resend with the same token writes nothing twice.
 
         Cities on healthy shards are written even when another shard is down, exactly once.
         """
@@ -153,6 +172,27 @@ class Store(Protocol):
 
     def audited_subjects(self) -> AsyncIterator[SubjectId]:
         """Every subject that has an audit trail, shard by shard."""
+
+    async def bind_aliases(
+        self, bindings: Sequence[AliasBinding], actor: str, now: int
+    ) -> list[str]:
+        """Bind each alias to its subject, acknowledged after WAIT; per binding ``bound``,
+        ``unchanged`` (already this subject's), ``taken`` (another's) or ``unknown_subject``."""
+
+    async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
+        """Unbind an alias from its subject; whether it was bound to it."""
+
+    async def subject_for_alias(self, alias: str) -> SubjectId | None:
+        """The subject an alias stands for, or None."""
+
+    async def list_aliases(self, subject: SubjectId) -> list[tuple[str, str]]:
+        """The subject's aliases: (alias hash, ``type:masked``)."""
+
+    async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
+        """Link a licence (keyed hash, ``type:masked``); whether it was new."""
+
+    async def licences(self, subject: SubjectId) -> list[str]:
+        """The subject's linked licences as ``type:masked`` entries."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 __all__ = ["create_app"]
 
+from pathlib import Path
+
 from aiohttp import web
 
+from codeengine.fusion import load_fusion
 from codeengine.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store import Store
@@ -13,6 +16,7 @@ from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_service_routes
+from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
 from issuer.keys import KEY_ROUTES
@@ -31,6 +35,12 @@ SCOPES = {
     "appeal_file": "appeal",
     "appeal_show": "appeal",
     "appeal_decide": "convert",
+    "alias_bind": "fusion",
+    "alias_list": "fusion",
+    "alias_unbind": "fusion",
+    "alias_bulk": "fusion",
+    "licence_link": "fusion",
+    "licence_list": "fusion",
 }
 
 
@@ -44,6 +54,7 @@ def create_app(
     attach_runtime(app, settings, store, signs=True)
     app[METRICS] = RequestMetrics("issuer")
     app[QR_CACHE] = ImageCache()
+    app[FUSION] = load_fusion(Path(settings.codes.fusion_file))
     add_service_routes(
         app,
         [
@@ -53,6 +64,7 @@ def create_app(
             *KEY_ROUTES,
             *BATCH_ROUTES,
             *APPEAL_ROUTES,
+            *ALIAS_ROUTES,
             *OPENAPI_ROUTES,
         ],
         SCOPES,

@@ -191,6 +191,16 @@ PATHS: dict[str, Any] = {
                     "required": False,
                     "schema": {"type": "string", "enum": ["json", "png", "svg"]},
                 },
+                {
+                    "name": "kind",
+                    "in": "query",
+                    "required": False,
+                    "description": "Which code: `own` (default: a person's health code, an "
+                    "enterprise's service code), or for a person `health`, `service` (person "
+                    "service code) or `fused` (health colour and service identity in one code, "
+                    "卡码融合). An enterprise has `service` only (400 otherwise).",
+                    "schema": {"type": "string", "enum": ["own", "health", "service", "fused"]},
+                },
             ],
             "responses": responses(
                 {

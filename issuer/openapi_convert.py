@@ -8,6 +8,7 @@ from typing import Any
 
 from codeengine.batches import COLUMNS
 from codeengine.errors import Reason
+from codeengine.fusion import load_fusion
 from codeengine.web.openapi import ref, responses
 from issuer.appeals import TEXT_PATTERN
 
@@ -355,3 +356,208 @@ CONVERT_PATHS: dict[str, Any] = {
         }
     },
 }
+
+ALIAS_TYPE = {
+    "enum": sorted(load_fusion().aliases),
+    "description": "An alias type of configs/fusion.toml (here, the shipped file's types).",
+}
+ALIAS_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$"}
+CONVERT_SCHEMAS.update(
+    {
+        "AliasRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "value"],
+            "properties": {
+                "type": ALIAS_TYPE,
+                "value": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 256,
+                    "description": "The credential. Stored only as a keyed hash.",
+                },
+            },
+        },
+        "Alias": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "type", "masked"],
+            "properties": {
+                "id": ALIAS_ID,
+                "type": {"type": "string"},
+                "masked": {"type": "string"},
+            },
+        },
+        "Aliases": {
+            "type": "object",
+            "required": ["subject", "aliases"],
+            "properties": {
+                "subject": SUBJECT_ID,
+                "aliases": {"type": "array", "items": {"$ref": "#/components/schemas/Alias"}},
+            },
+        },
+        "Unbound": {
+            "type": "object",
+            "required": ["subject", "id", "unbound"],
+            "properties": {"subject": SUBJECT_ID, "id": ALIAS_ID, "unbound": {"const": True}},
+        },
+        "BulkAliases": {
+            "type": "object",
+            "required": ["rows", "bound", "unchanged", "refused", "errors"],
+            "properties": {
+                "rows": _COUNT,
+                "bound": _COUNT,
+                "unchanged": _COUNT,
+                "refused": _COUNT,
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["line", "reason"],
+                        "properties": {"line": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "LicenceRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "number"],
+            "properties": {
+                "type": {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"},
+                "number": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"},
+            },
+        },
+        "Licence": {
+            "type": "object",
+            "required": ["type", "masked"],
+            "properties": {
+                "subject": SUBJECT_ID,
+                "type": {"type": "string"},
+                "masked": {"type": "string"},
+            },
+        },
+        "Licences": {
+            "type": "object",
+            "required": ["subject", "licences"],
+            "properties": {
+                "subject": SUBJECT_ID,
+                "licences": {"type": "array", "items": {"$ref": "#/components/schemas/Licence"}},
+            },
+        },
+    }
+)
+_FUSION_TEXT = " Needs scope `fusion`."
+CONVERT_PATHS.update(
+    {
+        "/v1/subjects/{subject}/aliases": {
+            "post": {
+                "operationId": "alias_bind",
+                "summary": "卡码融合: bind a credential (card, voucher, transit code...) to the "
+                "subject",
+                "description": "Checked against the type's format; stored as a keyed hash and "
+                "a masked form. 201 bound, 200 already this subject's, 409 `ALIAS_TAKEN` if "
+                "another subject's (which one is never said). Audited." + _FUSION_TEXT,
+                "security": SECURED,
+                "parameters": [_SUBJECT],
+                "requestBody": {"required": True, "content": ref("AliasRequest")},
+                "responses": responses(
+                    {"201": ("Bound", ref("Alias")), "200": ("Already bound", ref("Alias"))},
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    413,
+                    415,
+                    422,
+                    429,
+                    503,
+                ),
+            },
+            "get": {
+                "operationId": "alias_list",
+                "summary": "The subject's aliases, masked",
+                "description": "Each with the id that unbinds it." + _FUSION_TEXT,
+                "security": SECURED,
+                "parameters": [_SUBJECT],
+                "responses": responses(
+                    {"200": ("The aliases", ref("Aliases"))}, 400, 401, 403, 404, 429, 503
+                ),
+            },
+        },
+        "/v1/subjects/{subject}/aliases/{alias_id}": {
+            "delete": {
+                "operationId": "alias_unbind",
+                "summary": "Unbind an alias (by the id the list shows)",
+                "description": "Audited." + _FUSION_TEXT,
+                "security": SECURED,
+                "parameters": [
+                    _SUBJECT,
+                    {"name": "alias_id", "in": "path", "required": True, "schema": ALIAS_ID},
+                ],
+                "responses": responses(
+                    {"200": ("Unbound", ref("Unbound"))}, 400, 401, 403, 404, 429, 503
+                ),
+            }
+        },
+        "/v1/aliases/bulk": {
+            "post": {
+                "operationId": "alias_bulk",
+                "summary": "An integrator's file of bindings, streamed",
+                "description": "CSV with the header `kind,identifier,alias_type,value` (kind "
+                "person or enterprise; identifier a resident ID or credit code). Each row is "
+                "reported by line and reason if refused (`BAD_ROW`, identifier reasons, "
+                "`UNKNOWN_ALIAS_TYPE`, `ALIAS_TAKEN`, `UNKNOWN_SUBJECT`); running the same file "
+                "again changes nothing." + _FUSION_TEXT,
+                "security": SECURED,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^kind,identifier,alias_type,value\\r?\\n",
+                            }
+                        }
+                    },
+                },
+                "responses": responses(
+                    {"200": ("The report", ref("BulkAliases"))}, 400, 401, 403, 415, 429, 503
+                ),
+            }
+        },
+        "/v1/subjects/{subject}/licences": {
+            "post": {
+                "operationId": "licence_link",
+                "summary": "Link an electronic licence (type and number) to the subject",
+                "description": "Stored as a keyed hash and a masked number; shown on verify to "
+                "terminals whose profile allows it." + _FUSION_TEXT,
+                "security": SECURED,
+                "parameters": [_SUBJECT],
+                "requestBody": {"required": True, "content": ref("LicenceRequest")},
+                "responses": responses(
+                    {"201": ("Linked", ref("Licence")), "200": ("Already linked", ref("Licence"))},
+                    400,
+                    401,
+                    403,
+                    404,
+                    413,
+                    415,
+                    429,
+                    503,
+                ),
+            },
+            "get": {
+                "operationId": "licence_list",
+                "summary": "The subject's linked licences, masked",
+                "description": _FUSION_TEXT.strip(),
+                "security": SECURED,
+                "parameters": [_SUBJECT],
+                "responses": responses(
+                    {"200": ("The licences", ref("Licences"))}, 400, 401, 403, 429, 503
+                ),
+            },
+        },
+    }
+)

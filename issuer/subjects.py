@@ -45,7 +45,7 @@ CONVERT_FIELDS = {
 }
 
 
-def _subject_from_path(request: web.Request) -> SubjectId:
+def subject_from_path(request: web.Request) -> SubjectId:
     text = request.match_info["subject"]
     try:
         subject_bytes(SubjectId(text))
@@ -83,7 +83,7 @@ async def generate(request: web.Request) -> web.Response:
 
 async def display(request: web.Request) -> web.StreamResponse:
     """亮码: the subject's current token, signing a new one only past half-life."""
-    subject = _subject_from_path(request)
+    subject = subject_from_path(request)
     # Most displays carry no query: skip parsing one.
     fmt_text = request.query.get("format", "json") if request.query_string else "json"
     fmt = None if fmt_text == "json" else _image_format(fmt_text)
@@ -91,9 +91,20 @@ async def display(request: web.Request) -> web.StreamResponse:
     codes = app[SETTINGS].codes
     now = int(app[CLOCK]())
     store = app[STORE]
-    record, shown = await store.display_state(subject)
+    asked = request.query.get("kind", "own") if request.query_string else "own"
+    if asked not in _DISPLAY_KINDS:
+        raise BadRequest("query 'kind' must be own, health, service or fused")
+    wanted = _DISPLAY_KINDS[asked]
+    record, shown = await store.display_state(subject, wanted)
     if record is None:
         raise UnknownSubject("no such subject")
+    kind = _kind_for(record.kind, asked)
+    if wanted is not None and int(kind) != wanted:
+        # An enterprise's "service" code is its own code, stored under the plain key.
+        wanted = None
+        record, shown = await store.display_state(subject)
+        if record is None:
+            raise UnknownSubject("no such subject")
     key = app[KEYS].require_keyring().signing_key_at(now)
     # Two tries: a concurrent display that read an older status may have stored its token
     # first; a token of an older status version is never handed out in place of ours.
@@ -104,12 +115,13 @@ async def display(request: web.Request) -> web.StreamResponse:
         ):
             # Current, or signed for a status newer than the one this request read.
             break
-        claims = claims_for_at(record, now, codes.display_ttl_s, secrets.token_bytes(CTI_BYTES))
+        cti = secrets.token_bytes(CTI_BYTES)
+        claims = claims_for_at(record, now, codes.display_ttl_s, cti, kind)
         token = encode(claims, key)
         SIGNATURES.labels(key.private.suite.jose_alg).inc()
         ttl_ms = (codes.display_ttl_s + codes.clock_skew_s) * 1000
         shown = await store.replace_display(
-            subject, shown, successor_at(shown, token, claims, now, key.kid), ttl_ms
+            subject, shown, successor_at(shown, token, claims, now, key.kid), ttl_ms, wanted
         )
         if shown.version >= record.version:
             break
@@ -129,6 +141,27 @@ async def display(request: web.Request) -> web.StreamResponse:
         "refresh_at": refresh,
     }
     return web.json_response(answer, headers={"Cache-Control": f"private, max-age={max_age}"})
+
+
+_DISPLAY_KINDS: dict[str, int | None] = {
+    "own": None,
+    "health": int(CodeKind.HEALTH),
+    "service": int(CodeKind.PERSON_SERVICE),
+    "fused": int(CodeKind.FUSED),
+}
+"""``?kind=`` of display: the subject's own code, or a person's service or fused code."""
+
+
+def _kind_for(own: CodeKind, asked: str) -> CodeKind:
+    """The kind of code to sign: a person has health, service and fused codes; an enterprise
+    only its service code."""
+    if asked == "own":
+        return own
+    if own is CodeKind.ENTERPRISE_SERVICE:
+        if asked != "service":
+            raise BadRequest("an enterprise has a service code only")
+        return own
+    return CodeKind(_DISPLAY_KINDS[asked] or own)
 
 
 def _image_format(text: str) -> QRFormat:
@@ -151,7 +184,7 @@ async def _image(app: web.Application, token: str, fmt: QRFormat) -> bytes:
 
 async def convert(request: web.Request) -> web.Response:
     """赋码/转码: set one subject's colour if ``if_version`` is current; audited, idempotent."""
-    subject = _subject_from_path(request)
+    subject = subject_from_path(request)
     body = await read_object(request, CONVERT_FIELDS)
     colour = _COLOURS.get(body["colour"])
     if colour is None:
@@ -191,7 +224,7 @@ async def convert(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     """The subject's audit trail for ops, oldest first, with the verdict on its hash chain."""
-    subject = _subject_from_path(request)
+    subject = subject_from_path(request)
     record, entries = await request.app[STORE].audit_chain(subject)
     if record is None and not entries:
         raise UnknownSubject("no such subject")

@@ -5,18 +5,22 @@ from __future__ import annotations
 __all__ = ["create_app"]
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
+from codeengine.errors import KeyringError
+from codeengine.fusion import load_fusion
 from codeengine.settings import Settings
 from codeengine.store import Store
+from codeengine.web.auth import CREDENTIALS
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_service_routes
 from verifier.openapi import OPENAPI_ROUTES
 from verifier.scanlog import ScanLogWriter
-from verifier.verify import SCAN_LOG, VERIFY_ROUTES
+from verifier.verify import FUSION, SCAN_LOG, VERIFY_ROUTES
 
 BATCH_ITEM_BYTES = 640
 SCOPES = {
@@ -39,7 +43,18 @@ def create_app(
     attach_runtime(app, settings, store, signs=False)
     app[METRICS] = RequestMetrics("verifier")
 
+    app[FUSION] = load_fusion(Path(settings.codes.fusion_file))
+
     async def scan_log(app: web.Application) -> AsyncIterator[None]:
+        # Every terminal's profile must exist: a typo would otherwise show it the default.
+        for client in app[CREDENTIALS].by_key_hash.values():
+            if (
+                client.terminal_type is not None
+                and client.terminal_type not in app[FUSION].terminals
+            ):
+                raise KeyringError(
+                    f"client {client.name!r}: no terminal profile {client.terminal_type!r}"
+                )
         writer = ScanLogWriter(app[STORE], settings.verifier)
         app[SCAN_LOG] = writer
         writer.start()

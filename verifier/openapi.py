@@ -43,22 +43,27 @@ SCHEMAS: dict[str, Any] = {
     "Verdict": {
         "type": "object",
         "additionalProperties": False,
-        "required": [
-            "valid",
-            "reason",
-            "colour",
-            "kind",
-            "city",
-            "checked_at",
-            "as_of",
-            "degraded",
-        ],
+        "required": ["valid", "reason"],
+        "description": "Which fields beyond valid and reason a terminal sees is its profile's "
+        "(`configs/fusion.toml`, by the client's `terminal_type`): a venue gate sees the "
+        "colour only, a service hall also the kind, city and linked licences.",
         "properties": {
             "valid": {"type": "boolean"},
             "reason": {
                 "type": "string",
                 "description": "VALID, or why not: MALFORMED, UNSUPPORTED_ALG, UNKNOWN_KID, "
-                "BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, REVOKED, WRONG_CITY, UNKNOWN_SUBJECT.",
+                "BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, REVOKED, WRONG_CITY, UNKNOWN_SUBJECT, "
+                "UNKNOWN_ALIAS (an alias credential bound to nobody), STORE_UNAVAILABLE (an "
+                "alias credential while the store is unreachable).",
+            },
+            "licences": {
+                "type": "array",
+                "description": "Linked electronic licences, masked (single verify, and only "
+                "for terminals whose profile allows).",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string"}, "masked": {"type": "string"}},
+                },
             },
             "colour": {"enum": ["green", "yellow", "red", "grey", None]},
             "kind": {"enum": ["health", "person_service", "enterprise_service", "fused", None]},
@@ -160,8 +165,11 @@ PATHS: dict[str, Any] = {
     "/v1/verify": {
         "post": {
             "operationId": "verify",
-            "summary": "扫码/验码: verify one scanned code",
-            "description": "Checks the code and answers the subject's live colour. Every "
+            "summary": "扫码/验码: verify one scanned code or alias credential",
+            "description": "Checks the code and answers the subject's live colour. The "
+            "`code` may also be an alias credential as a reader types it (`SSC:...` for a "
+            "social-security card and the other prefixes of `configs/fusion.toml`): it "
+            "answers as the subject's own code. Every "
             "scan is logged without personal data. With the store unreachable the answer "
             "rests on the signature and says `degraded: true`. An invalid code is still a "
             "200 answer with `valid: false` and its reason. Needs scope `verify`.",

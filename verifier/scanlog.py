@@ -3,6 +3,10 @@
 A verify never waits for its log entry. Every ``scan_flush_ms`` the buffer goes to the cities'
 streams in one pipelined round per shard. While the store is unreachable entries wait in the
 buffer; past ``scan_buffer_max`` the oldest are dropped and counted, so memory stays bounded.
+
+Each batch carries a random token that the store records with the entries. A batch whose
+answer was lost (a timeout after the shard had written it) is sent again with the same token,
+and the store skips what it already wrote: every scan is logged once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ __all__ = ["ScanLogWriter"]
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 
 from codeengine.errors import StoreUnavailable
@@ -32,6 +37,8 @@ class ScanLogWriter:
         self._store = store
         self._settings = settings
         self._buffer: deque[ScanEntry] = deque()
+        self._retry: deque[tuple[str, list[ScanEntry]]] = deque()
+        """Batches a shard did not confirm, with the token they were first sent with."""
         self._task: asyncio.Task[None] | None = None
 
     def add(self, entry: ScanEntry) -> None:
@@ -42,7 +49,7 @@ class ScanLogWriter:
         self._buffer.append(entry)
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + sum(len(group) for _, group in self._retry)
 
     async def flush(self) -> None:
         """Write what is buffered now, once; entries of cities whose shard failed wait.
@@ -50,11 +57,17 @@ class ScanLogWriter:
         Raises StoreUnavailable when some entries could not be written (they stay queued,
         ahead of newer ones, and the next flush tries them again).
         """
-        waiting: list[ScanEntry] = []
+        batches = list(self._retry)
+        self._retry.clear()
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(FLUSH_BATCH, len(self._buffer)))]
+            batches.append((os.urandom(8).hex(), batch))
+        waiting = 0
+        for token, batch in batches:
             try:
-                failed = await self._store.append_scans(batch, self._settings.scan_log_max_len)
+                failed = await self._store.append_scans(
+                    batch, self._settings.scan_log_max_len, token
+                )
             except StoreUnavailable:
                 failed = batch
             except Exception:
@@ -63,13 +76,14 @@ class ScanLogWriter:
                 SCANS_DROPPED.inc(len(batch))
                 continue
             SCANS_LOGGED.inc(len(batch) - len(failed))
-            waiting.extend(failed)
+            if failed:
+                self._retry.append((token, failed))
+                waiting += len(failed)
+        while len(self) > self._settings.scan_buffer_max and self._retry:
+            token, group = self._retry.popleft()
+            SCANS_DROPPED.inc(len(group))
         if waiting:
-            self._buffer.extendleft(reversed(waiting))
-            while len(self._buffer) > self._settings.scan_buffer_max:
-                self._buffer.popleft()
-                SCANS_DROPPED.inc()
-            raise StoreUnavailable(f"{len(waiting)} scan log entries wait for their shard")
+            raise StoreUnavailable(f"{waiting} scan log entries wait for their shard")
 
     async def _run(self) -> None:
         while True:

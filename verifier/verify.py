@@ -2,33 +2,46 @@
 
 from __future__ import annotations
 
-__all__ = ["SCAN_LOG", "VERIFY_ROUTES", "verify_one"]
+__all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "shown_to", "verify_one"]
 
 import asyncio
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgpack
 from aiohttp import web
 
-from codeengine.errors import BadRequest, Reason, StoreUnavailable, VerificationError
+from codeengine.errors import (
+    BadRequest,
+    InvalidIdentifier,
+    Reason,
+    StoreUnavailable,
+    VerificationError,
+)
+from codeengine.fusion import AliasType, Fusion
 from codeengine.metrics import VERIFICATIONS
 from codeengine.model import CITIES, SubjectId
+from codeengine.pseudonym import subject_bytes
 from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
 from codeengine.suites import b64url_decode, b64url_encode
-from codeengine.token import MAX_TOKEN_CHARS, decode
+from codeengine.token import MAX_TOKEN_CHARS, PREFIX, decode
 from codeengine.verification import (
     Verdict,
     degraded_verdict_at,
     online_verdict_at,
     precheck_at,
 )
+from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object, validate_object
-from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE
+from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
 from codeengine.web.trust import trust_list
 from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
+FUSION = web.AppKey("fusion", Fusion)
+_ALWAYS = ("valid", "reason")
+_CHINA = timezone(timedelta(hours=8), "China Standard Time")
 MSGPACK = "application/msgpack"
 # A scanner's line terminator is not part of the code (docs/code-format.md §2).
 _SCANNER_TERMINATORS = "\r\n"
@@ -79,6 +92,11 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
     trust = state.require_trust()
     text = item["code"].rstrip(_SCANNER_TERMINATORS)
     city = item["city"]
+    if not text.startswith(PREFIX) and (alias := app[FUSION].resolve_prefix(text)) is not None:
+        verdict = await _alias_verdict(app, alias[0], alias[1], now)
+        _log_scan(app, item, verdict)
+        _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
+        return verdict
     checked = precheck_at(
         text,
         trust,
@@ -93,24 +111,69 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
     else:
         try:
             subject = SubjectId(checked.claims.subject_id)
-            record, shown = await app[STORE].display_state(subject)
+            kind = int(checked.claims.kind)
+            record, shown = await app[STORE].display_state(subject, kind)
             verdict = online_verdict_at(checked, text, record, shown, trust, now)
         except StoreUnavailable:
             grey = settings.verifier.degraded_colour == "grey"
             verdict = degraded_verdict_at(checked, trust, now, grey=grey)
+    _log_scan(app, item, verdict)
+    _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
+    return verdict
+
+
+def _log_scan(app: web.Application, item: dict[str, Any], verdict: Verdict) -> None:
     app[SCAN_LOG].add(
         ScanEntry(
             terminal=item["terminal"],
             venue=item.get("venue", ""),
-            city=city,
+            city=item["city"],
             at_ms=int(app[CLOCK]() * 1000),
             subject=verdict.subject or "",
             reason=verdict.reason,
             colour=verdict.colour.label if verdict.colour is not None else "",
         )
     )
-    _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
-    return verdict
+
+
+async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now: int) -> Verdict:
+    """An alias credential (卡码融合) answers as its subject's own code: the live colour.
+
+    There is no signature to fall back on, so with the store unreachable the answer is
+    ``STORE_UNAVAILABLE``, marked degraded.
+    """
+    try:
+        hashed = alias.hash(value, app[PEPPER], datetime.fromtimestamp(now, _CHINA).date())
+    except InvalidIdentifier:
+        return Verdict(False, Reason.MALFORMED.value, now)
+    store = app[STORE]
+    try:
+        subject = await store.subject_for_alias(hashed)
+        if subject is None:
+            return Verdict(False, Reason.UNKNOWN_ALIAS.value, now)
+        record, _ = await store.display_state(subject)
+    except StoreUnavailable:
+        return Verdict(False, Reason.STORE_UNAVAILABLE.value, now, degraded=True)
+    if record is None:
+        return Verdict(False, Reason.UNKNOWN_SUBJECT.value, now)
+    colour = record.colour_at(now)
+    raw = subject_bytes(subject)
+    return Verdict(True, Reason.VALID.value, now, colour, record.kind, record.city, now, False, raw)
+
+
+async def shown_to(
+    request: web.Request, verdict: Verdict, with_licences: bool = True
+) -> dict[str, object]:
+    """The answer as the calling terminal's profile allows: fields, and licences if any."""
+    profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
+    full = verdict.to_json()
+    answer = {k: v for k, v in full.items() if k in _ALWAYS or k in profile.fields}
+    if with_licences and profile.licences and verdict.valid and verdict.subject_raw:
+        subject = SubjectId(b64url_encode(verdict.subject_raw))
+        entries = await request.app[STORE].licences(subject)
+        answer["licences"] = [dict(zip(("type", "masked"), e.split(":", 1), strict=True))
+                              for e in entries]  # fmt: skip
+    return answer
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -118,7 +181,7 @@ async def verify(request: web.Request) -> web.Response:
     item = await read_object(request, ITEM_FIELDS)
     _check_item(item)
     verdict = await verify_one(request.app, item, "online")
-    return web.json_response(verdict.to_json())
+    return web.json_response(await shown_to(request, verdict))
 
 
 async def _batch_body(request: web.Request) -> dict[str, Any]:
@@ -147,7 +210,7 @@ async def verify_batch(request: web.Request) -> web.Response:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
         checked.append(valid)
     verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in checked))
-    results = [v.to_json() for v in verdicts]
+    results = [await shown_to(request, v, with_licences=False) for v in verdicts]
     if request.content_type == MSGPACK:
         return web.Response(body=msgpack.packb({"results": results}), content_type=MSGPACK)
     return web.json_response({"results": results})

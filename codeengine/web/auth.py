@@ -42,6 +42,8 @@ class Client:
     name: str
     scopes: frozenset[str]
     rate_per_s: float = DEFAULT_RATE_PER_S
+    terminal_type: str | None = None
+    """For terminals: the profile of ``configs/fusion.toml`` that decides what a scan shows."""
 
 
 @dataclass
@@ -101,7 +103,10 @@ def _client(entry: Any, index: int) -> tuple[bytes, Client]:
             raise KeyringError(f"{where}.key_sha256 is not a SHA-256")
     else:
         raise KeyringError(f"{where} needs key or key_sha256")
-    return digest, Client(name, frozenset(scopes), float(rate))
+    terminal_type = entry.get("terminal_type")
+    if terminal_type is not None and (not isinstance(terminal_type, str) or not terminal_type):
+        raise KeyringError(f"{where}.terminal_type must be a terminal profile name")
+    return digest, Client(name, frozenset(scopes), float(rate), terminal_type)
 
 
 def load_credentials(path: Path, rate_share: float = 1.0) -> Credentials:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from codeengine.errors import (
     AccessDenied,
+    AliasTaken,
     AppealDecided,
     BadRequest,
     BatchConflict,
@@ -52,6 +53,7 @@ _STATUS: tuple[tuple[type[CodeEngineError], int], ...] = (
     (UnknownAppeal, 404),
     (BatchConflict, 409),
     (AppealDecided, 409),
+    (AliasTaken, 409),
     (VersionConflict, 409),
     (RotationPending, 409),
     (RateLimited, 429),

@@ -184,8 +184,9 @@ def attach_runtime(
         app[STORE] = RedisStore(store_settings(settings)) if store is None else store
         workers = settings.service.workers or (os.cpu_count() or 1)
         app[CREDENTIALS] = load_credentials(Path(settings.keys.credentials_file), 1 / workers)
+        # Verifiers hash scanned alias credentials (card-code fusion) with the pepper too.
+        app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
         if signs:
-            app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
         with contextlib.suppress(CodeEngineError):
             await refresh_keys(state, app[STORE], settings, signs=signs)

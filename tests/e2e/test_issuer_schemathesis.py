@@ -112,7 +112,7 @@ def live_issuer(
     """One issuer worker whose only client holds every scope at a rate nothing reaches."""
     directory = tmp_path_factory.mktemp("schemathesis")
     credentials = directory / "credentials.json"
-    scopes = ["generate", "display", "convert", "admin", "appeal"]
+    scopes = ["generate", "display", "convert", "admin", "appeal", "fusion"]
     client = {"client": "schemathesis", "scopes": scopes, "key": KEY, "rate_per_s": 1e9}
     write_private(credentials, json.dumps({"clients": [client]}).encode())
     settings = dict(

@@ -1,0 +1,250 @@
+"""Card-code fusion (卡码融合) over HTTP: bind, list, unbind aliases; bulk files; licences.
+
+An alias is a credential (social-security card, electronic SSC, medical voucher, transit code,
+city code, electronic ID) that stands for a person's code at a scanner. The store keeps only its
+keyed hash and a masked form; one alias belongs to at most one subject (a second bind answers
+409 ``ALIAS_TAKEN``, naming nothing). Integrators hold scope ``fusion``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ALIAS_ROUTES", "FUSION"]
+
+import csv
+import hashlib
+from collections import Counter
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from codeengine.errors import (
+    AliasTaken,
+    BadRequest,
+    InvalidIdentifier,
+    Reason,
+    UnknownSubject,
+)
+from codeengine.fusion import Fusion, mask
+from codeengine.identifiers import parse_identifier
+from codeengine.pseudonym import alias_hash, pseudonym
+from codeengine.secret import Secret
+from codeengine.store import AliasBinding, Store
+from codeengine.web.auth import CLIENT
+from codeengine.web.body import Field, read_object
+from codeengine.web.runtime import CLOCK, PEPPER, STORE
+from issuer.subjects import CHINA, subject_from_path
+
+FUSION = web.AppKey("fusion", Fusion)
+BIND_FIELDS = {"type": Field(str, max_length=32), "value": Field(str, max_length=256)}
+LICENCE_FIELDS = {"type": Field(str, max_length=32), "number": Field(str, max_length=64)}
+BULK_COLUMNS = ("kind", "identifier", "alias_type", "value")
+CHUNK = 500
+MAX_ERRORS_SHOWN = 1000
+_LICENCE_TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _today(request: web.Request) -> date:
+    return datetime.fromtimestamp(request.app[CLOCK](), CHINA).date()
+
+
+def _binding(request: web.Request, subject: str, alias_type: str, value: str) -> AliasBinding:
+    fusion = request.app[FUSION]
+    kind = fusion.aliases.get(alias_type)
+    if kind is None:
+        raise BadRequest(
+            f"alias type must be one of {', '.join(sorted(fusion.aliases))}",
+            reason=Reason.UNKNOWN_ALIAS_TYPE,
+        )
+    normalised = kind.normalise(value, _today(request))
+    hashed = alias_hash(kind.name, normalised, request.app[PEPPER])
+    return AliasBinding(subject, hashed, f"{kind.name}:{mask(normalised)}")  # type: ignore[arg-type]
+
+
+async def bind(request: web.Request) -> web.Response:
+    """Bind one alias to the subject: 201 bound, 200 already this subject's, 409 another's."""
+    subject = subject_from_path(request)
+    body = await read_object(request, BIND_FIELDS)
+    binding = _binding(request, subject, body["type"], body["value"])
+    now = int(request.app[CLOCK]())
+    (result,) = await request.app[STORE].bind_aliases([binding], request[CLIENT].name, now)
+    if result == "taken":
+        raise AliasTaken("this alias is bound to another subject")
+    if result == "unknown_subject":
+        raise UnknownSubject("no such subject")
+    answer = _listed(binding.alias, binding.listed)
+    return web.json_response(answer, status=201 if result == "bound" else 200)
+
+
+def _listed(alias: str, listed: str) -> dict[str, str]:
+    kind, _, masked = listed.partition(":")
+    return {"id": alias, "type": kind, "masked": masked}
+
+
+async def list_aliases(request: web.Request) -> web.Response:
+    """The subject's aliases, masked, with the ids that unbind them."""
+    subject = subject_from_path(request)
+    store = request.app[STORE]
+    if await store.get_subject(subject) is None:
+        raise UnknownSubject("no such subject")
+    entries = await store.list_aliases(subject)
+    return web.json_response(
+        {"subject": subject, "aliases": [_listed(a, entry) for a, entry in entries]}
+    )
+
+
+async def unbind(request: web.Request) -> web.Response:
+    """Unbind the alias with this id (from the list) from the subject."""
+    subject = subject_from_path(request)
+    alias = request.match_info["alias_id"]
+    if len(alias) != 16 or not alias.replace("-", "A").replace("_", "A").isalnum():
+        raise BadRequest("the path does not name an alias id")
+    now = int(request.app[CLOCK]())
+    if not await request.app[STORE].unbind_alias(subject, alias, request[CLIENT].name, now):
+        raise web.HTTPNotFound(reason="no such alias on this subject")
+    return web.json_response({"subject": subject, "id": alias, "unbound": True})
+
+
+async def _csv_lines(request: web.Request) -> Any:
+    content = request.content
+    while True:
+        try:
+            line = await content.readuntil(b"\n")
+        except ValueError:
+            raise BadRequest("a line is longer than 64 KiB") from None
+        if not line:
+            return
+        yield line
+
+
+async def bulk(request: web.Request) -> web.Response:
+    """An integrator's CSV of bindings (``kind,identifier,alias_type,value``), streamed.
+
+    Each row is checked and bound; bad rows, aliases bound to someone else and unknown subjects
+    are reported by line and reason (nothing of the row is echoed). Binding is idempotent, so
+    running the same file again changes nothing (every row answers ``unchanged``).
+    """
+    if request.content_type != "text/csv":
+        raise web.HTTPUnsupportedMediaType(reason="a bulk alias file is text/csv")
+    if not request.body_exists:
+        raise BadRequest("the body is empty: a bulk file needs its rows")
+    store, pepper = request.app[STORE], request.app[PEPPER]
+    today, now, actor = _today(request), int(request.app[CLOCK]()), request[CLIENT].name
+    report = _BulkReport()
+    line_no = 0
+    async for raw in _csv_lines(request):
+        line_no += 1
+        try:
+            found = _bulk_row(request, raw, line_no, today, pepper)
+        except (InvalidIdentifier, BadRequest) as exc:
+            if line_no == 1:
+                raise
+            report.refuse(line_no, exc.reason.value)
+            continue
+        if found is not None:
+            report.pending.append((line_no, found))
+        if len(report.pending) >= CHUNK:
+            await report.flush(store, actor, now)
+    await report.flush(store, actor, now)
+    return web.json_response(report.answer())
+
+
+class _BulkReport:
+    """Counts and refused rows of a bulk file, and the bindings waiting to be sent."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.errors: list[dict[str, object]] = []
+        self.pending: list[tuple[int, AliasBinding]] = []
+
+    def refuse(self, line: int, reason: str) -> None:
+        self.counts["refused"] += 1
+        if len(self.errors) < MAX_ERRORS_SHOWN:
+            self.errors.append({"line": line, "reason": reason})
+
+    async def flush(self, store: Store, actor: str, now: int) -> None:
+        if not self.pending:
+            return
+        results = await store.bind_aliases([b for _, b in self.pending], actor, now)
+        for (line, _), result in zip(self.pending, results, strict=True):
+            if result in ("bound", "unchanged"):
+                self.counts[result] += 1
+            elif result == "taken":
+                self.refuse(line, Reason.ALIAS_TAKEN.value)
+            else:
+                self.refuse(line, Reason.UNKNOWN_SUBJECT.value)
+        self.pending.clear()
+
+    def answer(self) -> dict[str, object]:
+        counts = self.counts
+        return {
+            "rows": counts["bound"] + counts["unchanged"] + counts["refused"],
+            "bound": counts["bound"],
+            "unchanged": counts["unchanged"],
+            "refused": counts["refused"],
+            "errors": sorted(self.errors, key=lambda e: int(str(e["line"]))),
+        }
+
+
+def _bulk_row(
+    request: web.Request, raw: bytes, line_no: int, today: date, pepper: Secret
+) -> AliasBinding | None:
+    """The binding of one line; None for a blank line or the header; BadRequest if bad."""
+    try:
+        text = raw.decode("utf-8").strip()
+        values = next(csv.reader([text]), []) if text else []
+    except (UnicodeDecodeError, csv.Error):
+        raise BadRequest("not a CSV line", reason=Reason.BAD_ROW) from None
+    if not text:
+        return None
+    if line_no == 1:
+        if tuple(v.strip().lower() for v in values) != BULK_COLUMNS:
+            raise BadRequest(f"a bulk alias file starts with {','.join(BULK_COLUMNS)}")
+        return None
+    if len(values) != len(BULK_COLUMNS) or values[0] not in ("person", "enterprise"):
+        raise BadRequest("not a row of this file", reason=Reason.BAD_ROW)
+    identifier = parse_identifier(values[0], values[1], today)  # type: ignore[arg-type]
+    return _binding(request, pseudonym(identifier, pepper), values[2], values[3])
+
+
+def _licence_hash(request: web.Request, kind: str, number: str) -> str:
+    pepper = request.app[PEPPER]
+    message = b"licence\x00" + kind.encode() + b"\x00" + number.encode()
+    return hashlib.blake2b(message, key=pepper.reveal()[:64], digest_size=12).hexdigest()
+
+
+async def link_licence(request: web.Request) -> web.Response:
+    """Link an electronic licence (type and number, stored hashed and masked) to the subject."""
+    subject = subject_from_path(request)
+    body = await read_object(request, LICENCE_FIELDS)
+    kind, number = body["type"], body["number"].strip()
+    if not kind or not set(kind) <= _LICENCE_TYPE_CHARS:
+        raise BadRequest("field 'type' is a lower-case name such as business_licence")
+    if not number or not number.isascii() or not number.isalnum():
+        raise BadRequest("field 'number' is letters and digits", reason=Reason.BAD_CHARACTERS)
+    store = request.app[STORE]
+    if await store.get_subject(subject) is None:
+        raise UnknownSubject("no such subject")
+    listed = f"{kind}:{mask(number)}"
+    added = await store.link_licence(subject, _licence_hash(request, kind, number), listed)
+    return web.json_response(
+        {"subject": subject, "type": kind, "masked": mask(number)}, status=201 if added else 200
+    )
+
+
+async def list_licences(request: web.Request) -> web.Response:
+    """The subject's linked licences, masked."""
+    subject = subject_from_path(request)
+    entries = await request.app[STORE].licences(subject)
+    licences = [dict(zip(("type", "masked"), e.split(":", 1), strict=True)) for e in entries]
+    return web.json_response({"subject": subject, "licences": licences})
+
+
+ALIAS_ROUTES = [
+    web.post("/v1/subjects/{subject}/aliases", bind, name="alias_bind"),
+    web.get("/v1/subjects/{subject}/aliases", list_aliases, name="alias_list"),
+    web.delete("/v1/subjects/{subject}/aliases/{alias_id}", unbind, name="alias_unbind"),
+    web.post("/v1/aliases/bulk", bulk, name="alias_bulk"),
+    web.post("/v1/subjects/{subject}/licences", link_licence, name="licence_link"),
+    web.get("/v1/subjects/{subject}/licences", list_licences, name="licence_list"),
+]
