@@ -21,6 +21,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from codeengine.errors import KeyringError
 from codeengine.keyring import Keyring
@@ -77,18 +78,23 @@ def ensure_dev_material(settings: Settings) -> Path:
             write_private(path, secrets.token_bytes(PEPPER_BYTES).hex().encode())
         load_pepper(path)
     credentials_path = Path(settings.keys.credentials_file)
-    if not credentials_path.exists():
-        clients = [
+    document: dict[str, Any] = {
+        "note": "development credentials; never use outside make run",
+        "clients": [],
+    }
+    if credentials_path.exists():
+        document = json.loads(credentials_path.read_text())
+    # A scope added since the file was written gets its dev client too; existing keys stay.
+    held = {scope for client in document["clients"] for scope in client["scopes"]}
+    missing = [scope for scope in DEV_SCOPES if scope not in held]
+    if missing or not credentials_path.exists():
+        document["clients"] += [
             {
                 "client": f"dev-{scope}",
                 "scopes": [scope],
                 "key": secrets.token_urlsafe(API_KEY_BYTES),
             }
-            for scope in DEV_SCOPES
+            for scope in missing
         ]
-        document = {
-            "note": "development credentials; never use outside make run",
-            "clients": clients,
-        }
         write_private(credentials_path, json.dumps(document, indent=2).encode())
     return credentials_path

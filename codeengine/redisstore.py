@@ -71,6 +71,8 @@ _CLIENT_FAILURES = (
 BATCH_SNAPSHOT_TTL_S = 30 * 86400
 """How long a batch can be rolled back: its subjects' snapshots expire after this."""
 MAX_BATCH_ERRORS = 100_000
+BULK_ACK_FACTOR = 10
+"""A bulk chunk's WAIT may take this many times the replica timeout of a single write."""
 SCAN_COUNT = 1000
 
 
@@ -510,7 +512,7 @@ class RedisStore:
             results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
             changed = [w.subject for w, r in zip(writes, results, strict=True) if r[0]]
             if changed:
-                await self._replicated(fast, [keys.subject_key(s) for s in changed])
+                await self._replicated(fast, [keys.subject_key(s) for s in changed], bulk=True)
                 set_key = keys.batch_subjects_key(batch_id)
                 await fast.execute(set_key, "SADD", set_key, *changed)
             outcome = "ok"
@@ -518,10 +520,10 @@ class RedisStore:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
         return [(int(r[0]), int(r[2])) for r in results]
 
-    async def _replicated(self, fast: FastCluster, written: list[str]) -> None:
-        acked = await fast.wait_for_keys(
-            written, self._settings.replicas_to_ack, self._settings.replica_ack_timeout_ms
-        )
+    async def _replicated(self, fast: FastCluster, written: list[str], bulk: bool = False) -> None:
+        # A bulk chunk is thousands of writes: its replica gets longer to catch up than one.
+        timeout_ms = self._settings.replica_ack_timeout_ms * (BULK_ACK_FACTOR if bulk else 1)
+        acked = await fast.wait_for_keys(written, self._settings.replicas_to_ack, timeout_ms)
         if acked < self._settings.replicas_to_ack:
             raise WriteNotReplicated("no replica confirmed the batch's writes in time")
 
@@ -594,7 +596,7 @@ class RedisStore:
             )  # fmt: skip
             restored = [s for s, r in zip(subjects, results, strict=True) if int(r[0]) == 1]
             if restored:
-                await self._replicated(fast, [keys.subject_key(s) for s in restored])
+                await self._replicated(fast, [keys.subject_key(s) for s in restored], bulk=True)
             for result in results:
                 code = int(result[0])
                 counts[
@@ -765,7 +767,7 @@ class RedisStore:
         written = [keys.alias_key(b.alias) for b in bindings] + [
             keys.subject_key(b.subject) for b in bindings
         ]
-        await self._replicated(fast, written)
+        await self._replicated(fast, written, bulk=True)
         return results
 
     async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
