@@ -14,6 +14,7 @@ __all__ = [
     "Fusion",
     "FusionError",
     "TerminalProfile",
+    "listed",
     "load_fusion",
     "mask",
 ]
@@ -155,6 +156,12 @@ def load_fusion(path: Path = FUSION_FILE) -> Fusion:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise FusionError(f"cannot read {path.name}: {exc}") from None
     return parse_fusion(document)
+
+
+def listed(entry: str) -> dict[str, str]:
+    """A stored ``type:masked`` entry (an alias or a licence) as the API shows it."""
+    kind, _, masked = entry.partition(":")
+    return {"type": kind, "masked": masked}
 
 
 def mask(value: str) -> str:

@@ -25,7 +25,7 @@ from codeengine.errors import (
     Reason,
     UnknownSubject,
 )
-from codeengine.fusion import Fusion, mask
+from codeengine.fusion import Fusion, listed, mask
 from codeengine.identifiers import parse_identifier
 from codeengine.pseudonym import alias_hash, pseudonym
 from codeengine.secret import Secret
@@ -76,9 +76,8 @@ async def bind(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201 if result == "bound" else 200)
 
 
-def _listed(alias: str, listed: str) -> dict[str, str]:
-    kind, _, masked = listed.partition(":")
-    return {"id": alias, "type": kind, "masked": masked}
+def _listed(alias: str, entry: str) -> dict[str, str]:
+    return {"id": alias, **listed(entry)}
 
 
 async def list_aliases(request: web.Request) -> web.Response:
@@ -236,8 +235,7 @@ async def list_licences(request: web.Request) -> web.Response:
     """The subject's linked licences, masked."""
     subject = subject_from_path(request)
     entries = await request.app[STORE].licences(subject)
-    licences = [dict(zip(("type", "masked"), e.split(":", 1), strict=True)) for e in entries]
-    return web.json_response({"subject": subject, "licences": licences})
+    return web.json_response({"subject": subject, "licences": [listed(e) for e in entries]})
 
 
 ALIAS_ROUTES = [

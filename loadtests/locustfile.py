@@ -294,8 +294,8 @@ class _Route:
         return self.urls[1 - self.active]
 
 
-class FailoverDrillUser(CodeEngineUser):
-    """The daily mix against one city's primary, failing over to its backup and back.
+class FailoverDrillUser(DailyMixUser):
+    """The daily mix (its tasks) against one city's primary, failing over to its backup and back.
 
     ``LOADTEST_CITIES`` (default ``configs/cities``) is the city table; ``LOADTEST_CITY`` pins
     the city a drill targets, else each user picks one weighted by residents.
@@ -307,22 +307,6 @@ class FailoverDrillUser(CodeEngineUser):
 
     cities = load_city_table(os.environ.get("LOADTEST_CITIES", "configs/cities"))
     oplog_path = os.environ.get("LOADTEST_OPLOG")
-
-    @task(50)
-    def show(self) -> None:
-        self.display()
-
-    @task(45)
-    def scan(self) -> None:
-        self.verify()
-
-    @task(3)
-    def enrol(self) -> None:
-        self.generate()
-
-    @task(2)
-    def change(self) -> None:
-        self.convert()
 
     def on_start(self) -> None:
         pinned = os.environ.get("LOADTEST_CITY")

@@ -19,7 +19,7 @@ from codeengine.errors import (
     StoreUnavailable,
     VerificationError,
 )
-from codeengine.fusion import AliasType, Fusion
+from codeengine.fusion import AliasType, Fusion, listed
 from codeengine.metrics import VERIFICATIONS
 from codeengine.model import CITIES, SubjectId
 from codeengine.pseudonym import subject_bytes
@@ -171,8 +171,7 @@ async def shown_to(
     if with_licences and profile.licences and verdict.valid and verdict.subject_raw:
         subject = SubjectId(b64url_encode(verdict.subject_raw))
         entries = await request.app[STORE].licences(subject)
-        answer["licences"] = [dict(zip(("type", "masked"), e.split(":", 1), strict=True))
-                              for e in entries]  # fmt: skip
+        answer["licences"] = [listed(e) for e in entries]
     return answer
 
 
