@@ -351,6 +351,5 @@ def test_the_crypto_floor_line_gives_rates_and_microseconds() -> None:
 
     line = format_crypto({"suite": "EdDSA", "sign_per_s": 25_000.0, "verify_per_s": 10_000.0})
     assert line == (
-        "Crypto floor (EdDSA, one core, same run): sign 25,000/s (40 µs), "
-        "verify 10,000/s (100 µs)"
+        "Crypto floor (EdDSA, one core, same run): sign 25,000/s (40 µs), verify 10,000/s (100 µs)"
     )
