@@ -114,6 +114,9 @@ class RedisStore:
         )
         self._fast_started = False
         self._fast_starting: asyncio.Future[None] | None = None
+        # Bulk jobs and ops reads (imports, rollbacks, bindings, audit scans) are not latency
+        # bound: a chunk queued behind thousands of writes gets ten write deadlines.
+        self._bulk_deadline_s = settings.write_deadline_ms / 1000 * BULK_ACK_FACTOR
         self._swap_display = self._fast.script(SWAP_DISPLAY)
         self._apply_risk = self._fast.script(APPLY_RISK)
         self._restore_risk = self._fast.script(RESTORE_RISK)
@@ -448,7 +451,7 @@ class RedisStore:
     async def get_subjects(self, subjects: Sequence[SubjectId]) -> list[SubjectRecord | None]:
         """Several subjects' records (pipelined GETs, one per subject's slot)."""
         fast = await self._hot()
-        deadline_s = self._settings.write_deadline_ms / 1000
+        deadline_s = self._bulk_deadline_s
         raws = await asyncio.gather(
             *(fast.get(keys.subject_key(s), deadline_s=deadline_s) for s in subjects)
         )
@@ -466,10 +469,19 @@ class RedisStore:
         # apply_risk sends its scripts by hash alone, without awaiting anything first, so
         # that chunks in flight together reach each primary in file order.
         await fast.load_script_everywhere(self._apply_risk)
-        created = await fast.execute(key, "HSETNX", key, "state", "running")
+        created = await fast.execute(
+            key, "HSETNX", key, "state", "running", deadline_s=self._bulk_deadline_s
+        )
         if int(created):
-            await fast.execute(key, "HSET", key, "rules_version", rules_version,
-                               "created_at", now, "updated_at", now)  # fmt: skip
+            fields: list[str | int] = [
+                "rules_version",
+                rules_version,
+                "created_at",
+                now,
+                "updated_at",
+                now,
+            ]
+            await fast.execute(key, "HSET", key, *fields, deadline_s=self._bulk_deadline_s)
             return None
         meta = await self._batch_meta(batch_id)
         if meta.get("state") == "rolled_back":
@@ -484,7 +496,7 @@ class RedisStore:
     async def _batch_meta(self, batch_id: str) -> dict[str, str]:
         fast = await self._hot()
         key = keys.batch_key(batch_id)
-        flat = await fast.execute(key, "HGETALL", key)
+        flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     async def apply_risk(
@@ -508,13 +520,15 @@ class RedisStore:
                 )
                 for w in writes
             ]  # fmt: skip
-            replies = await fast.bulk(commands, deadline_s=self._settings.write_deadline_ms / 1000)
+            replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
             results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
             changed = [w.subject for w, r in zip(writes, results, strict=True) if r[0]]
             if changed:
                 await self._replicated(fast, [keys.subject_key(s) for s in changed], bulk=True)
                 set_key = keys.batch_subjects_key(batch_id)
-                await fast.execute(set_key, "SADD", set_key, *changed)
+                await fast.execute(
+                    set_key, "SADD", set_key, *changed, deadline_s=self._bulk_deadline_s
+                )
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
@@ -534,12 +548,23 @@ class RedisStore:
         fast = await self._hot()
         key = keys.batch_key(batch_id)
         fields = [x for name, value in counters.items() for x in (name, value)]
-        await fast.execute(key, "HSET", key, *fields, "updated_at", now)
+        await fast.execute(
+            key, "HSET", key, *fields, "updated_at", now, deadline_s=self._bulk_deadline_s
+        )
         if errors:
             errors_key = keys.batch_errors_key(batch_id)
-            await fast.execute(errors_key, "RPUSH", errors_key,
-                               *(f"{line}:{reason}" for line, reason in errors))  # fmt: skip
-            await fast.execute(errors_key, "LTRIM", errors_key, 0, MAX_BATCH_ERRORS - 1)
+            rows = [f"{line}:{reason}" for line, reason in errors]
+            await fast.execute(
+                errors_key, "RPUSH", errors_key, *rows, deadline_s=self._bulk_deadline_s
+            )
+            await fast.execute(
+                errors_key,
+                "LTRIM",
+                errors_key,
+                0,
+                MAX_BATCH_ERRORS - 1,
+                deadline_s=self._bulk_deadline_s,
+            )
 
     async def finish_batch(
         self, batch_id: str, state: str, counters: dict[str, int], now: int
@@ -548,7 +573,9 @@ class RedisStore:
         await self.record_batch_progress(batch_id, counters, [], now)
         fast = await self._hot()
         key = keys.batch_key(batch_id)
-        await fast.execute(key, "HSET", key, "state", state, "finished_at", now)
+        await fast.execute(
+            key, "HSET", key, "state", state, "finished_at", now, deadline_s=self._bulk_deadline_s
+        )
 
     async def batch_info(
         self, batch_id: str, max_errors: int
@@ -559,7 +586,9 @@ class RedisStore:
             raise UnknownBatch("no batch with this id")
         fast = await self._hot()
         errors_key = keys.batch_errors_key(batch_id)
-        raw = await fast.execute(errors_key, "LRANGE", errors_key, 0, max_errors - 1)
+        raw = await fast.execute(
+            errors_key, "LRANGE", errors_key, 0, max_errors - 1, deadline_s=self._bulk_deadline_s
+        )
         errors = []
         for item in raw:
             line, _, reason = item.decode().partition(":")
@@ -574,13 +603,19 @@ class RedisStore:
         if meta.get("state") == "running":
             raise BatchConflict("the batch is being imported: wait until it is done")
         fast = await self._hot()
-        deadline_s = self._settings.write_deadline_ms / 1000
+        deadline_s = self._bulk_deadline_s
         set_key = keys.batch_subjects_key(batch_id)
         counts = {"restored": 0, "unchanged": 0, "changed_since": 0}
         cursor = "0"
         while True:
             cursor_raw, members = await fast.execute(
-                set_key, "SSCAN", set_key, cursor, "COUNT", SCAN_COUNT
+                set_key,
+                "SSCAN",
+                set_key,
+                cursor,
+                "COUNT",
+                SCAN_COUNT,
+                deadline_s=self._bulk_deadline_s,
             )
             subjects = [SubjectId(m.decode()) for m in members]
             results = await asyncio.gather(
@@ -607,7 +642,17 @@ class RedisStore:
                 break
         key = keys.batch_key(batch_id)
         fields = [x for name, value in counts.items() for x in (f"rollback_{name}", value)]
-        await fast.execute(key, "HSET", key, "state", "rolled_back", "rolled_back_at", now, *fields)
+        await fast.execute(
+            key,
+            "HSET",
+            key,
+            "state",
+            "rolled_back",
+            "rolled_back_at",
+            now,
+            *fields,
+            deadline_s=self._bulk_deadline_s,
+        )
         return counts
 
     async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
@@ -621,7 +666,7 @@ class RedisStore:
         """The appeal's fields, or UnknownAppeal."""
         fast = await self._hot()
         key = keys.appeal_key(appeal_id)
-        flat = await fast.execute(key, "HGETALL", key)
+        flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
         if not flat:
             raise UnknownAppeal("no appeal with this id")
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
@@ -643,7 +688,16 @@ class RedisStore:
         """
         fast = await self._hot()
         key = keys.appeal_key(appeal_id)
-        first = int(await fast.execute(key, "HSETNX", key, "decision", decision["decision"]))
+        first = int(
+            await fast.execute(
+                key,
+                "HSETNX",
+                key,
+                "decision",
+                decision["decision"],
+                deadline_s=self._bulk_deadline_s,
+            )
+        )
         if first:
             await fast.execute(key, "HSET", key, *(x for item in decision.items() for x in item))
             await self._replicated(fast, [key])
@@ -657,7 +711,7 @@ class RedisStore:
             override = (Colour[stored["colour"].upper()], int(stored["until"]))
             decision = stored
         if override is None:
-            await fast.execute(key, "HSET", key, "applied", "1")
+            await fast.execute(key, "HSET", key, "applied", "1", deadline_s=self._bulk_deadline_s)
             record = await self.get_subject(subject)
             return 0 if record is None else record.version
         applied = override
@@ -675,7 +729,7 @@ class RedisStore:
         code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
         if int(code) == -1:
             raise UnknownSubject("no such subject")
-        await fast.execute(key, "HSET", key, "applied", "1")
+        await fast.execute(key, "HSET", key, "applied", "1", deadline_s=self._bulk_deadline_s)
         return int(version)
 
     async def audit_chain(
@@ -683,7 +737,7 @@ class RedisStore:
     ) -> tuple[SubjectRecord | None, list[tuple[bytes, str]]]:
         """The record and every audit entry (packed entry, hash), oldest first."""
         fast = await self._hot()
-        deadline_s = self._settings.write_deadline_ms / 1000
+        deadline_s = self._bulk_deadline_s
         record_raw, rows = await asyncio.gather(
             fast.get(keys.subject_key(subject), deadline_s=deadline_s),
             fast.execute(keys.audit_key(subject), "XRANGE", keys.audit_key(subject), "-", "+",
@@ -705,7 +759,16 @@ class RedisStore:
             cursor = "0"
             while True:
                 cursor_raw, names = await fast.execute_at_slot(
-                    slot, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "stream"
+                    slot,
+                    "SCAN",
+                    cursor,
+                    "MATCH",
+                    pattern,
+                    "COUNT",
+                    SCAN_COUNT,
+                    "TYPE",
+                    "stream",
+                    deadline_s=self._bulk_deadline_s,
                 )
                 for name in names:
                     text = name.decode()
@@ -730,7 +793,7 @@ class RedisStore:
         fast = await self._hot()
         await self._scripts_everywhere(fast, self._alias_claim, self._alias_link,
                                        self._alias_release)  # fmt: skip
-        deadline_s = self._settings.write_deadline_ms / 1000
+        deadline_s = self._bulk_deadline_s
         claims = await fast.bulk(
             [(k := keys.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
              for b in bindings],
@@ -777,16 +840,16 @@ class RedisStore:
         code, _ = await self._alias_link(
             [keys.subject_key(subject), keys.subject_aliases_key(subject), keys.audit_key(subject)],
             ["unbind", alias, "", actor, now],
-            deadline_s=self._settings.write_deadline_ms / 1000,
+            deadline_s=self._bulk_deadline_s,
         )
         (released,) = await self._alias_release(
-            [keys.alias_key(alias)], [subject], deadline_s=self._settings.write_deadline_ms / 1000
+            [keys.alias_key(alias)], [subject], deadline_s=self._bulk_deadline_s
         )
         await self._replicated(fast, [keys.alias_key(alias), keys.subject_key(subject)])
         return int(code) == 1 or int(released) == 1
 
     async def subject_for_alias(self, alias: str) -> SubjectId | None:
-        """One GET of the alias key."""
+        """One GET of the alias key, within the read deadline (a scan waits on it)."""
         fast = await self._hot()
         raw = await fast.get(keys.alias_key(alias))
         return None if raw is None else SubjectId(raw.decode())
@@ -795,14 +858,16 @@ class RedisStore:
         """The subject's alias hash, as (alias, ``type:masked``) pairs."""
         fast = await self._hot()
         key = keys.subject_aliases_key(subject)
-        flat = await fast.execute(key, "HGETALL", key)
+        flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
         return sorted((flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2))
 
     async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
         """HSET the licence on the subject, acknowledged after WAIT."""
         fast = await self._hot()
         key = keys.licences_key(subject)
-        added = await fast.execute(key, "HSET", key, licence, listed)
+        added = await fast.execute(
+            key, "HSET", key, licence, listed, deadline_s=self._bulk_deadline_s
+        )
         await self._replicated(fast, [key])
         return bool(int(added))
 
@@ -810,6 +875,7 @@ class RedisStore:
         """The values of the subject's licence hash."""
         fast = await self._hot()
         key = keys.licences_key(subject)
+        # Within the read deadline: a service-hall scan waits on it.
         return sorted(v.decode() for v in await fast.execute(key, "HVALS", key))
 
     async def close(self) -> None:
