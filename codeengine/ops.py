@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,14 @@ def _print(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+OPS_READ_DEADLINE_MS = 5000
+"""A command run by hand may wait for the cluster longer than a request does."""
+
+
 async def _with_store(settings: Settings, work: Any) -> Any:
-    store = RedisStore(store_settings(settings))
+    tuned = store_settings(settings)
+    tuned = replace(tuned, read_deadline_ms=max(tuned.read_deadline_ms, OPS_READ_DEADLINE_MS))
+    store = RedisStore(tuned)
     try:
         return await work(store)
     finally:
