@@ -32,7 +32,7 @@ import csv
 import json
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal, NamedTuple
@@ -268,6 +268,11 @@ class Importer:
         """Read every line, apply the good rows, return the report."""
         now = int(self._clock())
         report = BatchReport(self._batch_id, self._rules.version, dry_run=self._dry_run)
+        parser = RowParser(fmt, self._rules, self._pepper, now, _today(now))
+        source = _aiter(lines)
+        # A CSV's header is checked before anything else, even for a batch imported already:
+        # a file that is not a batch is refused (400), never answered as a repeat.
+        head = await _through_header(parser, source) if fmt == "csv" else []
         if not self._dry_run:
             previous = await self._store.begin_batch(self._batch_id, self._rules.version, now)
             if previous is not None:
@@ -275,7 +280,7 @@ class Importer:
                 done.already_imported = True
                 return done
         try:
-            await self._import(lines, fmt, report, now)
+            await self._import(_chain(head, source), parser, report, now, len(head))
         except BaseException:
             for task, _, _ in self._in_flight:
                 task.cancel()
@@ -293,19 +298,21 @@ class Importer:
 
     async def _import(
         self,
-        lines: AsyncIterable[bytes] | Iterable[bytes],
-        fmt: Format,
+        lines: AsyncIterator[bytes],
+        parser: RowParser,
         report: BatchReport,
         now: int,
+        header_lines: int,
     ) -> None:
-        parser = RowParser(fmt, self._rules, self._pepper, now, _today(now))
         chunk: list[RiskRow] = []
         bad: list[BadRow] = []
         read = 0
         line_no = 0
-        async for raw in _aiter(lines):
+        async for raw in lines:
             line_no += 1
             read += len(raw)
+            if line_no <= header_lines:
+                continue  # the header (and blank lines before it), checked already
             row = parser.feed(line_no, raw)
             if row is None:
                 continue
@@ -416,6 +423,26 @@ _CHINA = timezone(timedelta(hours=8), "China Standard Time")
 def _today(now: int) -> date:
     # Birth dates are China dates (UTC+8), as for generate.
     return datetime.fromtimestamp(now, _CHINA).date()
+
+
+async def _through_header(parser: RowParser, source: AsyncIterator[bytes]) -> list[bytes]:
+    """Read up to the first non-blank line and check it as the CSV header; the lines read."""
+    head: list[bytes] = []
+    async for raw in source:
+        head.append(raw)
+        if raw.strip():
+            # None for the header; BadRequest (or a BadRow, for bytes that are no text) else.
+            if parser.feed(len(head), raw) is not None:
+                break
+            return head
+    raise BadRequest(f"a CSV batch starts with the header {','.join(COLUMNS)}")
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for raw in head:
+        yield raw
+    async for raw in rest:
+        yield raw
 
 
 async def _aiter(lines: AsyncIterable[bytes] | Iterable[bytes]) -> Any:

@@ -76,6 +76,11 @@ def test_a_batch_over_http_imports_shows_repeats_nothing_and_rolls_back(
             assert (await shown.json())["state"] == "done"
             status, again = await post_batch(client, settings, f"api-{subject}", rows)
             assert (status, again["already_imported"], again["applied"]) == (200, True, 1)
+            not_a_batch = await client.post(
+                "/v1/batches", params={"batch_id": f"api-{subject}"}, data=b"W",
+                headers={**auth(settings, "convert"), "Content-Type": "text/csv"},
+            )  # fmt: skip
+            assert not_a_batch.status == 400, "a file that is not a batch is refused, repeat or not"
             assert (await history(client, settings, subject))["version"] == 2
 
             rolled = await client.post(
