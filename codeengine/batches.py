@@ -34,12 +34,12 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Literal, NamedTuple
 
 from codeengine.errors import BadRequest, CodeEngineError, InvalidIdentifier, Reason
 from codeengine.identifiers import parse_resident_id
-from codeengine.model import CITIES, CodeKind, Colour, SubjectId
+from codeengine.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.pseudonym import pseudonym
 from codeengine.rules import RuleSet, effective_colour_at, merge_risk_at
 from codeengine.secret import Secret
@@ -268,7 +268,7 @@ class Importer:
         """Read every line, apply the good rows, return the report."""
         now = int(self._clock())
         report = BatchReport(self._batch_id, self._rules.version, dry_run=self._dry_run)
-        parser = RowParser(fmt, self._rules, self._pepper, now, _today(now))
+        parser = RowParser(fmt, self._rules, self._pepper, now, china_date(now))
         source = _aiter(lines)
         # A CSV's header is checked before anything else, even for a batch imported already:
         # a file that is not a batch is refused (400), never answered as a repeat.
@@ -415,14 +415,6 @@ def _counters(report: BatchReport) -> dict[str, int]:
         "unchanged": report.unchanged,
         "created": report.created,
     }
-
-
-_CHINA = timezone(timedelta(hours=8), "China Standard Time")
-
-
-def _today(now: int) -> date:
-    # Birth dates are China dates (UTC+8), as for generate.
-    return datetime.fromtimestamp(now, _CHINA).date()
 
 
 async def _through_header(parser: RowParser, source: AsyncIterator[bytes]) -> list[bytes]:

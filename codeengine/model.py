@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["CITIES", "SCOPES", "CityCode", "CodeKind", "Colour", "SubjectId", "city_name"]
+__all__ = [
+    "CHINA",
+    "CITIES",
+    "SCOPES",
+    "CityCode",
+    "CodeKind",
+    "Colour",
+    "SubjectId",
+    "china_date",
+    "city_name",
+]
 
+from datetime import date, datetime, timedelta, timezone
 from enum import IntEnum
 from typing import NewType
+
+CHINA = timezone(timedelta(hours=8), "China Standard Time")
+"""China has one time zone and no daylight saving time."""
+
+
+def china_date(now: float) -> date:
+    """The date in China at ``now`` (Unix seconds): birth dates in identifiers are China dates."""
+    return datetime.fromtimestamp(now, CHINA).date()
+
 
 SubjectId = NewType("SubjectId", str)
 """A subject's pseudonym: 16 URL-safe base64 characters (12 bytes of HMAC), never a raw ID."""

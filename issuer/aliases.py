@@ -13,7 +13,7 @@ __all__ = ["ALIAS_ROUTES", "FUSION"]
 import csv
 import hashlib
 from collections import Counter
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -27,13 +27,14 @@ from codeengine.errors import (
 )
 from codeengine.fusion import Fusion, listed, mask
 from codeengine.identifiers import parse_identifier
+from codeengine.model import china_date
 from codeengine.pseudonym import alias_hash, pseudonym
 from codeengine.secret import Secret
 from codeengine.store import AliasBinding, Store
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.runtime import CLOCK, PEPPER, STORE
-from issuer.subjects import CHINA, subject_from_path
+from issuer.subjects import subject_from_path
 
 FUSION = web.AppKey("fusion", Fusion)
 BIND_FIELDS = {"type": Field(str, max_length=32), "value": Field(str, max_length=256)}
@@ -45,7 +46,7 @@ _LICENCE_TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def _today(request: web.Request) -> date:
-    return datetime.fromtimestamp(request.app[CLOCK](), CHINA).date()
+    return china_date(request.app[CLOCK]())
 
 
 def _binding(request: web.Request, subject: str, alias_type: str, value: str) -> AliasBinding:

@@ -7,7 +7,6 @@ __all__ = ["SUBJECT_ROUTES"]
 import asyncio
 import os
 import secrets
-from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
@@ -15,7 +14,7 @@ from codeengine.audit import check_chain, history_entries
 from codeengine.display import claims_for_at, is_current_at, refresh_at, successor_at
 from codeengine.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
 from codeengine.identifiers import parse_identifier
-from codeengine.model import CITIES, CityCode, CodeKind, Colour, SubjectId
+from codeengine.model import CITIES, CityCode, CodeKind, Colour, SubjectId, china_date
 from codeengine.pseudonym import pseudonym, subject_bytes
 from codeengine.qr import ImageCache, QRFormat, render
 from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
@@ -26,8 +25,6 @@ from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
 
 QR_CACHE = web.AppKey("qr_cache", ImageCache)
-CHINA = timezone(timedelta(hours=8), "China Standard Time")
-"""China has one time zone and no daylight saving time."""
 MAX_ID_CHARS = 64
 _KINDS = {"person": CodeKind.HEALTH, "enterprise": CodeKind.ENTERPRISE_SERVICE}
 _COLOURS = {colour.label: colour for colour in Colour}
@@ -64,7 +61,7 @@ async def generate(request: web.Request) -> web.Response:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
     now = request.app[CLOCK]()
     # Birth dates are China dates: a child born today (UTC+8) must be accepted at 01:00.
-    today = datetime.fromtimestamp(now, CHINA).date()
+    today = china_date(now)
     identifier = parse_identifier(body["kind"], body["id"], today)
     subject = pseudonym(identifier, request.app[PEPPER])
     initial = request.app[RULES].no_data

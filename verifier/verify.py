@@ -6,7 +6,6 @@ __all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "shown_to", "verify_one"]
 
 import asyncio
 import math
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgpack
@@ -21,7 +20,7 @@ from codeengine.errors import (
 )
 from codeengine.fusion import AliasType, Fusion, listed
 from codeengine.metrics import VERIFICATIONS
-from codeengine.model import CITIES, SubjectId
+from codeengine.model import CITIES, SubjectId, china_date
 from codeengine.pseudonym import subject_bytes
 from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
 from codeengine.suites import b64url_decode, b64url_encode
@@ -41,7 +40,6 @@ from verifier.scanlog import ScanLogWriter
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
 FUSION = web.AppKey("fusion", Fusion)
 _ALWAYS = ("valid", "reason")
-_CHINA = timezone(timedelta(hours=8), "China Standard Time")
 MSGPACK = "application/msgpack"
 # A scanner's line terminator is not part of the code (docs/code-format.md §2).
 _SCANNER_TERMINATORS = "\r\n"
@@ -143,7 +141,7 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
     ``STORE_UNAVAILABLE``, marked degraded.
     """
     try:
-        hashed = alias.hash(value, app[PEPPER], datetime.fromtimestamp(now, _CHINA).date())
+        hashed = alias.hash(value, app[PEPPER], china_date(now))
     except InvalidIdentifier:
         return Verdict(False, Reason.MALFORMED.value, now)
     store = app[STORE]
