@@ -14,7 +14,6 @@ import csv
 import hashlib
 from collections import Counter
 from datetime import date
-from typing import Any
 
 from aiohttp import web
 
@@ -32,7 +31,7 @@ from codeengine.pseudonym import alias_hash, pseudonym
 from codeengine.secret import Secret
 from codeengine.store import AliasBinding, Store
 from codeengine.web.auth import CLIENT
-from codeengine.web.body import Field, read_object
+from codeengine.web.body import Field, read_lines, read_object
 from codeengine.web.runtime import CLOCK, PEPPER, STORE
 from issuer.subjects import subject_from_path
 
@@ -105,18 +104,6 @@ async def unbind(request: web.Request) -> web.Response:
     return web.json_response({"subject": subject, "id": alias, "unbound": True})
 
 
-async def _csv_lines(request: web.Request) -> Any:
-    content = request.content
-    while True:
-        try:
-            line = await content.readuntil(b"\n")
-        except ValueError:
-            raise BadRequest("a line is longer than 64 KiB") from None
-        if not line:
-            return
-        yield line
-
-
 async def bulk(request: web.Request) -> web.Response:
     """An integrator's CSV of bindings (``kind,identifier,alias_type,value``), streamed.
 
@@ -126,13 +113,12 @@ async def bulk(request: web.Request) -> web.Response:
     """
     if request.content_type != "text/csv":
         raise web.HTTPUnsupportedMediaType(reason="a bulk alias file is text/csv")
-    if not request.body_exists:
-        raise BadRequest("the body is empty: a bulk file needs its rows")
     store, pepper = request.app[STORE], request.app[PEPPER]
     today, now, actor = _today(request), int(request.app[CLOCK]()), request[CLIENT].name
+    lines = read_lines(request)
     report = _BulkReport()
     line_no = 0
-    async for raw in _csv_lines(request):
+    async for raw in lines:
         line_no += 1
         try:
             found = _bulk_row(request, raw, line_no, today, pepper)

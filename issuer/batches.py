@@ -10,13 +10,13 @@ from __future__ import annotations
 
 __all__ = ["BATCH_ROUTES"]
 
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from codeengine.batches import MAX_LINE_BYTES, BatchReport, Format, Importer, check_batch_id
+from codeengine.batches import BatchReport, Format, Importer, check_batch_id
 from codeengine.errors import BadRequest, Reason
 from codeengine.web.auth import CLIENT
+from codeengine.web.body import read_lines
 from codeengine.web.runtime import CLOCK, PEPPER, RULES, STORE
 
 _FORMATS: dict[str, Format] = {
@@ -34,26 +34,12 @@ def _batch_id(request: web.Request, source: str) -> str:
     return check_batch_id(text)
 
 
-async def _lines(request: web.Request) -> AsyncIterator[bytes]:
-    content = request.content
-    while True:
-        try:
-            line = await content.readuntil(b"\n")
-        except ValueError:
-            raise BadRequest(f"a line is longer than {MAX_LINE_BYTES} bytes") from None
-        if not line:
-            return
-        yield line
-
-
 async def import_batch(request: web.Request) -> web.Response:
     """Import (or with ``dry_run=true``, preview) a batch of risk records."""
     fmt = _FORMATS.get(request.content_type)
     if fmt is None:
         raise web.HTTPUnsupportedMediaType(reason="a batch is text/csv or application/x-ndjson")
     batch_id = _batch_id(request, "query")
-    if not request.body_exists:
-        raise BadRequest("the body is empty: a batch needs its records")
     dry_run = request.query.get("dry_run", "false")
     if dry_run not in ("true", "false"):
         raise BadRequest("query 'dry_run' must be true or false")
@@ -67,7 +53,8 @@ async def import_batch(request: web.Request) -> web.Response:
         clock=app[CLOCK],
         dry_run=dry_run == "true",
     )
-    report = await importer.run(_lines(request), fmt)
+    lines = read_lines(request)
+    report = await importer.run(lines, fmt)
     answer = report.to_json()
     answer["errors"] = answer["errors"][:MAX_ERRORS_SHOWN]
     answer["submitted_by"] = request[CLIENT].name

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["Field", "read_object", "validate_object"]
+__all__ = ["Field", "read_lines", "read_object", "validate_object"]
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from codeengine.errors import BadRequest, Reason
 
@@ -93,3 +93,25 @@ async def read_object(request: web.Request, fields: Mapping[str, Field]) -> dict
         # RecursionError: nesting too deep to be a body of this API.
         raise BadRequest("the body is not valid JSON", reason=Reason.BAD_JSON) from None
     return validate_object(document, fields)
+
+
+def read_lines(request: web.Request) -> AsyncIterator[bytes]:
+    """A streamed text body (CSV, NDJSON) line by line, each with its newline; flat memory.
+
+    An empty body is refused here and now (before any work starts); a line longer than the
+    stream's buffer (64 KiB) when it is read.
+    """
+    if not request.body_exists:
+        raise BadRequest("the body is empty")
+    return _lines(request.content)
+
+
+async def _lines(content: StreamReader) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            line = await content.readuntil(b"\n")
+        except ValueError:
+            raise BadRequest("a line is longer than 64 KiB") from None
+        if not line:
+            return
+        yield line
