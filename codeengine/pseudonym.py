@@ -14,6 +14,7 @@ __all__ = [
     "SUBJECT_ID_LENGTH",
     "AliasHash",
     "alias_hash",
+    "licence_hash",
     "pseudonym",
     "subject_bytes",
     "subject_id",
@@ -41,6 +42,7 @@ MAX_ALIAS_LENGTH = 256
 
 _SUBJECT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{16}")
 _ALIAS_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_LICENCE_TYPE_SHAPE = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @lru_cache(maxsize=4)
@@ -89,6 +91,17 @@ def alias_hash(alias_type: str, value: str, pepper: Secret) -> AliasHash:
         raise InvalidIdentifier(detail, reason=Reason.BAD_CHARACTERS) from None
     message = b"alias\x00" + alias_type.encode("ascii") + b"\x00" + encoded
     return AliasHash(_encode(_digest12(pepper, message)))
+
+
+def licence_hash(licence_type: str, number: str, pepper: Secret) -> str:
+    """A linked electronic licence's keyed hash; domain-separated from subjects and aliases.
+
+    ``licence_type`` is a short lower-case name; ``number`` is the licence's ASCII number.
+    """
+    if not _LICENCE_TYPE_SHAPE.fullmatch(licence_type) or not number.isascii():
+        raise ValueError("a licence is a short lower-case type and an ASCII number")
+    message = b"licence\x00" + licence_type.encode("ascii") + b"\x00" + number.encode("ascii")
+    return _encode(_digest12(pepper, message))
 
 
 def subject_bytes(subject: SubjectId) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = ["ALIAS_ROUTES", "FUSION"]
 
 import csv
-import hashlib
 from collections import Counter
 from datetime import date
 
@@ -27,7 +26,7 @@ from codeengine.errors import (
 from codeengine.fusion import Fusion, listed, mask
 from codeengine.identifiers import parse_identifier
 from codeengine.model import china_date
-from codeengine.pseudonym import alias_hash, pseudonym
+from codeengine.pseudonym import alias_hash, licence_hash, pseudonym
 from codeengine.secret import Secret
 from codeengine.store import AliasBinding, Store
 from codeengine.web.auth import CLIENT
@@ -193,12 +192,6 @@ def _bulk_row(
     return _binding(request, pseudonym(identifier, pepper), values[2], values[3])
 
 
-def _licence_hash(request: web.Request, kind: str, number: str) -> str:
-    pepper = request.app[PEPPER]
-    message = b"licence\x00" + kind.encode() + b"\x00" + number.encode()
-    return hashlib.blake2b(message, key=pepper.reveal()[:64], digest_size=12).hexdigest()
-
-
 async def link_licence(request: web.Request) -> web.Response:
     """Link an electronic licence (type and number, stored hashed and masked) to the subject."""
     subject = subject_from_path(request)
@@ -212,7 +205,9 @@ async def link_licence(request: web.Request) -> web.Response:
     if await store.get_subject(subject) is None:
         raise UnknownSubject("no such subject")
     listed = f"{kind}:{mask(number)}"
-    added = await store.link_licence(subject, _licence_hash(request, kind, number), listed)
+    added = await store.link_licence(
+        subject, licence_hash(kind, number, request.app[PEPPER]), listed
+    )
     return web.json_response(
         {"subject": subject, "type": kind, "masked": mask(number)}, status=201 if added else 200
     )

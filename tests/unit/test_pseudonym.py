@@ -188,3 +188,17 @@ def test_pseudonym_matches_its_definition(normalised: str, pepper: bytes) -> Non
     digest = hmac.new(pepper, message, hashlib.sha256).digest()[:12]
     expected = base64.urlsafe_b64encode(digest).decode()
     assert pseudonym(ResidentId(normalised), Secret(pepper)) == expected
+
+
+def test_licence_hashes_are_keyed_and_apart_from_alias_hashes() -> None:
+    from codeengine.pseudonym import alias_hash, licence_hash
+
+    pepper, other = Secret(b"p" * 32), Secret(b"q" * 32)
+    first = licence_hash("business_licence", "91320100MA1XYZ8K3Q", pepper)
+    assert first == licence_hash("business_licence", "91320100MA1XYZ8K3Q", pepper)
+    assert first != licence_hash("business_licence", "91320100MA1XYZ8K3Q", other)
+    assert first != licence_hash("food_licence", "91320100MA1XYZ8K3Q", pepper)
+    assert first != alias_hash("business_licence", "91320100MA1XYZ8K3Q", pepper)
+    assert "91320100" not in first
+    with pytest.raises(ValueError):
+        licence_hash("Bad Type", "1", pepper)
