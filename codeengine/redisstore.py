@@ -780,10 +780,6 @@ class RedisStore:
 
     # Card-code fusion.
 
-    async def _scripts_everywhere(self, fast: FastCluster, *scripts: Any) -> None:
-        for script in scripts:
-            await fast.load_script_everywhere(script)
-
     async def bind_aliases(
         self, bindings: Sequence[AliasBinding], actor: str, now: int
     ) -> list[str]:
@@ -791,8 +787,9 @@ class RedisStore:
         if not bindings:
             return []
         fast = await self._hot()
-        await self._scripts_everywhere(fast, self._alias_claim, self._alias_link,
-                                       self._alias_release)  # fmt: skip
+        # bulk() sends scripts by hash alone and does not reload a missing one: load them first.
+        scripts = (self._alias_claim, self._alias_link, self._alias_release)
+        await asyncio.gather(*(fast.load_script_everywhere(script) for script in scripts))
         deadline_s = self._bulk_deadline_s
         claims = await fast.bulk(
             [(k := keys.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
@@ -836,7 +833,6 @@ class RedisStore:
     async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
         """Take the alias off the subject's list (audited), then free the alias key."""
         fast = await self._hot()
-        await self._scripts_everywhere(fast, self._alias_link, self._alias_release)
         code, _ = await self._alias_link(
             [keys.subject_key(subject), keys.subject_aliases_key(subject), keys.audit_key(subject)],
             ["unbind", alias, "", actor, now],
