@@ -20,7 +20,7 @@ __all__ = [
     "token_key",
 ]
 
-from codeengine.model import SubjectId
+from codeengine.model import CodeKind, SubjectId
 
 NAMESPACE = "ce"
 
@@ -76,8 +76,8 @@ def token_key(subject: SubjectId, kind: int | None = None) -> str:
     return f"{NAMESPACE}:t:{{{subject}}}:{kind}"
 
 
-_OWN_KINDS = frozenset({1, 3})
-"""CodeKind.HEALTH and CodeKind.ENTERPRISE_SERVICE: the kinds a subject is generated with."""
+_OWN_KINDS = frozenset({int(CodeKind.HEALTH), int(CodeKind.ENTERPRISE_SERVICE)})
+"""The kinds a subject is generated with."""
 
 
 def subject_keys(subject: SubjectId, op_id: str) -> tuple[str, str, str]:
