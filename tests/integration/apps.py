@@ -88,3 +88,13 @@ async def display(client: Client, settings: Settings, subject: str) -> dict[str,
     assert response.status == 200, await response.text()
     answer: dict[str, Any] = await response.json()
     return answer
+
+
+async def history(client: Client, settings: Settings, subject: str) -> dict[str, Any]:
+    """The subject's audit trail as the history endpoint answers it."""
+    response = await client.get(
+        f"/v1/subjects/{subject}/history", headers=auth(settings, "convert")
+    )
+    assert response.status == 200, await response.text()
+    answer: dict[str, Any] = await response.json()
+    return answer

@@ -21,6 +21,7 @@ from tests.integration.apps import (
     auth,
     display,
     generate,
+    history,
     issuer,
     new_person_id,
     verifier,
@@ -42,15 +43,6 @@ async def post_batch(
         headers={**auth(settings, "convert"), "Content-Type": "text/csv"},
     )
     return response.status, await response.json()
-
-
-async def history(client: Client, settings: Settings, subject: str) -> dict[str, Any]:
-    response = await client.get(
-        f"/v1/subjects/{subject}/history", headers=auth(settings, "convert")
-    )
-    assert response.status == 200, await response.text()
-    answer: dict[str, Any] = await response.json()
-    return answer
 
 
 def test_a_batch_over_http_imports_shows_repeats_nothing_and_rolls_back(

@@ -21,6 +21,7 @@ from tests.integration.apps import (
     auth,
     display,
     generate,
+    history,
     issuer,
     new_person_id,
     verifier,
@@ -48,8 +49,7 @@ async def scan(gate: Client, settings: Settings, text: str, key: str | None = No
 
 
 async def convert(client: Client, settings: Settings, subject: str, colour: str) -> None:
-    history = await client.get(f"/v1/subjects/{subject}/history", headers=auth(settings, "convert"))
-    version = (await history.json())["version"]
+    version = (await history(client, settings, subject))["version"]
     body = {"colour": colour, "reason": "test", "if_version": version}
     response = await client.post(
         f"/v1/subjects/{subject}/status", json=body, headers=auth(settings, "convert")
@@ -88,10 +88,8 @@ def test_a_bound_card_scans_as_the_person_follows_a_change_and_stops_when_unboun
             answer = await scan(gate, settings, f"SSC:{card}")
             assert (answer["valid"], answer["reason"]) == (False, "UNKNOWN_ALIAS")
             assert (await scan(gate, settings, "SSC:not-a-card"))["reason"] == "MALFORMED"
-            trail = await client.get(
-                f"/v1/subjects/{subject}/history", headers=auth(settings, "convert")
-            )
-            ops = [e["op"] for e in (await trail.json())["entries"]]
+            trail = await history(client, settings, subject)
+            ops = [e["op"] for e in trail["entries"]]
             assert ops == ["create", "alias_bind", "status", "alias_unbind"]
 
     run(scenario())
