@@ -559,7 +559,7 @@ class FastCluster:
         WAIT counts the writes of its own connection, and this client has one connection per
         primary, so it covers every write this process sent that primary before.
         """
-        slots = {self._slots[key_slot(k)]: key_slot(k) for k in keys}
+        slots = {self._slots[slot]: slot for slot in map(key_slot, keys)}
         acks = await asyncio.gather(
             *(
                 self.execute_at_slot(slot, "WAIT", replicas, timeout_ms,
