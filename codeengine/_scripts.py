@@ -13,6 +13,8 @@ __all__ = [
     "APPEND_SCANS",
     "APPLY_RISK",
     "CREATE_SUBJECT",
+    "FENCE_HANDOVER",
+    "FENCE_TICK",
     "PUT_KEYRING",
     "RESTORE_RISK",
     "REVOKE",
@@ -26,7 +28,25 @@ __all__ = [
 # its packed bytes, and the record keeps the latest hash (``rec.h``), so an altered, removed or
 # reordered entry breaks the chain (codeengine.audit verifies it). The stream is never trimmed.
 _AUDIT = """
+local fence_by, fence_ep = '', 0
+-- Fencing (codeengine.fence): a write carries its city, the writer's epoch and its name. A
+-- record remembers the highest epoch of each city that wrote it (``rec.fe``); a write with a
+-- lower epoch is refused, so a primary that lost its lease cannot overwrite what the backup
+-- wrote after it. An empty city is a deployment without per-city endpoints: no fencing.
+local function fenced(rec, city, epoch, by)
+  if city == '' then return false end
+  epoch = tonumber(epoch)
+  local fe = rec.fe
+  if type(fe) ~= 'table' then fe = {} end
+  local seen = fe[city]
+  if seen and seen > epoch then return true end
+  fe[city] = epoch
+  rec.fe = fe
+  fence_by, fence_ep = by, epoch
+  return false
+end
 local function audit(stream, rec, entry)
+  if fence_by ~= '' then entry.by = fence_by; entry.ep = fence_ep end
   entry.prev = rec.h or ''
   local packed = cmsgpack.pack(entry)
   local h = redis.sha1hex(packed)
@@ -36,7 +56,7 @@ end
 """
 
 # KEYS: subject record, audit stream.
-# ARGV: packed record, actor.
+# ARGV: packed record, actor, fence city, fence epoch, writer.
 # Returns {1, record} when created, {0, existing record} when the subject existed already.
 CREATE_SUBJECT = (
     _AUDIT
@@ -48,6 +68,7 @@ if cur then
   return {0, cur}
 end
 local rec = cmsgpack.unpack(ARGV[1])
+fenced(rec, ARGV[3], ARGV[4], ARGV[5])
 audit(KEYS[2], rec, {op='create', actor=ARGV[2], reason='', new=rec.col, v=rec.v, at=rec.u,
                      op_id=''})
 local packed = cmsgpack.pack(rec)
@@ -57,10 +78,10 @@ return {1, packed}
 )
 
 # KEYS: subject record, this operation's marker, audit stream.
-# ARGV: if_version, colour, op_id, at, actor, reason.
+# ARGV: if_version, colour, op_id, at, actor, reason, fence city, fence epoch, writer.
 # Returns {1, new version, colour} when applied, {2, version, colour} when this op_id was
-# applied before (with what it applied), {-1, 0, 0} for an unknown subject and
-# {-2, current version, 0} for a stale if_version.
+# applied before (with what it applied), {-1, 0, 0} for an unknown subject,
+# {-2, current version, 0} for a stale if_version and {-3, 0, 0} for a fenced-off writer.
 SET_STATUS = (
     _AUDIT
     + """
@@ -75,6 +96,7 @@ local cur = redis.call('GET', KEYS[1])
 if not cur then return {-1, 0, 0} end
 local rec = cmsgpack.unpack(cur)
 if rec.v ~= tonumber(ARGV[1]) then return {-2, rec.v, 0} end
+if fenced(rec, ARGV[7], ARGV[8], ARGV[9]) then return {-3, 0, 0} end
 local old = rec.col
 rec.col = tonumber(ARGV[2])
 rec.v = rec.v + 1
@@ -116,13 +138,14 @@ end
 
 # One imported risk record. KEYS: subject record, the batch's snapshot of this subject, audit
 # stream. ARGV: colour, until, cleared colours (comma list), now, actor, reason (record type),
-# kind, city, no-data colour, batch id, seconds the snapshot is kept (for a rollback).
+# kind, city, no-data colour, batch id, seconds the snapshot is kept (for a rollback), fence
+# city, fence epoch, writer.
 # A subject the batch meets first is created (kind, city, no-data colour). Applying the same
 # record again changes nothing: no version, no audit entry. The first change a batch makes to
 # a subject saves the subject's risk periods before it (SET NX: written once, never read here);
 # every change marks the record as last written by this batch (``rec.lb``), which any other
 # write clears, so a rollback can tell whether anything changed the subject since.
-# Returns {changed 0/1, version, created 0/1}.
+# Returns {changed 0/1, version, created 0/1}, or {-3, 0, 0} for a fenced-off writer.
 APPLY_RISK = (
     _AUDIT
     + _RISK
@@ -146,6 +169,7 @@ local after = risk_flat(m)
 -- Nothing to change (a repeat, or a record that ends no running period): no write at all,
 -- and a subject the topic library names without any risk is not created for it.
 if same(before, after) then return {0, created == 0 and rec.v or 0, 0} end
+if fenced(rec, ARGV[12], ARGV[13], ARGV[14]) then return {-3, 0, 0} end
 redis.call('SET', KEYS[2], cmsgpack.pack(original), 'NX', 'EX', ARGV[11])
 if created == 0 then rec.v = rec.v + 1 end
 rec.r = after
@@ -159,9 +183,11 @@ return {1, rec.v, created}
 )
 
 # A batch's rollback of one subject. KEYS: subject record, the batch's snapshot, audit stream.
-# ARGV: now, actor, batch id. Restores the risk periods saved before the batch, unless
+# ARGV: now, actor, batch id, fence city, fence epoch, writer. Restores the risk periods saved
+# before the batch, unless
 # something else wrote the subject after the batch did (then ``rec.lb`` is no longer the batch).
-# Returns {1, version} restored, {0, version} nothing to do, {-2, version} changed since.
+# Returns {1, version} restored, {0, version} nothing to do, {-2, version} changed since,
+# {-3, 0} for a fenced-off writer.
 RESTORE_RISK = (
     _AUDIT
     + """
@@ -170,6 +196,7 @@ local cur = redis.call('GET', KEYS[1])
 if not snap or not cur then return {0, 0} end
 local rec = cmsgpack.unpack(cur)
 if rec.lb ~= ARGV[3] then return {-2, rec.v} end
+if fenced(rec, ARGV[4], ARGV[5], ARGV[6]) then return {-3, 0} end
 local original = cmsgpack.unpack(snap)
 rec.v = rec.v + 1
 rec.r = original
@@ -184,8 +211,9 @@ return {1, rec.v}
 )
 
 # An upheld appeal. KEYS: subject record, the appeal's marker, audit stream.
-# ARGV: colour, until, at, actor, reason, appeal id.
-# Returns {1, version} applied, {2, version} this appeal was applied before, {-1, 0} unknown.
+# ARGV: colour, until, at, actor, reason, appeal id, fence city, fence epoch, writer.
+# Returns {1, version} applied, {2, version} this appeal was applied before, {-1, 0} unknown,
+# {-3, 0} for a fenced-off writer.
 SET_OVERRIDE = (
     _AUDIT
     + """
@@ -197,6 +225,7 @@ end
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {-1, 0} end
 local rec = cmsgpack.unpack(cur)
+if fenced(rec, ARGV[7], ARGV[8], ARGV[9]) then return {-3, 0} end
 rec.v = rec.v + 1
 rec.lb = nil
 rec.o = {tonumber(ARGV[1]), tonumber(ARGV[2])}
@@ -302,5 +331,97 @@ audit(KEYS[3], rec, {op='alias_' .. ARGV[1], actor=ARGV[4], reason=kind, old=rec
                      new=rec.col, v=rec.v, at=tonumber(ARGV[5]), op_id=ARGV[2]})
 redis.call('SET', KEYS[1], cmsgpack.pack(rec))
 return {1, rec.v}
+"""
+)
+
+# The write lease of a city (codeengine.fence). KEYS: the lease (hash: owner, epoch, since;
+# expires), the epoch counter (never expires), the switch log (stream), the primary's
+# heartbeat (its first beat's time; expires), the planned hold (the role that must hold it;
+# expires). Times are the server's clock (TIME), so endpoints on different machines agree.
+_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function grant(to, from, why, lease_ms)
+  local epoch = redis.call('INCR', KEYS[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'owner', to, 'epoch', epoch, 'since', now)
+  redis.call('PEXPIRE', KEYS[1], lease_ms)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 200, '*', 'at', now, 'from', from or '', 'to', to,
+             'epoch', epoch, 'why', why)
+  return epoch
+end
+local function answer()
+  local h = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+  return {h[1] or '', tonumber(h[2] or '0'), redis.call('PTTL', KEYS[1]),
+          redis.call('GET', KEYS[5]) or ''}
+end
+"""
+
+# One endpoint's periodic beat. ARGV: role (primary|backup), lease ms, handback ms.
+# The holder renews; a free lease goes to the primary, or to the backup when no primary is
+# beating (it died) or a planned hold names the backup. A backup that holds the lease hands
+# it back once the primary has been beating for the handback period (hysteresis), unless a
+# hold keeps it. Returns {owner, epoch, lease ttl ms, held role}.
+FENCE_TICK = (
+    _LEASE
+    + """
+local role, lease_ms, handback_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold = redis.call('GET', KEYS[5])
+if role == 'primary' then
+  if redis.call('SET', KEYS[4], now, 'NX', 'PX', lease_ms) == false then
+    redis.call('PEXPIRE', KEYS[4], lease_ms)
+  end
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == role then
+  if hold and hold ~= role then
+    grant(hold, owner, 'planned', lease_ms)
+  elseif role == 'backup' and not hold then
+    local since = redis.call('GET', KEYS[4])
+    if since and now - tonumber(since) >= handback_ms then
+      grant('primary', 'backup', 'handback', lease_ms)
+    else
+      redis.call('PEXPIRE', KEYS[1], lease_ms)
+    end
+  else
+    redis.call('PEXPIRE', KEYS[1], lease_ms)
+  end
+elseif not owner then
+  local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  local before = nil
+  if #last > 0 then
+    local f = last[1][2]
+    for i = 1, #f, 2 do if f[i] == 'to' then before = f[i + 1] end end
+  end
+  local why = before and 'lease_expired' or 'start'
+  if hold then
+    if hold == role then grant(role, before, why, lease_ms) end
+  elseif role == 'primary' then
+    grant(role, before, why, lease_ms)
+  elseif redis.call('EXISTS', KEYS[4]) == 0 then
+    grant(role, before, why, lease_ms)
+  end
+elseif hold == role then
+  grant(role, owner, 'planned', lease_ms)
+end
+return answer()
+"""
+)
+
+# A planned switch by ops. ARGV: the role that must hold the lease, hold ms (0 lifts the
+# hold and lets the tick's rules decide again), lease ms.
+# Returns {owner, epoch, lease ttl ms, held role}.
+FENCE_HANDOVER = (
+    _LEASE
+    + """
+local to, hold_ms, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if hold_ms > 0 then
+  redis.call('SET', KEYS[5], to, 'PX', hold_ms)
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if owner ~= to then grant(to, owner, 'planned', lease_ms) end
+else
+  redis.call('DEL', KEYS[5])
+end
+return answer()
 """
 )

@@ -17,6 +17,7 @@ __all__ = [
     "KeyringError",
     "MalformedCode",
     "NotAuthenticated",
+    "NotWriter",
     "NotYetValid",
     "RateLimited",
     "Reason",
@@ -93,6 +94,8 @@ class Reason(StrEnum):
     UNKNOWN_ALIAS_TYPE = "UNKNOWN_ALIAS_TYPE"
     APPEAL_DECIDED = "APPEAL_DECIDED"
     OVERLOADED = "OVERLOADED"
+    # Per-city endpoints.
+    NOT_WRITER = "NOT_WRITER"
 
 
 class CodeEngineError(Exception):
@@ -196,6 +199,20 @@ class BadRequest(CodeEngineError, ValueError):
     """The request is malformed: bad JSON, a missing, unknown or invalid field."""
 
     reason = Reason.INVALID_FIELD
+
+
+class NotWriter(StoreUnavailable):
+    """This endpoint does not hold its city's write lease: send the write to ``writer``.
+
+    A 503, like every store outage: the write changed nothing and may be resent, here later or
+    at once to the endpoint that holds the lease.
+    """
+
+    reason = Reason.NOT_WRITER
+
+    def __init__(self, detail: str = "", *, writer: str = "") -> None:
+        super().__init__(detail or "this endpoint does not hold the city's write lease")
+        self.writer = writer
 
 
 class NotAuthenticated(CodeEngineError):

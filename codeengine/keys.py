@@ -13,6 +13,7 @@ __all__ = [
     "REVOKED_KEYS_KEY",
     "TRUST_KEY",
     "audit_key",
+    "fence_keys",
     "op_key",
     "scan_log_key",
     "subject_key",
@@ -128,3 +129,10 @@ def subject_aliases_key(subject: SubjectId) -> str:
 def licences_key(subject: SubjectId) -> str:
     """Electronic licences linked to a subject: keyed hash to "type:masked number" (hash)."""
     return f"{NAMESPACE}:lic:{{{subject}}}"
+
+
+def fence_keys(city: int) -> tuple[str, str, str, str, str]:
+    """A city's write lease (codeengine.fence): lease, epoch counter, switch log, primary
+    heartbeat, planned hold; one hash tag, so one script reads and writes them together."""
+    base = f"{NAMESPACE}:f:{{{city}}}"
+    return base, f"{base}:e", f"{base}:log", f"{base}:up", f"{base}:hold"

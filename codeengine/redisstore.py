@@ -29,6 +29,8 @@ from codeengine._scripts import (
     APPEND_SCANS,
     APPLY_RISK,
     CREATE_SUBJECT,
+    FENCE_HANDOVER,
+    FENCE_TICK,
     PUT_KEYRING,
     RESTORE_RISK,
     REVOKE,
@@ -40,6 +42,7 @@ from codeengine.display import DisplayedCode
 from codeengine.errors import (
     AppealDecided,
     BatchConflict,
+    NotWriter,
     Reason,
     StoreUnavailable,
     UnknownAppeal,
@@ -49,6 +52,7 @@ from codeengine.errors import (
     WriteNotReplicated,
 )
 from codeengine.fastredis import FastCluster, consume_outcome
+from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
 from codeengine.metrics import STORE_LATENCY
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
@@ -124,6 +128,10 @@ class RedisStore:
         self._alias_release = self._fast.script(ALIAS_RELEASE)
         self._alias_link = self._fast.script(ALIAS_LINK)
         self._append_scans = self._fast.script(APPEND_SCANS)
+        self._fence_tick = self._fast.script(FENCE_TICK)
+        self._fence_handover = self._fast.script(FENCE_HANDOVER)
+        self.fence: WriteFence = NO_FENCE
+        """Asked before every status write; an issuer of a city endpoint sets its keeper here."""
         # Latency series of the hot paths, looked up once.
         self._display_read = {o: STORE_LATENCY.labels("display read", o) for o in ("ok", "error")}
 
@@ -253,12 +261,13 @@ class RedisStore:
     async def create_subject(self, record: SubjectRecord, actor: str) -> tuple[SubjectRecord, bool]:
         """Create the subject unless it exists (idempotent: a resend finds it created)."""
         subject = record.subject
+        token = await self.fence.writer()
 
         async def work() -> Any:
             return await self._write_then_wait(
                 CREATE_SUBJECT,
                 [keys.subject_key(subject), keys.audit_key(subject)],
-                [record.pack(), actor],
+                [record.pack(), actor, *token],
             )
 
         created, raw = await self._bounded(work, self._settings.write_deadline_ms, "create")
@@ -266,6 +275,7 @@ class RedisStore:
 
     async def set_status(self, change: StatusChange) -> WriteResult:
         """Versioned compare-and-set of the colour, idempotent by operation id."""
+        token = await self.fence.writer()
 
         async def work() -> Any:
             return await self._write_then_wait(
@@ -278,6 +288,7 @@ class RedisStore:
                     change.at,
                     change.actor,
                     change.reason,
+                    *token,
                 ],
                 wrote=lambda result: int(result[0]) > 0,
             )
@@ -287,6 +298,8 @@ class RedisStore:
             raise UnknownSubject("no such subject")
         if code == -2:
             raise VersionConflict(int(version))
+        if code == -3:
+            raise _fenced_off(token)
         return WriteResult(version=int(version), applied=code == 1, colour=Colour(int(colour)))
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
@@ -464,6 +477,7 @@ class RedisStore:
         self, batch_id: str, rules_version: int, now: int
     ) -> dict[str, str] | None:
         """Register the batch, or find it done (returned), rolled back (refused) or resumable."""
+        await self.fence.writer()
         fast = await self._hot()
         key = keys.batch_key(batch_id)
         # apply_risk sends its scripts by hash alone, without awaiting anything first, so
@@ -506,6 +520,7 @@ class RedisStore:
         if not writes:
             return []
         fast = await self._hot()
+        token = await self.fence.writer()
         sha = self._apply_risk.sha
         started = time.perf_counter()
         outcome = "error"
@@ -516,12 +531,14 @@ class RedisStore:
                     ("EVALSHA", sha, 3, subject_key, keys.batch_snapshot_key(w.subject, batch_id),
                      keys.audit_key(w.subject), int(w.colour), w.until,
                      _colour_list(w.clears), now, actor, w.reason, int(w.kind),
-                     w.city, int(w.no_data), batch_id, BATCH_SNAPSHOT_TTL_S),
+                     w.city, int(w.no_data), batch_id, BATCH_SNAPSHOT_TTL_S, *token),
                 )
                 for w in writes
             ]  # fmt: skip
             replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
             results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
+            if any(int(r[0]) == -3 for r in results):
+                raise _fenced_off(token)
             changed = [w.subject for w, r in zip(writes, results, strict=True) if r[0]]
             if changed:
                 await self._replicated(fast, [keys.subject_key(s) for s in changed], bulk=True)
@@ -603,6 +620,7 @@ class RedisStore:
         if meta.get("state") == "running":
             raise BatchConflict("the batch is being imported: wait until it is done")
         fast = await self._hot()
+        token = await self.fence.writer()
         deadline_s = self._bulk_deadline_s
         set_key = keys.batch_subjects_key(batch_id)
         counts = {"restored": 0, "unchanged": 0, "changed_since": 0}
@@ -623,12 +641,14 @@ class RedisStore:
                     self._restore_risk(
                         [keys.subject_key(s), keys.batch_snapshot_key(s, batch_id),
                          keys.audit_key(s)],
-                        [now, actor, batch_id],
+                        [now, actor, batch_id, *token],
                         deadline_s=deadline_s,
                     )
                     for s in subjects
                 )
             )  # fmt: skip
+            if any(int(r[0]) == -3 for r in results):
+                raise _fenced_off(token)
             restored = [s for s, r in zip(subjects, results, strict=True) if int(r[0]) == 1]
             if restored:
                 await self._replicated(fast, [keys.subject_key(s) for s in restored], bulk=True)
@@ -657,6 +677,7 @@ class RedisStore:
 
     async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
         """Store the appeal (a hash in its own slot), acknowledged after WAIT."""
+        await self.fence.writer()
         fast = await self._hot()
         key = keys.appeal_key(appeal_id)
         await fast.execute(key, "HSET", key, *(x for item in fields.items() for x in item))
@@ -687,6 +708,7 @@ class RedisStore:
         colour and expiry recorded the first time.
         """
         fast = await self._hot()
+        token = await self.fence.writer()
         key = keys.appeal_key(appeal_id)
         first = int(
             await fast.execute(
@@ -722,13 +744,15 @@ class RedisStore:
                 [keys.subject_key(subject), keys.appeal_marker_key(subject, appeal_id),
                  keys.audit_key(subject)],
                 [int(applied[0]), applied[1], now, actor, decision.get("decision_reason", ""),
-                 appeal_id],
+                 appeal_id, *token],
                 wrote=lambda result: int(result[0]) > 0,
             )  # fmt: skip
 
         code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
         if int(code) == -1:
             raise UnknownSubject("no such subject")
+        if int(code) == -3:
+            raise _fenced_off(token)
         await fast.execute(key, "HSET", key, "applied", "1", deadline_s=self._bulk_deadline_s)
         return int(version)
 
@@ -786,6 +810,7 @@ class RedisStore:
         """Claim every alias key, list the claimed ones on their subjects, WAIT once per node."""
         if not bindings:
             return []
+        await self.fence.writer()
         fast = await self._hot()
         # bulk() sends scripts by hash alone and does not reload a missing one: load them first.
         scripts = (self._alias_claim, self._alias_link, self._alias_release)
@@ -832,6 +857,7 @@ class RedisStore:
 
     async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
         """Take the alias off the subject's list (audited), then free the alias key."""
+        await self.fence.writer()
         fast = await self._hot()
         code, _ = await self._alias_link(
             [keys.subject_key(subject), keys.subject_aliases_key(subject), keys.audit_key(subject)],
@@ -859,6 +885,7 @@ class RedisStore:
 
     async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
         """HSET the licence on the subject, acknowledged after WAIT."""
+        await self.fence.writer()
         fast = await self._hot()
         key = keys.licences_key(subject)
         added = await fast.execute(
@@ -873,6 +900,50 @@ class RedisStore:
         key = keys.licences_key(subject)
         # Within the read deadline: a service-hall scan waits on it.
         return sorted(v.decode() for v in await fast.execute(key, "HVALS", key))
+
+    # Per-city write leases (codeengine.fence).
+
+    async def fence_tick(self, city: int, role: Role, lease_ms: int, handback_ms: int) -> Lease:
+        """One beat of an endpoint of ``city``: renew, take or hand back its write lease."""
+        await self._hot()
+        reply = await self._fence_tick(
+            list(keys.fence_keys(city)), [role.value, lease_ms, handback_ms]
+        )
+        return _lease(reply)
+
+    async def fence_handover(self, city: int, to: Role, hold_ms: int, lease_ms: int) -> Lease:
+        """Move the lease to ``to`` and hold it there for ``hold_ms`` (0: lift the hold)."""
+        await self._hot()
+        reply = await self._fence_handover(
+            list(keys.fence_keys(city)), [to.value, hold_ms, lease_ms],
+            deadline_s=self._bulk_deadline_s,
+        )  # fmt: skip
+        return _lease(reply)
+
+    async def fence_state(self, city: int, switches: int = 20) -> tuple[Lease, list[Switch]]:
+        """The city's lease and its latest switches, newest first (for ops and drills)."""
+        fast = await self._hot()
+        lease_key, _, log_key, _, hold_key = keys.fence_keys(city)
+        deadline_s = self._bulk_deadline_s
+        (owner, epoch), ttl, hold, rows = await asyncio.gather(
+            fast.execute(lease_key, "HMGET", lease_key, "owner", "epoch", deadline_s=deadline_s),
+            fast.execute(lease_key, "PTTL", lease_key, deadline_s=deadline_s),
+            fast.execute(lease_key, "GET", hold_key, deadline_s=deadline_s),
+            fast.execute(lease_key, "XREVRANGE", log_key, "+", "-", "COUNT", switches,
+                         deadline_s=deadline_s),
+        )  # fmt: skip
+        lease = _lease([owner or b"", int(epoch or 0), ttl, hold or b""])
+        log = []
+        for _id, flat in rows:
+            fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+            to = role_of(fields.get("to", ""))
+            if to is None:
+                continue
+            log.append(
+                Switch(int(fields["at"]) / 1000, role_of(fields.get("from", "")), to,
+                       int(fields["epoch"]), fields.get("why", ""))
+            )  # fmt: skip
+        return lease, log
 
     async def close(self) -> None:
         """Release every pooled connection."""
@@ -898,4 +969,18 @@ def _parse_audit(raw: bytes) -> AuditEntry:
         version=int(fields["v"]),
         at=int(fields["at"]),
         op_id=str(fields.get("op_id", "")),
+        writer=str(fields.get("by", "")),
+        epoch=int(fields.get("ep", 0)),
+    )
+
+
+def _lease(reply: Any) -> Lease:
+    owner, epoch, ttl, hold = reply
+    return Lease(role_of(owner), int(epoch), max(0, int(ttl)), role_of(hold))
+
+
+def _fenced_off(token: WriterToken) -> NotWriter:
+    return NotWriter(
+        f"a newer writer of city {token.city} wrote this subject: this endpoint's epoch "
+        f"{token.epoch} is fenced off"
     )

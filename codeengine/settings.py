@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codeengine.fence import FenceSettings
+from codeengine.model import CITIES
+
 ENV_PREFIX = "CODEENGINE_"
 
 
@@ -38,6 +41,10 @@ class ServiceSettings:
     client_max_size_bytes: int = 64 * 1024
     max_connections: int = 10_000
     backlog: int = 1024
+    city: int = 0
+    """The city whose endpoint this is (configs/cities); 0: one endpoint for the province."""
+    role: str = "primary"
+    """Which of the city's endpoints this is: ``primary`` or ``backup`` (接口备用环境)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,7 @@ class Settings:
     keys: KeySettings = field(default_factory=KeySettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    fence: FenceSettings = field(default_factory=FenceSettings)
 
 
 def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
@@ -152,7 +160,10 @@ def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[s
         if key not in known:
             raise SettingsError(f"unknown setting {env_key}")
         values[key] = _coerce(env_key, known[key].type, value, from_env=True)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +181,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "keys": KeySettings,
         "codes": CodeSettings,
         "verifier": VerifierSettings,
+        "fence": FenceSettings,
     }
     for name in document:
         if name not in sections:
@@ -193,6 +205,10 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
+    if settings.service.role not in {"primary", "backup"}:
+        raise SettingsError("service.role: expected primary or backup")
+    if settings.service.city and settings.service.city not in CITIES:
+        raise SettingsError("service.city: not a city of the province (configs/cities)")
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:

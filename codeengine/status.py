@@ -133,3 +133,7 @@ class AuditEntry:
     version: int
     at: int
     op_id: str
+    writer: str = ""
+    """The endpoint that wrote it (``city/role``), where the city has per-city endpoints."""
+    epoch: int = 0
+    """The writer's fencing epoch (codeengine.fence); 0 without per-city endpoints."""

@@ -19,6 +19,7 @@ from codeengine.web.service import METRICS, add_service_routes
 from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
+from issuer.cities import CITY_OPS_ROUTES
 from issuer.keys import KEY_ROUTES
 from issuer.openapi import OPENAPI_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
@@ -41,6 +42,8 @@ SCOPES = {
     "alias_bulk": "fusion",
     "licence_link": "fusion",
     "licence_list": "fusion",
+    "city_list": "admin",
+    "city_handover": "admin",
 }
 
 
@@ -65,6 +68,7 @@ def create_app(
             *BATCH_ROUTES,
             *APPEAL_ROUTES,
             *ALIAS_ROUTES,
+            *CITY_OPS_ROUTES,
             *OPENAPI_ROUTES,
         ],
         SCOPES,

@@ -561,3 +561,116 @@ CONVERT_PATHS.update(
         },
     }
 )
+
+_ROLE = {"enum": ["primary", "backup"]}
+_NULLABLE_ROLE = {"enum": ["primary", "backup", None]}
+CONVERT_SCHEMAS.update(
+    {
+        "CityState": {
+            "type": "object",
+            "required": ["code", "name", "name_en", "writer", "epoch", "since", "switches"],
+            "properties": {
+                "code": {"type": "integer"},
+                "name": {"type": "string"},
+                "name_en": {"type": "string"},
+                "writer": {
+                    **_NULLABLE_ROLE,
+                    "description": "The endpoint that holds the city's write lease now "
+                    "(null: none, e.g. both down).",
+                },
+                "epoch": {
+                    "type": "integer",
+                    "description": "The fencing epoch: grows with every change of holder.",
+                },
+                "since": {"type": ["number", "null"], "description": "Unix seconds."},
+                "held_for": {
+                    **_NULLABLE_ROLE,
+                    "description": "A planned handover holds the lease for this endpoint.",
+                },
+                "switches": {
+                    "type": "array",
+                    "description": "Latest changes of holder, newest first (at most 20).",
+                    "items": {
+                        "type": "object",
+                        "required": ["at", "from", "to", "epoch", "why"],
+                        "properties": {
+                            "at": {"type": "number"},
+                            "from": _NULLABLE_ROLE,
+                            "to": _ROLE,
+                            "epoch": {"type": "integer"},
+                            "why": {"enum": ["start", "lease_expired", "handback", "planned"]},
+                        },
+                    },
+                },
+            },
+        },
+        "CityList": {
+            "type": "object",
+            "required": ["cities"],
+            "properties": {
+                "cities": {"type": "array", "items": {"$ref": "#/components/schemas/CityState"}}
+            },
+        },
+        "HandoverRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["to", "hold_s"],
+            "properties": {
+                "to": _ROLE,
+                "hold_s": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 604800,
+                    "description": "Keep the lease there this long; 0 lifts a hold.",
+                },
+            },
+        },
+    }
+)
+CONVERT_PATHS.update(
+    {
+        "/v1/ops/cities": {
+            "get": {
+                "operationId": "city_list",
+                "summary": "Per-city endpoints: who holds each city's write lease (ops)",
+                "description": "For each city of the table: the endpoint (primary or backup, "
+                "接口备用环境) that accepts writes now, its fencing epoch, and the latest "
+                "switches with their cause. Needs scope `admin`.",
+                "security": SECURED,
+                "responses": responses(
+                    {"200": ("Every city", ref("CityList"))}, 401, 403, 429, 503
+                ),
+            }
+        },
+        "/v1/ops/cities/{city}/handover": {
+            "post": {
+                "operationId": "city_handover",
+                "summary": "Planned failover: move a city's writes to one endpoint and hold them",
+                "description": "The other endpoint stops taking writes at once (503 "
+                "NOT_WRITER) and reports not ready, so clients move. `hold_s: 0` lifts the "
+                "hold; the lease then returns to the primary after its hand-back period. "
+                "Needs scope `admin`.",
+                "security": SECURED,
+                "parameters": [
+                    {
+                        "name": "city",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9]{6}$"},
+                    }
+                ],
+                "requestBody": {"required": True, "content": ref("HandoverRequest")},
+                "responses": responses(
+                    {"200": ("The city after the handover", ref("CityState"))},
+                    400,
+                    401,
+                    403,
+                    413,
+                    415,
+                    429,
+                    503,
+                ),
+            }
+        },
+    }
+)

@@ -45,7 +45,9 @@ _PROBLEM_TEXT = {
     422: "Invalid identifier (BAD_LENGTH, BAD_CHARACTERS, BAD_REGION, BAD_BIRTH_DATE, "
     "BAD_CHECK_DIGIT) or code",
     429: "Rate limit exceeded (RATE_LIMITED); see Retry-After",
-    503: "Store or keys unavailable (STORE_UNAVAILABLE, NOT_REPLICATED, KEYRING); see Retry-After",
+    503: "Store or keys unavailable (STORE_UNAVAILABLE, NOT_REPLICATED, KEYRING; see "
+    "Retry-After), or this endpoint of a city does not hold its write lease (NOT_WRITER, with "
+    "`writer`: send the write to that endpoint now)",
 }
 
 

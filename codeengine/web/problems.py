@@ -25,6 +25,7 @@ from codeengine.errors import (
     InvalidIdentifier,
     KeyringError,
     NotAuthenticated,
+    NotWriter,
     RateLimited,
     Reason,
     RotationPending,
@@ -98,6 +99,11 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
     extra: dict[str, Any] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, NotWriter):
+        # Not a fault of the store: the other endpoint of the city takes the write now.
+        headers["Retry-After"] = "0"
+        if exc.writer:
+            extra["writer"] = exc.writer
     elif isinstance(exc, StoreUnavailable | KeyringError):
         headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
     elif isinstance(exc, VersionConflict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOCK",
+    "FENCE",
     "KEYS",
     "PEPPER",
     "RULES",
@@ -35,7 +36,8 @@ from typing import Protocol
 from aiohttp import web
 
 from codeengine.devkeys import load_keyring, load_pepper
-from codeengine.errors import CodeEngineError, KeyringError, VersionConflict
+from codeengine.errors import CodeEngineError, KeyringError, NotWriter, VersionConflict
+from codeengine.fence import FenceKeeper, Role
 from codeengine.keyring import Keyring
 from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.redisstore import RedisStore, StoreSettings
@@ -87,6 +89,7 @@ KEYS = web.AppKey("keys", KeyState)
 PEPPER = web.AppKey("pepper", Secret)
 CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
+FENCE = web.AppKey("fence", FenceKeeper)
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -162,6 +165,31 @@ async def _keep_keys_fresh(
         await asyncio.sleep(interval)
 
 
+async def _start_fence(app: web.Application, settings: Settings) -> FenceKeeper | None:
+    """Start beating for this endpoint's city write lease, if it is one of a city's endpoints."""
+    store = app[STORE]
+    if not settings.service.city or not isinstance(store, RedisStore):
+        return None
+    keeper = FenceKeeper(store, settings.service.city, Role(settings.service.role), settings.fence)
+    store.fence = keeper
+    app[FENCE] = keeper
+    with contextlib.suppress(CodeEngineError):
+        await keeper.beat()
+    keeper.start()
+    return keeper
+
+
+def _fence_ready(app: web.Application) -> ReadinessCheck:
+    """Not ready while a planned handover holds the lease for the city's other endpoint."""
+
+    async def check() -> None:
+        keeper = app.get(FENCE)
+        if keeper is not None and keeper.draining:
+            raise NotWriter("handed over to the city's other endpoint", writer=keeper.role.other)
+
+    return check
+
+
 def attach_runtime(
     app: web.Application, settings: Settings, store: Store | None = None, *, signs: bool
 ) -> None:
@@ -191,7 +219,10 @@ def attach_runtime(
         with contextlib.suppress(CodeEngineError):
             await refresh_keys(state, app[STORE], settings, signs=signs)
         task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
+        keeper = await _start_fence(app, settings) if signs else None
         yield
+        if keeper is not None:
+            await keeper.stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -210,4 +241,6 @@ def attach_runtime(
 
     app.cleanup_ctx.append(lifecycle)
     checks: dict[str, ReadinessCheck] = {"cluster": cluster_ready, "keys": keys_ready}
+    if signs and settings.service.city:
+        checks["fence"] = _fence_ready(app)
     app[READINESS_CHECKS] = checks

@@ -57,7 +57,12 @@ def test_a_failure_in_half_open_opens_it_again_for_a_full_period() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"failures_to_open": 0}, {"successes_to_close": 0}, {"open_for_s": 0}, {"trial_timeout_s": -1}],
+    [
+        {"failures_to_open": 0},
+        {"successes_to_close": 0},
+        {"open_for_s": 0},
+        {"trial_timeout_s": -1},
+    ],
 )
 def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -1,0 +1,244 @@
+"""Fencing: at any instant one endpoint of a city (primary or backup) accepts writes.
+
+The right to write is a **lease** in the store, one per city, held by a role and numbered by an
+**epoch** that grows with every change of holder. Every issuer process of a city endpoint runs a
+:class:`FenceKeeper`, which beats every ``renew_ms``:
+
+* the holder renews the lease; a free lease goes to the primary, or to the backup when the
+  primary has stopped beating (it died: the lease and its beat expire after ``lease_ms``);
+* a backup that holds the lease hands it back once the primary has been beating again for
+  ``handback_ms``: the same hysteresis the failover client applies before it switches back;
+* ops can move it on purpose (``codeengine failover handover``), with a hold that keeps it there.
+
+Two guards stop a writer that lost its lease (a primary frozen, cut off, or just restarted):
+
+1. A process writes only while its own lease is valid by its own monotonic clock, counted
+   from *before* the beat that renewed it, so it stops believing before the store lets go.
+2. Every status write carries the writer's epoch; the record keeps the highest epoch of each
+   city that wrote it and the write script refuses a lower one (``_scripts.fenced``). A primary
+   that comes back with an old epoch cannot overwrite what its backup wrote.
+
+Audit entries name the writer and its epoch, so a drill can check that no entry of an old epoch
+was written after the switch.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NO_FENCE",
+    "FenceKeeper",
+    "FenceSettings",
+    "Lease",
+    "Role",
+    "Switch",
+    "WriteFence",
+    "WriterToken",
+]
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from prometheus_client import Counter, Gauge
+
+from codeengine.errors import CodeEngineError, NotWriter
+
+if TYPE_CHECKING:
+    from codeengine.redisstore import RedisStore
+
+log = logging.getLogger("codeengine.fence")
+
+FENCE_SWITCHES = Counter(
+    "codeengine_fence_switches_total",
+    "Changes of a city's write-lease holder seen by this process, by city and new holder.",
+    ["city", "to"],
+)
+FENCE_WRITER = Gauge(
+    "codeengine_fence_writer",
+    "1 while this process holds its city's write lease, else 0.",
+    ["city", "role"],
+    multiprocess_mode="max",
+)
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+
+    @property
+    def other(self) -> Role:
+        return Role.BACKUP if self is Role.PRIMARY else Role.PRIMARY
+
+
+@dataclass(frozen=True, slots=True)
+class FenceSettings:
+    lease_ms: int = 1500
+    renew_ms: int = 300
+    handback_ms: int = 3000
+    write_wait_ms: int = 1500
+    """A write that reaches an endpoint without the lease waits this long for it (a backup
+    taking over), then is refused with 503 NOT_WRITER naming the holder."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.renew_ms * 3 <= self.lease_ms:
+            raise ValueError("fence: the lease must last at least three beats")
+
+
+class Lease(NamedTuple):
+    """A city's lease as the store holds it."""
+
+    owner: Role | None
+    epoch: int
+    ttl_ms: int
+    held_for: Role | None
+    """The role a planned handover holds the lease for, if any."""
+
+
+class Switch(NamedTuple):
+    """One change of holder, from the city's switch log."""
+
+    at: float
+    source: Role | None
+    to: Role
+    epoch: int
+    why: str
+
+
+class WriterToken(NamedTuple):
+    """What a fenced write carries: the city (as text), the epoch and the writer's name."""
+
+    city: str
+    epoch: int
+    writer: str
+
+
+NO_FENCE_TOKEN = WriterToken("", 0, "")
+
+
+class WriteFence(Protocol):
+    """What the store asks before a status write."""
+
+    async def writer(self) -> WriterToken:
+        """The token to write with; raises NotWriter if this endpoint may not write now."""
+        ...
+
+
+class _NoFence:
+    """A deployment without per-city endpoints: one writer, nothing to fence."""
+
+    async def writer(self) -> WriterToken:
+        return NO_FENCE_TOKEN
+
+
+NO_FENCE: WriteFence = _NoFence()
+
+
+def role_of(value: str | bytes) -> Role | None:
+    text = value.decode() if isinstance(value, bytes) else value
+    return Role(text) if text in (Role.PRIMARY, Role.BACKUP) else None
+
+
+class FenceKeeper:
+    """This process's side of its city's lease: beats, and answers whether it may write."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        city: int,
+        role: Role,
+        settings: FenceSettings,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self.city = city
+        self.role = role
+        self.name = f"{city}/{role}"
+        self._settings = settings
+        self._monotonic = monotonic
+        self._valid_until = 0.0
+        self._epoch = 0
+        self.lease: Lease | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._writer_gauge = FENCE_WRITER.labels(str(city), role.value)
+
+    @property
+    def draining(self) -> bool:
+        """A planned handover holds the lease for the other endpoint: clients should move."""
+        return self.lease is not None and self.lease.held_for is self.role.other
+
+    def holds(self) -> bool:
+        return self._monotonic() < self._valid_until
+
+    async def beat(self) -> Lease:
+        """One beat: renew, take or hand back the lease as the rules say; the lease after it."""
+        sent = self._monotonic()
+        lease = await self._store.fence_tick(
+            self.city, self.role, self._settings.lease_ms, self._settings.handback_ms
+        )
+        previous, self.lease = self.lease, lease
+        if lease.owner is self.role and lease.ttl_ms > 0:
+            # Valid from the moment the beat was sent, never past what the store grants.
+            margin_s = self._settings.renew_ms / 1000
+            self._valid_until = sent + min(lease.ttl_ms, self._settings.lease_ms) / 1000 - margin_s
+            self._epoch = lease.epoch
+        else:
+            self._valid_until = 0.0
+        if previous is None or (previous.owner, previous.epoch) != (lease.owner, lease.epoch):
+            if lease.owner is not None:
+                FENCE_SWITCHES.labels(str(self.city), lease.owner.value).inc()
+            log.warning(
+                "city %s write lease: %s (epoch %d) as seen by %s",
+                self.city,
+                lease.owner or "nobody",
+                lease.epoch,
+                self.name,
+            )
+            self._changed.set()
+            self._changed = asyncio.Event()
+        self._writer_gauge.set(1 if self.holds() else 0)
+        return lease
+
+    async def writer(self) -> WriterToken:
+        """The token for a write now, waiting up to ``write_wait_ms`` for the lease."""
+        if self.holds():
+            return WriterToken(str(self.city), self._epoch, self.name)
+        deadline = self._monotonic() + self._settings.write_wait_ms / 1000
+        while (left := deadline - self._monotonic()) > 0:
+            if self.lease is not None and self.lease.owner is self.role.other:
+                if self.lease.ttl_ms > 0 and self.lease.held_for is not self.role:
+                    break  # firmly held by the other endpoint: no point waiting
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                break
+            if self.holds():
+                return WriterToken(str(self.city), self._epoch, self.name)
+        holder = self.lease.owner if self.lease is not None else None
+        raise NotWriter(writer=holder.value if holder else "")
+
+    async def run(self) -> None:
+        """Beat until cancelled; a failed beat is logged (once a second at most) and retried."""
+        last_logged = 0.0
+        while True:
+            try:
+                await self.beat()
+            except (CodeEngineError, OSError) as exc:
+                self._writer_gauge.set(1 if self.holds() else 0)
+                now = self._monotonic()
+                if now - last_logged >= 1.0:
+                    last_logged = now
+                    log.warning("city %s lease beat failed: %s", self.city, exc)
+            await asyncio.sleep(self._settings.renew_ms / 1000)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,103 @@
+"""Ops view of the per-city endpoints: who holds each city's write lease, and planned switches.
+
+``GET /v1/ops/cities`` lists every city of the table with its lease holder, epoch and latest
+switches (the ops console reads it). ``POST /v1/ops/cities/{city}/handover`` moves a city's
+writes on purpose (a planned failover) and holds them there; ``hold_s: 0`` lifts the hold, and
+the lease returns to the primary by the usual rule. Both need scope ``admin``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CITY_OPS_ROUTES"]
+
+import asyncio
+import functools
+from typing import Any
+
+from aiohttp import web
+
+from codeengine.cities import City, load_cities
+from codeengine.errors import BadRequest
+from codeengine.fence import Lease, Role, Switch
+from codeengine.model import CityCode
+from codeengine.redisstore import RedisStore
+from codeengine.web.body import Field, read_object
+from codeengine.web.runtime import SETTINGS, STORE
+
+CITY_OPS_ROUTES = web.RouteTableDef()
+MAX_HOLD_S = 7 * 24 * 3600
+HANDOVER_FIELDS = {
+    "to": Field(str, max_length=8),
+    "hold_s": Field(int, minimum=0, maximum=MAX_HOLD_S),
+}
+SWITCHES_SHOWN = 20
+
+
+@functools.cache
+def _table() -> dict[CityCode, City]:
+    return load_cities()
+
+
+def _store(request: web.Request) -> RedisStore:
+    store = request.app[STORE]
+    if not isinstance(store, RedisStore):
+        raise BadRequest("this store keeps no city leases")
+    return store
+
+
+def city_view(code: int, names: tuple[str, str], lease: Lease, log: list[Switch]) -> dict[str, Any]:
+    """One city's entry of ``GET /v1/ops/cities``."""
+    since = next((s.at for s in log if s.epoch == lease.epoch), None)
+    return {
+        "code": code,
+        "name": names[0],
+        "name_en": names[1],
+        "writer": lease.owner.value if lease.owner else None,
+        "epoch": lease.epoch,
+        "since": since,
+        "held_for": lease.held_for.value if lease.held_for else None,
+        "switches": [
+            {
+                "at": s.at,
+                "from": s.source.value if s.source else None,
+                "to": s.to.value,
+                "epoch": s.epoch,
+                "why": s.why,
+            }
+            for s in log
+        ],
+    }
+
+
+@CITY_OPS_ROUTES.get("/v1/ops/cities", name="city_list")
+async def city_list(request: web.Request) -> web.Response:
+    """Every city's write-lease holder, epoch and latest switches."""
+    store = _store(request)
+    cities = list(_table().values())
+    states = await asyncio.gather(*(store.fence_state(c.code, SWITCHES_SHOWN) for c in cities))
+    return web.json_response(
+        {
+            "cities": [
+                city_view(c.code, (c.name, c.name_en), lease, log)
+                for c, (lease, log) in zip(cities, states, strict=True)
+            ]
+        }
+    )
+
+
+@CITY_OPS_ROUTES.post("/v1/ops/cities/{city}/handover", name="city_handover")
+async def city_handover(request: web.Request) -> web.Response:
+    """Move the city's write lease to ``to`` and hold it there for ``hold_s``."""
+    text = request.match_info["city"]
+    codes = _table()
+    if not text.isdigit() or len(text) != 6 or CityCode(int(text)) not in codes:
+        raise BadRequest("the path does not name a city of the table")
+    body = await read_object(request, HANDOVER_FIELDS)
+    if body["to"] not in (Role.PRIMARY, Role.BACKUP):
+        raise BadRequest("to: expected primary or backup")
+    city = codes[CityCode(int(text))]
+    store = _store(request)
+    lease_ms = request.app[SETTINGS].fence.lease_ms
+    await store.fence_handover(city.code, Role(body["to"]), body["hold_s"] * 1000, lease_ms)
+    lease, log = await store.fence_state(city.code, SWITCHES_SHOWN)
+    return web.json_response(city_view(city.code, (city.name, city.name_en), lease, log))

@@ -1,0 +1,179 @@
+"""Per-city write leases and fencing epochs, on the real cluster.
+
+Each scenario drives the two keepers of one city by calling ``beat()`` itself, so that it
+decides when a primary "dies" (stops beating) and comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from codeengine import keys
+from codeengine.devcluster import DevCluster
+from codeengine.errors import NotWriter
+from codeengine.fence import FenceKeeper, FenceSettings, Role, WriterToken
+from codeengine.model import Colour
+from codeengine.redisstore import RedisStore
+from tests.integration.test_redisstore import change, new_subject, opened, record
+
+pytestmark = pytest.mark.cluster
+
+FAST = FenceSettings(lease_ms=600, renew_ms=150, handback_ms=600, write_wait_ms=400)
+
+
+async def fresh_city(cluster: DevCluster, city: int) -> None:
+    """Forget the city's lease, epoch and switch log (the session's cluster is shared)."""
+    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
+    try:
+        await client.delete(*keys.fence_keys(city))
+    finally:
+        await client.aclose()
+
+
+class _Stale:
+    """A writer that still believes in an epoch it lost: a primary frozen past its lease."""
+
+    def __init__(self, token: WriterToken) -> None:
+        self.token = token
+
+    async def writer(self) -> WriterToken:
+        return self.token
+
+
+def _pair(store: RedisStore, city: int) -> tuple[FenceKeeper, FenceKeeper]:
+    return (
+        FenceKeeper(store, city, Role.PRIMARY, FAST),
+        FenceKeeper(store, city, Role.BACKUP, FAST),
+    )
+
+
+def test_the_backup_takes_the_lease_only_when_the_primary_stops(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        city = 320200
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            first = await primary.beat()
+            assert (first.owner, first.epoch) == (Role.PRIMARY, 1)
+            assert (await backup.beat()).owner is Role.PRIMARY
+            assert primary.holds() and not backup.holds()
+            with pytest.raises(NotWriter) as refused:
+                await backup.writer()
+            assert refused.value.writer == "primary"
+            # The primary stops beating: its lease and heartbeat run out.
+            await asyncio.sleep(FAST.lease_ms / 1000 + 0.1)
+            assert not primary.holds(), "a holder stops believing before the store lets go"
+            taken = await backup.beat()
+            assert (taken.owner, taken.epoch) == (Role.BACKUP, 2)
+            token = await backup.writer()
+            assert token == WriterToken(str(city), 2, f"{city}/backup")
+            lease, log = await store.fence_state(city)
+            assert lease.owner is Role.BACKUP
+            assert [(s.source, s.to, s.epoch, s.why) for s in log] == [
+                (Role.PRIMARY, Role.BACKUP, 2, "lease_expired"),
+                (None, Role.PRIMARY, 1, "start"),
+            ]
+
+    run(scenario())
+
+
+def test_a_returning_primary_gets_the_lease_back_after_the_handback_period(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        city = 320300
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            await backup.beat()  # no primary beating: the backup takes it
+            assert backup.holds()
+            came_back = await primary.beat()
+            assert came_back.owner is Role.BACKUP, "no hand-back before the period"
+            assert not primary.holds()
+            await backup.beat()
+            assert backup.holds()
+            for _ in range(5):
+                await asyncio.sleep(FAST.renew_ms / 1000)
+                await primary.beat()
+                await backup.beat()
+            assert primary.lease is not None and backup.lease is not None
+            assert (await primary.beat()).owner is Role.PRIMARY
+            assert primary.holds() and not backup.holds()
+            _, log = await store.fence_state(city)
+            assert (log[0].to, log[0].why) == (Role.PRIMARY, "handback")
+
+    run(scenario())
+
+
+def test_a_write_with_an_older_epoch_cannot_overwrite_the_backups(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        city = 320400
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            await primary.beat()
+            store.fence = primary
+            subject = new_subject()
+            await store.create_subject(record(subject), "issuer")
+            await store.set_status(change(subject, 1, Colour.YELLOW, "op-primary"))
+            old_token = await primary.writer()
+            await asyncio.sleep(FAST.lease_ms / 1000 + 0.1)
+            await backup.beat()
+            store.fence = backup
+            await store.set_status(change(subject, 2, Colour.RED, "op-backup"))
+            # The old primary wakes up still holding its epoch and writes.
+            store.fence = _Stale(old_token)
+            with pytest.raises(NotWriter):
+                await store.set_status(change(subject, 3, Colour.GREEN, "op-zombie"))
+            stored = await store.get_subject(subject)
+            assert stored is not None and (stored.colour, stored.version) == (Colour.RED, 3)
+            trail = await store.audit_trail(subject)
+            assert [(e.op_id, e.writer, e.epoch) for e in trail] == [
+                ("", f"{city}/primary", 1),
+                ("op-primary", f"{city}/primary", 1),
+                ("op-backup", f"{city}/backup", 2),
+            ]
+
+    run(scenario())
+
+
+def test_a_planned_handover_moves_writes_and_holds_them(cluster: DevCluster, run: Any) -> None:
+    async def scenario() -> None:
+        city = 320500
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            await primary.beat()
+            await backup.beat()
+            moved = await store.fence_handover(city, Role.BACKUP, 60_000, FAST.lease_ms)
+            assert (moved.owner, moved.epoch, moved.held_for) == (Role.BACKUP, 2, Role.BACKUP)
+            await primary.beat()
+            assert primary.draining and not primary.holds()
+            await backup.beat()
+            assert (await backup.writer()).epoch == 2
+            # The hold keeps it there however long the primary beats.
+            for _ in range(5):
+                await asyncio.sleep(FAST.renew_ms / 1000)
+                await primary.beat()
+                assert (await backup.beat()).owner is Role.BACKUP
+            lifted = await store.fence_handover(city, Role.BACKUP, 0, FAST.lease_ms)
+            assert lifted.held_for is None
+            assert (await backup.beat()).owner is Role.PRIMARY, "hand-back once the hold lifts"
+            _, log = await store.fence_state(city)
+            assert [s.why for s in log[:2]] == ["handback", "planned"]
+
+    run(scenario())
+
+
+def test_fence_settings_refuse_a_lease_shorter_than_three_beats() -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(FAST, lease_ms=400)
