@@ -1,0 +1,233 @@
+"""The failover client that app backends and terminals use to reach one service of a city.
+
+It holds the city's primary and backup URLs (from the city table), probes both ``/readyz``
+every ``probe_interval_s``, and sends each request to the endpoint the :class:`Router` picks.
+An attempt that gets no answer, times out, or meets a gateway error (502, 504) or an endpoint
+that does not hold the city's write lease (503 ``NOT_WRITER``) is sent once more to the other
+endpoint at once: every request of the engine is safe to resend (writes are idempotent by
+their operation id). A 503 of the store itself (``STORE_UNAVAILABLE``, ``NOT_REPLICATED``) is
+not the endpoint's fault: it is retried on the same endpoint after ``Retry-After`` (capped),
+while the request's budget lasts.
+
+Every switch is logged (city, service, from, to, why) and counted in
+``codeengine_failover_switches_total``; ``codeengine_failover_active`` shows the endpoint in use.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Answer", "FailoverClient"]
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from prometheus_client import Counter, Gauge
+
+from codeengine.cities import City
+from codeengine.fence import Role
+from failover.breaker import Breaker
+from failover.router import Outcome, Router, SwitchEvent
+
+log = logging.getLogger("codeengine.failover")
+
+SWITCHES = Counter(
+    "codeengine_failover_switches_total",
+    "Switches of a client between a city's endpoints, by city, service and new endpoint.",
+    ["city", "service", "to"],
+)
+ACTIVE = Gauge(
+    "codeengine_failover_active",
+    "The endpoint a client uses: 0 primary, 1 backup.",
+    ["city", "service"],
+    multiprocess_mode="max",
+)
+ATTEMPTS = Counter(
+    "codeengine_failover_attempts_total",
+    "Attempts of a failover client, by city, service, endpoint and outcome.",
+    ["city", "service", "endpoint", "outcome"],
+)
+
+_FALL_OVER_STATUS = {502, 504}
+_FALL_OVER_REASONS = {"NOT_WRITER"}
+_STORE_REASONS = {"STORE_UNAVAILABLE", "NOT_REPLICATED"}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer, and which endpoint gave it."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    endpoint: Role
+    attempts: int
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def reason(self) -> str:
+        """The problem body's reason code, or "" (not a problem body)."""
+        return _reason(self.status, self.body)
+
+
+def _reason(status: int, body: bytes) -> str:
+    if status < 400:
+        return ""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return ""
+    return str(document.get("reason", "")) if isinstance(document, dict) else ""
+
+
+class FailoverClient:
+    """One service (``issuer`` or ``verifier``) of one city, with failover; see the module."""
+
+    def __init__(
+        self,
+        city: City,
+        service: str,
+        session: aiohttp.ClientSession,
+        *,
+        attempt_timeout_s: float = 2.0,
+        budget_s: float = 5.0,
+        probe_interval_s: float = 0.5,
+        breaker: Callable[[], Breaker] = Breaker,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        primary, backup = city.endpoints(service)
+        self.urls = {Role.PRIMARY: primary, Role.BACKUP: backup}
+        self.city, self.service = city.code, service
+        self._session = session
+        self._attempt_timeout_s = attempt_timeout_s
+        self._budget_s = budget_s
+        self._probe_interval_s = probe_interval_s
+        self._clock = clock
+        self.router = Router(breaker(), breaker())
+        self._probe_task: asyncio.Task[None] | None = None
+        self._active_gauge = ACTIVE.labels(str(city.code), service)
+        self._active_gauge.set(0)
+
+    @property
+    def active(self) -> Role:
+        return self.router.active
+
+    # Requests.
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """Send the request with failover; the last answer, or the last error if none came."""
+        deadline = self._clock() + self._budget_s
+        attempts = 0
+        answer: Answer | None = None
+        error: BaseException | None = None
+        while True:
+            store_busy = False
+            for role in self.router.order(self._clock()):
+                left = deadline - self._clock()
+                if left <= 0:
+                    break
+                attempts += 1
+                try:
+                    status, body, answer_headers = await self._attempt(
+                        role, method, path, json_body, headers, min(left, self._attempt_timeout_s)
+                    )
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    error = exc
+                    self._report(role, Outcome.FAILED, "no answer")
+                    continue
+                answer = Answer(status, body, answer_headers, role, attempts)
+                if status in _FALL_OVER_STATUS:
+                    self._report(role, Outcome.FAILED, f"status {status}")
+                    continue
+                if answer.reason in _FALL_OVER_REASONS:
+                    continue  # the other endpoint holds the city's writes: not a failure
+                self._report(role, Outcome.OK, "answered")
+                if answer.reason not in _STORE_REASONS:
+                    return answer
+                store_busy = True
+                break
+            left = deadline - self._clock()
+            if left <= 0.05:
+                if answer is not None:
+                    return answer
+                raise error or TimeoutError("failover budget spent")
+            await asyncio.sleep(min(0.25 if store_busy else 0.05, left / 2))
+
+    async def _attempt(
+        self,
+        role: Role,
+        method: str,
+        path: str,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        timeout_s: float,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session.request(
+            method, self.urls[role] + path, json=json_body, headers=headers, timeout=timeout
+        ) as response:
+            return response.status, await response.read(), response.headers
+
+    def _report(self, role: Role, outcome: Outcome, what: str) -> None:
+        ATTEMPTS.labels(str(self.city), self.service, role.value, outcome.value).inc()
+        event = self.router.report(role, outcome, self._clock())
+        if event is not None:
+            self._switched(event, what)
+
+    def _switched(self, event: SwitchEvent, what: str) -> None:
+        SWITCHES.labels(str(self.city), self.service, event.to.value).inc()
+        self._active_gauge.set(0 if event.to is Role.PRIMARY else 1)
+        log.warning(
+            "city %s %s: switched %s -> %s (%s; last: %s)",
+            self.city,
+            self.service,
+            event.source,
+            event.to,
+            event.why,
+            what,
+        )
+
+    # Probes.
+
+    async def probe(self, role: Role) -> bool:
+        """One readiness probe of ``role``, fed to its breaker; whether it was ready."""
+        timeout = aiohttp.ClientTimeout(total=min(1.0, self._attempt_timeout_s))
+        try:
+            async with self._session.get(self.urls[role] + "/readyz", timeout=timeout) as r:
+                ready = r.status == 200
+                await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            ready = False
+        self._report(role, Outcome.OK if ready else Outcome.FAILED, "probe")
+        return ready
+
+    async def _probe_forever(self) -> None:
+        while True:
+            now = self._clock()
+            due = [role for role in Role if self.router.probe_due(role, now)]
+            await asyncio.gather(*(self.probe(role) for role in due))
+            await asyncio.sleep(self._probe_interval_s)
+
+    def start(self) -> None:
+        """Start probing both endpoints in the background."""
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe_forever())
+
+    async def stop(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task

@@ -1,0 +1,82 @@
+"""Which endpoint of a city a client uses: a pure state machine over two breakers.
+
+The client reports every outcome (requests and probes) with its time; the router answers which
+endpoint to try first and says when it switched. Rules:
+
+* Start on the primary.
+* Leave the active endpoint when its breaker is not closed and the other's is closed: never
+  trade a failing endpoint for one that is failing too (a Redis fault shared by both must not
+  make clients flap between them).
+* Return to the primary as soon as its breaker is closed again; closing takes
+  ``successes_to_close`` good answers after its open period (the hysteresis).
+* Every attempt may fall over to the other endpoint once (``order``), whatever the states say:
+  refusing locally is never better than trying.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Outcome", "Router", "SwitchEvent"]
+
+from enum import StrEnum
+from typing import NamedTuple
+
+from codeengine.fence import Role
+from failover.breaker import Breaker, BreakerState
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    """An answer from the endpoint itself (any status it meant to give)."""
+    FAILED = "failed"
+    """No answer, a timeout, a gateway error, or a probe that says not ready."""
+
+
+class SwitchEvent(NamedTuple):
+    at: float
+    source: Role
+    to: Role
+    why: str
+
+
+class Router:
+    """The active endpoint of one service of one city, and the breakers behind the choice."""
+
+    def __init__(self, primary: Breaker, backup: Breaker) -> None:
+        self.breakers = {Role.PRIMARY: primary, Role.BACKUP: backup}
+        self.active = Role.PRIMARY
+        self.switches: list[SwitchEvent] = []
+
+    def order(self, now: float) -> tuple[Role, Role]:
+        """The endpoint to try first, and the one to fall over to."""
+        self._decide(now)
+        return self.active, self.active.other
+
+    def report(self, role: Role, outcome: Outcome, now: float) -> SwitchEvent | None:
+        """Feed one outcome of ``role``; the switch it caused, if any."""
+        breaker = self.breakers[role]
+        if outcome is Outcome.OK:
+            breaker.success(now)
+        else:
+            breaker.failure(now)
+        return self._decide(now)
+
+    def probe_due(self, role: Role, now: float) -> bool:
+        """Whether a probe of ``role`` may go now (an open breaker waits for its period)."""
+        return self.breakers[role].allow(now)
+
+    def _decide(self, now: float) -> SwitchEvent | None:
+        active, other = self.active, self.active.other
+        active_state = self.breakers[active].state(now)
+        other_state = self.breakers[other].state(now)
+        if active is Role.BACKUP and other_state is BreakerState.CLOSED:
+            return self._switch(Role.PRIMARY, now, "primary recovered")
+        if active_state is not BreakerState.CLOSED and other_state is BreakerState.CLOSED:
+            return self._switch(other, now, f"{active} failing")
+        return None
+
+    def _switch(self, to: Role, now: float, why: str) -> SwitchEvent:
+        event = SwitchEvent(now, self.active, to, why)
+        self.active = to
+        self.switches.append(event)
+        del self.switches[:-100]
+        return event
