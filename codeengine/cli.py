@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     cluster.set_defaults(func=_cmd_cluster)
 
     add_ops_commands(commands)
+    # Imported here: the drills pull in the failover package, which the services never need.
+    from failover.cli import add_drill_commands
+
+    add_drill_commands(commands)
     return parser
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["Answer", "FailoverClient"]
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -111,6 +112,8 @@ class FailoverClient:
         self._probe_interval_s = probe_interval_s
         self._clock = clock
         self.router = Router(breaker(), breaker())
+        self.attempt_log: collections.Counter[tuple[str, str]] = collections.Counter()
+        """Attempts by endpoint and what they met (a status and reason, or "no answer")."""
         self._probe_task: asyncio.Task[None] | None = None
         self._active_gauge = ACTIVE.labels(str(city.code), service)
         self._active_gauge.set(0)
@@ -147,9 +150,11 @@ class FailoverClient:
                     )
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = exc
+                    self.attempt_log[(role.value, "no answer")] += 1
                     self._report(role, Outcome.FAILED, "no answer")
                     continue
                 answer = Answer(status, body, answer_headers, role, attempts)
+                self.attempt_log[(role.value, f"{status} {answer.reason}".rstrip())] += 1
                 if status in _FALL_OVER_STATUS:
                     self._report(role, Outcome.FAILED, f"status {status}")
                     continue
