@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml
 
 bootstrap: system-packages $(STAMP) ## Install everything the project needs
 
-run: bootstrap ## Start cluster, dev keys, issuer (:8080) and verifier (:8081); Ctrl-C stops all
-	$(VENV)/bin/codeengine run
+CITIES ?=
+run: bootstrap ## Start cluster, dev keys, issuer (:8080) and verifier (:8081); CITIES=all adds every city's primary and backup
+	$(VENV)/bin/codeengine run --cities "$(CITIES)"
 
 test: bootstrap ## Run the whole suite against a throwaway Redis Cluster
 	@mkdir -p $(TEST_CLUSTERS)

@@ -37,7 +37,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = config_path(args)
     settings = load_settings(config)
-    return run_system(settings, Path(args.var), args.cluster_port, config)
+    return run_system(settings, Path(args.var), args.cluster_port, config, _cities(args.cities))
+
+
+def _cities(text: str) -> list[int]:
+    """``--cities``: "" (none), "all", or city codes separated by commas."""
+    from codeengine.cities import load_cities
+
+    if not text:
+        return []
+    table = load_cities()
+    if text == "all":
+        return sorted(table)
+    codes = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) not in table:
+            raise SettingsError(f"--cities: {part!r} is not a city code of configs/cities")
+        codes.append(int(part))
+    return codes
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:
@@ -77,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start cluster, dev keys, issuer and verifier")
     run.add_argument("--var", default="var", help="folder for cluster data and logs")
     run.add_argument("--cluster-port", type=int, default=DEFAULT_CLUSTER_PORT)
+    run.add_argument(
+        "--cities",
+        default="",
+        help="also start these cities' primary and backup endpoints on the city table's "
+        "ports: 'all' or codes like 320100,320200 (default: none)",
+    )
     run.set_defaults(func=_cmd_run)
 
     keys = commands.add_parser("keys", help="dev key material")

@@ -21,13 +21,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codeengine.children import die_with_parent
+from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster
 from codeengine.devkeys import ensure_dev_material
+from codeengine.fence import Role
+from codeengine.model import CityCode
 from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
+
+if TYPE_CHECKING:
+    from failover.topology import CityProcesses
 
 READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 15.0
@@ -97,10 +105,43 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop
 
 
+def _start_cities(codes: Sequence[int], env: dict[str, str], log_dir: Path) -> list[CityProcesses]:
+    """Start each named city's primary and backup endpoints on the city table's ports."""
+    from failover.topology import CityProcesses
+
+    table = load_cities()
+    cities = []
+    for code in codes:
+        city = CityProcesses(table[CityCode(code)], env, log_dir / "cities")
+        for role in Role:
+            city.start(role)
+        cities.append(city)
+    for city in cities:
+        for role in Role:
+            city.wait_ready(role, READY_TIMEOUT_S)
+    return cities
+
+
+def _city_summary(cities: Sequence[CityProcesses]) -> dict[str, object]:
+    """The started cities' endpoints, for the ready message."""
+    if not cities:
+        return {}
+    return {
+        "cities": {
+            str(c.city.code): {"primary": c.city.primary.issuer, "backup": c.city.backup.issuer}
+            for c in cities
+        }
+    }
+
+
 def run_system(
-    settings: Settings, var_dir: Path, cluster_base_port: int, config: Path | None = None
+    settings: Settings,
+    var_dir: Path,
+    cluster_base_port: int,
+    config: Path | None = None,
+    cities: Sequence[int] = (),
 ) -> int:
-    """Run cluster, issuer and verifier in the foreground until interrupted."""
+    """Run cluster, issuer and verifier (and ``cities``' endpoints) until interrupted."""
     var_dir.mkdir(parents=True, exist_ok=True)
     log_dir = var_dir / "log"
     log_dir.mkdir(exist_ok=True)
@@ -108,6 +149,7 @@ def run_system(
     signal.signal(signal.SIGINT, _raise_stop)
     cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
     workers: list[Worker] = []
+    city_procs: list[CityProcesses] = []
     envs: dict[str, dict[str, str]] = {}
     try:
         print(f"starting Redis Cluster (3 masters + 3 replicas) on ports {cluster.ports} ...")
@@ -139,6 +181,9 @@ def run_system(
                 print(f"services not ready after {READY_TIMEOUT_S:.0f} s; see {log_dir}/")
                 return 1
             time.sleep(0.2)
+        if cities:
+            print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
+            city_procs = _start_cities(cities, env, log_dir)
         summary = {
             "issuer": urls["issuer"],
             "verifier": urls["verifier"],
@@ -147,6 +192,7 @@ def run_system(
             "dev_credentials": str(credentials),
             "logs": str(log_dir),
         }
+        summary |= _city_summary(city_procs)
         print("codeengine is ready:")
         print(json.dumps(summary, indent=2))
         print("Ctrl-C stops everything.", flush=True)
@@ -165,6 +211,9 @@ def run_system(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with contextlib.suppress(Exception):
             _stop_workers(workers)
+        for city in city_procs:
+            with contextlib.suppress(Exception):
+                city.stop()
         print("stopping Redis Cluster ...", flush=True)
         cluster.stop()
         print("stopped.", flush=True)

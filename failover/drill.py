@@ -31,6 +31,7 @@ import json
 import logging
 import random
 import signal
+import socket
 import tempfile
 import time
 import uuid
@@ -217,6 +218,18 @@ class _Load:
             await asyncio.gather(*running)
 
 
+def _free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now (held open together, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class _World:
     """The drill's cluster and city processes, started and stopped for it alone."""
 
@@ -239,7 +252,7 @@ class _World:
         self.env = {f"{ENV_PREFIX}{k}": v for k, v in env_settings.items()}
         self.settings = load_settings(None, self.env)
         table = load_cities()[CityCode(options.city)]
-        ports = [self.cluster.ports[-1] + 1 + i for i in range(4)]
+        ports = _free_ports(4)
         self.city = dataclasses.replace(
             table,
             primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),

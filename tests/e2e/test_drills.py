@@ -23,7 +23,7 @@ SHORT = {"duration_s": 14.0, "fault_at_s": 4.0, "rate": 80.0, "subjects": 60}
 
 
 def drill(name: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    options = DrillOptions(**{**SHORT, **overrides}, out_dir=tmp_path)  # type: ignore[arg-type]
+    options = DrillOptions(**{**SHORT, **overrides}, out_dir=tmp_path)
     summary, report = run_drill(name, options)
     assert json.loads(report.read_text()) == summary
     assert report.with_suffix(".md").read_text().startswith(f"# Drill `{name}`")

@@ -69,4 +69,4 @@ def test_a_primary_that_fails_again_while_half_open_stays_out() -> None:
     assert r.active is Role.BACKUP, "a failure in half-open restarts the open period"
     for at in (2.5, 2.6, 2.7):
         r.report(Role.PRIMARY, OK, at)
-    assert r.active is Role.PRIMARY
+    assert r.order(2.8) == (Role.PRIMARY, Role.BACKUP)
