@@ -25,6 +25,7 @@ from typing import Any, cast
 import hiredis
 
 from codeengine.errors import CodeEngineError, Reason, StoreUnavailable
+from codeengine.metrics import SHARD_BREAKER_OPENS
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
@@ -132,7 +133,7 @@ class _Connection(asyncio.Protocol):
     def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
         """Queue one packed command for this tick's write; the future gets its raw reply."""
         if not self.open:
-            raise StoreUnavailable("store connection closed")
+            raise _ConnectionLost("store connection closed")
         if len(self._waiters) >= self._max_in_flight:
             raise StoreUnavailable("too many store commands in flight")
         waiter = self._loop.create_future()
@@ -145,7 +146,7 @@ class _Connection(asyncio.Protocol):
     def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
         """Queue many commands at once; one future gets all their raw replies, in order."""
         if not self.open:
-            raise StoreUnavailable("store connection closed")
+            raise _ConnectionLost("store connection closed")
         if len(self._waiters) + len(packed) > self._max_in_flight:
             raise StoreUnavailable("too many store commands in flight")
         future: asyncio.Future[list[Any]] = self._loop.create_future()
@@ -188,7 +189,7 @@ class _Connection(asyncio.Protocol):
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if waiter is not None and not waiter.done():
-                waiter.set_exception(StoreUnavailable(reason))
+                waiter.set_exception(_ConnectionLost(reason))
         if self._transport is not None:
             transport, self._transport = self._transport, None
             transport.abort()
@@ -199,13 +200,25 @@ class _Connection(asyncio.Protocol):
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
-    __slots__ = ("_cluster", "_connecting", "addr", "conn")
+    __slots__ = ("_cluster", "_connecting", "addr", "conn", "failures", "open_until")
 
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
         self.addr = addr
         self.conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
+        # The shard's breaker, inlined for the hot path (the rules of failover.breaker): after
+        # SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S instead
+        # of each waiting out its deadline; then one failure opens it again, one success closes.
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= SHARD_FAILURES_TO_OPEN:
+            self.open_until = now + SHARD_OPEN_S
+            self.failures = SHARD_FAILURES_TO_OPEN - 1  # half-open once the period is over
+            SHARD_BREAKER_OPENS.labels(f"{self.addr[0]}:{self.addr[1]}").inc()
 
     async def connect(self) -> _Connection:
         """The open connection, connecting first if needed (concurrent callers share one try)."""
@@ -233,6 +246,7 @@ class _Node:
     def lost(self, conn: _Connection, reason: str) -> None:
         if self.conn is conn:
             self.conn = None
+            self.failed(time.monotonic())
             if not self._cluster.closed:
                 _log.info("%s to %s:%d; will reconnect", reason, *self.addr)
                 self._cluster.schedule_refresh()
@@ -274,10 +288,20 @@ class _Expiry:
     def _expire(self, tick: int) -> None:
         for waiter in self._buckets.pop(tick, ()):
             if not waiter.done():
-                waiter.set_exception(StoreUnavailable("store call timed out"))
+                waiter.set_exception(_TimedOut("store call timed out"))
+
+
+class _TimedOut(StoreUnavailable):
+    """A call's deadline passed before its reply came."""
+
+
+class _ConnectionLost(StoreUnavailable):
+    """The connection closed with the call unanswered."""
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
+SHARD_FAILURES_TO_OPEN = 5
+SHARD_OPEN_S = 0.5
 
 
 class Script:
@@ -410,10 +434,9 @@ class FastCluster:
         self, slot: int, packed: bytes, deadline: float, command: Arg, prelude: bytes = b""
     ) -> Any:
         """Send a command to the slot's primary, following redirects; the raw reply."""
+        found = self._slots[slot]
         try:
-            node = self._slots[slot]
-            if node is None:
-                raise StoreUnavailable("store slot not covered")
+            node = _usable(found)
             asking = False
             for _ in range(MAX_REDIRECTS + 1):
                 conn = node.conn
@@ -429,6 +452,7 @@ class FastCluster:
                 waiter = conn.send(packed)
                 self._expiry.add(waiter, deadline)
                 reply = await waiter
+                node.failures = 0
                 if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
                     return reply
                 kind, slot_text, target = str(reply).split(" ", 2)
@@ -439,11 +463,16 @@ class FastCluster:
                     self._slots[int(slot_text)] = node
                     self.schedule_refresh()
             raise StoreUnavailable("store redirected too many times")
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             # A stalled or lost primary may have been failed over: look for its successor.
+            # Each timed-out call counts; a lost connection counts once (_Node.lost).
+            if found is not None and isinstance(exc, _TimedOut):
+                found.failed(time.monotonic())
             self.schedule_refresh()
             raise
         except _FAILURES as exc:
+            if found is not None:
+                found.failed(time.monotonic())
             self.schedule_refresh()
             what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
@@ -623,6 +652,15 @@ class FastCluster:
             load = pack_command(("SCRIPT", "LOAD", body))
             reply = await self._call(slot, packed, deadline, "EVALSHA", prelude=load)
         return self._reply(reply, "EVALSHA", expect_errors)
+
+
+def _usable(node: _Node | None) -> _Node:
+    """The slot's primary, unless the slot is uncovered or the primary's breaker is open."""
+    if node is None:
+        raise StoreUnavailable("store slot not covered")
+    if node.open_until and time.monotonic() < node.open_until:
+        raise StoreUnavailable("store shard unavailable: its breaker is open")
+    return node
 
 
 def _name(command: Arg) -> str:

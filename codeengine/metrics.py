@@ -12,7 +12,9 @@ __all__ = [
     "REQUESTS",
     "SCANS_DROPPED",
     "SCANS_LOGGED",
+    "SHARD_BREAKER_OPENS",
     "SIGNATURES",
+    "STORE_CLIENT_REBUILDS",
     "STORE_LATENCY",
     "VERIFICATIONS",
 ]
@@ -37,6 +39,15 @@ STORE_LATENCY = Histogram(
     "Time of store calls, by operation and outcome.",
     ["operation", "outcome"],
     buckets=LATENCY_BUCKETS_S,
+)
+SHARD_BREAKER_OPENS = Counter(
+    "codeengine_store_shard_breaker_opens_total",
+    "Times a shard's breaker opened after failures in a row, by primary address.",
+    ["node"],
+)
+STORE_CLIENT_REBUILDS = Counter(
+    "codeengine_store_client_rebuilds_total",
+    "Times the write client was rebuilt because it kept failing while the cluster answered.",
 )
 SIGNATURES = Counter("codeengine_signatures_total", "Codes signed, by signing algorithm.", ["alg"])
 QR_RENDERS = Counter("codeengine_qr_renders_total", "QR images rendered, by format.", ["format"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 __all__ = ["RedisStore", "StoreSettings"]
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ from codeengine.errors import (
 )
 from codeengine.fastredis import FastCluster, consume_outcome
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
-from codeengine.metrics import STORE_LATENCY
+from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
@@ -72,6 +74,9 @@ _CLIENT_FAILURES = (
     AttributeError,
     RuntimeError,
 )
+REBUILD_AFTER_S = 5.0
+"""Write-client failures in a row for this long, while the cluster answers, rebuild it."""
+log = logging.getLogger("codeengine.store")
 BATCH_SNAPSHOT_TTL_S = 30 * 86400
 """How long a batch can be rolled back: its subjects' snapshots expire after this."""
 MAX_BATCH_ERRORS = 100_000
@@ -98,14 +103,10 @@ class RedisStore:
 
     def __init__(self, settings: StoreSettings) -> None:
         self._settings = settings
-        self._client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in settings.nodes],
-            reinitialize_steps=0,
-            require_full_coverage=False,
-            max_connections=settings.max_connections_per_node,
-            socket_timeout=settings.write_deadline_ms / 1000,
-            socket_connect_timeout=settings.read_deadline_ms / 1000,
-        )
+        self._client = self._new_client()
+        self._failing_since: float | None = None
+        self._rebuilding = False
+        self.rebuild_after_s = REBUILD_AFTER_S
         self._shas: dict[str, str] = {}
         self._last_refresh = 0.0
         # The hot paths (display, verify, key refresh) go through a pipelined client that
@@ -137,6 +138,47 @@ class RedisStore:
 
     # Plumbing: deadlines, error translation, scripts.
 
+    def _new_client(self) -> RedisCluster:
+        settings = self._settings
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.nodes],
+            reinitialize_steps=0,
+            require_full_coverage=False,
+            max_connections=settings.max_connections_per_node,
+            socket_timeout=settings.write_deadline_ms / 1000,
+            socket_connect_timeout=settings.read_deadline_ms / 1000,
+        )
+
+    def _client_failed(self) -> None:
+        """Count a write-client failure; rebuild the client if they persist (DESIGN pitfalls).
+
+        redis-py's cluster client can be left with a stale topology or broken pooled
+        connections after a failover. If its calls keep failing for ``rebuild_after_s`` while
+        the cluster itself answers the slot map, a new client replaces it.
+        """
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self.rebuild_after_s and not self._rebuilding:
+            self._rebuilding = True
+            task = asyncio.get_running_loop().create_task(self._rebuild())
+            task.add_done_callback(consume_outcome)
+
+    async def _rebuild(self) -> None:
+        try:
+            fast = await self._hot()
+            if not await fast.refresh():
+                return  # the cluster is not answering: a new client would fail the same way
+            old, self._client = self._client, self._new_client()
+            self._shas.clear()
+            self._failing_since = None
+            STORE_CLIENT_REBUILDS.inc()
+            log.warning("rebuilt the store's write client after persistent failures")
+            with contextlib.suppress(*_CLIENT_FAILURES):
+                await old.aclose()
+        finally:
+            self._rebuilding = False
+
     async def _bounded(self, work: Callable[[], Awaitable[T]], deadline_ms: int, what: str) -> T:
         started = time.perf_counter()
         outcome = "error"
@@ -144,10 +186,12 @@ class RedisStore:
             async with asyncio.timeout(deadline_ms / 1000):
                 result = await work()
             outcome = "ok"
+            self._failing_since = None
             return result
         except (StoreUnavailable, VersionConflict, UnknownSubject):
             raise
         except _CLIENT_FAILURES as exc:
+            self._client_failed()
             self._schedule_refresh()
             raise StoreUnavailable(f"store {what} failed: {type(exc).__name__}") from exc
         finally:

@@ -340,3 +340,29 @@ def test_close_fails_pending_calls(cluster: DevCluster, run: Any) -> None:
             await client.get(queue)
 
     run(scenario())
+
+
+def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster, deadline_s=0.1) as client:
+            keys = [f"b:{tag()}" for _ in range(30)]
+            await asyncio.gather(*(client.execute(k, "SET", k, k, deadline_s=5) for k in keys))
+            stalled = port_of(client, keys[0])
+            healthy = next(k for k in keys if port_of(client, k) != stalled)
+            with cluster.paused(stalled):
+                for _ in range(fastredis.SHARD_FAILURES_TO_OPEN):
+                    with pytest.raises(StoreUnavailable, match="timed out"):
+                        await client.get(keys[0])
+                began = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="breaker is open"):
+                    await client.get(keys[0])
+                assert time.monotonic() - began < 0.05, "an open breaker answers at once"
+                assert await client.get(healthy, deadline_s=2) == healthy.encode()
+            await asyncio.sleep(fastredis.SHARD_OPEN_S)
+            assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
+            assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
+
+    run(scenario())
+    cluster.wait_healthy()
