@@ -193,7 +193,7 @@ def test_a_write_client_that_keeps_failing_is_rebuilt_while_the_cluster_answers(
             await store._client.aclose()
             store._client = broken
             failures = 0
-            for attempt in range(40):
+            for _ in range(40):
                 try:
                     await store.set_status(change(subject, 1, Colour.RED, "op-rebuilt"))
                     break
@@ -205,6 +205,5 @@ def test_a_write_client_that_keeps_failing_is_rebuilt_while_the_cluster_answers(
             assert failures >= 2 and store._client is not broken
             stored = await store.get_subject(subject)
             assert stored is not None and stored.colour is Colour.RED
-            del attempt
 
     run(scenario())
