@@ -9,6 +9,7 @@ from typing import Any
 from codeengine.batches import COLUMNS
 from codeengine.errors import Reason
 from codeengine.fusion import load_fusion
+from codeengine.model import CITIES
 from codeengine.web.openapi import ref, responses
 from issuer.appeals import TEXT_PATTERN
 
@@ -656,7 +657,7 @@ CONVERT_PATHS.update(
                         "name": "city",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9]{6}$"},
+                        "schema": {"type": "string", "enum": [str(c) for c in sorted(CITIES)]},
                     }
                 ],
                 "requestBody": {"required": True, "content": ref("HandoverRequest")},
