@@ -41,6 +41,7 @@ SCOPES = {
     "alias_bulk": "fusion",
     "licence_link": "fusion",
     "licence_list": "fusion",
+    "batch_list": "convert",
 }
 
 
