@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_CLUSTERS := var/test-clusters
 APT_PACKAGES := redis-server
 
-.PHONY: help run test lint typecheck format bench bench-http bench-offline capacity bootstrap system-packages clean
+.PHONY: help run test lint typecheck format screenshots bench bench-http bench-offline capacity bootstrap system-packages clean
 BENCH_HTTP_ARGS ?=
 
 help: ## List the targets
@@ -54,6 +54,9 @@ format: bootstrap ## Apply ruff format and the safe fixes
 
 typecheck: bootstrap ## mypy --strict on everything
 	$(VENV)/bin/mypy
+
+screenshots: bootstrap ## Screenshots of the pages at phone and desktop size into docs/screenshots/
+	$(PY) -m tools.screenshots
 
 bench: bootstrap ## Micro-benchmarks, timed for real
 	$(PY) -m pytest bench --benchmark-enable --benchmark-only -p no:randomly
