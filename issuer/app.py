@@ -44,10 +44,11 @@ SCOPES = {
     "licence_list": "fusion",
     "batch_list": "convert",
 }
+ISSUER_ASSETS = ("common.css", "common.js", "display.css", "display.js", "ops.css", "ops.js")
 ISSUER_PAGES = [
     page_route("/pages/display", "display.html", "page_display"),
     page_route("/pages/ops", "ops.html", "page_ops"),
-    static_route(("common.css", "common.js", "display.css", "display.js", "ops.css", "ops.js")),
+    static_route(ISSUER_ASSETS),
 ]
 """The display page (亮码, for an app's web view) and the ops console, with their assets."""
 

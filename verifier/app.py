@@ -30,9 +30,10 @@ SCOPES = {
     "revoke": "admin",
     "scans": "admin",
 }
+VERIFIER_ASSETS = ("common.css", "common.js", "terminal.css", "terminal.js")
 VERIFIER_PAGES = [
     page_route("/pages/terminal", "terminal.html", "page_terminal"),
-    static_route(("common.css", "common.js", "terminal.css", "terminal.js")),
+    static_route(VERIFIER_ASSETS),
 ]
 """The scan terminal page (扫码核验) and its assets."""
 

@@ -69,10 +69,10 @@ def page_route(path: str, file: str, name: str) -> web.RouteDef:
 
 def static_route(files: tuple[str, ...]) -> web.RouteDef:
     """``GET /static/{file}`` answers one of ``files`` (CSS, JS); 404 for any other name."""
-    assets = {name: _load(name) for name in files}
-    for name in assets:
+    for name in files:
         if not _NAME.match(name):
             raise ValueError(f"static asset name {name!r} does not match {STATIC_NAME_PATTERN}")
+    assets = {name: _load(name) for name in files}
 
     async def static(request: web.Request) -> web.Response:
         """A page's stylesheet or script."""
