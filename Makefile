@@ -9,15 +9,17 @@ STAMP := $(VENV)/.installed
 TEST_CLUSTERS := var/test-clusters
 APT_PACKAGES := redis-server
 
-.PHONY: help run test lint typecheck format bench bench-http bench-offline capacity bootstrap system-packages clean
+.PHONY: help run test lint typecheck format screenshots bench bench-http bench-offline capacity bootstrap system-packages clean
 BENCH_HTTP_ARGS ?=
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-packages: ## Install redis-server (and python3-venv where missing) with apt if absent
+system-packages: ## Install redis-server, chromium, CJK fonts (and python3-venv) with apt if absent
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -53,6 +55,9 @@ format: bootstrap ## Apply ruff format and the safe fixes
 
 typecheck: bootstrap ## mypy --strict on everything
 	$(VENV)/bin/mypy
+
+screenshots: bootstrap ## Screenshots of the pages at phone and desktop size into docs/screenshots/
+	$(PY) -m tools.screenshots
 
 bench: bootstrap ## Micro-benchmarks, timed for real
 	$(PY) -m pytest bench --benchmark-enable --benchmark-only -p no:randomly

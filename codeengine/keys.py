@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "KEYRING_KEY",
     "KEYRING_VERSION_KEY",
+    "RECENT_BATCHES_KEY",
     "REVOKED_CODES_KEY",
     "REVOKED_KEYS_KEY",
     "TRUST_KEY",
@@ -89,6 +90,10 @@ def subject_keys(subject: SubjectId, op_id: str) -> tuple[str, str, str]:
 def batch_key(batch_id: str) -> str:
     """A bulk conversion batch: its state and counters (hash)."""
     return f"{NAMESPACE}:b:{{{batch_id}}}"
+
+
+RECENT_BATCHES_KEY = f"{NAMESPACE}:b:{{recent}}"
+"""The ids of the latest batches (sorted set, scored by their start), for the ops console."""
 
 
 def batch_subjects_key(batch_id: str) -> str:

@@ -80,6 +80,8 @@ log = logging.getLogger("codeengine.store")
 BATCH_SNAPSHOT_TTL_S = 30 * 86400
 """How long a batch can be rolled back: its subjects' snapshots expire after this."""
 MAX_BATCH_ERRORS = 100_000
+MAX_RECENT_BATCHES = 100
+"""How many batch ids the recent list keeps; older batches stay readable by id."""
 BULK_ACK_FACTOR = 10
 """A bulk chunk's WAIT may take this many times the replica timeout of a single write."""
 SCAN_COUNT = 1000
@@ -540,6 +542,18 @@ class RedisStore:
                 now,
             ]
             await fast.execute(key, "HSET", key, *fields, deadline_s=self._bulk_deadline_s)
+            recent = keys.RECENT_BATCHES_KEY
+            await fast.execute(
+                recent, "ZADD", recent, now, batch_id, deadline_s=self._bulk_deadline_s
+            )
+            await fast.execute(
+                recent,
+                "ZREMRANGEBYRANK",
+                recent,
+                0,
+                -MAX_RECENT_BATCHES - 1,
+                deadline_s=self._bulk_deadline_s,
+            )
             return None
         meta = await self._batch_meta(batch_id)
         if meta.get("state") == "rolled_back":
@@ -655,6 +669,18 @@ class RedisStore:
             line, _, reason = item.decode().partition(":")
             errors.append((int(line), reason))
         return meta, errors
+
+    async def recent_batches(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest ``limit`` batch ids and their metadata (one slot each, read together)."""
+        fast = await self._hot()
+        recent = keys.RECENT_BATCHES_KEY
+        ids = await fast.execute(
+            recent, "ZREVRANGE", recent, 0, limit - 1, deadline_s=self._bulk_deadline_s
+        )
+        names = [raw.decode() for raw in ids]
+        metas = await asyncio.gather(*(self._batch_meta(name) for name in names))
+        # A batch whose hash is gone (it never is today) is left out rather than shown empty.
+        return [(name, meta) for name, meta in zip(names, metas, strict=True) if meta]
 
     async def rollback_batch(self, batch_id: str, now: int, actor: str) -> dict[str, int]:
         """Restore the batch's subjects in pipelined chunks, each acknowledged after WAIT."""

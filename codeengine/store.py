@@ -148,6 +148,9 @@ class Store(Protocol):
     async def rollback_batch(self, batch_id: str, now: int, actor: str) -> dict[str, int]:
         """Restore every subject the batch changed, unless changed since; the counts."""
 
+    async def recent_batches(self, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """The latest ``limit`` batches, newest first: each id with its state and counters."""
+
     async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
         """Store a new appeal."""
 

@@ -14,6 +14,7 @@ from codeengine.settings import Settings
 from codeengine.store import Store
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.pages import page_route, static_route
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_service_routes
 from issuer.aliases import ALIAS_ROUTES, FUSION
@@ -44,7 +45,15 @@ SCOPES = {
     "licence_list": "fusion",
     "city_list": "admin",
     "city_handover": "admin",
+    "batch_list": "convert",
 }
+ISSUER_ASSETS = ("common.css", "common.js", "display.css", "display.js", "ops.css", "ops.js")
+ISSUER_PAGES = [
+    page_route("/pages/display", "display.html", "page_display"),
+    page_route("/pages/ops", "ops.html", "page_ops"),
+    static_route(ISSUER_ASSETS),
+]
+"""The display page (亮码, for an app's web view) and the ops console, with their assets."""
 
 
 def create_app(
@@ -70,6 +79,7 @@ def create_app(
             *ALIAS_ROUTES,
             *CITY_OPS_ROUTES,
             *OPENAPI_ROUTES,
+            *ISSUER_PAGES,
         ],
         SCOPES,
     )

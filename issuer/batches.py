@@ -25,6 +25,8 @@ _FORMATS: dict[str, Format] = {
     "application/jsonl": "ndjson",
 }
 MAX_ERRORS_SHOWN = 1000
+DEFAULT_LISTED = 20
+MAX_LISTED = 100
 
 
 def _batch_id(request: web.Request, source: str) -> str:
@@ -75,6 +77,25 @@ async def show_batch(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def list_batches(request: web.Request) -> web.Response:
+    """The latest batches, newest first, with state and counts (the ops console's panel)."""
+    text = request.query.get("limit", str(DEFAULT_LISTED))
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= 3)
+        or not 1 <= int(text) <= MAX_LISTED
+    ):
+        raise BadRequest(f"query 'limit' must be an integer from 1 to {MAX_LISTED}")
+    listed = await request.app[STORE].recent_batches(int(text))
+    batches = []
+    for batch_id, meta in listed:
+        entry = BatchReport.from_meta(batch_id, meta).to_json(with_errors=False)
+        del entry["already_imported"], entry["errors_by_reason"], entry["dry_run"]
+        for name in ("created_at", "updated_at", "finished_at"):
+            entry[name] = int(meta[name]) if name in meta else None
+        batches.append(entry)
+    return web.json_response({"batches": batches})
+
+
 async def rollback_batch(request: web.Request) -> web.Response:
     """Restore what the batch changed, subject by subject, unless changed since."""
     batch_id = _batch_id(request, "path")
@@ -86,6 +107,7 @@ async def rollback_batch(request: web.Request) -> web.Response:
 
 BATCH_ROUTES = [
     web.post("/v1/batches", import_batch, name="batch_import"),
+    web.get("/v1/batches", list_batches, name="batch_list"),
     web.get("/v1/batches/{batch_id}", show_batch, name="batch_show"),
     web.post("/v1/batches/{batch_id}/rollback", rollback_batch, name="batch_rollback"),
 ]

@@ -13,6 +13,7 @@ from codeengine.web.openapi import (
     HEALTH_PATHS,
     JSON,
     PROBLEM_SCHEMA,
+    page_paths,
     ref,
     responses,
     spec_document,
@@ -60,7 +61,16 @@ SCHEMAS: dict[str, Any] = {
     "DisplayedCode": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["token", "colour", "version", "issued_at", "expires_at", "refresh_at"],
+        "required": [
+            "token",
+            "colour",
+            "version",
+            "issued_at",
+            "expires_at",
+            "refresh_at",
+            "kind",
+            "city",
+        ],
         "properties": {
             "token": {"type": "string", "pattern": "^CE1:[0-9A-Z $%*+./:-]+$"},
             "colour": COLOUR,
@@ -68,6 +78,11 @@ SCHEMAS: dict[str, Any] = {
             "issued_at": {"type": "integer"},
             "expires_at": {"type": "integer"},
             "refresh_at": {"type": "integer"},
+            "kind": {
+                "type": "string",
+                "enum": ["health", "person_service", "enterprise_service", "fused"],
+            },
+            "city": {"type": "integer", "enum": sorted(CITIES)},
         },
     },
     "ConvertRequest": {
@@ -288,11 +303,18 @@ PATHS: dict[str, Any] = {
     },
 }
 
+PAGE_PATHS = page_paths(
+    {
+        "/pages/display": ("page_display", "亮码: the display page for an app's web view"),
+        "/pages/ops": ("page_ops", "The ops console: city state, live metrics, recent batches"),
+    }
+)
+
 SPEC = spec_document(
     title="codeengine issuer",
     description="Generate (生码), display (亮码) and convert (赋码/转码) health and service codes; "
     "publish the trust list. Every failure answers a JSON problem body with a stable `reason`.",
-    paths={**PATHS, **CONVERT_PATHS},
+    paths={**PATHS, **CONVERT_PATHS, **PAGE_PATHS},
     schemas={**SCHEMAS, **CONVERT_SCHEMAS},
 )
 

@@ -30,6 +30,47 @@ ROW_REASONS = sorted(
 )  # fmt: skip
 
 CONVERT_SCHEMAS: dict[str, Any] = {
+    "BatchList": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["batches"],
+        "properties": {
+            "batches": {
+                "type": "array",
+                "description": "Newest first; the last 100 batches are kept in the list.",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": [
+                        "batch_id",
+                        "state",
+                        "rules_version",
+                        "rows",
+                        "bad",
+                        "applied",
+                        "unchanged",
+                        "created",
+                        "created_at",
+                        "updated_at",
+                        "finished_at",
+                    ],
+                    "properties": {
+                        "batch_id": BATCH_ID,
+                        "state": {"enum": ["running", "done", "rolled_back", "failed"]},
+                        "rules_version": {"type": "integer"},
+                        "rows": {**_COUNT, "description": "Rows read so far (progress)."},
+                        "bad": _COUNT,
+                        "applied": _COUNT,
+                        "unchanged": _COUNT,
+                        "created": _COUNT,
+                        "created_at": {"type": ["integer", "null"]},
+                        "updated_at": {"type": ["integer", "null"]},
+                        "finished_at": {"type": ["integer", "null"]},
+                    },
+                },
+            }
+        },
+    },
     "BatchReport": {
         "type": "object",
         "required": [
@@ -251,6 +292,25 @@ CONVERT_PATHS: dict[str, Any] = {
         }
     },
     "/v1/batches": {
+        "get": {
+            "operationId": "batch_list",
+            "summary": "The latest bulk batches with their state and progress",
+            "description": "Newest first, at most `limit` (1 to 100, default 20). Progress is "
+            "the rows read so far; a running batch updates it after every chunk. Needs scope "
+            "`convert`.",
+            "security": SECURED,
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                }
+            ],
+            "responses": responses(
+                {"200": ("The batches", ref("BatchList"))}, 400, 401, 403, 429, 503
+            ),
+        },
         "post": {
             "operationId": "batch_import",
             "summary": "赋码/转码 in bulk: import a batch of risk records from the topic library",
@@ -290,7 +350,7 @@ CONVERT_PATHS: dict[str, Any] = {
                 429,
                 503,
             ),
-        }
+        },
     },
     "/v1/batches/{batch_id}": {
         "get": {

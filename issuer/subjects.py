@@ -136,6 +136,9 @@ async def display(request: web.Request) -> web.StreamResponse:
         "issued_at": shown.iat,
         "expires_at": shown.exp,
         "refresh_at": refresh,
+        # What the display page shows beside the QR: the engine's word, not the host's.
+        "kind": kind.label,
+        "city": record.city,
     }
     return web.json_response(answer, headers={"Cache-Control": f"private, max-age={max_age}"})
 

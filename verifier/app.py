@@ -16,6 +16,7 @@ from codeengine.store import Store
 from codeengine.web.auth import CREDENTIALS
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.pages import page_route, static_route
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_service_routes
 from verifier.openapi import OPENAPI_ROUTES
@@ -29,6 +30,12 @@ SCOPES = {
     "revoke": "admin",
     "scans": "admin",
 }
+VERIFIER_ASSETS = ("common.css", "common.js", "terminal.css", "terminal.js")
+VERIFIER_PAGES = [
+    page_route("/pages/terminal", "terminal.html", "page_terminal"),
+    static_route(VERIFIER_ASSETS),
+]
+"""The scan terminal page (扫码核验) and its assets."""
 
 
 def create_app(
@@ -64,6 +71,8 @@ def create_app(
     # After the runtime's context, so the store exists first and is closed last.
     app.cleanup_ctx.append(scan_log)
     add_service_routes(
-        app, [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES], SCOPES
+        app,
+        [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES, *VERIFIER_PAGES],
+        SCOPES,
     )
     return app

@@ -13,6 +13,7 @@ from codeengine.web.openapi import (
     HEALTH_PATHS,
     JSON,
     PROBLEM_SCHEMA,
+    page_paths,
     ref,
     responses,
     spec_document,
@@ -292,7 +293,10 @@ SPEC = spec_document(
     title="codeengine verifier",
     description="Verify (扫码/验码) health and service codes online and in batches; revoke codes "
     "and keys; count scans. Every failure answers a JSON problem body with a stable `reason`.",
-    paths=PATHS,
+    paths={
+        **PATHS,
+        **page_paths({"/pages/terminal": ("page_terminal", "扫码核验: the scan terminal page")}),
+    },
     schemas=SCHEMAS,
 )
 

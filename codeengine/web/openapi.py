@@ -6,6 +6,7 @@ __all__ = [
     "HEALTH_PATHS",
     "JSON",
     "PROBLEM_SCHEMA",
+    "page_paths",
     "ref",
     "responses",
     "spec_document",
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from codeengine import __version__
 from codeengine.errors import Reason
+from codeengine.web.pages import STATIC_NAME_PATTERN
 
 JSON = "application/json"
 
@@ -134,6 +136,49 @@ HEALTH_PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def page_paths(pages: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Paths of HTML pages (``path: (operationId, summary)``) and of their static assets."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    paths: dict[str, Any] = {
+        path: {
+            "get": {
+                "operationId": operation,
+                "summary": summary,
+                "description": "Public HTML; the page's script calls the API with the key the "
+                "host hands it (never in the URL). Served with a Content-Security-Policy that "
+                "allows only this origin.",
+                "responses": {"200": {"description": "The page", "content": html}},
+            }
+        }
+        for path, (operation, summary) in pages.items()
+    }
+    paths["/static/{file}"] = {
+        "get": {
+            "operationId": "static",
+            "summary": "A page's stylesheet or script",
+            "parameters": [
+                {
+                    "name": "file",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": STATIC_NAME_PATTERN},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The asset",
+                    "content": {
+                        "text/css": {"schema": {"type": "string"}},
+                        "text/javascript": {"schema": {"type": "string"}},
+                    },
+                },
+                **responses({}, 400, 404),
+            },
+        }
+    }
+    return paths
 
 
 def spec_document(

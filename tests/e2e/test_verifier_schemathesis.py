@@ -214,6 +214,8 @@ def test_the_served_spec_documents_every_route(live_verifier: tuple[Service, lis
         ("get", "/readyz"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
+        ("get", "/pages/terminal"),
+        ("get", "/static/{file}"),
     }
 
 

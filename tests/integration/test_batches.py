@@ -228,3 +228,28 @@ def test_a_csv_without_the_header_is_refused(settings: Settings) -> None:
             await store.close()
 
     assert not uvloop.run(registered()), "a file that is not a batch registers nothing"
+
+
+def test_recent_batches_lists_the_latest_newest_first_with_progress(settings: Settings) -> None:
+    now = int(time.time())
+    first, second = people("320113", 2)
+    older = f"it-recent-a-{now}"
+    newer = f"it-recent-b-{now}"
+
+    async def scenario() -> list[tuple[str, dict[str, str]]]:
+        row = f"{first},positive,{now - DAY},cdc,320100"
+        await import_lines(settings, older, csv_bytes([row]), clock=lambda: float(now))
+        rows = [f"{second},positive,{now - DAY},cdc,320100", "not,a,row"]
+        await import_lines(settings, newer, csv_bytes(rows), clock=lambda: float(now + 1))
+        store = RedisStore(store_settings(settings))
+        try:
+            return await store.recent_batches(100)
+        finally:
+            await store.close()
+
+    listed = uvloop.run(scenario())
+    ids = [batch_id for batch_id, _ in listed]
+    assert ids.index(newer) < ids.index(older), "newest first"
+    meta = dict(listed)
+    assert (meta[newer]["state"], meta[newer]["rows"], meta[newer]["bad"]) == ("done", "2", "1")
+    assert (meta[older]["created_at"], meta[older]["applied"]) == (str(now), "1")

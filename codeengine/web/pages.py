@@ -1,0 +1,87 @@
+"""The pages people use (display, terminal, ops console) and their static assets.
+
+Everything is served from ``codeengine/web/static/`` by the services themselves: no build step,
+no CDN. The files are read once when the routes are made, so a page costs no disk read. Every
+answer carries the same security headers: a Content-Security-Policy that allows only this
+origin (no inline script or style), no framing by other sites, no MIME sniffing and no
+referrer, because the pages hold API keys in memory and must not leak them to anyone else.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SECURITY_HEADERS", "STATIC_NAME_PATTERN", "page_route", "static_route"]
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from codeengine.errors import BadRequest
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_NAME_PATTERN = "^[a-z][a-z0-9-]{0,40}\\.(css|js|html)$"
+_NAME = re.compile(STATIC_NAME_PATTERN)
+_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+}
+
+SECURITY_HEADERS = {
+    # Images may be blob: URLs: the display page fetches its QR with the Authorization header
+    # and shows the bytes, because an <img src> cannot carry a header.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+"""An app's web view shows the page at the top level, so no page needs to be framed."""
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _load(name: str) -> tuple[bytes, str]:
+    path = STATIC_DIR / name
+    return path.read_bytes(), _TYPES[path.suffix]
+
+
+def _answer(body: bytes, content_type: str, cache: str) -> web.Response:
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache}
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+
+
+def page_route(path: str, file: str, name: str) -> web.RouteDef:
+    """``GET path`` answers the page ``file`` of the static folder."""
+    body, content_type = _load(file)
+
+    async def page(request: web.Request) -> web.Response:
+        # Pages are tiny and change with each release: revalidate rather than cache.
+        return _answer(body, content_type, "no-cache")
+
+    page.__doc__ = f"The {name} page."
+    return web.get(path, page, name=name)
+
+
+def static_route(files: tuple[str, ...]) -> web.RouteDef:
+    """``GET /static/{file}`` answers one of ``files`` (CSS, JS); 404 for any other name."""
+    for name in files:
+        if not _NAME.match(name):
+            raise ValueError(f"static asset name {name!r} does not match {STATIC_NAME_PATTERN}")
+    assets = {name: _load(name) for name in files}
+
+    async def static(request: web.Request) -> web.Response:
+        """A page's stylesheet or script."""
+        name = request.match_info["file"]
+        if not _NAME.match(name):
+            raise BadRequest("the path does not name a static asset")
+        found = assets.get(name)
+        if found is None:
+            raise web.HTTPNotFound()
+        return _answer(*found, "public, max-age=300")
+
+    return web.get("/static/{file}", static, name="static")

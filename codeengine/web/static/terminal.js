@@ -1,0 +1,206 @@
+/*
+ * 扫码核验: the terminal page. A keyboard-wedge scanner types the code and Enter into the
+ * focused input; the page posts it to the verifier's /v1/verify with the terminal's verify key
+ * and shows the verdict full-screen. No reload between scans: the input is cleared and focused
+ * again at once, and scans that arrive while one is checked are answered in order.
+ *
+ * Cue hook for integrators (sound, lights, a turnstile): listen for the "codeengine:verdict"
+ * event on window, or set window.codeEngineTerminal.onVerdict = (verdict) => {...}. The page
+ * vibrates where navigator.vibrate exists: one short pulse for a valid green code, three long
+ * ones for anything else.
+ */
+"use strict";
+
+(() => {
+  CE.addTexts({
+    title: ["扫码核验", "Scan check"],
+    lang: ["English", "中文"],
+    settings: ["设置", "Settings"],
+    idle: ["请扫码", "Scan a code"],
+    checking: ["核验中", "Checking"],
+    "scan.label": ["扫码输入", "Scanner input"],
+    "setup.help": ["本终端的核验密钥（verify）与位置，保存在本机。", "This terminal's verify key and place, kept on this device."],
+    "setup.key": ["核验密钥", "Verify key"],
+    "setup.terminal": ["终端编号", "Terminal id"],
+    "setup.venue": ["场所编号", "Venue id"],
+    "setup.city": ["城市代码", "City code"],
+    "setup.save": ["保存", "Save"],
+    "word.green": ["绿码", "GREEN"],
+    "word.yellow": ["黄码", "YELLOW"],
+    "word.red": ["红码", "RED"],
+    "word.grey": ["灰码", "GREY"],
+    "word.invalid": ["无效码", "INVALID"],
+    "word.error": ["无法核验", "NOT CHECKED"],
+    "action.green": ["有效 · 请通行", "Valid: go ahead"],
+    "action.yellow": ["有效 · 请按规定查验", "Valid: check as the rules say"],
+    "action.red": ["有效 · 禁止通行", "Valid: do not admit"],
+    "action.grey": ["状态无法确认 · 请人工核验", "No status to vouch for: check by hand"],
+    "reason.MALFORMED": ["无法识别的码", "Not a code this terminal can read"],
+    "reason.UNSUPPORTED_ALG": ["不支持的签名算法", "Unsupported signature algorithm"],
+    "reason.UNKNOWN_KID": ["签名密钥未知", "Signed with an unknown key"],
+    "reason.BAD_SIGNATURE": ["签名无效：码已被篡改", "Bad signature: the code was altered"],
+    "reason.EXPIRED": ["码已过期，请刷新后再扫", "Expired: refresh the code and scan again"],
+    "reason.NOT_YET_VALID": ["码尚未生效，请检查设备时间", "Not valid yet: check the device clock"],
+    "reason.REVOKED": ["码已被撤销", "The code was revoked"],
+    "reason.WRONG_CITY": ["非本市的码", "A code of another city"],
+    "reason.UNKNOWN_SUBJECT": ["查无此人", "No such subject"],
+    "reason.UNKNOWN_ALIAS": ["此卡未绑定", "This card is not bound"],
+    "reason.TRUST_LIST_STALE": ["信任列表过旧", "The trust list is too old"],
+    "reason.STORE_UNAVAILABLE": ["服务暂不可用", "Service unavailable"],
+    "reason.UNAUTHORIZED": ["终端密钥无效，请在设置中更新", "Terminal key not valid: update it in settings"],
+    "reason.FORBIDDEN": ["终端无核验权限", "This terminal may not verify"],
+    "reason.RATE_LIMITED": ["扫码过快，请稍候", "Too fast: wait a moment"],
+    "reason.NETWORK": ["网络不通", "No network"],
+    "reason.UNKNOWN_CITY": ["终端城市设置有误", "The terminal's city is wrong"],
+    "reason.OTHER": ["核验失败：{reason}", "Check failed: {reason}"],
+    degraded: ["离线核验：仅凭签名，颜色为签发时状态", "Degraded: signature only, colour as issued"],
+    notConfigured: ["请先在设置中填写本终端信息", "Set this terminal up in settings first"],
+  });
+
+  const RESULT_MS = 8000;
+  const $ = (id) => document.getElementById(id);
+  let config = null;
+  let queue = Promise.resolve();
+  let idleTimer = 0;
+  let count = 0;
+  let shown = null; // the last verdict shown, for a language switch
+
+  function reasonText(reason) {
+    const key = `reason.${reason}`;
+    return CE.t(key) === key ? CE.t("reason.OTHER", { reason }) : CE.t(key);
+  }
+
+  function show(outcome) {
+    shown = outcome;
+    const result = $("result");
+    clearTimeout(idleTimer);
+    let colour = "none";
+    let word;
+    let reason = "";
+    let detail = "";
+    if (outcome.state === "idle" || outcome.state === "checking") {
+      word = CE.t(outcome.state);
+    } else if (outcome.state === "error") {
+      word = CE.t("word.error");
+      reason = outcome.reason === "NOT_CONFIGURED" ? CE.t("notConfigured") : reasonText(outcome.reason);
+    } else if (outcome.verdict.valid) {
+      colour = outcome.verdict.colour || "grey";
+      word = CE.t(`word.${colour}`);
+      reason = CE.t(`action.${colour}`);
+      if (outcome.verdict.degraded) detail = CE.t("degraded");
+    } else {
+      word = CE.t("word.invalid");
+      reason = reasonText(outcome.verdict.reason);
+    }
+    const invalid = outcome.state === "verdict" && !outcome.verdict.valid;
+    result.className = `result c-${colour}${invalid || outcome.state === "error" ? " invalid" : ""}`;
+    result.dataset.state = outcome.state;
+    result.dataset.colour = colour;
+    result.dataset.valid = outcome.state === "verdict" ? String(outcome.verdict.valid) : "";
+    result.dataset.reason = outcome.state === "verdict" ? outcome.verdict.reason : (outcome.reason || "");
+    result.dataset.count = String(count);
+    $("word").textContent = word;
+    $("reason").textContent = reason;
+    $("detail").textContent = detail;
+    if (outcome.state === "verdict" || outcome.state === "error") {
+      idleTimer = setTimeout(() => show({ state: "idle" }), RESULT_MS);
+    }
+  }
+
+  function cue(verdict) {
+    const detail = { valid: verdict.valid, colour: verdict.colour ?? null, reason: verdict.reason };
+    const good = verdict.valid && verdict.colour === "green";
+    if (typeof navigator.vibrate === "function") navigator.vibrate(good ? 80 : [250, 120, 250, 120, 250]);
+    window.dispatchEvent(new CustomEvent("codeengine:verdict", { detail }));
+    const hook = window.codeEngineTerminal.onVerdict;
+    if (typeof hook === "function") {
+      try { hook(detail); } catch (err) { console.error("onVerdict hook failed", err); }
+    }
+  }
+
+  async function check(code) {
+    if (!config) { count += 1; show({ state: "error", reason: "NOT_CONFIGURED" }); return; }
+    const item = { code, terminal: config.terminal, city: config.city };
+    if (config.venue) item.venue = config.venue;
+    try {
+      const { result } = await CE.api("/v1/verify", config.key, { json: item });
+      count += 1;
+      show({ state: "verdict", verdict: result });
+      cue(result);
+    } catch (err) {
+      count += 1;
+      show({ state: "error", reason: err.reason || "NETWORK" });
+      cue({ valid: false, colour: null, reason: err.reason || "NETWORK" });
+    }
+  }
+
+  function refocus() {
+    if ($("setup").hidden) $("scan").focus();
+  }
+
+  function configure(given) {
+    const city = Number(given.city);
+    config = {
+      key: String(given.key || ""),
+      terminal: String(given.terminal || "terminal"),
+      venue: String(given.venue || ""),
+      city: Number.isInteger(city) ? city : 0,
+    };
+    // A terminal is a dedicated device: its settings survive a restart.
+    localStorage.setItem("ce-terminal", JSON.stringify(config));
+    $("setup").hidden = true;
+    place();
+    show({ state: "idle" });
+    refocus();
+  }
+
+  function place() {
+    $("place").textContent = config ? `${CE.cityName(config.city)} ${config.venue}`.trim() : "";
+  }
+
+  window.codeEngineTerminal = { configure, onVerdict: null };
+
+  document.addEventListener("DOMContentLoaded", () => {
+    CE.languageToggle($("lang"));
+    document.addEventListener("codeengine:language", () => { place(); if (shown) show(shown); });
+    CE.applyLanguage();
+    $("scan-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const code = $("scan").value.trim();
+      // Cleared at once: the next scan may already be typing.
+      $("scan").value = "";
+      refocus();
+      if (!code) return;
+      queue = queue.then(() => check(code));
+    });
+    $("scan").addEventListener("blur", () => setTimeout(refocus, 0));
+    document.addEventListener("click", (event) => {
+      if (!event.target.closest("#setup, .tools")) refocus();
+    });
+    $("settings").addEventListener("click", () => {
+      $("setup").hidden = !$("setup").hidden;
+      if (config) {
+        $("set-terminal").value = config.terminal;
+        $("set-venue").value = config.venue;
+        $("set-city").value = String(config.city || "");
+      }
+      if (!$("setup").hidden) $("set-key").focus(); else refocus();
+    });
+    $("setup").addEventListener("submit", (event) => {
+      event.preventDefault();
+      configure({
+        key: $("set-key").value || (config ? config.key : ""),
+        terminal: $("set-terminal").value,
+        venue: $("set-venue").value,
+        city: $("set-city").value,
+      });
+      $("set-key").value = "";
+    });
+    const fragment = CE.takeFragment();
+    const kept = localStorage.getItem("ce-terminal");
+    if (fragment.key) configure(fragment);
+    else if (kept) configure(JSON.parse(kept));
+    else { $("setup").hidden = false; show({ state: "idle" }); }
+    refocus();
+  });
+})();

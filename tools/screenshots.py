@@ -1,0 +1,149 @@
+"""Screenshots of the three pages at phone and desktop size, into docs/screenshots/.
+
+``python -m tools.screenshots`` (``make screenshots``) starts what it needs as the page tests
+do: a throwaway Redis Cluster, dev keys in a temporary folder, one issuer and one verifier
+worker. It then shows a green, a red and an elder-mode code, a terminal after a scan and the
+ops console after some traffic and a small batch, and stops everything again. The PNGs are
+reduced to a 64-colour palette, which keeps each one small enough to commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from PIL import Image
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
+
+from codeengine.devcluster import DevCluster, find_free_base_port
+from codeengine.devkeys import ensure_dev_material
+from codeengine.settings import load_settings
+from tests.browser.pagekit import (
+    DESKTOP,
+    PHONE,
+    Service,
+    convert,
+    display_fragment,
+    generate,
+    launch,
+    new_person_id,
+    service,
+)
+
+OUT = Path("docs/screenshots")
+PALETTE_COLOURS = 64
+
+
+@contextmanager
+def stack(work: Path) -> Iterator[tuple[Service, Service]]:
+    """Cluster, keys, issuer and verifier, all stopped on the way out."""
+    files = {
+        "keys_keyring_file": str(work / "keyring.json"),
+        "keys_kek_file": str(work / "kek"),
+        "keys_pepper_file": str(work / "pepper"),
+        "keys_credentials_file": str(work / "credentials.json"),
+    }
+    ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
+    cluster = DevCluster(directory=work / "cluster", base_port=find_free_base_port())
+    cluster.start()
+    try:
+        settings = {**files, "cluster_nodes": cluster.nodes_spec}
+        metrics_dir = work / "metrics"
+        metrics_dir.mkdir()
+        with ExitStack() as services:
+            issuer = services.enter_context(
+                service("issuer", work, settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+            )
+            verifier = services.enter_context(service("verifier", work, settings))
+            yield issuer, verifier
+    finally:
+        cluster.stop()
+
+
+def save(page: Page, name: str) -> Path:
+    """A full-page screenshot, reduced to a small palette PNG."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    with Image.open(path) as shot:
+        small = shot.convert("RGB").quantize(PALETTE_COLOURS)
+        small.save(path, optimize=True)
+    return path
+
+
+def shoot(browser: Browser, issuer: Service, verifier: Service) -> list[Path]:
+    """Every page at each size; the paths written."""
+    green = generate(issuer, city=320100)["subject"]
+    red = generate(issuer, city=320500)["subject"]
+    convert(issuer, red, "red")
+    red_code = issuer.ok("GET", f"/v1/subjects/{red}/code", "display")["token"]
+    now = int(time.time())
+    rows = [f"{new_person_id()},close_contact,{now - 3600},cdc,320100" for _ in range(40)]
+    body = "identifier,record_type,event_time,source,city\n" + "\n".join(rows) + "\n"
+    batch_id = f"cdc-{time.strftime('%Y-%m-%d')}-{secrets.token_hex(2)}"
+    answer = issuer.call(
+        "POST",
+        f"/v1/batches?batch_id={batch_id}",
+        body=body.encode(),
+        headers={"Content-Type": "text/csv"},
+        scope="convert",
+    )
+    assert answer.status == 201, answer.body
+    written = []
+    sizes: dict[str, ViewportSize] = {"phone": PHONE, "desktop": DESKTOP}
+    for size, viewport in sizes.items():
+        context = browser.new_context(viewport=viewport, locale="zh-CN")
+        page = context.new_page()
+        for name, subject, who in (("green", green, "张三"), ("red", red, "李四")):
+            page.goto("about:blank")
+            page.goto(f"{issuer.url}/pages/display#{display_fragment(issuer, subject, who)}")
+            page.wait_for_selector("#card[data-state=ok]")
+            written.append(save(page, f"display-{name}-{size}"))
+        page.get_by_role("button", name="长辈模式").click()
+        written.append(save(page, f"display-elder-{size}"))
+        page.get_by_role("button", name="长辈模式").click()
+
+        fragment = f"key={verifier.keys['verify']}&terminal=gate-1&venue=hall-3&city=320500"
+        page.goto(f"{verifier.url}/pages/terminal#{fragment}")
+        page.keyboard.type(red_code)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#result[data-count='1']")
+        written.append(save(page, f"terminal-{size}"))
+
+        for _ in range(20):
+            issuer.ok("GET", f"/v1/subjects/{green}/code", "display")
+        keys = f"admin={issuer.keys['admin']}&convert={issuer.keys['convert']}"
+        page.goto(f"{issuer.url}/pages/ops#{keys}")
+        page.wait_for_selector(f"#batches tr[data-batch='{batch_id}']")
+        for _ in range(20):
+            issuer.ok("GET", f"/v1/subjects/{green}/code", "display")
+        page.wait_for_timeout(2500)
+        written.append(save(page, f"ops-{size}"))
+        context.close()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the screenshots; print each path."""
+    argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__).parse_args(
+        argv
+    )
+    with tempfile.TemporaryDirectory(prefix="screenshots-") as work:
+        with stack(Path(work)) as (issuer, verifier), sync_playwright() as playwright:
+            browser = launch(playwright)
+            try:
+                for path in shoot(browser, issuer, verifier):
+                    print(path)
+            finally:
+                browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
