@@ -8,27 +8,39 @@ the service's own live metrics, the recent batches and the city state (or say it
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import secrets
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zxingcpp
 from PIL import Image
 from playwright.sync_api import Page
+from redis.cluster import RedisCluster
 
+from codeengine.cities import Endpoints, load_cities
+from codeengine.devcluster import DevCluster
+from codeengine.fence import Role
+from codeengine.keys import fence_keys
+from codeengine.model import CityCode
 from codeengine.token import decode
+from failover.topology import CityProcesses
 from tests.browser.conftest import DISPLAY_TTL_S
 from tests.browser.pagekit import (
     Service,
     convert,
+    dev_keys,
     display_fragment,
     generate,
     new_person_id,
     wait_until,
 )
+from tests.e2e.helpers import free_port, service_env
 from tests.e2e.test_verifier_e2e import with_signature_flipped
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.cluster]
@@ -319,19 +331,14 @@ def test_ops_console_shows_live_metrics_recent_batches_and_city_state(
     }
     assert fields == {"state": "完成", "rows": "3", "bad": "1", "applied": "2"}
 
-    # The city panel shows whatever GET /v1/ops/cities answers; until that endpoint exists,
-    # it says so and leaves the other panels working.
-    if cities.status == 404:
-        page.wait_for_selector("#cities[data-state=unavailable]")
-        assert page.locator("#cities .status").inner_text() == "城市状态不可用"
-    else:
-        assert cities.status == 200, cities.body
-        page.wait_for_selector("#cities[data-state=ok]")
-        for city in cities.json()["cities"]:
-            row = page.locator(f"#cities tr[data-city='{city['code']}']")
-            writer = row.locator("[data-writer]").get_attribute("data-writer")
-            assert writer == (city["writer"] or "none"), city
-            assert row.locator("[data-field=epoch]").inner_text() == str(city["epoch"])
+    # The city panel shows what GET /v1/ops/cities answers, city by city.
+    assert cities.status == 200, cities.body
+    page.wait_for_selector("#cities[data-state=ok]")
+    for city in cities.json()["cities"]:
+        row = page.locator(f"#cities tr[data-city='{city['code']}']")
+        writer = row.locator("[data-writer]").get_attribute("data-writer")
+        assert writer == (city["writer"] or "none"), city
+        assert row.locator("[data-field=epoch]").inner_text() == str(city["epoch"])
     assert marker_survived(page)
     assert script_errors == []
 
@@ -379,4 +386,66 @@ def test_city_panel_draws_the_ops_cities_document_shape(
     page.get_by_role("button", name="English").click()
     assert page.locator("#cities tr[data-city='320500'] th").inner_text() == "Suzhou"
     assert "primary → backup" in page.locator("#cities .switches li").first.inner_text()
+    assert script_errors == []
+
+
+def test_ops_console_shows_a_city_switching_to_its_backup_and_back_during_a_drill(
+    page: Page,
+    cluster: DevCluster,
+    key_files: dict[str, str],
+    tmp_path: Path,
+    script_errors: list[str],
+) -> None:
+    """A kill-primary drill on one city's issuers, watched on the backup's console."""
+    code = CityCode(321300)
+    # Forget the city's lease from earlier tests (playwright's loop owns this thread).
+    host, port = cluster.startup_nodes[0]
+    with RedisCluster(host=host, port=port) as client:
+        client.delete(*fence_keys(code))
+    ports = [free_port() for _ in range(4)]
+    city = dataclasses.replace(
+        load_cities()[code],
+        primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),
+        backup=Endpoints(f"http://127.0.0.1:{ports[2]}", f"http://127.0.0.1:{ports[3]}"),
+    )
+    env = service_env(**key_files, cluster_nodes=cluster.nodes_spec)
+    procs = CityProcesses(city, env, tmp_path)
+    keys = dev_keys(key_files["keys_credentials_file"])
+    try:
+        procs.start(Role.PRIMARY, ("issuer",))
+        procs.wait_ready(Role.PRIMARY)
+        procs.start(Role.BACKUP, ("issuer",))
+        procs.wait_ready(Role.BACKUP)
+        page.goto(f"{city.backup.issuer}/pages/ops#admin={keys['admin']}")
+        page.evaluate(MARKER)
+        row = page.locator(f"#cities tr[data-city='{code}']")
+
+        def shown() -> tuple[str | None, str, str]:
+            return (
+                row.locator("[data-writer]").get_attribute("data-writer"),
+                row.locator("[data-field=epoch]").inner_text(),
+                row.locator("[data-field=last]").inner_text(),
+            )
+
+        wait_until("the primary holds the city", lambda: shown()[:2] == ("primary", "1"), 10)
+        procs.signal(Role.PRIMARY, signal.SIGKILL, ("issuer",))
+        wait_until(
+            "the console shows the backup taking over",
+            lambda: (
+                shown()[0] == "backup" and "租约过期" in shown()[2] and "主用 → 备用" in shown()[2]
+            ),
+            12,
+        )
+        assert int(shown()[1]) == 2
+        procs.stop(Role.PRIMARY)
+        procs.start(Role.PRIMARY, ("issuer",))
+        wait_until(
+            "the console shows the hand-back to the restarted primary",
+            lambda: shown()[0] == "primary" and "回切" in shown()[2],
+            20,
+        )
+        assert int(shown()[1]) == 3
+        assert marker_survived(page), "the console followed both switches without a reload"
+    finally:
+        procs.stop()
     assert script_errors == []
