@@ -401,15 +401,16 @@ elseif not owner then
   elseif redis.call('EXISTS', KEYS[4]) == 0 then
     grant(role, before, why, lease_ms)
   end
-elseif hold == role then
-  grant(role, owner, 'planned', lease_ms)
 end
+-- A lease held by the other endpoint is never taken here, even for a planned hold: the holder
+-- hands it over in its own beat, so it stops believing in its lease as the other gets it.
 return answer()
 """
 )
 
-# A planned switch by ops. ARGV: the role that must hold the lease, hold ms (0 lifts the
-# hold and lets the tick's rules decide again), lease ms.
+# A planned switch by ops: only the hold is set here. ARGV: the role that must hold the lease,
+# hold ms (0 lifts the hold and lets the tick's rules decide again), lease ms (unused). The
+# current holder hands the lease over at its next beat (a dead holder's lease runs out).
 # Returns {owner, epoch, lease ttl ms, held role}.
 FENCE_HANDOVER = (
     _LEASE
@@ -417,8 +418,6 @@ FENCE_HANDOVER = (
 local to, hold_ms, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if hold_ms > 0 then
   redis.call('SET', KEYS[5], to, 'PX', hold_ms)
-  local owner = redis.call('HGET', KEYS[1], 'owner')
-  if owner ~= to then grant(to, owner, 'planned', lease_ms) end
 else
   redis.call('DEL', KEYS[5])
 end

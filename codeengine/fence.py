@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -162,7 +163,8 @@ class FenceKeeper:
         self._valid_until = 0.0
         self._epoch = 0
         self.lease: Lease | None = None
-        self._changed = asyncio.Event()
+        self._seen_at = 0.0
+        self._beaten = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer_gauge = FENCE_WRITER.labels(str(city), role.value)
 
@@ -180,15 +182,22 @@ class FenceKeeper:
         lease = await self._store.fence_tick(
             self.city, self.role, self._settings.lease_ms, self._settings.handback_ms
         )
-        previous, self.lease = self.lease, lease
+        previous, self.lease, self._seen_at = self.lease, lease, sent
+        changed = previous is None or (previous.owner, previous.epoch) != (lease.owner, lease.epoch)
         if lease.owner is self.role and lease.ttl_ms > 0:
+            if changed and not await self._store.fence_replicated(self.city):
+                # A new epoch that no replica has could be handed out again after a failover
+                # of the lease's shard: not trusted until a later beat finds it replicated.
+                self.lease = previous
+                self._valid_until = 0.0
+                return lease
             # Valid from the moment the beat was sent, never past what the store grants.
             margin_s = self._settings.renew_ms / 1000
             self._valid_until = sent + min(lease.ttl_ms, self._settings.lease_ms) / 1000 - margin_s
             self._epoch = lease.epoch
         else:
             self._valid_until = 0.0
-        if previous is None or (previous.owner, previous.epoch) != (lease.owner, lease.epoch):
+        if changed:
             if lease.owner is not None:
                 FENCE_SWITCHES.labels(str(self.city), lease.owner.value).inc()
             log.warning(
@@ -198,28 +207,39 @@ class FenceKeeper:
                 lease.epoch,
                 self.name,
             )
-            self._changed.set()
-            self._changed = asyncio.Event()
+        # Every beat wakes the writers waiting for the lease: a renewal after a late beat
+        # makes this endpoint a writer again without any change of holder or epoch.
+        self._beaten.set()
+        self._beaten = asyncio.Event()
         self._writer_gauge.set(1 if self.holds() else 0)
         return lease
 
+    def _other_holds_beyond(self, seconds: float) -> bool:
+        """Whether the other endpoint holds the lease for longer than ``seconds`` from now."""
+        lease = self.lease
+        if lease is None or lease.owner is not self.role.other or lease.held_for is self.role:
+            return False
+        if lease.held_for is self.role.other:
+            return True  # a planned hold keeps it there
+        remaining = lease.ttl_ms / 1000 - (self._monotonic() - self._seen_at)
+        return remaining > seconds
+
     async def writer(self) -> WriterToken:
-        """The token for a write now, waiting up to ``write_wait_ms`` for the lease."""
-        if self.holds():
-            return WriterToken(str(self.city), self._epoch, self.name)
+        """The token for a write now, waiting up to ``write_wait_ms`` for the lease.
+
+        Waits only while the lease may come here within the wait: it is free, held here but
+        not yet renewed, or held by the other endpoint with less time left than the wait (a
+        takeover after the primary died). Otherwise NotWriter at once, naming the holder.
+        """
         deadline = self._monotonic() + self._settings.write_wait_ms / 1000
-        while (left := deadline - self._monotonic()) > 0:
-            if self.lease is not None and self.lease.owner is self.role.other:
-                if self.lease.ttl_ms > 0 and self.lease.held_for is not self.role:
-                    break  # firmly held by the other endpoint: no point waiting
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                break
-            if self.holds():
-                return WriterToken(str(self.city), self._epoch, self.name)
-        holder = self.lease.owner if self.lease is not None else None
-        raise NotWriter(writer=holder.value if holder else "")
+        while not self.holds():
+            left = deadline - self._monotonic()
+            if left <= 0 or self._other_holds_beyond(left):
+                holder = self.lease.owner if self.lease is not None else None
+                raise NotWriter(writer=holder.value if holder else "")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beaten.wait(), left)
+        return WriterToken(str(self.city), self._epoch, self.name)
 
     async def run(self) -> None:
         """Beat until cancelled; a failed beat is logged (once a second at most) and retried."""

@@ -1,5 +1,8 @@
 """Ops view of the per-city endpoints: who holds each city's write lease, and planned switches.
 
+A handover sets a hold; the endpoint holding the lease passes it on at its next beat, and the
+answer comes once it has (at most two lease periods).
+
 ``GET /v1/ops/cities`` lists every city of the table with its lease holder, epoch and latest
 switches (the ops console reads it). ``POST /v1/ops/cities/{city}/handover`` moves a city's
 writes on purpose (a planned failover) and holds them there; ``hold_s: 0`` lifts the hold, and
@@ -12,6 +15,7 @@ __all__ = ["CITY_OPS_ROUTES"]
 
 import asyncio
 import functools
+import time
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +35,7 @@ HANDOVER_FIELDS = {
     "hold_s": Field(int, minimum=0, maximum=MAX_HOLD_S),
 }
 SWITCHES_SHOWN = 20
+HANDOVER_POLL_S = 0.1
 
 
 @functools.cache
@@ -98,6 +103,14 @@ async def city_handover(request: web.Request) -> web.Response:
     city = codes[CityCode(int(text))]
     store = _store(request)
     lease_ms = request.app[SETTINGS].fence.lease_ms
-    await store.fence_handover(city.code, Role(body["to"]), body["hold_s"] * 1000, lease_ms)
-    lease, log = await store.fence_state(city.code, SWITCHES_SHOWN)
+    to = Role(body["to"])
+    await store.fence_handover(city.code, to, body["hold_s"] * 1000, lease_ms)
+    # The holder hands the lease over at its next beat; answer once it has (or a dead holder's
+    # lease has run out), or after two lease periods with the state as it is then.
+    deadline = time.monotonic() + 2 * lease_ms / 1000
+    while True:
+        lease, log = await store.fence_state(city.code, SWITCHES_SHOWN)
+        if not body["hold_s"] or lease.owner is to or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(HANDOVER_POLL_S)
     return web.json_response(city_view(city.code, (city.name, city.name_en), lease, log))

@@ -707,10 +707,11 @@ CONVERT_PATHS.update(
             "post": {
                 "operationId": "city_handover",
                 "summary": "Planned failover: move a city's writes to one endpoint and hold them",
-                "description": "The other endpoint stops taking writes at once (503 "
-                "NOT_WRITER) and reports not ready, so clients move. `hold_s: 0` lifts the "
-                "hold; the lease then returns to the primary after its hand-back period. "
-                "Needs scope `admin`.",
+                "description": "The endpoint holding the lease passes it on at its next "
+                "beat (the answer waits for that, up to two lease periods); the other endpoint "
+                "then refuses writes (503 NOT_WRITER) and reports not ready, so clients "
+                "move. `hold_s: 0` lifts the hold; the lease then returns to the primary "
+                "after its hand-back period. Needs scope `admin`.",
                 "security": SECURED,
                 "parameters": [
                     {

@@ -23,7 +23,8 @@ from tests.integration.test_redisstore import change, new_subject, opened, recor
 
 pytestmark = pytest.mark.cluster
 
-FAST = FenceSettings(lease_ms=600, renew_ms=150, handback_ms=600, write_wait_ms=400)
+FAST = FenceSettings(lease_ms=1200, renew_ms=300, handback_ms=1200, write_wait_ms=1000)
+"""Short enough for a test, long enough that a busy 2-core machine's stalls do not expire it."""
 
 
 async def fresh_city(cluster: DevCluster, city: int) -> None:
@@ -154,12 +155,21 @@ def test_a_planned_handover_moves_writes_and_holds_them(cluster: DevCluster, run
             primary, backup = _pair(store, city)
             await primary.beat()
             await backup.beat()
-            moved = await store.fence_handover(city, Role.BACKUP, 60_000, FAST.lease_ms)
-            assert (moved.owner, moved.epoch, moved.held_for) == (Role.BACKUP, 2, Role.BACKUP)
-            await primary.beat()
+            held = await store.fence_handover(city, Role.BACKUP, 60_000, FAST.lease_ms)
+            # Only the hold is set: the holder still writes until its own beat passes it on,
+            # so there is no instant with two writers.
+            assert (held.owner, held.epoch, held.held_for) == (Role.PRIMARY, 1, Role.BACKUP)
+            assert primary.holds()
+            await backup.beat()  # sees the hold for it: its writes now wait for the lease
+            backup_waits = asyncio.create_task(backup.writer())
+            await asyncio.sleep(0)
+            moved = await primary.beat()
+            assert (moved.owner, moved.epoch) == (Role.BACKUP, 2)
             assert primary.draining and not primary.holds()
+            with pytest.raises(NotWriter):
+                await primary.writer()
             await backup.beat()
-            assert (await backup.writer()).epoch == 2
+            assert (await backup_waits).epoch == 2, "a writer waiting for a held lease gets it"
             # The hold keeps it there however long the primary beats.
             for _ in range(5):
                 await asyncio.sleep(FAST.renew_ms / 1000)
@@ -205,5 +215,31 @@ def test_a_write_client_that_keeps_failing_is_rebuilt_while_the_cluster_answers(
             assert failures >= 2 and store._client is not broken
             stored = await store.get_subject(subject)
             assert stored is not None and stored.colour is Colour.RED
+
+    run(scenario())
+
+
+def test_a_write_at_the_backup_waits_out_a_dying_lease_but_not_a_live_one(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        city = 320600
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            await primary.beat()
+            await backup.beat()
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(NotWriter):
+                await backup.writer()  # 1.2 s left on the primary's lease: more than the wait
+            assert asyncio.get_running_loop().time() - began < 0.2, "refused at once"
+            # The primary stops beating; the backup beats on its own from here.
+            await asyncio.sleep(0.7)
+            backup.start()
+            try:
+                token = await backup.writer()
+            finally:
+                await backup.stop()
+            assert (token.epoch, token.writer) == (2, f"{city}/backup")
 
     run(scenario())
