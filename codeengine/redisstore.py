@@ -350,12 +350,18 @@ class RedisStore:
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
         """The subject's audit entries, oldest first."""
+        return [entry for _ms, entry in await self.audit_trail_timed(subject, limit)]
+
+    async def audit_trail_timed(
+        self, subject: SubjectId, limit: int = 100
+    ) -> list[tuple[int, AuditEntry]]:
+        """The subject's audit entries with the store's time of each (ms, from its stream id)."""
 
         async def work() -> Any:
             return await self._client.xrange(keys.audit_key(subject), count=limit)
 
         rows = await self._bounded(work, self._settings.read_deadline_ms, "audit read")
-        return [_parse_audit(fields[b"e"]) for _id, fields in rows]
+        return [(int(i.split(b"-", 1)[0]), _parse_audit(fields[b"e"])) for i, fields in rows]
 
     async def display_state(
         self, subject: SubjectId, kind: int | None = None
@@ -595,15 +601,17 @@ class RedisStore:
             ]  # fmt: skip
             replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
             results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
-            if any(int(r[0]) == -3 for r in results):
-                raise _fenced_off(token)
-            changed = [w.subject for w, r in zip(writes, results, strict=True) if r[0]]
+            changed = [w.subject for w, r in zip(writes, results, strict=True) if int(r[0]) == 1]
             if changed:
                 await self._replicated(fast, [keys.subject_key(s) for s in changed], bulk=True)
                 set_key = keys.batch_subjects_key(batch_id)
                 await fast.execute(
                     set_key, "SADD", set_key, *changed, deadline_s=self._bulk_deadline_s
                 )
+            # Refused rows raise only now: the rows that did change are replicated and listed
+            # for a rollback first, and the batch resumes at the endpoint that holds the lease.
+            if any(int(r[0]) == -3 for r in results):
+                raise _fenced_off(token)
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
@@ -690,7 +698,6 @@ class RedisStore:
         if meta.get("state") == "running":
             raise BatchConflict("the batch is being imported: wait until it is done")
         fast = await self._hot()
-        token = await self.fence.writer()
         deadline_s = self._bulk_deadline_s
         set_key = keys.batch_subjects_key(batch_id)
         counts = {"restored": 0, "unchanged": 0, "changed_since": 0}
@@ -706,6 +713,8 @@ class RedisStore:
                 deadline_s=self._bulk_deadline_s,
             )
             subjects = [SubjectId(m.decode()) for m in members]
+            # Asked again for every chunk: a rollback can outlast this endpoint's lease.
+            token = await self.fence.writer()
             results = await asyncio.gather(
                 *(
                     self._restore_risk(
@@ -717,11 +726,11 @@ class RedisStore:
                     for s in subjects
                 )
             )  # fmt: skip
-            if any(int(r[0]) == -3 for r in results):
-                raise _fenced_off(token)
             restored = [s for s, r in zip(subjects, results, strict=True) if int(r[0]) == 1]
             if restored:
                 await self._replicated(fast, [keys.subject_key(s) for s in restored], bulk=True)
+            if any(int(r[0]) == -3 for r in results):
+                raise _fenced_off(token)
             for result in results:
                 code = int(result[0])
                 counts[
@@ -980,6 +989,19 @@ class RedisStore:
             list(keys.fence_keys(city)), [role.value, lease_ms, handback_ms]
         )
         return _lease(reply)
+
+    async def fence_replicated(self, city: int) -> bool:
+        """Whether a replica has this process's writes of the city's lease (WAIT after a grant)."""
+        fast = await self._hot()
+        lease_key = keys.fence_keys(city)[0]
+        settings = self._settings
+        try:
+            acked = await fast.wait_for_keys(
+                [lease_key], settings.replicas_to_ack, settings.replica_ack_timeout_ms
+            )
+        except StoreUnavailable:
+            return False
+        return acked >= settings.replicas_to_ack
 
     async def fence_handover(self, city: int, to: Role, hold_ms: int, lease_ms: int) -> Lease:
         """Move the lease to ``to`` and hold it there for ``hold_ms`` (0: lift the hold)."""
