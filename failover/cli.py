@@ -18,6 +18,7 @@ def _cmd_drill(args: argparse.Namespace) -> int:
         fault_at_s=args.fault_at,
         restore_after_s=args.restore_after,
         pause_s=args.pause,
+        target=args.target,
         rate=args.rate,
         out_dir=Path(args.out),
     )
@@ -55,6 +56,12 @@ def add_drill_commands(commands: Any) -> None:
         help="seconds until the part comes back (default: 20; Redis restarts after 2)",
     )
     drill.add_argument("--pause", type=float, default=6.0, help="pause-redis-master: SIGSTOP s")
+    drill.add_argument(
+        "--target",
+        choices=("data", "lease"),
+        default="data",
+        help="Redis drills: hit a data shard, or the shard holding the city's write lease",
+    )
     drill.add_argument("--rate", type=float, default=200.0, help="requests per second")
     drill.add_argument("--out", default="var/drills", help="folder for reports")
     drill.set_defaults(func=_cmd_drill)

@@ -2,12 +2,14 @@
 
 It holds the city's primary and backup URLs (from the city table), probes both ``/readyz``
 every ``probe_interval_s``, and sends each request to the endpoint the :class:`Router` picks.
-An attempt that gets no answer, times out, or meets a gateway error (502, 504) or an endpoint
-that does not hold the city's write lease (503 ``NOT_WRITER``) is sent once more to the other
-endpoint at once: every request of the engine is safe to resend (writes are idempotent by
-their operation id). A 503 of the store itself (``STORE_UNAVAILABLE``, ``NOT_REPLICATED``) is
-not the endpoint's fault: it is retried on the same endpoint after ``Retry-After`` (capped),
-while the request's budget lasts.
+An attempt that never reaches its endpoint (connection refused) or meets one that does not hold
+the city's write lease (503 ``NOT_WRITER``: nothing was applied) goes to the other endpoint at
+once. An attempt whose outcome is unknown (no answer, a timeout, a gateway error 502/504) is
+sent again only if the request is idempotent: reads, and writes with an ``op_id`` or an
+``Idempotency-Key`` (the engine applies those once); the caller can say so for others, such as
+a scan, whose resend at worst logs it twice. A 503 of the store itself (``STORE_UNAVAILABLE``,
+``NOT_REPLICATED``) is not the endpoint's fault: an idempotent request is retried on the same
+endpoint every 0.25 s while its budget lasts.
 
 Every switch is logged (city, service, from, to, why) and counted in
 ``codeengine_failover_switches_total``; ``codeengine_failover_active`` shows the endpoint in use.
@@ -57,6 +59,7 @@ ATTEMPTS = Counter(
 _FALL_OVER_STATUS = {502, 504}
 _FALL_OVER_REASONS = {"NOT_WRITER"}
 _STORE_REASONS = {"STORE_UNAVAILABLE", "NOT_REPLICATED"}
+_DONE, _OTHER, _WAIT = "done", "other", "wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,14 @@ class Answer:
     def reason(self) -> str:
         """The problem body's reason code, or "" (not a problem body)."""
         return _reason(self.status, self.body)
+
+
+def _idempotent(method: str, json_body: Any, headers: Mapping[str, str] | None) -> bool:
+    if method.upper() in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE"):
+        return True
+    if isinstance(json_body, dict) and "op_id" in json_body:
+        return True
+    return headers is not None and any(k.lower() == "idempotency-key" for k in headers)
 
 
 def _reason(status: int, body: bytes) -> str:
@@ -131,8 +142,18 @@ class FailoverClient:
         *,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> Answer:
-        """Send the request with failover; the last answer, or the last error if none came."""
+        """Send the request with failover; the last answer, or the last error if none came.
+
+        ``idempotent`` says whether the request may be sent again after an attempt whose
+        outcome is unknown (no answer, a timeout, a gateway error, a store 503). By default,
+        reads are, and writes are when they carry an ``op_id`` or an ``Idempotency-Key``.
+        Whatever it says, a request that never reached an endpoint (connection refused) or was
+        refused with ``NOT_WRITER`` (nothing applied) goes to the other endpoint.
+        """
+        if idempotent is None:
+            idempotent = _idempotent(method, json_body, headers)
         deadline = self._clock() + self._budget_s
         attempts = 0
         answer: Answer | None = None
@@ -152,16 +173,14 @@ class FailoverClient:
                     error = exc
                     self.attempt_log[(role.value, "no answer")] += 1
                     self._report(role, Outcome.FAILED, "no answer")
-                    continue
+                    if idempotent or isinstance(exc, aiohttp.ClientConnectorError):
+                        continue
+                    raise
                 answer = Answer(status, body, answer_headers, role, attempts)
-                self.attempt_log[(role.value, f"{status} {answer.reason}".rstrip())] += 1
-                if status in _FALL_OVER_STATUS:
-                    self._report(role, Outcome.FAILED, f"status {status}")
+                verdict = self._judge(answer, idempotent)
+                if verdict == _OTHER:
                     continue
-                if answer.reason in _FALL_OVER_REASONS:
-                    continue  # the other endpoint holds the city's writes: not a failure
-                self._report(role, Outcome.OK, "answered")
-                if answer.reason not in _STORE_REASONS:
+                if verdict == _DONE:
                     return answer
                 store_busy = True
                 break
@@ -171,6 +190,18 @@ class FailoverClient:
                     return answer
                 raise error or TimeoutError("failover budget spent")
             await asyncio.sleep(min(0.25 if store_busy else 0.05, left / 2))
+
+    def _judge(self, answer: Answer, idempotent: bool) -> str:
+        """What to do after an answer: return it, try the other endpoint, or wait and retry."""
+        role, status, reason = answer.endpoint, answer.status, answer.reason
+        self.attempt_log[(role.value, f"{status} {reason}".rstrip())] += 1
+        if status in _FALL_OVER_STATUS:
+            self._report(role, Outcome.FAILED, f"status {status}")
+            return _OTHER if idempotent else _DONE
+        if reason in _FALL_OVER_REASONS:
+            return _OTHER  # the other endpoint holds the city's writes: not a failure
+        self._report(role, Outcome.OK, "answered")
+        return _WAIT if reason in _STORE_REASONS and idempotent else _DONE
 
     async def _attempt(
         self,

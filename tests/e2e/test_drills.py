@@ -46,6 +46,7 @@ def test_kill_primary_moves_the_city_to_its_backup_and_fences_the_old_one(
     assert s["failed_fraction"] <= 0.005, s["failures_by_outcome"]
     whys = [switch["why"] for switch in s["lease_switches"]]
     assert "lease_expired" in whys and whys[-1] == "handback", "back to the restarted primary"
+    assert s["back_on_primary_after_restore_s"] is not None
     assert s["passed"], s["goals"]
 
 

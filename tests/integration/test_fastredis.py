@@ -358,7 +358,7 @@ def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
                 began = time.monotonic()
                 with pytest.raises(StoreUnavailable, match="breaker is open"):
                     await client.get(keys[0])
-                assert time.monotonic() - began < 0.05, "an open breaker answers at once"
+                assert time.monotonic() - began < 0.2, "an open breaker answers at once"
                 assert await client.get(healthy, deadline_s=2) == healthy.encode()
             await asyncio.sleep(fastredis.SHARD_OPEN_S)
             assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
