@@ -2,15 +2,18 @@
 
 ``python -m tools.screenshots`` (``make screenshots``) starts what it needs as the page tests
 do: a throwaway Redis Cluster, dev keys in a temporary folder, one issuer and one verifier
-worker. It then shows a green, a red and an elder-mode code, a terminal after a scan and the
-ops console after some traffic and a small batch, and stops everything again. The PNGs are
+worker, and Nanjing's primary and backup issuers. It then shows a green, a red and an
+elder-mode code, a terminal after a scan and the ops console after some traffic, a small batch
+and Nanjing's primary killed (its backup takes the writes), and stops everything again. The PNGs are
 reduced to a 64-colour palette, which keeps each one small enough to commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -21,9 +24,13 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
+from codeengine.cities import City, Endpoints, load_cities
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.devkeys import ensure_dev_material
+from codeengine.fence import Role
+from codeengine.model import CityCode
 from codeengine.settings import load_settings
+from failover.topology import CityProcesses
 from tests.browser.pagekit import (
     DESKTOP,
     PHONE,
@@ -35,6 +42,7 @@ from tests.browser.pagekit import (
     new_person_id,
     service,
 )
+from tests.e2e.helpers import free_port, service_env
 
 OUT = Path("docs/screenshots")
 PALETTE_COLOURS = 64
@@ -61,9 +69,43 @@ def stack(work: Path) -> Iterator[tuple[Service, Service]]:
                 service("issuer", work, settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
             )
             verifier = services.enter_context(service("verifier", work, settings))
+            nanjing = CityProcesses(
+                _on_free_ports(load_cities()[NANJING]), service_env(**settings), work
+            )
+            services.callback(nanjing.stop)
+            for role in Role:
+                nanjing.start(role, ("issuer",))
+                nanjing.wait_ready(role)
+            _CITY_DRILL.append(nanjing)
             yield issuer, verifier
     finally:
         cluster.stop()
+
+
+NANJING = CityCode(320100)
+_CITY_DRILL: list[CityProcesses] = []
+
+
+def _on_free_ports(city: City) -> City:
+    ports = [free_port() for _ in range(4)]
+    return dataclasses.replace(
+        city,
+        primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),
+        backup=Endpoints(f"http://127.0.0.1:{ports[2]}", f"http://127.0.0.1:{ports[3]}"),
+    )
+
+
+def _kill_nanjing_primary(issuer: Service) -> None:
+    """Kill Nanjing's primary issuer and wait until its backup holds the city's writes."""
+    nanjing = _CITY_DRILL[0]
+    nanjing.signal(Role.PRIMARY, signal.SIGKILL, ("issuer",))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        cities = issuer.ok("GET", "/v1/ops/cities", "admin")["cities"]
+        if any(c["code"] == NANJING and c["writer"] == "backup" for c in cities):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("Nanjing's backup did not take over")
 
 
 def save(page: Page, name: str) -> Path:
@@ -95,6 +137,7 @@ def shoot(browser: Browser, issuer: Service, verifier: Service) -> list[Path]:
         scope="convert",
     )
     assert answer.status == 201, answer.body
+    _kill_nanjing_primary(issuer)
     written = []
     sizes: dict[str, ViewportSize] = {"phone": PHONE, "desktop": DESKTOP}
     for size, viewport in sizes.items():
