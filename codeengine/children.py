@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "spawn_worker"]
 
 import ctypes
 import os
 import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,3 +28,17 @@ def die_with_parent() -> None:
     if os.getppid() == 1:
         os._exit(1)
     os.setpgrp()
+
+
+def spawn_worker(service: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """One worker process of ``service`` (``issuer`` or ``verifier``), its output appended to
+    ``log_path``; it dies with this process."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "codeengine.web.worker", "--service", service],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from codeengine.children import die_with_parent
+from codeengine.children import spawn_worker
 from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster
 from codeengine.devkeys import ensure_dev_material
@@ -55,17 +55,7 @@ def _worker_count(settings: Settings) -> int:
 
 
 def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Worker:
-    log = (log_dir / f"{service}-{index}.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codeengine.web.worker", "--service", service],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=die_with_parent,
-    )
-    log.close()
-    return Worker(service, index, proc)
+    return Worker(service, index, spawn_worker(service, env, log_dir / f"{service}-{index}.log"))
 
 
 def _metrics_dir(var_dir: Path, service: str) -> Path:

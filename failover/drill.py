@@ -31,7 +31,6 @@ import json
 import logging
 import random
 import signal
-import socket
 import tempfile
 import time
 import uuid
@@ -45,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from codeengine import keys
-from codeengine.cities import Endpoints, load_cities
+from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.devkeys import ensure_dev_material
 from codeengine.fastredis import FastCluster
@@ -56,7 +55,7 @@ from codeengine.redisstore import RedisStore, StoreSettings
 from codeengine.settings import ENV_PREFIX, load_settings, parse_nodes
 from failover.breaker import Breaker
 from failover.client import Answer, FailoverClient
-from failover.topology import CityProcesses
+from failover.topology import CityProcesses, on_free_ports
 
 log = logging.getLogger("codeengine.drill")
 
@@ -224,18 +223,6 @@ class _Load:
             await asyncio.gather(*running)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Loopback ports nothing listens on now (held open together, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class _World:
     """The drill's cluster and city processes, started and stopped for it alone."""
 
@@ -257,13 +244,7 @@ class _World:
         }
         self.env = {f"{ENV_PREFIX}{k}": v for k, v in env_settings.items()}
         self.settings = load_settings(None, self.env)
-        table = load_cities()[CityCode(options.city)]
-        ports = _free_ports(4)
-        self.city = dataclasses.replace(
-            table,
-            primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),
-            backup=Endpoints(f"http://127.0.0.1:{ports[2]}", f"http://127.0.0.1:{ports[3]}"),
-        )
+        self.city = on_free_ports(load_cities()[CityCode(options.city)])
         self.procs = CityProcesses(self.city, self._process_env(), work / "log")
 
     def _process_env(self) -> dict[str, str]:

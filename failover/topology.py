@@ -8,13 +8,14 @@ city's write lease themselves.
 
 from __future__ import annotations
 
-__all__ = ["CityProcesses", "endpoint_port"]
+__all__ = ["CityProcesses", "endpoint_port", "on_free_ports"]
 
+import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,13 +23,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from codeengine.children import die_with_parent
-from codeengine.cities import City
+from codeengine.children import spawn_worker
+from codeengine.cities import City, Endpoints
 from codeengine.fence import Role
 from codeengine.settings import ENV_PREFIX
 
 SERVICES = ("issuer", "verifier")
 STOP_TIMEOUT_S = 10.0
+
+
+def on_free_ports(city: City, host: str = "127.0.0.1") -> City:
+    """``city`` with its four endpoints moved to loopback ports nothing listens on now (for
+    drills and tests, which must not meet the table's ports in use by ``make run``)."""
+    sockets = [socket.socket() for _ in range(4)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        urls = [f"http://{host}:{sock.getsockname()[1]}" for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    return dataclasses.replace(
+        city, primary=Endpoints(urls[0], urls[1]), backup=Endpoints(urls[2], urls[3])
+    )
 
 
 def endpoint_port(url: str) -> int:
@@ -73,20 +90,9 @@ class CityProcesses:
                 }
             )
             log_path = self.log_dir / f"{self.city.code}-{role}-{service}.log"
-            procs = []
-            for _ in range(self.workers):
-                with log_path.open("ab") as log:
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "codeengine.web.worker", "--service", service],
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent,
-                        )
-                    )
-            self.procs[(service, role)] = procs
+            self.procs[(service, role)] = [
+                spawn_worker(service, env, log_path) for _ in range(self.workers)
+            ]
 
     def wait_ready(self, role: Role, timeout_s: float = 60.0, path: str = "/readyz") -> None:
         """Wait until ``role``'s endpoints answer ``path`` (``/readyz``: ready) with 200."""

@@ -11,7 +11,6 @@ reduced to a 64-colour palette, which keeps each one small enough to commit.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import secrets
 import signal
 import sys
@@ -24,13 +23,13 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
-from codeengine.cities import City, Endpoints, load_cities
+from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.devkeys import ensure_dev_material
 from codeengine.fence import Role
 from codeengine.model import CityCode
 from codeengine.settings import load_settings
-from failover.topology import CityProcesses
+from failover.topology import CityProcesses, on_free_ports
 from tests.browser.pagekit import (
     DESKTOP,
     PHONE,
@@ -42,7 +41,7 @@ from tests.browser.pagekit import (
     new_person_id,
     service,
 )
-from tests.e2e.helpers import free_port, service_env
+from tests.e2e.helpers import service_env
 
 OUT = Path("docs/screenshots")
 PALETTE_COLOURS = 64
@@ -70,7 +69,7 @@ def stack(work: Path) -> Iterator[tuple[Service, Service]]:
             )
             verifier = services.enter_context(service("verifier", work, settings))
             nanjing = CityProcesses(
-                _on_free_ports(load_cities()[NANJING]), service_env(**settings), work
+                on_free_ports(load_cities()[NANJING]), service_env(**settings), work
             )
             services.callback(nanjing.stop)
             for role in Role:
@@ -84,15 +83,6 @@ def stack(work: Path) -> Iterator[tuple[Service, Service]]:
 
 NANJING = CityCode(320100)
 _CITY_DRILL: list[CityProcesses] = []
-
-
-def _on_free_ports(city: City) -> City:
-    ports = [free_port() for _ in range(4)]
-    return dataclasses.replace(
-        city,
-        primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),
-        backup=Endpoints(f"http://127.0.0.1:{ports[2]}", f"http://127.0.0.1:{ports[3]}"),
-    )
 
 
 def _kill_nanjing_primary(issuer: Service) -> None:

@@ -8,7 +8,6 @@ the service's own live metrics, the recent batches and the city state (or say it
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import secrets
@@ -23,13 +22,13 @@ from PIL import Image
 from playwright.sync_api import Page
 from redis.cluster import RedisCluster
 
-from codeengine.cities import Endpoints, load_cities
+from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster
 from codeengine.fence import Role
 from codeengine.keys import fence_keys
 from codeengine.model import CityCode
 from codeengine.token import decode
-from failover.topology import CityProcesses
+from failover.topology import CityProcesses, on_free_ports
 from tests.browser.conftest import DISPLAY_TTL_S
 from tests.browser.pagekit import (
     Service,
@@ -40,7 +39,7 @@ from tests.browser.pagekit import (
     new_person_id,
     wait_until,
 )
-from tests.e2e.helpers import free_port, service_env
+from tests.e2e.helpers import service_env
 from tests.e2e.test_verifier_e2e import with_signature_flipped
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.cluster]
@@ -402,12 +401,7 @@ def test_ops_console_shows_a_city_switching_to_its_backup_and_back_during_a_dril
     host, port = cluster.startup_nodes[0]
     with RedisCluster(host=host, port=port) as client:
         client.delete(*fence_keys(code))
-    ports = [free_port() for _ in range(4)]
-    city = dataclasses.replace(
-        load_cities()[code],
-        primary=Endpoints(f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"),
-        backup=Endpoints(f"http://127.0.0.1:{ports[2]}", f"http://127.0.0.1:{ports[3]}"),
-    )
+    city = on_free_ports(load_cities()[code])
     env = service_env(**key_files, cluster_nodes=cluster.nodes_spec)
     procs = CityProcesses(city, env, tmp_path)
     keys = dev_keys(key_files["keys_credentials_file"])
