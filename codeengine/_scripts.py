@@ -357,11 +357,12 @@ local function answer()
 end
 """
 
-# One endpoint's periodic beat. ARGV: role (primary|backup), lease ms, handback ms.
-# The holder renews; a free lease goes to the primary, or to the backup when no primary is
-# beating (it died) or a planned hold names the backup. A backup that holds the lease hands
-# it back once the primary has been beating for the handback period (hysteresis), unless a
-# hold keeps it. Returns {owner, epoch, lease ttl ms, held role}.
+# One endpoint's periodic beat. ARGV: role (primary|backup), lease ms, handback ms, whether a
+# backup may take a free lease ('1' once it has run for a lease period: at a cold start the
+# primary's first beat may not have come yet). The holder renews; a free lease goes to the
+# primary, or to the backup when no primary is beating (it died) or a planned hold names it.
+# A backup that holds the lease hands it back once the primary has been beating for the
+# handback period (hysteresis), unless a hold keeps it. Returns {owner, epoch, lease ttl ms, held role}.
 FENCE_TICK = (
     _LEASE
     + """
@@ -398,7 +399,7 @@ elseif not owner then
     if hold == role then grant(role, before, why, lease_ms) end
   elseif role == 'primary' then
     grant(role, before, why, lease_ms)
-  elseif redis.call('EXISTS', KEYS[4]) == 0 then
+  elseif ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
     grant(role, before, why, lease_ms)
   end
 end

@@ -164,6 +164,7 @@ class FenceKeeper:
         self._epoch = 0
         self.lease: Lease | None = None
         self._seen_at = 0.0
+        self._started = monotonic()
         self._beaten = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer_gauge = FENCE_WRITER.labels(str(city), role.value)
@@ -179,8 +180,11 @@ class FenceKeeper:
     async def beat(self) -> Lease:
         """One beat: renew, take or hand back the lease as the rules say; the lease after it."""
         sent = self._monotonic()
+        # A backup that just started does not take a lease nobody holds: the primary, started
+        # at the same moment, may not have beaten yet (a cold start would begin on the backup).
+        settled = sent - self._started >= self._settings.lease_ms / 1000
         lease = await self._store.fence_tick(
-            self.city, self.role, self._settings.lease_ms, self._settings.handback_ms
+            self.city, self.role, self._settings.lease_ms, self._settings.handback_ms, settled
         )
         previous, self.lease, self._seen_at = self.lease, lease, sent
         changed = previous is None or (previous.owner, previous.epoch) != (lease.owner, lease.epoch)

@@ -982,11 +982,17 @@ class RedisStore:
 
     # Per-city write leases (codeengine.fence).
 
-    async def fence_tick(self, city: int, role: Role, lease_ms: int, handback_ms: int) -> Lease:
-        """One beat of an endpoint of ``city``: renew, take or hand back its write lease."""
+    async def fence_tick(
+        self, city: int, role: Role, lease_ms: int, handback_ms: int, may_take: bool = True
+    ) -> Lease:
+        """One beat of an endpoint of ``city``: renew, take or hand back its write lease.
+
+        ``may_take`` false keeps a backup from taking a free lease (early after its start).
+        """
         await self._hot()
         reply = await self._fence_tick(
-            list(keys.fence_keys(city)), [role.value, lease_ms, handback_ms]
+            list(keys.fence_keys(city)),
+            [role.value, lease_ms, handback_ms, "1" if may_take else "0"],
         )
         return _lease(reply)
 

@@ -93,7 +93,10 @@ def test_a_returning_primary_gets_the_lease_back_after_the_handback_period(
         await fresh_city(cluster, city)
         async with opened(cluster) as store:
             primary, backup = _pair(store, city)
-            await backup.beat()  # no primary beating: the backup takes it
+            fresh = await backup.beat()
+            assert fresh.owner is None, "a backup just started leaves a free lease alone"
+            await asyncio.sleep(FAST.lease_ms / 1000)
+            await backup.beat()  # running a lease period, no primary beating: it takes it
             assert backup.holds()
             came_back = await primary.beat()
             assert came_back.owner is Role.BACKUP, "no hand-back before the period"
