@@ -362,7 +362,8 @@ end
 # primary's first beat may not have come yet). The holder renews; a free lease goes to the
 # primary, or to the backup when no primary is beating (it died) or a planned hold names it.
 # A backup that holds the lease hands it back once the primary has been beating for the
-# handback period (hysteresis), unless a hold keeps it. Returns {owner, epoch, lease ttl ms, held role}.
+# handback period (hysteresis), unless a hold keeps it.
+# Returns {owner, epoch, lease ttl ms, held role}.
 FENCE_TICK = (
     _LEASE
     + """
