@@ -528,7 +528,8 @@ def _summarise(
 
 
 def _goal(name: str, value: Any, goal: str, passed: bool) -> dict[str, Any]:
-    return {"goal": name, "value": value, "target": goal, "passed": bool(passed)}
+    shown = round(value, 3) if isinstance(value, float) else value
+    return {"goal": name, "value": shown, "target": goal, "passed": bool(passed)}
 
 
 def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str, Any]]:
