@@ -336,7 +336,8 @@ def test_ops_console_shows_live_metrics_recent_batches_and_city_state(
     for city in cities.json()["cities"]:
         row = page.locator(f"#cities tr[data-city='{city['code']}']")
         writer = row.locator("[data-writer]").get_attribute("data-writer")
-        assert writer == (city["writer"] or "none"), city
+        idle = city["writer"] is None and city["epoch"] == 0
+        assert writer == ("idle" if idle else city["writer"] or "none"), city
         assert row.locator("[data-field=epoch]").inner_text() == str(city["epoch"])
     assert marker_survived(page)
     assert script_errors == []
@@ -350,6 +351,7 @@ CONTRACT_SAMPLE = {
              {"at": 1795000300.0, "from": "primary", "to": "backup", "epoch": 3,
               "why": "lease_expired"},
              {"at": 1795000100.0, "from": None, "to": "primary", "epoch": 2, "why": "planned"},
+             {"at": 1795000050.0, "from": None, "to": "primary", "epoch": 1, "why": "start"},
          ]},
         {"code": 320500, "name": "苏州", "name_en": "Suzhou", "writer": None, "epoch": 1,
          "since": 1795000000.0, "switches": [
@@ -357,6 +359,8 @@ CONTRACT_SAMPLE = {
          ]},
         {"code": 320200, "name": "无锡", "name_en": "Wuxi", "writer": "primary", "epoch": 1,
          "since": 1795000000.0, "switches": []},
+        {"code": 320300, "name": "徐州", "name_en": "Xuzhou", "writer": None, "epoch": 0,
+         "since": None, "switches": []},
     ]
 }  # fmt: skip
 """The shape GET /v1/ops/cities promises (writer, epoch, switches newest first)."""
@@ -371,7 +375,12 @@ def test_city_panel_draws_the_ops_cities_document_shape(
     writers = page.locator("#cities tbody tr").evaluate_all(
         "rows => rows.map(r => [r.dataset.city, r.querySelector('[data-writer]').dataset.writer])"
     )
-    assert writers == [["320100", "backup"], ["320500", "none"], ["320200", "primary"]]
+    assert writers == [
+        ["320100", "backup"],
+        ["320500", "none"],
+        ["320200", "primary"],
+        ["320300", "idle"],  # never had a holder: its endpoints have not run
+    ]
     nanjing = page.locator("#cities tr[data-city='320100'] [data-field=last]").inner_text()
     assert "主用 → 备用" in nanjing and "租约过期" in nanjing and "#3" in nanjing
     wuxi = page.locator("#cities tr[data-city='320200'] [data-field=last]").inner_text()
@@ -380,8 +389,10 @@ def test_city_panel_draws_the_ops_cities_document_shape(
     recent = page.locator("#cities .switches li").evaluate_all(
         "items => items.map(i => i.dataset.city)"
     )
-    assert recent == ["320100", "320500", "320100"]
+    assert recent == ["320100", "320500", "320100", "320100"]
     assert "回切" in page.locator("#cities .switches li").nth(1).inner_text()
+    assert "启动" in page.locator("#cities .switches li").nth(3).inner_text()
+    assert "why." not in page.locator("#cities").inner_text(), "every cause has its words"
     page.get_by_role("button", name="English").click()
     assert page.locator("#cities tr[data-city='320500'] th").inner_text() == "Suzhou"
     assert "primary → backup" in page.locator("#cities .switches li").first.inner_text()

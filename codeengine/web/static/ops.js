@@ -30,6 +30,8 @@
     "writer.primary": ["主用", "primary"],
     "writer.backup": ["备用", "backup"],
     "writer.none": ["无", "none"],
+    "writer.idle": ["未启用", "not started"],
+    "why.start": ["启动", "start"],
     "why.lease_expired": ["租约过期", "lease expired"],
     "why.handback": ["回切", "handback"],
     "why.planned": ["计划切换", "planned"],
@@ -164,8 +166,10 @@
 
   // Cities ----------------------------------------------------------------------------------------
 
-  function writerBadge(writer) {
-    const kind = writer === "primary" || writer === "backup" ? writer : "none";
+  function writerBadge(writer, epoch) {
+    // No holder and never an epoch: the city's endpoints have not run (not an outage).
+    const idle = !writer && !epoch;
+    const kind = writer === "primary" || writer === "backup" ? writer : idle ? "idle" : "none";
     return CE.el("span", { class: `badge ${kind}`, "data-writer": kind }, CE.t(`writer.${kind}`));
   }
 
@@ -191,7 +195,7 @@
       for (const change of switches) all.push([change.at, switchText(label, change), city.code]);
       rows.push(CE.el("tr", { "data-city": String(city.code) },
         CE.el("th", { scope: "row" }, label),
-        CE.el("td", { "data-field": "writer" }, writerBadge(city.writer)),
+        CE.el("td", { "data-field": "writer" }, writerBadge(city.writer, city.epoch)),
         CE.el("td", { class: "num", "data-field": "epoch" }, String(city.epoch ?? "—")),
         CE.el("td", { "data-field": "since" }, timeText(city.since)),
         CE.el("td", { "data-field": "last" }, switches.length ? switchText(label, switches[0]) : CE.t("cities.none"))));
