@@ -359,10 +359,9 @@ async def _generate(load: _Load, count: int, shard_of: Callable[[str], int]) -> 
     return list(unique.values())
 
 
-async def _wait_for_primary(
-    world: _World, options: DrillOptions, load: _Load, notes: dict[str, Any]
-) -> None:
-    """Wait (up to 30 s) until the city's writes are back on its primary; note when."""
+async def _wait_for_primary(world: _World, options: DrillOptions) -> None:
+    """Wait (up to 30 s) until the city's writes are back on its primary (the switch log
+    then holds the hand-back, which the report times)."""
     store = world.store()
     try:
         deadline = time.monotonic() + 30.0
@@ -370,8 +369,6 @@ async def _wait_for_primary(
             with contextlib.suppress(Exception):
                 lease, _ = await store.fence_state(options.city)
                 if lease.owner is Role.PRIMARY:
-                    since = time.monotonic() - load.started
-                    notes["back_on_primary_s"] = since - float(notes.get("restored_at_s", 0.0))
                     return
             await asyncio.sleep(0.1)
     finally:
@@ -507,7 +504,18 @@ def _summarise(
             if e.epoch and e.epoch < takeover.epoch and stored_ms > takeover.at * 1000
         )
     )
-    summary["back_on_primary_after_restore_s"] = notes.get("back_on_primary_s")
+    restored = notes.get("restored_at_s")
+    handback = next(
+        (
+            x
+            for x in reversed(switches)
+            if x.to is Role.PRIMARY and restored is not None and x.at - started_wall >= restored
+        ),
+        None,
+    )
+    summary["back_on_primary_after_restore_s"] = (
+        None if handback is None or restored is None else handback.at - started_wall - restored
+    )
     # The shard the fault hit, and the others.
     if affected >= 0:
         hit = [r for r in after if r.shard == affected]
@@ -721,7 +729,7 @@ async def _run(name: str, options: DrillOptions, world: _World) -> dict[str, Any
         for client in clients:
             await client.stop()
     if name in ("kill-primary", "planned-failover"):
-        await _wait_for_primary(world, options, load, notes)
+        await _wait_for_primary(world, options)
     checks, switches = await _check_store(world, load, subjects)
     return _summarise(name, options, load, checks, switches, notes, started_wall)
 
