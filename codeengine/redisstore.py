@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -108,6 +108,7 @@ class RedisStore:
         self._client = self._new_client()
         self._failing_since: float | None = None
         self._rebuilding = False
+        self._background: set[asyncio.Task[None]] = set()
         self.rebuild_after_s = REBUILD_AFTER_S
         self._shas: dict[str, str] = {}
         self._last_refresh = 0.0
@@ -151,6 +152,13 @@ class RedisStore:
             socket_connect_timeout=settings.read_deadline_ms / 1000,
         )
 
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that :meth:`close` lets finish before closing the clients."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(consume_outcome)
+
     def _client_failed(self) -> None:
         """Count a write-client failure; rebuild the client if they persist (DESIGN pitfalls).
 
@@ -163,8 +171,7 @@ class RedisStore:
             self._failing_since = now
         elif now - self._failing_since >= self.rebuild_after_s and not self._rebuilding:
             self._rebuilding = True
-            task = asyncio.get_running_loop().create_task(self._rebuild())
-            task.add_done_callback(consume_outcome)
+            self._in_background(self._rebuild())
 
     async def _rebuild(self) -> None:
         try:
@@ -223,8 +230,7 @@ class RedisStore:
         if now - self._last_refresh < self._settings.topology_refresh_min_interval_s:
             return
         self._last_refresh = now
-        task = asyncio.get_running_loop().create_task(self.refresh_topology())
-        task.add_done_callback(consume_outcome)
+        self._in_background(self.refresh_topology())
 
     async def refresh_topology(self) -> None:
         """Ask the cluster for its current slot map (after a failover or a resharding)."""
@@ -1044,7 +1050,20 @@ class RedisStore:
         return lease, log
 
     async def close(self) -> None:
-        """Release every pooled connection."""
+        """Release every pooled connection.
+
+        A topology refresh or a rebuild still running gets its deadline to finish first
+        instead of being cancelled half-way by the loop's shutdown. A test run once hung in
+        uvloop's loop.close() right after a store failure, with a connection of this process
+        still open; a refresh cancelled inside redis-py's initialize() is the likely source.
+        """
+        if self._background:
+            _, pending = await asyncio.wait(
+                self._background, timeout=self._settings.write_deadline_ms / 1000 + 0.5
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._fast.aclose()
         await self._client.aclose()
 

@@ -26,6 +26,7 @@ __all__ = ["DRILLS", "DrillOptions", "run_drill"]
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -39,7 +40,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -47,6 +48,7 @@ from codeengine import keys
 from codeengine.cities import load_cities
 from codeengine.devcluster import DevCluster, find_free_base_port
 from codeengine.devkeys import ensure_dev_material
+from codeengine.errors import StoreUnavailable
 from codeengine.fastredis import FastCluster
 from codeengine.fence import Role, Switch
 from codeengine.identifiers import make_resident_id
@@ -58,6 +60,7 @@ from failover.client import Answer, FailoverClient
 from failover.topology import CityProcesses, on_free_ports
 
 log = logging.getLogger("codeengine.drill")
+T = TypeVar("T")
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DRILLS = ("kill-primary", "kill-redis-master", "pause-redis-master", "planned-failover")
@@ -179,7 +182,10 @@ class _Load:
             answer = await self.call("convert", subject, self.issuer, "POST", path, body)
             if answer is None:
                 return
-            document = answer.json()
+            try:
+                document = answer.json()
+            except ValueError:
+                return  # not the engine's answer (a proxy's page): already counted as failed
             if answer.status == 200:
                 subject.version = int(document["version"])
                 self.acked.append((subject.subject, op_id, subject.version))
@@ -375,25 +381,33 @@ async def _wait_for_primary(world: _World, options: DrillOptions) -> None:
         await store.close()
 
 
+async def _patiently(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """A store read after the fault, retried for up to 10 s while the cluster settles."""
+    for _ in range(49):
+        try:
+            return await call()
+        except StoreUnavailable:
+            await asyncio.sleep(0.2)
+    return await call()
+
+
 async def _check_store(
     world: _World, load: _Load, subjects: list[_Subject]
 ) -> tuple[dict[str, Any], list[Switch]]:
     """Lost changes and fencing, read back from the store after the drill."""
+    # The cluster may still be failing over when the load stops: wait until it is whole.
+    await asyncio.to_thread(world.cluster.wait_healthy)
     store = world.store()
     try:
         trails = {}
         missing = 0
         for s in subjects:
-            missing += await store.get_subject(s.subject) is None
-            for attempt in range(50):
-                try:
-                    trails[s.subject] = await store.audit_trail_timed(s.subject, 100_000)
-                    break
-                except Exception:
-                    if attempt == 49:
-                        raise
-                    await asyncio.sleep(0.2)
-        _, switches = await store.fence_state(world.city.code, 200)
+            subject = s.subject
+            missing += await _patiently(functools.partial(store.get_subject, subject)) is None
+            trails[subject] = await _patiently(
+                functools.partial(store.audit_trail_timed, subject, 100_000)
+            )
+        _, switches = await _patiently(lambda: store.fence_state(world.city.code, 200))
     finally:
         await store.close()
     applied = {(subject, e.op_id) for subject, trail in trails.items() for _ms, e in trail}
