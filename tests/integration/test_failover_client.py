@@ -139,23 +139,24 @@ def test_a_store_503_is_waited_out_on_the_same_endpoint(run: Any) -> None:
     run(scenario())
 
 
+async def becomes(client: FailoverClient, role: Role, within_s: float) -> bool:
+    """Whether the client's active endpoint is ``role`` within ``within_s``."""
+    for _ in range(int(within_s / 0.05)):
+        if client.active is role:
+            return True
+        await asyncio.sleep(0.05)
+    return client.active is role
+
+
 def test_probes_move_an_idle_client_and_bring_it_back_with_hysteresis(run: Any) -> None:
     async def scenario() -> None:
         primary, backup = Endpoint(), Endpoint()
         async with city_of(primary, backup) as client:
             client.start()
             primary.ready = False
-            for _ in range(40):
-                if client.active is Role.BACKUP:
-                    break
-                await asyncio.sleep(0.05)
-            assert client.active is Role.BACKUP
+            assert await becomes(client, Role.BACKUP, within_s=2.0)
             primary.ready = True
-            for _ in range(60):
-                if client.active is Role.PRIMARY:
-                    break
-                await asyncio.sleep(0.05)
-            assert client.active is Role.PRIMARY
+            assert await becomes(client, Role.PRIMARY, within_s=3.0)
             events = [(e.source, e.to) for e in client.router.switches]
             assert events == [(Role.PRIMARY, Role.BACKUP), (Role.BACKUP, Role.PRIMARY)]
             assert json.loads((await client.request("GET", "/x")).body) == {"ok": True}
