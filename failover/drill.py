@@ -66,6 +66,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DRILLS = ("kill-primary", "kill-redis-master", "pause-redis-master", "planned-failover")
 COLOURS = ("green", "yellow", "red")
 PROBE_INTERVAL_S = 0.25
+ATTEMPT_TIMEOUT_S = 2.0
+"""One attempt's wait for an answer: the services' write deadline (1.5 s) plus a read (0.25 s)
+and some slack; past it the client tries again while the request's budget lasts."""
 RESTORE_AFTER_S = {
     "kill-primary": 20.0,
     # A killed Redis process is started again by its supervisor (systemd's Restart=always with
@@ -473,6 +476,13 @@ def _summarise(
             for (role, what), n in client.attempt_log.items()
             if not what.startswith(("200", "201"))
         },
+        "attempts_unanswered": sum(
+            n
+            for client in (load.issuer, load.verifier)
+            for (_role, what), n in client.attempt_log.items()
+            if what == "no answer"
+        ),
+        "attempt_timeout_s": ATTEMPT_TIMEOUT_S,
         "latency_s": {
             op: {"p50": _percentile(v, 0.5), "p99": _percentile(v, 0.99), "max": max(v)}
             for op, v in latencies.items()
@@ -668,6 +678,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "Attempts refused or unanswered (before failover and retries): "
         + json.dumps(summary["attempts_refused"], ensure_ascii=False),
         "",
+        f"Attempts with no answer within {summary['attempt_timeout_s']:g} s (each then resent "
+        f"within the request's deadline): {summary['attempts_unanswered']}.",
+        "",
         "Write-lease switches: "
         + (
             ", ".join(
@@ -695,7 +708,7 @@ async def _run(name: str, options: DrillOptions, world: _World) -> dict[str, Any
                 service,
                 session,
                 budget_s=options.budget_s,
-                attempt_timeout_s=min(2.0, options.budget_s),
+                attempt_timeout_s=min(ATTEMPT_TIMEOUT_S, options.budget_s),
                 probe_interval_s=PROBE_INTERVAL_S,
                 breaker=breaker,
             )
