@@ -9,7 +9,7 @@ the kernel to exit if this process dies, so nothing outlives it.
 
 from __future__ import annotations
 
-__all__ = ["run_system"]
+__all__ = ["answers_ok", "run_system"]
 
 import contextlib
 import json
@@ -66,7 +66,8 @@ def _metrics_dir(var_dir: Path, service: str) -> Path:
     return directory
 
 
-def _ready(url: str) -> bool:
+def answers_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within a second (a readiness probe)."""
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status == 200)
@@ -162,7 +163,7 @@ def run_system(
             "verifier": f"http://{host}:{settings.service.verifier_port}",
         }
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(_ready(f"{u}/readyz") for u in urls.values()):
+        while not all(answers_ok(f"{u}/readyz") for u in urls.values()):
             dead = [w for w in workers if w.proc.poll() is not None]
             if dead:
                 print(f"{dead[0].service} worker exited; see {log_dir}/", file=sys.stderr)

@@ -17,8 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +25,7 @@ from codeengine.children import spawn_worker
 from codeengine.cities import City, Endpoints
 from codeengine.fence import Role
 from codeengine.settings import ENV_PREFIX
+from codeengine.supervisor import answers_ok
 
 SERVICES = ("issuer", "verifier")
 STOP_TIMEOUT_S = 10.0
@@ -101,7 +100,7 @@ class CityProcesses:
             if (service, role) not in self.procs:
                 continue
             url = self.url(service, role) + path
-            while not _ready(url):
+            while not answers_ok(url):
                 dead = [p for p in self.procs[(service, role)] if p.poll() is not None]
                 if dead:
                     raise RuntimeError(f"{service} {role} exited; see {self.log_dir}")
@@ -132,11 +131,3 @@ class CityProcesses:
                 proc.wait(timeout=5)
         for key in chosen:
             del self.procs[key]
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
