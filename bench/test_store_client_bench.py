@@ -80,13 +80,15 @@ def test_redis_py_50_concurrent_gets_for_comparison(
 ) -> None:
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes])
     try:
-        # redis-py can leak AttributeError while 50 tasks open its first connections at once
-        # (the pitfall DESIGN.md names); the comparison is about warm connections, so warm up.
+        # redis-py can leak AttributeError or RuntimeError while 50 tasks open its first
+        # connections at once, or when a MOVED from a cluster still settling makes it close
+        # connections under commands in flight (the pitfalls DESIGN.md names; seen in a CI run).
+        # The comparison is about warm connections, so warm up.
         for attempt in range(3):
             try:
                 loop.run_until_complete(set_all(client.set))
                 break
-            except (AttributeError, RedisError):
+            except (AttributeError, RuntimeError, RedisError):
                 if attempt == 2:
                     raise
         assert benchmark(concurrent_gets(loop, client.get)) == VALUES

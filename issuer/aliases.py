@@ -130,6 +130,8 @@ async def bulk(request: web.Request) -> web.Response:
             report.pending.append((line_no, found))
         if len(report.pending) >= CHUNK:
             await report.flush(store, actor, now)
+    if line_no == 0:
+        raise BadRequest(f"a bulk alias file starts with {','.join(BULK_COLUMNS)}")
     await report.flush(store, actor, now)
     return web.json_response(report.answer())
 
@@ -180,11 +182,13 @@ def _bulk_row(
         values = next(csv.reader([text]), []) if text else []
     except (UnicodeDecodeError, csv.Error):
         raise BadRequest("not a CSV line", reason=Reason.BAD_ROW) from None
-    if not text:
-        return None
     if line_no == 1:
+        # The header comes first, before any blank line: a file that does not start with it
+        # is not this kind of file (a blank first line used to skip the check).
         if tuple(v.strip().lower() for v in values) != BULK_COLUMNS:
             raise BadRequest(f"a bulk alias file starts with {','.join(BULK_COLUMNS)}")
+        return None
+    if not text:
         return None
     if len(values) != len(BULK_COLUMNS) or values[0] not in ("person", "enterprise"):
         raise BadRequest("not a row of this file", reason=Reason.BAD_ROW)

@@ -138,6 +138,11 @@ def test_an_alias_belongs_to_one_subject_and_a_bulk_file_reports_every_bad_row(
             rerun = await (await client.post("/v1/aliases/bulk", data=body, headers=headers)).json()
             assert (rerun["bound"], rerun["unchanged"], rerun["refused"]) == (0, 1, 6)
             assert rerun["errors"] == report["errors"], "a re-run changes nothing"
+            # The header must come first: not after a blank line, and not missing altogether.
+            for headless in (b"\n7", b"", ("\n" + "\n".join(rows)).encode()):
+                refused = await client.post("/v1/aliases/bulk", data=headless, headers=headers)
+                assert refused.status == 400, headless
+                assert (await refused.json())["reason"] == "INVALID_FIELD"
 
     run(scenario())
 
