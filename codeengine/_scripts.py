@@ -337,7 +337,8 @@ return {1, rec.v}
 # The write lease of a city (codeengine.fence). KEYS: the lease (hash: owner, epoch, since;
 # expires), the epoch counter (never expires), the switch log (stream), the primary's
 # heartbeat (its first beat's time; expires), the planned hold (the role that must hold it;
-# expires). Times are the server's clock (TIME), so endpoints on different machines agree.
+# expires), the backup's heartbeat (expires). Times are the server's clock (TIME), so
+# endpoints on different machines agree.
 _LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -373,11 +374,20 @@ if role == 'primary' then
   if redis.call('SET', KEYS[4], now, 'NX', 'PX', lease_ms) == false then
     redis.call('PEXPIRE', KEYS[4], lease_ms)
   end
+else
+  redis.call('SET', KEYS[6], now, 'PX', lease_ms)
+end
+-- A hold only counts for an endpoint that is beating: a plan never leaves a city without a
+-- writer because the endpoint it named has died since.
+local function beating(r)
+  return redis.call('EXISTS', r == 'primary' and KEYS[4] or KEYS[6]) == 1
 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner == role then
-  if hold and hold ~= role then
+  if hold and hold ~= role and beating(hold) then
     grant(hold, owner, 'planned', lease_ms)
+  elseif hold and hold ~= role then
+    redis.call('PEXPIRE', KEYS[1], lease_ms)
   elseif role == 'backup' and not hold then
     local since = redis.call('GET', KEYS[4])
     if since and now - tonumber(since) >= handback_ms then
@@ -396,8 +406,10 @@ elseif not owner then
     for i = 1, #f, 2 do if f[i] == 'to' then before = f[i + 1] end end
   end
   local why = before and 'lease_expired' or 'start'
-  if hold then
-    if hold == role then grant(role, before, why, lease_ms) end
+  if hold and hold ~= role and beating(hold) then
+    -- Free, but held for the other endpoint, which is alive: it takes it at its next beat.
+  elseif hold == role or (hold and (role == 'primary' or ARGV[4] == '1')) then
+    grant(role, before, why, lease_ms)
   elseif role == 'primary' then
     grant(role, before, why, lease_ms)
   elseif ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then

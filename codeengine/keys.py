@@ -136,8 +136,9 @@ def licences_key(subject: SubjectId) -> str:
     return f"{NAMESPACE}:lic:{{{subject}}}"
 
 
-def fence_keys(city: int) -> tuple[str, str, str, str, str]:
+def fence_keys(city: int) -> tuple[str, str, str, str, str, str]:
     """A city's write lease (codeengine.fence): lease, epoch counter, switch log, primary
-    heartbeat, planned hold; one hash tag, so one script reads and writes them together."""
+    heartbeat, planned hold, backup heartbeat; one hash tag, so one script reads and writes
+    them together."""
     base = f"{NAMESPACE}:f:{{{city}}}"
-    return base, f"{base}:e", f"{base}:log", f"{base}:up", f"{base}:hold"
+    return base, f"{base}:e", f"{base}:log", f"{base}:up", f"{base}:hold", f"{base}:upb"

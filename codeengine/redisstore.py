@@ -1027,7 +1027,7 @@ class RedisStore:
     async def fence_state(self, city: int, switches: int = 20) -> tuple[Lease, list[Switch]]:
         """The city's lease and its latest switches, newest first (for ops and drills)."""
         fast = await self._hot()
-        lease_key, _, log_key, _, hold_key = keys.fence_keys(city)
+        lease_key, _, log_key, _, hold_key, _ = keys.fence_keys(city)
         deadline_s = self._bulk_deadline_s
         (owner, epoch), ttl, hold, rows = await asyncio.gather(
             fast.execute(lease_key, "HMGET", lease_key, "owner", "epoch", deadline_s=deadline_s),

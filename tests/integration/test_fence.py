@@ -246,3 +246,37 @@ def test_a_write_at_the_backup_waits_out_a_dying_lease_but_not_a_live_one(
             assert (token.epoch, token.writer) == (2, f"{city}/backup")
 
     run(scenario())
+
+
+def test_a_hold_for_an_endpoint_that_is_not_beating_never_leaves_the_city_without_a_writer(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        city = 320700
+        await fresh_city(cluster, city)
+        async with opened(cluster) as store:
+            primary, backup = _pair(store, city)
+            await primary.beat()
+            # Ops hold the city for the backup, whose endpoint is down: no beat from it.
+            await store.fence_handover(city, Role.BACKUP, 60_000, FAST.lease_ms)
+            kept = await primary.beat()
+            assert (kept.owner, kept.epoch, kept.held_for) == (Role.PRIMARY, 1, Role.BACKUP)
+            assert primary.holds(), "not handed to an endpoint that is not there"
+            # The backup comes up and beats: now the plan goes ahead.
+            await backup.beat()
+            moved = await primary.beat()
+            assert (moved.owner, moved.epoch) == (Role.BACKUP, 2)
+            await backup.beat()
+            assert backup.holds()
+            # Then the backup dies with the hold still on: once its lease and beat run out,
+            # the primary takes the city's writes back instead of leaving nobody.
+            await asyncio.sleep(FAST.lease_ms / 1000 + 0.1)
+            back = await primary.beat()
+            assert (back.owner, back.epoch, back.held_for) == (Role.PRIMARY, 3, Role.BACKUP)
+            _, log = await store.fence_state(city)
+            assert [(s.to, s.why) for s in log[:2]] == [
+                (Role.PRIMARY, "lease_expired"),
+                (Role.BACKUP, "planned"),
+            ]
+
+    run(scenario())
