@@ -581,7 +581,7 @@ class RedisStore:
         fast = await self._hot()
         key = keys.batch_key(batch_id)
         flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
-        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return _text_fields(flat)
 
     async def apply_risk(
         self, batch_id: str, writes: Sequence[RiskWrite], now: int, actor: str
@@ -775,7 +775,7 @@ class RedisStore:
         flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
         if not flat:
             raise UnknownAppeal("no appeal with this id")
-        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return _text_fields(flat)
 
     async def decide_appeal(
         self,
@@ -966,7 +966,7 @@ class RedisStore:
         fast = await self._hot()
         key = keys.subject_aliases_key(subject)
         flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
-        return sorted((flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2))
+        return sorted(_text_fields(flat).items())
 
     async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
         """HSET the licence on the subject, acknowledged after WAIT."""
@@ -1039,7 +1039,7 @@ class RedisStore:
         lease = _lease([owner or b"", int(epoch or 0), ttl, hold or b""])
         log = []
         for _id, flat in rows:
-            fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+            fields = _text_fields(flat)
             to = role_of(fields.get("to", ""))
             if to is None:
                 continue
@@ -1089,6 +1089,11 @@ def _parse_audit(raw: bytes) -> AuditEntry:
         writer=str(fields.get("by", "")),
         epoch=int(fields.get("ep", 0)),
     )
+
+
+def _text_fields(flat: Sequence[bytes]) -> dict[str, str]:
+    """A flat field-value reply (HGETALL, a stream entry's fields) as text."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
 def _lease(reply: Any) -> Lease:
