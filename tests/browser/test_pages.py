@@ -290,6 +290,8 @@ def test_ops_console_shows_live_metrics_recent_batches_and_city_state(
     assert issuer.call("GET", "/v1/batches?limit=0", scope="convert").reason == "INVALID_FIELD"
     assert issuer.call("GET", "/v1/batches", scope="display").reason == "FORBIDDEN"
     cities = issuer.call("GET", "/v1/ops/cities", scope="admin")
+    # A subject of this test's own, so that the generate row is there without earlier tests.
+    subject = generate(issuer)["subject"]
 
     fragment = f"admin={issuer.keys['admin']}&convert={issuer.keys['convert']}"
     response = page.goto(f"{issuer.url}/pages/ops#{fragment}")
@@ -299,7 +301,6 @@ def test_ops_console_shows_live_metrics_recent_batches_and_city_state(
     page.wait_for_selector("#operations[data-state=ok] tr[data-operation=generate]")
 
     # Traffic after the first poll: the next polls show it as a rate, errors and a p99.
-    subject = generate(issuer)["subject"]
     for _ in range(5):
         issuer.ok("GET", f"/v1/subjects/{subject}/code", "display")
     for _ in range(3):
