@@ -133,7 +133,7 @@ class _Connection(asyncio.Protocol):
     def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
         """Queue one packed command for this tick's write; the future gets its raw reply."""
         if not self.open:
-            raise _ConnectionLost("store connection closed")
+            raise StoreUnavailable("store connection closed")
         if len(self._waiters) >= self._max_in_flight:
             raise StoreUnavailable("too many store commands in flight")
         waiter = self._loop.create_future()
@@ -146,7 +146,7 @@ class _Connection(asyncio.Protocol):
     def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
         """Queue many commands at once; one future gets all their raw replies, in order."""
         if not self.open:
-            raise _ConnectionLost("store connection closed")
+            raise StoreUnavailable("store connection closed")
         if len(self._waiters) + len(packed) > self._max_in_flight:
             raise StoreUnavailable("too many store commands in flight")
         future: asyncio.Future[list[Any]] = self._loop.create_future()
@@ -189,7 +189,7 @@ class _Connection(asyncio.Protocol):
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if waiter is not None and not waiter.done():
-                waiter.set_exception(_ConnectionLost(reason))
+                waiter.set_exception(StoreUnavailable(reason))
         if self._transport is not None:
             transport, self._transport = self._transport, None
             transport.abort()
@@ -293,10 +293,6 @@ class _Expiry:
 
 class _TimedOut(StoreUnavailable):
     """A call's deadline passed before its reply came."""
-
-
-class _ConnectionLost(StoreUnavailable):
-    """The connection closed with the call unanswered."""
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
