@@ -71,14 +71,11 @@ class Answer:
     headers: Mapping[str, str]
     endpoint: Role
     attempts: int
+    reason: str
+    """The problem body's reason code, or "" (not a problem body); read once from the body."""
 
     def json(self) -> Any:
         return json.loads(self.body)
-
-    @property
-    def reason(self) -> str:
-        """The problem body's reason code, or "" (not a problem body)."""
-        return _reason(self.status, self.body)
 
 
 def _idempotent(method: str, json_body: Any, headers: Mapping[str, str] | None) -> bool:
@@ -176,7 +173,8 @@ class FailoverClient:
                     if idempotent or isinstance(exc, aiohttp.ClientConnectorError):
                         continue
                     raise
-                answer = Answer(status, body, answer_headers, role, attempts)
+                reason = _reason(status, body)
+                answer = Answer(status, body, answer_headers, role, attempts, reason)
                 verdict = self._judge(answer, idempotent)
                 if verdict == _OTHER:
                     continue
