@@ -30,6 +30,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import random
 import signal
 import tempfile
@@ -138,13 +139,13 @@ class _Load:
     async def call(
         self, op: str, subject: _Subject, client: FailoverClient, method: str, path: str, body: Any
     ) -> Answer | None:
+        """One request of the mix; ``op`` (display, verify, convert) is also the scope it needs."""
         at = time.monotonic()
-        scope = {"display": "display", "convert": "convert", "verify": "verify"}[op]
         try:
             # Every request of the mix is safe to resend: display reads, a convert carries its
             # op_id, and a resent scan is at worst logged twice.
             answer = await client.request(
-                method, path, json_body=body, headers=self.headers[scope], idempotent=True
+                method, path, json_body=body, headers=self.headers[op], idempotent=True
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._record(at, op, subject, False, f"no answer ({type(exc).__name__})", "")
@@ -257,8 +258,6 @@ class _World:
         self.procs = CityProcesses(self.city, self._process_env(), work / "log")
 
     def _process_env(self) -> dict[str, str]:
-        import os
-
         base = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         return base | self.env
 
