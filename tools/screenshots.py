@@ -37,6 +37,7 @@ from tests.browser.pagekit import (
     convert,
     display_fragment,
     generate,
+    import_batch,
     launch,
     new_person_id,
     service,
@@ -117,16 +118,8 @@ def shoot(browser: Browser, issuer: Service, verifier: Service) -> list[Path]:
     red_code = issuer.ok("GET", f"/v1/subjects/{red}/code", "display")["token"]
     now = int(time.time())
     rows = [f"{new_person_id()},close_contact,{now - 3600},cdc,320100" for _ in range(40)]
-    body = "identifier,record_type,event_time,source,city\n" + "\n".join(rows) + "\n"
     batch_id = f"cdc-{time.strftime('%Y-%m-%d')}-{secrets.token_hex(2)}"
-    answer = issuer.call(
-        "POST",
-        f"/v1/batches?batch_id={batch_id}",
-        body=body.encode(),
-        headers={"Content-Type": "text/csv"},
-        scope="convert",
-    )
-    assert answer.status == 201, answer.body
+    import_batch(issuer, batch_id, rows)
     _kill_nanjing_primary(issuer)
     written = []
     sizes: dict[str, ViewportSize] = {"phone": PHONE, "desktop": DESKTOP}

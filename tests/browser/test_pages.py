@@ -36,6 +36,7 @@ from tests.browser.pagekit import (
     dev_keys,
     display_fragment,
     generate,
+    import_batch,
     new_person_id,
     wait_until,
 )
@@ -267,26 +268,18 @@ def cell(page: Page, operation: str, field: str) -> str:
     ).inner_text()
 
 
-def import_batch(issuer: Service, batch_id: str) -> None:
+def import_small_batch(issuer: Service, batch_id: str) -> None:
+    """Two good rows and one bad."""
     now = int(time.time())
     rows = [f"{new_person_id()},positive,{now - 3600},cdc,{CITY}" for _ in range(2)]
-    body = "identifier,record_type,event_time,source,city\n" + "\n".join(rows)
-    body += "\nnot-an-id,positive,0,cdc,320100\n"
-    answer = issuer.call(
-        "POST",
-        f"/v1/batches?batch_id={batch_id}",
-        body=body.encode(),
-        headers={"Content-Type": "text/csv"},
-        scope="convert",
-    )
-    assert answer.status == 201, answer.body
+    import_batch(issuer, batch_id, [*rows, "not-an-id,positive,0,cdc,320100"])
 
 
 def test_ops_console_shows_live_metrics_recent_batches_and_city_state(
     page: Page, issuer: Service, script_errors: list[str]
 ) -> None:
     batch_id = f"page-{secrets.token_hex(4)}"
-    import_batch(issuer, batch_id)
+    import_small_batch(issuer, batch_id)
     assert issuer.call("GET", "/v1/batches?limit=0", scope="convert").reason == "INVALID_FIELD"
     assert issuer.call("GET", "/v1/batches", scope="display").reason == "FORBIDDEN"
     cities = issuer.call("GET", "/v1/ops/cities", scope="admin")
