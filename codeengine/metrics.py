@@ -1,6 +1,13 @@
 """Prometheus metric objects, shared by the services and the store adapter.
 
 Labels never carry personal data: operations, reasons, outcomes and algorithms only.
+
+The hot paths (every request's count and latency, the display read) count in plain numbers
+(:class:`HotCounter`, :class:`HotHistogram`) that :func:`flush_hot` adds to their Prometheus
+series: each second while a service runs, before every ``/metrics`` answer, and at shutdown. A
+Prometheus ``inc`` or ``observe`` takes a lock (and, with several workers, writes a shared
+file); three of them cost about 10 µs of a display's 300 µs under load. A scrape may therefore
+miss up to the last second of another worker's requests, never lose them.
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ __all__ = [
     "STORE_CLIENT_REBUILDS",
     "STORE_LATENCY",
     "VERIFICATIONS",
+    "HotCounter",
+    "HotHistogram",
+    "flush_hot",
 ]
+
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -60,3 +73,68 @@ SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries writte
 SCANS_DROPPED = Counter(
     "codeengine_scans_dropped_total", "Scan log entries dropped because the buffer was full."
 )
+
+
+class HotCounter:
+    """One labelled counter series, counted in a plain integer until :func:`flush_hot`."""
+
+    __slots__ = ("_series", "count")
+
+    def __init__(self, series: Any) -> None:
+        self._series = series
+        self.count = 0
+        _HOT.append(self)
+
+    def inc(self) -> None:
+        """Count one."""
+        self.count += 1
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the Prometheus series."""
+        count, self.count = self.count, 0
+        if count:
+            self._series.inc(count)
+
+
+class HotHistogram:
+    """One labelled histogram series, kept as bucket counts and a sum until :func:`flush_hot`.
+
+    The buckets are the series' own (``le``, upper bounds inclusive), so a flushed observation
+    lands where ``observe`` would have put it.
+    """
+
+    __slots__ = ("_bounds", "_counts", "_series", "_sum")
+
+    def __init__(self, series: Any) -> None:
+        self._series = series
+        # prometheus_client keeps a child's bounds, bucket values and sum in these attributes
+        # (0.21 up to at least 0.26); tests/unit/test_metrics.py fails if that changes.
+        self._bounds: tuple[float, ...] = tuple(series._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        _HOT.append(self)
+
+    def observe(self, seconds: float) -> None:
+        """One observation."""
+        self._counts[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        """Add the observations since the last flush to the Prometheus series."""
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        total, self._sum = self._sum, 0.0
+        if not any(counts):
+            return
+        self._series._sum.inc(total)
+        for bucket, count in zip(self._series._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+
+
+_HOT: list[HotCounter | HotHistogram] = []
+
+
+def flush_hot() -> None:
+    """Add every hot series' pending counts to Prometheus (cheap when nothing is pending)."""
+    for series in _HOT:
+        series.flush()

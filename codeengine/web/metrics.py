@@ -15,39 +15,49 @@ __all__ = [
 ]
 
 import os
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from codeengine.metrics import LATENCY, QR_RENDERS, REQUESTS, SIGNATURES, STORE_LATENCY
+from codeengine.metrics import (
+    LATENCY,
+    QR_RENDERS,
+    REQUESTS,
+    SIGNATURES,
+    STORE_LATENCY,
+    HotCounter,
+    HotHistogram,
+    flush_hot,
+)
 
 
 class RequestMetrics:
-    """Counts and times requests; the labelled series are looked up once, then cached."""
+    """Counts and times requests; each labelled series is looked up once, then counted in
+    plain numbers that :func:`codeengine.metrics.flush_hot` adds to Prometheus."""
 
     def __init__(self, service: str) -> None:
         self._service = service
-        self._counts: dict[tuple[str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._counts: dict[tuple[str, str], HotCounter] = {}
+        self._latency: dict[str, HotHistogram] = {}
 
     def record(self, operation: str, reason: str, seconds: float) -> None:
         """One answered request of ``operation`` with ``reason`` (OK for success)."""
         count = self._counts.get((operation, reason))
         if count is None:
-            count = self._counts[(operation, reason)] = REQUESTS.labels(
-                self._service, operation, reason
-            )
+            counter = REQUESTS.labels(self._service, operation, reason)
+            count = self._counts[(operation, reason)] = HotCounter(counter)
         latency = self._latency.get(operation)
         if latency is None:
-            latency = self._latency[operation] = LATENCY.labels(self._service, operation)
-        count.inc()
+            histogram = LATENCY.labels(self._service, operation)
+            latency = self._latency[operation] = HotHistogram(histogram)
+        count.count += 1
         latency.observe(seconds)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text exposition of this service's metrics (all workers)."""
+    flush_hot()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -40,6 +40,7 @@ from codeengine.errors import CodeEngineError, KeyringError, NotWriter, VersionC
 from codeengine.fence import FenceKeeper, Role
 from codeengine.keyring import Keyring
 from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.metrics import flush_hot
 from codeengine.redisstore import RedisStore, StoreSettings
 from codeengine.rules import RuleSet, load_rules
 from codeengine.secret import Secret
@@ -90,6 +91,8 @@ PEPPER = web.AppKey("pepper", Secret)
 CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
 FENCE = web.AppKey("fence", FenceKeeper)
+HOT_METRICS_FLUSH_S = 1.0
+"""How often the hot paths' counts reach Prometheus (``/metrics`` flushes its own worker's)."""
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -143,6 +146,21 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
         state.trust = TrustList.from_json(raw)
         state.revocations = revocations
     state.error = None
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    """Cancel background tasks and wait for them to end."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _flush_metrics_every(interval_s: float) -> None:
+    """Add the hot paths' counts to Prometheus every ``interval_s`` (see codeengine.metrics)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        flush_hot()
 
 
 async def _keep_keys_fresh(
@@ -219,13 +237,13 @@ def attach_runtime(
         with contextlib.suppress(CodeEngineError):
             await refresh_keys(state, app[STORE], settings, signs=signs)
         task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
+        flusher = asyncio.create_task(_flush_metrics_every(HOT_METRICS_FLUSH_S))
         keeper = await _start_fence(app, settings) if signs else None
         yield
         if keeper is not None:
             await keeper.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task, flusher)
+        flush_hot()
         if owned:
             await app[STORE].close()
 

@@ -43,7 +43,9 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> Hand
             response = await handler(request)
         except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
             response = problem_for(exc, request)
-        request.app[METRICS].record(operation, response.get(REASON, _OK), clock() - started)
+        # Problems (status >= 400) carry their reason; a success has none to look up.
+        reason = _OK if response.status < 400 else response.get(REASON, _OK)
+        request.app[METRICS].record(operation, reason, clock() - started)
         return response
 
     wrapped.__name__ = wrapped.__qualname__ = f"service_{operation}"

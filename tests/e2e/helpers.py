@@ -9,11 +9,17 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from codeengine.web.runtime import HOT_METRICS_FLUSH_S
+
+T = TypeVar("T")
+METRICS_LAG_S = 3 * HOT_METRICS_FLUSH_S
+"""How long another worker's requests may take to show in /metrics (codeengine.metrics)."""
 
 
 def free_port() -> int:
@@ -33,6 +39,29 @@ def get_json(
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), json.loads(exc.read())
+
+
+def eventually(read: Callable[[], T], done: Callable[[T], bool], within_s: float) -> T:
+    """``read()`` until ``done`` says its value is the awaited one, at most ``within_s``; the
+    last value either way (the caller's assertion says what was wrong)."""
+    deadline = time.monotonic() + within_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = read()
+    return value
+
+
+def settled(read: Callable[[], T]) -> T:
+    """``read()`` once two reads a flush interval apart agree: counts from earlier requests,
+    which other workers add to /metrics within a second, have all arrived."""
+    value = read()
+    while True:
+        time.sleep(1.5 * HOT_METRICS_FLUSH_S)
+        again = read()
+        if again == value:
+            return value
+        value = again
 
 
 def wait_for(url: str, status: int, timeout_s: float) -> float:

@@ -14,9 +14,30 @@ from pathlib import Path
 import pytest
 
 from codeengine.devcluster import find_free_base_port
-from tests.e2e.helpers import alive, descendants, free_port, get_json, service_env, wait_for
+from tests.e2e.helpers import (
+    METRICS_LAG_S,
+    alive,
+    descendants,
+    eventually,
+    free_port,
+    get_json,
+    service_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
+
+
+def healthz_count(port: int) -> float:
+    """``/healthz`` requests counted in the issuer's ``/metrics`` (any worker: all workers')."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        metrics = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("codeengine_requests_total{") and 'operation="healthz"' in line
+    )
+
 
 READY_WITHIN_S = 60.0
 
@@ -49,14 +70,8 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         # Workers share metrics files, so any worker's /metrics counts every worker's requests.
         for _ in range(6):
             get_json(f"http://127.0.0.1:{issuer_port}/healthz")
-        with urllib.request.urlopen(f"http://127.0.0.1:{issuer_port}/metrics") as response:
-            metrics = response.read().decode()
-        healthz = [
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("codeengine_requests_total{") and 'operation="healthz"' in line
-        ]
-        assert sum(healthz) >= 7
+        healthz = eventually(lambda: healthz_count(issuer_port), lambda n: n >= 7, METRICS_LAG_S)
+        assert healthz >= 7
         children = descendants(proc.pid)
         redis = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(redis) == 6, "three masters and three replicas"
