@@ -606,8 +606,9 @@ class FastCluster:
         if not keys:
             return []
         slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys[1:]):
-            raise ValueError("MGET keys must share one slot: give them one hash tag")
+        for key in keys[1:]:
+            if key_slot(key) != slot:
+                raise ValueError("MGET keys must share one slot: give them one hash tag")
         reply = await self._call(
             slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET"
         )

@@ -14,6 +14,7 @@ __all__ = [
     "city_name",
 ]
 
+import functools
 from datetime import date, datetime, timedelta, timezone
 from enum import IntEnum
 from typing import NewType
@@ -43,9 +44,9 @@ class Colour(IntEnum):
     YELLOW = 2
     RED = 3
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """The lower-case name used in JSON."""
+        """The lower-case name used in JSON (worked out once: hot paths read it)."""
         return self.name.lower()
 
 
@@ -58,9 +59,9 @@ class CodeKind(IntEnum):
     FUSED = 4
     """A person's health colour and service-code identity in one code (卡码融合)."""
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """The lower-case name used in JSON."""
+        """The lower-case name used in JSON (worked out once: hot paths read it)."""
         return self.name.lower()
 
 

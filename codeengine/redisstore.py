@@ -55,7 +55,7 @@ from codeengine.errors import (
 )
 from codeengine.fastredis import FastCluster, consume_outcome
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
-from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY
+from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
 from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
@@ -137,7 +137,9 @@ class RedisStore:
         self.fence: WriteFence = NO_FENCE
         """Asked before every status write; an issuer of a city endpoint sets its keeper here."""
         # Latency series of the hot paths, looked up once.
-        self._display_read = {o: STORE_LATENCY.labels("display read", o) for o in ("ok", "error")}
+        self._display_read = {
+            o: HotHistogram(STORE_LATENCY.labels("display read", o)) for o in ("ok", "error")
+        }
 
     # Plumbing: deadlines, error translation, scripts.
 
@@ -376,7 +378,8 @@ class RedisStore:
         started = time.perf_counter()
         outcome = "error"
         try:
-            fast = await self._hot()
+            # Started once: skip the coroutine that would only say so.
+            fast = self._fast if self._fast_started else await self._hot()
             keys_ = [keys.subject_key(subject), keys.token_key(subject, kind)]
             record_raw, token_raw = await fast.mget(keys_)
             outcome = "ok"

@@ -19,6 +19,7 @@ from codeengine.pseudonym import pseudonym, subject_bytes
 from codeengine.qr import ImageCache, QRFormat, render
 from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
 from codeengine.token import CTI_BYTES, encode
+from codeengine.web.answers import json_answer, json_str
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
@@ -129,18 +130,13 @@ async def display(request: web.Request) -> web.StreamResponse:
         image = await _image(app, shown.token, fmt)
         headers = {"Cache-Control": f"private, max-age={max_age}"}
         return web.Response(body=image, content_type=fmt.content_type, headers=headers)
-    answer = {
-        "token": shown.token,
-        "colour": shown.colour.label,
-        "version": shown.version,
-        "issued_at": shown.iat,
-        "expires_at": shown.exp,
-        "refresh_at": refresh,
-        # What the display page shows beside the QR: the engine's word, not the host's.
-        "kind": kind.label,
-        "city": record.city,
-    }
-    return web.json_response(answer, headers={"Cache-Control": f"private, max-age={max_age}"})
+    # What the display page shows beside the QR (kind, city): the engine's word, not the host's.
+    body = (
+        f'{{"token":{json_str(shown.token)},"colour":"{shown.colour.label}",'
+        f'"version":{shown.version},"issued_at":{shown.iat},"expires_at":{shown.exp},'
+        f'"refresh_at":{refresh},"kind":"{kind.label}","city":{record.city}}}'
+    )
+    return json_answer(body, cache_control=f"private, max-age={max_age}")
 
 
 _DISPLAY_KINDS: dict[str, int | None] = {
