@@ -1,0 +1,35 @@
+"""Hand-written JSON answers read back as the generic encoder's would."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from codeengine.base45 import ALPHABET
+from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str
+
+
+@given(st.text())
+def test_any_text_reads_back_as_itself(text: str) -> None:
+    assert json.loads(json_str(text)) == text
+
+
+@given(st.text(alphabet=ALPHABET + ":", min_size=1))
+def test_token_text_is_quoted_as_is(token: str) -> None:
+    assert json_str(token) == f'"{token}"'
+
+
+def test_quotes_backslashes_controls_and_non_ascii_are_escaped() -> None:
+    for text in ('say "hi"', "back\\slash", "line\nbreak", "tab\t", "绿码", "\x7f"):
+        assert json_str(text) == json.dumps(text)
+
+
+def test_an_answer_carries_the_json_content_type_and_its_cache_control() -> None:
+    answer = json_answer('{"a":1}', status=201, cache_control="private, max-age=5")
+    assert answer.status == 201
+    assert answer.body == b'{"a":1}'
+    assert answer.headers["Content-Type"] == JSON_CONTENT_TYPE
+    assert answer.headers["Cache-Control"] == "private, max-age=5"
+    assert "Cache-Control" not in json_answer("{}").headers, "headers are not shared"
