@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-__all__ = ["ScanCount", "ScanEntry", "count_scans"]
+__all__ = ["SCAN_FIELD_COUNT", "ScanCount", "ScanEntry", "count_scans"]
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import NamedTuple
 
 MAX_ID_CHARS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class ScanEntry:
-    """Who scanned (terminal, venue), where (city), when (ms), whom (pseudonym), and the result."""
+SCAN_FIELD_COUNT = 14
+"""Names and values of one scan log entry: the length of ``ScanEntry.to_fields()``."""
 
-    FIELD_COUNT: ClassVar[int] = 14
-    """Names and values: the length of ``to_fields()``."""
+
+class ScanEntry(NamedTuple):
+    """Who scanned (terminal, venue), where (city), when (ms), whom (pseudonym), and the result.
+
+    A tuple: every scan makes one, and a tuple is the cheapest immutable record.
+    """
 
     terminal: str
     venue: str

@@ -19,7 +19,7 @@ from codeengine.errors import (
     VerificationError,
 )
 from codeengine.fusion import AliasType, Fusion, listed
-from codeengine.metrics import VERIFICATIONS
+from codeengine.metrics import VERIFICATIONS, HotCounter
 from codeengine.model import CITIES, SubjectId, china_date
 from codeengine.pseudonym import subject_bytes
 from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
@@ -31,6 +31,7 @@ from codeengine.verification import (
     online_verdict_at,
     precheck_at,
 )
+from codeengine.web.answers import json_answer, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object, validate_object
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
@@ -57,15 +58,16 @@ REVOKE_FIELDS = {
 }
 
 
-_COUNTERS: dict[tuple[str, int, str], Any] = {}
+_COUNTERS: dict[tuple[str, int, str], HotCounter] = {}
 
 
 def _count(reason: str, city: int, mode: str) -> None:
-    """Count a verdict; each labelled series is looked up once."""
+    """Count a verdict; each labelled series is looked up once (codeengine.metrics.flush_hot)."""
     counter = _COUNTERS.get((reason, city, mode))
     if counter is None:
-        counter = _COUNTERS[(reason, city, mode)] = VERIFICATIONS.labels(reason, str(city), mode)
-    counter.inc()
+        series = VERIFICATIONS.labels(reason, str(city), mode)
+        counter = _COUNTERS[(reason, city, mode)] = HotCounter(series)
+    counter.count += 1
 
 
 def _check_item(item: dict[str, Any]) -> None:
@@ -106,30 +108,34 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
     )
     if isinstance(checked, Verdict):
         verdict = checked
+        subject = verdict.subject
     else:
+        subject = SubjectId(checked.claims.subject_id)
         try:
-            subject = SubjectId(checked.claims.subject_id)
             kind = int(checked.claims.kind)
             record, shown = await app[STORE].display_state(subject, kind)
             verdict = online_verdict_at(checked, text, record, shown, trust, now)
         except StoreUnavailable:
             grey = settings.verifier.degraded_colour == "grey"
             verdict = degraded_verdict_at(checked, trust, now, grey=grey)
-    _log_scan(app, item, verdict)
+    _log_scan(app, item, verdict, subject)
     _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
     return verdict
 
 
-def _log_scan(app: web.Application, item: dict[str, Any], verdict: Verdict) -> None:
+def _log_scan(
+    app: web.Application, item: dict[str, Any], verdict: Verdict, subject: str | None = None
+) -> None:
+    """Queue the scan's log entry; ``subject`` is the verdict's pseudonym when already known."""
     app[SCAN_LOG].add(
         ScanEntry(
-            terminal=item["terminal"],
-            venue=item.get("venue", ""),
-            city=item["city"],
-            at_ms=int(app[CLOCK]() * 1000),
-            subject=verdict.subject or "",
-            reason=verdict.reason,
-            colour=verdict.colour.label if verdict.colour is not None else "",
+            item["terminal"],
+            item.get("venue", ""),
+            item["city"],
+            int(app[CLOCK]() * 1000),
+            (verdict.subject if subject is None else subject) or "",
+            verdict.reason,
+            verdict.colour.label if verdict.colour is not None else "",
         )
     )
 
@@ -178,7 +184,7 @@ async def verify(request: web.Request) -> web.Response:
     item = await read_object(request, ITEM_FIELDS)
     _check_item(item)
     verdict = await verify_one(request.app, item, "online")
-    return web.json_response(await shown_to(request, verdict))
+    return json_answer(json_text(await shown_to(request, verdict)))
 
 
 async def _batch_body(request: web.Request) -> dict[str, Any]:

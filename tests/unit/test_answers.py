@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from codeengine.base45 import ALPHABET
-from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str
+from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str, json_text
 
 
 @given(st.text())
@@ -33,3 +34,20 @@ def test_an_answer_carries_the_json_content_type_and_its_cache_control() -> None
     assert answer.headers["Content-Type"] == JSON_CONTENT_TYPE
     assert answer.headers["Cache-Control"] == "private, max-age=5"
     assert "Cache-Control" not in json_answer("{}").headers, "headers are not shared"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_json_text_is_what_json_dumps_writes(document: object) -> None:
+    assert json_text(document) == json.dumps(document, separators=(",", ":"))
+
+
+def test_json_text_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        json_text({"raw": b"\x00"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codeengine.scans import ScanEntry, count_scans
+from codeengine.scans import SCAN_FIELD_COUNT, ScanEntry, count_scans
 
 
 def entry(venue: str, reason: str = "VALID", colour: str = "green") -> ScanEntry:
@@ -12,7 +12,7 @@ def entry(venue: str, reason: str = "VALID", colour: str = "green") -> ScanEntry
 def test_stream_fields_round_trip_and_declare_their_width() -> None:
     original = entry("gate")
     fields = original.to_fields()
-    assert len(fields) == ScanEntry.FIELD_COUNT
+    assert len(fields) == SCAN_FIELD_COUNT
     as_stream = {
         str(k).encode(): str(v).encode() for k, v in zip(fields[::2], fields[1::2], strict=True)
     }
