@@ -10,7 +10,15 @@ turned into :class:`StoreUnavailable` within the caller's deadline. redis-py sta
 
 from __future__ import annotations
 
-__all__ = ["CommandError", "FastCluster", "Script", "consume_outcome", "key_slot", "pack_command"]
+__all__ = [
+    "CommandError",
+    "FastCluster",
+    "Script",
+    "consume_outcome",
+    "key_slot",
+    "pack_command",
+    "tag_slot",
+]
 
 import asyncio
 import hashlib
@@ -53,6 +61,11 @@ class CommandError(CodeEngineError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.prefix = message.split(" ", 1)[0]
+
+
+def tag_slot(tag: str) -> int:
+    """The cluster slot of every key whose hash tag is ``{tag}``."""
+    return crc_hqx(tag.encode(), 0) & (SLOT_COUNT - 1)
 
 
 def key_slot(key: str | bytes) -> int:
@@ -600,15 +613,24 @@ class FastCluster:
         return value
 
     async def mget(
-        self, keys: Sequence[str | bytes], *, deadline_s: float | None = None
+        self,
+        keys: Sequence[str | bytes],
+        *,
+        deadline_s: float | None = None,
+        slot: int | None = None,
     ) -> list[bytes | None]:
-        """MGET of keys that share one slot (one hash tag); values in key order."""
+        """MGET of keys that share one slot (one hash tag); values in key order.
+
+        A caller that built the keys around one hash tag may pass its ``slot`` (``tag_slot``)
+        instead of having every key's worked out.
+        """
         if not keys:
             return []
-        slot = key_slot(keys[0])
-        for key in keys[1:]:
-            if key_slot(key) != slot:
-                raise ValueError("MGET keys must share one slot: give them one hash tag")
+        if slot is None:
+            slot = key_slot(keys[0])
+            for key in keys[1:]:
+                if key_slot(key) != slot:
+                    raise ValueError("MGET keys must share one slot: give them one hash tag")
         reply = await self._call(
             slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET"
         )

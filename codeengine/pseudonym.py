@@ -14,6 +14,7 @@ __all__ = [
     "SUBJECT_ID_LENGTH",
     "AliasHash",
     "alias_hash",
+    "check_subject_id",
     "licence_hash",
     "pseudonym",
     "subject_bytes",
@@ -104,16 +105,26 @@ def licence_hash(licence_type: str, number: str, pepper: Secret) -> str:
     return _encode(_digest12(pepper, message))
 
 
-def subject_bytes(subject: SubjectId) -> bytes:
-    """The 12 bytes of a pseudonym; refuses anything that ``subject_id`` could not have made."""
-    if len(subject) != SUBJECT_ID_LENGTH:
-        detail = f"a subject pseudonym has {SUBJECT_ID_LENGTH} characters, not {len(subject)}"
+def check_subject_id(text: str) -> SubjectId:
+    """``text`` if ``subject_id`` could have made it, else InvalidIdentifier.
+
+    16 characters of the URL-safe alphabet always decode to 12 bytes (96 bits, no padding),
+    so a path that only names a subject needs no decoding.
+    """
+    if len(text) != SUBJECT_ID_LENGTH:
+        detail = f"a subject pseudonym has {SUBJECT_ID_LENGTH} characters, not {len(text)}"
         raise InvalidIdentifier(detail, reason=Reason.BAD_LENGTH)
-    # Checked first because the decoder silently drops characters outside its alphabet.
-    if not _SUBJECT_ID_SHAPE.fullmatch(subject):
+    # Checked before any decoding because the decoder silently drops characters outside
+    # its alphabet.
+    if not _SUBJECT_ID_SHAPE.fullmatch(text):
         detail = "a subject pseudonym uses only URL-safe base64 characters"
         raise InvalidIdentifier(detail, reason=Reason.BAD_CHARACTERS)
-    return base64.urlsafe_b64decode(subject)
+    return SubjectId(text)
+
+
+def subject_bytes(subject: SubjectId) -> bytes:
+    """The 12 bytes of a pseudonym; refuses anything that ``subject_id`` could not have made."""
+    return base64.urlsafe_b64decode(check_subject_id(subject))
 
 
 def subject_id(raw12: bytes) -> SubjectId:

@@ -53,7 +53,7 @@ from codeengine.errors import (
     VersionConflict,
     WriteNotReplicated,
 )
-from codeengine.fastredis import FastCluster, consume_outcome
+from codeengine.fastredis import FastCluster, consume_outcome, tag_slot
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
 from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
@@ -381,7 +381,8 @@ class RedisStore:
             # Started once: skip the coroutine that would only say so.
             fast = self._fast if self._fast_started else await self._hot()
             keys_ = [keys.subject_key(subject), keys.token_key(subject, kind)]
-            record_raw, token_raw = await fast.mget(keys_)
+            # Both keys carry the subject's hash tag: its slot is theirs.
+            record_raw, token_raw = await fast.mget(keys_, slot=tag_slot(subject))
             outcome = "ok"
         finally:
             self._display_read[outcome].observe(time.perf_counter() - started)

@@ -66,8 +66,14 @@ class SubjectRecord(NamedTuple):
         """Read a stored value; a value the engine did not write raises CodeEngineError."""
         try:
             fields: dict[str, Any] = msgpack.unpackb(raw)
-            flat = fields.get("r") or ()
+            flat = fields.get("r")
             override = fields.get("o")
+            # Most records have no rule period running: no generator for them.
+            risk = (
+                tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2))
+                if flat
+                else ()
+            )
             return cls(
                 subject,
                 _KINDS[fields["k"]],
@@ -75,7 +81,7 @@ class SubjectRecord(NamedTuple):
                 _COLOURS[fields["col"]],
                 int(fields["v"]),
                 int(fields["u"]),
-                tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2)),
+                risk,
                 None if not override else (_COLOURS[override[0]], int(override[1])),
                 str(fields.get("h", "")),
             )

@@ -15,7 +15,7 @@ from codeengine.display import claims_for_at, is_current_at, refresh_at, success
 from codeengine.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
 from codeengine.identifiers import parse_identifier
 from codeengine.model import CITIES, CityCode, CodeKind, Colour, SubjectId, china_date
-from codeengine.pseudonym import pseudonym, subject_bytes
+from codeengine.pseudonym import check_subject_id, pseudonym
 from codeengine.qr import ImageCache, QRFormat, render
 from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
 from codeengine.token import CTI_BYTES, encode
@@ -44,12 +44,10 @@ CONVERT_FIELDS = {
 
 
 def subject_from_path(request: web.Request) -> SubjectId:
-    text = request.match_info["subject"]
     try:
-        subject_bytes(SubjectId(text))
+        return check_subject_id(request.match_info["subject"])
     except InvalidIdentifier:
         raise BadRequest("the path does not name a subject pseudonym") from None
-    return SubjectId(text)
 
 
 async def generate(request: web.Request) -> web.Response:

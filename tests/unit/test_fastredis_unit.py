@@ -6,9 +6,13 @@ import random
 
 import hiredis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot as redis_py_key_slot
 
-from codeengine.fastredis import _pack_python, key_slot, pack_command
+from codeengine import keys
+from codeengine.fastredis import _pack_python, key_slot, pack_command, tag_slot
+from codeengine.pseudonym import subject_id
 
 
 def crc16_xmodem(data: bytes) -> int:
@@ -132,3 +136,12 @@ def test_packed_commands_parse_back_to_their_arguments() -> None:
 def test_packer_refuses_other_types(bad: object) -> None:
     with pytest.raises(TypeError):
         _pack_python(("SET", bad))  # type: ignore[arg-type]
+
+
+@given(st.binary(min_size=12, max_size=12))
+def test_a_subjects_tag_slot_is_every_one_of_its_keys_slot(raw: bytes) -> None:
+    subject = subject_id(raw)
+    slot = tag_slot(subject)
+    assert slot == redis_py_key_slot(subject.encode())
+    for key in (keys.subject_key(subject), keys.token_key(subject), keys.token_key(subject, 4)):
+        assert key_slot(key) == slot
