@@ -80,16 +80,19 @@ async def generate(request: web.Request) -> web.Response:
 async def display(request: web.Request) -> web.StreamResponse:
     """亮码: the subject's current token, signing a new one only past half-life."""
     subject = subject_from_path(request)
-    # Most displays carry no query: skip parsing one.
-    fmt_text = request.query.get("format", "json") if request.query_string else "json"
-    fmt = None if fmt_text == "json" else _image_format(fmt_text)
+    fmt: QRFormat | None = None
+    asked = "own"
+    if request.query_string:  # Most displays carry no query: parse none then.
+        query = request.query
+        fmt_text = query.get("format", "json")
+        fmt = None if fmt_text == "json" else _image_format(fmt_text)
+        asked = query.get("kind", "own")
+        if asked not in _DISPLAY_KINDS:
+            raise BadRequest("query 'kind' must be own, health, service or fused")
     app = request.app
     codes = app[SETTINGS].codes
     now = int(app[CLOCK]())
     store = app[STORE]
-    asked = request.query.get("kind", "own") if request.query_string else "own"
-    if asked not in _DISPLAY_KINDS:
-        raise BadRequest("query 'kind' must be own, health, service or fused")
     wanted = _DISPLAY_KINDS[asked]
     record, shown = await store.display_state(subject, wanted)
     if record is None:
@@ -236,8 +239,9 @@ async def history(request: web.Request) -> web.Response:
 
 
 SUBJECT_ROUTES = [
-    web.post("/v1/subjects", generate, name="generate"),
+    # Display first: the router tries the routes under /v1/subjects in this order.
     web.get("/v1/subjects/{subject}/code", display, name="display"),
+    web.post("/v1/subjects", generate, name="generate"),
     web.post("/v1/subjects/{subject}/status", convert, name="convert"),
     web.get("/v1/subjects/{subject}/history", history, name="history"),
 ]

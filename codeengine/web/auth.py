@@ -71,8 +71,8 @@ class Credentials:
     def admit_at(self, client: Client, now: float) -> None:
         """Take one request from the client's bucket, or RateLimited with the wait."""
         bucket = self._buckets.get(client.name)
-        rate = max(client.rate_per_s * self.rate_share, 1.0)
         if bucket is None:
+            rate = max(client.rate_per_s * self.rate_share, 1.0)
             bucket = TokenBucket.full_at(rate, rate, now)
         bucket, wait = bucket.take_at(now)
         self._buckets[client.name] = bucket
