@@ -380,59 +380,69 @@ def _parse_claims(payload: bytes) -> Claims:
 # Read at fixed offsets, it decodes several times faster than the general parser; any byte
 # that does not fit sends the code to the general parser, which accepts exactly the same
 # canonical codes and names the problem of every other one.
-# One struct reads the fixed part of that layout: COSE head, alg, kid, then the payload up to the
-# colour. Fields named ``h*`` are structure bytes that must equal ``_FAST_HEADS``.
-_FAST: Final = struct.Struct(">5sB2s8s2sB3sI2sI2s6s2s12s2sBBHB")
+# One struct reads the fixed part of that layout, the first 61 bytes. Fields named ``h*`` are
+# structure bytes that must equal ``_FAST_HEADS``. Two fields are looked up whole rather than
+# taken apart: the COSE head with the alg (two valid spellings) and the status array up to the
+# version (every valid kind, city and colour), which checks their structure bytes too.
+_FAST: Final = struct.Struct(">6s2s8s2sB3sI2sI2s6s2s12s7s")
 _FAST_HEADS: Final = (
-    b"\xd2\x84\x4d\xa2\x01", b"\x04\x48", b"\xa0\x58", b"\xa5\x04\x1a", b"\x06\x1a",
-    b"\x07\x46", b"\x20\x4c", b"\x21\x84",
+    b"\x04\x48", b"\xa0\x58", b"\xa5\x04\x1a", b"\x06\x1a", b"\x07\x46", b"\x20\x4c",
 )  # fmt: skip
-_FAST_ALGS: Final = {0x27: -8, 0x26: -7}
+_FAST_ALGS: Final = {b"\xd2\x84\x4d\xa2\x01\x27": -8, b"\xd2\x84\x4d\xa2\x01\x26": -7}
+_FAST_STATUS: Final = {
+    b"\x21\x84" + bytes((kind, 0x19)) + (city // 100).to_bytes(2, "big") + bytes((colour,)): (
+        kind, city, colour,
+    )
+    for kind in CodeKind
+    for city in sorted(CITIES)
+    for colour in Colour
+}  # fmt: skip
+# The fixed part, a one-byte version, the signature's head and its 64 bytes.
+_FAST_MIN_SIZE: Final = _FAST.size + 1 + 2 + 64
 _FAST_SIG_HEAD: Final = b"\x58\x40"
 _FAST_VERSION_WIDTH: Final = {0x18: (1, 24), 0x19: (2, 1 << 8), 0x1A: (4, 1 << 16)}
 _MIN_WIDE: Final = 1 << 16
-_CITY_HEAD: Final = 0x19
+_new_decoded: Final = partial(_new_tuple, DecodedCode)
 
 
 def _decode_fast(data: bytes) -> DecodedCode | None:
     """Decode the common layout at fixed offsets, or None to use the general parser."""
     size = len(data)
-    if size < 19 + 43 + 66:
+    if size < _FAST_MIN_SIZE:
         return None
-    (h0, alg_byte, h1, kid, h2, plen, h3, exp, h4, iat, h5, cti, h6, subject, h7, kind_value,
-     city_head, city_prefix, colour_value) = _FAST.unpack_from(data)  # fmt: skip
-    end = 19 + plen
+    (cose_head, h1, kid, h2, payload_size, h3, exp, h4, iat, h5, cti, h6, subject,
+     status) = _FAST.unpack_from(data)  # fmt: skip
+    alg = _FAST_ALGS.get(cose_head)
+    fields = _FAST_STATUS.get(status)
+    end = 19 + payload_size
     if (
-        (h0, h1, h2, h3, h4, h5, h6, h7) != _FAST_HEADS
-        or city_head != _CITY_HEAD or plen < 43 or size != end + 66
-        or data[end : end + 2] != _FAST_SIG_HEAD
+        alg is None or fields is None
+        or (h1, h2, h3, h4, h5, h6) != _FAST_HEADS
+        or size != end + 66 or data[end : end + 2] != _FAST_SIG_HEAD
         or exp < _MIN_WIDE or iat < _MIN_WIDE or iat > exp
     ):  # fmt: skip
         return None
-    alg = _FAST_ALGS.get(alg_byte)
-    kind = _KINDS.get(kind_value)
-    city = _CITY_BY_PREFIX.get(city_prefix)
-    colour = _COLOURS.get(colour_value)
-    if alg is None or kind is None or city is None or colour is None:
-        return None
-    rest = end - _FAST.size
-    if rest == 1 and data[end - 1] < 24:
-        version = data[end - 1]
+    # The size checks leave a payload of 43 bytes or more: the version head is at 61.
+    version = data[_FAST.size]
+    if payload_size == 43:
+        if version >= 24:
+            return None
     else:
-        width = _FAST_VERSION_WIDTH.get(data[_FAST.size]) if rest > 0 else None
-        if width is None or rest != 1 + width[0]:
+        width = _FAST_VERSION_WIDTH.get(version)
+        if width is None or payload_size != 43 + width[0]:
             return None
         version = int.from_bytes(data[_FAST.size + 1 : end], "big")
         if version < width[1]:
             return None
+    kind, city, colour = fields
     claims = _trusted_claims((exp, iat, cti, subject, kind, city, colour, version))
-    return DecodedCode(alg, kid, claims, data[3:16], data[19:end], data[end + 2 :])
+    return _new_decoded((alg, kid, claims, data[3:16], data[19:end], data[end + 2 :]))
 
 
 def decode_cose(data: bytes) -> DecodedCode:
     """Parse COSE bytes strictly (step 3, structure); the signature is not checked."""
-    fast = _decode_fast(data)
-    return fast if fast is not None else _decode_general(data)
+    # A decoded code is a non-empty tuple, so ``or`` falls through only on None.
+    return _decode_fast(data) or _decode_general(data)
 
 
 def _decode_general(data: bytes) -> DecodedCode:
