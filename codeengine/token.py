@@ -491,11 +491,9 @@ def check_signature_with(
     """Steps 4, 6 and 7 once the trusted key is known: accepted alg, matching alg, signature."""
     if suites.by_cose_alg(decoded.alg) is None:
         raise UnsupportedAlgorithm("the code's algorithm is not accepted here")
-    public = key.public
-    if public.suite.cose_alg != decoded.alg:
+    if key.public.suite.cose_alg != decoded.alg:
         raise UnsupportedAlgorithm("the code's algorithm is not its key's algorithm")
-    message = sig_structure(decoded.protected, decoded.payload)
-    public.suite.verify(public, decoded.signature, message)
+    key.verify(decoded.signature, sig_structure(decoded.protected, decoded.payload))
 
 
 def check_window_at(claims: Claims, now: int, skew_s: int = DEFAULT_SKEW_S) -> None:

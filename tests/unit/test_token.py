@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import cbor2
 import pytest
@@ -32,6 +33,7 @@ from codeengine.suites import (
     RandomSource,
     SigningSuite,
     SuiteRegistry,
+    Verifier,
     deterministic_random,
 )
 from codeengine.token import (
@@ -238,6 +240,9 @@ class _ThirdSuite:
 
     def verify(self, key: PublicKey, signature: bytes, message: bytes) -> None:
         ED25519.verify(PublicKey(ED25519, key.data), signature, message)
+
+    def verifier(self, key: PublicKey) -> Verifier:
+        return partial(self.verify, key)
 
     def public_to_jwk(self, key: PublicKey) -> JWKMembers:
         return {**ED25519.public_to_jwk(PublicKey(ED25519, key.data)), "crv": "TEST"}
