@@ -72,9 +72,10 @@ _EMPTY_BSTR: Final = b"\x40"
 _SIG1_CONTEXT: Final = b"\x84\x6aSignature1"
 # The smallest argument each long head form may carry: anything smaller had a shorter spelling.
 _SHORTEST: Final = (24, 1 << 8, 1 << 16, 1 << 32)
-_SHORT_BSTR: Final = tuple(bytes((0x40 | n,)) for n in range(24))
-_BYTE: Final = tuple(bytes((n,)) for n in range(256))
-_EMPTY_BSTR_THEN_BSTR8: Final = b"\x40\x58"
+# The Sig_structure up to a protected header of each length below 24 (a one-byte bstr head),
+# and from the empty external_aad to a payload of each length below 256 (a two-byte head).
+_SIG1_HEADS: Final = tuple(_SIG1_CONTEXT + bytes((0x40 | n,)) for n in range(24))
+_SIG1_PAYLOAD_HEADS: Final = tuple(_EMPTY_BSTR + bytes((0x58, n)) for n in range(256))
 
 _KINDS: Final = {int(kind): kind for kind in CodeKind}
 _COLOURS: Final = {int(colour): colour for colour in Colour}
@@ -229,12 +230,13 @@ def _claims_payload(claims: Claims) -> bytes:
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The COSE Sig_structure ``["Signature1", protected, h'', payload]``."""
-    if len(protected) < 24 and 24 <= len(payload) < 256:
-        # Every code's shape: a one-byte head for the header, a two-byte head for the payload.
+    protected_size, payload_size = len(protected), len(payload)
+    if protected_size < 24 and 24 <= payload_size < 256:
+        # Every code's shape: a one-byte head for the header, a two-byte head for the payload,
+        # each joined in advance with the fixed bytes before it.
         return b"".join(
-            (_SIG1_CONTEXT, _SHORT_BSTR[len(protected)], protected, _EMPTY_BSTR_THEN_BSTR8,
-             _BYTE[len(payload)], payload)
-        )  # fmt: skip
+            (_SIG1_HEADS[protected_size], protected, _SIG1_PAYLOAD_HEADS[payload_size], payload)
+        )
     return b"".join((_SIG1_CONTEXT, _bstr(protected), _EMPTY_BSTR, _bstr(payload)))
 
 

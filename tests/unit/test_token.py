@@ -9,6 +9,8 @@ import cbor2
 import pytest
 import qrcode
 import qrcode.util
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codeengine.base45 import b45decode
 from codeengine.errors import (
@@ -132,6 +134,13 @@ def test_wire_layout_is_the_documented_canonical_cbor(ring: Keyring) -> None:
     expected_tbs = cbor2.dumps(["Signature1", protected, b"", payload])
     assert decode_cose(cose).to_be_signed == expected_tbs
     ring.current.private.public.verify(signature, expected_tbs)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(protected=st.binary(max_size=300), payload=st.binary(max_size=300))
+def test_sig_structure_is_the_cbor_array_at_every_length(protected: bytes, payload: bytes) -> None:
+    """Codes take the precomputed heads; every other length the general encoding."""
+    assert sig_structure(protected, payload) == cbor2.dumps(["Signature1", protected, b"", payload])
 
 
 @pytest.mark.parametrize("ring", RINGS, ids=RING_IDS)
