@@ -205,20 +205,19 @@ def offline_verdict_at(
         decoded = decode(text)
     except VerificationError as exc:
         return refusal(exc, now)
-    claims = decoded.claims
+    alg, kid, claims, protected, payload, signature = decoded
+    exp, iat, cti, subject, kind, city, colour, _ = claims
     try:
-        if decoded.kid in revocations.keys or claims.cti in revocations.codes:
+        if kid in revocations.keys or cti in revocations.codes:
             raise Revoked("the code or its key has been revoked")
-        key = trust.key_at(decoded.kid, now)
-        if now > claims.exp + skew_s:
+        key = trust.key_at(kid, now)
+        if now > exp + skew_s:
             raise Expired()
-        if claims.iat > now + skew_s:
+        if iat > now + skew_s:
             raise NotYetValid()
-        alg = decoded.alg
         if alg not in _ACCEPTED_ALGS or alg != key.public.suite.cose_alg:
             raise UnsupportedAlgorithm("the code's algorithm is not accepted or not its key's")
-        key.verify(decoded.signature, sig_structure(decoded.protected, decoded.payload))
+        key.verify(signature, sig_structure(protected, payload))
     except VerificationError as exc:
         return refusal(exc, now, claims)
-    return _new_verdict((True, _VALID, now, claims.colour, claims.kind, claims.city, claims.iat,
-                         False, claims.subject))  # fmt: skip
+    return _new_verdict((True, _VALID, now, colour, kind, city, iat, False, subject))
