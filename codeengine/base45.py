@@ -1,7 +1,8 @@
 """Strict base45 (RFC 9285), the text encoding of a code.
 
 The ``base45`` package on PyPI strips trailing newlines before decoding, so two different texts
-decode to the same bytes; a signed code must have exactly one spelling, hence this decoder.
+decode to the same bytes; a signed code must have exactly one spelling, hence this decoder. It
+is also pure Python with a loop per triplet: measured 25 µs a code against 3 µs for this one.
 """
 
 from __future__ import annotations
@@ -42,22 +43,25 @@ def b45encode(data: bytes) -> str:
     return text
 
 
-# The mask selecting the low byte of every 3-byte lane, per lane count; codes have a few lengths.
-_LOW_LANES: dict[int, int] = {}
+# Per lane count, the mask selecting the low byte of every 3-byte lane and the mask of each lane's
+# top byte; codes have a few lengths, so the masks are made once per length.
+_LANE_MASKS: dict[int, tuple[int, int]] = {}
 
 
-def _low_lanes(triplets: int) -> int:
+def _lane_masks(triplets: int) -> tuple[int, int]:
     low = int.from_bytes(b"\x00\x00\xff" * triplets, "big")
-    if len(_LOW_LANES) < 512:
-        _LOW_LANES[triplets] = low
-    return low
+    masks = (low, low << 16)
+    if len(_LANE_MASKS) < 512:
+        _LANE_MASKS[triplets] = masks
+    return masks
 
 
 def b45decode(text: str) -> bytes:
     """Decode base45 text, raising MalformedCode for anything but the one canonical spelling."""
-    if not text.isascii():
-        raise MalformedCode("base45: character outside the alphabet")
-    values = text.encode("ascii").translate(_VALUE_TABLE)
+    try:
+        values = text.encode("ascii").translate(_VALUE_TABLE)
+    except UnicodeEncodeError:
+        raise MalformedCode("base45: character outside the alphabet") from None
     if _INVALID in values:
         raise MalformedCode("base45: character outside the alphabet")
     triplets, rest = divmod(len(values), 3)
@@ -67,18 +71,18 @@ def b45decode(text: str) -> bytes:
     # Read each triplet (c, d, e) as a 3-byte lane of one big integer and compute
     # c + 45d + 2025e in every lane at once; the largest result, 91124, fits in 24 bits, so
     # lanes never carry into each other. This is about three times faster than a Python loop.
-    digits = int.from_bytes(values[:full], "big")
-    low = _LOW_LANES.get(triplets) or _low_lanes(triplets)
+    digits = int.from_bytes(values[:full] if rest else values, "big")
+    low, top = _LANE_MASKS.get(triplets) or _lane_masks(triplets)
     words = (digits >> 16 & low) + 45 * (digits >> 8 & low) + 2025 * (digits & low)
-    if words & low << 16:
+    if words & top:
         raise MalformedCode("base45: a triplet exceeds 65535")
-    lanes = words.to_bytes(full, "big")
-    out = bytearray(2 * triplets + rest // 2)
-    out[0 : 2 * triplets : 2] = lanes[1::3]
-    out[1 : 2 * triplets : 2] = lanes[2::3]
+    # Each lane is now a zero byte and the two bytes of its word: dropping every zero byte in
+    # one slice deletion is cheaper than interleaving the high and low bytes.
+    out = bytearray(words.to_bytes(full, "big"))
+    del out[::3]
     if rest == 2:
         last = values[full] + 45 * values[full + 1]
         if last > 0xFF:
             raise MalformedCode("base45: the final pair exceeds 255")
-        out[-1] = last
+        out.append(last)
     return bytes(out)

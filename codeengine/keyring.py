@@ -26,7 +26,7 @@ __all__ = [
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, NewType
 
 from codeengine.errors import KeyringError, RotationPending
@@ -37,6 +37,7 @@ from codeengine.suites import (
     RandomSource,
     SigningSuite,
     SuiteRegistry,
+    Verifier,
     b64url_decode,
     b64url_encode,
 )
@@ -81,11 +82,14 @@ class TrustedKey:
     public: PublicKey
     not_before: int
     not_after: int
+    # The suite's verify bound to this key, prepared once: ``key.verify(signature, message)``.
+    verify: Verifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_validity(self.not_before, self.not_after)
         if self.kid != key_id(self.public):
             raise KeyringError("the key id is not the thumbprint of the key")
+        object.__setattr__(self, "verify", self.public.suite.verifier(self.public))
 
     @classmethod
     def of(cls, public: PublicKey, not_before: int, not_after: int) -> TrustedKey:

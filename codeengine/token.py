@@ -72,9 +72,10 @@ _EMPTY_BSTR: Final = b"\x40"
 _SIG1_CONTEXT: Final = b"\x84\x6aSignature1"
 # The smallest argument each long head form may carry: anything smaller had a shorter spelling.
 _SHORTEST: Final = (24, 1 << 8, 1 << 16, 1 << 32)
-_SHORT_BSTR: Final = tuple(bytes((0x40 | n,)) for n in range(24))
-_BYTE: Final = tuple(bytes((n,)) for n in range(256))
-_EMPTY_BSTR_THEN_BSTR8: Final = b"\x40\x58"
+# The Sig_structure up to a protected header of each length below 24 (a one-byte bstr head),
+# and from the empty external_aad to a payload of each length below 256 (a two-byte head).
+_SIG1_HEADS: Final = tuple(_SIG1_CONTEXT + bytes((0x40 | n,)) for n in range(24))
+_SIG1_PAYLOAD_HEADS: Final = tuple(_EMPTY_BSTR + bytes((0x58, n)) for n in range(256))
 
 _KINDS: Final = {int(kind): kind for kind in CodeKind}
 _COLOURS: Final = {int(colour): colour for colour in Colour}
@@ -229,12 +230,13 @@ def _claims_payload(claims: Claims) -> bytes:
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The COSE Sig_structure ``["Signature1", protected, h'', payload]``."""
-    if len(protected) < 24 and 24 <= len(payload) < 256:
-        # Every code's shape: a one-byte head for the header, a two-byte head for the payload.
+    protected_size, payload_size = len(protected), len(payload)
+    if protected_size < 24 and 24 <= payload_size < 256:
+        # Every code's shape: a one-byte head for the header, a two-byte head for the payload,
+        # each joined in advance with the fixed bytes before it.
         return b"".join(
-            (_SIG1_CONTEXT, _SHORT_BSTR[len(protected)], protected, _EMPTY_BSTR_THEN_BSTR8,
-             _BYTE[len(payload)], payload)
-        )  # fmt: skip
+            (_SIG1_HEADS[protected_size], protected, _SIG1_PAYLOAD_HEADS[payload_size], payload)
+        )
     return b"".join((_SIG1_CONTEXT, _bstr(protected), _EMPTY_BSTR, _bstr(payload)))
 
 
@@ -380,59 +382,69 @@ def _parse_claims(payload: bytes) -> Claims:
 # Read at fixed offsets, it decodes several times faster than the general parser; any byte
 # that does not fit sends the code to the general parser, which accepts exactly the same
 # canonical codes and names the problem of every other one.
-# One struct reads the fixed part of that layout: COSE head, alg, kid, then the payload up to the
-# colour. Fields named ``h*`` are structure bytes that must equal ``_FAST_HEADS``.
-_FAST: Final = struct.Struct(">5sB2s8s2sB3sI2sI2s6s2s12s2sBBHB")
+# One struct reads the fixed part of that layout, the first 61 bytes. Fields named ``h*`` are
+# structure bytes that must equal ``_FAST_HEADS``. Two fields are looked up whole rather than
+# taken apart: the COSE head with the alg (two valid spellings) and the status array up to the
+# version (every valid kind, city and colour), which checks their structure bytes too.
+_FAST: Final = struct.Struct(">6s2s8s2sB3sI2sI2s6s2s12s7s")
 _FAST_HEADS: Final = (
-    b"\xd2\x84\x4d\xa2\x01", b"\x04\x48", b"\xa0\x58", b"\xa5\x04\x1a", b"\x06\x1a",
-    b"\x07\x46", b"\x20\x4c", b"\x21\x84",
+    b"\x04\x48", b"\xa0\x58", b"\xa5\x04\x1a", b"\x06\x1a", b"\x07\x46", b"\x20\x4c",
 )  # fmt: skip
-_FAST_ALGS: Final = {0x27: -8, 0x26: -7}
+_FAST_ALGS: Final = {b"\xd2\x84\x4d\xa2\x01\x27": -8, b"\xd2\x84\x4d\xa2\x01\x26": -7}
+_FAST_STATUS: Final = {
+    b"\x21\x84" + bytes((kind, 0x19)) + (city // 100).to_bytes(2, "big") + bytes((colour,)): (
+        kind, city, colour,
+    )
+    for kind in CodeKind
+    for city in sorted(CITIES)
+    for colour in Colour
+}  # fmt: skip
+# The fixed part, a one-byte version, the signature's head and its 64 bytes.
+_FAST_MIN_SIZE: Final = _FAST.size + 1 + 2 + 64
 _FAST_SIG_HEAD: Final = b"\x58\x40"
 _FAST_VERSION_WIDTH: Final = {0x18: (1, 24), 0x19: (2, 1 << 8), 0x1A: (4, 1 << 16)}
 _MIN_WIDE: Final = 1 << 16
-_CITY_HEAD: Final = 0x19
+_new_decoded: Final = partial(_new_tuple, DecodedCode)
 
 
 def _decode_fast(data: bytes) -> DecodedCode | None:
     """Decode the common layout at fixed offsets, or None to use the general parser."""
     size = len(data)
-    if size < 19 + 43 + 66:
+    if size < _FAST_MIN_SIZE:
         return None
-    (h0, alg_byte, h1, kid, h2, plen, h3, exp, h4, iat, h5, cti, h6, subject, h7, kind_value,
-     city_head, city_prefix, colour_value) = _FAST.unpack_from(data)  # fmt: skip
-    end = 19 + plen
+    (cose_head, h1, kid, h2, payload_size, h3, exp, h4, iat, h5, cti, h6, subject,
+     status) = _FAST.unpack_from(data)  # fmt: skip
+    alg = _FAST_ALGS.get(cose_head)
+    fields = _FAST_STATUS.get(status)
+    end = 19 + payload_size
     if (
-        (h0, h1, h2, h3, h4, h5, h6, h7) != _FAST_HEADS
-        or city_head != _CITY_HEAD or plen < 43 or size != end + 66
-        or data[end : end + 2] != _FAST_SIG_HEAD
-        or exp < _MIN_WIDE or iat < _MIN_WIDE or iat > exp
+        alg is None or fields is None
+        or (h1, h2, h3, h4, h5, h6) != _FAST_HEADS
+        or size != end + 66 or data[end : end + 2] != _FAST_SIG_HEAD
+        or not _MIN_WIDE <= iat <= exp
     ):  # fmt: skip
         return None
-    alg = _FAST_ALGS.get(alg_byte)
-    kind = _KINDS.get(kind_value)
-    city = _CITY_BY_PREFIX.get(city_prefix)
-    colour = _COLOURS.get(colour_value)
-    if alg is None or kind is None or city is None or colour is None:
-        return None
-    rest = end - _FAST.size
-    if rest == 1 and data[end - 1] < 24:
-        version = data[end - 1]
+    # The size checks leave a payload of 43 bytes or more: the version head is at 61.
+    version = data[_FAST.size]
+    if payload_size == 43:
+        if version >= 24:
+            return None
     else:
-        width = _FAST_VERSION_WIDTH.get(data[_FAST.size]) if rest > 0 else None
-        if width is None or rest != 1 + width[0]:
+        width = _FAST_VERSION_WIDTH.get(version)
+        if width is None or payload_size != 43 + width[0]:
             return None
         version = int.from_bytes(data[_FAST.size + 1 : end], "big")
         if version < width[1]:
             return None
+    kind, city, colour = fields
     claims = _trusted_claims((exp, iat, cti, subject, kind, city, colour, version))
-    return DecodedCode(alg, kid, claims, data[3:16], data[19:end], data[end + 2 :])
+    return _new_decoded((alg, kid, claims, data[3:16], data[19:end], data[end + 2 :]))
 
 
 def decode_cose(data: bytes) -> DecodedCode:
     """Parse COSE bytes strictly (step 3, structure); the signature is not checked."""
-    fast = _decode_fast(data)
-    return fast if fast is not None else _decode_general(data)
+    # A decoded code is a non-empty tuple, so ``or`` falls through only on None.
+    return _decode_fast(data) or _decode_general(data)
 
 
 def _decode_general(data: bytes) -> DecodedCode:
@@ -454,7 +466,9 @@ def decode(token: str) -> DecodedCode:
         raise MalformedCode(f"a code starts with {PREFIX!r}")
     if len(token) > MAX_TOKEN_CHARS:
         raise MalformedCode("too long to be a code")
-    return decode_cose(b45decode(token[len(PREFIX) :]))
+    # decode_cose's body: one call less for every scan.
+    data = b45decode(token[len(PREFIX) :])
+    return _decode_fast(data) or _decode_general(data)
 
 
 # Verification -----------------------------------------------------------------------------------
@@ -481,11 +495,9 @@ def check_signature_with(
     """Steps 4, 6 and 7 once the trusted key is known: accepted alg, matching alg, signature."""
     if suites.by_cose_alg(decoded.alg) is None:
         raise UnsupportedAlgorithm("the code's algorithm is not accepted here")
-    public = key.public
-    if public.suite.cose_alg != decoded.alg:
+    if key.public.suite.cose_alg != decoded.alg:
         raise UnsupportedAlgorithm("the code's algorithm is not its key's algorithm")
-    message = sig_structure(decoded.protected, decoded.payload)
-    public.suite.verify(public, decoded.signature, message)
+    key.verify(decoded.signature, sig_structure(decoded.protected, decoded.payload))
 
 
 def check_window_at(claims: Claims, now: int, skew_s: int = DEFAULT_SKEW_S) -> None:

@@ -25,18 +25,26 @@ from functools import partial
 from typing import Final, NamedTuple
 
 from codeengine.display import DisplayedCode
-from codeengine.errors import Reason, Revoked, VerificationError, WrongCity
+from codeengine.errors import (
+    Expired,
+    NotYetValid,
+    Reason,
+    Revoked,
+    UnsupportedAlgorithm,
+    VerificationError,
+    WrongCity,
+)
 from codeengine.keyring import TrustedKey
 from codeengine.model import CodeKind, Colour
 from codeengine.status import SubjectRecord
-from codeengine.suites import b64url_encode
+from codeengine.suites import DEFAULT_SUITES, b64url_encode
 from codeengine.token import (
     Claims,
     DecodedCode,
     check_signature_at,
-    check_signature_with,
     check_window_at,
     decode,
+    sig_structure,
 )
 from codeengine.trustlist import TrustList
 
@@ -85,6 +93,8 @@ class Verdict(NamedTuple):
 
 
 _VALID: Final = Reason.VALID.value
+# The algorithms check_signature_with accepts by default, as one set lookup.
+_ACCEPTED_ALGS: Final = frozenset(suite.cose_alg for suite in DEFAULT_SUITES)
 _new_verdict: Final = partial(tuple.__new__, Verdict)
 
 
@@ -186,13 +196,28 @@ def offline_verdict_at(
     skew_s: int,
 ) -> Verdict:
     """The offline SDK's verdict: every check a terminal can make alone, the signed colour."""
-    checked = _precheck_at(text, trust, revocations, now, skew_s, None, True)
-    if isinstance(checked, Verdict):
-        return checked
-    decoded, key = checked
-    claims = decoded.claims
+    # precheck_at's steps without a city policy, then check_signature_with's, written out in one
+    # frame: a terminal makes one of these per scan, and the calls between these small checks
+    # cost about 0.5 µs of the SDK's 8 µs beside the signature. A property test holds this
+    # function to those shared checks on valid, altered, revoked, unknown-key, early and late
+    # codes, and codes of a suite the default registry does not accept.
     try:
-        check_signature_with(decoded, key)
+        decoded = decode(text)
+    except VerificationError as exc:
+        return refusal(exc, now)
+    alg, kid, claims, protected, payload, signature = decoded
+    exp, iat, cti, subject, kind, city, colour, _ = claims
+    try:
+        if kid in revocations.keys or cti in revocations.codes:
+            raise Revoked("the code or its key has been revoked")
+        key = trust.key_at(kid, now)
+        if now > exp + skew_s:
+            raise Expired()
+        if iat > now + skew_s:
+            raise NotYetValid()
+        if alg not in _ACCEPTED_ALGS or alg != key.public.suite.cose_alg:
+            raise UnsupportedAlgorithm("the code's algorithm is not accepted or not its key's")
+        key.verify(signature, sig_structure(protected, payload))
     except VerificationError as exc:
         return refusal(exc, now, claims)
-    return _valid(claims, claims.colour, now, claims.iat, degraded=False)
+    return _new_verdict((True, _VALID, now, colour, kind, city, iat, False, subject))

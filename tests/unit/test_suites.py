@@ -21,6 +21,7 @@ from codeengine.suites import (
     PrivateKey,
     SigningSuite,
     SuiteRegistry,
+    _der_signature,
     b64url_decode,
     b64url_encode,
     deterministic_random,
@@ -110,11 +111,46 @@ def test_es256_signature_is_raw_and_openssl_verifies_it() -> None:
         public.verify(der, b"massage", ec.ECDSA(hashes.SHA256()))
 
 
+# Integers whose 32-byte form starts with a zero byte, with its top bit set, or neither.
+_COORDINATES = (
+    st.integers(0, 2**256 - 1)
+    | st.integers(0, 2**248 - 1)
+    | st.integers(0, 2**240)
+    | st.sampled_from([0, 1, 2**248 - 1, 2**248, 2**255 - 1, 2**255, 2**256 - 1])
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(r=_COORDINATES, s=_COORDINATES)
+def test_es256_der_of_a_raw_signature_is_the_librarys(r: int, s: int) -> None:
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert _der_signature(raw) == encode_dss_signature(r, s)
+
+
+def test_es256_signatures_with_a_short_integer_verify() -> None:
+    """About 1 in 128 signatures has an r or s below 2**248: its DER integer is shorter."""
+    key = _key(ES256)
+    verify = ES256.verifier(key.public)
+    for attempt in range(10_000):
+        message = attempt.to_bytes(4, "big")
+        signature = key.sign(message)
+        if signature[0] == 0 or signature[32] == 0:
+            break
+    else:
+        pytest.fail("no signature with a leading zero byte in 10,000")
+    verify(signature, message)
+    key.public.verify(signature, message)
+    with pytest.raises(BadSignature):
+        verify(signature, message + b".")
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["verify", "verifier"])
 @pytest.mark.parametrize("suite", SUITES, ids=SUITE_IDS)
-def test_bad_signatures_raise(suite: SigningSuite) -> None:
+def test_bad_signatures_raise(suite: SigningSuite, prepared: bool) -> None:
     key = _key(suite)
+    verify = suite.verifier(key.public) if prepared else key.public.verify
     signature = key.sign(b"message")
-    key.public.verify(signature, b"message")
+    verify(signature, b"message")
     flipped = bytes([signature[0] ^ 1]) + signature[1:]
     for bad, message in [
         (flipped, b"message"),
@@ -125,9 +161,10 @@ def test_bad_signatures_raise(suite: SigningSuite) -> None:
         (bytes(64), b"message"),
     ]:
         with pytest.raises(BadSignature):
-            key.public.verify(bad, message)
+            verify(bad, message)
+    other = _key(suite, b"other").public
     with pytest.raises(BadSignature):
-        _key(suite, b"other").public.verify(signature, b"message")
+        (suite.verifier(other) if prepared else other.verify)(signature, b"message")
 
 
 def test_ed25519_short_signature_cannot_borrow_message_bytes() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import cbor2
 import pytest
 import qrcode
 import qrcode.util
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codeengine.base45 import b45decode
 from codeengine.errors import (
@@ -32,6 +35,7 @@ from codeengine.suites import (
     RandomSource,
     SigningSuite,
     SuiteRegistry,
+    Verifier,
     deterministic_random,
 )
 from codeengine.token import (
@@ -130,6 +134,13 @@ def test_wire_layout_is_the_documented_canonical_cbor(ring: Keyring) -> None:
     expected_tbs = cbor2.dumps(["Signature1", protected, b"", payload])
     assert decode_cose(cose).to_be_signed == expected_tbs
     ring.current.private.public.verify(signature, expected_tbs)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(protected=st.binary(max_size=300), payload=st.binary(max_size=300))
+def test_sig_structure_is_the_cbor_array_at_every_length(protected: bytes, payload: bytes) -> None:
+    """Codes take the precomputed heads; every other length the general encoding."""
+    assert sig_structure(protected, payload) == cbor2.dumps(["Signature1", protected, b"", payload])
 
 
 @pytest.mark.parametrize("ring", RINGS, ids=RING_IDS)
@@ -238,6 +249,9 @@ class _ThirdSuite:
 
     def verify(self, key: PublicKey, signature: bytes, message: bytes) -> None:
         ED25519.verify(PublicKey(ED25519, key.data), signature, message)
+
+    def verifier(self, key: PublicKey) -> Verifier:
+        return partial(self.verify, key)
 
     def public_to_jwk(self, key: PublicKey) -> JWKMembers:
         return {**ED25519.public_to_jwk(PublicKey(ED25519, key.data)), "crv": "TEST"}
