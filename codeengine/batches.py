@@ -133,10 +133,15 @@ class RowParser:
 
     def _fields(self, text: str) -> dict[str, object] | None:
         if self.fmt == "csv":
-            try:
-                values = next(csv.reader([text]), [])
-            except csv.Error:
-                return None
+            if '"' in text or "\r" in text or "\n" in text:
+                # Quoting, or a carriage return the csv module refuses: let it decide.
+                try:
+                    values = next(csv.reader([text]), [])
+                except csv.Error:
+                    return None
+            else:
+                # Without quotes or line breaks, csv.reader splits on commas and nothing else.
+                values = text.split(",")
             return dict(zip(COLUMNS, values, strict=True)) if len(values) == len(COLUMNS) else None
         try:
             document = json.loads(text)
@@ -261,6 +266,11 @@ class Importer:
         self._dry_run = dry_run
         self._progress = progress
         self._chunk_rows = chunk_rows
+        # What each record type does, worked out once rather than per row.
+        self._effects = {
+            name: (rule.colour, rule.duration_s, tuple(sorted(rule.clears)))
+            for name, rule in rules.rules.items()
+        }
         self._in_flight: deque[tuple[asyncio.Future[list[tuple[int, int]]], list[BadRow], int]]
         self._in_flight = deque()
 
@@ -364,16 +374,16 @@ class Importer:
             self._progress(report, read)
 
     def _write(self, row: RiskRow) -> RiskWrite:
-        rule = self._rules.rules[row.record_type]
+        colour, duration_s, clears = self._effects[row.record_type]
         return RiskWrite(
-            subject=row.subject,
-            colour=rule.colour,
-            until=row.event_at + rule.duration_s,
-            clears=tuple(sorted(rule.clears)),
-            reason=row.record_type,
-            kind=CodeKind.HEALTH,
-            city=row.city,
-            no_data=self._rules.no_data,
+            row.subject,
+            colour,
+            row.event_at + duration_s,
+            clears,
+            row.record_type,
+            CodeKind.HEALTH,
+            row.city,
+            self._rules.no_data,
         )
 
     async def _preview(self, chunk: list[RiskRow], report: BatchReport, now: int) -> None:
