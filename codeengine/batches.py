@@ -51,6 +51,8 @@ MAX_BATCH_ID = 64
 MAX_SOURCE = 64
 MAX_LINE_BYTES = 4096
 CHUNK_ROWS = 2000
+CHUNKS_IN_FLIGHT = 3
+YIELD_EVERY_LINES = 256
 MAX_REPORTED_ERRORS = 100_000
 FUTURE_SKEW_S = 300
 COLUMNS = ("identifier", "record_type", "event_time", "source", "city")
@@ -256,6 +258,7 @@ class Importer:
         dry_run: bool = False,
         progress: Progress | None = None,
         chunk_rows: int = CHUNK_ROWS,
+        chunks_in_flight: int = CHUNKS_IN_FLIGHT,
     ) -> None:
         self._store = store
         self._rules = rules
@@ -266,6 +269,7 @@ class Importer:
         self._dry_run = dry_run
         self._progress = progress
         self._chunk_rows = chunk_rows
+        self._chunks_in_flight = max(1, chunks_in_flight)
         # What each record type does, worked out once rather than per row.
         self._effects = {
             name: (rule.colour, rule.duration_s, tuple(sorted(rule.clears)))
@@ -273,6 +277,7 @@ class Importer:
         }
         self._in_flight: deque[tuple[asyncio.Future[list[tuple[int, int]]], list[BadRow], int]]
         self._in_flight = deque()
+        self._recording: deque[asyncio.Future[None]] = deque()
 
     async def run(self, lines: AsyncIterable[bytes] | Iterable[bytes], fmt: Format) -> BatchReport:
         """Read every line, apply the good rows, return the report."""
@@ -295,6 +300,9 @@ class Importer:
             for task, _, _ in self._in_flight:
                 task.cancel()
             self._in_flight.clear()
+            for write in self._recording:
+                write.cancel()
+            self._recording.clear()
             if not self._dry_run:
                 # The batch says it stopped; running it again resumes (rows are idempotent).
                 report.state = "failed"
@@ -321,6 +329,10 @@ class Importer:
         async for raw in lines:
             line_no += 1
             read += len(raw)
+            if not line_no % YIELD_EVERY_LINES:
+                # A file's lines come without a pause: without one here the chunk tasks
+                # would send nothing and read no reply until the reading had to wait.
+                await asyncio.sleep(0)
             if line_no <= header_lines:
                 continue  # the header (and blank lines before it), checked already
             row = parser.feed(line_no, raw)
@@ -341,11 +353,12 @@ class Importer:
         await self._flush(chunk, bad, report, now, read)
         while self._in_flight:
             await self._settle(report, now)
+        await self._recorded()
 
     async def _flush(
         self, chunk: list[RiskRow], bad: list[BadRow], report: BatchReport, now: int, read: int
     ) -> None:
-        """Send one chunk; while it is in flight the next chunk is read (at most two out)."""
+        """Send one chunk; while chunks are in flight the next is read (a few out at most)."""
         if self._dry_run:
             await self._preview(chunk, report, now)
             if self._progress is not None:
@@ -358,7 +371,7 @@ class Importer:
                 self._store.apply_risk(self._batch_id, writes, now, self._actor)
             )
             self._in_flight.append((task, bad, read))
-        while len(self._in_flight) > 1:
+        while len(self._in_flight) >= self._chunks_in_flight:
             await self._settle(report, now)
 
     async def _settle(self, report: BatchReport, now: int) -> None:
@@ -367,11 +380,40 @@ class Importer:
             report.applied += changed
             report.unchanged += 1 - changed
             report.created += created
-        await self._store.record_batch_progress(
-            self._batch_id, _counters(report), [(b.line, b.reason) for b in bad], now
-        )
+        self._record(_counters(report), [(b.line, b.reason) for b in bad], now)
+        if len(self._recording) > self._chunks_in_flight:
+            await self._recording.popleft()
         if self._progress is not None:
             self._progress(report, read)
+
+    def _record(self, counters: dict[str, int], errors: list[tuple[int, str]], now: int) -> None:
+        """Write the counters and refused rows so far, without waiting for it.
+
+        These writes queue behind the chunks in flight on the batch's primary: awaited here,
+        they held the reading up for most of a chunk's time. Each waits for the one before,
+        so they land in order, and a failed one fails the import at the next chunk.
+        """
+        while self._recording and self._recording[0].done():
+            self._recording.popleft().result()
+        previous = self._recording[-1] if self._recording else None
+        write = self._record_after(previous, counters, errors, now)
+        self._recording.append(asyncio.ensure_future(write))
+
+    async def _record_after(
+        self,
+        previous: asyncio.Future[None] | None,
+        counters: dict[str, int],
+        errors: list[tuple[int, str]],
+        now: int,
+    ) -> None:
+        if previous is not None:
+            await previous
+        await self._store.record_batch_progress(self._batch_id, counters, errors, now)
+
+    async def _recorded(self) -> None:
+        """Wait for every progress write that is out."""
+        while self._recording:
+            await self._recording.popleft()
 
     def _write(self, row: RiskRow) -> RiskWrite:
         colour, duration_s, clears = self._effects[row.record_type]

@@ -588,7 +588,7 @@ class RedisStore:
     async def apply_risk(
         self, batch_id: str, writes: Sequence[RiskWrite], now: int, actor: str
     ) -> list[tuple[int, int]]:
-        """Apply a chunk of risk records (a few script calls per primary), then WAIT on each."""
+        """Apply a chunk of risk records (a few script calls and a WAIT per primary)."""
         if not writes:
             return []
         fast = await self._hot()
@@ -596,10 +596,7 @@ class RedisStore:
         started = time.perf_counter()
         outcome = "error"
         try:
-            codes, wrote_on = await self._apply_risk_rows(fast, batch_id, writes, now, actor, token)
-            if wrote_on:
-                # One key per primary that changed anything: WAIT covers all its writes.
-                await self._replicated(fast, wrote_on, bulk=True)
+            codes = await self._apply_risk_rows(fast, batch_id, writes, now, actor, token)
             # Code 3 too: a subject this batch changed in a run that stopped before listing it.
             listed = [w.subject for w, code in zip(writes, codes, strict=True) if code > 0]
             if listed:
@@ -624,10 +621,13 @@ class RedisStore:
         now: int,
         actor: str,
         token: WriterToken,
-    ) -> tuple[list[int], list[str]]:
-        """The import script's code for each write, and a key of each primary it changed.
+    ) -> list[int]:
+        """The import script's code for each write, once a replica has what it changed.
 
-        Rows are grouped by primary, in file order, a few hundred to a script call.
+        Rows are grouped by primary, in file order, a few hundred to a script call, and each
+        primary's calls are followed by a WAIT in the same pipeline. WAIT counts the writes of
+        its own connection, so it covers those calls and nothing sent after them: the next
+        chunk's calls, already queued behind it, do not lengthen it.
         """
         by_primary: dict[Address | None, list[int]] = {}
         for index, write in enumerate(writes):
@@ -636,9 +636,13 @@ class RedisStore:
         snapshot = _key_template(keys.batch_snapshot_key(_MARK, batch_id))
         head = (now, actor, batch_id, BATCH_SNAPSHOT_TTL_S, *token,
                 *_RECORD_KEY, *snapshot, *_AUDIT_KEY)  # fmt: skip
-        calls: list[tuple[str, list[int]]] = []
+        # A bulk chunk is thousands of writes: its replica gets longer to catch up than one.
+        wait = ("WAIT", self._settings.replicas_to_ack,
+                self._settings.replica_ack_timeout_ms * BULK_ACK_FACTOR)  # fmt: skip
+        calls: list[list[int]] = []
         commands: list[tuple[str, tuple[Any, ...]]] = []
         for indices in by_primary.values():
+            routing = keys.subject_key(writes[indices[0]].subject)
             for first in range(0, len(indices), SCRIPT_ROWS):
                 part = indices[first : first + SCRIPT_ROWS]
                 rows: list[Any] = []
@@ -646,20 +650,26 @@ class RedisStore:
                     w = writes[index]
                     rows += (w.subject, int(w.colour), w.until, _colour_list(w.clears), w.reason,
                              int(w.kind), w.city, int(w.no_data))  # fmt: skip
-                routing = keys.subject_key(writes[part[0]].subject)
-                calls.append((routing, part))
-                commands.append((routing, ("EVALSHA", self._apply_risk.sha, 1, routing,
-                                           *head, *rows)))  # fmt: skip
+                key = keys.subject_key(writes[part[0]].subject)
+                calls.append(part)
+                commands.append((key, ("EVALSHA", self._apply_risk.sha, 1, key, *head, *rows)))
+            calls.append([])
+            commands.append((routing, wait))
         replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
         codes = [0] * len(writes)
-        wrote_on: dict[Address | None, str] = {}
-        for (routing, part), reply in zip(calls, replies, strict=True):
-            part_codes = fast.reply_or_raise(reply, "EVALSHA")
-            for index, code in zip(part, part_codes, strict=True):
-                codes[index] = code
-            if 1 in part_codes or 2 in part_codes:
-                wrote_on.setdefault(fast.primary_for(routing), routing)
-        return codes, list(wrote_on.values())
+        wrote = False
+        for part, reply in zip(calls, replies, strict=True):
+            answer = fast.reply_or_raise(reply, "EVALSHA" if part else "WAIT")
+            if part:
+                for index, code in zip(part, answer, strict=True):
+                    codes[index] = code
+                wrote = wrote or 1 in answer or 2 in answer
+                continue
+            # A primary's WAIT, after its calls: a refusal or a repeat needs no replica.
+            if wrote and int(answer) < self._settings.replicas_to_ack:
+                raise WriteNotReplicated("no replica confirmed the batch's writes in time")
+            wrote = False
+        return codes
 
     async def _replicated(self, fast: FastCluster, written: list[str], bulk: bool = False) -> None:
         # A bulk chunk is thousands of writes: its replica gets longer to catch up than one.
