@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import operator
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
@@ -84,6 +85,9 @@ class BadRow(NamedTuple):
     reason: str
 
 
+_in_column_order = operator.itemgetter(*COLUMNS)
+
+
 def _event_time(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -133,7 +137,8 @@ class RowParser:
             return BadRow(line_no, Reason.BAD_ROW.value)
         return self._row(line_no, fields)
 
-    def _fields(self, text: str) -> dict[str, object] | None:
+    def _fields(self, text: str) -> Sequence[object] | None:
+        """The five values of a line, in the order of COLUMNS; None if it has not five."""
         if self.fmt == "csv":
             if '"' in text or "\r" in text or "\n" in text:
                 # Quoting, or a carriage return the csv module refuses: let it decide.
@@ -144,36 +149,36 @@ class RowParser:
             else:
                 # Without quotes or line breaks, csv.reader splits on commas and nothing else.
                 values = text.split(",")
-            return dict(zip(COLUMNS, values, strict=True)) if len(values) == len(COLUMNS) else None
+            return values if len(values) == len(COLUMNS) else None
         try:
             document = json.loads(text)
         except ValueError:
             return None
         if not isinstance(document, dict) or set(document) != set(COLUMNS):
             return None
-        return document
+        return _in_column_order(document)
 
-    def _row(self, line_no: int, fields: dict[str, object]) -> RiskRow | BadRow:
-        identifier = fields["identifier"]
+    def _row(self, line_no: int, fields: Sequence[object]) -> RiskRow | BadRow:
+        identifier, record_type, event_time, source, city = fields
         if not isinstance(identifier, str):
             return BadRow(line_no, Reason.BAD_LENGTH.value)
         try:
             resident = parse_resident_id(identifier, self._today)
         except InvalidIdentifier as exc:
             return BadRow(line_no, exc.reason.value)
-        record_type = fields["record_type"]
-        if not isinstance(record_type, str) or self._rules.rule(record_type.strip()) is None:
+        if (
+            not isinstance(record_type, str)
+            or (rule := self._rules.rule(record_type.strip())) is None
+        ):
             return BadRow(line_no, Reason.UNKNOWN_RECORD_TYPE.value)
         try:
-            event_at = _event_time(fields["event_time"])
+            event_at = _event_time(event_time)
         except (ValueError, OverflowError):
             return BadRow(line_no, Reason.BAD_EVENT_TIME.value)
         if not 0 < event_at <= self._now + FUTURE_SKEW_S:
             return BadRow(line_no, Reason.BAD_EVENT_TIME.value)
-        source = fields["source"]
         if not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE:
             return BadRow(line_no, Reason.BAD_SOURCE.value)
-        city = fields["city"]
         try:
             city_code = int(city) if isinstance(city, str | int) else -1
         except ValueError:
@@ -181,7 +186,7 @@ class RowParser:
         if city_code not in CITIES or isinstance(city, bool):
             return BadRow(line_no, Reason.UNKNOWN_CITY.value)
         subject = pseudonym(resident, self._pepper)
-        return RiskRow(line_no, subject, record_type.strip(), event_at, city_code)
+        return RiskRow(line_no, subject, rule.record_type, event_at, city_code)
 
 
 @dataclass

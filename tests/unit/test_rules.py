@@ -159,5 +159,5 @@ def test_csv_lines_split_exactly_as_the_csv_module_splits_them(parts: list[str])
         values: list[str] | None = next(csv.reader([text]), [])
     except csv.Error:
         values = None
-    expected = dict(zip(COLUMNS, values, strict=True)) if values and len(values) == 5 else None
+    expected = values if values and len(values) == len(COLUMNS) else None
     assert _parser()._fields(text) == expected
