@@ -156,7 +156,8 @@ class RowParser:
             return None
         if not isinstance(document, dict) or set(document) != set(COLUMNS):
             return None
-        return _in_column_order(document)
+        ordered: tuple[object, ...] = _in_column_order(document)
+        return ordered
 
     def _row(self, line_no: int, fields: Sequence[object]) -> RiskRow | BadRow:
         identifier, record_type, event_time, source, city = fields
