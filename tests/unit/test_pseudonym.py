@@ -90,6 +90,19 @@ def test_long_pepper_matches_plain_hmac() -> None:
     assert pseudonym(PERSON, Secret(long_pepper)) == wanted
 
 
+@PROPERTY
+@given(
+    pepper=st.binary(min_size=32, max_size=200),
+    normalised=st.text("0123456789X", min_size=18, max_size=18),
+)
+def test_pseudonym_is_plain_hmac_sha256_for_any_pepper(pepper: bytes, normalised: str) -> None:
+    # The digest is built from two precomputed SHA-256 states; around the 64-byte block size
+    # (padded, exact, hashed first) it must still be exactly HMAC-SHA256.
+    expected = hmac.new(pepper, b"person\x00" + normalised.encode(), hashlib.sha256).digest()
+    wanted = base64.urlsafe_b64encode(expected[:12]).decode()
+    assert pseudonym(ResidentId(normalised), Secret(pepper)) == wanted
+
+
 @pytest.mark.parametrize("size", [0, 16, 31])
 def test_short_pepper_is_refused(size: int) -> None:
     with pytest.raises(ValueError, match="at least 32 bytes") as caught:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import date
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from codeengine.batches import BadRow, RiskRow, RowParser
+from codeengine.batches import COLUMNS, BadRow, RiskRow, RowParser
 from codeengine.errors import BadRequest
 from codeengine.identifiers import make_resident_id
 from codeengine.model import Colour
@@ -145,3 +148,16 @@ def test_a_csv_must_start_with_its_header() -> None:
 
 def test_a_carriage_return_inside_a_csv_line_is_a_bad_row() -> None:
     assert _parser().feed(9, f"{ID},posi\rtive,{NOW},cdc,320100\n".encode()) == BadRow(9, "BAD_ROW")
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(st.lists(st.text(alphabet=',"\r\n\t\x00 \\aé1X', max_size=8), min_size=4, max_size=6))
+def test_csv_lines_split_exactly_as_the_csv_module_splits_them(parts: list[str]) -> None:
+    # Lines without quotes or line breaks skip csv.reader; every line must split the same.
+    text = ",".join(parts)
+    try:
+        values: list[str] | None = next(csv.reader([text]), [])
+    except csv.Error:
+        values = None
+    expected = values if values and len(values) == len(COLUMNS) else None
+    assert _parser()._fields(text) == expected
