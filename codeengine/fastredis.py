@@ -370,7 +370,6 @@ class FastCluster:
     async def start(self) -> None:
         """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
         self._last_refresh = time.monotonic()
-        self._clock = asyncio.get_running_loop().time
         if not await self.refresh():
             raise StoreUnavailable("no startup node returned the cluster's slot map")
 
@@ -438,8 +437,9 @@ class FastCluster:
     # Commands.
 
     def _deadline(self, deadline_s: float | None) -> float:
-        # The loop's clock, kept from start(): on Python 3.11 every asyncio.get_running_loop()
-        # makes a getpid() system call (its fork check), measured at 5 µs a display under load.
+        # The loop's clock, kept from the first command: on Python 3.11 every
+        # asyncio.get_running_loop() makes a getpid() system call (its fork check), measured
+        # at 5 µs a display under load.
         clock = self._clock
         if clock is None:
             clock = self._clock = asyncio.get_running_loop().time
@@ -542,8 +542,7 @@ class FastCluster:
         redirect, or any failure, raises StoreUnavailable (after asking for the slot map
         again); such jobs are idempotent and resume. Error replies are returned as they are.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
+        deadline = self._deadline(deadline_s)
         by_node: dict[_Node, tuple[list[int], list[bytes]]] = {}
         slots = self._slots
         for index, (key, args) in enumerate(commands):
