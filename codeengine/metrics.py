@@ -13,6 +13,7 @@ miss up to the last second of another worker's requests, never lose them.
 from __future__ import annotations
 
 __all__ = [
+    "LANE_HANDOVERS",
     "LATENCY",
     "LATENCY_BUCKETS_S",
     "QR_RENDERS",
@@ -68,6 +69,12 @@ VERIFICATIONS = Counter(
     "codeengine_verifications_total",
     "Codes verified, by result reason, city and mode (online, degraded, batch).",
     ["reason", "city", "mode"],
+)
+LANE_HANDOVERS = Counter(
+    "codeengine_lane_handovers_total",
+    "Connections the fast lane passed to aiohttp, by why (route, query, pipelined, header, "
+    "version, large, malformed).",
+    ["why"],
 )
 SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
 SCANS_DROPPED = Counter(

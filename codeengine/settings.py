@@ -41,6 +41,8 @@ class ServiceSettings:
     client_max_size_bytes: int = 64 * 1024
     max_connections: int = 10_000
     backlog: int = 1024
+    fast_lane: bool = True
+    """Serve display and verify on the fast lane (codeengine.web.fastlane); off: aiohttp only."""
     city: int = 0
     """The city whose endpoint this is (configs/cities); 0: one endpoint for the province."""
     role: str = "primary"

@@ -12,6 +12,7 @@ from codeengine.fusion import load_fusion
 from codeengine.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store import Store
+from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
 from codeengine.web.pages import page_route, static_route
@@ -83,4 +84,5 @@ def create_app(
         ],
         SCOPES,
     )
+    app[LANE_ROUTES] = (LaneRoute.parse("GET", "/v1/subjects/{subject}/code", "display"),)
     return app

@@ -22,6 +22,7 @@ from codeengine.token import CTI_BYTES, encode
 from codeengine.web.answers import json_answer, json_str
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
+from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
 
@@ -43,7 +44,7 @@ CONVERT_FIELDS = {
 }
 
 
-def subject_from_path(request: web.Request) -> SubjectId:
+def subject_from_path(request: HotRequest) -> SubjectId:
     try:
         return check_subject_id(request.match_info["subject"])
     except InvalidIdentifier:
@@ -77,7 +78,8 @@ async def generate(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201 if created else 200)
 
 
-async def display(request: web.Request) -> web.StreamResponse:
+@hot
+async def display(request: HotRequest) -> web.StreamResponse:
     """亮码: the subject's current token, signing a new one only past half-life."""
     subject = subject_from_path(request)
     fmt: QRFormat | None = None

@@ -14,6 +14,7 @@ from codeengine.fusion import load_fusion
 from codeengine.settings import Settings
 from codeengine.store import Store
 from codeengine.web.auth import CREDENTIALS
+from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
 from codeengine.web.pages import page_route, static_route
@@ -75,4 +76,5 @@ def create_app(
         [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES, *VERIFIER_PAGES],
         SCOPES,
     )
+    app[LANE_ROUTES] = (LaneRoute.parse("POST", "/v1/verify", "verify"),)
     return app

@@ -34,6 +34,7 @@ from codeengine.verification import (
 from codeengine.web.answers import json_answer, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object, validate_object
+from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
 from codeengine.web.trust import trust_list
 from verifier.scanlog import ScanLogWriter
@@ -166,7 +167,7 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
 
 
 async def shown_to(
-    request: web.Request, verdict: Verdict, with_licences: bool = True
+    request: HotRequest, verdict: Verdict, with_licences: bool = True
 ) -> dict[str, object]:
     """The answer as the calling terminal's profile allows: fields, and licences if any."""
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
@@ -179,7 +180,8 @@ async def shown_to(
     return answer
 
 
-async def verify(request: web.Request) -> web.Response:
+@hot
+async def verify(request: HotRequest) -> web.Response:
     """Verify one code: live colour online, the signature alone when the store is down."""
     item = await read_object(request, ITEM_FIELDS)
     _check_item(item)

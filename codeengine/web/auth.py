@@ -29,6 +29,7 @@ from aiohttp import web
 from codeengine import model
 from codeengine.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
 from codeengine.ratelimit import TokenBucket
+from codeengine.web.fastlane import HotRequest
 
 SCOPES = frozenset(model.SCOPES)
 DEFAULT_RATE_PER_S = 5000.0
@@ -126,7 +127,7 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 CLIENT = web.RequestKey("client", Client)
 
 
-def authorize(request: web.Request, scope: str) -> Client:
+def authorize(request: HotRequest, scope: str) -> Client:
     """Authenticate the request, check ``scope``, take one from the client's rate bucket."""
     credentials = request.app[CREDENTIALS]
     client = credentials.authenticate(request.headers.get("Authorization"))

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import StreamReader, web
 
 from codeengine.errors import BadRequest, Reason
+from codeengine.web.fastlane import HotRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
     return checked
 
 
-async def read_object(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:
+async def read_object(request: HotRequest, fields: Mapping[str, Field]) -> dict[str, Any]:
     """Read the request body as a JSON object with exactly the given fields."""
     # The plain header needs no parsing (parsing costs about 10 µs a request under load).
     plain = request.headers.get("Content-Type") == "application/json"

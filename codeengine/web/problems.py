@@ -113,8 +113,9 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
     return problem(status, exc.reason, exc.detail, headers or None, **extra)
 
 
-def problem_for(exc: Exception, request: web.Request) -> web.Response:
-    """The problem response for any exception a handler raised (aiohttp's redirects re-raise)."""
+def problem_for(exc: Exception, where: str) -> web.Response:
+    """The problem response for any exception a handler raised (aiohttp's redirects re-raise);
+    ``where`` (method and operation) names the request in the log of an unexpected one."""
     if isinstance(exc, CodeEngineError):
         return _from_engine_error(exc)
     if isinstance(exc, web.HTTPException):
@@ -123,7 +124,5 @@ def problem_for(exc: Exception, request: web.Request) -> web.Response:
         reason = _HTTP_REASONS.get(exc.status, Reason.INTERNAL if exc.status >= 500 else exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return problem(exc.status, reason, exc.reason, headers or None)
-    log.exception(
-        "unhandled error in %s %s", request.method, request.match_info.route.name, exc_info=exc
-    )
+    log.exception("unhandled error in %s", where, exc_info=exc)
     return problem(500, Reason.INTERNAL, "internal error")

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from codeengine.web.auth import authorize
+from codeengine.web.fastlane import HotHandler, HotRequest
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
 
@@ -31,18 +32,23 @@ UNMATCHED = "unmatched"
 _OK = "OK"
 
 
-def service_handler(handler: Handler, operation: str, scope: str | None) -> Handler:
-    """``handler`` behind authorization (if ``scope``), problem mapping and request metrics."""
+def service_handler(handler: Handler, operation: str, scope: str | None) -> HotHandler:
+    """``handler`` behind authorization (if ``scope``), problem mapping and request metrics.
+
+    The wrapper reads only what :class:`~codeengine.web.fastlane.HotRequest` names, so the fast
+    lane can run it too; it passes its request on to ``handler`` as is, and the lane serves only
+    routes whose handler is marked ``@hot`` (typed for a HotRequest).
+    """
     clock = time.perf_counter
 
-    async def wrapped(request: web.Request) -> web.StreamResponse:
+    async def wrapped(request: HotRequest) -> web.StreamResponse:
         started = clock()
         try:
             if scope is not None:
                 authorize(request, scope)
-            response = await handler(request)
+            response = await handler(cast(web.Request, request))
         except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
-            response = problem_for(exc, request)
+            response = problem_for(exc, f"{request.method} {operation}")
         # Problems (status >= 400) carry their reason; a success has none to look up.
         reason = _OK if response.status < 400 else response.get(REASON, _OK)
         request.app[METRICS].record(operation, reason, clock() - started)
@@ -50,6 +56,7 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> Hand
 
     wrapped.__name__ = wrapped.__qualname__ = f"service_{operation}"
     wrapped.__doc__ = handler.__doc__
+    wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
     return wrapped
 
 

@@ -8,7 +8,7 @@ keep-alive connections, so a rolling restart resets no client connection.
 
 from __future__ import annotations
 
-__all__ = ["serve", "worker_main"]
+__all__ = ["Serving", "serve", "start_serving", "worker_main"]
 
 import argparse
 import asyncio
@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -31,6 +32,7 @@ from codeengine.settings import (
     SettingsError,
     load_settings,
 )
+from codeengine.web.fastlane import LANE_ROUTES, Lanes
 
 AppFactory = Callable[[Settings], web.Application]
 SERVICES = {"issuer": "issuer.app", "verifier": "verifier.app"}
@@ -58,8 +60,35 @@ class _Overloaded(asyncio.Protocol):
         stream.close()
 
 
-async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
+@dataclass
+class Serving:
+    """An app being served: its aiohttp runner, its fast lane (if on) and its listener."""
+
+    runner: web.AppRunner
+    lanes: Lanes | None
+    listener: asyncio.Server
+    service: ServiceSettings
+    port: int
+    """The port listened on (useful after binding port 0)."""
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, close idle connections (once)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        # Stop accepting first; then the lane and aiohttp finish in-flight requests and close
+        # idle ones. (Server.wait_closed would wait for every connection on Python 3.12+.)
+        self.listener.close()
+        if self.lanes is not None:
+            await self.lanes.shutdown(self.service.shutdown_timeout_s)
+        await self.runner.cleanup()
+
+
+async def start_serving(
+    app: web.Application, host: str, port: int, service: ServiceSettings
+) -> Serving:
+    """Start serving ``app`` on ``host:port`` (SO_REUSEPORT), the hot routes on the fast lane."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -71,17 +100,35 @@ async def serve(app: web.Application, host: str, port: int, service: ServiceSett
     await runner.setup()
     server = runner.server
     assert server is not None
+    routes = app.get(LANE_ROUTES, ())
+    lanes = None
+    if service.fast_lane and routes:
+        lanes = Lanes(app, server, routes, keepalive_timeout_s=service.keepalive_timeout_s)
 
     def protocol() -> asyncio.BaseProtocol:
         # aiohttp has no connection cap of its own; past ours a client is told to come back.
-        if len(server.connections) >= service.max_connections:
+        held = len(server.connections) + (len(lanes.connections) if lanes is not None else 0)
+        if held >= service.max_connections:
             return _Overloaded()
-        return server()
+        # Every connection starts on the fast lane, which hands it to aiohttp when it must.
+        return server() if lanes is None else lanes()
 
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(
-        protocol, host, port, reuse_port=True, backlog=service.backlog
-    )
+    try:
+        listener = await loop.create_server(
+            protocol, host, port, reuse_port=True, backlog=service.backlog
+        )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = int(listener.sockets[0].getsockname()[1])
+    return Serving(runner, lanes, listener, service, bound)
+
+
+async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
+    serving = await start_serving(app, host, port, service)
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -89,10 +136,7 @@ async def serve(app: web.Application, host: str, port: int, service: ServiceSett
     try:
         await stop.wait()
     finally:
-        # Stop accepting first; then aiohttp finishes in-flight requests and closes idle ones.
-        # (Server.wait_closed would wait for every connection on Python 3.12+: not here.)
-        listener.close()
-        await runner.cleanup()
+        await serving.stop()
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

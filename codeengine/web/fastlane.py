@@ -1,0 +1,498 @@
+"""The fast lane: display and verify answered without aiohttp's per-request machinery.
+
+aiohttp costs about 20 µs of Python a request here (its request object, routing, the handler
+task's bookkeeping, response preparation and the writer), two thirds of the framework floor, and
+more than the whole of a display's own work. The two hot routes, display (亮码) and verify (验码),
+are most of the traffic, so each worker serves them on a lane of its own:
+
+* Every connection starts on the lane. The lane parses with ``httptools`` (llhttp, the parser
+  aiohttp's own C parser wraps), and answers a request itself only when it is plain: one
+  complete HTTP/1.1 keep-alive request in hand and nothing pipelined after it, to a hot route
+  with a plain path, no query, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, no repeated
+  ``Authorization`` or ``Content-Type`` and a body of at most ``MAX_BODY_BYTES``.
+* Anything else, including bytes the parser refuses, is **handed over**: the lane passes the
+  connection, and every byte it has read of the request in progress, to an ordinary aiohttp
+  protocol, which serves it and everything after it on that connection as it would have from
+  the start. A handed-over connection never comes back.
+* The lane runs the very handler aiohttp would (the service wrapper: access, rate limit, problem
+  bodies, metrics) with a :class:`LaneRequest`, the few parts of a request those handlers read.
+  What a client gets differs only in the ``Server`` header, which the lane does not send.
+
+Keep-alive timeout, the connection cap and graceful shutdown hold on the lane as on aiohttp
+(:class:`Lanes`); ``service.fast_lane = false`` turns the lane off.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LANE_ROUTES",
+    "MAX_BODY_BYTES",
+    "FastLane",
+    "HotRequest",
+    "LaneRequest",
+    "LaneRoute",
+    "Lanes",
+    "hot",
+]
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, Protocol, TypeVar, cast
+
+import httptools
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy, MultiMapping
+
+from codeengine.metrics import LANE_HANDOVERS
+
+log = logging.getLogger("codeengine.fastlane")
+
+T = TypeVar("T")
+MAX_BODY_BYTES = 16 * 1024
+"""The largest body the lane reads itself; a verify body is about 300 bytes."""
+MAX_HEAD_BYTES = 16 * 1024
+"""Bytes of an unfinished request the lane holds before it hands the connection over."""
+MAX_PENDING_BYTES = 64 * 1024
+"""Bytes a client may send while its request is being answered before the lane stops reading."""
+SWEEP_S = 1.0
+
+# The request headers the hot handlers read, by their lower-case wire name; the lane keeps no
+# other. A request that repeats one of them is handed over, so the two paths cannot read
+# different values.
+_KEPT = {b"authorization": "Authorization", b"content-type": "Content-Type"}
+# Headers that change how a request is framed or answered: aiohttp deals with those.
+_REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+# A path segment the lane matches as a route parameter as is: the pseudonym alphabet
+# (base64url) and nothing that aiohttp would decode or normalise first.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class HotRequest(Protocol):
+    """What the hot handlers read of a request: aiohttp's ``web.Request`` and
+    :class:`LaneRequest` both are one."""
+
+    @property
+    def app(self) -> web.Application: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def match_info(self) -> Mapping[str, str]: ...
+
+    @property
+    def query_string(self) -> str: ...
+
+    @property
+    def query(self) -> MultiMapping[str]: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    async def read(self) -> bytes: ...
+
+    def __getitem__(self, key: web.RequestKey[T]) -> T: ...
+
+    def __setitem__(self, key: web.RequestKey[T], value: T) -> None: ...
+
+
+HotHandler = Callable[[HotRequest], Awaitable[web.StreamResponse]]
+_HOT_HANDLERS: set[object] = set()
+
+
+def hot(handler: HotHandler) -> HotHandler:
+    """Mark a handler the lane may run: typed for :class:`HotRequest`, so it reads nothing of a
+    request that :class:`LaneRequest` lacks."""
+    _HOT_HANDLERS.add(handler)
+    return handler
+
+
+class LaneRequest:
+    """A request the lane parsed: the parts of ``web.Request`` that :class:`HotRequest` names."""
+
+    __slots__ = ("_body", "_state", "app", "headers", "match_info", "method")
+
+    query_string = ""
+    query: MultiMapping[str] = _EMPTY_QUERY
+
+    def __init__(
+        self,
+        app: web.Application,
+        method: str,
+        match_info: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
+        self.app = app
+        self.method = method
+        self.match_info = match_info
+        self.headers = headers
+        self._body = body
+        self._state: dict[web.RequestKey[Any], Any] = {}
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, as aiohttp reports it (lower case, no parameters)."""
+        raw = self.headers.get("Content-Type")
+        if not raw:
+            return "application/octet-stream"
+        return raw.partition(";")[0].strip().lower()
+
+    async def read(self) -> bytes:
+        """The whole body (the lane has read it before the handler runs)."""
+        return self._body
+
+    def __getitem__(self, key: web.RequestKey[T]) -> T:
+        return cast(T, self._state[key])
+
+    def __setitem__(self, key: web.RequestKey[T], value: T) -> None:
+        self._state[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRoute:
+    """A route the lane serves: ``method`` and either an exact ``path`` or ``prefix`` +
+    ``{param}`` + ``suffix``; ``name`` is the aiohttp route whose handler answers it."""
+
+    method: str
+    name: str
+    path: str = ""
+    prefix: str = ""
+    param: str = ""
+    suffix: str = ""
+
+    @classmethod
+    def parse(cls, method: str, template: str, name: str) -> LaneRoute:
+        """``/v1/verify`` or ``/v1/subjects/{subject}/code`` (one parameter, a whole segment)."""
+        if "{" not in template:
+            return cls(method, name, path=template)
+        prefix, _, rest = template.partition("{")
+        param, _, suffix = rest.partition("}")
+        if not prefix.endswith("/") or "{" in suffix or (suffix and not suffix.startswith("/")):
+            raise ValueError(f"lane route {template!r}: one parameter, a whole path segment")
+        return cls(method, name, prefix=prefix, param=param, suffix=suffix)
+
+
+LANE_ROUTES = web.AppKey("lane_routes", tuple[LaneRoute, ...])
+"""The app's routes the lane may serve (a tuple of :class:`LaneRoute`), set by its factory."""
+
+
+class _Bound:
+    """A lane route with its handler: matches a raw path, gives its match info."""
+
+    __slots__ = ("exact", "handler", "method", "param", "prefix", "suffix")
+
+    def __init__(self, route: LaneRoute, handler: HotHandler) -> None:
+        self.method = route.method.encode()
+        self.exact = route.path.encode()
+        self.prefix = route.prefix.encode()
+        self.suffix = route.suffix.encode()
+        self.param = route.param
+        self.handler = handler
+
+    def match(self, path: bytes) -> dict[str, str] | None:
+        if self.exact:
+            return {} if path == self.exact else None
+        if not (path.startswith(self.prefix) and path.endswith(self.suffix)):
+            return None
+        segment = path[len(self.prefix) : len(path) - len(self.suffix)]
+        if not segment or not _PLAIN.issuperset(segment):
+            return None
+        return {self.param: segment.decode()}
+
+
+class Lanes:
+    """One worker's lane connections: routes, the Date header, keep-alive, shutdown."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        handover: Callable[[], asyncio.BaseProtocol],
+        routes: Sequence[LaneRoute],
+        *,
+        keepalive_timeout_s: float,
+    ) -> None:
+        if app.middlewares or app.on_response_prepare:
+            # The lane does not run them: serving around them would skip what they do.
+            raise ValueError("the fast lane cannot serve an app with middlewares or hooks")
+        self.app = app
+        self.handover = handover
+        self.connections: set[FastLane] = set()
+        self.closing = False
+        self.tick = 0
+        self._keepalive_ticks = max(1, round(keepalive_timeout_s / SWEEP_S))
+        self._routes = [_Bound(route, _handler(app, route)) for route in routes]
+        self._date_second = 0
+        self._date = b""
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> FastLane:
+        """A protocol for a new connection (the server's protocol factory)."""
+        if self.loop is None:
+            # Kept: on Python 3.11 every asyncio.get_running_loop() makes a getpid() system
+            # call, about 3 µs a request under load here.
+            self.loop = asyncio.get_running_loop()
+            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        return FastLane(self)
+
+    def forget(self, lane: FastLane) -> None:
+        """``lane`` closed or was handed over."""
+        self.connections.discard(lane)
+        if self._drained is not None and not self.connections:
+            self._drained.set()
+
+    def route(self, method: bytes, path: bytes) -> tuple[HotHandler, dict[str, str]] | None:
+        """The handler and match info for a plain request line, or None."""
+        for bound in self._routes:
+            if bound.method == method:
+                found = bound.match(path)
+                if found is not None:
+                    return bound.handler, found
+        return None
+
+    def encode(self, response: web.StreamResponse) -> bytes:
+        """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
+        if not isinstance(response, web.Response) or response.cookies:
+            raise TypeError("the lane sends plain responses only")
+        body = response.body
+        if not isinstance(body, bytes):
+            raise TypeError("the lane sends bytes bodies only")
+        head = [f"HTTP/1.1 {response.status} {response.reason}"]
+        typed = False
+        for name, value in response.headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} has a line break")
+            lowered = name.lower()
+            if lowered == "content-length":
+                continue
+            typed = typed or lowered == "content-type"
+            head.append(f"{name}: {value}")
+        if not typed:
+            head.append("Content-Type: application/octet-stream")
+        head.append(f"Content-Length: {len(body)}")
+        return "\r\n".join(head).encode() + self._date_line() + body
+
+    def _date_line(self) -> bytes:
+        second = int(time.time())
+        if second != self._date_second:
+            self._date = f"\r\nDate: {formatdate(second, usegmt=True)}\r\n\r\n".encode()
+            self._date_second = second
+        return self._date
+
+    def _sweep(self) -> None:
+        """Close connections idle past the keep-alive timeout; runs every ``SWEEP_S``."""
+        self.tick += 1
+        for lane in list(self.connections):
+            if not lane.busy and self.tick - lane.idle_since > self._keepalive_ticks:
+                lane.close()
+        assert self.loop is not None
+        self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Close idle connections now and the others once their answer is written."""
+        self.closing = True
+        self._drained = asyncio.Event()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for lane in list(self.connections):
+            if not lane.busy:
+                lane.close()
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        for lane in list(self.connections):
+            lane.close()
+
+
+def _handler(app: web.Application, route: LaneRoute) -> HotHandler:
+    """The handler aiohttp runs for the route named ``route.name`` with ``route.method``."""
+    resource = app.router.named_resources().get(route.name)
+    if resource is None:
+        raise ValueError(f"lane route {route.name!r}: the app has no route of that name")
+    for candidate in resource:
+        if candidate.method == route.method:
+            # The service wrapper keeps the handler it wraps (service_handler).
+            inner = getattr(candidate.handler, "__wrapped__", None)
+            if inner not in _HOT_HANDLERS:
+                raise ValueError(f"lane route {route.name!r}: its handler is not marked @hot")
+            return cast(HotHandler, candidate.handler)
+    raise ValueError(f"lane route {route.name!r}: no {route.method} handler")
+
+
+class FastLane(asyncio.Protocol):
+    """One connection on the lane, until it closes or is handed over to aiohttp."""
+
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._received = b""
+        """Every byte of the request in progress (what a handover passes on)."""
+        self._pending = b""
+        """Bytes that came while an answer was being worked out."""
+        self._paused = False
+        self._begun = 0
+        self._complete = 0
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body = b""
+        self._refuse = ""
+        self._task: asyncio.Task[None] | None = None
+        self.busy = False
+        self.idle_since = lanes.tick
+
+    # Connection events.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
+        self._lanes.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._lanes.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy:
+            self._pending += data
+            if len(self._pending) > MAX_PENDING_BYTES and self._transport is not None:
+                self._transport.pause_reading()
+                self._paused = True
+            return
+        self._received += data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            # Malformed or an upgrade: aiohttp's parser gives the answer it always gives.
+            self._handover("malformed")
+            return
+        if self._refuse:
+            self._handover(self._refuse)
+        elif self._complete == 0:
+            if len(self._received) > MAX_HEAD_BYTES + MAX_BODY_BYTES:
+                self._handover("large")
+        elif self._complete > 1 or self._begun > 1:
+            self._handover("pipelined")
+        else:
+            self._start()
+
+    def close(self) -> None:
+        """Close the connection (keep-alive timeout, shutdown)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # Parser callbacks (httptools calls them from feed_data).
+
+    def on_message_begin(self) -> None:
+        self._begun += 1
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        kept = _KEPT.get(lowered)
+        if kept is not None:
+            if kept in self._headers:
+                self._refuse = "header"
+            self._headers[kept] = value.decode("utf-8", "surrogateescape")
+        elif lowered in _REFUSED:
+            self._refuse = "header"
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+            self._refuse = "version"
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+        if len(self._body) > MAX_BODY_BYTES:
+            self._refuse = "large"
+
+    def on_message_complete(self) -> None:
+        self._complete += 1
+
+    # Answering.
+
+    def _start(self) -> None:
+        url = self._url
+        if b"?" in url or b"#" in url:
+            self._handover("query")
+            return
+        method = self._parser.get_method()
+        found = self._lanes.route(method, url)
+        if found is None:
+            self._handover("route")
+            return
+        handler, match_info = found
+        request = LaneRequest(
+            self._lanes.app, method.decode(), match_info, self._headers, self._body
+        )
+        self.busy = True
+        loop = self._lanes.loop
+        assert loop is not None
+        # Kept: the loop holds tasks only weakly.
+        self._task = loop.create_task(self._answer(handler, request))
+
+    async def _answer(self, handler: HotHandler, request: LaneRequest) -> None:
+        try:
+            data = self._lanes.encode(await handler(request))
+        except Exception:
+            # The service wrapper answers every failure; this is a fault of the lane itself.
+            log.exception("fast lane failed to answer %s", request.method)
+            self._abort()
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        self._reset()
+        if self._lanes.closing:
+            transport.close()
+            return
+        pending, self._pending = self._pending, b""
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        if pending:
+            self.data_received(pending)
+
+    def _reset(self) -> None:
+        """Ready for the next request on this connection."""
+        self.busy = False
+        self.idle_since = self._lanes.tick
+        self._received = self._url = self._body = b""
+        self._headers = {}
+        self._begun = self._complete = 0
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _handover(self, why: str) -> None:
+        """Pass the connection, and the bytes read of the request in progress, to aiohttp."""
+        LANE_HANDOVERS.labels(why).inc()
+        transport = self._transport
+        if transport is None:
+            return
+        self._lanes.forget(self)
+        self._transport = None
+        protocol = self._lanes.handover()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        received, self._received = self._received + self._pending, b""
+        if received:
+            cast(asyncio.Protocol, protocol).data_received(received)
+        if self._paused:
+            transport.resume_reading()

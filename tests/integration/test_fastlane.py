@@ -1,0 +1,351 @@
+"""The fast lane over real sockets: what it answers itself, what it hands to aiohttp, and how
+it keeps keep-alive, the connection cap and graceful shutdown.
+
+A test app stands in for the services: the service wrapper around a hot echo handler (on the
+lane) and a plain one (aiohttp only), served by ``start_serving`` as the workers serve. Which
+path answered shows in the ``Server`` header: aiohttp sends one, the lane does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from codeengine.metrics import LANE_HANDOVERS
+from codeengine.settings import ServiceSettings
+from codeengine.web.fastlane import LANE_ROUTES, MAX_BODY_BYTES, HotRequest, LaneRoute, Lanes, hot
+from codeengine.web.metrics import RequestMetrics
+from codeengine.web.service import METRICS, add_service_routes
+from codeengine.web.worker import Serving, start_serving
+
+
+@hot
+async def echo(request: HotRequest) -> web.StreamResponse:
+    """What the handler saw of the request."""
+    body = await request.read()
+    return web.json_response(
+        {
+            "item": request.match_info.get("item", ""),
+            "auth": request.headers.get("Authorization", ""),
+            "type": request.content_type,
+            "body": body.decode(),
+            "query": request.query_string,
+        }
+    )
+
+
+@hot
+async def slow(request: HotRequest) -> web.StreamResponse:
+    await asyncio.sleep(0.3)
+    return web.json_response({"slow": True})
+
+
+async def plain(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"plain": True})
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app[METRICS] = RequestMetrics("lane-test")
+    routes = [
+        web.get("/items/{item}/echo", echo, name="echo_get"),
+        web.post("/echo", echo, name="echo_post"),
+        web.get("/slow", slow, name="slow"),
+        web.get("/plain", plain, name="plain"),
+    ]
+    add_service_routes(app, routes, {})
+    app[LANE_ROUTES] = (
+        LaneRoute.parse("GET", "/items/{item}/echo", "echo_get"),
+        LaneRoute.parse("POST", "/echo", "echo_post"),
+        LaneRoute.parse("GET", "/slow", "slow"),
+    )
+    return app
+
+
+@asynccontextmanager
+async def served(**overrides: Any) -> AsyncIterator[Serving]:
+    service = dataclasses.replace(ServiceSettings(), **overrides)
+    serving = await start_serving(make_app(), "127.0.0.1", 0, service)
+    try:
+        yield serving
+    finally:
+        await serving.stop()
+
+
+class Conn:
+    """A raw HTTP/1.1 connection: send bytes, read whole responses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers, body
+
+    async def closed(self, within_s: float) -> bool:
+        try:
+            return await asyncio.wait_for(self.reader.read(1), within_s) == b""
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(path: str, *headers: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *headers, "", ""]).encode()
+
+
+def post(path: str, body: bytes, *headers: str, content_type: str = "application/json") -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Type: {content_type}", *headers]
+    head.append(f"Content-Length: {len(body)}")
+    return "\r\n".join([*head, "", ""]).encode() + body
+
+
+def handovers(why: str) -> float:
+    return LANE_HANDOVERS.labels(why)._value.get()
+
+
+def on_lane(headers: dict[str, str]) -> bool:
+    return "server" not in headers
+
+
+def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
+    async def answers(fast_lane: bool) -> list[tuple[int, dict[str, str], bytes]]:
+        async with served(fast_lane=fast_lane) as serving:
+            conn = await Conn.open(serving.port)
+            found = []
+            for request in (
+                get("/items/abc-_9/echo", "Authorization: Bearer k1"),
+                post("/echo", b'{"a": 1}', "Authorization: Bearer k2"),
+                get("/items/second/echo"),
+            ):
+                await conn.send(request)
+                found.append(await conn.response())
+            conn.close()
+            return found
+
+    async def scenario() -> None:
+        lane, plain_path = await answers(True), await answers(False)
+        for (status, headers, body), (status2, headers2, body2) in zip(
+            lane, plain_path, strict=True
+        ):
+            assert (status, body) == (status2, body2)
+            assert headers["content-type"] == headers2["content-type"]
+            assert on_lane(headers) and not on_lane(headers2)
+            assert headers["date"].endswith(" GMT")
+        assert json.loads(lane[0][2]) == {
+            "item": "abc-_9",
+            "auth": "Bearer k1",
+            "type": "application/octet-stream",
+            "body": "",
+            "query": "",
+        }
+        assert json.loads(lane[1][2])["body"] == '{"a": 1}'
+        assert json.loads(lane[1][2])["type"] == "application/json"
+
+    run(scenario())
+
+
+def test_a_handed_over_connection_stays_with_aiohttp(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            before = handovers("route")
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/items/a/echo"))
+            status, headers, _ = await conn.response()
+            assert status == 200 and on_lane(headers)
+            await conn.send(get("/plain"))
+            status, headers, body = await conn.response()
+            assert (status, json.loads(body)) == (200, {"plain": True})
+            assert not on_lane(headers)
+            await conn.send(get("/items/b/echo"))
+            status, headers, body = await conn.response()
+            assert status == 200 and json.loads(body)["item"] == "b"
+            assert not on_lane(headers)
+            assert handovers("route") == before + 1
+            assert not serving.lanes or not serving.lanes.connections
+            conn.close()
+
+    run(scenario())
+
+
+HANDED_OVER = [
+    ("query", get("/items/a/echo?x=1"), {"item": "a", "query": "x=1"}),
+    ("route", get("/items/a%62/echo"), {"item": "ab"}),
+    ("version", get("/items/a/echo").replace(b"HTTP/1.1", b"HTTP/1.0"), {"item": "a"}),
+    ("version", get("/items/a/echo", "Connection: close"), {"item": "a"}),
+    ("header", get("/items/a/echo", "Authorization: a", "Authorization: b"), {"item": "a"}),
+    (
+        "header",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nwxyz\r\n0\r\n\r\n",
+        {"body": "wxyz"},
+    ),
+    ("large", post("/echo", b"x" * (MAX_BODY_BYTES + 1)), {"body": "x" * (MAX_BODY_BYTES + 1)}),
+]
+
+
+@pytest.mark.parametrize(("why", "request_bytes", "expected"), HANDED_OVER)
+def test_requests_the_lane_does_not_take_are_handed_over_whole(
+    run: Any, why: str, request_bytes: bytes, expected: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        async with served(client_max_size_bytes=4 * MAX_BODY_BYTES) as serving:
+            before = handovers(why)
+            conn = await Conn.open(serving.port)
+            await conn.send(request_bytes)
+            status, headers, body = await conn.response()
+            assert status == 200, body
+            assert not on_lane(headers)
+            answer = json.loads(body)
+            assert {k: answer[k] for k in expected} == expected
+            assert handovers(why) == before + 1
+            conn.close()
+
+    run(scenario())
+
+
+def test_pipelined_requests_are_answered_in_order(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            before = handovers("pipelined")
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/items/one/echo") + get("/plain") + get("/items/three/echo"))
+            answers = [json.loads((await conn.response())[2]) for _ in range(3)]
+            assert [a.get("item", "plain") for a in answers] == ["one", "plain", "three"]
+            assert handovers("pipelined") == before + 1
+            conn.close()
+
+    run(scenario())
+
+
+def test_malformed_bytes_get_aiohttp_answer(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            before = handovers("malformed")
+            conn = await Conn.open(serving.port)
+            await conn.send(b"GET /items/a/echo HTTP/1.1\r\nHost x\r\n\r\n")
+            status, headers, _ = await conn.response()
+            assert status == 400 and not on_lane(headers)
+            assert handovers("malformed") == before + 1
+            conn.close()
+
+    run(scenario())
+
+
+def test_a_request_in_pieces_is_answered_on_the_lane(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            conn = await Conn.open(serving.port)
+            request = post("/echo", b'{"split": true}', "Authorization: Bearer k")
+            for start in range(0, len(request), 7):
+                await conn.send(request[start : start + 7])
+                await asyncio.sleep(0.002)
+            status, headers, body = await conn.response()
+            assert status == 200 and on_lane(headers)
+            assert json.loads(body)["body"] == '{"split": true}'
+            # A request sent while the slow one is answered waits its turn, then is answered.
+            await conn.send(get("/slow"))
+            await asyncio.sleep(0.05)
+            await conn.send(get("/items/after/echo"))
+            assert json.loads((await conn.response())[2]) == {"slow": True}
+            assert json.loads((await conn.response())[2])["item"] == "after"
+            conn.close()
+
+    run(scenario())
+
+
+def test_idle_lane_connections_close_after_the_keepalive_timeout(run: Any) -> None:
+    async def scenario() -> None:
+        async with served(keepalive_timeout_s=1.0) as serving:
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/items/a/echo"))
+            assert (await conn.response())[0] == 200
+            assert not await conn.closed(within_s=0.5)
+            assert await conn.closed(within_s=3.0)
+            conn.close()
+
+    run(scenario())
+
+
+def test_shutdown_finishes_the_request_in_flight_and_closes_idle_connections(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            idle = await Conn.open(serving.port)
+            await idle.send(get("/items/a/echo"))
+            assert (await idle.response())[0] == 200
+            busy = await Conn.open(serving.port)
+            await busy.send(get("/slow"))
+            await asyncio.sleep(0.05)
+            stopping = asyncio.create_task(serving.stop())
+            assert await idle.closed(within_s=1.0)
+            status, headers, body = await busy.response()
+            assert (status, json.loads(body)) == (200, {"slow": True}) and on_lane(headers)
+            assert await busy.closed(within_s=1.0)
+            await stopping
+            idle.close()
+            busy.close()
+            with pytest.raises(OSError):
+                await Conn.open(serving.port)
+
+    run(scenario())
+
+
+def test_the_connection_cap_counts_lane_connections(run: Any) -> None:
+    async def scenario() -> None:
+        async with served(max_connections=2) as serving:
+            held = [await Conn.open(serving.port) for _ in range(2)]
+            for conn in held:
+                await conn.send(get("/items/a/echo"))
+                assert (await conn.response())[0] == 200
+            extra = await Conn.open(serving.port)
+            status, _, body = await extra.response()
+            assert status == 503 and json.loads(body)["reason"] == "OVERLOADED"
+            extra.close()
+            for conn in held:
+                conn.close()
+
+    run(scenario())
+
+
+def test_the_lane_refuses_what_it_could_not_serve_alike() -> None:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app = web.Application(middlewares=[middleware])
+    with pytest.raises(ValueError, match="middlewares"):
+        Lanes(app, lambda: asyncio.Protocol(), (), keepalive_timeout_s=1)
+    app = make_app()
+    with pytest.raises(ValueError, match="not marked @hot"):
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("GET", "/plain", "plain"),),
+              keepalive_timeout_s=1)  # fmt: skip
+    with pytest.raises(ValueError, match="no route"):
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("GET", "/x", "missing"),),
+              keepalive_timeout_s=1)  # fmt: skip
+    with pytest.raises(ValueError, match="whole path segment"):
+        LaneRoute.parse("GET", "/items/x{item}/echo", "echo_get")
