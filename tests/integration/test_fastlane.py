@@ -126,7 +126,8 @@ def post(path: str, body: bytes, *headers: str, content_type: str = "application
 
 
 def handovers(why: str) -> float:
-    return LANE_HANDOVERS.labels(why)._value.get()
+    value: float = LANE_HANDOVERS.labels(why)._value.get()
+    return value
 
 
 def on_lane(headers: dict[str, str]) -> bool:
