@@ -55,6 +55,9 @@ log = logging.getLogger("codeengine.fastlane")
 T = TypeVar("T")
 MAX_BODY_BYTES = 16 * 1024
 """The largest body the lane reads itself; a verify body is about 300 bytes."""
+MAX_FIELD_BYTES = 8190
+"""The longest request target or header the lane takes; aiohttp refuses longer ones (its
+``max_line_size`` and ``max_field_size``), so the lane hands those over for that answer."""
 MAX_HEAD_BYTES = 16 * 1024
 """Bytes of an unfinished request the lane holds before it hands the connection over."""
 MAX_PENDING_BYTES = 64 * 1024
@@ -341,7 +344,9 @@ class FastLane(asyncio.Protocol):
         """Every byte of the request in progress (what a handover passes on)."""
         self._pending = b""
         """Bytes that came while an answer was being worked out."""
-        self._paused = False
+        self._holds: set[str] = set()
+        """Why reading is paused: ``pending`` (too much sent ahead), ``writing`` (the client
+        is not reading its answers)."""
         self._begun = 0
         self._complete = 0
         self._url = b""
@@ -366,15 +371,17 @@ class FastLane(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.busy:
             self._pending += data
-            if len(self._pending) > MAX_PENDING_BYTES and self._transport is not None:
-                self._transport.pause_reading()
-                self._paused = True
+            if len(self._pending) > MAX_PENDING_BYTES:
+                self._hold("pending")
             return
         self._received += data
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._handover("header")
+            return
         except httptools.HttpParserError:
-            # Malformed or an upgrade: aiohttp's parser gives the answer it always gives.
+            # aiohttp's parser gives malformed bytes the answer it always gives.
             self._handover("malformed")
             return
         if self._refuse:
@@ -392,6 +399,24 @@ class FastLane(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: read no more requests until it does.
+        self._hold("writing")
+
+    def resume_writing(self) -> None:
+        self._release("writing")
+
+    def _hold(self, why: str) -> None:
+        if not self._holds and self._transport is not None:
+            self._transport.pause_reading()
+        self._holds.add(why)
+
+    def _release(self, why: str) -> None:
+        if why in self._holds:
+            self._holds.discard(why)
+            if not self._holds and self._transport is not None:
+                self._transport.resume_reading()
+
     # Parser callbacks (httptools calls them from feed_data).
 
     def on_message_begin(self) -> None:
@@ -399,8 +424,12 @@ class FastLane(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_FIELD_BYTES:
+            self._refuse = "large"
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
+            self._refuse = "large"
         lowered = name.lower()
         kept = _KEPT.get(lowered)
         if kept is not None:
@@ -462,9 +491,7 @@ class FastLane(asyncio.Protocol):
             transport.close()
             return
         pending, self._pending = self._pending, b""
-        if self._paused:
-            self._paused = False
-            transport.resume_reading()
+        self._release("pending")
         if pending:
             self.data_received(pending)
 
@@ -494,5 +521,7 @@ class FastLane(asyncio.Protocol):
         received, self._received = self._received + self._pending, b""
         if received:
             cast(asyncio.Protocol, protocol).data_received(received)
-        if self._paused:
+        if self._holds:
+            # aiohttp paces its connection itself from here on.
+            self._holds.clear()
             transport.resume_reading()

@@ -20,7 +20,16 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from codeengine.settings import ServiceSettings
-from codeengine.web.fastlane import LANE_ROUTES, MAX_BODY_BYTES, HotRequest, LaneRoute, Lanes, hot
+from codeengine.web.fastlane import (
+    LANE_ROUTES,
+    MAX_BODY_BYTES,
+    MAX_FIELD_BYTES,
+    MAX_PENDING_BYTES,
+    HotRequest,
+    LaneRoute,
+    Lanes,
+    hot,
+)
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.service import METRICS, add_service_routes
 from codeengine.web.worker import Serving, start_serving
@@ -255,6 +264,63 @@ def test_malformed_bytes_get_aiohttp_answer(run: Any) -> None:
             assert status == 400 and not on_lane(headers)
             assert handovers("malformed") == before + 1
             conn.close()
+
+    run(scenario())
+
+
+def test_a_field_longer_than_aiohttp_takes_gets_aiohttp_answer(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            before = handovers("large")
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/items/a/echo", "Authorization: Bearer " + "k" * MAX_FIELD_BYTES))
+            status, headers, _ = await conn.response()
+            assert status in (400, 431) and not on_lane(headers)
+            assert handovers("large") == before + 1
+            conn.close()
+
+    run(scenario())
+
+
+class RecordingTransport:
+    """Just enough of a transport to watch the lane pause and resume reading."""
+
+    def __init__(self) -> None:
+        self._reading = True
+
+    def reading(self) -> bool:
+        return self._reading
+
+    def pause_reading(self) -> None:
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        self._reading = True
+
+    def close(self) -> None:
+        pass
+
+
+def test_reading_pauses_while_the_client_sends_ahead_or_reads_no_answers(run: Any) -> None:
+    async def scenario() -> None:
+        lanes = Lanes(make_app(), lambda: asyncio.Protocol(), (), keepalive_timeout_s=1)
+        lane = lanes()
+        transport = RecordingTransport()
+        lane.connection_made(transport)  # type: ignore[arg-type]
+        lane.pause_writing()
+        assert not transport.reading()
+        lane.resume_writing()
+        assert transport.reading()
+        lane.busy = True  # an answer is being worked out: what comes now waits
+        lane.data_received(b"x" * MAX_PENDING_BYTES)
+        assert transport.reading()
+        lane.data_received(b"x")
+        assert not transport.reading()
+        lane.pause_writing()
+        lane.resume_writing()
+        assert not transport.reading()  # still too much sent ahead
+        lane.connection_lost(None)
+        assert not lanes.connections
 
     run(scenario())
 
