@@ -1,8 +1,9 @@
 """The scan log writer: scans are buffered and written in batches, off the hot path.
 
 A verify never waits for its log entry. Every ``scan_flush_ms`` the buffer goes to the cities'
-streams in batches of at most ``FLUSH_BATCH`` entries, one script call per city and batch. While the store is unreachable entries wait in the
-buffer; past ``scan_buffer_max`` the oldest are dropped and counted, so memory stays bounded.
+streams in batches of at most ``FLUSH_BATCH`` entries, one script call per city and batch.
+While the store is unreachable entries wait in the buffer; past ``scan_buffer_max`` the oldest
+are dropped and counted, so memory stays bounded.
 
 Each batch carries a random token that the store records with the entries. A batch whose
 answer was lost (a timeout after the shard had written it) is sent again with the same token,
