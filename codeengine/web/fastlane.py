@@ -8,8 +8,10 @@ are most of the traffic, so each worker serves them on a lane of its own:
 * Every connection starts on the lane. The lane parses with ``httptools`` (llhttp, the parser
   aiohttp's own C parser wraps), and answers a request itself only when it is plain: one
   complete HTTP/1.1 keep-alive request in hand and nothing pipelined after it, to a hot route
-  with a plain path, no query, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, no repeated
-  ``Authorization`` or ``Content-Type`` and a body of at most ``MAX_BODY_BYTES``.
+  with a plain path, no query, exactly one ``Host``, no ``Transfer-Encoding``, ``Expect`` or
+  ``Upgrade``, no repeat of a header aiohttp takes once or of ``Authorization``, at most 128
+  headers of at most 8190 bytes, and a body of at most ``MAX_BODY_BYTES`` (and the service's
+  own limit). Whatever aiohttp would refuse is therefore refused by aiohttp.
 * Anything else, including bytes the parser refuses, is **handed over**: the lane passes the
   connection, and every byte it has read of the request in progress, to an ordinary aiohttp
   protocol, which serves it and everything after it on that connection as it would have from
@@ -46,6 +48,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 import httptools
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
+from aiohttp.http_parser import SINGLETON_HEADERS
+from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from codeengine.metrics import LANE_HANDOVERS
@@ -58,6 +63,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_FIELD_BYTES = 8190
 """The longest request target or header the lane takes; aiohttp refuses longer ones (its
 ``max_line_size`` and ``max_field_size``), so the lane hands those over for that answer."""
+MAX_HEADERS = 128
+"""aiohttp's server refuses a request with more headers (its ``max_headers``)."""
 MAX_HEAD_BYTES = 16 * 1024
 """Bytes of an unfinished request the lane holds before it hands the connection over."""
 MAX_PENDING_BYTES = 64 * 1024
@@ -68,8 +75,11 @@ SWEEP_S = 1.0
 # other. A request that repeats one of them is handed over, so the two paths cannot read
 # different values.
 _KEPT = {b"authorization": "Authorization", b"content-type": "Content-Type"}
+_KEPT_NAMES = frozenset(_KEPT.values())
 # Headers that change how a request is framed or answered: aiohttp deals with those.
 _REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# Headers aiohttp refuses to see twice in a request (400), Host among them.
+_ONCE = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 # A path segment the lane matches as a route parameter as is: the pseudonym alphabet
 # (base64url) and nothing that aiohttp would decode or normalise first.
@@ -119,6 +129,22 @@ def hot(handler: HotHandler) -> HotHandler:
     return handler
 
 
+class LaneHeaders(dict[str, str]):
+    """The headers the lane keeps (``Authorization``, ``Content-Type``), by those names.
+
+    Asking for any other is a fault of the handler, not of the request: it raises, so that a
+    hot handler that starts reading a new header fails in every test that runs it on the lane
+    instead of quietly seeing ``None`` there and a value on aiohttp.
+    """
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in _KEPT_NAMES:
+            raise KeyError(f"the fast lane keeps only {sorted(_KEPT_NAMES)}, not {name!r}")
+        return super().get(name, default)
+
+
 class LaneRequest:
     """A request the lane parsed: the parts of ``web.Request`` that :class:`HotRequest` names."""
 
@@ -132,7 +158,7 @@ class LaneRequest:
         app: web.Application,
         method: str,
         match_info: dict[str, str],
-        headers: dict[str, str],
+        headers: LaneHeaders,
         body: bytes,
     ) -> None:
         self.app = app
@@ -146,9 +172,9 @@ class LaneRequest:
     def content_type(self) -> str:
         """The media type of the body, as aiohttp reports it (lower case, no parameters)."""
         raw = self.headers.get("Content-Type")
-        if not raw:
+        if raw is None:
             return "application/octet-stream"
-        return raw.partition(";")[0].strip().lower()
+        return parse_content_type(raw)[0]
 
     async def read(self) -> bytes:
         """The whole body (the lane has read it before the handler runs)."""
@@ -168,6 +194,7 @@ class LaneRoute:
 
     method: str
     name: str
+    template: str
     path: str = ""
     prefix: str = ""
     param: str = ""
@@ -177,12 +204,12 @@ class LaneRoute:
     def parse(cls, method: str, template: str, name: str) -> LaneRoute:
         """``/v1/verify`` or ``/v1/subjects/{subject}/code`` (one parameter, a whole segment)."""
         if "{" not in template:
-            return cls(method, name, path=template)
+            return cls(method, name, template, path=template)
         prefix, _, rest = template.partition("{")
         param, _, suffix = rest.partition("}")
         if not prefix.endswith("/") or "{" in suffix or (suffix and not suffix.startswith("/")):
             raise ValueError(f"lane route {template!r}: one parameter, a whole path segment")
-        return cls(method, name, prefix=prefix, param=param, suffix=suffix)
+        return cls(method, name, template, prefix=prefix, param=param, suffix=suffix)
 
 
 LANE_ROUTES = web.AppKey("lane_routes", tuple[LaneRoute, ...])
@@ -223,6 +250,7 @@ class Lanes:
         routes: Sequence[LaneRoute],
         *,
         keepalive_timeout_s: float,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if app.middlewares or app.on_response_prepare:
             # The lane does not run them: serving around them would skip what they do.
@@ -233,6 +261,8 @@ class Lanes:
         self.closing = False
         self.tick = 0
         self._keepalive_ticks = max(1, round(keepalive_timeout_s / SWEEP_S))
+        self.max_body_bytes = min(max_body_bytes, MAX_BODY_BYTES)
+        """Larger bodies go to aiohttp, which applies the app's own limit (413)."""
         self._routes = [_Bound(route, _handler(app, route)) for route in routes]
         self._date_second = 0
         self._date = b""
@@ -266,8 +296,15 @@ class Lanes:
 
     def encode(self, response: web.StreamResponse) -> bytes:
         """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
-        if not isinstance(response, web.Response) or response.cookies:
-            raise TypeError("the lane sends plain responses only")
+        if (
+            not isinstance(response, web.Response)
+            or response.cookies
+            or response.chunked
+            or response.compression
+            or response.status in (204, 304)
+            or response.keep_alive is False
+        ):
+            raise TypeError("the lane sends plain keep-alive responses with a body only")
         body = response.body
         if not isinstance(body, bytes):
             raise TypeError("the lane sends bytes bodies only")
@@ -323,6 +360,10 @@ def _handler(app: web.Application, route: LaneRoute) -> HotHandler:
     resource = app.router.named_resources().get(route.name)
     if resource is None:
         raise ValueError(f"lane route {route.name!r}: the app has no route of that name")
+    if resource.canonical != route.template:
+        raise ValueError(
+            f"lane route {route.name!r}: {route.template!r} is not its path {resource.canonical!r}"
+        )
     for candidate in resource:
         if candidate.method == route.method:
             # The service wrapper keeps the handler it wraps (service_handler).
@@ -340,18 +381,20 @@ class FastLane(asyncio.Protocol):
         self._lanes = lanes
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._received = b""
+        self._received = bytearray()
         """Every byte of the request in progress (what a handover passes on)."""
-        self._pending = b""
+        self._pending = bytearray()
         """Bytes that came while an answer was being worked out."""
         self._holds: set[str] = set()
         """Why reading is paused: ``pending`` (too much sent ahead), ``writing`` (the client
         is not reading its answers)."""
         self._begun = 0
         self._complete = 0
-        self._url = b""
-        self._headers: dict[str, str] = {}
-        self._body = b""
+        self._url = bytearray()
+        self._headers = LaneHeaders()
+        self._header_count = 0
+        self._once: set[bytes] = set()
+        self._body = bytearray()
         self._refuse = ""
         self._task: asyncio.Task[None] | None = None
         self.busy = False
@@ -362,6 +405,9 @@ class FastLane(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
+        # As aiohttp sets its connections: no Nagle delay, TCP keep-alive probes.
+        tcp_nodelay(self._transport, True)
+        tcp_keepalive(self._transport)
         self._lanes.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -384,13 +430,14 @@ class FastLane(asyncio.Protocol):
             # aiohttp's parser gives malformed bytes the answer it always gives.
             self._handover("malformed")
             return
-        if self._refuse:
+        if self._begun > 1:
+            # More than one request in hand: aiohttp answers them in order.
+            self._handover("pipelined")
+        elif self._refuse:
             self._handover(self._refuse)
         elif self._complete == 0:
-            if len(self._received) > MAX_HEAD_BYTES + MAX_BODY_BYTES:
+            if len(self._received) > MAX_HEAD_BYTES + self._lanes.max_body_bytes:
                 self._handover("large")
-        elif self._complete > 1 or self._begun > 1:
-            self._handover("pipelined")
         else:
             self._start()
 
@@ -428,9 +475,15 @@ class FastLane(asyncio.Protocol):
             self._refuse = "large"
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
         if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
             self._refuse = "large"
         lowered = name.lower()
+        if lowered in _ONCE:
+            # Host twice, say: aiohttp refuses the request; so it must be the one to answer.
+            if lowered in self._once:
+                self._refuse = "header"
+            self._once.add(lowered)
         kept = _KEPT.get(lowered)
         if kept is not None:
             if kept in self._headers:
@@ -443,10 +496,13 @@ class FastLane(asyncio.Protocol):
         parser = self._parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             self._refuse = "version"
+        elif b"host" not in self._once or self._header_count > MAX_HEADERS:
+            # HTTP/1.1 requires exactly one Host (RFC 9112 §3.2): aiohttp answers 400.
+            self._refuse = "header"
 
     def on_body(self, body: bytes) -> None:
         self._body += body
-        if len(self._body) > MAX_BODY_BYTES:
+        if len(self._body) > self._lanes.max_body_bytes:
             self._refuse = "large"
 
     def on_message_complete(self) -> None:
@@ -455,7 +511,7 @@ class FastLane(asyncio.Protocol):
     # Answering.
 
     def _start(self) -> None:
-        url = self._url
+        url = bytes(self._url)
         if b"?" in url or b"#" in url:
             self._handover("query")
             return
@@ -466,7 +522,7 @@ class FastLane(asyncio.Protocol):
             return
         handler, match_info = found
         request = LaneRequest(
-            self._lanes.app, method.decode(), match_info, self._headers, self._body
+            self._lanes.app, method.decode(), match_info, self._headers, bytes(self._body)
         )
         self.busy = True
         loop = self._lanes.loop
@@ -490,7 +546,8 @@ class FastLane(asyncio.Protocol):
         if self._lanes.closing:
             transport.close()
             return
-        pending, self._pending = self._pending, b""
+        pending = bytes(self._pending)
+        self._pending.clear()
         self._release("pending")
         if pending:
             self.data_received(pending)
@@ -499,9 +556,12 @@ class FastLane(asyncio.Protocol):
         """Ready for the next request on this connection."""
         self.busy = False
         self.idle_since = self._lanes.tick
-        self._received = self._url = self._body = b""
-        self._headers = {}
-        self._begun = self._complete = 0
+        self._received.clear()
+        self._url.clear()
+        self._body.clear()
+        self._headers = LaneHeaders()
+        self._once.clear()
+        self._header_count = self._begun = self._complete = 0
 
     def _abort(self) -> None:
         if self._transport is not None:
@@ -518,10 +578,17 @@ class FastLane(asyncio.Protocol):
         protocol = self._lanes.handover()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        received, self._received = self._received + self._pending, b""
+        if "writing" in self._holds:
+            # The transport tells a protocol only when its buffer crosses the mark, and it
+            # crossed it while the lane was the protocol: pass the news on, or aiohttp would
+            # write without waiting and never hear of it until the buffer drains.
+            cast(asyncio.Protocol, protocol).pause_writing()
+        received = bytes(self._received + self._pending)
+        self._received.clear()
+        self._pending.clear()
         if received:
             cast(asyncio.Protocol, protocol).data_received(received)
         if self._holds:
-            # aiohttp paces its connection itself from here on.
+            # aiohttp paces its reading itself from here on.
             self._holds.clear()
             transport.resume_reading()

@@ -80,9 +80,13 @@ class Serving:
         # Stop accepting first; then the lane and aiohttp finish in-flight requests and close
         # idle ones. (Server.wait_closed would wait for every connection on Python 3.12+.)
         self.listener.close()
-        if self.lanes is not None:
-            await self.lanes.shutdown(self.service.shutdown_timeout_s)
-        await self.runner.cleanup()
+        if self.lanes is None:
+            await self.runner.cleanup()
+            return
+        # Side by side, so that the whole stop stays within one shutdown timeout.
+        await asyncio.gather(
+            self.lanes.shutdown(self.service.shutdown_timeout_s), self.runner.cleanup()
+        )
 
 
 async def start_serving(
@@ -103,7 +107,13 @@ async def start_serving(
     routes = app.get(LANE_ROUTES, ())
     lanes = None
     if service.fast_lane and routes:
-        lanes = Lanes(app, server, routes, keepalive_timeout_s=service.keepalive_timeout_s)
+        lanes = Lanes(
+            app,
+            server,
+            routes,
+            keepalive_timeout_s=service.keepalive_timeout_s,
+            max_body_bytes=service.client_max_size_bytes,
+        )
 
     def protocol() -> asyncio.BaseProtocol:
         # aiohttp has no connection cap of its own; past ours a client is told to come back.

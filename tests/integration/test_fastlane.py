@@ -26,6 +26,7 @@ from codeengine.web.fastlane import (
     MAX_FIELD_BYTES,
     MAX_PENDING_BYTES,
     HotRequest,
+    LaneHeaders,
     LaneRoute,
     Lanes,
     hot,
@@ -60,8 +61,8 @@ async def plain(request: web.Request) -> web.StreamResponse:
     return web.json_response({"plain": True})
 
 
-def make_app() -> web.Application:
-    app = web.Application()
+def make_app(client_max_size: int = 1024**2) -> web.Application:
+    app = web.Application(client_max_size=client_max_size)
     app[METRICS] = RequestMetrics("lane-test")
     routes = [
         web.get("/items/{item}/echo", echo, name="echo_get"),
@@ -81,7 +82,9 @@ def make_app() -> web.Application:
 @asynccontextmanager
 async def served(**overrides: Any) -> AsyncIterator[Serving]:
     service = dataclasses.replace(ServiceSettings(), **overrides)
-    serving = await start_serving(make_app(), "127.0.0.1", 0, service)
+    # As the services do, the app takes the bodies the settings allow.
+    app = make_app(service.client_max_size_bytes)
+    serving = await start_serving(app, "127.0.0.1", 0, service)
     try:
         yield serving
     finally:
@@ -153,6 +156,8 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
                 get("/items/abc-_9/echo", "Authorization: Bearer k1"),
                 post("/echo", b'{"a": 1}', "Authorization: Bearer k2"),
                 get("/items/second/echo"),
+                post("/echo", b"{}", content_type="JSON"),
+                post("/echo", b"{}", content_type="application/JSON; charset=utf-8"),
             ):
                 await conn.send(request)
                 found.append(await conn.response())
@@ -165,9 +170,11 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
             lane, plain_path, strict=True
         ):
             assert (status, body) == (status2, body2)
-            assert headers["content-type"] == headers2["content-type"]
             assert on_lane(headers) and not on_lane(headers2)
             assert headers["date"].endswith(" GMT")
+            # The same headers, but for the Server header the lane leaves out (and the time).
+            assert headers.keys() - {"date"} == headers2.keys() - {"date", "server"}
+            assert all(headers[k] == headers2[k] for k in headers if k != "date")
         assert json.loads(lane[0][2]) == {
             "item": "abc-_9",
             "auth": "Bearer k1",
@@ -177,6 +184,7 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
         }
         assert json.loads(lane[1][2])["body"] == '{"a": 1}'
         assert json.loads(lane[1][2])["type"] == "application/json"
+        assert json.loads(lane[4][2])["type"] == "application/json"
 
     run(scenario())
 
@@ -254,6 +262,45 @@ def test_pipelined_requests_are_answered_in_order(run: Any) -> None:
     run(scenario())
 
 
+REFUSED_BY_AIOHTTP = [
+    ("header", b"GET /items/a/echo HTTP/1.1\r\n\r\n"),
+    ("header", get("/items/a/echo", "Host: y")),
+    ("header", get("/items/a/echo", "User-Agent: a", "User-Agent: b")),
+    ("header", get("/items/a/echo", *(f"X-{i}: v" for i in range(130)))),
+    ("malformed", get("/items/a/echo", "Authorization: Bearer k\x00")),
+    ("malformed", b"GET /items/a/echo HTTP/1.1\r\nHost x\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize(("why", "request_bytes"), REFUSED_BY_AIOHTTP)
+def test_requests_aiohttp_refuses_get_its_answer(run: Any, why: str, request_bytes: bytes) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            before = handovers(why)
+            conn = await Conn.open(serving.port)
+            await conn.send(request_bytes)
+            status, headers, _ = await conn.response()
+            assert status == 400 and not on_lane(headers)
+            assert handovers(why) == before + 1
+            conn.close()
+
+    run(scenario())
+
+
+def test_a_body_over_the_services_limit_gets_aiohttps_413(run: Any) -> None:
+    async def scenario() -> None:
+        async with served(client_max_size_bytes=100) as serving:
+            before = handovers("large")
+            conn = await Conn.open(serving.port)
+            await conn.send(post("/echo", b"x" * 101))
+            status, headers, _ = await conn.response()
+            assert status == 413 and not on_lane(headers)
+            assert handovers("large") == before + 1
+            conn.close()
+
+    run(scenario())
+
+
 def test_malformed_bytes_get_aiohttp_answer(run: Any) -> None:
     async def scenario() -> None:
         async with served() as serving:
@@ -283,10 +330,17 @@ def test_a_field_longer_than_aiohttp_takes_gets_aiohttp_answer(run: Any) -> None
 
 
 class RecordingTransport:
-    """Just enough of a transport to watch the lane pause and resume reading."""
+    """Just enough of a transport to watch the lane pause and resume reading, and hand over."""
 
     def __init__(self) -> None:
         self._reading = True
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
 
     def reading(self) -> bool:
         return self._reading
@@ -325,6 +379,66 @@ def test_reading_pauses_while_the_client_sends_ahead_or_reads_no_answers(run: An
     run(scenario())
 
 
+class RecordingProtocol(asyncio.Protocol):
+    """Stands in for aiohttp's protocol at a handover: what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.events.append("connection_made")
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(data)
+
+
+def test_a_handover_while_writes_are_paused_tells_the_new_protocol(run: Any) -> None:
+    async def scenario() -> None:
+        taker = RecordingProtocol()
+        lanes = Lanes(make_app(), lambda: taker, (), keepalive_timeout_s=1)
+        lane = lanes()
+        transport = RecordingTransport()
+        lane.connection_made(transport)  # type: ignore[arg-type]
+        lane.pause_writing()
+        lane.data_received(get("/plain"))
+        assert transport.protocol is taker
+        assert taker.events == ["connection_made", "pause_writing", get("/plain")]
+        assert transport.reading()  # aiohttp paces the reading from here on
+        assert not lanes.connections
+
+    run(scenario())
+
+
+def test_a_client_gone_while_its_answer_is_worked_out_leaves_the_lane_clean(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            assert serving.lanes is not None
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/slow"))
+            await asyncio.sleep(0.05)
+            conn.close()
+            await asyncio.sleep(0.5)
+            assert not serving.lanes.connections
+            again = await Conn.open(serving.port)
+            await again.send(get("/items/a/echo"))
+            status, headers, _ = await again.response()
+            assert status == 200 and on_lane(headers)
+            again.close()
+
+    run(scenario())
+
+
+def test_lane_headers_refuse_a_name_the_lane_does_not_keep() -> None:
+    headers = LaneHeaders({"Authorization": "Bearer k"})
+    assert headers.get("Authorization") == "Bearer k"
+    assert headers.get("Content-Type") is None
+    with pytest.raises(KeyError, match="keeps only"):
+        headers.get("Accept")
+
+
 def test_a_request_in_pieces_is_answered_on_the_lane(run: Any) -> None:
     async def scenario() -> None:
         async with served() as serving:
@@ -336,12 +450,17 @@ def test_a_request_in_pieces_is_answered_on_the_lane(run: Any) -> None:
             status, headers, body = await conn.response()
             assert status == 200 and on_lane(headers)
             assert json.loads(body)["body"] == '{"split": true}'
-            # A request sent while the slow one is answered waits its turn, then is answered.
-            await conn.send(get("/slow"))
-            await asyncio.sleep(0.05)
-            await conn.send(get("/items/after/echo"))
-            assert json.loads((await conn.response())[2]) == {"slow": True}
-            assert json.loads((await conn.response())[2])["item"] == "after"
+            # A request sent while the slow one is answered waits its turn, then is answered:
+            # on the lane, or by aiohttp after a handover.
+            for after, by_lane in ((get("/items/after/echo"), True), (get("/plain"), False)):
+                await conn.send(get("/slow"))
+                await asyncio.sleep(0.05)
+                await conn.send(after)
+                status, headers, body = await conn.response()
+                assert json.loads(body) == {"slow": True} and on_lane(headers)
+                status, headers, body = await conn.response()
+                assert status == 200 and on_lane(headers) is by_lane
+                assert json.loads(body).get("item", "plain") == ("after" if by_lane else "plain")
             conn.close()
 
     run(scenario())
@@ -352,7 +471,8 @@ def test_idle_lane_connections_close_after_the_keepalive_timeout(run: Any) -> No
         async with served(keepalive_timeout_s=1.0) as serving:
             conn = await Conn.open(serving.port)
             await conn.send(get("/items/a/echo"))
-            assert (await conn.response())[0] == 200
+            status, headers, _ = await conn.response()
+            assert status == 200 and on_lane(headers)
             assert not await conn.closed(within_s=0.5)
             assert await conn.closed(within_s=3.0)
             conn.close()
@@ -389,7 +509,8 @@ def test_the_connection_cap_counts_lane_connections(run: Any) -> None:
             held = [await Conn.open(serving.port) for _ in range(2)]
             for conn in held:
                 await conn.send(get("/items/a/echo"))
-                assert (await conn.response())[0] == 200
+                status, headers, _ = await conn.response()
+                assert status == 200 and on_lane(headers)
             extra = await Conn.open(serving.port)
             status, _, body = await extra.response()
             assert status == 503 and json.loads(body)["reason"] == "OVERLOADED"
@@ -414,6 +535,9 @@ def test_the_lane_refuses_what_it_could_not_serve_alike() -> None:
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="no route"):
         Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("GET", "/x", "missing"),),
+              keepalive_timeout_s=1)  # fmt: skip
+    with pytest.raises(ValueError, match="is not its path"):
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("POST", "/echo/x", "echo_post"),),
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="whole path segment"):
         LaneRoute.parse("GET", "/items/x{item}/echo", "echo_get")
