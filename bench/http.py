@@ -846,6 +846,8 @@ class Options:
     scenarios: list[Scenario]
     output_dir: Path
     rounds: int = 1
+    fast_lane: bool = True
+    """Whether the services serve display and verify on the fast lane (``service.fast_lane``)."""
 
 
 @dataclass
@@ -925,7 +927,9 @@ def _measure(
     )
 
 
-def _service_env(cluster: DevCluster, workdir: Path, workers: int) -> dict[str, str]:
+def _service_env(
+    cluster: DevCluster, workdir: Path, workers: int, fast_lane: bool = True
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
     env.update(
         {
@@ -935,6 +939,7 @@ def _service_env(cluster: DevCluster, workdir: Path, workers: int) -> dict[str, 
             "CODEENGINE_KEYS_PEPPER_FILE": str(workdir / "keys" / "pepper"),
             "CODEENGINE_KEYS_CREDENTIALS_FILE": str(workdir / "credentials.json"),
             "CODEENGINE_SERVICE_WORKERS": str(workers),
+            "CODEENGINE_SERVICE_FAST_LANE": "true" if fast_lane else "false",
         }
     )
     return env
@@ -961,7 +966,7 @@ def _run_workers(
     pinning = plan_pinning(cpus, workers)
     _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
     threads = max(1, min(len(pinning.load or cpus), opts.connections))
-    env = _service_env(cluster, fixture.workdir, workers)
+    env = _service_env(cluster, fixture.workdir, workers, opts.fast_lane)
     needed = dict.fromkeys(s.server for s in opts.scenarios)
     if "verifier" in needed:
         # The verifier reads the trust list the issuer publishes, and verify runs need codes.
@@ -1042,6 +1047,7 @@ def build_document(
             "warmup_s": opts.warmup_s,
             "connections": opts.connections,
             "rounds": opts.rounds,
+            "fast_lane": opts.fast_lane,
             "workers": opts.workers,
             "scenarios": [s.name for s in opts.scenarios],
             "pinning": {str(w): {**asdict(p), "note": p.note} for w, p in pinnings.items()},
@@ -1093,6 +1099,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--rounds", type=int, default=3, help="run every scenario N times; report the median"
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--no-fast-lane",
+        dest="fast_lane",
+        action="store_false",
+        help="serve display and verify through aiohttp alone (service.fast_lane = false)",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
@@ -1104,6 +1116,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         scenarios=args.scenarios,
         output_dir=args.output_dir,
         rounds=args.rounds,
+        fast_lane=args.fast_lane,
     )
 
 
@@ -1190,6 +1203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = save(json_safe(document), opts.output_dir)
     shown = {k: facts[k] for k in ("nproc", "cpu_model", "python", "aiohttp", "uvloop")}
     print(format_report(rows, shown))
+    lane = "on" if opts.fast_lane else "off (--no-fast-lane: aiohttp alone)"
+    print(f"Services' fast lane for display and verify: {lane}")
     print(format_crypto(crypto))
     took = time.monotonic() - started
     print(f"\nSaved {path} (and {path.parent / 'latest.json'}); took {took:.0f} s")

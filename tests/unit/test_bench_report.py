@@ -6,6 +6,7 @@ import argparse
 import math
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from bench.http import (
     Measurement,
     Pinning,
     WrkStats,
+    _service_env,
     cpu_us_per_request,
     format_report,
     format_table,
@@ -23,6 +25,7 @@ from bench.http import (
     goals,
     json_safe,
     median_round,
+    parse_args,
     parse_cpu_model,
     parse_proc_stat,
     parse_workers,
@@ -35,6 +38,7 @@ from bench.http import (
     summarise,
 )
 from codeengine.identifiers import parse_identifier
+from codeengine.settings import load_settings
 
 # Real wrk 4.1 output, a clean run (no socket-error line when there were none).
 WRK_CLEAN = """\
@@ -353,3 +357,17 @@ def test_the_crypto_floor_line_gives_rates_and_microseconds() -> None:
     assert line == (
         "Crypto floor (EdDSA, one core, same run): sign 25,000/s (40 µs), verify 10,000/s (100 µs)"
     )
+
+
+def test_no_fast_lane_reaches_the_services_settings(tmp_path: Path) -> None:
+    class Cluster:
+        nodes_spec = "127.0.0.1:7000"
+
+    assert parse_args([]).fast_lane
+    opts = parse_args(["--no-fast-lane"])
+    assert not opts.fast_lane
+    env = _service_env(Cluster(), tmp_path, 1, opts.fast_lane)  # type: ignore[arg-type]
+    assert env["CODEENGINE_SERVICE_FAST_LANE"] == "false"
+    assert load_settings(None, env).service.fast_lane is False
+    on = _service_env(Cluster(), tmp_path, 1)  # type: ignore[arg-type]
+    assert load_settings(None, on).service.fast_lane is True
