@@ -70,6 +70,8 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_PENDING_BYTES = 64 * 1024
 """Bytes a client may send while its request is being answered before the lane stops reading."""
 SWEEP_S = 1.0
+MAX_CACHED_HEADS = 512
+"""Distinct status-and-headers sets whose bytes the lane keeps (display's max-age varies)."""
 
 # The request headers the hot handlers read, by their lower-case wire name; the lane keeps no
 # other. A request that repeats one of them is handed over, so the two paths cannot read
@@ -264,6 +266,7 @@ class Lanes:
         self.max_body_bytes = min(max_body_bytes, MAX_BODY_BYTES)
         """Larger bodies go to aiohttp, which applies the app's own limit (413)."""
         self._routes = [_Bound(route, _handler(app, route)) for route in routes]
+        self._heads: dict[tuple[object, ...], bytes] = {}
         self._date_second = 0
         self._date = b""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -297,8 +300,9 @@ class Lanes:
     def encode(self, response: web.StreamResponse) -> bytes:
         """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
         if (
-            not isinstance(response, web.Response)
-            or response.cookies
+            type(response) is not web.Response
+            # The public ``cookies`` makes a cookie jar on first use: ask whether one exists.
+            or response._cookies
             or response.chunked
             or response.compression
             or response.status in (204, 304)
@@ -306,8 +310,20 @@ class Lanes:
         ):
             raise TypeError("the lane sends plain keep-alive responses with a body only")
         body = response.body
-        if not isinstance(body, bytes):
+        if type(body) is not bytes:
             raise TypeError("the lane sends bytes bodies only")
+        # A hot route answers with a handful of header sets: each is written out once.
+        key = (response.status, *response.headers.items())
+        head = self._heads.get(key)
+        if head is None:
+            head = self._head(response)
+            if len(self._heads) < MAX_CACHED_HEADS:
+                self._heads[key] = head
+        return b"%s%d%s%s" % (head, len(body), self._date_line(), body)
+
+    @staticmethod
+    def _head(response: web.Response) -> bytes:
+        """Status line and headers, up to the value of Content-Length."""
         head = [f"HTTP/1.1 {response.status} {response.reason}"]
         typed = False
         for name, value in response.headers.items():
@@ -320,8 +336,8 @@ class Lanes:
             head.append(f"{name}: {value}")
         if not typed:
             head.append("Content-Type: application/octet-stream")
-        head.append(f"Content-Length: {len(body)}")
-        return "\r\n".join(head).encode() + self._date_line() + body
+        head.append("Content-Length: ")
+        return "\r\n".join(head).encode()
 
     def _date_line(self) -> bytes:
         second = int(time.time())
