@@ -80,6 +80,7 @@ _KEPT = {b"authorization": "Authorization", b"content-type": "Content-Type"}
 _KEPT_NAMES = frozenset(_KEPT.values())
 # Headers that change how a request is framed or answered: aiohttp deals with those.
 _REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_BODYLESS = frozenset({b"GET", b"HEAD"})
 # Headers aiohttp refuses to see twice in a request (400), Host among them.
 _ONCE = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
@@ -412,6 +413,8 @@ class FastLane(asyncio.Protocol):
         self._once: set[bytes] = set()
         self._body = bytearray()
         self._refuse = ""
+        self._found: tuple[HotHandler, dict[str, str]] | None = None
+        self._announced_body = False
         self._task: asyncio.Task[None] | None = None
         self.busy = False
         self.idle_since = lanes.tick
@@ -507,14 +510,29 @@ class FastLane(asyncio.Protocol):
             self._headers[kept] = value.decode("utf-8", "surrogateescape")
         elif lowered in _REFUSED:
             self._refuse = "header"
+        elif lowered == b"content-length" and value.strip() != b"0":
+            self._announced_body = True
 
     def on_headers_complete(self) -> None:
+        # Decided before the body: aiohttp may answer a request it does not route (404, 405)
+        # without waiting for a body, so what the lane does not serve goes over now.
         parser = self._parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             self._refuse = "version"
         elif b"host" not in self._once or self._header_count > MAX_HEADERS:
             # HTTP/1.1 requires exactly one Host (RFC 9112 §3.2): aiohttp answers 400.
             self._refuse = "header"
+        elif b"?" in self._url or b"#" in self._url:
+            self._refuse = "query"
+        else:
+            method = parser.get_method()
+            self._found = self._lanes.route(method, bytes(self._url))
+            if self._found is None:
+                self._refuse = "route"
+            elif self._announced_body and method in _BODYLESS:
+                # aiohttp answers a GET without reading the body it announces; the lane would
+                # wait for it first.
+                self._refuse = "header"
 
     def on_body(self, body: bytes) -> None:
         self._body += body
@@ -527,19 +545,10 @@ class FastLane(asyncio.Protocol):
     # Answering.
 
     def _start(self) -> None:
-        url = bytes(self._url)
-        if b"?" in url or b"#" in url:
-            self._handover("query")
-            return
-        method = self._parser.get_method()
-        found = self._lanes.route(method, url)
-        if found is None:
-            self._handover("route")
-            return
-        handler, match_info = found
-        request = LaneRequest(
-            self._lanes.app, method.decode(), match_info, self._headers, bytes(self._body)
-        )
+        assert self._found is not None  # no refusal: on_headers_complete found the route
+        handler, match_info = self._found
+        method = self._parser.get_method().decode()
+        request = LaneRequest(self._lanes.app, method, match_info, self._headers, bytes(self._body))
         self.busy = True
         loop = self._lanes.loop
         assert loop is not None
@@ -576,6 +585,8 @@ class FastLane(asyncio.Protocol):
         self._url.clear()
         self._body.clear()
         self._headers = LaneHeaders()
+        self._found = None
+        self._announced_body = False
         self._once.clear()
         self._header_count = self._begun = self._complete = 0
 

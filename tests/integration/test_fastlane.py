@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import uvloop
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from codeengine.settings import ServiceSettings
@@ -34,6 +39,8 @@ from codeengine.web.fastlane import (
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.service import METRICS, add_service_routes
 from codeengine.web.worker import Serving, start_serving
+
+T = TypeVar("T")
 
 
 @hot
@@ -217,6 +224,7 @@ HANDED_OVER = [
     ("route", get("/items/a%62/echo"), {"item": "ab"}),
     ("version", get("/items/a/echo").replace(b"HTTP/1.1", b"HTTP/1.0"), {"item": "a"}),
     ("version", get("/items/a/echo", "Connection: close"), {"item": "a"}),
+    ("header", get("/items/a/echo", "Content-Length: 2") + b"{}", {"item": "a", "body": "{}"}),
     ("header", get("/items/a/echo", "Authorization: a", "Authorization: b"), {"item": "a"}),
     (
         "header",
@@ -503,3 +511,117 @@ def test_the_lane_refuses_what_it_could_not_serve_alike() -> None:
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="whole path segment"):
         LaneRoute.parse("GET", "/items/x{item}/echo", "echo_get")
+
+
+# Differential: the same bytes to a server with the lane and one without must get the same
+# first answer (Date and Server aside), whatever the lane makes of them.
+
+TARGETS = [
+    "/items/abc/echo",
+    "/items/a%62c/echo",
+    "/items/abc/echo?x=1",
+    "/items/./abc/echo",
+    "//items/abc/echo",
+    "/items//echo",
+    "http://x/items/abc/echo",
+    "/echo",
+    "/plain",
+    "*",
+]
+HEADERS = [
+    "Authorization: Bearer k",
+    "authorization: Bearer j",
+    "Content-Type: application/json",
+    "Content-Type: Application/JSON; charset=utf-8",
+    "Content-Type: text/plain",
+    "Connection: close",
+    "Connection: keep-alive",
+    "Expect: 100-continue",
+    "User-Agent: u",
+    "X-Junk: a",
+    "X-Fold: a\r\n b",
+    "Content-Length: 2",
+]
+
+
+@st.composite
+def raw_requests(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from(["GET", "POST", "HEAD", "PUT", "get"]))
+    target = draw(st.sampled_from(TARGETS))
+    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]))
+    lines = [f"{method} {target} {version}"]
+    lines += ["Host: x"] * draw(st.sampled_from([1, 1, 1, 0, 2]))
+    lines += draw(st.lists(st.sampled_from(HEADERS), max_size=4))
+    body = draw(st.sampled_from([b"", b'{"a": 1}', b"{}"]))
+    if draw(st.booleans()):
+        lines.append("Transfer-Encoding: chunked")
+        body = draw(st.sampled_from([b"2\r\n{}\r\n0\r\n\r\n", b"zz\r\n"]))
+    elif body and "Content-Length: 2" not in lines:
+        lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join([*lines, "", ""]).encode() + body
+
+
+def first_answer(port: int, data: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """The first response to ``data`` on a new connection, or None if none came."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(data)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return None
+            if not chunk:
+                return None
+            received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = [
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in lines[1:])
+            if name.strip().lower() not in ("date", "server")
+        ]
+        length = int(dict(headers).get("content-length", "0"))
+        while len(rest) < length:  # (a HEAD answer announces a length it does not send)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            rest += chunk
+        return int(lines[0].split()[1]), sorted(headers), rest[:length]
+
+
+@pytest.fixture(scope="module")
+def lane_and_plain() -> Iterator[tuple[int, int]]:
+    """A server with the lane and one without, on a loop of their own in a thread."""
+    loop = uvloop.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    async def start(fast_lane: bool) -> Serving:
+        service = dataclasses.replace(ServiceSettings(), fast_lane=fast_lane)
+        return await start_serving(make_app(service.client_max_size_bytes), "127.0.0.1", 0, service)
+
+    lane, plain = call(start(True)), call(start(False))
+    try:
+        yield lane.port, plain.port
+    finally:
+        call(lane.stop())
+        call(plain.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=raw_requests())
+def test_the_lane_and_aiohttp_answer_the_same_bytes_alike(
+    lane_and_plain: tuple[int, int], data: bytes
+) -> None:
+    lane_port, plain_port = lane_and_plain
+    assert first_answer(lane_port, data) == first_answer(plain_port, data)
