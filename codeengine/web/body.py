@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["Field", "read_lines", "read_object", "validate_object"]
+__all__ = ["Field", "loads", "read_lines", "read_object", "validate_object"]
 
 import json
+import json.scanner
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,31 @@ def _json_type(kind: type) -> str:
     )
 
 
+# The stub types make_scanner as a class taking itself; it takes the decoder whose settings
+# it copies (json.decoder does the same).
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def loads(raw: bytes) -> Any:
+    """``json.loads(raw)``, and what it raises, with less work for the usual body.
+
+    A body that starts with ``{`` has no BOM, and read as UTF-8 it parses only if it is UTF-8:
+    UTF-16 or UTF-32 text would put NUL bytes where JSON allows none. When the one object
+    fills the body, the scanner's answer is ``json.loads``'s. Anything else, valid or not, goes
+    through ``json.loads`` itself. About 2.0 → 0.8 µs for a verify body (timeit).
+    """
+    if raw[:1] == b"{":
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+            document, end = _SCAN(text, 0)
+        except (ValueError, StopIteration, RecursionError):
+            pass  # json.loads says what is wrong
+        else:
+            if end == len(text):
+                return document
+    return json.loads(raw)
+
+
 def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
     """Check a decoded JSON document against ``fields``; BadRequest names the first problem."""
     if not isinstance(document, dict):
@@ -91,7 +117,7 @@ async def read_object(request: HotRequest, fields: Mapping[str, Field]) -> dict[
         raise web.HTTPUnsupportedMediaType(reason="the body must be application/json")
     raw = await request.read()
     try:
-        document = json.loads(raw)
+        document = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: nesting too deep to be a body of this API.
         raise BadRequest("the body is not valid JSON", reason=Reason.BAD_JSON) from None

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codeengine.errors import AccessDenied, BadRequest, KeyringError, NotAuthenticated, RateLimited
 from codeengine.web.auth import Client, Credentials, load_credentials
-from codeengine.web.body import Field, validate_object
+from codeengine.web.body import Field, loads, validate_object
 
 FIELDS = {"name": Field(str, max_length=4), "n": Field(int, minimum=1, maximum=9)}
 FIELDS_OPTIONAL = {**FIELDS, "tag": Field(str, required=False)}
@@ -115,3 +117,48 @@ def test_rate_share_splits_a_client_rate_across_workers() -> None:
     credentials.admit_at(client, 0.0)
     with pytest.raises(RateLimited):
         credentials.admit_at(client, 0.0)
+
+
+def _outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        return "error", type(exc).__name__
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+ODD_BODIES = [
+    b"",
+    b"{",
+    b'{"a": 1} ',
+    b'{"a": 1}\n',
+    b'{"a": 1}{}',
+    b'{"a": 1}x',
+    b"\xef\xbb\xbf{}",  # UTF-8 BOM: json.loads accepts it from bytes
+    '{"a": 1}'.encode("utf-16-le"),
+    '{"a": 1}'.encode("utf-32"),
+    b'{"a": "\\ud800"}',
+    b'{"a": "\xff"}',
+    b'{"a": NaN}',
+    b"{" * 5000 + b"}" * 5000,
+    b" {}",
+    b"[1]",
+]
+
+
+@pytest.mark.parametrize("raw", ODD_BODIES)
+def test_loads_is_json_loads_on_odd_bodies(raw: bytes) -> None:
+    assert _outcome(loads, raw) == _outcome(json.loads, raw)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=JSON_VALUES, ascii_only=st.booleans(), tail=st.sampled_from([b"", b" ", b"x", b"{}"]))
+def test_loads_is_json_loads(value: Any, ascii_only: bool, tail: bytes) -> None:
+    raw = json.dumps({"v": value}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") + tail
+    expected, got = _outcome(json.loads, raw), _outcome(loads, raw)
+    # NaN is not equal to itself: compare the text of what both parsed.
+    assert repr(got) == repr(expected)
