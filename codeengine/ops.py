@@ -3,7 +3,7 @@
     codeengine convert import FILE --batch-id ID [--dry-run] [--format csv|ndjson]
     codeengine convert show ID
     codeengine convert rollback ID
-    codeengine audit verify [--subject PSEUDONYM]
+    codeengine audit verify [--subject=PSEUDONYM]
 
 They read the same settings as the services (``configs/engine.toml``, ``CODEENGINE_*``): the
 cluster's nodes, the pepper (imports derive pseudonyms) and the rules file. Reports go to
@@ -209,5 +209,11 @@ def add_ops_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check every subject's audit hash chain")
-    verify.add_argument("--subject", help="check one subject only")
+    verify.add_argument(
+        "--subject",
+        metavar="PSEUDONYM",
+        # A pseudonym is base64url: one in 64 starts with '-', which argparse would read as an
+        # option after a space. The '=' form takes any value.
+        help="check one subject only; write --subject=PSEUDONYM (a pseudonym may start with '-')",
+    )
     verify.set_defaults(func=_cmd_audit_verify)

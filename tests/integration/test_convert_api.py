@@ -190,7 +190,7 @@ def _audit_verify(settings: Settings, key_files: dict[str, str], subject: str) -
     env = {**os.environ, **{f"CODEENGINE_{k.upper()}": v for k, v in key_files.items()}}
     env["CODEENGINE_CLUSTER_NODES"] = settings.cluster.nodes
     result = subprocess.run(
-        [sys.executable, "-m", "codeengine.cli", "audit", "verify", "--subject", subject],
+        [sys.executable, "-m", "codeengine.cli", "audit", "verify", f"--subject={subject}"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return result.returncode, result.stdout + result.stderr
