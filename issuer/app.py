@@ -84,5 +84,5 @@ def create_app(
         ],
         SCOPES,
     )
-    app[LANE_ROUTES] = (LaneRoute.parse("GET", "/v1/subjects/{subject}/code", "display"),)
+    app[LANE_ROUTES] = (LaneRoute("GET", "/v1/subjects/{subject}/code", "display"),)
     return app

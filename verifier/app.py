@@ -76,5 +76,5 @@ def create_app(
         [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES, *VERIFIER_PAGES],
         SCOPES,
     )
-    app[LANE_ROUTES] = (LaneRoute.parse("POST", "/v1/verify", "verify"),)
+    app[LANE_ROUTES] = (LaneRoute("POST", "/v1/verify", "verify"),)
     return app

@@ -192,27 +192,26 @@ class LaneRequest:
 
 @dataclass(frozen=True, slots=True)
 class LaneRoute:
-    """A route the lane serves: ``method`` and either an exact ``path`` or ``prefix`` +
-    ``{param}`` + ``suffix``; ``name`` is the aiohttp route whose handler answers it."""
+    """A route the lane serves: ``method`` and ``template``, an exact path such as
+    ``/v1/verify`` or one with one parameter that is a whole segment, such as
+    ``/v1/subjects/{subject}/code``; ``name`` is the aiohttp route whose handler answers it."""
 
     method: str
-    name: str
     template: str
-    path: str = ""
-    prefix: str = ""
-    param: str = ""
-    suffix: str = ""
+    name: str
 
-    @classmethod
-    def parse(cls, method: str, template: str, name: str) -> LaneRoute:
-        """``/v1/verify`` or ``/v1/subjects/{subject}/code`` (one parameter, a whole segment)."""
-        if "{" not in template:
-            return cls(method, name, template, path=template)
-        prefix, _, rest = template.partition("{")
+    def __post_init__(self) -> None:
+        self.parts()  # a template the lane cannot match fails here, at the app's factory
+
+    def parts(self) -> tuple[str, str, str]:
+        """``(prefix, param, suffix)``; an exact path is its own prefix, with no param."""
+        if "{" not in self.template:
+            return self.template, "", ""
+        prefix, _, rest = self.template.partition("{")
         param, _, suffix = rest.partition("}")
         if not prefix.endswith("/") or "{" in suffix or (suffix and not suffix.startswith("/")):
-            raise ValueError(f"lane route {template!r}: one parameter, a whole path segment")
-        return cls(method, name, template, prefix=prefix, param=param, suffix=suffix)
+            raise ValueError(f"lane route {self.template!r}: one parameter, a whole path segment")
+        return prefix, param, suffix
 
 
 LANE_ROUTES = web.AppKey("lane_routes", tuple[LaneRoute, ...])
@@ -225,11 +224,11 @@ class _Bound:
     __slots__ = ("exact", "handler", "method", "param", "prefix", "suffix")
 
     def __init__(self, route: LaneRoute, handler: HotHandler) -> None:
+        prefix, self.param, suffix = route.parts()
         self.method = route.method.encode()
-        self.exact = route.path.encode()
-        self.prefix = route.prefix.encode()
-        self.suffix = route.suffix.encode()
-        self.param = route.param
+        self.exact = b"" if self.param else prefix.encode()
+        self.prefix = prefix.encode()
+        self.suffix = suffix.encode()
         self.handler = handler
 
     def match(self, path: bytes) -> dict[str, str] | None:

@@ -79,9 +79,9 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
     ]
     add_service_routes(app, routes, {})
     app[LANE_ROUTES] = (
-        LaneRoute.parse("GET", "/items/{item}/echo", "echo_get"),
-        LaneRoute.parse("POST", "/echo", "echo_post"),
-        LaneRoute.parse("GET", "/slow", "slow"),
+        LaneRoute("GET", "/items/{item}/echo", "echo_get"),
+        LaneRoute("POST", "/echo", "echo_post"),
+        LaneRoute("GET", "/slow", "slow"),
     )
     return app
 
@@ -501,16 +501,16 @@ def test_the_lane_refuses_what_it_could_not_serve_alike() -> None:
         Lanes(app, lambda: asyncio.Protocol(), (), keepalive_timeout_s=1)
     app = make_app()
     with pytest.raises(ValueError, match="not marked @hot"):
-        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("GET", "/plain", "plain"),),
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute("GET", "/plain", "plain"),),
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="no route"):
-        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("GET", "/x", "missing"),),
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute("GET", "/x", "missing"),),
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="is not its path"):
-        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute.parse("POST", "/echo/x", "echo_post"),),
+        Lanes(app, lambda: asyncio.Protocol(), (LaneRoute("POST", "/echo/x", "echo_post"),),
               keepalive_timeout_s=1)  # fmt: skip
     with pytest.raises(ValueError, match="whole path segment"):
-        LaneRoute.parse("GET", "/items/x{item}/echo", "echo_get")
+        LaneRoute("GET", "/items/x{item}/echo", "echo_get")
 
 
 # Differential: the same bytes to a server with the lane and one without must get the same
