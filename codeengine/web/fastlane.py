@@ -595,10 +595,10 @@ class FastLane(asyncio.Protocol):
 
     def _handover(self, why: str) -> None:
         """Pass the connection, and the bytes read of the request in progress, to aiohttp."""
-        LANE_HANDOVERS.labels(why).inc()
         transport = self._transport
         if transport is None:
-            return
+            return  # closed meanwhile: nothing to hand over, nothing to count
+        LANE_HANDOVERS.labels(why).inc()
         self._lanes.forget(self)
         self._transport = None
         protocol = self._lanes.handover()
