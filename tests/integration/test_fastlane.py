@@ -604,15 +604,25 @@ def lane_and_plain() -> Iterator[tuple[int, int]]:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
 
     async def start(fast_lane: bool) -> Serving:
-        service = dataclasses.replace(ServiceSettings(), fast_lane=fast_lane)
+        # Examples leave requests half-sent: shutdown need not wait long for them.
+        service = dataclasses.replace(
+            ServiceSettings(), fast_lane=fast_lane, shutdown_timeout_s=1.0
+        )
         return await start_serving(make_app(service.client_max_size_bytes), "127.0.0.1", 0, service)
+
+    async def stop(*servings: Serving) -> None:
+        await asyncio.gather(*(serving.stop() for serving in servings))
+        # What the half-sent requests left waiting ends here, before the loop closes.
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     lane, plain = call(start(True)), call(start(False))
     try:
         yield lane.port, plain.port
     finally:
-        call(lane.stop())
-        call(plain.stop())
+        call(stop(lane, plain))
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
