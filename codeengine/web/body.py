@@ -78,7 +78,7 @@ def loads(raw: bytes) -> Any:
     A body that starts with ``{`` has no BOM, and read as UTF-8 it parses only if it is UTF-8:
     UTF-16 or UTF-32 text would put NUL bytes where JSON allows none. When the one object
     fills the body, the scanner's answer is ``json.loads``'s. Anything else, valid or not, goes
-    through ``json.loads`` itself. About 2.0 → 0.8 µs for a verify body (timeit).
+    through ``json.loads`` itself. About 2.0 → 0.9 µs for a verify body (timeit).
     """
     if raw[:1] == b"{":
         try:
