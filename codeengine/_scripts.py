@@ -304,19 +304,16 @@ if ARGV[3] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARG
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: a city's scan log stream, the batch's marker. ARGV: max length, fields per entry, then
-# the entries' fields one after another. One call appends a whole batch: one command per city
-# per flush instead of one per scan. A batch whose marker exists was written before (its answer
-# was lost): nothing is written again.
+# KEYS: a city's scan log stream, the batch's marker. ARGV: max length, then the entries, each
+# packed (codeengine.scans.ScanEntry.pack) as the value of the entry's one field, "e". One call
+# appends a whole batch: one command per city per flush instead of one per scan. A batch whose
+# marker exists was written before (its answer was lost): nothing is written again.
 APPEND_SCANS = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) == false then return 0 end
-local width = tonumber(ARGV[2])
-local count = 0
-for first = 3, #ARGV, width do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, first + width - 1))
-  count = count + 1
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
 end
-return count
+return #ARGV - 1
 """
 
 # Card-code fusion. An alias key (its own slot) says which subject a credential stands for; it

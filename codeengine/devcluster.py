@@ -200,11 +200,19 @@ class DevCluster:
     # Node inspection and fault injection, for health checks and drills.
 
     def command(self, port: int, *args: str, timeout_s: float = 2.0) -> str:
-        """Run one redis-cli command against a node; empty text if it does not answer."""
+        """Run one redis-cli command against a node; empty text if it does not answer.
+
+        Binary parts of the reply (packed values) come back with their bytes escaped.
+        """
         argv = [shutil.which("redis-cli") or "redis-cli", "-h", self.host, "-p", str(port), *args]
         try:
             result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout_s, check=False
+                argv,
+                capture_output=True,
+                text=True,
+                errors="backslashreplace",
+                timeout=timeout_s,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             return ""

@@ -57,7 +57,7 @@ from codeengine.fastredis import Address, FastCluster, consume_outcome, tag_slot
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
 from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
-from codeengine.scans import SCAN_FIELD_COUNT, ScanEntry
+from codeengine.scans import ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.store import AliasBinding, RiskWrite
 from codeengine.suites import b64url_decode, b64url_encode
@@ -492,7 +492,7 @@ class RedisStore:
             *(
                 self._append_scans(
                     [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
-                    [max_len, SCAN_FIELD_COUNT, *(f for e in group for f in e.to_fields())],
+                    [max_len, *[entry.pack() for entry in group]],
                     deadline_s=deadline_s,
                 )
                 for city, group in by_city.items()

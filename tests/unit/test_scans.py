@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
-from codeengine.scans import SCAN_FIELD_COUNT, ScanEntry, count_scans
+import msgpack
+import pytest
+
+from codeengine.errors import CodeEngineError
+from codeengine.scans import ENTRY_FIELD, ScanEntry, count_scans
 
 
 def entry(venue: str, reason: str = "VALID", colour: str = "green") -> ScanEntry:
     return ScanEntry("t-1", venue, 320100, 1_800_000_000_000, "AAECAwQFBgcICQoL", reason, colour)
 
 
-def test_stream_fields_round_trip_and_declare_their_width() -> None:
+def test_an_entry_is_one_packed_field_and_reads_back() -> None:
     original = entry("gate")
-    fields = original.to_fields()
-    assert len(fields) == SCAN_FIELD_COUNT
-    as_stream = {
-        str(k).encode(): str(v).encode() for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
-    assert ScanEntry.from_fields(as_stream) == original
+    assert ScanEntry.from_fields({ENTRY_FIELD.encode(): original.pack()}) == original
+    # Empty venue and colour (a refused scan) survive too.
+    refused = ScanEntry("t-1", "", 320100, 1, "", "MALFORMED", "")
+    assert ScanEntry.from_fields({b"e": refused.pack()}) == refused
+
+
+def test_entries_of_the_earlier_layout_still_read() -> None:
+    earlier = {
+        b"t": b"t-1", b"v": b"gate", b"c": b"320100", b"ts": b"1800000000000",
+        b"s": b"AAECAwQFBgcICQoL", b"r": b"VALID", b"col": b"green",
+    }  # fmt: skip
+    assert ScanEntry.from_fields(earlier) == entry("gate")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xc1",  # never used in msgpack
+        msgpack.packb({"t": "t-1"}),
+        msgpack.packb(["t-1", "gate", 320100, 1800000000000, "AAECAwQFBgcICQoL", "VALID"]),
+        msgpack.packb(["t-1", "gate", "320100", 1800000000000, "s", "VALID", "green"]),
+    ],
+)
+def test_a_packed_value_that_is_not_an_entry_is_corrupt(value: bytes) -> None:
+    with pytest.raises(CodeEngineError, match="corrupt"):
+        ScanEntry.from_fields({b"e": value})
 
 
 def test_count_by_venue_reason_and_colour() -> None:
