@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "shown_to", "verify_one"]
+__all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "full_answer", "shown_to", "verify_one"]
 
 import asyncio
 import math
@@ -20,7 +20,7 @@ from codeengine.errors import (
 )
 from codeengine.fusion import AliasType, Fusion, listed
 from codeengine.metrics import VERIFICATIONS, HotCounter
-from codeengine.model import CITIES, SubjectId, china_date
+from codeengine.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.pseudonym import subject_bytes
 from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
 from codeengine.suites import b64url_decode, b64url_encode
@@ -31,7 +31,7 @@ from codeengine.verification import (
     online_verdict_at,
     precheck_at,
 )
-from codeengine.web.answers import json_answer, json_text
+from codeengine.web.answers import json_answer, json_str, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object, validate_object
 from codeengine.web.fastlane import HotRequest, hot
@@ -180,12 +180,45 @@ async def shown_to(
     return answer
 
 
+# The whole answer, for terminals whose profile shows every field (``default``): written with one
+# format string, as json_text(verdict.to_json()) would write it (a property test holds them
+# equal); 0.6 against 2.8 µs for the profile filter and the encoder (timeit).
+_CHOSEN_FIELDS = frozenset(Verdict(False, "", 0).to_json()) - frozenset(_ALWAYS)
+"""The fields a profile chooses from; ``_ALWAYS`` are shown to every terminal."""
+_FULL_ANSWER = (
+    '{"valid":%s,"reason":%s,"colour":%s,"kind":%s,"city":%s,'
+    '"checked_at":%d,"as_of":%s,"degraded":%s}'
+)
+_JSON_BOOL = {False: "false", True: "true"}
+_JSON_COLOUR: dict[Colour | None, str] = {None: "null", **{c: f'"{c.label}"' for c in Colour}}
+_JSON_KIND: dict[CodeKind | None, str] = {None: "null", **{k: f'"{k.label}"' for k in CodeKind}}
+_JSON_REASON = {r.value: json_str(r.value) for r in Reason}
+
+
+def full_answer(verdict: Verdict) -> str:
+    """The answer with every field, as JSON text."""
+    valid, reason, checked_at, colour, kind, city, as_of, degraded, _ = verdict
+    return _FULL_ANSWER % (
+        _JSON_BOOL[valid],
+        _JSON_REASON.get(reason) or json_str(reason),
+        _JSON_COLOUR[colour],
+        _JSON_KIND[kind],
+        "null" if city is None else "%d" % city,
+        checked_at,
+        "null" if as_of is None else "%d" % as_of,
+        _JSON_BOOL[degraded],
+    )
+
+
 @hot
 async def verify(request: HotRequest) -> web.Response:
     """Verify one code: live colour online, the signature alone when the store is down."""
     item = await read_object(request, ITEM_FIELDS)
     _check_item(item)
     verdict = await verify_one(request.app, item, "online")
+    profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
+    if profile.fields >= _CHOSEN_FIELDS and not profile.licences:
+        return json_answer(full_answer(verdict))
     return json_answer(json_text(await shown_to(request, verdict)))
 
 

@@ -9,7 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from codeengine.base45 import ALPHABET
+from codeengine.errors import Reason
+from codeengine.model import CodeKind, Colour
+from codeengine.verification import Verdict
 from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str, json_text
+from verifier.verify import full_answer
 
 
 @given(st.text())
@@ -51,3 +55,22 @@ def test_json_text_is_what_json_dumps_writes(document: object) -> None:
 def test_json_text_refuses_what_json_cannot_write() -> None:
     with pytest.raises(TypeError, match="bytes"):
         json_text({"raw": b"\x00"})
+
+
+VERDICTS = st.builds(
+    Verdict,
+    valid=st.booleans(),
+    reason=st.sampled_from([r.value for r in Reason]) | st.text(),
+    checked_at=st.integers(min_value=0, max_value=2**63),
+    colour=st.none() | st.sampled_from(Colour),
+    kind=st.none() | st.sampled_from(CodeKind),
+    city=st.none() | st.integers(min_value=0, max_value=999_999),
+    as_of=st.none() | st.integers(min_value=0, max_value=2**63),
+    degraded=st.booleans(),
+    subject_raw=st.none() | st.binary(min_size=12, max_size=12),
+)
+
+
+@given(VERDICTS)
+def test_the_full_verify_answer_is_what_the_encoder_writes(verdict: Verdict) -> None:
+    assert full_answer(verdict) == json_text(verdict.to_json())
