@@ -43,6 +43,10 @@ class ServiceSettings:
     backlog: int = 1024
     fast_lane: bool = True
     """Serve display and verify on the fast lane (codeengine.web.fastlane); off: aiohttp only."""
+    gc_young_threshold: int = 20_000
+    """Tracked objects made (net of those freed) before a young garbage collection; Python's
+    own default is 700, which the objects of 50 requests in flight pass (codeengine.web.worker).
+    0 keeps Python's default."""
     city: int = 0
     """The city whose endpoint this is (configs/cities); 0: one endpoint for the province."""
     role: str = "primary"
@@ -207,6 +211,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
+    if settings.service.gc_young_threshold < 0:
+        raise SettingsError("service.gc_young_threshold: 0 (Python's default) or more")
     if settings.service.role not in {"primary", "backup"}:
         raise SettingsError("service.role: expected primary or backup")
     if settings.service.city and settings.service.city not in CITIES:

@@ -8,10 +8,11 @@ keep-alive connections, so a rolling restart resets no client connection.
 
 from __future__ import annotations
 
-__all__ = ["Serving", "serve", "start_serving", "worker_main"]
+__all__ = ["Serving", "serve", "start_serving", "tune_gc", "worker_main"]
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -135,9 +136,31 @@ async def start_serving(
     return Serving(runner, lanes, listener, service, bound)
 
 
+def tune_gc(young_threshold: int) -> None:
+    """Set the garbage collector up for serving, once the app has started.
+
+    Nearly every object a request makes is freed by reference counting when the request ends;
+    the cyclic collector only finds what those miss. With Python's defaults it still ran about
+    once every 130 verifies (the objects of 50 requests in flight pass its young threshold of
+    700) and moved what was in flight on to the older generations. In 21,000 verifies measured
+    in-process with ``gc.callbacks`` that made 165 young, 15 middle and one full collection,
+    and the full one, over everything the worker had loaded, stopped it for 55 ms: 4.3 µs a
+    verify in all.
+
+    So everything loaded by now is frozen (``gc.freeze``: full collections skip it) and the
+    young threshold is raised past what requests in flight hold; 0 keeps Python's default.
+    """
+    gc.collect()
+    gc.freeze()
+    if young_threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(young_threshold, older, oldest)
+
+
 async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
     serving = await start_serving(app, host, port, service)
+    tune_gc(service.gc_young_threshold)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

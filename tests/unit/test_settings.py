@@ -36,6 +36,7 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
         ("", {"CODEENGINE_NOPE": "1"}, "CODEENGINE_NOPE"),
         ("", {"CODEENGINE_SERVICE_WORKERS": "many"}, "CODEENGINE_SERVICE_WORKERS"),
         ("[cluster]\nnodes = 'localhost'\n", {}, "cluster.nodes"),
+        ("[service]\ngc_young_threshold = -1\n", {}, "service.gc_young_threshold"),
     ],
     ids=[
         "typo-key",
@@ -46,6 +47,7 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
         "env-unknown",
         "env-not-int",
         "bad-nodes",
+        "negative-gc-threshold",
     ],
 )
 def test_bad_settings_fail_naming_the_key(
