@@ -282,21 +282,30 @@ class _Expiry:
 
     ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
     here one timer serves every command whose deadline falls in the same few milliseconds.
+    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the bucket):
+    otherwise every answered future, and its reply, would live on until its deadline, some
+    4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
     """
 
     __slots__ = ("_buckets", "_per_s")
 
     def __init__(self, resolution_s: float) -> None:
         self._per_s = 1 / resolution_s
-        self._buckets: dict[int, list[asyncio.Future[Any]]] = {}
+        self._buckets: dict[int, set[asyncio.Future[Any]]] = {}
 
-    def add(self, waiter: asyncio.Future[Any], deadline: float) -> None:
+    def add(self, waiter: asyncio.Future[Any], deadline: float) -> set[asyncio.Future[Any]]:
+        """Fail ``waiter`` at ``deadline`` unless it is done or taken out of the returned set."""
         tick = int(deadline * self._per_s) + 1
         bucket = self._buckets.get(tick)
         if bucket is None:
-            bucket = self._buckets[tick] = []
+            bucket = self._buckets[tick] = set()
             waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
-        bucket.append(waiter)
+        bucket.add(waiter)
+        return bucket
+
+    def __len__(self) -> int:
+        """Waiters held for their deadline."""
+        return sum(len(bucket) for bucket in self._buckets.values())
 
     def _expire(self, tick: int) -> None:
         for waiter in self._buckets.pop(tick, ()):
@@ -466,8 +475,11 @@ class FastCluster:
                 if asking:
                     conn.send(_ASKING, discard=True)
                 waiter = conn.send(packed)
-                self._expiry.add(waiter, deadline)
-                reply = await waiter
+                pending = self._expiry.add(waiter, deadline)
+                try:
+                    reply = await waiter
+                finally:
+                    pending.discard(waiter)
                 node.failures = 0
                 if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
                     return reply

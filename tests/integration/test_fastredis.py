@@ -93,6 +93,8 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
             # One write per node per tick would be 3; a loaded machine can split the tick a few
             # times. Without coalescing it would be 2,000.
             assert flushes <= 12, f"2,000 concurrent commands took {flushes} writes"
+            # Answered calls are not held until their deadline (with their replies).
+            assert len(client._expiry) == 0
 
     run(scenario())
 
