@@ -7,7 +7,7 @@ __all__ = ["Field", "loads", "read_lines", "read_object", "validate_object"]
 import json
 import json.scanner
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import StreamReader, web
@@ -26,6 +26,15 @@ class Field:
     min_length: int | None = None
     minimum: int | None = None
     maximum: int | None = None
+    plain_text: bool = field(init=False, repr=False, compare=False)
+    """A text field with a maximum length and no other bound: ASCII text needs one check."""
+
+    def __post_init__(self) -> None:
+        plain = self.kind is str and self.max_length is not None and self.min_length is None
+        object.__setattr__(self, "plain_text", plain)
+
+
+_ABSENT: Any = object()
 
 
 def _check(name: str, spec: Field, value: Any) -> Any:
@@ -101,11 +110,17 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
             raise BadRequest(f"unknown field {str(name)[:40]!r}", reason=Reason.UNKNOWN_FIELD)
     checked = dict(document)
     for name, spec in fields.items():
-        if name not in document:
+        value = document.get(name, _ABSENT)
+        if value is _ABSENT:
             if spec.required:
                 raise BadRequest(f"field {name!r} is required", reason=Reason.MISSING_FIELD)
             continue
-        checked[name] = _check(name, spec, document[name])
+        if spec.plain_text and type(value) is str and value.isascii():
+            # Most fields of most bodies: ASCII text with a length limit and nothing more.
+            if len(value) > spec.max_length:  # type: ignore[operator]
+                raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
+            continue
+        checked[name] = _check(name, spec, value)
     return checked
 
 

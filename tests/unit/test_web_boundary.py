@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from codeengine.errors import AccessDenied, BadRequest, KeyringError, NotAuthenticated, RateLimited
 from codeengine.web.auth import Client, Credentials, load_credentials
-from codeengine.web.body import Field, loads, validate_object
+from codeengine.web.body import Field, _check, loads, validate_object
 
 FIELDS = {"name": Field(str, max_length=4), "n": Field(int, minimum=1, maximum=9)}
 FIELDS_OPTIONAL = {**FIELDS, "tag": Field(str, required=False)}
@@ -49,6 +49,23 @@ def test_whole_number_floats_are_integers_as_in_json_schema() -> None:
     assert checked["n"] == 3 and type(checked["n"]) is int
     with pytest.raises(BadRequest):
         validate_object({"name": "ab", "n": 3.5}, FIELDS)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=()), max_size=10), st.integers(0, 8))
+def test_text_fields_take_exactly_what_the_general_check_takes(text: str, limit: int) -> None:
+    # validate_object has a shortcut for ASCII text fields bounded by length alone.
+    spec = Field(str, max_length=limit)
+    assert spec.plain_text
+
+    def outcome(check: Any) -> tuple[str, Any]:
+        try:
+            return "taken", check()
+        except BadRequest as exc:
+            return "refused", (exc.detail, exc.reason)
+
+    assert outcome(lambda: validate_object({"s": text}, {"s": spec})["s"]) == outcome(
+        lambda: _check("s", spec, text)
+    )
 
 
 def test_min_length() -> None:
