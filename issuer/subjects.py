@@ -19,12 +19,13 @@ from codeengine.pseudonym import check_subject_id, pseudonym
 from codeengine.qr import ImageCache, QRFormat, render
 from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
 from codeengine.token import CTI_BYTES, encode
-from codeengine.web.answers import json_answer, json_str
+from codeengine.web.answers import JsonAnswer, json_str
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
+from codeengine.web.service import via_service
 
 QR_CACHE = web.AppKey("qr_cache", ImageCache)
 MAX_ID_CHARS = 64
@@ -79,7 +80,7 @@ async def generate(request: web.Request) -> web.Response:
 
 
 @hot
-async def display(request: HotRequest) -> web.StreamResponse:
+async def display(request: HotRequest) -> web.StreamResponse | JsonAnswer:
     """亮码: the subject's current token, signing a new one only past half-life."""
     subject = subject_from_path(request)
     fmt: QRFormat | None = None
@@ -139,7 +140,7 @@ async def display(request: HotRequest) -> web.StreamResponse:
         f'"version":{shown.version},"issued_at":{shown.iat},"expires_at":{shown.exp},'
         f'"refresh_at":{refresh},"kind":"{kind.label}","city":{record.city}}}'
     )
-    return json_answer(body, cache_control=f"private, max-age={max_age}")
+    return JsonAnswer(body, cache_control=f"private, max-age={max_age}")
 
 
 _DISPLAY_KINDS: dict[str, int | None] = {
@@ -242,7 +243,7 @@ async def history(request: web.Request) -> web.Response:
 
 SUBJECT_ROUTES = [
     # Display first: the router tries the routes under /v1/subjects in this order.
-    web.get("/v1/subjects/{subject}/code", display, name="display"),
+    web.get("/v1/subjects/{subject}/code", via_service(display), name="display"),
     web.post("/v1/subjects", generate, name="generate"),
     web.post("/v1/subjects/{subject}/status", convert, name="convert"),
     web.get("/v1/subjects/{subject}/history", history, name="history"),

@@ -31,11 +31,12 @@ from codeengine.verification import (
     online_verdict_at,
     precheck_at,
 )
-from codeengine.web.answers import json_answer, json_str, json_text
+from codeengine.web.answers import JsonAnswer, json_str, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object, validate_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
+from codeengine.web.service import via_service
 from codeengine.web.trust import trust_list
 from verifier.scanlog import ScanLogWriter
 
@@ -211,15 +212,15 @@ def full_answer(verdict: Verdict) -> str:
 
 
 @hot
-async def verify(request: HotRequest) -> web.Response:
+async def verify(request: HotRequest) -> JsonAnswer:
     """Verify one code: live colour online, the signature alone when the store is down."""
     item = await read_object(request, ITEM_FIELDS)
     _check_item(item)
     verdict = await verify_one(request.app, item, "online")
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
     if profile.fields >= _CHOSEN_FIELDS and not profile.licences:
-        return json_answer(full_answer(verdict))
-    return json_answer(json_text(await shown_to(request, verdict)))
+        return JsonAnswer(full_answer(verdict))
+    return JsonAnswer(json_text(await shown_to(request, verdict)))
 
 
 async def _batch_body(request: web.Request) -> dict[str, Any]:
@@ -336,7 +337,7 @@ async def scans(request: web.Request) -> web.Response:
 
 
 VERIFY_ROUTES = [
-    web.post("/v1/verify", verify, name="verify"),
+    web.post("/v1/verify", via_service(verify), name="verify"),
     web.post("/v1/verify/batch", verify_batch, name="verify_batch"),
     web.post("/v1/revocations", revoke, name="revoke"),
     web.get("/v1/revocations", revocations, name="revocations"),

@@ -4,14 +4,15 @@
 call: about 30 µs of a display's 300 µs under load, where the framework floor's whole answer
 costs 15. The hot answers (display, verify) have fixed shapes whose values are integers and
 plain ASCII text (tokens are base45, labels are words), so display writes its answer with a
-format string. Answers of varying shape (verify's, by terminal profile) go through
-:func:`json_text`: the C encoder that ``json.dumps`` ends in, made once instead of per call.
-Both are sent with ready-made headers.
+format string, and so does verify for the terminals that see every field. Answers of varying
+shape (verify's for the other terminal profiles) go through :func:`json_text`: the C encoder
+that ``json.dumps`` ends in, made once instead of per call. Both are handed back as a
+:class:`JsonAnswer`, which the fast lane writes after a ready-made head.
 """
 
 from __future__ import annotations
 
-__all__ = ["JSON_CONTENT_TYPE", "json_answer", "json_str", "json_text"]
+__all__ = ["JSON_CONTENT_TYPE", "JsonAnswer", "json_answer", "json_str", "json_text"]
 
 import _json
 import json
@@ -55,3 +56,28 @@ def json_answer(body: str, *, status: int = 200, cache_control: str = "") -> web
     if cache_control:
         response.headers["Cache-Control"] = cache_control
     return response
+
+
+class JsonAnswer:
+    """A successful JSON answer of a hot route, not yet a response.
+
+    The hot handlers (display, verify) return one. Served by aiohttp, the service wrapper turns
+    it into the ``web.Response`` that :func:`json_answer` makes; on the fast lane it is written
+    as is, after the very head that response would have (worked out once per status and
+    Cache-Control). Making a ``web.Response`` and writing it out cost a verify answer 2.3 µs;
+    a JsonAnswer costs 0.6 (timeit).
+    """
+
+    __slots__ = ("body", "cache_control", "status")
+
+    def __init__(self, body: str, *, status: int = 200, cache_control: str = "") -> None:
+        if not 200 <= status < 300 or status in (204, 205):
+            raise ValueError(f"a JSON answer is a success with a body, not {status}")
+        self.body = body
+        self.status = status
+        self.cache_control = cache_control
+
+    def response(self) -> web.Response:
+        """The answer as aiohttp sends it."""
+        return json_answer(self.body, status=self.status, cache_control=self.cache_control)
+

@@ -54,6 +54,7 @@ from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from codeengine.metrics import LANE_HANDOVERS
+from codeengine.web.answers import JsonAnswer
 
 log = logging.getLogger("codeengine.fastlane")
 
@@ -121,11 +122,14 @@ class HotRequest(Protocol):
     def __setitem__(self, key: web.RequestKey[T], value: T) -> None: ...
 
 
-HotHandler = Callable[[HotRequest], Awaitable[web.StreamResponse]]
+HotHandler = Callable[[HotRequest], Awaitable[web.StreamResponse | JsonAnswer]]
 _HOT_HANDLERS: set[object] = set()
 
 
-def hot(handler: HotHandler) -> HotHandler:
+H = TypeVar("H", bound=HotHandler)
+
+
+def hot(handler: H) -> H:
     """Mark a handler the lane may run: typed for :class:`HotRequest`, so it reads nothing of a
     request that :class:`LaneRequest` lacks."""
     _HOT_HANDLERS.add(handler)
@@ -267,6 +271,7 @@ class Lanes:
         """Larger bodies go to aiohttp, which applies the app's own limit (413)."""
         self._routes = [_Bound(route, _handler(app, route)) for route in routes]
         self._heads: dict[tuple[object, ...], bytes] = {}
+        self._answer_heads: dict[tuple[object, ...], bytes] = {}
         self._date_second = 0
         self._date = b""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -297,8 +302,19 @@ class Lanes:
                     return bound.handler, found
         return None
 
-    def encode(self, response: web.StreamResponse) -> bytes:
+    def encode(self, response: web.StreamResponse | JsonAnswer) -> bytes:
         """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
+        if type(response) is JsonAnswer:
+            key: tuple[object, ...] = (response.status, response.cache_control)
+            head = self._answer_heads.get(key)
+            if head is None:
+                # The head of the response aiohttp would send for it, written out once.
+                head = self._head(response.response())
+                if len(self._answer_heads) < MAX_CACHED_HEADS:
+                    self._answer_heads[key] = head
+            data = response.body.encode()
+            return b"%s%d%s%s" % (head, len(data), self._date_line(), data)
+        assert not isinstance(response, JsonAnswer)  # for the type checker: only the above
         if (
             type(response) is not web.Response
             # The public ``cookies`` makes a cookie jar on first use: ask whether one exists.

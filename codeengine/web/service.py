@@ -13,17 +13,18 @@ bodies (404 ``NOT_FOUND``, 405 ``METHOD_NOT_ALLOWED`` with ``Allow``).
 
 from __future__ import annotations
 
-__all__ = ["METRICS", "UNMATCHED", "add_service_routes", "service_handler"]
+__all__ = ["METRICS", "UNMATCHED", "add_service_routes", "service_handler", "via_service"]
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from codeengine.web.answers import JsonAnswer
 from codeengine.web.auth import authorize
-from codeengine.web.fastlane import HotHandler, HotRequest
+from codeengine.web.fastlane import HotHandler, HotRequest, LaneRequest
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
 
@@ -40,17 +41,26 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
     routes whose handler is marked ``@hot`` (typed for a HotRequest).
     """
     clock = time.perf_counter
+    # A hot handler may answer with a JsonAnswer (codeengine.web.answers).
+    inner = cast(Callable[[web.Request], Awaitable[web.StreamResponse | JsonAnswer]], handler)
 
-    async def wrapped(request: HotRequest) -> web.StreamResponse:
+    async def wrapped(request: HotRequest) -> web.StreamResponse | JsonAnswer:
         started = clock()
+        response: web.StreamResponse | JsonAnswer
         try:
             if scope is not None:
                 authorize(request, scope)
-            response = await handler(cast(web.Request, request))
+            response = await inner(cast(web.Request, request))
+            if type(response) is JsonAnswer and type(request) is not LaneRequest:
+                # aiohttp sends responses only; the lane writes a JsonAnswer itself.
+                response = response.response()
         except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
             response = problem_for(exc, f"{request.method} {operation}")
         # Problems (status >= 400) carry their reason; a success has none to look up.
-        reason = _OK if response.status < 400 else response.get(REASON, _OK)
+        if response.status < 400:
+            reason = _OK
+        else:
+            reason = cast(web.StreamResponse, response).get(REASON, _OK)
         request.app[METRICS].record(operation, reason, clock() - started)
         return response
 
@@ -87,6 +97,15 @@ def add_service_routes(
             raise ValueError(f"route {route.method} {route.path} needs a name")
         name = route.kwargs["name"]
         handler = service_handler(cast(Handler, route.handler), name, scopes.get(name))
-        web.RouteDef(route.method, route.path, handler, route.kwargs).register(app.router)
-    fallback = service_handler(_unmatched, UNMATCHED, None)
+        # Served by aiohttp, the wrapper answers with a response: a JsonAnswer only on the lane.
+        served = cast(Handler, handler)
+        web.RouteDef(route.method, route.path, served, route.kwargs).register(app.router)
+    fallback = cast(Handler, service_handler(_unmatched, UNMATCHED, None))
     app.router.add_route("*", "/{path:.*}", fallback, name=UNMATCHED)
+
+
+def via_service(handler: HotHandler) -> Handler:
+    """A hot handler for a route list that :func:`add_service_routes` takes: it may answer with
+    a :class:`~codeengine.web.answers.JsonAnswer`, which only the service wrapper turns into a
+    response, so it is never registered with aiohttp as it is."""
+    return cast(Handler, handler)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from codeengine.settings import ServiceSettings
+from codeengine.web.answers import JsonAnswer, json_text
 from codeengine.web.fastlane import (
     LANE_ROUTES,
     MAX_BODY_BYTES,
@@ -37,7 +38,7 @@ from codeengine.web.fastlane import (
     hot,
 )
 from codeengine.web.metrics import RequestMetrics
-from codeengine.web.service import METRICS, add_service_routes
+from codeengine.web.service import METRICS, add_service_routes, via_service
 from codeengine.web.worker import Serving, start_serving
 
 T = TypeVar("T")
@@ -59,6 +60,15 @@ async def echo(request: HotRequest) -> web.StreamResponse:
 
 
 @hot
+async def answer(request: HotRequest) -> JsonAnswer:
+    """A JsonAnswer, as display and verify give: the lane writes it, aiohttp gets a response."""
+    item = request.match_info["item"]
+    if item == "created":
+        return JsonAnswer('{"created":true}', status=201)
+    return JsonAnswer(json_text({"item": item}), cache_control=f"private, max-age={len(item)}")
+
+
+@hot
 async def slow(request: HotRequest) -> web.StreamResponse:
     await asyncio.sleep(0.3)
     return web.json_response({"slow": True})
@@ -73,6 +83,7 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
     app[METRICS] = RequestMetrics("lane-test")
     routes = [
         web.get("/items/{item}/echo", echo, name="echo_get"),
+        web.get("/items/{item}/answer", via_service(answer), name="answer"),
         web.post("/echo", echo, name="echo_post"),
         web.get("/slow", slow, name="slow"),
         web.get("/plain", plain, name="plain"),
@@ -80,6 +91,7 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
     add_service_routes(app, routes, {})
     app[LANE_ROUTES] = (
         LaneRoute("GET", "/items/{item}/echo", "echo_get"),
+        LaneRoute("GET", "/items/{item}/answer", "answer"),
         LaneRoute("POST", "/echo", "echo_post"),
         LaneRoute("GET", "/slow", "slow"),
     )
@@ -165,6 +177,10 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
                 get("/items/second/echo"),
                 post("/echo", b"{}", content_type="JSON"),
                 post("/echo", b"{}", content_type="application/JSON; charset=utf-8"),
+                get("/items/abc/answer"),
+                get("/items/abc/answer"),  # the head the lane keeps for it, the second time
+                get("/items/abcdef/answer"),
+                get("/items/created/answer"),
             ):
                 await conn.send(request)
                 found.append(await conn.response())
@@ -192,6 +208,12 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
         assert json.loads(lane[1][2])["body"] == '{"a": 1}'
         assert json.loads(lane[1][2])["type"] == "application/json"
         assert json.loads(lane[4][2])["type"] == "application/json"
+        assert [(status, headers["cache-control"]) for status, headers, _ in lane[5:8]] == [
+            (200, "private, max-age=3"),
+            (200, "private, max-age=3"),
+            (200, "private, max-age=6"),
+        ]
+        assert (lane[8][0], lane[8][2]) == (201, b'{"created":true}')
 
     run(scenario())
 
