@@ -30,6 +30,7 @@ from codeengine.status import SubjectRecord
 from codeengine.token import CTI_BYTES, Claims
 
 _COLOURS = {int(colour): colour for colour in Colour}
+_new_tuple = tuple.__new__
 
 
 def token_digest(token: str) -> bytes:
@@ -72,7 +73,8 @@ class DisplayedCode(NamedTuple):
         """Read a stored value; a value the engine did not write raises CodeEngineError."""
         try:
             f: dict[str, Any] = msgpack.unpackb(raw)
-            return cls(
+            # Every field given, as a tuple: skips the generated __new__ (a read per request).
+            return _new_tuple(cls, (
                 str(f["t"]),
                 bytes(f["i"]),
                 int(f["ia"]),
@@ -82,7 +84,7 @@ class DisplayedCode(NamedTuple):
                 bytes(f.get("pd", b"")),
                 int(f.get("pe", 0)),
                 bytes(f.get("k", b"")),
-            )
+            ))  # fmt: skip
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored display token is corrupt") from exc
 

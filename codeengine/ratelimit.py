@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["TokenBucket"]
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 
@@ -30,12 +31,17 @@ class TokenBucket(NamedTuple):
         """Take one token: the new bucket and 0.0, or the unchanged bucket and seconds to wait."""
         elapsed = max(0.0, now - self.updated_at)
         tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        # Made as tuples: the generated __new__ costs as much as the rest (every request
+        # takes a token).
         if tokens >= 1.0:
-            return TokenBucket(self.rate_per_s, self.burst, tokens - 1.0, now), 0.0
+            return _new_bucket((self.rate_per_s, self.burst, tokens - 1.0, now)), 0.0
         wait = (1.0 - tokens) / self.rate_per_s
-        return TokenBucket(self.rate_per_s, self.burst, tokens, now), wait
+        return _new_bucket((self.rate_per_s, self.burst, tokens, now)), wait
 
     @staticmethod
     def retry_after_header(wait_s: float) -> int:
         """Whole seconds for a Retry-After header (at least 1)."""
         return max(1, math.ceil(wait_s))
+
+
+_new_bucket = partial(tuple.__new__, TokenBucket)

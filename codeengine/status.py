@@ -13,6 +13,7 @@ from codeengine.errors import CodeEngineError
 from codeengine.model import CodeKind, Colour, SubjectId
 from codeengine.rules import Risk, effective_colour_at
 
+_new_tuple = tuple.__new__
 # Enum lookups by value, without the cost of calling the Enum on the read hot paths.
 _KINDS = {int(kind): kind for kind in CodeKind}
 _COLOURS = {int(colour): colour for colour in Colour}
@@ -74,7 +75,8 @@ class SubjectRecord(NamedTuple):
                 if flat
                 else ()
             )
-            return cls(
+            # Every field given, as a tuple: skips the generated __new__ (a read per request).
+            return _new_tuple(cls, (
                 subject,
                 _KINDS[fields["k"]],
                 int(fields["c"]),
@@ -84,7 +86,7 @@ class SubjectRecord(NamedTuple):
                 risk,
                 None if not override else (_COLOURS[override[0]], int(override[1])),
                 str(fields.get("h", "")),
-            )
+            ))  # fmt: skip
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored subject record is corrupt") from exc
 
