@@ -155,6 +155,7 @@ def tune_gc(young_threshold: int) -> None:
     if young_threshold:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(young_threshold, older, oldest)
+    log.info("gc: %d objects frozen, thresholds %s", gc.get_freeze_count(), gc.get_threshold())
 
 
 async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
