@@ -282,9 +282,10 @@ class _Expiry:
 
     ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
     here one timer serves every command whose deadline falls in the same few milliseconds.
-    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the bucket):
-    otherwise every answered future, and its reply, would live on until its deadline, some
-    4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
+    A single command's caller takes its waiter out of the bucket once answered (:meth:`add`
+    returns the bucket): otherwise every answered future, and its reply, would live on until
+    its deadline, some 4,000 of each at 15,000 reads a second, all of them for the garbage
+    collector to count. (:meth:`FastCluster.bulk`, rare, leaves its few futures there.)
     """
 
     __slots__ = ("_buckets", "_per_s")

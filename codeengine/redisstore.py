@@ -488,15 +488,18 @@ class RedisStore:
         for entry in entries:
             by_city.setdefault(entry.city, []).append(entry)
         deadline_s = self._settings.write_deadline_ms / 1000
+
+        async def append_city(city: int, group: list[ScanEntry]) -> Any:
+            # Packed here, so that an entry that cannot be packed fails its city's call only.
+            packed = [entry.pack() for entry in group]
+            return await self._append_scans(
+                [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
+                [max_len, *packed],
+                deadline_s=deadline_s,
+            )
+
         outcomes = await asyncio.gather(
-            *(
-                self._append_scans(
-                    [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
-                    [max_len, *[entry.pack() for entry in group]],
-                    deadline_s=deadline_s,
-                )
-                for city, group in by_city.items()
-            ),
+            *(append_city(city, group) for city, group in by_city.items()),
             return_exceptions=True,
         )
         failed: list[ScanEntry] = []

@@ -48,7 +48,7 @@ class ScanEntry(NamedTuple):
         Entries of the earlier layout, a field per part (``t``, ``v``, ``c``, ``ts``, ``s``,
         ``r``, ``col``), are read as well, until the stream's length limit trims them. A packed
         value that is not an entry raises CodeEngineError, as any stored value the engine did
-        not write.
+        not write; an earlier-layout entry with a bad number raises ValueError.
         """
         packed = fields.get(ENTRY_FIELD.encode())
         if packed is not None:

@@ -27,6 +27,10 @@ class SettingsError(ValueError):
     """A setting is unknown, missing or of the wrong type; the message names it."""
 
 
+MAX_GC_YOUNG_THRESHOLD = 10_000_000
+"""A young generation that large already takes seconds to collect; gc takes no more than 2**31."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Where the services listen and how they treat connections."""
@@ -46,7 +50,7 @@ class ServiceSettings:
     gc_young_threshold: int = 20_000
     """Tracked objects made (net of those freed) before a young garbage collection; Python's
     own default is 700, which the objects of 50 requests in flight pass (codeengine.web.worker).
-    0 keeps Python's default."""
+    0 keeps the threshold in force (Python's default)."""
     city: int = 0
     """The city whose endpoint this is (configs/cities); 0: one endpoint for the province."""
     role: str = "primary"
@@ -211,8 +215,10 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
-    if settings.service.gc_young_threshold < 0:
-        raise SettingsError("service.gc_young_threshold: 0 (Python's default) or more")
+    if not 0 <= settings.service.gc_young_threshold <= MAX_GC_YOUNG_THRESHOLD:
+        raise SettingsError(
+            f"service.gc_young_threshold: 0 (keep the threshold) to {MAX_GC_YOUNG_THRESHOLD}"
+        )
     if settings.service.role not in {"primary", "backup"}:
         raise SettingsError("service.role: expected primary or backup")
     if settings.service.city and settings.service.city not in CITIES:

@@ -16,7 +16,7 @@ __all__ = ["JSON_CONTENT_TYPE", "JsonAnswer", "json_answer", "json_str", "json_t
 
 import _json
 import json
-from typing import Any
+from typing import Any, final
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -58,6 +58,7 @@ def json_answer(body: str, *, status: int = 200, cache_control: str = "") -> web
     return response
 
 
+@final
 class JsonAnswer:
     """A successful JSON answer of a hot route, not yet a response.
 

@@ -30,7 +30,13 @@ class Field:
     """A text field with a maximum length and no other bound: ASCII text needs one check."""
 
     def __post_init__(self) -> None:
-        plain = self.kind is str and self.max_length is not None and self.min_length is None
+        plain = (
+            self.kind is str
+            and self.max_length is not None
+            and self.min_length is None
+            and self.minimum is None
+            and self.maximum is None
+        )
         object.__setattr__(self, "plain_text", plain)
 
 

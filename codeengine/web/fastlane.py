@@ -314,7 +314,6 @@ class Lanes:
                     self._answer_heads[key] = head
             data = response.body.encode()
             return b"%s%d%s%s" % (head, len(data), self._date_line(), data)
-        assert not isinstance(response, JsonAnswer)  # for the type checker: only the above
         if (
             type(response) is not web.Response
             # The public ``cookies`` makes a cookie jar on first use: ask whether one exists.

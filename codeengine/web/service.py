@@ -107,5 +107,6 @@ def add_service_routes(
 def via_service(handler: HotHandler) -> Handler:
     """A hot handler for a route list that :func:`add_service_routes` takes: it may answer with
     a :class:`~codeengine.web.answers.JsonAnswer`, which only the service wrapper turns into a
-    response, so it is never registered with aiohttp as it is."""
+    response. Only a cast for the type checker: registered with aiohttp unwrapped, such a
+    handler would fail on every request that gets a JsonAnswer."""
     return cast(Handler, handler)

@@ -148,7 +148,8 @@ def tune_gc(young_threshold: int) -> None:
     verify in all.
 
     So everything loaded by now is frozen (``gc.freeze``: full collections skip it) and the
-    young threshold is raised past what requests in flight hold; 0 keeps Python's default.
+    young threshold is raised past what requests in flight hold; 0 keeps the threshold in
+    force (Python's default, unless something changed it).
     """
     gc.collect()
     gc.freeze()
@@ -161,13 +162,13 @@ def tune_gc(young_threshold: int) -> None:
 async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
     serving = await start_serving(app, host, port, service)
-    tune_gc(service.gc_young_threshold)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("serving on %s:%d", host, port)
     try:
+        tune_gc(service.gc_young_threshold)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("serving on %s:%d", host, port)
         await stop.wait()
     finally:
         await serving.stop()

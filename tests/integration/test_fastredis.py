@@ -278,6 +278,8 @@ def test_a_stalled_shard_times_out_without_stalling_the_others(
                 assert [await client.get(k, deadline_s=2) for k in same_node] == [
                     k.encode() for k in same_node
                 ]
+            # Neither the timed-out call nor the answered ones are left waiting for a deadline.
+            assert len(client._expiry) == 0
 
     run(scenario())
     cluster.wait_healthy()

@@ -37,6 +37,7 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
         ("", {"CODEENGINE_SERVICE_WORKERS": "many"}, "CODEENGINE_SERVICE_WORKERS"),
         ("[cluster]\nnodes = 'localhost'\n", {}, "cluster.nodes"),
         ("[service]\ngc_young_threshold = -1\n", {}, "service.gc_young_threshold"),
+        ("[service]\ngc_young_threshold = 3000000000\n", {}, "service.gc_young_threshold"),
     ],
     ids=[
         "typo-key",
@@ -48,6 +49,7 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
         "env-not-int",
         "bad-nodes",
         "negative-gc-threshold",
+        "huge-gc-threshold",
     ],
 )
 def test_bad_settings_fail_naming_the_key(

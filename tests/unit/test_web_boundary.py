@@ -68,6 +68,18 @@ def test_text_fields_take_exactly_what_the_general_check_takes(text: str, limit:
     )
 
 
+def test_only_text_bounded_by_length_alone_takes_the_shortcut() -> None:
+    assert Field(str, max_length=4).plain_text
+    for spec in (
+        Field(str),
+        Field(str, max_length=4, min_length=1),
+        Field(str, max_length=4, minimum=1),
+        Field(str, max_length=4, maximum=1),
+        Field(int, max_length=4),
+    ):
+        assert not spec.plain_text, spec
+
+
 def test_min_length() -> None:
     fields = {"op": Field(str, min_length=1)}
     assert validate_object({"op": "x"}, fields) == {"op": "x"}
