@@ -81,4 +81,3 @@ class JsonAnswer:
     def response(self) -> web.Response:
         """The answer as aiohttp sends it."""
         return json_answer(self.body, status=self.status, cache_control=self.cache_control)
-
