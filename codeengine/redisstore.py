@@ -57,7 +57,7 @@ from codeengine.fastredis import Address, FastCluster, consume_outcome, tag_slot
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
 from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
-from codeengine.scans import ScanEntry
+from codeengine.scans import PackedScan, ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.store import AliasBinding, RiskWrite
 from codeengine.suites import b64url_decode, b64url_encode
@@ -476,33 +476,30 @@ class RedisStore:
         )
 
     async def append_scans(
-        self, entries: list[ScanEntry], max_len: int, token: str
-    ) -> list[ScanEntry]:
+        self, entries: list[PackedScan], max_len: int, token: str
+    ) -> list[PackedScan]:
         """Append every entry to its city's stream: one script call per city, pipelined.
 
         Returns the entries of the cities whose call failed; the others are written once.
         A city's script skips a batch whose ``token`` it has written already (a resend).
         """
         await self._hot()
-        by_city: dict[int, list[ScanEntry]] = {}
+        by_city: dict[int, list[PackedScan]] = {}
         for entry in entries:
-            by_city.setdefault(entry.city, []).append(entry)
+            by_city.setdefault(entry[0], []).append(entry)
         deadline_s = self._settings.write_deadline_ms / 1000
-
-        async def append_city(city: int, group: list[ScanEntry]) -> Any:
-            # Packed here, so that an entry that cannot be packed fails its city's call only.
-            packed = [entry.pack() for entry in group]
-            return await self._append_scans(
-                [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
-                [max_len, *packed],
-                deadline_s=deadline_s,
-            )
-
         outcomes = await asyncio.gather(
-            *(append_city(city, group) for city, group in by_city.items()),
+            *(
+                self._append_scans(
+                    [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
+                    [max_len, *[packed for _, packed in group]],
+                    deadline_s=deadline_s,
+                )
+                for city, group in by_city.items()
+            ),
             return_exceptions=True,
         )
-        failed: list[ScanEntry] = []
+        failed: list[PackedScan] = []
         for group, outcome in zip(by_city.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):

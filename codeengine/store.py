@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 
 from codeengine.display import DisplayedCode
 from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.scans import ScanEntry
+from codeengine.scans import PackedScan, ScanEntry
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.verification import Revocations
 
@@ -102,9 +102,9 @@ class Store(Protocol):
         """The revoked code ids (unexpired) and key ids."""
 
     async def append_scans(
-        self, entries: list[ScanEntry], max_len: int, token: str
-    ) -> list[ScanEntry]:
-        """Append scan entries to their cities' logs; return those of cities that failed.
+        self, entries: list[PackedScan], max_len: int, token: str
+    ) -> list[PackedScan]:
+        """Append packed scan entries to their cities' logs; return those of cities that failed.
 
         ``token`` names the batch: a resend with the same token writes nothing twice.
 

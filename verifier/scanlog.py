@@ -22,7 +22,7 @@ from collections import deque
 
 from codeengine.errors import StoreUnavailable
 from codeengine.metrics import SCANS_DROPPED, SCANS_LOGGED
-from codeengine.scans import ScanEntry
+from codeengine.scans import PackedScan, ScanEntry
 from codeengine.settings import VerifierSettings
 from codeengine.store import Store
 
@@ -40,8 +40,11 @@ class ScanLogWriter:
     def __init__(self, store: Store, settings: VerifierSettings) -> None:
         self._store = store
         self._settings = settings
-        self._buffer: deque[ScanEntry] = deque()
-        self._retry: deque[tuple[str, list[ScanEntry]]] = deque()
+        self._buffer: deque[PackedScan] = deque()
+        """Entries packed when added, while what they hold is fresh in the CPU's caches: packed
+        at flush, 100 ms later, py-spy put the same work at about three times its timeit cost
+        under load."""
+        self._retry: deque[tuple[str, list[PackedScan]]] = deque()
         """Batches a shard did not confirm, with the token they were first sent with."""
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +53,7 @@ class ScanLogWriter:
         if len(self._buffer) >= self._settings.scan_buffer_max:
             self._buffer.popleft()
             SCANS_DROPPED.inc()
-        self._buffer.append(entry)
+        self._buffer.append(entry.packed())
 
     def __len__(self) -> int:
         return len(self._buffer) + sum(len(group) for _, group in self._retry)

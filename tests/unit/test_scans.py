@@ -53,3 +53,10 @@ def test_count_by_venue_reason_and_colour() -> None:
     )
     assert count_scans(entries, None).total == 4
     assert count_scans([], "a").total == 0
+
+
+def test_the_writer_form_is_the_city_and_the_packed_entry() -> None:
+    original = entry("gate")
+    city, packed = original.packed()
+    assert city == original.city
+    assert ScanEntry.from_fields({ENTRY_FIELD.encode(): packed}) == original
