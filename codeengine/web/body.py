@@ -121,10 +121,14 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
             if spec.required:
                 raise BadRequest(f"field {name!r} is required", reason=Reason.MISSING_FIELD)
             continue
-        if spec.plain_text and type(value) is str and value.isascii():
-            # Most fields of most bodies: ASCII text with a length limit and nothing more.
-            if len(value) > spec.max_length:  # type: ignore[operator]
-                raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
+        if (
+            spec.plain_text
+            and type(value) is str
+            and value.isascii()
+            and len(value) <= spec.max_length  # type: ignore[operator]
+        ):
+            # Most fields of most bodies: ASCII text within its length limit, nothing more to
+            # check. Anything else, refusals included, is _check's to answer.
             continue
         checked[name] = _check(name, spec, value)
     return checked
