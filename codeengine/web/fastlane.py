@@ -271,7 +271,6 @@ class Lanes:
         """Larger bodies go to aiohttp, which applies the app's own limit (413)."""
         self._routes = [_Bound(route, _handler(app, route)) for route in routes]
         self._heads: dict[tuple[object, ...], bytes] = {}
-        self._answer_heads: dict[tuple[object, ...], bytes] = {}
         self._date_second = 0
         self._date = b""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -305,13 +304,9 @@ class Lanes:
     def encode(self, response: web.StreamResponse | JsonAnswer) -> bytes:
         """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
         if type(response) is JsonAnswer:
+            # The head of the response aiohttp would send for it, written out once.
             key: tuple[object, ...] = (response.status, response.cache_control)
-            head = self._answer_heads.get(key)
-            if head is None:
-                # The head of the response aiohttp would send for it, written out once.
-                head = self._head(response.response())
-                if len(self._answer_heads) < MAX_CACHED_HEADS:
-                    self._answer_heads[key] = head
+            head = self._heads.get(key) or self._keep_head(key, response.response())
             data = response.body.encode()
             return b"%s%d%s%s" % (head, len(data), self._date_line(), data)
         if (
@@ -329,12 +324,18 @@ class Lanes:
             raise TypeError("the lane sends bytes bodies only")
         # A hot route answers with a handful of header sets: each is written out once.
         key = (response.status, *response.headers.items())
-        head = self._heads.get(key)
-        if head is None:
-            head = self._head(response)
-            if len(self._heads) < MAX_CACHED_HEADS:
-                self._heads[key] = head
+        head = self._heads.get(key) or self._keep_head(key, response)
         return b"%s%d%s%s" % (head, len(body), self._date_line(), body)
+
+    def _keep_head(self, key: tuple[object, ...], response: web.Response) -> bytes:
+        """``response``'s head, kept under ``key`` while fewer than MAX_CACHED_HEADS are.
+
+        A JsonAnswer's key is its status and Cache-Control, a response's its status and header
+        items (tuples): the two kinds never share a key."""
+        head = self._head(response)
+        if len(self._heads) < MAX_CACHED_HEADS:
+            self._heads[key] = head
+        return head
 
     @staticmethod
     def _head(response: web.Response) -> bytes:
