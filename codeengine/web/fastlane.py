@@ -431,6 +431,9 @@ class FastLane(asyncio.Protocol):
         self._found: tuple[HotHandler, dict[str, str]] | None = None
         self._announced_body = False
         self._task: asyncio.Task[None] | None = None
+        """The connection's serving task (:meth:`_serve`), from its first request on."""
+        self._waiting: asyncio.Future[tuple[HotHandler, LaneRequest] | None] | None = None
+        """What the serving task awaits between requests: the next one, or None to end."""
         self.busy = False
         self.idle_since = lanes.tick
 
@@ -447,6 +450,7 @@ class FastLane(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._lanes.forget(self)
+        self._end_serving()
 
     def data_received(self, data: bytes) -> None:
         if self.busy:
@@ -479,6 +483,7 @@ class FastLane(asyncio.Protocol):
         """Close the connection (keep-alive timeout, shutdown)."""
         if self._transport is not None:
             self._transport.close()
+        self._end_serving()
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: read no more requests until it does.
@@ -565,32 +570,60 @@ class FastLane(asyncio.Protocol):
         method = self._parser.get_method().decode()
         request = LaneRequest(self._lanes.app, method, match_info, self._headers, bytes(self._body))
         self.busy = True
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            waiting.set_result((handler, request))
+            return
         loop = self._lanes.loop
         assert loop is not None
         # Kept: the loop holds tasks only weakly.
-        self._task = loop.create_task(self._answer(handler, request))
+        self._task = loop.create_task(self._serve(handler, request))
 
-    async def _answer(self, handler: HotHandler, request: LaneRequest) -> None:
-        try:
-            data = self._lanes.encode(await handler(request))
-        except Exception:
-            # The service wrapper answers every failure; this is a fault of the lane itself.
-            log.exception("fast lane failed to answer %s", request.method)
-            self._abort()
-            return
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(data)
-        self._reset()
-        if self._lanes.closing:
-            transport.close()
-            return
-        pending = bytes(self._pending)
-        self._pending.clear()
-        self._release("pending")
-        if pending:
-            self.data_received(pending)
+    async def _serve(self, handler: HotHandler, request: LaneRequest) -> None:
+        """Answer the connection's requests one after another, while it stays on the lane.
+
+        One task for the connection rather than one per request: a request then costs a future
+        instead of a task and its coroutine, about 0.5-1 µs less (timeit). Handlers still run
+        in a task of their own connection, as on aiohttp, so ``asyncio.timeout`` works in them;
+        a client that goes away does not cancel the answer being worked out.
+        """
+        loop = self._lanes.loop
+        assert loop is not None
+        while True:
+            try:
+                data = self._lanes.encode(await handler(request))
+            except Exception:
+                # The service wrapper answers every failure; this is a fault of the lane itself.
+                log.exception("fast lane failed to answer %s", request.method)
+                self._abort()
+                return
+            transport = self._transport
+            if transport is None or transport.is_closing():
+                return
+            transport.write(data)
+            if self._lanes.closing:
+                transport.close()
+                return
+            # Waited on before the connection is ready for its next request: from then on,
+            # _start hands every request to this task.
+            waiting = self._waiting = loop.create_future()
+            self._reset()
+            pending = bytes(self._pending)
+            self._pending.clear()
+            self._release("pending")
+            if pending:
+                self.data_received(pending)
+            following = await waiting
+            if following is None:
+                return
+            handler, request = following
+
+    def _end_serving(self) -> None:
+        """End the serving task if it waits for a request (closed, handed over)."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     def _reset(self) -> None:
         """Ready for the next request on this connection."""
@@ -617,6 +650,7 @@ class FastLane(asyncio.Protocol):
         LANE_HANDOVERS.labels(why).inc()
         self._lanes.forget(self)
         self._transport = None
+        self._end_serving()
         protocol = self._lanes.handover()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -74,6 +74,14 @@ async def slow(request: HotRequest) -> web.StreamResponse:
     return web.json_response({"slow": True})
 
 
+@hot
+async def timed(request: HotRequest) -> web.StreamResponse:
+    """A handler that needs a current task, as ``asyncio.timeout`` does."""
+    async with asyncio.timeout(1.0):
+        await asyncio.sleep(0)
+    return web.json_response({"timed": True})
+
+
 async def plain(request: web.Request) -> web.StreamResponse:
     return web.json_response({"plain": True})
 
@@ -86,6 +94,7 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
         web.get("/items/{item}/answer", via_service(answer), name="answer"),
         web.post("/echo", echo, name="echo_post"),
         web.get("/slow", slow, name="slow"),
+        web.get("/timed", timed, name="timed"),
         web.get("/plain", plain, name="plain"),
     ]
     add_service_routes(app, routes, {})
@@ -94,6 +103,7 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
         LaneRoute("GET", "/items/{item}/answer", "answer"),
         LaneRoute("POST", "/echo", "echo_post"),
         LaneRoute("GET", "/slow", "slow"),
+        LaneRoute("GET", "/timed", "timed"),
     )
     return app
 
@@ -164,6 +174,12 @@ def handovers(why: str) -> float:
 
 def on_lane(headers: dict[str, str]) -> bool:
     return "server" not in headers
+
+
+def serving_tasks() -> int:
+    """The lane's per-connection serving tasks still running."""
+    tasks = asyncio.all_tasks()
+    return sum(t.get_coro().__qualname__ == "FastLane._serve" for t in tasks)  # type: ignore[union-attr]
 
 
 def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
@@ -414,6 +430,7 @@ def test_a_client_gone_while_its_answer_is_worked_out_leaves_the_lane_clean(run:
             conn.close()
             await asyncio.sleep(0.5)
             assert not serving.lanes.connections
+            assert serving_tasks() == 0
             again = await Conn.open(serving.port)
             await again.send(get("/items/a/echo"))
             status, headers, _ = await again.response()
@@ -421,6 +438,41 @@ def test_a_client_gone_while_its_answer_is_worked_out_leaves_the_lane_clean(run:
             again.close()
 
     run(scenario())
+
+
+def test_one_task_serves_a_connection_until_it_closes_or_is_handed_over(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            first, second = await Conn.open(serving.port), await Conn.open(serving.port)
+            for conn in (first, second, first, second):
+                await conn.send(get("/timed"))  # asyncio.timeout needs the task it runs in
+                status, headers, body = await conn.response()
+                assert (status, json.loads(body)) == (200, {"timed": True}) and on_lane(headers)
+            assert serving_tasks() == 2
+            first.close()
+            assert await within(lambda: serving_tasks() == 1)
+            await second.send(get("/plain"))  # handed over: aiohttp serves it from here on
+            assert (await second.response())[0] == 200
+            assert await within(lambda: serving_tasks() == 0)
+            second.close()
+            idle = await Conn.open(serving.port)
+            await idle.send(get("/items/a/echo"))
+            assert (await idle.response())[0] == 200
+            assert serving_tasks() == 1
+        # Stopping the server closed the idle connection, and its task ended with it.
+        assert await within(lambda: serving_tasks() == 0)
+        idle.close()
+
+    run(scenario())
+
+
+async def within(condition: Callable[[], bool], seconds: float = 2.0) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (polled)."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
 
 
 def test_lane_headers_refuse_a_name_the_lane_does_not_keep() -> None:
