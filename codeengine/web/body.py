@@ -26,6 +26,8 @@ class Field:
     min_length: int | None = None
     minimum: int | None = None
     maximum: int | None = None
+    printable: bool = False
+    """Text only of printable characters (``str.isprintable``): no control characters."""
     plain_text: bool = field(init=False, repr=False, compare=False)
     """A text field with a maximum length and no other bound: ASCII text needs one check."""
 
@@ -56,6 +58,8 @@ def _check(name: str, spec: Field, value: Any) -> Any:
         raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
     if isinstance(value, str) and not value.isascii() and not _encodable(value):
         raise BadRequest(f"field {name!r} is not valid Unicode text")
+    if spec.printable and not value.isprintable():
+        raise BadRequest(f"field {name!r} must be printable text")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
     if spec.min_length is not None and len(value) < spec.min_length:
@@ -126,9 +130,11 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
             and type(value) is str
             and value.isascii()
             and len(value) <= spec.max_length  # type: ignore[operator]
+            and (value.isprintable() or not spec.printable)
         ):
-            # Most fields of most bodies: ASCII text within its length limit, nothing more to
-            # check. Anything else, refusals included, is _check's to answer.
+            # Most fields of most bodies: ASCII text within its length limit (and printable,
+            # if it must be), nothing more to check. Anything else, refusals included, is
+            # _check's to answer.
             continue
         checked[name] = _check(name, spec, value)
     return checked

@@ -167,6 +167,33 @@ def test_wrong_city_refused_only_where_policy_says(settings: Settings, run: Any)
     run(scenario())
 
 
+def test_terminal_and_venue_ids_must_be_printable(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        async with issuer(settings), verifier(settings) as ver:
+            headers = auth(settings, "verify")
+            # Checked before the code is looked at: no code is needed to be refused.
+            for body in (
+                {**scan("CE1:x"), "terminal": "t-1\n"},
+                {**scan("CE1:x"), "venue": "gate\x00"},
+                {**scan("CE1:x"), "venue": "闸机\u2028"},
+            ):
+                one = await ver.post("/v1/verify", json=body, headers=headers)
+                assert one.status == 400
+                assert (await one.json())["reason"] == "INVALID_FIELD"
+                batch = await ver.post(
+                    "/v1/verify/batch", json={"items": [scan("CE1:x"), body]}, headers=headers
+                )
+                problem = await batch.json()
+                assert (batch.status, problem["reason"]) == (400, "INVALID_FIELD")
+                assert problem["detail"].startswith("items[1]: ")
+            taken = await ver.post(
+                "/v1/verify", json=scan("CE1:x", venue="南京南站 2号口"), headers=headers
+            )
+            assert (taken.status, (await taken.json())["reason"]) == (200, "MALFORMED")
+
+    run(scenario())
+
+
 def test_revoked_code_and_key_within_a_second(settings: Settings, run: Any) -> None:
     async def scenario() -> None:
         async with issuer(settings) as iss, verifier(settings) as ver:

@@ -51,10 +51,16 @@ def test_whole_number_floats_are_integers_as_in_json_schema() -> None:
         validate_object({"name": "ab", "n": 3.5}, FIELDS)
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=()), max_size=10), st.integers(0, 8))
-def test_text_fields_take_exactly_what_the_general_check_takes(text: str, limit: int) -> None:
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=10),
+    st.integers(0, 8),
+    st.booleans(),
+)
+def test_text_fields_take_exactly_what_the_general_check_takes(
+    text: str, limit: int, printable: bool
+) -> None:
     # validate_object has a shortcut for ASCII text fields bounded by length alone.
-    spec = Field(str, max_length=limit)
+    spec = Field(str, max_length=limit, printable=printable)
     assert spec.plain_text
 
     def outcome(check: Any) -> tuple[str, Any]:
@@ -78,6 +84,22 @@ def test_only_text_bounded_by_length_alone_takes_the_shortcut() -> None:
         Field(int, max_length=4),
     ):
         assert not spec.plain_text, spec
+
+
+@pytest.mark.parametrize("text", ["T-1\n", "\x00", "a\tb", "\x7f", "柜台\u2028"])
+def test_printable_fields_refuse_control_characters(text: str) -> None:
+    fields = {"terminal": Field(str, max_length=64, printable=True)}
+    with pytest.raises(BadRequest, match="printable") as refused:
+        validate_object({"terminal": text}, fields)
+    assert refused.value.reason == "INVALID_FIELD"
+    # Without the flag the same text is taken as it is.
+    assert validate_object({"terminal": text}, {"terminal": Field(str, max_length=64)})
+
+
+def test_printable_fields_take_printable_text_in_any_script() -> None:
+    fields = {"venue": Field(str, max_length=64, printable=True)}
+    for text in ("V-1", "南京南站 2号口", ""):
+        assert validate_object({"venue": text}, fields) == {"venue": text}
 
 
 def test_min_length() -> None:
