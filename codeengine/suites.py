@@ -133,9 +133,15 @@ class SigningSuite(Protocol):
         ...
 
 
+_B64URL_ALPHABET: Final = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url_encode(data: bytes) -> str:
     """Unpadded base64url, as JOSE writes binary members."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    # binascii and translate, as base64.urlsafe_b64encode does inside, without its two Python
+    # frames: 0.22 against 0.13 µs for a pseudonym, which every verify encodes (timeit).
+    encoded = binascii.b2a_base64(data, newline=False).rstrip(b"=")
+    return encoded.translate(_B64URL_ALPHABET).decode("ascii")
 
 
 _B64URL_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

@@ -6,6 +6,7 @@ __all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "full_answer", "shown_to", "ve
 
 import asyncio
 import math
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -103,7 +104,7 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
         verdict = checked
         subject = verdict.subject
     else:
-        subject = SubjectId(checked.claims.subject_id)
+        subject = checked.claims.subject_id
         try:
             kind = int(checked.claims.kind)
             record, shown = await app[STORE].display_state(subject, kind)
@@ -116,12 +117,17 @@ async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> V
     return verdict
 
 
+# Every verify logs an entry: built as the tuple it is, without the generated __new__ (0.30
+# against 0.12 µs, timeit). Every part is given, in field order.
+_new_scan = partial(tuple.__new__, ScanEntry)
+
+
 def _log_scan(
     app: web.Application, item: dict[str, Any], verdict: Verdict, subject: str | None = None
 ) -> None:
     """Queue the scan's log entry; ``subject`` is the verdict's pseudonym when already known."""
     app[SCAN_LOG].add(
-        ScanEntry(
+        _new_scan((
             item["terminal"],
             item.get("venue", ""),
             item["city"],
@@ -129,8 +135,8 @@ def _log_scan(
             (verdict.subject if subject is None else subject) or "",
             verdict.reason,
             verdict.colour.label if verdict.colour is not None else "",
-        )
-    )
+        ))
+    )  # fmt: skip
 
 
 async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now: int) -> Verdict:

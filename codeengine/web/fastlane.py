@@ -149,7 +149,7 @@ class LaneHeaders(dict[str, str]):
     def get(self, name: str, default: Any = None) -> Any:
         if name not in _KEPT_NAMES:
             raise KeyError(f"the fast lane keeps only {sorted(_KEPT_NAMES)}, not {name!r}")
-        return super().get(name, default)
+        return dict.get(self, name, default)  # not super(): it costs as much as the rest
 
 
 class LaneRequest:
