@@ -27,7 +27,7 @@ import logging
 import time
 from binascii import crc_hqx
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -457,9 +457,22 @@ class FastCluster:
         return clock() + timeout_s
 
     async def _call(
-        self, slot: int, packed: bytes, deadline: float, command: Arg, prelude: bytes = b""
+        self,
+        slot: int,
+        packed: bytes,
+        deadline: float,
+        command: Arg,
+        prelude: bytes = b"",
+        *,
+        raw: bool = False,
+        expect_errors: Collection[str] = (),
     ) -> Any:
-        """Send a command to the slot's primary, following redirects; the raw reply."""
+        """Send a command to the slot's primary, following redirects.
+
+        The reply, or (unless ``raw``) StoreUnavailable for an error reply, CommandError for one
+        whose prefix is in ``expect_errors``. The public commands return this coroutine itself
+        rather than await it in one of their own: one coroutine a call fewer (about 0.3 µs).
+        """
         found = self._slots[slot]
         try:
             node = _usable(found)
@@ -483,15 +496,10 @@ class FastCluster:
                     pending.discard(waiter)
                 node.failures = 0
                 if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
-                    return reply
-                kind, slot_text, target = str(reply).split(" ", 2)
-                host, _, port = target.rpartition(":")
-                node = self._node((host or node.addr[0], int(port)))
-                asking = kind == "ASK"
-                if not asking:
-                    self._slots[int(slot_text)] = node
-                    self.schedule_refresh()
-            raise StoreUnavailable("store redirected too many times")
+                    break
+                node, asking = self._redirected(node, reply)
+            else:
+                raise StoreUnavailable("store redirected too many times")
         except StoreUnavailable as exc:
             # A stalled or lost primary may have been failed over: look for its successor.
             # Each timed-out call counts; a lost connection counts once (_Node.lost).
@@ -505,6 +513,21 @@ class FastCluster:
             self.schedule_refresh()
             what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
+        if raw or type(reply) is not _ReplyError:
+            return reply
+        return self._reply(reply, command, expect_errors)
+
+    def _redirected(self, node: _Node, reply: Any) -> tuple[_Node, bool]:
+        """Where a MOVED or ASK reply sends the command, and whether it was ASK (a MOVED also
+        updates the slot map)."""
+        kind, slot_text, target = str(reply).split(" ", 2)
+        host, _, port = target.rpartition(":")
+        node = self._node((host or node.addr[0], int(port)))
+        asking = kind == "ASK"
+        if not asking:
+            self._slots[int(slot_text)] = node
+            self.schedule_refresh()
+        return node, asking
 
     def reply_or_raise(self, reply: Any, command: Arg) -> Any:
         """A raw reply of :meth:`bulk`, or StoreUnavailable if it is an error."""
@@ -523,21 +546,21 @@ class FastCluster:
         kind = "unavailable" if prefix in _UNAVAILABLE_PREFIXES else "refused"
         raise StoreUnavailable(f"store {_name(command)} {kind}: {prefix}")
 
-    async def execute(
+    def execute(
         self,
         key_for_slot: str | bytes,
         *args: Arg,
         deadline_s: float | None = None,
         expect_errors: Collection[str] = (),
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run one command on the primary owning ``key_for_slot``; the reply, bytes for strings.
 
         Raises :class:`StoreUnavailable` on every failure, or :class:`CommandError` for an
         error reply whose prefix is in ``expect_errors``.
         """
         slot, deadline = key_slot(key_for_slot), self._deadline(deadline_s)
-        reply = await self._call(slot, pack_command(args), deadline, args[0])
-        return self._reply(reply, args[0], expect_errors)
+        packed = pack_command(args)
+        return self._call(slot, packed, deadline, args[0], expect_errors=expect_errors)
 
     async def load_script_everywhere(self, script: Script) -> None:
         """SCRIPT LOAD a registered script on every primary (before a bulk run of it)."""
@@ -603,10 +626,11 @@ class FastCluster:
                 first[node.addr] = slot
         return sorted(first.values())
 
-    async def execute_at_slot(self, slot: int, *args: Arg, deadline_s: float | None = None) -> Any:
+    def execute_at_slot(
+        self, slot: int, *args: Arg, deadline_s: float | None = None
+    ) -> Coroutine[Any, Any, Any]:
         """Run one command on the primary owning ``slot`` (SCAN, WAIT: commands of a node)."""
-        reply = await self._call(slot, pack_command(args), self._deadline(deadline_s), args[0])
-        return self._reply(reply, args[0], ())
+        return self._call(slot, pack_command(args), self._deadline(deadline_s), args[0])
 
     async def wait_for_keys(
         self, keys: Sequence[str | bytes], replicas: int, timeout_ms: int
@@ -631,30 +655,26 @@ class FastCluster:
         value: bytes | None = await self.execute(key, "GET", key, deadline_s=deadline_s)
         return value
 
-    async def mget(
+    def mget(
         self,
         keys: Sequence[str | bytes],
         *,
         deadline_s: float | None = None,
         slot: int | None = None,
-    ) -> list[bytes | None]:
-        """MGET of keys that share one slot (one hash tag); values in key order.
+    ) -> Coroutine[Any, Any, list[bytes | None]]:
+        """MGET of one or more keys that share one slot (one hash tag); values in key order.
 
         A caller that built the keys around one hash tag may pass its ``slot`` (``tag_slot``)
         instead of having every key's worked out.
         """
         if not keys:
-            return []
+            raise ValueError("MGET needs at least one key")
         if slot is None:
             slot = key_slot(keys[0])
             for key in keys[1:]:
                 if key_slot(key) != slot:
                     raise ValueError("MGET keys must share one slot: give them one hash tag")
-        reply = await self._call(
-            slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET"
-        )
-        values: list[bytes | None] = self._reply(reply, "MGET", ())
-        return values
+        return self._call(slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET")
 
     def script(self, text: str) -> Script:
         """Register a Lua script; the returned :class:`Script` runs it by SHA1."""
@@ -680,7 +700,7 @@ class FastCluster:
             raise ValueError("script keys must share one slot: give them one hash tag")
         packed = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
         deadline = self._deadline(deadline_s)
-        reply = await self._call(slot, packed, deadline, "EVALSHA")
+        reply = await self._call(slot, packed, deadline, "EVALSHA", raw=True)
         if type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT"):
             # A restarted or promoted node has an empty script cache: load and retry in one
             # round trip, on the same connection, so that the two stay in order.
@@ -688,7 +708,7 @@ class FastCluster:
             if body is None:
                 raise StoreUnavailable("store script was never registered")
             load = pack_command(("SCRIPT", "LOAD", body))
-            reply = await self._call(slot, packed, deadline, "EVALSHA", prelude=load)
+            reply = await self._call(slot, packed, deadline, "EVALSHA", load, raw=True)
         return self._reply(reply, "EVALSHA", expect_errors)
 
 

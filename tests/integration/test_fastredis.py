@@ -109,8 +109,14 @@ def test_hash_tags_route_like_the_server(cluster: DevCluster, run: Any) -> None:
                 assert server_slot == key_slot(key), key
             # A key in a slot this client maps to its owner is served without any redirect.
             assert await client.execute(keys[0], "SET", keys[1], "ok") == b"OK"
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match="share one slot"):
                 await client.mget([f"{{{shared}}}a", f"{{{tag()}}}b"])
+            with pytest.raises(ValueError, match="at least one key"):
+                await client.mget([])
+            # An error reply raises, naming its prefix only: GET of a key that holds a hash.
+            await client.execute(keys[0], "HSET", keys[0], "f", "v")
+            with pytest.raises(StoreUnavailable, match="store GET refused: WRONGTYPE"):
+                await client.execute(keys[0], "GET", keys[0])
 
     run(scenario())
 
