@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -484,28 +485,29 @@ class RedisStore:
         A city's script skips a batch whose ``token`` it has written already (a resend).
         """
         await self._hot()
-        by_city: dict[int, list[PackedScan]] = {}
-        for entry in entries:
-            by_city.setdefault(entry[0], []).append(entry)
+        # Each city's script arguments, gathered as they are sent: the limit, then the entries.
+        by_city: defaultdict[int, list[int | bytes]] = defaultdict(lambda: [max_len])
+        for city, packed in entries:
+            by_city[city].append(packed)
         deadline_s = self._settings.write_deadline_ms / 1000
         outcomes = await asyncio.gather(
             *(
                 self._append_scans(
                     [keys.scan_log_key(city), keys.scan_batch_key(city, token)],
-                    [max_len, *[packed for _, packed in group]],
+                    args,
                     deadline_s=deadline_s,
                 )
-                for city, group in by_city.items()
+                for city, args in by_city.items()
             ),
             return_exceptions=True,
         )
-        failed: list[PackedScan] = []
-        for group, outcome in zip(by_city.values(), outcomes, strict=True):
+        failed_cities = set()
+        for city, outcome in zip(by_city, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome
-                failed.extend(group)
-        return failed
+                failed_cities.add(city)
+        return [entry for entry in entries if entry[0] in failed_cities] if failed_cities else []
 
     async def read_scans(
         self, city: int, from_ms: int, to_ms: int, limit: int
