@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["FUSION", "SCAN_LOG", "VERIFY_ROUTES", "full_answer", "shown_to", "verify_one"]
+__all__ = [
+    "FUSION",
+    "SCAN_LOG",
+    "VERIFY_ROUTES",
+    "ScanItem",
+    "full_answer",
+    "shown_to",
+    "verify_one",
+]
 
 import asyncio
 import math
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import msgpack
+import msgspec
 from aiohttp import web
 
 from codeengine.errors import (
@@ -34,7 +43,7 @@ from codeengine.verification import (
 )
 from codeengine.web.answers import JsonAnswer, json_str, json_text
 from codeengine.web.auth import CLIENT
-from codeengine.web.body import Field, read_object, validate_object
+from codeengine.web.body import Field, TypedBody, read_object, read_typed, validate_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
 from codeengine.web.service import via_service
@@ -54,6 +63,18 @@ ITEM_FIELDS = {
     "venue": Field(str, required=False, max_length=MAX_ID_CHARS, printable=True),
     "city": Field(int),
 }
+
+
+class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """One scan: a verify body, or an item of a batch (``ITEM_FIELDS``, as msgspec sees them)."""
+
+    code: Annotated[str, msgspec.Meta(max_length=MAX_TOKEN_CHARS + 2)]
+    terminal: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+    city: int
+    venue: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""
+
+
+ITEM = TypedBody(ScanItem, ITEM_FIELDS)
 BATCH_FIELDS = {"items": Field(list)}
 REVOKE_FIELDS = {
     "code": Field(str, required=False, max_length=MAX_TOKEN_CHARS),
@@ -78,14 +99,14 @@ def _check_city(city: int) -> None:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
 
 
-async def verify_one(app: web.Application, item: dict[str, Any], mode: str) -> Verdict:
+async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict:
     """Verify one scanned code and log the scan (without waiting for the log)."""
     settings = app[SETTINGS]
     state = app[KEYS]
     now = int(app[CLOCK]())
     trust = state.require_trust()
-    text = item["code"].rstrip(_SCANNER_TERMINATORS)
-    city = item["city"]
+    text = item.code.rstrip(_SCANNER_TERMINATORS)
+    city = item.city
     if not text.startswith(PREFIX) and (alias := app[FUSION].resolve_prefix(text)) is not None:
         verdict = await _alias_verdict(app, alias[0], alias[1], now)
         _log_scan(app, item, verdict)
@@ -123,14 +144,14 @@ _new_scan = partial(tuple.__new__, ScanEntry)
 
 
 def _log_scan(
-    app: web.Application, item: dict[str, Any], verdict: Verdict, subject: str | None = None
+    app: web.Application, item: ScanItem, verdict: Verdict, subject: str | None = None
 ) -> None:
     """Queue the scan's log entry; ``subject`` is the verdict's pseudonym when already known."""
     app[SCAN_LOG].add(
         _new_scan((
-            item["terminal"],
-            item.get("venue", ""),
-            item["city"],
+            item.terminal,
+            item.venue,
+            item.city,
             int(app[CLOCK]() * 1000),
             (verdict.subject if subject is None else subject) or "",
             verdict.reason,
@@ -212,8 +233,8 @@ def full_answer(verdict: Verdict) -> str:
 @hot
 async def verify(request: HotRequest) -> JsonAnswer:
     """Verify one code: live colour online, the signature alone when the store is down."""
-    item = await read_object(request, ITEM_FIELDS)
-    _check_city(item["city"])
+    item = await read_typed(request, ITEM)
+    _check_city(item.city)
     verdict = await verify_one(request.app, item, "online")
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
     if profile.fields >= _CHOSEN_FIELDS and not profile.licences:
@@ -245,7 +266,7 @@ async def verify_batch(request: web.Request) -> web.Response:
             _check_city(valid["city"])
         except BadRequest as exc:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
-        checked.append(valid)
+        checked.append(ScanItem(**valid))
     verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in checked))
     results = [await shown_to(request, v, with_licences=False) for v in verdicts]
     if request.content_type == MSGPACK:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["Field", "loads", "read_lines", "read_object", "validate_object"]
+__all__ = [
+    "Field",
+    "TypedBody",
+    "loads",
+    "read_lines",
+    "read_object",
+    "read_typed",
+    "validate_object",
+]
 
 import json
 import json.scanner
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import msgspec
 from aiohttp import StreamReader, web
 
 from codeengine.errors import BadRequest, Reason
@@ -142,17 +151,67 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
 
 async def read_object(request: HotRequest, fields: Mapping[str, Field]) -> dict[str, Any]:
     """Read the request body as a JSON object with exactly the given fields."""
+    return validate_object(_parsed(await _json_body(request)), fields)
+
+
+async def _json_body(request: HotRequest) -> bytes:
+    """The body of an ``application/json`` request; 415 for any other."""
     # The plain header needs no parsing (parsing costs about 10 µs a request under load).
     plain = request.headers.get("Content-Type") == "application/json"
     if not plain and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="the body must be application/json")
-    raw = await request.read()
+    return await request.read()
+
+
+def _parsed(raw: bytes) -> Any:
+    """The JSON document, or the BAD_JSON refusal."""
     try:
-        document = loads(raw)
+        return loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: nesting too deep to be a body of this API.
         raise BadRequest("the body is not valid JSON", reason=Reason.BAD_JSON) from None
-    return validate_object(document, fields)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class TypedBody(Generic[S]):
+    """A JSON object body read straight into ``struct``, a msgspec Struct, under ``fields``.
+
+    ``struct`` declares ``fields`` again as msgspec sees them: the same names, types and length
+    limits, a default for each optional field, no unknown fields (a test holds each pair
+    alike). Its decoder takes the usual body in one pass in C, about 1.9 against 0.3 µs for a
+    verify body (timeit). Whatever the decoder does not take goes the general way: malformed
+    JSON and every refusal, but also what the general check takes and msgspec does not, such
+    as 320100.0 for an integer. ``validate_object`` then refuses it with its own reason, or
+    takes it and the struct is built from what it took. ``printable`` fields are checked after
+    decoding, as msgspec has no such rule. A property test holds the two ways to one outcome.
+    """
+
+    def __init__(self, struct: type[S], fields: Mapping[str, Field]) -> None:
+        self.struct = struct
+        self.fields = fields
+        self._decoder = msgspec.json.Decoder(struct)
+        self._printable = tuple(name for name, spec in fields.items() if spec.printable)
+
+    def decode(self, raw: bytes) -> S:
+        """The body as ``struct``, or the general check's refusal."""
+        try:
+            value = self._decoder.decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            for name in self._printable:
+                if not getattr(value, name).isprintable():
+                    break
+            else:
+                return value
+        return self.struct(**validate_object(_parsed(raw), self.fields))
+
+
+async def read_typed(request: HotRequest, body: TypedBody[S]) -> S:
+    """Read the request body as ``body``'s struct (a JSON object of its fields)."""
+    return body.decode(await _json_body(request))
 
 
 def read_lines(request: web.Request) -> AsyncIterator[bytes]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from codeengine.errors import AccessDenied, BadRequest, KeyringError, NotAuthenticated, RateLimited
 from codeengine.web.auth import Client, Credentials, load_credentials
-from codeengine.web.body import Field, _check, loads, validate_object
+from codeengine.web.body import Field, _check, _parsed, loads, validate_object
 
 FIELDS = {"name": Field(str, max_length=4), "n": Field(int, minimum=1, maximum=9)}
 FIELDS_OPTIONAL = {**FIELDS, "tag": Field(str, required=False)}
@@ -213,3 +213,76 @@ def test_loads_is_json_loads(value: Any, ascii_only: bool, tail: bytes) -> None:
     expected, got = _outcome(json.loads, raw), _outcome(loads, raw)
     # NaN is not equal to itself: compare the text of what both parsed.
     assert repr(got) == repr(expected)
+
+
+# The typed body of a verify (TypedBody): msgspec's decoder and the general check, one outcome.
+
+_CITY = 320100
+_SCAN_VALUES: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(["CE1:ABC", "T-1", "", "a" * 64, "a" * 65, "a\n", "南京", "x" * 403]),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=8),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([_CITY, float(_CITY), 320100.5, True, False, None, [], {}]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+def _body(pairs: list[tuple[str, Any]], ascii_only: bool, tail: str) -> bytes:
+    # Written by hand: a key may repeat, as JSON allows and json.loads takes the last.
+    members = ",".join(
+        f"{json.dumps(k)}:{json.dumps(v, ensure_ascii=ascii_only)}" for k, v in pairs
+    )
+    return ("{" + members + "}" + tail).encode("utf-8", "surrogatepass")
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["code", "terminal", "venue", "city", "other"]), _SCAN_VALUES),
+        max_size=6,
+    ),
+    st.booleans(),
+    st.sampled_from(["", " ", "\n", "x", "}"]),
+    st.booleans(),
+)
+@settings(max_examples=600, deadline=None)
+def test_a_typed_body_is_taken_or_refused_as_the_general_check_does(
+    pairs: list[tuple[str, Any]], ascii_only: bool, tail: str, from_valid: bool
+) -> None:
+    from verifier.verify import ITEM, ITEM_FIELDS, ScanItem
+
+    # From a valid scan, the drawn members add to it or (a repeated key) replace its own.
+    valid = [("code", "CE1:ABC"), ("terminal", "T-1"), ("city", _CITY)]
+    raw = _body((valid if from_valid else []) + pairs, ascii_only, tail)
+
+    def outcome(read: Any) -> tuple[str, Any]:
+        try:
+            return "taken", read()
+        except BadRequest as exc:
+            return "refused", (exc.detail, exc.reason)
+
+    def general() -> ScanItem:
+        return ScanItem(**validate_object(_parsed(raw), ITEM_FIELDS))
+
+    assert outcome(lambda: ITEM.decode(raw)) == outcome(general)
+
+
+def test_a_typed_body_declares_its_fields_as_the_general_check_has_them() -> None:
+    import msgspec.inspect
+
+    from verifier.verify import ITEM
+
+    info = msgspec.inspect.type_info(ITEM.struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    assert info.forbid_unknown_fields
+    kinds: dict[type, type[msgspec.inspect.Type]] = {
+        str: msgspec.inspect.StrType,
+        int: msgspec.inspect.IntType,
+    }
+    assert {f.name for f in info.fields} == set(ITEM.fields)
+    for declared in info.fields:
+        spec = ITEM.fields[declared.name]
+        assert isinstance(declared.type, kinds[spec.kind]), declared.name
+        assert declared.required == spec.required, declared.name
+        assert getattr(declared.type, "max_length", None) == spec.max_length, declared.name
+        # Bounds msgspec would check are the general check's alone (it has no printable rule).
+        assert spec.min_length is None and spec.minimum is None and spec.maximum is None
