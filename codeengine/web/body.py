@@ -151,16 +151,16 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
 
 async def read_object(request: HotRequest, fields: Mapping[str, Field]) -> dict[str, Any]:
     """Read the request body as a JSON object with exactly the given fields."""
-    return validate_object(_parsed(await _json_body(request)), fields)
+    _require_json(request)
+    return validate_object(_parsed(await request.read()), fields)
 
 
-async def _json_body(request: HotRequest) -> bytes:
-    """The body of an ``application/json`` request; 415 for any other."""
+def _require_json(request: HotRequest) -> None:
+    """415 unless the body is ``application/json``."""
     # The plain header needs no parsing (parsing costs about 10 µs a request under load).
     plain = request.headers.get("Content-Type") == "application/json"
     if not plain and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="the body must be application/json")
-    return await request.read()
 
 
 def _parsed(raw: bytes) -> Any:
@@ -211,7 +211,8 @@ class TypedBody(Generic[S]):
 
 async def read_typed(request: HotRequest, body: TypedBody[S]) -> S:
     """Read the request body as ``body``'s struct (a JSON object of its fields)."""
-    return body.decode(await _json_body(request))
+    _require_json(request)
+    return body.decode(await request.read())
 
 
 def read_lines(request: web.Request) -> AsyncIterator[bytes]:
