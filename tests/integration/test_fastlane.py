@@ -176,10 +176,19 @@ def on_lane(headers: dict[str, str]) -> bool:
     return "server" not in headers
 
 
-def serving_tasks() -> int:
+def serving_tasks() -> list[asyncio.Task[Any]]:
     """The lane's per-connection serving tasks still running."""
     tasks = asyncio.all_tasks()
-    return sum(t.get_coro().__qualname__ == "FastLane._serve" for t in tasks)  # type: ignore[union-attr]
+    return [t for t in tasks if t.get_coro().__qualname__ == "FastLane._serve"]  # type: ignore[union-attr]
+
+
+def held_between_requests() -> set[str]:
+    """What the waiting serving tasks still hold of the requests they answered."""
+    held = set()
+    for task in serving_tasks():
+        frame = task.get_coro().cr_frame  # type: ignore[union-attr]
+        held |= {"request", "data", "pending"} & set(frame.f_locals)
+    return held
 
 
 def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
@@ -430,7 +439,7 @@ def test_a_client_gone_while_its_answer_is_worked_out_leaves_the_lane_clean(run:
             conn.close()
             await asyncio.sleep(0.5)
             assert not serving.lanes.connections
-            assert serving_tasks() == 0
+            assert not serving_tasks()
             again = await Conn.open(serving.port)
             await again.send(get("/items/a/echo"))
             status, headers, _ = await again.response()
@@ -448,19 +457,23 @@ def test_one_task_serves_a_connection_until_it_closes_or_is_handed_over(run: Any
                 await conn.send(get("/timed"))  # asyncio.timeout needs the task it runs in
                 status, headers, body = await conn.response()
                 assert (status, json.loads(body)) == (200, {"timed": True}) and on_lane(headers)
-            assert serving_tasks() == 2
+            assert len(serving_tasks()) == 2
+            # An idle connection keeps nothing of what it answered (a body may be 16 KiB).
+            await first.send(post("/echo", b'{"big": "' + b"x" * 12_000 + b'"}'))
+            assert (await first.response())[0] == 200
+            assert not held_between_requests()
             first.close()
-            assert await within(lambda: serving_tasks() == 1)
+            assert await within(lambda: len(serving_tasks()) == 1)
             await second.send(get("/plain"))  # handed over: aiohttp serves it from here on
             assert (await second.response())[0] == 200
-            assert await within(lambda: serving_tasks() == 0)
+            assert await within(lambda: not serving_tasks())
             second.close()
             idle = await Conn.open(serving.port)
             await idle.send(get("/items/a/echo"))
             assert (await idle.response())[0] == 200
-            assert serving_tasks() == 1
+            assert len(serving_tasks()) == 1
         # Stopping the server closed the idle connection, and its task ended with it.
-        assert await within(lambda: serving_tasks() == 0)
+        assert await within(lambda: not serving_tasks())
         idle.close()
 
     run(scenario())
