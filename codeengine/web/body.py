@@ -67,8 +67,6 @@ def _check(name: str, spec: Field, value: Any) -> Any:
         raise BadRequest(f"field {name!r} must be {_json_type(spec.kind)}")
     if isinstance(value, str) and not value.isascii() and not _encodable(value):
         raise BadRequest(f"field {name!r} is not valid Unicode text")
-    if spec.printable and not value.isprintable():
-        raise BadRequest(f"field {name!r} must be printable text")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise BadRequest(f"field {name!r} is longer than {spec.max_length} characters")
     if spec.min_length is not None and len(value) < spec.min_length:
@@ -77,6 +75,8 @@ def _check(name: str, spec: Field, value: Any) -> Any:
         raise BadRequest(f"field {name!r} must be at least {spec.minimum}")
     if spec.maximum is not None and value > spec.maximum:
         raise BadRequest(f"field {name!r} must be at most {spec.maximum}")
+    if spec.printable and not value.isprintable():
+        raise BadRequest(f"field {name!r} must be printable text")
     return value
 
 
@@ -180,8 +180,8 @@ class TypedBody(Generic[S]):
 
     ``struct`` declares ``fields`` again as msgspec sees them: the same names, types and length
     limits, a default for each optional field, no unknown fields (a test holds each pair
-    alike). Its decoder takes the usual body in one pass in C, about 1.9 against 0.3 µs for a
-    verify body (timeit). Whatever the decoder does not take goes the general way: malformed
+    alike). Its decoder takes the usual body in one pass in C: a verify body in about 0.3 µs
+    with its printable checks, against 1.9 for ``json`` and the field checks (timeit). Whatever the decoder does not take goes the general way: malformed
     JSON and every refusal, but also what the general check takes and msgspec does not, such
     as 320100.0 for an integer. ``validate_object`` then refuses it with its own reason, or
     takes it and the struct is built from what it took. ``printable`` fields are checked after

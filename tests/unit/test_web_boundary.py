@@ -266,6 +266,45 @@ def test_a_typed_body_is_taken_or_refused_as_the_general_check_does(
     assert outcome(lambda: ITEM.decode(raw)) == outcome(general)
 
 
+_RAW_PIECES = [
+    b"\x00", b"\x01", b"\x7f", b"\\", b'"', b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xef\xbb\xbf",
+    b" ", b"\t", b"\n", b",", b"}", b"{", b"[", b"0", b"1", b"-", b"+", b"e", b"E", b".", b"\\u",
+    b"\\ud800", b"\\u0063", b"null", b"NaN", b"9" * 30,
+]  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 200), st.integers(0, 3), st.sampled_from(_RAW_PIECES)),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=600, deadline=None)
+def test_a_typed_body_with_bytes_changed_is_read_as_the_general_check_reads_it(
+    edits: list[tuple[int, int, bytes]],
+) -> None:
+    from verifier.verify import ITEM, ITEM_FIELDS, ScanItem
+
+    # Bytes json.dumps never writes: control and invalid UTF-8 bytes, odd numbers, escapes.
+    raw = bytearray(b'{"code": "CE1:ABC", "terminal": "T-1", "venue": "V", "city": 320100}')
+    for at, removed, piece in edits:
+        at %= len(raw) + 1
+        raw[at : at + removed] = piece
+    body = bytes(raw)
+
+    def outcome(read: Any) -> tuple[str, Any]:
+        try:
+            return "taken", read()
+        except BadRequest as exc:
+            return "refused", (exc.detail, exc.reason)
+
+    def general() -> ScanItem:
+        return ScanItem(**validate_object(_parsed(body), ITEM_FIELDS))
+
+    assert outcome(lambda: ITEM.decode(body)) == outcome(general)
+
+
 def test_a_typed_body_declares_its_fields_as_the_general_check_has_them() -> None:
     import msgspec.inspect
 
