@@ -181,11 +181,13 @@ class TypedBody(Generic[S]):
     ``struct`` declares ``fields`` again as msgspec sees them: the same names, types and length
     limits, a default for each optional field, no unknown fields (a test holds each pair
     alike). Its decoder takes the usual body in one pass in C: a verify body in about 0.3 µs
-    with its printable checks, against 1.9 for ``json`` and the field checks (timeit). Whatever the decoder does not take goes the general way: malformed
-    JSON and every refusal, but also what the general check takes and msgspec does not, such
-    as 320100.0 for an integer. ``validate_object`` then refuses it with its own reason, or
-    takes it and the struct is built from what it took. ``printable`` fields are checked after
-    decoding, as msgspec has no such rule. A property test holds the two ways to one outcome.
+    with its printable checks, against 1.9 for ``json`` and the field checks (timeit).
+
+    Whatever the decoder does not take goes the general way: malformed JSON and every refusal,
+    but also what the general check takes and msgspec does not, such as 320100.0 for an
+    integer. ``validate_object`` then refuses it with its own reason, or takes it and the
+    struct is built from what it took. ``printable`` fields are checked after decoding, as
+    msgspec has no such rule. Property tests hold the two ways to one outcome.
     """
 
     def __init__(self, struct: type[S], fields: Mapping[str, Field]) -> None:

@@ -227,6 +227,21 @@ _SCAN_VALUES: st.SearchStrategy[Any] = st.one_of(
 )
 
 
+def _typed_and_general(raw: bytes) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """How the verify body's typed decoder and the general check each read ``raw``."""
+    from verifier.verify import ITEM, ITEM_FIELDS, ScanItem
+
+    def outcome(read: Any) -> tuple[str, Any]:
+        try:
+            return "taken", read()
+        except BadRequest as exc:
+            return "refused", (exc.detail, exc.reason)
+
+    return outcome(lambda: ITEM.decode(raw)), outcome(
+        lambda: ScanItem(**validate_object(_parsed(raw), ITEM_FIELDS))
+    )
+
+
 def _body(pairs: list[tuple[str, Any]], ascii_only: bool, tail: str) -> bytes:
     # Written by hand: a key may repeat, as JSON allows and json.loads takes the last.
     members = ",".join(
@@ -248,22 +263,12 @@ def _body(pairs: list[tuple[str, Any]], ascii_only: bool, tail: str) -> bytes:
 def test_a_typed_body_is_taken_or_refused_as_the_general_check_does(
     pairs: list[tuple[str, Any]], ascii_only: bool, tail: str, from_valid: bool
 ) -> None:
-    from verifier.verify import ITEM, ITEM_FIELDS, ScanItem
-
     # From a valid scan, the drawn members add to it or (a repeated key) replace its own.
     valid = [("code", "CE1:ABC"), ("terminal", "T-1"), ("city", _CITY)]
-    raw = _body((valid if from_valid else []) + pairs, ascii_only, tail)
-
-    def outcome(read: Any) -> tuple[str, Any]:
-        try:
-            return "taken", read()
-        except BadRequest as exc:
-            return "refused", (exc.detail, exc.reason)
-
-    def general() -> ScanItem:
-        return ScanItem(**validate_object(_parsed(raw), ITEM_FIELDS))
-
-    assert outcome(lambda: ITEM.decode(raw)) == outcome(general)
+    typed, general = _typed_and_general(
+        _body((valid if from_valid else []) + pairs, ascii_only, tail)
+    )
+    assert typed == general
 
 
 _RAW_PIECES = [
@@ -284,25 +289,13 @@ _RAW_PIECES = [
 def test_a_typed_body_with_bytes_changed_is_read_as_the_general_check_reads_it(
     edits: list[tuple[int, int, bytes]],
 ) -> None:
-    from verifier.verify import ITEM, ITEM_FIELDS, ScanItem
-
     # Bytes json.dumps never writes: control and invalid UTF-8 bytes, odd numbers, escapes.
     raw = bytearray(b'{"code": "CE1:ABC", "terminal": "T-1", "venue": "V", "city": 320100}')
     for at, removed, piece in edits:
         at %= len(raw) + 1
         raw[at : at + removed] = piece
-    body = bytes(raw)
-
-    def outcome(read: Any) -> tuple[str, Any]:
-        try:
-            return "taken", read()
-        except BadRequest as exc:
-            return "refused", (exc.detail, exc.reason)
-
-    def general() -> ScanItem:
-        return ScanItem(**validate_object(_parsed(body), ITEM_FIELDS))
-
-    assert outcome(lambda: ITEM.decode(body)) == outcome(general)
+    typed, general = _typed_and_general(bytes(raw))
+    assert typed == general
 
 
 def test_a_typed_body_declares_its_fields_as_the_general_check_has_them() -> None:
