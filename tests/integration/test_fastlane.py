@@ -243,6 +243,35 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
     run(scenario())
 
 
+def test_head_of_a_json_answer_route_is_the_get_without_its_body(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            conn = await Conn.open(serving.port)
+            await conn.send(get("/items/abc/answer"))
+            status, got, body = await conn.response()
+            assert on_lane(got)
+            # HEAD is not a lane route: aiohttp answers it, from the handler's JsonAnswer.
+            await conn.send(get("/items/abc/answer").replace(b"GET", b"HEAD", 1))
+            head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 5)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = dict(
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(":") for line in lines[1:] if line)
+            )
+            assert int(lines[0].split()[1]) == status == 200
+            assert not on_lane(headers)
+            assert headers["content-length"] == got["content-length"] == str(len(body))
+            assert headers["cache-control"] == got["cache-control"] == "private, max-age=3"
+            assert headers["content-type"] == got["content-type"]
+            # No body follows the head: the next answer on the connection comes straight after.
+            await conn.send(get("/plain"))
+            status, _, body = await conn.response()
+            assert (status, json.loads(body)) == (200, {"plain": True})
+            conn.close()
+
+    run(scenario())
+
+
 def test_a_handed_over_connection_stays_with_aiohttp(run: Any) -> None:
     async def scenario() -> None:
         async with served() as serving:
