@@ -20,6 +20,7 @@ __all__ = [
     "REQUESTS",
     "SCANS_DROPPED",
     "SCANS_LOGGED",
+    "SCANS_UNREADABLE",
     "SHARD_BREAKER_OPENS",
     "SIGNATURES",
     "STORE_CLIENT_REBUILDS",
@@ -79,6 +80,10 @@ LANE_HANDOVERS = Counter(
 SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
 SCANS_DROPPED = Counter(
     "codeengine_scans_dropped_total", "Scan log entries dropped because the buffer was full."
+)
+SCANS_UNREADABLE = Counter(
+    "codeengine_scans_unreadable_total",
+    "Scan log entries skipped when counting because they are not scan entries.",
 )
 
 

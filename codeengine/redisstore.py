@@ -45,6 +45,7 @@ from codeengine.display import DisplayedCode
 from codeengine.errors import (
     AppealDecided,
     BatchConflict,
+    CodeEngineError,
     NotWriter,
     Reason,
     StoreUnavailable,
@@ -56,9 +57,9 @@ from codeengine.errors import (
 )
 from codeengine.fastredis import Address, FastCluster, consume_outcome, tag_slot
 from codeengine.fence import NO_FENCE, Lease, Role, Switch, WriteFence, WriterToken, role_of
-from codeengine.metrics import STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
+from codeengine.metrics import SCANS_UNREADABLE, STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
 from codeengine.model import Colour, SubjectId
-from codeengine.scans import PackedScan, ScanEntry
+from codeengine.scans import PackedScan, ScanEntry, ScanWindow
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.store import AliasBinding, RiskWrite
 from codeengine.suites import b64url_decode, b64url_encode
@@ -509,9 +510,7 @@ class RedisStore:
                 failed_cities.add(city)
         return [entry for entry in entries if entry[0] in failed_cities] if failed_cities else []
 
-    async def read_scans(
-        self, city: int, from_ms: int, to_ms: int, limit: int
-    ) -> tuple[list[ScanEntry], bool]:
+    async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
         """Stream ids are millisecond times, so a time window is an XRANGE."""
         fast = await self._hot()
         key = keys.scan_log_key(city)
@@ -519,11 +518,23 @@ class RedisStore:
             key, "XRANGE", key, from_ms, to_ms, "COUNT", limit + 1,
             deadline_s=self._settings.write_deadline_ms / 1000,
         )  # fmt: skip
-        entries = [
-            ScanEntry.from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
-            for _id, fields in rows[:limit]
-        ]
-        return entries, len(rows) > limit
+        entries = []
+        unreadable = 0
+        for _id, fields in rows[:limit]:
+            try:
+                entries.append(
+                    ScanEntry.from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+                )
+            except (CodeEngineError, ValueError):
+                unreadable += 1
+        if unreadable:
+            # Only how many and where: an entry that is not the engine's may hold anything.
+            log.warning(
+                "scan log of city %d: %d unreadable entries skipped in %d..%d",
+                city, unreadable, from_ms, to_ms,
+            )  # fmt: skip
+            SCANS_UNREADABLE.inc(unreadable)
+        return ScanWindow(entries, len(rows) > limit, unreadable)
 
     # Bulk conversion, appeals, audit chains.
 

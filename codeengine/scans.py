@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ENTRY_FIELD", "PackedScan", "ScanCount", "ScanEntry", "count_scans"]
+__all__ = ["ENTRY_FIELD", "PackedScan", "ScanCount", "ScanEntry", "ScanWindow", "count_scans"]
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -82,6 +82,18 @@ class ScanEntry(NamedTuple):
 _PART_TYPES = [str, str, int, int, str, str, str]
 # One packer for every entry: msgpack.packb makes a new one per call (0.38 against 0.25 µs, timeit).
 _PACK = msgpack.Packer().pack
+
+
+@dataclass(frozen=True, slots=True)
+class ScanWindow:
+    """A city's scan log entries in a time window, as the store read them."""
+
+    entries: list[ScanEntry]
+    truncated: bool
+    """More entries lay in the window than the limit let through."""
+    unreadable: int = 0
+    """Entries of the window that are not scan entries (corrupt, or not the engine's): skipped,
+    so that one bad entry does not hide the window's count."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 
 from codeengine.display import DisplayedCode
 from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.scans import PackedScan, ScanEntry
+from codeengine.scans import PackedScan, ScanWindow
 from codeengine.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.verification import Revocations
 
@@ -111,10 +111,9 @@ class Store(Protocol):
         Cities on healthy shards are written even when another shard is down, exactly once.
         """
 
-    async def read_scans(
-        self, city: int, from_ms: int, to_ms: int, limit: int
-    ) -> tuple[list[ScanEntry], bool]:
-        """A city's scan entries in ``[from_ms, to_ms]``, at most ``limit``; and if cut short."""
+    async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
+        """A city's scan entries in ``[from_ms, to_ms]``, at most ``limit``; whether the limit
+        cut the window short, and how many entries were unreadable (skipped)."""
 
     async def get_subjects(self, subjects: Sequence[SubjectId]) -> list[SubjectRecord | None]:
         """Several subjects' records, in order (None for an unknown one)."""

@@ -142,7 +142,17 @@ SCHEMAS: dict[str, Any] = {
     "ScanCount": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["city", "venue", "from", "to", "count", "by_reason", "by_colour", "truncated"],
+        "required": [
+            "city",
+            "venue",
+            "from",
+            "to",
+            "count",
+            "by_reason",
+            "by_colour",
+            "truncated",
+            "unreadable",
+        ],
         "properties": {
             "city": {"type": "integer"},
             "venue": NULLABLE_STRING,
@@ -152,6 +162,12 @@ SCHEMAS: dict[str, Any] = {
             "by_reason": {"type": "object", "additionalProperties": {"type": "integer"}},
             "by_colour": {"type": "object", "additionalProperties": {"type": "integer"}},
             "truncated": {"type": "boolean"},
+            "unreadable": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Entries in the window that are not scan entries: skipped, "
+                "not counted (each is also counted in codeengine_scans_unreadable_total)",
+            },
         },
     },
     "JWKS": {

@@ -340,8 +340,8 @@ async def scans(request: web.Request) -> web.Response:
     if venue is not None and len(venue) > MAX_ID_CHARS:
         raise BadRequest(f"query 'venue' is longer than {MAX_ID_CHARS} characters")
     limit = request.app[SETTINGS].verifier.scan_count_limit
-    entries, truncated = await request.app[STORE].read_scans(city, from_ms, to_ms, limit)
-    counted = count_scans(entries, venue)
+    window = await request.app[STORE].read_scans(city, from_ms, to_ms, limit)
+    counted = count_scans(window.entries, venue)
     answer = {
         "city": city,
         "venue": venue,
@@ -350,7 +350,8 @@ async def scans(request: web.Request) -> web.Response:
         "count": counted.total,
         "by_reason": counted.by_reason,
         "by_colour": counted.by_colour,
-        "truncated": truncated,
+        "truncated": window.truncated,
+        "unreadable": window.unreadable,
     }
     return web.json_response(answer)
 

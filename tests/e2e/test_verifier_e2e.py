@@ -798,6 +798,7 @@ def test_the_scan_log_counts_every_workers_scans_without_personal_data(
         "by_reason": expected,
         "by_colour": {"green": 6},
         "truncated": False,
+        "unreadable": 0,
     }
     everywhere = scan_count(verifier, city=CITY, **{"from": started_ms, "to": ended_ms})
     assert everywhere["venue"] is None and everywhere["count"] >= 9

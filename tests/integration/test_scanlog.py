@@ -28,8 +28,8 @@ def entries(city: int, venue: str, count: int) -> list[ScanEntry]:
 
 
 async def count_venue(store: RedisStore, city: int, venue: str) -> int:
-    found, _ = await store.read_scans(city, 0, 2**62, 100_000)
-    return sum(e.venue == venue for e in found)
+    window = await store.read_scans(city, 0, 2**62, 100_000)
+    return sum(e.venue == venue for e in window.entries)
 
 
 def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
