@@ -282,10 +282,9 @@ class _Expiry:
 
     ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
     here one timer serves every command whose deadline falls in the same few milliseconds.
-    A single command's caller takes its waiter out of the bucket once answered (:meth:`add`
-    returns the bucket): otherwise every answered future, and its reply, would live on until
-    its deadline, some 4,000 of each at 15,000 reads a second, all of them for the garbage
-    collector to count. (:meth:`FastCluster.bulk`, rare, leaves its few futures there.)
+    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the
+    bucket): otherwise every answered future, and its reply, would live on until its deadline,
+    some 4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
     """
 
     __slots__ = ("_buckets", "_per_s")
@@ -579,6 +578,41 @@ class FastCluster:
         again); such jobs are idempotent and resume. Error replies are returned as they are.
         """
         deadline = self._deadline(deadline_s)
+        by_node = self._by_node(commands)
+        pending: list[tuple[set[asyncio.Future[Any]], asyncio.Future[Any]]] = []
+        try:
+            for node, (_, packed) in by_node.items():
+                conn = node.conn
+                if conn is None or not conn.open:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await node.connect()
+                future = conn.send_many(packed)
+                pending.append((self._expiry.add(future, deadline), future))
+            per_node = await asyncio.gather(*(future for _, future in pending))
+        except StoreUnavailable:
+            self.schedule_refresh()
+            raise
+        except _FAILURES as exc:
+            self.schedule_refresh()
+            raise StoreUnavailable(f"store bulk write failed: {type(exc).__name__}") from exc
+        finally:
+            # Answered or failed, none waits for its deadline any more (nor keeps its replies).
+            for bucket, future in pending:
+                bucket.discard(future)
+        replies: list[Any] = [None] * len(commands)
+        for (indices, _), node_replies in zip(by_node.values(), per_node, strict=True):
+            for index, reply in zip(indices, node_replies, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+                self.schedule_refresh()
+                raise StoreUnavailable("store slot moved during a bulk write")
+        return replies
+
+    def _by_node(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]]
+    ) -> dict[_Node, tuple[list[int], list[bytes]]]:
+        """Each primary's share of ``commands``: their indices and the commands packed."""
         by_node: dict[_Node, tuple[list[int], list[bytes]]] = {}
         slots = self._slots
         for index, (key, args) in enumerate(commands):
@@ -591,32 +625,7 @@ class FastCluster:
                 found = by_node[node] = ([], [])
             found[0].append(index)
             found[1].append(pack_command(args))
-        try:
-            futures = []
-            for node, (_, packed) in by_node.items():
-                conn = node.conn
-                if conn is None or not conn.open:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await node.connect()
-                future = conn.send_many(packed)
-                self._expiry.add(future, deadline)
-                futures.append(future)
-            per_node = await asyncio.gather(*futures)
-        except StoreUnavailable:
-            self.schedule_refresh()
-            raise
-        except _FAILURES as exc:
-            self.schedule_refresh()
-            raise StoreUnavailable(f"store bulk write failed: {type(exc).__name__}") from exc
-        replies: list[Any] = [None] * len(commands)
-        for (indices, _), node_replies in zip(by_node.values(), per_node, strict=True):
-            for index, reply in zip(indices, node_replies, strict=True):
-                replies[index] = reply
-        for reply in replies:
-            if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
-                self.schedule_refresh()
-                raise StoreUnavailable("store slot moved during a bulk write")
-        return replies
+        return by_node
 
     def primary_slots(self) -> list[int]:
         """One slot owned by each primary of the current slot map (to address a whole node)."""

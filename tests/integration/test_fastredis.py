@@ -99,6 +99,29 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
     run(scenario())
 
 
+def test_bulk_answers_in_order_across_shards_and_holds_no_future_after(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            keys = [f"b:{tag()}" for _ in range(40)]
+            assert {port_of(client, k) for k in keys} == set(cluster.masters())
+            commands: list[tuple[str | bytes, list[str | bytes | int | float]]] = [
+                (k, ["SET", k, f"v{i}"]) for i, k in enumerate(keys)
+            ]
+            assert await client.bulk(commands, deadline_s=2) == [b"OK"] * len(keys)
+            reads = [(k, ["GET", k]) for k in keys] + [(keys[0], ["HGET", keys[0], "f"])]
+            replies = await client.bulk(reads, deadline_s=2)
+            assert replies[:-1] == [f"v{i}".encode() for i in range(len(keys))]
+            # Error replies come back as they are, for the caller to judge.
+            with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
+                client.reply_or_raise(replies[-1], "HGET")
+            # Answered, none of the bulk calls' futures waits for its deadline.
+            assert len(client._expiry) == 0
+
+    run(scenario())
+
+
 def test_hash_tags_route_like_the_server(cluster: DevCluster, run: Any) -> None:
     async def scenario() -> None:
         async with started(cluster) as client:
