@@ -262,11 +262,11 @@ async def verify_batch(request: web.Request) -> web.Response:
     checked = []
     for index, item in enumerate(items):
         try:
-            valid = validate_object(item, ITEM_FIELDS)
-            _check_city(valid["city"])
+            valid = ITEM.take(item)
+            _check_city(valid.city)
         except BadRequest as exc:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
-        checked.append(ScanItem(**valid))
+        checked.append(valid)
     verdicts = await asyncio.gather(*(verify_one(request.app, i, "batch") for i in checked))
     results = [await shown_to(request, v, with_licences=False) for v in verdicts]
     if request.content_type == MSGPACK:

@@ -208,7 +208,11 @@ class TypedBody(Generic[S]):
                     break
             else:
                 return value
-        return self.struct(**validate_object(_parsed(raw), self.fields))
+        return self.take(_parsed(raw))
+
+    def take(self, document: Any) -> S:
+        """A decoded document (JSON, msgpack) as ``struct``, by the general check of ``fields``."""
+        return self.struct(**validate_object(document, self.fields))
 
 
 async def read_typed(request: HotRequest, body: TypedBody[S]) -> S:
