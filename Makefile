@@ -42,7 +42,7 @@ run: bootstrap ## Start cluster, dev keys, issuer (:8080) and verifier (:8081); 
 test: bootstrap ## Run the whole suite against a throwaway Redis Cluster
 	@mkdir -p $(TEST_CLUSTERS)
 	CE_TEST_CLUSTER_DIR=$(TEST_CLUSTERS) $(PY) -m pytest; status=$$?; \
-	$(PY) -m codeengine.devcluster_reaper $(TEST_CLUSTERS); \
+	$(PY) -m codeengine.ops.devcluster_reaper $(TEST_CLUSTERS); \
 	if [ $$status -eq 5 ]; then echo "no tests ran"; fi; exit $$status
 
 lint: bootstrap ## ruff check and ruff format --check

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codeengine.cities import load_cities
+from codeengine.code.cities import load_cities
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = Path("bench/results/latest.json")

@@ -86,7 +86,7 @@ class RespConnection(asyncio.Protocol):
         """Queue one command for this loop tick's write; the future resolves to its reply.
 
         An error reply is a value, not an exception. Every command queued during one tick
-        leaves in one ``write()``, as a pipelining client does (codeengine.fastredis does).
+        leaves in one ``write()``, as a pipelining client does (codeengine.store.cluster does).
         """
         if self._transport is None:
             raise ConnectionError("the store connection is closed")

@@ -62,12 +62,12 @@ from typing import Any
 
 import aiohttp
 
-from codeengine.children import die_with_parent
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.devkeys import DEV_SCOPES, ensure_dev_material
-from codeengine.identifiers import make_resident_id
+from codeengine.code.identifiers import make_resident_id
+from codeengine.code.suites import DEFAULT_SUITE
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.ops.devsecrets import DEV_SCOPES, ensure_dev_material
+from codeengine.ops.harness import die_with_parent
 from codeengine.settings import load_settings
-from codeengine.suites import DEFAULT_SUITE
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_DIR = BENCH_DIR / "wrk"

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import uvloop
 
-from codeengine.batches import Importer
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.identifiers import make_resident_id
-from codeengine.redisstore import RedisStore, StoreSettings
-from codeengine.rules import load_rules
-from codeengine.secret import Secret
+from codeengine.code.identifiers import make_resident_id
+from codeengine.code.rules import load_rules
+from codeengine.code.secret import Secret
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.store.batches import Importer
+from codeengine.store.redisstore import RedisStore, StoreSettings
 
 RESULTS = Path(__file__).parent / "results"
 GOAL_ROWS, GOAL_S = 1_000_000, 60.0

@@ -30,12 +30,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from codeengine.keyring import Keyring
-from codeengine.model import CodeKind, Colour
-from codeengine.suites import ED25519, ES256, SigningSuite, deterministic_random
-from codeengine.token import Claims, decode, encode
-from codeengine.trustlist import TrustList
-from codeengine.verification import Revocations
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, SigningSuite, deterministic_random
+from codeengine.code.token import Claims, decode, encode
+from codeengine.code.trustlist import TrustList
+from codeengine.code.verification import Revocations
 from verifier.offline import CachedList, OfflineVerifier
 
 GOAL = 0.85

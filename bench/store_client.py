@@ -20,8 +20,8 @@ from pathlib import Path
 import uvloop
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.fastredis import FastCluster
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.store.cluster import FastCluster
 
 KEY_COUNT = 1000
 VALUE = b"v" * 160  # About a displayed token's size.

@@ -9,11 +9,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from codeengine.keyring import Keyring
-from codeengine.model import CodeKind, Colour
-from codeengine.suites import ED25519, ES256, SigningSuite, deterministic_random
-from codeengine.token import Claims, decode, encode, verify_at
-from codeengine.trustlist import TrustList
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, SigningSuite, deterministic_random
+from codeengine.code.token import Claims, decode, encode, verify_at
+from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 SUITES: dict[str, SigningSuite] = {"Ed25519": ED25519, "ES256": ES256}

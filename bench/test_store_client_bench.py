@@ -19,8 +19,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.fastredis import FastCluster
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.store.cluster import FastCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -14,16 +14,16 @@ import zxingcpp
 from PIL import Image
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from codeengine.batches import RiskRow, RowParser
-from codeengine.identifiers import parse_identifier
-from codeengine.keyring import Keyring
-from codeengine.model import CodeKind, Colour
-from codeengine.pseudonym import pseudonym
-from codeengine.qr import QRFormat, render
-from codeengine.rules import effective_colour_at, load_rules, merge_risk_at
-from codeengine.secret import Secret
-from codeengine.suites import ED25519, deterministic_random
-from codeengine.token import Claims, encode
+from codeengine.code.identifiers import parse_identifier
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.pseudonym import pseudonym
+from codeengine.code.qr import QRFormat, render
+from codeengine.code.rules import effective_colour_at, load_rules, merge_risk_at
+from codeengine.code.secret import Secret
+from codeengine.code.suites import ED25519, deterministic_random
+from codeengine.code.token import Claims, encode
+from codeengine.store.batches import RiskRow, RowParser
 
 NOW = 1_800_000_000
 PEPPER = Secret(b"p" * 32)

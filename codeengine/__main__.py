@@ -2,6 +2,6 @@
 
 import sys
 
-from codeengine.cli import main
+from codeengine.ops.cli import main
 
 sys.exit(main())

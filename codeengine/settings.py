@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codeengine.fence import FenceSettings
-from codeengine.model import CITIES
+from codeengine.code.fencing import FenceSettings
+from codeengine.code.model import CITIES
 
 ENV_PREFIX = "CODEENGINE_"
 

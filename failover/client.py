@@ -32,9 +32,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter, Gauge
 
-from codeengine.cities import City
-from codeengine.fence import Role
-from failover.breaker import Breaker
+from codeengine.code.breaker import Breaker
+from codeengine.code.cities import City
+from codeengine.code.fencing import Role
 from failover.router import Outcome, Router, SwitchEvent
 
 log = logging.getLogger("codeengine.failover")

@@ -20,8 +20,8 @@ __all__ = ["Outcome", "Router", "SwitchEvent"]
 from enum import StrEnum
 from typing import NamedTuple
 
-from codeengine.fence import Role
-from failover.breaker import Breaker, BreakerState
+from codeengine.code.breaker import Breaker, BreakerState
+from codeengine.code.fencing import Role
 
 
 class Outcome(StrEnum):

@@ -16,19 +16,19 @@ from datetime import date
 
 from aiohttp import web
 
-from codeengine.errors import (
+from codeengine.code.errors import (
     AliasTaken,
     BadRequest,
     InvalidIdentifier,
     Reason,
     UnknownSubject,
 )
-from codeengine.fusion import Fusion, listed, mask
-from codeengine.identifiers import parse_identifier
-from codeengine.model import china_date
-from codeengine.pseudonym import alias_hash, licence_hash, pseudonym
-from codeengine.secret import Secret
-from codeengine.store import AliasBinding, Store
+from codeengine.code.fusion import Fusion, listed, mask
+from codeengine.code.identifiers import parse_identifier
+from codeengine.code.model import china_date
+from codeengine.code.pseudonym import alias_hash, licence_hash, pseudonym
+from codeengine.code.secret import Secret
+from codeengine.store.port import AliasBinding, Store
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_lines, read_object
 from codeengine.web.runtime import CLOCK, PEPPER, STORE

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from codeengine.fusion import load_fusion
-from codeengine.qr import ImageCache
+from codeengine.code.fusion import load_fusion
+from codeengine.code.qr import ImageCache
 from codeengine.settings import Settings
-from codeengine.store import Store
+from codeengine.store.port import Store
 from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
@@ -22,8 +22,8 @@ from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
 from issuer.cities import CITY_OPS_ROUTES
-from issuer.keys import KEY_ROUTES
 from issuer.openapi import OPENAPI_ROUTES
+from issuer.signingkeys import KEY_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
 
 SCOPES = {

@@ -16,11 +16,11 @@ import secrets
 
 from aiohttp import web
 
-from codeengine.errors import BadRequest, InvalidIdentifier, UnknownSubject
-from codeengine.model import Colour, SubjectId
-from codeengine.pseudonym import subject_bytes
-from codeengine.rules import MAX_DURATION_DAYS
-from codeengine.status import MAX_REASON_CHARS
+from codeengine.code.errors import BadRequest, InvalidIdentifier, UnknownSubject
+from codeengine.code.model import Colour, SubjectId
+from codeengine.code.pseudonym import subject_bytes
+from codeengine.code.rules import MAX_DURATION_DAYS
+from codeengine.code.status import MAX_REASON_CHARS
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.runtime import CLOCK, STORE

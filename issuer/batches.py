@@ -13,8 +13,8 @@ __all__ = ["BATCH_ROUTES"]
 
 from aiohttp import web
 
-from codeengine.batches import BatchReport, Format, Importer, check_batch_id
-from codeengine.errors import BadRequest, Reason
+from codeengine.code.errors import BadRequest, Reason
+from codeengine.store.batches import BatchReport, Format, Importer, check_batch_id
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import read_lines
 from codeengine.web.runtime import CLOCK, PEPPER, RULES, STORE

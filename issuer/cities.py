@@ -20,11 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from codeengine.cities import City, load_cities
-from codeengine.errors import BadRequest
-from codeengine.fence import Lease, Role, Switch
-from codeengine.model import CityCode
-from codeengine.redisstore import RedisStore
+from codeengine.code.cities import City, load_cities
+from codeengine.code.errors import BadRequest
+from codeengine.code.fencing import Lease, Role, Switch
+from codeengine.code.model import CityCode
+from codeengine.store.redisstore import RedisStore
 from codeengine.web.body import Field, read_object
 from codeengine.web.runtime import SETTINGS, STORE
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from codeengine.model import CITIES
+from codeengine.code.model import CITIES
 from codeengine.web.openapi import (
     HEALTH_PATHS,
     JSON,

@@ -6,10 +6,10 @@ __all__ = ["CONVERT_PATHS", "CONVERT_SCHEMAS"]
 
 from typing import Any
 
-from codeengine.batches import COLUMNS
-from codeengine.errors import Reason
-from codeengine.fusion import load_fusion
-from codeengine.model import CITIES
+from codeengine.code.errors import Reason
+from codeengine.code.fusion import load_fusion
+from codeengine.code.model import CITIES
+from codeengine.store.batches import COLUMNS
 from codeengine.web.openapi import ref, responses
 from issuer.appeals import TEXT_PATTERN
 

@@ -10,15 +10,15 @@ import secrets
 
 from aiohttp import web
 
-from codeengine.audit import check_chain, history_entries
-from codeengine.display import claims_for_at, is_current_at, refresh_at, successor_at
-from codeengine.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
-from codeengine.identifiers import parse_identifier
-from codeengine.model import CITIES, CityCode, CodeKind, Colour, SubjectId, china_date
-from codeengine.pseudonym import check_subject_id, pseudonym
-from codeengine.qr import ImageCache, QRFormat, render
-from codeengine.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
-from codeengine.token import CTI_BYTES, encode
+from codeengine.code.display import claims_for_at, is_current_at, refresh_at, successor_at
+from codeengine.code.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
+from codeengine.code.identifiers import parse_identifier
+from codeengine.code.model import CITIES, CityCode, CodeKind, Colour, SubjectId, china_date
+from codeengine.code.pseudonym import check_subject_id, pseudonym
+from codeengine.code.qr import ImageCache, QRFormat, render
+from codeengine.code.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
+from codeengine.code.token import CTI_BYTES, encode
+from codeengine.store.audit import check_chain, history_entries
 from codeengine.web.answers import JsonAnswer, json_str
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.devkeys import ensure_dev_material
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.settings import Settings, load_settings
 
 T = TypeVar("T")

@@ -23,13 +23,13 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
-from codeengine.cities import load_cities
-from codeengine.devcluster import DevCluster, find_free_base_port
-from codeengine.devkeys import ensure_dev_material
-from codeengine.fence import Role
-from codeengine.model import CityCode
+from codeengine.code.cities import load_cities
+from codeengine.code.fencing import Role
+from codeengine.code.model import CityCode
+from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.topology import CityProcesses, on_free_ports
 from codeengine.settings import load_settings
-from failover.topology import CityProcesses, on_free_ports
 from tests.browser.pagekit import (
     DESKTOP,
     PHONE,

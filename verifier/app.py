@@ -9,10 +9,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from codeengine.errors import KeyringError
-from codeengine.fusion import load_fusion
+from codeengine.code.errors import KeyringError
+from codeengine.code.fusion import load_fusion
 from codeengine.settings import Settings
-from codeengine.store import Store
+from codeengine.store.port import Store
 from codeengine.web.auth import CREDENTIALS
 from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES

@@ -20,11 +20,11 @@ import logging
 import os
 from collections import deque
 
-from codeengine.errors import StoreUnavailable
+from codeengine.code.errors import StoreUnavailable
+from codeengine.code.scans import PackedScan, ScanEntry
 from codeengine.metrics import SCANS_DROPPED, SCANS_LOGGED
-from codeengine.scans import PackedScan, ScanEntry
 from codeengine.settings import VerifierSettings
-from codeengine.store import Store
+from codeengine.store.port import Store
 
 log = logging.getLogger("codeengine.scanlog")
 FLUSH_BATCH = 250

@@ -21,26 +21,26 @@ import msgpack
 import msgspec
 from aiohttp import web
 
-from codeengine.errors import (
+from codeengine.code.errors import (
     BadRequest,
     InvalidIdentifier,
     Reason,
     StoreUnavailable,
     VerificationError,
 )
-from codeengine.fusion import AliasType, Fusion, listed
-from codeengine.metrics import VERIFICATIONS, HotCounter
-from codeengine.model import CITIES, CodeKind, Colour, SubjectId, china_date
-from codeengine.pseudonym import subject_bytes
-from codeengine.scans import MAX_ID_CHARS, ScanEntry, count_scans
-from codeengine.suites import b64url_decode, b64url_encode
-from codeengine.token import MAX_TOKEN_CHARS, PREFIX, decode
-from codeengine.verification import (
+from codeengine.code.fusion import AliasType, Fusion, listed
+from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
+from codeengine.code.pseudonym import subject_bytes
+from codeengine.code.scans import MAX_ID_CHARS, ScanEntry, count_scans
+from codeengine.code.suites import b64url_decode, b64url_encode
+from codeengine.code.token import MAX_TOKEN_CHARS, PREFIX, decode
+from codeengine.code.verification import (
     Verdict,
     degraded_verdict_at,
     online_verdict_at,
     precheck_at,
 )
+from codeengine.metrics import VERIFICATIONS, HotCounter
 from codeengine.web.answers import JsonAnswer, json_str, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, TypedBody, read_object, read_typed, validate_object

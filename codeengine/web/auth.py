@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from codeengine import model
-from codeengine.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
-from codeengine.ratelimit import TokenBucket
+from codeengine.code import model
+from codeengine.code.errors import AccessDenied, KeyringError, NotAuthenticated, RateLimited
+from codeengine.code.ratelimit import TokenBucket
 from codeengine.web.fastlane import HotRequest
 
 SCOPES = frozenset(model.SCOPES)

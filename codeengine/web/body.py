@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 from aiohttp import StreamReader, web
 
-from codeengine.errors import BadRequest, Reason
+from codeengine.code.errors import BadRequest, Reason
 from codeengine.web.fastlane import HotRequest
 
 

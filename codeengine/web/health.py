@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from codeengine.errors import CodeEngineError
+from codeengine.code.errors import CodeEngineError
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """A named check raises CodeEngineError (or any exception) when the service is not ready."""

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from codeengine import __version__
-from codeengine.errors import Reason
+from codeengine.code.errors import Reason
 from codeengine.web.pages import STATIC_NAME_PATTERN
 
 JSON = "application/json"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from codeengine.errors import BadRequest
+from codeengine.code.errors import BadRequest
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_NAME_PATTERN = "^[a-z][a-z0-9-]{0,40}\\.(css|js|html)$"

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from codeengine.errors import (
+from codeengine.code.errors import (
     AccessDenied,
     AliasTaken,
     AppealDecided,

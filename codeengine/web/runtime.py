@@ -35,23 +35,24 @@ from typing import Protocol
 
 from aiohttp import web
 
-from codeengine.devkeys import load_keyring, load_pepper
-from codeengine.errors import CodeEngineError, KeyringError, NotWriter, VersionConflict
-from codeengine.fence import FenceKeeper, Role
-from codeengine.keyring import Keyring
-from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.errors import CodeEngineError, KeyringError, NotWriter, VersionConflict
+from codeengine.code.fencing import Role
+from codeengine.code.keyring import Keyring
+from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.rules import RuleSet, load_rules
+from codeengine.code.secret import Secret
+from codeengine.code.trustlist import TrustList
+from codeengine.code.verification import Revocations
+from codeengine.keyfiles import load_keyring, load_pepper
 from codeengine.metrics import flush_hot
-from codeengine.redisstore import RedisStore, StoreSettings
-from codeengine.rules import RuleSet, load_rules
-from codeengine.secret import Secret
 from codeengine.settings import Settings, parse_nodes
-from codeengine.store import Store
-from codeengine.trustlist import TrustList
-from codeengine.verification import Revocations
+from codeengine.store.fence import FenceKeeper
+from codeengine.store.port import Store
+from codeengine.store.redisstore import RedisStore, StoreSettings
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
 
-log = logging.getLogger("codeengine.keys")
+log = logging.getLogger("codeengine.store.keyspace")
 
 
 class Clock(Protocol):

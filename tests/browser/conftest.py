@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from codeengine.devcluster import DevCluster
+from codeengine.ops.devcluster import DevCluster
 from tests.browser.pagekit import PHONE, Service, launch, service
 
 DISPLAY_TTL_S = 10

@@ -22,7 +22,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Playwright, ViewportSize
 
-from codeengine.identifiers import make_resident_id, make_uscc
+from codeengine.code.identifiers import make_resident_id, make_uscc
 from tests.e2e.helpers import HTTPCalls, free_port, service_env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

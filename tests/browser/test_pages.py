@@ -22,13 +22,13 @@ from PIL import Image
 from playwright.sync_api import Page
 from redis.cluster import RedisCluster
 
-from codeengine.cities import load_cities
-from codeengine.devcluster import DevCluster
-from codeengine.fence import Role
-from codeengine.keys import fence_keys
-from codeengine.model import CityCode
-from codeengine.token import decode
-from failover.topology import CityProcesses, on_free_ports
+from codeengine.code.cities import load_cities
+from codeengine.code.fencing import Role
+from codeengine.code.model import CityCode
+from codeengine.code.token import decode
+from codeengine.ops.devcluster import DevCluster
+from codeengine.ops.topology import CityProcesses, on_free_ports
+from codeengine.store.keyspace import fence_keys
 from tests.browser.conftest import DISPLAY_TTL_S
 from tests.browser.pagekit import (
     Service,

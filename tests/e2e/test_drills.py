@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from failover.drill import DrillOptions, run_drill
+from codeengine.ops.drill import DrillOptions, run_drill
 
 pytestmark = pytest.mark.cluster
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.devcluster import DevCluster
+from codeengine.ops.devcluster import DevCluster
 from tests.e2e.helpers import HTTPCalls, free_port
 from tests.e2e.test_services import worker
 from tests.integration.apps import new_person_id

@@ -32,13 +32,13 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from codeengine.devcluster import DevCluster
-from codeengine.devkeys import write_private
-from codeengine.identifiers import make_resident_id, make_uscc
-from codeengine.model import Colour
-from codeengine.suites import b64url_encode
-from codeengine.token import decode, verify_at
-from codeengine.trustlist import TrustList
+from codeengine.code.identifiers import make_resident_id, make_uscc
+from codeengine.code.model import Colour
+from codeengine.code.suites import b64url_encode
+from codeengine.code.token import decode, verify_at
+from codeengine.code.trustlist import TrustList
+from codeengine.keyfiles import write_private
+from codeengine.ops.devcluster import DevCluster
 from issuer.openapi import SPEC
 from tests.e2e.helpers import (
     METRICS_LAG_S,

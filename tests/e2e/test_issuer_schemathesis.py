@@ -35,13 +35,13 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from codeengine.devcluster import DevCluster
-from codeengine.devkeys import load_pepper, write_private
-from codeengine.keyring import Keyring
-from codeengine.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
-from codeengine.redisstore import RedisStore
+from codeengine.code.keyring import Keyring
+from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.trustlist import TrustList
+from codeengine.keyfiles import load_pepper, write_private
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import load_settings
-from codeengine.trustlist import TrustList
+from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.openapi import SPEC, SUBJECT_ID
 from tests.e2e.helpers import wait_for

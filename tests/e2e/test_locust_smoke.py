@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.cities import CITIES_DIR
-from codeengine.devcluster import DevCluster
+from codeengine.code.cities import CITIES_DIR
+from codeengine.ops.devcluster import DevCluster
 from tests.e2e.helpers import free_port, get_json
 from tests.e2e.test_services import worker
 

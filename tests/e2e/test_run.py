@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.devcluster import find_free_base_port
+from codeengine.ops.devcluster import find_free_base_port
 from tests.e2e.helpers import (
     METRICS_LAG_S,
     alive,

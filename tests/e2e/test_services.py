@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.devcluster import DevCluster
+from codeengine.ops.devcluster import DevCluster
 from tests.e2e.helpers import free_port, get_json, service_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]

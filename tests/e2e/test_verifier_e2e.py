@@ -32,17 +32,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis.cluster import RedisCluster
 
-from codeengine import keys as store_keys
-from codeengine.base45 import b45decode
-from codeengine.devcluster import DevCluster
-from codeengine.devkeys import load_pepper
-from codeengine.fastredis import key_slot
-from codeengine.identifiers import make_resident_id
-from codeengine.keyring import Keyring, SigningKey
-from codeengine.keyvault import SealedKeyring, open_keyring
-from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.suites import ED25519, b64url_decode, b64url_encode
-from codeengine.token import (
+from codeengine.code.base45 import b45decode
+from codeengine.code.identifiers import make_resident_id
+from codeengine.code.keyring import Keyring, SigningKey
+from codeengine.code.keyvault import SealedKeyring, open_keyring
+from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.suites import ED25519, b64url_decode, b64url_encode
+from codeengine.code.token import (
     PREFIX,
     Claims,
     _claims_payload,
@@ -51,6 +47,10 @@ from codeengine.token import (
     encode,
     subject_bytes,
 )
+from codeengine.keyfiles import load_pepper
+from codeengine.ops.devcluster import DevCluster
+from codeengine.store import keyspace as store_keys
+from codeengine.store.cluster import key_slot
 from tests.e2e.helpers import (
     METRICS_LAG_S,
     HTTPCalls,

@@ -35,8 +35,8 @@ from schemathesis.checks import (
 )
 from schemathesis.core.parameters import ParameterLocation
 
-from codeengine.devcluster import DevCluster
-from codeengine.devkeys import write_private
+from codeengine.keyfiles import write_private
+from codeengine.ops.devcluster import DevCluster
 from tests.e2e.test_verifier_e2e import (
     Service,
     dev_keys,

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from codeengine.identifiers import make_resident_id
+from codeengine.code.identifiers import make_resident_id
 from codeengine.settings import Settings
 from issuer.app import create_app as create_issuer
 from verifier.app import create_app as create_verifier

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import uvloop
 
-from codeengine.audit import check_chain
-from codeengine.batches import Importer
-from codeengine.devkeys import load_pepper
-from codeengine.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
-from codeengine.identifiers import make_resident_id, parse_resident_id
-from codeengine.model import Colour, SubjectId
-from codeengine.pseudonym import pseudonym
-from codeengine.redisstore import RedisStore
-from codeengine.rules import load_rules
+from codeengine.code.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
+from codeengine.code.identifiers import make_resident_id, parse_resident_id
+from codeengine.code.model import Colour, SubjectId
+from codeengine.code.pseudonym import pseudonym
+from codeengine.code.rules import load_rules
+from codeengine.code.status import StatusChange
+from codeengine.keyfiles import load_pepper
 from codeengine.settings import Settings
-from codeengine.status import StatusChange
+from codeengine.store.audit import check_chain
+from codeengine.store.batches import Importer
+from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 
 pytestmark = pytest.mark.cluster
@@ -213,7 +213,7 @@ def test_progress_is_reported_per_chunk(settings: Settings) -> None:
 
 
 def test_a_csv_without_the_header_is_refused(settings: Settings) -> None:
-    from codeengine.errors import BadRequest
+    from codeengine.code.errors import BadRequest
 
     lines = [b"320101198001010011,positive,1,cdc,320100\n"]
     with pytest.raises(BadRequest, match="header"):

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from codeengine import keys
-from codeengine.devcluster import DevCluster
-from codeengine.model import SubjectId
+from codeengine.code.model import SubjectId
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
+from codeengine.store import keyspace
 from tests.integration.apps import (
     Client,
     Clock,
@@ -190,7 +190,7 @@ def _audit_verify(settings: Settings, key_files: dict[str, str], subject: str) -
     env = {**os.environ, **{f"CODEENGINE_{k.upper()}": v for k, v in key_files.items()}}
     env["CODEENGINE_CLUSTER_NODES"] = settings.cluster.nodes
     result = subprocess.run(
-        [sys.executable, "-m", "codeengine.cli", "audit", "verify", f"--subject={subject}"],
+        [sys.executable, "-m", "codeengine.ops.cli", "audit", "verify", f"--subject={subject}"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return result.returncode, result.stdout + result.stderr
@@ -240,7 +240,7 @@ def test_an_altered_removed_or_truncated_audit_entry_is_detected(
 async def _snapshot(cluster: DevCluster, subject: str) -> list[Any]:
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
     try:
-        return list(await client.xrange(keys.audit_key(SubjectId(subject))) or [])
+        return list(await client.xrange(keyspace.audit_key(SubjectId(subject))) or [])
     finally:
         await client.aclose()
 
@@ -248,7 +248,7 @@ async def _snapshot(cluster: DevCluster, subject: str) -> list[Any]:
 async def _rewrite(cluster: DevCluster, subject: str, entries: list[Any]) -> None:
     """Replace the subject's audit stream with ``entries`` (ids kept): a tamperer's edit."""
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
-    stream = keys.audit_key(SubjectId(subject))
+    stream = keyspace.audit_key(SubjectId(subject))
     try:
         await client.delete(stream)
         for entry_id, fields in entries:

@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from codeengine.cities import Endpoints, load_cities
-from codeengine.fence import Role
-from codeengine.model import CityCode
-from failover.breaker import Breaker
+from codeengine.code.breaker import Breaker
+from codeengine.code.cities import Endpoints, load_cities
+from codeengine.code.fencing import Role
+from codeengine.code.model import CityCode
 from failover.client import FailoverClient
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from codeengine import fastredis
-from codeengine.devcluster import DevCluster
-from codeengine.errors import StoreUnavailable
-from codeengine.fastredis import CommandError, FastCluster, key_slot
+from codeengine.code.errors import StoreUnavailable
+from codeengine.ops.devcluster import DevCluster
+from codeengine.store import cluster as cluster_client
+from codeengine.store.cluster import CommandError, FastCluster, key_slot
 
 pytestmark = pytest.mark.cluster
 
@@ -64,14 +64,14 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
     cluster: DevCluster, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushes = 0
-    original = fastredis._Connection._flush
+    original = cluster_client._Connection._flush
 
-    def counting_flush(self: fastredis._Connection) -> None:
+    def counting_flush(self: cluster_client._Connection) -> None:
         nonlocal flushes
         flushes += 1
         original(self)
 
-    monkeypatch.setattr(fastredis._Connection, "_flush", counting_flush)
+    monkeypatch.setattr(cluster_client._Connection, "_flush", counting_flush)
 
     async def scenario() -> None:
         nonlocal flushes
@@ -385,7 +385,7 @@ def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
             stalled = port_of(client, keys[0])
             healthy = next(k for k in keys if port_of(client, k) != stalled)
             with cluster.paused(stalled):
-                for _ in range(fastredis.SHARD_FAILURES_TO_OPEN):
+                for _ in range(cluster_client.SHARD_FAILURES_TO_OPEN):
                     with pytest.raises(StoreUnavailable, match="timed out"):
                         await client.get(keys[0])
                 began = time.monotonic()
@@ -393,7 +393,7 @@ def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
                     await client.get(keys[0])
                 assert time.monotonic() - began < 0.2, "an open breaker answers at once"
                 assert await client.get(healthy, deadline_s=2) == healthy.encode()
-            await asyncio.sleep(fastredis.SHARD_OPEN_S)
+            await asyncio.sleep(cluster_client.SHARD_OPEN_S)
             assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
             assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
 

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from codeengine import keys
-from codeengine.devcluster import DevCluster
-from codeengine.errors import NotWriter, StoreUnavailable
-from codeengine.fence import FenceKeeper, FenceSettings, Role, WriterToken
-from codeengine.model import Colour
-from codeengine.redisstore import RedisStore
+from codeengine.code.errors import NotWriter, StoreUnavailable
+from codeengine.code.fencing import FenceSettings, Role, WriterToken
+from codeengine.code.model import Colour
+from codeengine.ops.devcluster import DevCluster
+from codeengine.store import keyspace
+from codeengine.store.fence import FenceKeeper
+from codeengine.store.redisstore import RedisStore
 from tests.integration.test_redisstore import change, new_subject, opened, record
 
 pytestmark = pytest.mark.cluster
@@ -31,7 +32,7 @@ async def fresh_city(cluster: DevCluster, city: int) -> None:
     """Forget the city's lease, epoch and switch log (the session's cluster is shared)."""
     client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
     try:
-        await client.delete(*keys.fence_keys(city))
+        await client.delete(*keyspace.fence_keys(city))
     finally:
         await client.aclose()
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from codeengine.devcluster import DevCluster
-from codeengine.identifiers import uscc_check_char
+from codeengine.code.identifiers import uscc_check_char
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
 from tests.integration.apps import (
     Client,

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from codeengine.devkeys import write_private
-from codeengine.identifiers import make_uscc
-from codeengine.model import Colour, SubjectId
-from codeengine.qr import QRFormat
+from codeengine.code.identifiers import make_uscc
+from codeengine.code.model import Colour, SubjectId
+from codeengine.code.qr import QRFormat
+from codeengine.code.suites import b64url_encode
+from codeengine.code.token import decode, verify_at
+from codeengine.code.trustlist import TrustList
+from codeengine.keyfiles import write_private
 from codeengine.settings import Settings
-from codeengine.suites import b64url_encode
-from codeengine.token import decode, verify_at
-from codeengine.trustlist import TrustList
 from codeengine.web.runtime import STORE
 from codeengine.web.service import UNMATCHED
 from issuer.app import create_app

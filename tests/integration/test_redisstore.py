@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from codeengine import keys
-from codeengine.devcluster import DevCluster
-from codeengine.errors import (
+from codeengine.code.errors import (
     StoreUnavailable,
     UnknownSubject,
     VersionConflict,
     WriteNotReplicated,
 )
-from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.redisstore import RedisStore, StoreSettings
-from codeengine.status import StatusChange, SubjectRecord
+from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.status import StatusChange, SubjectRecord
+from codeengine.ops.devcluster import DevCluster
+from codeengine.store import keyspace
+from codeengine.store.redisstore import RedisStore, StoreSettings
 
 pytestmark = pytest.mark.cluster
 
@@ -98,7 +98,7 @@ def test_resent_write_is_a_no_op(cluster: DevCluster, run: Any) -> None:
             # Reusing the op id with another colour changes nothing and says what op-1 did.
             reused = await store.set_status(change(subject, 1, Colour.GREEN, "op-1"))
             assert (reused.applied, reused.colour) == (False, Colour.RED)
-            marker = keys.op_key(subject, "op-1")
+            marker = keyspace.op_key(subject, "op-1")
             master = store._client.get_node_from_key(marker)
             assert master is not None
             ttl = int(cluster.command(int(master.port), "TTL", marker).strip())
@@ -128,7 +128,7 @@ def test_write_without_a_replica_is_not_acknowledged(cluster: DevCluster) -> Non
         async with opened(cluster, replica_ack_timeout_ms=200) as store:
             subject = new_subject()
             await store.create_subject(record(subject), "issuer")
-            master = store._client.get_node_from_key(keys.subject_key(subject))
+            master = store._client.get_node_from_key(keyspace.subject_key(subject))
             assert master is not None
             (replica,) = cluster.replicas_of(int(master.port))
             with cluster.paused(replica):

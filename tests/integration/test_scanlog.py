@@ -8,13 +8,13 @@ import os
 
 import pytest
 
-from codeengine import keys
-from codeengine.devcluster import DevCluster
-from codeengine.errors import StoreUnavailable
-from codeengine.model import CITIES
-from codeengine.redisstore import RedisStore, StoreSettings
-from codeengine.scans import ScanEntry
+from codeengine.code.errors import StoreUnavailable
+from codeengine.code.model import CITIES
+from codeengine.code.scans import ScanEntry
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import VerifierSettings
+from codeengine.store import keyspace
+from codeengine.store.redisstore import RedisStore, StoreSettings
 from verifier.scanlog import ScanLogWriter
 
 pytestmark = pytest.mark.cluster
@@ -37,7 +37,7 @@ def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
         store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes)))
         try:
             fast = await store._hot()
-            owner = {c: fast.primary_for(keys.scan_log_key(c)) for c in CITIES}
+            owner = {c: fast.primary_for(keyspace.scan_log_key(c)) for c in CITIES}
             down, up = next(
                 (a, b) for a, b in itertools.permutations(CITIES, 2) if owner[a] != owner[b]
             )

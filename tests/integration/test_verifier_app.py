@@ -19,15 +19,15 @@ from typing import Any
 import msgpack
 import pytest
 
-from codeengine import keys
-from codeengine.devcluster import DevCluster
-from codeengine.keyring import Keyring, SigningKey
-from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.pseudonym import subject_bytes
-from codeengine.redisstore import RedisStore
+from codeengine.code.keyring import Keyring, SigningKey
+from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.pseudonym import subject_bytes
+from codeengine.code.suites import ED25519, b64url_encode
+from codeengine.code.token import Claims, decode, encode
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
-from codeengine.suites import ED25519, b64url_encode
-from codeengine.token import Claims, decode, encode
+from codeengine.store import keyspace
+from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import KEYS, STORE
 from codeengine.web.service import UNMATCHED
 from tests.integration.apps import (
@@ -241,7 +241,7 @@ def test_store_down_gives_a_degraded_answer_within_the_deadline(
             code = (await display(iss, settings, subject))["token"]
             store = ver.app[STORE]
             assert isinstance(store, RedisStore)
-            primary = store._fast.primary_for(keys.subject_key(SubjectId(subject)))
+            primary = store._fast.primary_for(keyspace.subject_key(SubjectId(subject)))
             assert primary is not None
             port = primary[1]
             with cluster.paused(port):
@@ -332,7 +332,7 @@ def test_scan_log_counts_by_venue_without_personal_data(
             counted = await response.json()
             assert (counted["count"], counted["by_reason"]) == (4, {"VALID": 3, "MALFORMED": 1})
             assert counted["by_colour"] == {"green": 3}
-            log_key = keys.scan_log_key(CITY)
+            log_key = keyspace.scan_log_key(CITY)
             (master,) = [
                 p for p in cluster.masters() if cluster.command(p, "EXISTS", log_key).strip() == "1"
             ]

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codeengine.base45 import ALPHABET
-from codeengine.errors import Reason
-from codeengine.model import CodeKind, Colour
-from codeengine.verification import Verdict
+from codeengine.code.base45 import ALPHABET
+from codeengine.code.errors import Reason
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.verification import Verdict
 from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str, json_text
 from verifier.verify import full_answer
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.base45 import ALPHABET, b45decode, b45encode
-from codeengine.errors import MalformedCode
+from codeengine.code.base45 import ALPHABET, b45decode, b45encode
+from codeengine.code.errors import MalformedCode
 
 SOME = settings(max_examples=400, deadline=None, database=None)
 # Characters beyond the alphabet that a scanner or a person could produce.

@@ -37,7 +37,7 @@ from bench.http import (
     status_note,
     summarise,
 )
-from codeengine.identifiers import parse_identifier
+from codeengine.code.identifiers import parse_identifier
 from codeengine.settings import load_settings
 
 # Real wrk 4.1 output, a clean run (no socket-error line when there were none).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from failover.breaker import Breaker, BreakerState
+from codeengine.code.breaker import Breaker, BreakerState
 
 
 def test_consecutive_failures_open_it_and_a_success_resets_the_count() -> None:

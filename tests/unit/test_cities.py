@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.cities import CITIES_DIR, CityTableError, load_cities
-from codeengine.model import CITIES
+from codeengine.code.cities import CITIES_DIR, CityTableError, load_cities
+from codeengine.code.model import CITIES
 
 
 def test_every_city_of_the_province_has_a_primary_and_a_backup() -> None:

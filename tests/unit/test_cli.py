@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codeengine.cli import _parser
+from codeengine.ops.cli import _parser
 
 # A real pseudonym shape (16 base64url characters) that starts with '-', as one in 64 does.
 DASHED = "-viAv1icXbKk5kcq"

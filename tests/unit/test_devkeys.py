@@ -6,7 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from codeengine.devkeys import DEV_SCOPES, ensure_dev_material
+from codeengine.ops.devsecrets import DEV_SCOPES, ensure_dev_material
 from codeengine.settings import Settings, load_settings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codeengine.display import (
+from codeengine.code.display import (
     DisplayedCode,
     claims_for_at,
     is_current_at,
@@ -12,9 +12,9 @@ from codeengine.display import (
     successor_at,
     token_digest,
 )
-from codeengine.errors import CodeEngineError
-from codeengine.model import CodeKind, Colour, SubjectId
-from codeengine.status import SubjectRecord
+from codeengine.code.errors import CodeEngineError
+from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.status import SubjectRecord
 
 NOW = 1_800_000_000
 TTL = 120

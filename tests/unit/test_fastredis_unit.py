@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot as redis_py_key_slot
 
-from codeengine import keys
-from codeengine.fastredis import _pack_python, key_slot, pack_command, tag_slot
-from codeengine.pseudonym import subject_id
+from codeengine.code.pseudonym import subject_id
+from codeengine.store import keyspace
+from codeengine.store.cluster import _pack_python, key_slot, pack_command, tag_slot
 
 
 def crc16_xmodem(data: bytes) -> int:
@@ -143,5 +143,9 @@ def test_a_subjects_tag_slot_is_every_one_of_its_keys_slot(raw: bytes) -> None:
     subject = subject_id(raw)
     slot = tag_slot(subject)
     assert slot == redis_py_key_slot(subject.encode())
-    for key in (keys.subject_key(subject), keys.token_key(subject), keys.token_key(subject, 4)):
+    for key in (
+        keyspace.subject_key(subject),
+        keyspace.token_key(subject),
+        keyspace.token_key(subject, 4),
+    ):
         assert key_slot(key) == slot

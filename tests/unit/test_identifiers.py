@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.errors import InvalidIdentifier, Reason
-from codeengine.identifiers import (
+from codeengine.code.errors import InvalidIdentifier, Reason
+from codeengine.code.identifiers import (
     USCC,
     USCC_ALPHABET,
     ResidentId,

@@ -17,13 +17,13 @@ from pycose.keys.ec2 import EC2Key
 from pycose.keys.okp import OKPKey
 from pycose.messages.sign1message import Sign1Message
 
-from codeengine.base45 import b45decode
-from codeengine.errors import BadSignature
-from codeengine.keyring import Keyring
-from codeengine.model import CodeKind, Colour
-from codeengine.suites import ED25519, ES256, b64url_decode, deterministic_random
-from codeengine.token import PREFIX, Claims, cose_to_token, encode, verify_at
-from codeengine.trustlist import TrustList
+from codeengine.code.base45 import b45decode
+from codeengine.code.errors import BadSignature
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, b64url_decode, deterministic_random
+from codeengine.code.token import PREFIX, Claims, cose_to_token, encode, verify_at
+from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 FIRST = Keyring.generate_at(NOW - 60, ED25519, deterministic_random(b"interop"))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from codeengine.errors import KeyringError
-from codeengine.keyring import (
+from codeengine.code.errors import KeyringError
+from codeengine.code.keyring import (
     DEFAULT_KEY_LIFETIME_S,
     KID_BYTES,
     Keyring,
@@ -19,7 +19,13 @@ from codeengine.keyring import (
     private_jwk,
     public_jwk,
 )
-from codeengine.suites import ED25519, ES256, b64url_decode, b64url_encode, deterministic_random
+from codeengine.code.suites import (
+    ED25519,
+    ES256,
+    b64url_decode,
+    b64url_encode,
+    deterministic_random,
+)
 
 NOW = 1_800_000_000
 OVERLAP_S = 900

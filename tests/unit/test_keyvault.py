@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from codeengine.errors import KeyringError
-from codeengine.keyring import Keyring
-from codeengine.keyvault import SealedKeyring, open_keyring, seal_keyring
-from codeengine.secret import Secret
-from codeengine.suites import ED25519, deterministic_random
+from codeengine.code.errors import KeyringError
+from codeengine.code.keyring import Keyring
+from codeengine.code.keyvault import SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.secret import Secret
+from codeengine.code.suites import ED25519, deterministic_random
 
 KEK = Secret(bytes(range(32)))
 NONCE = bytes(12)

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.base45 import ALPHABET
-from codeengine.errors import KeyringError, VerificationError
-from codeengine.keyring import Keyring
-from codeengine.model import CodeKind, Colour
-from codeengine.suites import ED25519, ES256, b64url_encode, deterministic_random
-from codeengine.token import (
+from codeengine.code.base45 import ALPHABET
+from codeengine.code.errors import KeyringError, VerificationError
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, b64url_encode, deterministic_random
+from codeengine.code.token import (
     Claims,
     _bstr,
     _protected_header,
@@ -24,8 +24,8 @@ from codeengine.token import (
     encode_cose,
     sig_structure,
 )
-from codeengine.trustlist import TrustList
-from codeengine.verification import (
+from codeengine.code.trustlist import TrustList
+from codeengine.code.verification import (
     Revocations,
     Verdict,
     offline_verdict_at,

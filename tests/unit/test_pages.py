@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from codeengine.cities import load_cities
+from codeengine.code.cities import load_cities
 from codeengine.web.pages import SECURITY_HEADERS, STATIC_DIR, static_route
 
 CITY_ENTRY = re.compile(r'(\d{6}): \["([^"]+)", "([^"]+)"\]')

@@ -15,17 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.errors import InvalidIdentifier, Reason
-from codeengine.identifiers import USCC, ResidentId
-from codeengine.model import SubjectId
-from codeengine.pseudonym import (
+from codeengine.code.errors import InvalidIdentifier, Reason
+from codeengine.code.identifiers import USCC, ResidentId
+from codeengine.code.model import SubjectId
+from codeengine.code.pseudonym import (
     MAX_ALIAS_LENGTH,
     alias_hash,
     pseudonym,
     subject_bytes,
     subject_id,
 )
-from codeengine.secret import Secret
+from codeengine.code.secret import Secret
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "identifiers.json"
 _CASES: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="ascii"))["cases"]
@@ -204,7 +204,7 @@ def test_pseudonym_matches_its_definition(normalised: str, pepper: bytes) -> Non
 
 
 def test_licence_hashes_are_keyed_and_apart_from_alias_hashes() -> None:
-    from codeengine.pseudonym import alias_hash, licence_hash
+    from codeengine.code.pseudonym import alias_hash, licence_hash
 
     pepper, other = Secret(b"p" * 32), Secret(b"q" * 32)
     first = licence_hash("business_licence", "91320100MA1XYZ8K3Q", pepper)

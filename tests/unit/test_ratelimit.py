@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codeengine.ratelimit import TokenBucket
+from codeengine.code.ratelimit import TokenBucket
 
 
 def test_burst_then_refill_at_the_rate() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from codeengine.fence import Role
-from failover.breaker import Breaker
+from codeengine.code.breaker import Breaker
+from codeengine.code.fencing import Role
 from failover.router import Outcome, Router
 
 FAILED, OK = Outcome.FAILED, Outcome.OK

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.batches import COLUMNS, BadRow, RiskRow, RowParser
-from codeengine.errors import BadRequest
-from codeengine.identifiers import make_resident_id
-from codeengine.model import Colour
-from codeengine.rules import (
+from codeengine.code.errors import BadRequest
+from codeengine.code.identifiers import make_resident_id
+from codeengine.code.model import Colour
+from codeengine.code.rules import (
     Rule,
     RulesError,
     effective_colour_at,
@@ -22,7 +21,8 @@ from codeengine.rules import (
     merge_risk_at,
     parse_rules,
 )
-from codeengine.secret import Secret
+from codeengine.code.secret import Secret
+from codeengine.store.batches import COLUMNS, BadRow, RiskRow, RowParser
 
 DAY = 86400
 NOW = 1_800_000_000

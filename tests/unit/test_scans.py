@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from codeengine.errors import CodeEngineError
-from codeengine.scans import ENTRY_FIELD, ScanEntry, count_scans
+from codeengine.code.errors import CodeEngineError
+from codeengine.code.scans import ENTRY_FIELD, ScanEntry, count_scans
 
 
 def entry(venue: str, reason: str = "VALID", colour: str = "green") -> ScanEntry:

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.errors import BadSignature, KeyringError
-from codeengine.suites import (
+from codeengine.code.errors import BadSignature, KeyringError
+from codeengine.code.suites import (
     DEFAULT_SUITE,
     DEFAULT_SUITES,
     ED25519,

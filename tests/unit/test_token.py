@@ -12,8 +12,8 @@ import qrcode.util
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.base45 import b45decode
-from codeengine.errors import (
+from codeengine.code.base45 import b45decode
+from codeengine.code.errors import (
     BadSignature,
     Expired,
     MalformedCode,
@@ -23,9 +23,9 @@ from codeengine.errors import (
     UnsupportedAlgorithm,
     VerificationError,
 )
-from codeengine.keyring import Keyring, SigningKey
-from codeengine.model import CITIES, CodeKind, Colour
-from codeengine.suites import (
+from codeengine.code.keyring import Keyring, SigningKey
+from codeengine.code.model import CITIES, CodeKind, Colour
+from codeengine.code.suites import (
     DEFAULT_SUITES,
     ED25519,
     ES256,
@@ -38,7 +38,7 @@ from codeengine.suites import (
     Verifier,
     deterministic_random,
 )
-from codeengine.token import (
+from codeengine.code.token import (
     DEFAULT_SKEW_S,
     PREFIX,
     Claims,
@@ -53,7 +53,7 @@ from codeengine.token import (
     subject_bytes,
     verify_at,
 )
-from codeengine.trustlist import TrustList
+from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 TTL_S = 120

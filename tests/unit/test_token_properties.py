@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.base45 import ALPHABET, b45decode
-from codeengine.errors import MalformedCode, Reason, VerificationError
-from codeengine.keyring import Keyring
-from codeengine.model import CITIES, CodeKind, Colour
-from codeengine.suites import ED25519, ES256, deterministic_random
-from codeengine.token import (
+from codeengine.code.base45 import ALPHABET, b45decode
+from codeengine.code.errors import MalformedCode, Reason, VerificationError
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import CITIES, CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, deterministic_random
+from codeengine.code.token import (
     DEFAULT_SKEW_S,
     PREFIX,
     Claims,
@@ -30,7 +30,7 @@ from codeengine.token import (
     encode_cose,
     verify_at,
 )
-from codeengine.trustlist import TrustList
+from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 VERIFICATION_REASONS = frozenset(

@@ -10,10 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.errors import KeyringError, Reason, UnknownKeyId
-from codeengine.keyring import Keyring
-from codeengine.suites import ED25519, ES256, SuiteRegistry, b64url_encode, deterministic_random
-from codeengine.trustlist import TrustList
+from codeengine.code.errors import KeyringError, Reason, UnknownKeyId
+from codeengine.code.keyring import Keyring
+from codeengine.code.suites import (
+    ED25519,
+    ES256,
+    SuiteRegistry,
+    b64url_encode,
+    deterministic_random,
+)
+from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 

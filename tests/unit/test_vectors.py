@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from codeengine.errors import Reason, VerificationError
-from codeengine.keyring import SigningKey, key_id
-from codeengine.model import CodeKind, Colour
-from codeengine.suites import ED25519, ES256, PrivateKey, b64url_decode, b64url_encode
-from codeengine.token import Claims, decode, encode, verify_at
-from codeengine.trustlist import TrustList
+from codeengine.code.errors import Reason, VerificationError
+from codeengine.code.keyring import SigningKey, key_id
+from codeengine.code.model import CodeKind, Colour
+from codeengine.code.suites import ED25519, ES256, PrivateKey, b64url_decode, b64url_encode
+from codeengine.code.token import Claims, decode, encode, verify_at
+from codeengine.code.trustlist import TrustList
 from tests.vectors_loader import Case, case_id, cases, generator, load, vectors_path
 
 make_vectors = generator("make_vectors")

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codeengine.errors import AccessDenied, BadRequest, KeyringError, NotAuthenticated, RateLimited
+from codeengine.code.errors import (
+    AccessDenied,
+    BadRequest,
+    KeyringError,
+    NotAuthenticated,
+    RateLimited,
+)
 from codeengine.web.auth import Client, Credentials, load_credentials
 from codeengine.web.body import Field, _check, _parsed, loads, validate_object
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from codeengine.errors import KeyringError
+from codeengine.code.errors import KeyringError
 from verifier.offline.sdk import DEFAULT_MAX_AGE_S, CachedList, OfflineVerifier
 
 

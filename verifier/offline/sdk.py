@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from codeengine.errors import KeyringError, Reason
-from codeengine.suites import b64url_decode
-from codeengine.token import DEFAULT_SKEW_S
-from codeengine.trustlist import TrustList
-from codeengine.verification import Revocations, Verdict, offline_verdict_at
+from codeengine.code.errors import KeyringError, Reason
+from codeengine.code.suites import b64url_decode
+from codeengine.code.token import DEFAULT_SKEW_S
+from codeengine.code.trustlist import TrustList
+from codeengine.code.verification import Revocations, Verdict, offline_verdict_at
 
 DEFAULT_MAX_AGE_S = 24 * 3600
 """How long a terminal may go on trusting a list fetched while it was online."""

@@ -1,0 +1,49 @@
+"""Reading the secret files the settings name: the signing keyring, the pepper, the KEK.
+
+Every service reads its key material through here; ``codeengine.ops.devsecrets`` writes the
+development set. Errors name the file, never its content.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PEPPER_BYTES", "load_keyring", "load_pepper", "write_private"]
+
+import json
+import os
+from pathlib import Path
+
+from codeengine.code.errors import KeyringError
+from codeengine.code.keyring import Keyring
+from codeengine.code.secret import Secret
+
+PEPPER_BYTES = 32
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file readable by its owner only, atomically (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def load_keyring(path: Path) -> Keyring:
+    """Read the private keyring JWKS; KeyringError names what is wrong (never the key)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read keyring {path.name}: {type(exc).__name__}") from exc
+    return Keyring.from_private_jwks(document)
+
+
+def load_pepper(path: Path) -> Secret:
+    """Read a 32-byte secret kept as hex: the pseudonym pepper or the key-encryption key."""
+    try:
+        pepper = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read pepper {path.name}: {type(exc).__name__}") from exc
+    if len(pepper) < PEPPER_BYTES:
+        raise KeyringError(f"pepper {path.name} holds fewer than {PEPPER_BYTES} bytes")
+    return Secret(pepper)

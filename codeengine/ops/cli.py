@@ -1,0 +1,123 @@
+"""The ``codeengine`` command: run the system, manage dev keys, start a cluster by hand."""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from codeengine.code.errors import CodeEngineError
+from codeengine.ops.commands import add_ops_commands, config_path
+from codeengine.ops.devcluster import ClusterError, DevCluster
+from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.settings import SettingsError, load_settings
+
+DEFAULT_CLUSTER_PORT = 7000
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from codeengine.ops.supervisor import run_system
+
+    config = config_path(args)
+    settings = load_settings(config)
+    return run_system(settings, Path(args.var), args.cluster_port, config, _cities(args.cities))
+
+
+def _cities(text: str) -> list[int]:
+    """``--cities``: "" (none), "all", or city codes separated by commas."""
+    from codeengine.code.cities import load_cities
+
+    if not text:
+        return []
+    table = load_cities()
+    if text == "all":
+        return sorted(table)
+    codes = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) not in table:
+            raise SettingsError(f"--cities: {part!r} is not a city code of configs/cities")
+        codes.append(int(part))
+    return codes
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    settings = load_settings(config_path(args))
+    credentials = ensure_dev_material(settings)
+    print(f"keyring: {settings.keys.keyring_file}")
+    print(f"pepper: {settings.keys.pepper_file}")
+    print(f"credentials: {credentials}")
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    cluster = DevCluster(Path(args.dir), args.port, persistent=args.persistent)
+    cluster.start()
+    print(f"cluster ready: {cluster.nodes_spec} (Ctrl-C stops it)", flush=True)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codeengine", description=__doc__)
+    parser.add_argument("--config", help="settings TOML (default: $CODEENGINE_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start cluster, dev keys, issuer and verifier")
+    run.add_argument("--var", default="var", help="folder for cluster data and logs")
+    run.add_argument("--cluster-port", type=int, default=DEFAULT_CLUSTER_PORT)
+    run.add_argument(
+        "--cities",
+        default="",
+        help="also start these cities' primary and backup endpoints on the city table's "
+        "ports: 'all' or codes like 320100,320200 (default: none)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    keys = commands.add_parser("keys", help="dev key material")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    init = keys_commands.add_parser("init", help="create missing dev keys, pepper, credentials")
+    init.set_defaults(func=_cmd_keys_init)
+
+    cluster = commands.add_parser("cluster", help="run a local Redis Cluster in the foreground")
+    cluster.add_argument("--dir", default="var/cluster")
+    cluster.add_argument("--port", type=int, default=DEFAULT_CLUSTER_PORT)
+    cluster.add_argument("--persistent", action="store_true")
+    cluster.set_defaults(func=_cmd_cluster)
+
+    add_ops_commands(commands)
+    # Imported here: the drills pull in the failover package, which the services never need.
+    from codeengine.ops.drillcli import add_drill_commands
+
+    add_drill_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; errors print one line and exit non-zero."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SettingsError, ClusterError, CodeEngineError) as exc:
+        print(f"codeengine: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

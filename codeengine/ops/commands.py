@@ -1,0 +1,228 @@
+"""Operations commands run against the store directly: bulk conversion and the audit check.
+
+    codeengine convert import FILE --batch-id ID [--dry-run] [--format csv|ndjson]
+    codeengine convert show ID
+    codeengine convert rollback ID
+    codeengine audit verify [--subject=PSEUDONYM]
+
+They read the same settings as the services (``configs/engine.toml``, ``CODEENGINE_*``): the
+cluster's nodes, the pepper (imports derive pseudonyms) and the rules file. Reports go to
+standard output as JSON; progress goes to standard error, as a bar on a terminal.
+"""
+
+from __future__ import annotations
+
+__all__ = ["add_ops_commands"]
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from codeengine.code.model import SubjectId
+from codeengine.code.rules import load_rules
+from codeengine.keyfiles import load_pepper
+from codeengine.settings import ENV_PREFIX, Settings, load_settings
+from codeengine.store.audit import check_chain, verify_store
+from codeengine.store.batches import BatchReport, Format, Importer
+from codeengine.store.redisstore import RedisStore
+from codeengine.web.runtime import store_settings
+
+BAR_WIDTH = 30
+
+
+DEFAULT_CONFIG = Path("configs/engine.toml")
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    """``--config``, else ``$CODEENGINE_CONFIG``, else ``configs/engine.toml`` if present."""
+    path = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        return Path(path)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+class _Progress:
+    """Progress on standard error: a bar on a terminal, a line every 5 s otherwise."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self._total = max(total_bytes, 1)
+        self._tty = sys.stderr.isatty()
+        self._started = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, report: BatchReport, read: int) -> None:
+        now = time.monotonic()
+        if not self._tty and now - self._last < 5:
+            return
+        self._last = now
+        share = min(read / self._total, 1.0)
+        rate = report.rows / max(now - self._started, 1e-6)
+        text = (
+            f"{share:6.1%} {report.rows:,} rows ({report.bad:,} bad, {report.applied:,} "
+            f"applied) {rate:,.0f} rows/s"
+        )
+        if self._tty:
+            filled = int(share * BAR_WIDTH)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {text}")
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self._tty:
+            sys.stderr.write("\n")
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def _format(path: Path, given: str | None) -> Format:
+    if given in ("csv", "ndjson"):
+        return given  # type: ignore[return-value]
+    return "ndjson" if path.suffix.lower() in (".ndjson", ".jsonl") else "csv"
+
+
+def _print(document: Any) -> None:
+    json.dump(document, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+OPS_READ_DEADLINE_MS = 5000
+"""A command run by hand may wait for the cluster longer than a request does."""
+
+
+async def _with_store(settings: Settings, work: Any) -> Any:
+    tuned = store_settings(settings)
+    tuned = replace(tuned, read_deadline_ms=max(tuned.read_deadline_ms, OPS_READ_DEADLINE_MS))
+    store = RedisStore(tuned)
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(config_path(args))
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"codeengine: no such file: {path}", file=sys.stderr)
+        return 2
+    rules = load_rules(Path(settings.codes.rules_file))
+    pepper = load_pepper(Path(settings.keys.pepper_file))
+    progress = _Progress(path.stat().st_size)
+
+    async def work(store: RedisStore) -> BatchReport:
+        importer = Importer(
+            store,
+            rules,
+            pepper,
+            batch_id=args.batch_id,
+            actor=f"batch:{args.batch_id}",
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+        return await importer.run(_lines(path), _format(path, args.format))
+
+    report = asyncio.run(_with_store(settings, work))
+    progress.done()
+    document = report.to_json(with_errors=True)
+    _print(document)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def work(store: RedisStore) -> dict[str, Any]:
+        meta, errors = await store.batch_info(args.batch_id, args.errors)
+        answer = BatchReport.from_meta(args.batch_id, meta, errors).to_json()
+        answer["updated_at"] = int(meta.get("updated_at", 0))
+        return answer
+
+    _print(asyncio.run(_with_store(settings, work)))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    actor = f"{os.environ.get('USER', 'ops')}:rollback:{args.batch_id}"
+
+    async def work(store: RedisStore) -> dict[str, int]:
+        return await store.rollback_batch(args.batch_id, int(time.time()), actor)
+
+    counts = asyncio.run(_with_store(settings, work))
+    _print({"batch_id": args.batch_id, "state": "rolled_back", **counts})
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    def progress(checked: int, broken: int) -> None:
+        sys.stderr.write(f"\r{checked:,} subjects checked, {broken:,} broken")
+        sys.stderr.flush()
+
+    async def work(store: RedisStore) -> tuple[int, list[Any]]:
+        if args.subject:
+            subject = SubjectId(args.subject)
+            record, entries = await store.audit_chain(subject)
+            result = check_chain(subject, record, entries)
+            return 1, [] if result.ok else [result]
+        return await verify_store(store, progress if sys.stderr.isatty() else None)
+
+    checked, broken = asyncio.run(_with_store(settings, work))
+    _print(
+        {
+            "checked": checked,
+            "broken": [
+                {"subject": b.subject, "entries": b.entries, "broken_at": b.broken_at,
+                 "problem": b.problem}
+                for b in broken
+            ],
+        }
+    )  # fmt: skip
+    return 1 if broken else 0
+
+
+def add_ops_commands(commands: Any) -> None:
+    """Add ``convert`` and ``audit`` to the ``codeengine`` command."""
+    convert = commands.add_parser("convert", help="bulk conversion from the topic library")
+    sub = convert.add_subparsers(dest="convert_command", required=True)
+    imp = sub.add_parser("import", help="import a CSV or NDJSON batch of risk records")
+    imp.add_argument("file")
+    imp.add_argument("--batch-id", required=True, help="the same id never imports twice")
+    imp.add_argument("--format", choices=("csv", "ndjson"), help="default: by file suffix")
+    imp.add_argument("--dry-run", action="store_true", help="report what would change")
+    imp.set_defaults(func=_cmd_import)
+    show = sub.add_parser("show", help="a batch's state, counts and refused rows")
+    show.add_argument("batch_id")
+    show.add_argument("--errors", type=int, default=100, help="refused rows to list")
+    show.set_defaults(func=_cmd_show)
+    rollback = sub.add_parser("rollback", help="restore what a batch changed")
+    rollback.add_argument("batch_id")
+    rollback.set_defaults(func=_cmd_rollback)
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check every subject's audit hash chain")
+    verify.add_argument(
+        "--subject",
+        metavar="PSEUDONYM",
+        # A pseudonym is base64url: one in 64 starts with '-', which argparse would read as an
+        # option after a space. The '=' form takes any value.
+        help="check one subject only; write --subject=PSEUDONYM (a pseudonym may start with '-')",
+    )
+    verify.set_defaults(func=_cmd_audit_verify)

@@ -1,0 +1,61 @@
+"""Dev key material for ``make run``: keyring, key-encryption key, pepper, API credentials.
+
+Created once, under the ignored ``var/`` folder, with owner-only permissions, and reused after.
+Production material comes from the operator's key management instead: the services only read
+the files named in settings.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEV_SCOPES", "ensure_dev_material"]
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from codeengine.code.keyring import Keyring
+from codeengine.code.model import SCOPES
+from codeengine.code.suites import DEFAULT_SUITE
+from codeengine.keyfiles import PEPPER_BYTES, load_keyring, load_pepper, write_private
+from codeengine.settings import Settings
+
+API_KEY_BYTES = 32
+DEV_SCOPES = SCOPES
+"""One dev client per scope."""
+
+
+def ensure_dev_material(settings: Settings) -> Path:
+    """Create whatever dev key material is missing; return the credentials file's path."""
+    keyring_path = Path(settings.keys.keyring_file)
+    if not keyring_path.exists():
+        keyring = Keyring.generate_at(int(time.time()), DEFAULT_SUITE, os.urandom)
+        write_private(keyring_path, json.dumps(keyring.to_private_jwks(), indent=2).encode())
+    load_keyring(keyring_path)
+    for path in (Path(settings.keys.pepper_file), Path(settings.keys.kek_file)):
+        if not path.exists():
+            write_private(path, secrets.token_bytes(PEPPER_BYTES).hex().encode())
+        load_pepper(path)
+    credentials_path = Path(settings.keys.credentials_file)
+    document: dict[str, Any] = {
+        "note": "development credentials; never use outside make run",
+        "clients": [],
+    }
+    if credentials_path.exists():
+        document = json.loads(credentials_path.read_text())
+    # A scope added since the file was written gets its dev client too; existing keys stay.
+    held = {scope for client in document["clients"] for scope in client["scopes"]}
+    missing = [scope for scope in DEV_SCOPES if scope not in held]
+    if missing or not credentials_path.exists():
+        document["clients"] += [
+            {
+                "client": f"dev-{scope}",
+                "scopes": [scope],
+                "key": secrets.token_urlsafe(API_KEY_BYTES),
+            }
+            for scope in missing
+        ]
+        write_private(credentials_path, json.dumps(document, indent=2).encode())
+    return credentials_path

@@ -1,0 +1,195 @@
+"""``make run``: the whole system on the embedded default, in one foreground process.
+
+Starts a persistent local Redis Cluster under ``var/cluster``, creates dev keys and dev API
+credentials under ``var/`` if they are absent, starts the issuer and the verifier (N workers each,
+sharing their port with SO_REUSEPORT), waits until both are ready, prints where everything is,
+and on Ctrl-C (or SIGTERM) stops the services first and the cluster last. Every child is told by
+the kernel to exit if this process dies, so nothing outlives it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["run_system"]
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codeengine.code.cities import load_cities
+from codeengine.code.fencing import Role
+from codeengine.code.model import CityCode
+from codeengine.ops.devcluster import DevCluster
+from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.harness import answers_ok, spawn_worker
+from codeengine.ops.topology import CityProcesses
+from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
+
+READY_TIMEOUT_S = 60.0
+WORKER_STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Worker:
+    """One service worker process."""
+
+    service: str
+    index: int
+    proc: subprocess.Popen[bytes]
+
+
+def _worker_count(settings: Settings) -> int:
+    return settings.service.workers or (os.cpu_count() or 1)
+
+
+def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Worker:
+    return Worker(service, index, spawn_worker(service, env, log_dir / f"{service}-{index}.log"))
+
+
+def _metrics_dir(var_dir: Path, service: str) -> Path:
+    """A fresh folder where the service's workers write metrics that /metrics adds up."""
+    directory = var_dir / "metrics" / service
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def _stop_workers(workers: list[Worker]) -> None:
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.proc.terminate()
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+    for worker in workers:
+        try:
+            worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait(timeout=5)
+
+
+class _Stop(Exception):
+    """Raised from the signal handler to leave the supervision loop."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _start_cities(codes: Sequence[int], env: dict[str, str], log_dir: Path) -> list[CityProcesses]:
+    """Start each named city's primary and backup endpoints on the city table's ports."""
+
+    table = load_cities()
+    cities = []
+    for code in codes:
+        city = CityProcesses(table[CityCode(code)], env, log_dir / "cities")
+        for role in Role:
+            city.start(role)
+        cities.append(city)
+    for city in cities:
+        for role in Role:
+            city.wait_ready(role, READY_TIMEOUT_S)
+    return cities
+
+
+def _city_summary(cities: Sequence[CityProcesses]) -> dict[str, object]:
+    """The started cities' endpoints, for the ready message."""
+    if not cities:
+        return {}
+    return {
+        "cities": {
+            str(c.city.code): {"primary": c.city.primary.issuer, "backup": c.city.backup.issuer}
+            for c in cities
+        }
+    }
+
+
+def run_system(
+    settings: Settings,
+    var_dir: Path,
+    cluster_base_port: int,
+    config: Path | None = None,
+    cities: Sequence[int] = (),
+) -> int:
+    """Run cluster, issuer and verifier (and ``cities``' endpoints) until interrupted."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = var_dir / "log"
+    log_dir.mkdir(exist_ok=True)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
+    workers: list[Worker] = []
+    city_procs: list[CityProcesses] = []
+    envs: dict[str, dict[str, str]] = {}
+    try:
+        print(f"starting Redis Cluster (3 masters + 3 replicas) on ports {cluster.ports} ...")
+        cluster.start()
+        credentials = ensure_dev_material(settings)
+        env = dict(os.environ)
+        env[f"{ENV_PREFIX}CLUSTER_NODES"] = cluster.nodes_spec
+        if config is not None:
+            # The workers read the same file the supervisor read.
+            env[f"{ENV_PREFIX}CONFIG"] = str(config.resolve())
+        parse_nodes(cluster.nodes_spec)
+        count = _worker_count(settings)
+        for service in ("issuer", "verifier"):
+            service_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(_metrics_dir(var_dir, service)))
+            envs[service] = service_env
+            workers += [_spawn(service, i, service_env, log_dir) for i in range(count)]
+        host = settings.service.host
+        urls = {
+            "issuer": f"http://{host}:{settings.service.issuer_port}",
+            "verifier": f"http://{host}:{settings.service.verifier_port}",
+        }
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(answers_ok(f"{u}/readyz") for u in urls.values()):
+            dead = [w for w in workers if w.proc.poll() is not None]
+            if dead:
+                print(f"{dead[0].service} worker exited; see {log_dir}/", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"services not ready after {READY_TIMEOUT_S:.0f} s; see {log_dir}/")
+                return 1
+            time.sleep(0.2)
+        if cities:
+            print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
+            city_procs = _start_cities(cities, env, log_dir)
+        summary = {
+            "issuer": urls["issuer"],
+            "verifier": urls["verifier"],
+            "workers_per_service": count,
+            "cluster_nodes": cluster.nodes_spec,
+            "dev_credentials": str(credentials),
+            "logs": str(log_dir),
+        }
+        summary |= _city_summary(city_procs)
+        print("codeengine is ready:")
+        print(json.dumps(summary, indent=2))
+        print("Ctrl-C stops everything.", flush=True)
+        while True:
+            for i, worker in enumerate(workers):
+                if worker.proc.poll() is not None:
+                    print(f"{worker.service} worker {worker.index} exited; restarting it")
+                    workers[i] = _spawn(worker.service, worker.index, envs[worker.service], log_dir)
+            time.sleep(1.0)
+    except _Stop:
+        print("\nstopping services ...", flush=True)
+        return 0
+    finally:
+        # Signals again during shutdown must not interrupt it half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with contextlib.suppress(Exception):
+            _stop_workers(workers)
+        for city in city_procs:
+            with contextlib.suppress(Exception):
+                city.stop()
+        print("stopping Redis Cluster ...", flush=True)
+        cluster.stop()
+        print("stopped.", flush=True)

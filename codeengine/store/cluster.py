@@ -1,0 +1,734 @@
+"""A minimal asyncio Redis Cluster client for the display and verify hot paths.
+
+redis-py's asyncio cluster client costs several times the server's work per command and
+stalls healthy shards behind its topology lock (DESIGN.md, known pitfalls). This client does
+only what the hot path needs: one connection per primary, automatic pipelining (every command
+issued during one loop tick to a node leaves in one ``write()``, and the replies come back in
+one read), MOVED/ASK redirects, a slot map refreshed in the background, and every failure
+turned into :class:`StoreUnavailable` within the caller's deadline. redis-py stays for writes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandError",
+    "FastCluster",
+    "Script",
+    "consume_outcome",
+    "key_slot",
+    "pack_command",
+    "tag_slot",
+]
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import time
+from binascii import crc_hqx
+from collections import deque
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from typing import Any, cast
+
+import hiredis
+
+from codeengine.code.errors import CodeEngineError, Reason, StoreUnavailable
+from codeengine.metrics import SHARD_BREAKER_OPENS
+
+SLOT_COUNT = 16384
+MAX_REDIRECTS = 2
+_ReplyError = hiredis.ReplyError
+# Replies that say the cluster cannot serve the slot right now: the caller may retry later.
+_UNAVAILABLE_PREFIXES = frozenset(
+    {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY", "BUSY"}
+)
+_REDIRECTS = ("MOVED ", "ASK ")
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+_CLUSTER_SLOTS = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n"
+
+_log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+Arg = str | bytes | int | float
+
+
+class CommandError(CodeEngineError):
+    """An error reply the caller said it expects (``expect_errors``), such as a script's own."""
+
+    # The caller translates it into a domain error; one that reaches an API is the store's fault.
+    reason = Reason.STORE_UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.prefix = message.split(" ", 1)[0]
+
+
+def tag_slot(tag: str) -> int:
+    """The cluster slot of every key whose hash tag is ``{tag}``."""
+    return crc_hqx(tag.encode(), 0) & (SLOT_COUNT - 1)
+
+
+def key_slot(key: str | bytes) -> int:
+    """The cluster slot of a key: CRC16/XMODEM of its ``{hash tag}`` if it has one, mod 16384."""
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return crc_hqx(data, 0) & (SLOT_COUNT - 1)
+
+
+def _pack_python(args: Sequence[Arg]) -> bytes:
+    """RESP2 multi-bulk packing, for a hiredis without ``pack_command``."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"a command argument must be str, bytes, int or float, not {arg!r}")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _pack_hiredis(args: Sequence[Arg]) -> bytes:
+    # The stub types the argument as a one-element tuple and leaves the result untyped.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
+
+
+pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
+
+
+class _Collector:
+    """Stands in the waiter queue for each command of a ``send_many``; fills one future."""
+
+    __slots__ = ("expected", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        self.future = future
+        self.expected = expected
+        self.replies: list[Any] = []
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.expected:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _Connection(asyncio.Protocol):
+    """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
+
+    def __init__(self, node: _Node, max_in_flight: int) -> None:
+        self._node = node
+        self._max_in_flight = max_in_flight
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader()
+        # A None waiter is a reply nobody reads (the one to ASKING or to a script prelude).
+        self._waiters: deque[asyncio.Future[Any] | None] = deque()
+        self._outgoing: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self.open = False
+
+    def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
+        """Queue one packed command for this tick's write; the future gets its raw reply."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) >= self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        waiter = self._loop.create_future()
+        self._waiters.append(None if discard else waiter)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(packed)
+        return waiter
+
+    def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
+        """Queue many commands at once; one future gets all their raw replies, in order."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) + len(packed) > self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        collector = _Collector(future, len(packed))
+        self._waiters.extend(itertools.repeat(collector, len(packed)))  # type: ignore[arg-type]
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.extend(packed)
+        return future
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self.open and self._transport is not None:
+            self._transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        waiters = self._waiters
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                waiter = waiters.popleft()
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):
+            # A reply nobody asked for or bytes that are not RESP: the stream cannot be trusted.
+            self.close("store protocol error")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("store connection lost")
+
+    def close(self, reason: str) -> None:
+        """Fail every waiting command and drop the connection; the node reconnects on next use."""
+        was_open, self.open = self.open, False
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StoreUnavailable(reason))
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            transport.abort()
+        if was_open:
+            self._node.lost(self, reason)
+
+
+class _Node:
+    """A primary's address, its one connection, and the connect attempt callers share."""
+
+    __slots__ = ("_cluster", "_connecting", "addr", "conn", "failures", "open_until")
+
+    def __init__(self, cluster: FastCluster, addr: Address) -> None:
+        self._cluster = cluster
+        self.addr = addr
+        self.conn: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        # The shard's breaker, inlined for the hot path (the rules of code.breaker): after
+        # SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S instead
+        # of each waiting out its deadline; then one failure opens it again, one success closes.
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= SHARD_FAILURES_TO_OPEN:
+            self.open_until = now + SHARD_OPEN_S
+            self.failures = SHARD_FAILURES_TO_OPEN - 1  # half-open once the period is over
+            SHARD_BREAKER_OPENS.labels(f"{self.addr[0]}:{self.addr[1]}").inc()
+
+    async def connect(self) -> _Connection:
+        """The open connection, connecting first if needed (concurrent callers share one try)."""
+        if self.conn is not None and self.conn.open:
+            return self.conn
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(consume_outcome)
+        # Shielded: a caller that times out must not cancel the attempt the others wait on.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Connection:
+        cluster = self._cluster
+        try:
+            async with asyncio.timeout(cluster.connect_timeout_s):
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    lambda: _Connection(self, cluster.max_in_flight), *self.addr
+                )
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+        self.conn = conn
+        return conn
+
+    def lost(self, conn: _Connection, reason: str) -> None:
+        if self.conn is conn:
+            self.conn = None
+            self.failed(time.monotonic())
+            if not self._cluster.closed:
+                _log.info("%s to %s:%d; will reconnect", reason, *self.addr)
+                self._cluster.schedule_refresh()
+
+    def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.conn is not None:
+            self.conn.close("store client closed")
+
+
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()
+
+
+class _Expiry:
+    """Fails waiters past their deadline, bucketed so that a command arms no timer of its own.
+
+    ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
+    here one timer serves every command whose deadline falls in the same few milliseconds.
+    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the
+    bucket): otherwise every answered future, and its reply, would live on until its deadline,
+    some 4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
+    """
+
+    __slots__ = ("_buckets", "_per_s")
+
+    def __init__(self, resolution_s: float) -> None:
+        self._per_s = 1 / resolution_s
+        self._buckets: dict[int, set[asyncio.Future[Any]]] = {}
+
+    def add(self, waiter: asyncio.Future[Any], deadline: float) -> set[asyncio.Future[Any]]:
+        """Fail ``waiter`` at ``deadline`` unless it is done or taken out of the returned set."""
+        tick = int(deadline * self._per_s) + 1
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = set()
+            waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
+        bucket.add(waiter)
+        return bucket
+
+    def __len__(self) -> int:
+        """Waiters held for their deadline."""
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    def _expire(self, tick: int) -> None:
+        for waiter in self._buckets.pop(tick, ()):
+            if not waiter.done():
+                waiter.set_exception(_TimedOut("store call timed out"))
+
+
+class _TimedOut(StoreUnavailable):
+    """A call's deadline passed before its reply came."""
+
+
+_FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
+SHARD_FAILURES_TO_OPEN = 5
+SHARD_OPEN_S = 0.5
+
+
+class Script:
+    """A Lua script registered with :meth:`FastCluster.script`; call it to run EVALSHA."""
+
+    __slots__ = ("_cluster", "sha")
+
+    def __init__(self, cluster: FastCluster, sha: str) -> None:
+        self._cluster = cluster
+        self.sha = sha
+
+    async def __call__(
+        self,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg] = (),
+        *,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """Run the script on the primary that owns its keys' slot."""
+        return await self._cluster.evalsha(
+            self.sha, keys, args, deadline_s=deadline_s, expect_errors=expect_errors
+        )
+
+
+class FastCluster:
+    """Hot-path Redis Cluster client: primaries only, RESP2, one pipelined connection each."""
+
+    def __init__(
+        self,
+        nodes: Sequence[Address],
+        *,
+        connect_timeout_s: float = 0.5,
+        deadline_s: float = 0.25,
+        max_in_flight: int = 10_000,
+        refresh_min_interval_s: float = 1.0,
+        deadline_resolution_s: float = 0.005,
+    ) -> None:
+        if not nodes:
+            raise ValueError("at least one startup node is needed")
+        self._seeds = [(host, int(port)) for host, port in nodes]
+        self.connect_timeout_s = connect_timeout_s
+        self.max_in_flight = max_in_flight
+        self._deadline_s = deadline_s
+        self._refresh_min_interval_s = refresh_min_interval_s
+        self._nodes: dict[Address, _Node] = {}
+        self._slots: list[_Node | None] = [None] * SLOT_COUNT
+        self._scripts: dict[str, bytes] = {}
+        self._expiry = _Expiry(deadline_resolution_s)
+        self._refresh_task: asyncio.Task[bool] | None = None
+        self._last_refresh = -1e9
+        self._clock: Callable[[], float] | None = None
+        self.closed = False
+
+    # Life cycle and topology.
+
+    async def start(self) -> None:
+        """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
+        self._last_refresh = time.monotonic()
+        if not await self.refresh():
+            raise StoreUnavailable("no startup node returned the cluster's slot map")
+
+    async def aclose(self) -> None:
+        """Cancel the background refresh and close every connection, failing pending calls."""
+        self.closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            await asyncio.wait([self._refresh_task])
+        for node in self._nodes.values():
+            node.close()
+
+    def primary_for(self, key: str | bytes) -> Address | None:
+        """The primary that the current slot map says owns the key (for drills and tests)."""
+        node = self._slots[key_slot(key)]
+        return None if node is None else node.addr
+
+    def _node(self, addr: Address) -> _Node:
+        node = self._nodes.get(addr)
+        if node is None:
+            node = self._nodes[addr] = _Node(self, addr)
+        return node
+
+    def schedule_refresh(self) -> None:
+        """Re-read the slot map in the background, at most once per interval; never waited on."""
+        if self.closed or (self._refresh_task is not None and not self._refresh_task.done()):
+            return
+        delay = self._last_refresh + self._refresh_min_interval_s - time.monotonic()
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_after(delay))
+        self._refresh_task.add_done_callback(consume_outcome)
+
+    async def _refresh_after(self, delay_s: float) -> bool:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        self._last_refresh = time.monotonic()
+        return await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Ask known primaries, then the startup nodes, for the slot map; whether one answered."""
+        if self.closed:
+            return False
+        candidates = dict.fromkeys([*(n.addr for n in self._slots if n), *self._seeds])
+        for addr in candidates:
+            node = self._node(addr)
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    conn = await node.connect()
+                    reply = await conn.send(_CLUSTER_SLOTS)
+                if isinstance(reply, _ReplyError):
+                    continue
+                self._apply_slot_map(reply, addr[0])
+            except (StoreUnavailable, *_FAILURES, TypeError):
+                continue
+            return True
+        return False
+
+    def _apply_slot_map(self, ranges: list[Any], default_host: str) -> None:
+        slots: list[_Node | None] = [None] * SLOT_COUNT
+        for first, last, primary, *_replicas in ranges:
+            host = primary[0].decode() if primary[0] and primary[0] != b"?" else default_host
+            node = self._node((host, int(primary[1])))
+            slots[first : last + 1] = [node] * (last + 1 - first)
+        self._slots = slots
+
+    # Commands.
+
+    def _deadline(self, deadline_s: float | None) -> float:
+        # The loop's clock, kept from the first command: on Python 3.11 every
+        # asyncio.get_running_loop() makes a getpid() system call (its fork check), measured
+        # at 5 µs a display under load.
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = asyncio.get_running_loop().time
+        timeout_s = self._deadline_s if deadline_s is None else deadline_s
+        return clock() + timeout_s
+
+    async def _call(
+        self,
+        slot: int,
+        packed: bytes,
+        deadline: float,
+        command: Arg,
+        prelude: bytes = b"",
+        *,
+        raw: bool = False,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """Send a command to the slot's primary, following redirects.
+
+        The reply, or (unless ``raw``) StoreUnavailable for an error reply, CommandError for one
+        whose prefix is in ``expect_errors``. The public commands return this coroutine itself
+        rather than await it in one of their own: one coroutine a call fewer (about 0.3 µs).
+        """
+        found = self._slots[slot]
+        try:
+            node = _usable(found)
+            asking = False
+            for _ in range(MAX_REDIRECTS + 1):
+                conn = node.conn
+                if conn is None or not conn.open:
+                    if self.closed:
+                        raise StoreUnavailable("store client closed")
+                    async with asyncio.timeout_at(deadline):
+                        conn = await node.connect()
+                if prelude:
+                    conn.send(prelude, discard=True)
+                if asking:
+                    conn.send(_ASKING, discard=True)
+                waiter = conn.send(packed)
+                pending = self._expiry.add(waiter, deadline)
+                try:
+                    reply = await waiter
+                finally:
+                    pending.discard(waiter)
+                node.failures = 0
+                if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
+                    break
+                node, asking = self._redirected(node, reply)
+            else:
+                raise StoreUnavailable("store redirected too many times")
+        except StoreUnavailable as exc:
+            # A stalled or lost primary may have been failed over: look for its successor.
+            # Each timed-out call counts; a lost connection counts once (_Node.lost).
+            if found is not None and isinstance(exc, _TimedOut):
+                found.failed(time.monotonic())
+            self.schedule_refresh()
+            raise
+        except _FAILURES as exc:
+            if found is not None:
+                found.failed(time.monotonic())
+            self.schedule_refresh()
+            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
+        if raw or type(reply) is not _ReplyError:
+            return reply
+        return self._reply(reply, command, expect_errors)
+
+    def _redirected(self, node: _Node, reply: Any) -> tuple[_Node, bool]:
+        """Where a MOVED or ASK reply sends the command, and whether it was ASK (a MOVED also
+        updates the slot map)."""
+        kind, slot_text, target = str(reply).split(" ", 2)
+        host, _, port = target.rpartition(":")
+        node = self._node((host or node.addr[0], int(port)))
+        asking = kind == "ASK"
+        if not asking:
+            self._slots[int(slot_text)] = node
+            self.schedule_refresh()
+        return node, asking
+
+    def reply_or_raise(self, reply: Any, command: Arg) -> Any:
+        """A raw reply of :meth:`bulk`, or StoreUnavailable if it is an error."""
+        return self._reply(reply, command, ())
+
+    def _reply(self, reply: Any, command: Arg, expect_errors: Collection[str]) -> Any:
+        if type(reply) is not _ReplyError:
+            return reply
+        message = str(reply)
+        prefix = message.split(" ", 1)[0]
+        if prefix in expect_errors:
+            raise CommandError(message)
+        if prefix in ("CLUSTERDOWN", "READONLY", "MASTERDOWN"):
+            self.schedule_refresh()
+        # Only the prefix: the rest of a reply may quote arguments, which may be personal data.
+        kind = "unavailable" if prefix in _UNAVAILABLE_PREFIXES else "refused"
+        raise StoreUnavailable(f"store {_name(command)} {kind}: {prefix}")
+
+    def execute(
+        self,
+        key_for_slot: str | bytes,
+        *args: Arg,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Coroutine[Any, Any, Any]:
+        """Run one command on the primary owning ``key_for_slot``; the reply, bytes for strings.
+
+        Raises :class:`StoreUnavailable` on every failure, or :class:`CommandError` for an
+        error reply whose prefix is in ``expect_errors``.
+        """
+        slot, deadline = key_slot(key_for_slot), self._deadline(deadline_s)
+        packed = pack_command(args)
+        return self._call(slot, packed, deadline, args[0], expect_errors=expect_errors)
+
+    async def load_script_everywhere(self, script: Script) -> None:
+        """SCRIPT LOAD a registered script on every primary (before a bulk run of it)."""
+        body = self._scripts[script.sha]
+        await asyncio.gather(
+            *(self.execute_at_slot(slot, "SCRIPT", "LOAD", body) for slot in self.primary_slots())
+        )
+
+    async def bulk(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], *, deadline_s: float
+    ) -> list[Any]:
+        """Many independent commands (routing key, arguments), all sent at once; raw replies.
+
+        For bulk jobs: no task per command and no redirect handling. A reply that is a
+        redirect, or any failure, raises StoreUnavailable (after asking for the slot map
+        again); such jobs are idempotent and resume. Error replies are returned as they are.
+        """
+        deadline = self._deadline(deadline_s)
+        by_node = self._by_node(commands)
+        pending: list[tuple[set[asyncio.Future[Any]], asyncio.Future[Any]]] = []
+        try:
+            for node, (_, packed) in by_node.items():
+                conn = node.conn
+                if conn is None or not conn.open:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await node.connect()
+                future = conn.send_many(packed)
+                pending.append((self._expiry.add(future, deadline), future))
+            per_node = await asyncio.gather(*(future for _, future in pending))
+        except StoreUnavailable:
+            self.schedule_refresh()
+            raise
+        except _FAILURES as exc:
+            self.schedule_refresh()
+            raise StoreUnavailable(f"store bulk write failed: {type(exc).__name__}") from exc
+        finally:
+            # Answered or failed, none waits for its deadline any more (nor keeps its replies).
+            for bucket, future in pending:
+                bucket.discard(future)
+        replies: list[Any] = [None] * len(commands)
+        for (indices, _), node_replies in zip(by_node.values(), per_node, strict=True):
+            for index, reply in zip(indices, node_replies, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+                self.schedule_refresh()
+                raise StoreUnavailable("store slot moved during a bulk write")
+        return replies
+
+    def _by_node(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]]
+    ) -> dict[_Node, tuple[list[int], list[bytes]]]:
+        """Each primary's share of ``commands``: their indices and the commands packed."""
+        by_node: dict[_Node, tuple[list[int], list[bytes]]] = {}
+        slots = self._slots
+        for index, (key, args) in enumerate(commands):
+            node = slots[key_slot(key)]
+            if node is None:
+                self.schedule_refresh()
+                raise StoreUnavailable("store slot not covered")
+            found = by_node.get(node)
+            if found is None:
+                found = by_node[node] = ([], [])
+            found[0].append(index)
+            found[1].append(pack_command(args))
+        return by_node
+
+    def primary_slots(self) -> list[int]:
+        """One slot owned by each primary of the current slot map (to address a whole node)."""
+        first: dict[Address, int] = {}
+        for slot, node in enumerate(self._slots):
+            if node is not None and node.addr not in first:
+                first[node.addr] = slot
+        return sorted(first.values())
+
+    def execute_at_slot(
+        self, slot: int, *args: Arg, deadline_s: float | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Run one command on the primary owning ``slot`` (SCAN, WAIT: commands of a node)."""
+        return self._call(slot, pack_command(args), self._deadline(deadline_s), args[0])
+
+    async def wait_for_keys(
+        self, keys: Sequence[str | bytes], replicas: int, timeout_ms: int
+    ) -> int:
+        """WAIT on every primary that owns one of ``keys``; the fewest replicas any confirmed.
+
+        WAIT counts the writes of its own connection, and this client has one connection per
+        primary, so it covers every write this process sent that primary before.
+        """
+        slots = {self._slots[slot]: slot for slot in map(key_slot, keys)}
+        acks = await asyncio.gather(
+            *(
+                self.execute_at_slot(slot, "WAIT", replicas, timeout_ms,
+                                     deadline_s=timeout_ms / 1000 + self._deadline_s)
+                for slot in slots.values()
+            )
+        )  # fmt: skip
+        return min((int(a) for a in acks), default=replicas)
+
+    async def get(self, key: str | bytes, *, deadline_s: float | None = None) -> bytes | None:
+        """GET: the value, or None."""
+        value: bytes | None = await self.execute(key, "GET", key, deadline_s=deadline_s)
+        return value
+
+    def mget(
+        self,
+        keys: Sequence[str | bytes],
+        *,
+        deadline_s: float | None = None,
+        slot: int | None = None,
+    ) -> Coroutine[Any, Any, list[bytes | None]]:
+        """MGET of one or more keys that share one slot (one hash tag); values in key order.
+
+        A caller that built the keys around one hash tag may pass its ``slot`` (``tag_slot``)
+        instead of having every key's worked out.
+        """
+        if not keys:
+            raise ValueError("MGET needs at least one key")
+        if slot is None:
+            slot = key_slot(keys[0])
+            for key in keys[1:]:
+                if key_slot(key) != slot:
+                    raise ValueError("MGET keys must share one slot: give them one hash tag")
+        return self._call(slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET")
+
+    def script(self, text: str) -> Script:
+        """Register a Lua script; the returned :class:`Script` runs it by SHA1."""
+        body = text.encode()
+        sha = hashlib.sha1(body, usedforsecurity=False).hexdigest()
+        self._scripts[sha] = body
+        return Script(self, sha)
+
+    async def evalsha(
+        self,
+        sha: str,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg] = (),
+        *,
+        deadline_s: float | None = None,
+        expect_errors: Collection[str] = (),
+    ) -> Any:
+        """EVALSHA on the keys' primary, loading a registered script first if the node lost it."""
+        if not keys:
+            raise ValueError("a script needs a key to route by")
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            raise ValueError("script keys must share one slot: give them one hash tag")
+        packed = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        deadline = self._deadline(deadline_s)
+        reply = await self._call(slot, packed, deadline, "EVALSHA", raw=True)
+        if type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT"):
+            # A restarted or promoted node has an empty script cache: load and retry in one
+            # round trip, on the same connection, so that the two stay in order.
+            body = self._scripts.get(sha)
+            if body is None:
+                raise StoreUnavailable("store script was never registered")
+            load = pack_command(("SCRIPT", "LOAD", body))
+            reply = await self._call(slot, packed, deadline, "EVALSHA", load, raw=True)
+        return self._reply(reply, "EVALSHA", expect_errors)
+
+
+def _usable(node: _Node | None) -> _Node:
+    """The slot's primary, unless the slot is uncovered or the primary's breaker is open."""
+    if node is None:
+        raise StoreUnavailable("store slot not covered")
+    if node.open_until and time.monotonic() < node.open_until:
+        raise StoreUnavailable("store shard unavailable: its breaker is open")
+    return node
+
+
+def _name(command: Arg) -> str:
+    return command.decode() if isinstance(command, bytes) else str(command)
