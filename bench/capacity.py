@@ -15,7 +15,7 @@ The arithmetic, for each operation of the daily mix:
 One worker process per core (SO_REUSEPORT), so processes = cores, rounded up per service.
 Redis runs one thread per process, so masters = Redis cores rounded up, at least three, each
 with one replica. A backup pool large enough for the largest city's share lets any one city's
-primary fail. Locust workers come from the per-core rate DESIGN.md measured.
+primary fail. Locust workers come from the per-core rate docs/performance.md gives.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ PEAK_FACTOR = 3
 UTILISATION = 0.7
 """Planned CPU use of a core: queueing delay grows fast above about 70 %."""
 LOCUST_RPS_PER_CORE = 5_700
-"""One FastHttpUser worker process per core (DESIGN.md, measured on this class of machine)."""
+"""One FastHttpUser worker process per core (docs/performance.md; this class of machine)."""
 CORE_BUDGET = 16
 MIN_MASTERS = 3
 

@@ -82,7 +82,7 @@ def test_redis_py_50_concurrent_gets_for_comparison(
     try:
         # redis-py can leak AttributeError or RuntimeError while 50 tasks open its first
         # connections at once, or when a MOVED from a cluster still settling makes it close
-        # connections under commands in flight (the pitfalls DESIGN.md names; seen in a CI run).
+        # connections under commands in flight (docs/architecture.md, pitfalls; seen in a CI run).
         # The comparison is about warm connections, so warm up.
         for attempt in range(3):
             try:

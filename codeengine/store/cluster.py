@@ -1,7 +1,7 @@
 """A minimal asyncio Redis Cluster client for the display and verify hot paths.
 
 redis-py's asyncio cluster client costs several times the server's work per command and
-stalls healthy shards behind its topology lock (DESIGN.md, known pitfalls). This client does
+stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls). This client does
 only what the hot path needs: one connection per primary, automatic pipelining (every command
 issued during one loop tick to a node leaves in one ``write()``, and the replies come back in
 one read), MOVED/ASK redirects, a slot map refreshed in the background, and every failure

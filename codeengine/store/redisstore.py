@@ -1,9 +1,10 @@
 """The store on a sharded Redis Cluster, through redis-py's asyncio cluster client.
 
-Configured against the pitfalls in DESIGN.md: every call runs under a deadline; every failure,
-including the ``AttributeError``/``RuntimeError`` that redis-py leaks during topology changes, is
-translated to :class:`StoreUnavailable`; ``reinitialize_steps=0`` so that MOVED replies never
-close pooled connections under in-flight commands, with the topology refreshed here instead.
+Configured against the pitfalls in docs/architecture.md: every call runs under a deadline;
+every failure, including the ``AttributeError``/``RuntimeError`` that redis-py leaks during
+topology changes, is translated to :class:`StoreUnavailable`; ``reinitialize_steps=0`` so that
+MOVED replies never close pooled connections under in-flight commands, with the topology
+refreshed here instead.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from codeengine.store.scripts import (
 
 T = TypeVar("T")
 
-# What redis-py raises beyond its own hierarchy while the topology changes (DESIGN.md).
+# What redis-py raises beyond its own hierarchy while the topology changes (docs/architecture.md).
 _CLIENT_FAILURES = (
     RedisError,
     RedisClusterException,
@@ -166,7 +167,7 @@ class RedisStore:
         task.add_done_callback(consume_outcome)
 
     def _client_failed(self) -> None:
-        """Count a write-client failure; rebuild the client if they persist (DESIGN pitfalls).
+        """Count a write-client failure; rebuild the client if they persist (docs/architecture.md).
 
         redis-py's cluster client can be left with a stale topology or broken pooled
         connections after a failover. If its calls keep failing for ``rebuild_after_s`` while

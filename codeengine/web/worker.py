@@ -98,7 +98,7 @@ async def start_serving(
         app,
         handle_signals=False,
         access_log=None,
-        # A bare AppRunner keeps idle connections for about an hour (DESIGN.md pitfalls).
+        # A bare AppRunner keeps idle connections for about an hour (docs/architecture.md).
         keepalive_timeout=service.keepalive_timeout_s,
         shutdown_timeout=service.shutdown_timeout_s,
     )
