@@ -1,0 +1,1 @@
+"""Developer tools: the layer contract, vector generators, page screenshots."""
