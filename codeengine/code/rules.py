@@ -123,7 +123,8 @@ def merge_risk_at(risk: Risk, rule: Rule, event_at: int, now: int) -> Risk:
     """The risk periods after applying one record; periods ended by ``now`` are dropped.
 
     Applying the same record twice gives the same result, which makes imports idempotent.
-    This is the reference the store's import script follows (``_scripts.APPLY_RISK``).
+    This is the reference the store's import script follows
+    (``codeengine/store/lua/apply_risk.lua``).
     """
     periods = {colour: until for colour, until in risk if until > now}
     for colour in rule.clears:

@@ -1,7 +1,7 @@
 """The audit trail's hash chain: check it for one subject, or for every subject in the store.
 
 Every status change is appended to the subject's audit stream by the store's scripts
-(``_scripts._AUDIT``): each entry carries ``prev``, the hash of the entry before it, its own hash
+(``lua/audit.lua``): each entry carries ``prev``, the hash of the entry before it, its own hash
 ``h`` is the SHA-1 of its packed bytes, and the subject's record keeps the hash of the latest
 entry. So an entry that was altered no longer matches its hash; one removed or moved breaks the
 ``prev`` link of the next; removing the latest entries leaves the record's head pointing at an

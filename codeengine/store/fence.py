@@ -15,8 +15,9 @@ Two guards stop a writer that lost its lease (a primary frozen, cut off, or just
 1. A process writes only while its own lease is valid by its own monotonic clock, counted
    from *before* the beat that renewed it, so it stops believing before the store lets go.
 2. Every status write carries the writer's epoch; the record keeps the highest epoch of each
-   city that wrote it and the write script refuses a lower one (``_scripts.fenced``). A primary
-   that comes back with an old epoch cannot overwrite what its backup wrote.
+   city that wrote it and the write script refuses a lower one (``fenced`` in
+   ``lua/audit.lua``). A primary that comes back with an old epoch cannot overwrite what its
+   backup wrote.
 
 Audit entries name the writer and its epoch, so a drill can check that no entry of an old epoch
 was written after the switch.

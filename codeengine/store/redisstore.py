@@ -49,6 +49,7 @@ from codeengine.metrics import SCANS_UNREADABLE, STORE_CLIENT_REBUILDS, STORE_LA
 from codeengine.store import keyspace
 from codeengine.store.cluster import Address, FastCluster, consume_outcome, tag_slot
 from codeengine.store.port import AliasBinding, RiskWrite
+from codeengine.store.results import ClaimCode, ReleaseCode, RiskCode, WriteCode, did_write
 from codeengine.store.scripts import (
     ALIAS_CLAIM,
     ALIAS_LINK,
@@ -349,17 +350,19 @@ class RedisStore:
                     change.reason,
                     *token,
                 ],
-                wrote=lambda result: int(result[0]) > 0,
+                wrote=did_write,
             )
 
         code, version, colour = await self._bounded(work, self._settings.write_deadline_ms, "write")
-        if code == -1:
+        if code == WriteCode.UNKNOWN_SUBJECT:
             raise UnknownSubject("no such subject")
-        if code == -2:
+        if code == WriteCode.STALE:
             raise VersionConflict(int(version))
-        if code == -3:
+        if code == WriteCode.FENCED:
             raise _fenced_off(token)
-        return WriteResult(version=int(version), applied=code == 1, colour=Colour(int(colour)))
+        return WriteResult(
+            version=int(version), applied=code == WriteCode.APPLIED, colour=Colour(int(colour))
+        )
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
         """The subject's audit entries, oldest first."""
@@ -436,11 +439,11 @@ class RedisStore:
                 PUT_KEYRING,
                 [keyspace.KEYRING_KEY, keyspace.TRUST_KEY, keyspace.KEYRING_VERSION_KEY],
                 [expected_version, sealed, version, trust],
-                wrote=lambda result: int(result[0]) > 0,
+                wrote=did_write,
             )
 
         code, current = await self._bounded(work, self._settings.write_deadline_ms, "keyring")
-        if code == -2:
+        if code == WriteCode.STALE:
             raise VersionConflict(int(current))
 
     async def get_trust(self) -> bytes | None:
@@ -616,7 +619,11 @@ class RedisStore:
         try:
             codes = await self._apply_risk_rows(fast, batch_id, writes, now, actor, token)
             # Code 3 too: a subject this batch changed in a run that stopped before listing it.
-            listed = [w.subject for w, code in zip(writes, codes, strict=True) if code > 0]
+            listed = [
+                w.subject
+                for w, code in zip(writes, codes, strict=True)
+                if code > RiskCode.UNCHANGED
+            ]
             if listed:
                 set_key = keyspace.batch_subjects_key(batch_id)
                 await fast.execute(
@@ -624,12 +631,13 @@ class RedisStore:
                 )
             # Refused rows raise only now: the rows that did change are replicated and listed
             # for a rollback first, and the batch resumes at the endpoint that holds the lease.
-            if -3 in codes:
+            if RiskCode.FENCED in codes:
                 raise _fenced_off(token)
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("batch write", outcome).observe(time.perf_counter() - started)
-        return [(int(code in (1, 2)), int(code == 2)) for code in codes]
+        changed = (RiskCode.CHANGED, RiskCode.CREATED)
+        return [(int(code in changed), int(code == RiskCode.CREATED)) for code in codes]
 
     async def _apply_risk_rows(
         self,
@@ -681,7 +689,7 @@ class RedisStore:
             if part:
                 for index, code in zip(part, answer, strict=True):
                     codes[index] = code
-                wrote = wrote or 1 in answer or 2 in answer
+                wrote = wrote or RiskCode.CHANGED in answer or RiskCode.CREATED in answer
                 continue
             # A primary's WAIT, after its calls: a refusal or a repeat needs no replica.
             if wrote and int(answer) < self._settings.replicas_to_ack:
@@ -798,16 +806,15 @@ class RedisStore:
                     for s in subjects
                 )
             )  # fmt: skip
-            restored = [s for s, r in zip(subjects, results, strict=True) if int(r[0]) == 1]
+            restored = [
+                s for s, r in zip(subjects, results, strict=True) if int(r[0]) == WriteCode.APPLIED
+            ]
             if restored:
                 await self._replicated(fast, [keyspace.subject_key(s) for s in restored], bulk=True)
-            if any(int(r[0]) == -3 for r in results):
+            if any(int(r[0]) == WriteCode.FENCED for r in results):
                 raise _fenced_off(token)
             for result in results:
-                code = int(result[0])
-                counts[
-                    "restored" if code == 1 else "changed_since" if code == -2 else "unchanged"
-                ] += 1
+                counts[_ROLLBACK_COUNTS.get(int(result[0]), "unchanged")] += 1
             cursor = cursor_raw.decode()
             if cursor == "0":
                 break
@@ -896,13 +903,13 @@ class RedisStore:
                  keyspace.audit_key(subject)],
                 [int(applied[0]), applied[1], now, actor, decision.get("decision_reason", ""),
                  appeal_id, *token],
-                wrote=lambda result: int(result[0]) > 0,
+                wrote=did_write,
             )  # fmt: skip
 
         code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
-        if int(code) == -1:
+        if int(code) == WriteCode.UNKNOWN_SUBJECT:
             raise UnknownSubject("no such subject")
-        if int(code) == -3:
+        if int(code) == WriteCode.FENCED:
             raise _fenced_off(token)
         await fast.execute(key, "HSET", key, "applied", "1", deadline_s=self._bulk_deadline_s)
         return int(version)
@@ -973,8 +980,8 @@ class RedisStore:
             deadline_s=deadline_s,
         )  # fmt: skip
         claimed = [int(fast.reply_or_raise(r, "EVALSHA")[0]) for r in claims]
-        results = ["taken" if c == -1 else "" for c in claimed]
-        mine = [i for i, c in enumerate(claimed) if c >= 0]
+        results = ["taken" if c == ClaimCode.TAKEN else "" for c in claimed]
+        mine = [i for i, c in enumerate(claimed) if c != ClaimCode.TAKEN]
         links = await fast.bulk(
             [
                 (keyspace.subject_key(b.subject),
@@ -988,12 +995,13 @@ class RedisStore:
         release = []
         for i, reply in zip(mine, links, strict=True):
             code = int(fast.reply_or_raise(reply, "EVALSHA")[0])
-            if code == -1:
+            if code == WriteCode.UNKNOWN_SUBJECT:
                 results[i] = "unknown_subject"
-                if claimed[i] == 1:
+                if claimed[i] == ClaimCode.CLAIMED:
                     release.append(bindings[i])
             else:
-                results[i] = "bound" if claimed[i] == 1 or code == 1 else "unchanged"
+                claimed_now = claimed[i] == ClaimCode.CLAIMED
+                results[i] = "bound" if claimed_now or code == WriteCode.APPLIED else "unchanged"
         if release:
             await fast.bulk(
                 [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_release.sha, 1, k,
@@ -1023,7 +1031,7 @@ class RedisStore:
             [keyspace.alias_key(alias)], [subject], deadline_s=self._bulk_deadline_s
         )
         await self._replicated(fast, [keyspace.alias_key(alias), keyspace.subject_key(subject)])
-        return int(code) == 1 or int(released) == 1
+        return int(code) == WriteCode.APPLIED or int(released) == ReleaseCode.RELEASED
 
     async def subject_for_alias(self, alias: str) -> SubjectId | None:
         """One GET of the alias key, within the read deadline (a scan waits on it)."""
@@ -1139,6 +1147,9 @@ class RedisStore:
 
 
 _MARK = SubjectId("\x00")
+
+# A rollback's counter for each code of the restore script; any other counts as unchanged.
+_ROLLBACK_COUNTS: dict[int, str] = {WriteCode.APPLIED: "restored", WriteCode.STALE: "changed_since"}
 
 
 def _key_template(key: str) -> tuple[str, str]:
