@@ -128,7 +128,7 @@ def run_system(
             ready = [f"{u}/readyz" for u in urls.values()]
             wait_ready(list(workers.values()), ready, READY_TIMEOUT_S)
         except ChildExited as exc:
-            print(f"a worker exited; see {log_dir}/: {exc}", file=sys.stderr)
+            print(exc, file=sys.stderr)
             return 1
         except NotReady:
             print(f"services not ready after {READY_TIMEOUT_S:.0f} s; see {log_dir}/")

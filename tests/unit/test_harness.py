@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from codeengine.ops.harness import (
     wait_ready,
     wait_until,
 )
+from tests.e2e.helpers import alive, free_port
 
 PY = sys.executable
 SLEEPS = "import time; time.sleep(600)"
@@ -30,19 +30,9 @@ IGNORES_SIGTERM = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def gone(pid: int) -> bool:
     """Whether ``pid`` no longer runs (a zombie counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
+    return not alive(pid)
 
 
 def test_a_child_gets_exactly_the_environment_and_writes_its_log(tmp_path: Path) -> None:
