@@ -52,8 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -66,7 +64,14 @@ from codeengine.code.identifiers import make_resident_id
 from codeengine.code.suites import DEFAULT_SUITE
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import DEV_SCOPES, ensure_dev_material
-from codeengine.ops.harness import die_with_parent
+from codeengine.ops.harness import (
+    Group,
+    HarnessError,
+    answers_ok,
+    check_alive,
+    spawn,
+    wait_until,
+)
 from codeengine.settings import load_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -684,16 +689,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return None
-
-
 class ServerGroup:
     """``workers`` processes of one server kind on one port, pinned to the server cores."""
 
@@ -704,7 +699,7 @@ class ServerGroup:
         if self.spec.port_env:
             self.env[self.spec.port_env] = str(self.port)
         self.logs = [logdir / f"{name}-{workers}w-{i}.log" for i in range(workers)]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.group = Group()
 
     @property
     def url(self) -> str:
@@ -717,54 +712,41 @@ class ServerGroup:
         if self.spec.port_env is None:
             argv += ["--port", str(self.port)]
         for log in self.logs:
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    env=self.env,
-                    cwd=BENCH_DIR.parent,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=die_with_parent,
-                )
-            self.procs.append(proc)
+            # Fresh logs: readiness reads them, and a log of an earlier run would lie.
+            child = spawn(self.name, argv, self.env, log, append=False, cwd=BENCH_DIR.parent)
+            self.group.add(child)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Every process listening (its log says so), then the ready path answering 200."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            listening = all("serving on" in log.read_text(errors="replace") for log in self.logs)
-            if listening and _http_status(self.url + self.spec.ready_path) == 200:
-                # Fresh connections land on any worker: a few in a row cover them with luck.
-                if all(_http_status(self.url + self.spec.ready_path) == 200 for _ in range(8)):
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"{self.name} not ready within {timeout_s:.0f} s; see {self.logs[0]}")
+        ready = self.url + self.spec.ready_path
+
+        def listening_and_ready() -> bool:
+            logs = (log.read_text(errors="replace") for log in self.logs)
+            # Fresh connections land on any worker: a few in a row cover them with luck.
+            return all("serving on" in text for text in logs) and all(
+                answers_ok(ready) for _ in range(9)
+            )
+
+        try:
+            wait_until(self.group.children, listening_and_ready, timeout_s, self.name, 0.2)
+        except HarnessError as exc:
+            raise BenchError(str(exc)) from exc
 
     def check_alive(self) -> None:
         """BenchError, with the log's tail, if any process has exited."""
-        for proc, log in zip(self.procs, self.logs, strict=True):
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise BenchError(f"{self.name} worker exited ({proc.returncode}):\n{tail}")
+        try:
+            check_alive(self.group.children)
+        except HarnessError as exc:
+            raise BenchError(str(exc)) from exc
 
     def pids(self) -> list[int]:
         """The processes' ids (taskset execs the server, so the id is the server's)."""
-        return [proc.pid for proc in self.procs]
+        return [child.pid for child in self.group.children]
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL past the timeout."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.procs.clear()
+        self.group.stop(STOP_TIMEOUT_S)
+        self.group.children.clear()
 
 
 def _pin(pids: Sequence[int], cores: tuple[int, ...] | None, every: Sequence[int]) -> None:

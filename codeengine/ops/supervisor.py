@@ -16,11 +16,9 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from codeengine.code.cities import load_cities
@@ -28,7 +26,7 @@ from codeengine.code.fencing import Role
 from codeengine.code.model import CityCode
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
-from codeengine.ops.harness import answers_ok, spawn_worker
+from codeengine.ops.harness import Child, ChildExited, NotReady, spawn_worker, stop, wait_ready
 from codeengine.ops.topology import CityProcesses
 from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
 
@@ -36,21 +34,12 @@ READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 15.0
 
 
-@dataclass
-class Worker:
-    """One service worker process."""
-
-    service: str
-    index: int
-    proc: subprocess.Popen[bytes]
-
-
 def _worker_count(settings: Settings) -> int:
     return settings.service.workers or (os.cpu_count() or 1)
 
 
-def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Worker:
-    return Worker(service, index, spawn_worker(service, env, log_dir / f"{service}-{index}.log"))
+def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Child:
+    return spawn_worker(service, env, log_dir / f"{service}-{index}.log")
 
 
 def _metrics_dir(var_dir: Path, service: str) -> Path:
@@ -59,19 +48,6 @@ def _metrics_dir(var_dir: Path, service: str) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     return directory
-
-
-def _stop_workers(workers: list[Worker]) -> None:
-    for worker in workers:
-        if worker.proc.poll() is None:
-            worker.proc.terminate()
-    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
-    for worker in workers:
-        try:
-            worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait(timeout=5)
 
 
 class _Stop(Exception):
@@ -124,7 +100,7 @@ def run_system(
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
-    workers: list[Worker] = []
+    workers: dict[tuple[str, int], Child] = {}
     city_procs: list[CityProcesses] = []
     envs: dict[str, dict[str, str]] = {}
     try:
@@ -141,22 +117,22 @@ def run_system(
         for service in ("issuer", "verifier"):
             service_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(_metrics_dir(var_dir, service)))
             envs[service] = service_env
-            workers += [_spawn(service, i, service_env, log_dir) for i in range(count)]
+            for index in range(count):
+                workers[(service, index)] = _spawn(service, index, service_env, log_dir)
         host = settings.service.host
         urls = {
             "issuer": f"http://{host}:{settings.service.issuer_port}",
             "verifier": f"http://{host}:{settings.service.verifier_port}",
         }
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(answers_ok(f"{u}/readyz") for u in urls.values()):
-            dead = [w for w in workers if w.proc.poll() is not None]
-            if dead:
-                print(f"{dead[0].service} worker exited; see {log_dir}/", file=sys.stderr)
-                return 1
-            if time.monotonic() > deadline:
-                print(f"services not ready after {READY_TIMEOUT_S:.0f} s; see {log_dir}/")
-                return 1
-            time.sleep(0.2)
+        try:
+            ready = [f"{u}/readyz" for u in urls.values()]
+            wait_ready(list(workers.values()), ready, READY_TIMEOUT_S)
+        except ChildExited as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        except NotReady:
+            print(f"services not ready after {READY_TIMEOUT_S:.0f} s; see {log_dir}/")
+            return 1
         if cities:
             print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
             city_procs = _start_cities(cities, env, log_dir)
@@ -173,10 +149,10 @@ def run_system(
         print(json.dumps(summary, indent=2))
         print("Ctrl-C stops everything.", flush=True)
         while True:
-            for i, worker in enumerate(workers):
-                if worker.proc.poll() is not None:
-                    print(f"{worker.service} worker {worker.index} exited; restarting it")
-                    workers[i] = _spawn(worker.service, worker.index, envs[worker.service], log_dir)
+            for (service, index), worker in workers.items():
+                if worker.exited():
+                    print(f"{service} worker {index} exited; restarting it")
+                    workers[(service, index)] = _spawn(service, index, envs[service], log_dir)
             time.sleep(1.0)
     except _Stop:
         print("\nstopping services ...", flush=True)
@@ -186,7 +162,7 @@ def run_system(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with contextlib.suppress(Exception):
-            _stop_workers(workers)
+            stop(list(workers.values()), WORKER_STOP_TIMEOUT_S)
         for city in city_procs:
             with contextlib.suppress(Exception):
                 city.stop()

@@ -15,15 +15,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from codeengine.code.cities import City, Endpoints
 from codeengine.code.fencing import Role
-from codeengine.ops.harness import answers_ok, spawn_worker
+from codeengine.ops.harness import Child, spawn_worker, stop, wait_ready
 from codeengine.settings import ENV_PREFIX
 
 SERVICES = ("issuer", "verifier")
@@ -63,7 +61,7 @@ class CityProcesses:
     """Settings every endpoint shares (cluster nodes, key files), as ``CODEENGINE_*``."""
     log_dir: Path
     workers: int = 1
-    procs: dict[tuple[str, Role], list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    procs: dict[tuple[str, Role], list[Child]] = field(default_factory=dict)
 
     def url(self, service: str, role: Role) -> str:
         primary, backup = self.city.endpoints(service)
@@ -93,40 +91,22 @@ class CityProcesses:
             ]
 
     def wait_ready(self, role: Role, timeout_s: float = 60.0, path: str = "/readyz") -> None:
-        """Wait until ``role``'s endpoints answer ``path`` (``/readyz``: ready) with 200."""
-        deadline = time.monotonic() + timeout_s
-        for service in SERVICES:
-            if (service, role) not in self.procs:
-                continue
-            url = self.url(service, role) + path
-            while not answers_ok(url):
-                dead = [p for p in self.procs[(service, role)] if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"{service} {role} exited; see {self.log_dir}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{service} {role} not ready after {timeout_s:.0f} s")
-                time.sleep(0.1)
+        """Wait until ``role``'s endpoints answer ``path`` (``/readyz``: ready) with 200; a
+        HarnessError (with the log's tail if one exited) if they do not."""
+        started = [s for s in SERVICES if (s, role) in self.procs]
+        children = [c for s in started for c in self.procs[(s, role)]]
+        wait_ready(children, [self.url(s, role) + path for s in started], timeout_s)
 
     def signal(self, role: Role, sig: signal.Signals, services: tuple[str, ...] = SERVICES) -> None:
         """Send ``sig`` to every worker of ``role``'s endpoints."""
         for service in services:
-            for proc in self.procs.get((service, role), []):
-                if proc.poll() is None:
-                    os.kill(proc.pid, sig)
+            for child in self.procs.get((service, role), []):
+                if not child.exited():
+                    os.kill(child.pid, sig)
 
     def stop(self, role: Role | None = None) -> None:
         """Stop (SIGTERM, then SIGKILL after a while) ``role``'s endpoints, or all."""
         chosen = [k for k in self.procs if role is None or k[1] is role]
-        procs = [p for k in chosen for p in self.procs[k]]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop([c for k in chosen for c in self.procs[k]], STOP_TIMEOUT_S)
         for key in chosen:
             del self.procs[key]

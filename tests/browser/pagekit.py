@@ -7,15 +7,10 @@ downloads are not used: they cannot be fetched on these machines).
 
 from __future__ import annotations
 
-import json
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,7 +18,7 @@ from typing import Any
 from playwright.sync_api import Browser, Playwright, ViewportSize
 
 from codeengine.code.identifiers import make_resident_id, make_uscc
-from tests.e2e.helpers import HTTPCalls, free_port, service_env, wait_for
+from tests.e2e.helpers import Workers, dev_keys, service_workers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,33 +32,10 @@ CHROMIUM_ARGS = [
 ]
 PHONE: ViewportSize = {"width": 390, "height": 844}
 DESKTOP: ViewportSize = {"width": 1440, "height": 900}
-SHUTDOWN_TIMEOUT_S = 5
 
 
-@dataclass
-class Service(HTTPCalls):
-    """The worker process of one service on one port, with the API keys by scope."""
-
-    name: str
-    port: int
-    keys: dict[str, str]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def log_text(self) -> str:
-        return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
-
-    def ok(self, method: str, path: str, scope: str, body: object = None) -> Any:
-        """A call that must answer 2xx; its JSON."""
-        answer = self.call(method, path, json_body=body, scope=scope)
-        assert 200 <= answer.status < 300, (method, path, answer.status, answer.body)
-        return answer.json()
-
-
-def dev_keys(credentials_file: str) -> dict[str, str]:
-    """The dev API keys by scope (one client per scope)."""
-    document = json.loads(Path(credentials_file).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+Service = Workers
+"""The worker process of one service on one port, with the API keys by scope."""
 
 
 @contextmanager
@@ -74,37 +46,8 @@ def service(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
     """One worker of ``name`` on a fresh port, ready; SIGTERM at the end, which must exit 0."""
-    port = free_port()
-    env = service_env(
-        **{
-            f"service_{name}_port": str(port),
-            "service_workers": "1",
-            "service_shutdown_timeout_s": str(SHUTDOWN_TIMEOUT_S),
-            **settings,
-        }
-    )
-    env.update(extra_env or {})
-    started = Service(name, port, dev_keys(settings["keys_credentials_file"]))
-    log = logs / f"{name}-{port}.log"
-    started.logs.append(log)
-    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", name]
-    with log.open("wb") as out:
-        started.procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
-    try:
-        wait_for(f"{started.url}/readyz", 200, 30)
-        yield started
-    finally:
-        codes = []
-        for proc in started.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                codes.append(proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 10))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait(timeout=5))
-    assert codes == [0], f"{name} exits 0 on SIGTERM; log:\n{started.log_text()}"
-    assert "unhandled error" not in started.log_text(), started.log_text()
+    with service_workers(Workers, name, 1, logs, dev_keys(settings), settings, extra_env) as up:
+        yield up
 
 
 def launch(playwright: Playwright) -> Browser:

@@ -33,14 +33,13 @@ from tests.browser.conftest import DISPLAY_TTL_S
 from tests.browser.pagekit import (
     Service,
     convert,
-    dev_keys,
     display_fragment,
     generate,
     import_batch,
     new_person_id,
     wait_until,
 )
-from tests.e2e.helpers import service_env
+from tests.e2e.helpers import dev_keys, service_env
 from tests.e2e.test_verifier_e2e import with_signature_flipped
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.cluster]
@@ -409,7 +408,7 @@ def test_ops_console_shows_a_city_switching_to_its_backup_and_back_during_a_dril
     city = on_free_ports(load_cities()[code])
     env = service_env(**key_files, cluster_nodes=cluster.nodes_spec)
     procs = CityProcesses(city, env, tmp_path)
-    keys = dev_keys(key_files["keys_credentials_file"])
+    keys = dev_keys(key_files)
     try:
         procs.start(Role.PRIMARY, ("issuer",))
         procs.wait_ready(Role.PRIMARY)

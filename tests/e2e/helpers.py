@@ -6,18 +6,24 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
+from codeengine.ops.harness import Group, spawn_worker, wait_ready, wait_until
 from codeengine.web.runtime import HOT_METRICS_FLUSH_S
 
 T = TypeVar("T")
+SHUTDOWN_TIMEOUT_S = 5
+"""The workers' drain deadline: a test's stop waits this, and a little more, for a clean exit."""
+READY_TIMEOUT_S = 30
 METRICS_LAG_S = 3 * HOT_METRICS_FLUSH_S
 """How long another worker's requests may take to show in /metrics (codeengine.metrics)."""
 
@@ -176,3 +182,110 @@ class HTTPCalls:
             return Answer(response.status, response.headers, response.read())
         finally:
             connection.close()
+
+
+@dataclass
+class Workers(HTTPCalls):
+    """The worker processes of one service on one port, and the API keys to call them with."""
+
+    name: str
+    port: int
+    keys: dict[str, str]
+    group: Group = field(default_factory=Group)
+    metrics_dir: Path | None = None
+
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes]]:
+        return self.group.procs
+
+    def log_text(self) -> str:
+        return self.group.log_text()
+
+    def ok(self, method: str, path: str, scope: str, body: object = None) -> Any:
+        """A call that must answer 2xx; its JSON."""
+        answer = self.call(method, path, json_body=body, scope=scope)
+        assert 200 <= answer.status < 300, (method, path, answer.status, answer.body)
+        return answer.json()
+
+
+W = TypeVar("W", bound=Workers)
+
+
+def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
+    """The dev API keys by scope (one client per scope) of ``keys_credentials_file``."""
+    document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
+    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+
+
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+
+
+def sockets_held(pid: int, port: int, state: str) -> int:
+    """How many loopback TCP sockets on local ``port`` in ``state`` process ``pid`` holds."""
+    inodes: set[str] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+            inodes.add(fields[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            held += 1
+    return held
+
+
+@contextmanager
+def service_workers(
+    kind: type[W],
+    service: str,
+    count: int,
+    logs: Path | None,
+    keys: dict[str, str],
+    settings: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    ready: str = "/readyz",
+    checked: bool = True,
+) -> Iterator[W]:
+    """``count`` workers of ``service`` on one port (a fresh one unless given), each listening
+    and ``ready`` answering 200; SIGTERM at the end.
+
+    ``settings`` are ``CODEENGINE_*`` names in lower case without the prefix. Unless not
+    ``checked``, every worker must exit 0 and log no unhandled error. ``logs`` None: the
+    workers' output is discarded.
+    """
+    bound = port or free_port()
+    env = service_env(
+        **{
+            f"service_{service}_port": str(bound),
+            "service_workers": str(count),
+            "service_shutdown_timeout_s": str(SHUTDOWN_TIMEOUT_S),
+            **settings,
+        }
+    )
+    env.update(extra_env or {})
+    started = kind(service, bound, keys)
+    children = started.group.children
+    try:
+        for index in range(count):
+            log = None if logs is None else logs / f"{service}-{bound}-{index}.log"
+            started.group.add(spawn_worker(service, env, log, append=False))
+
+        def every_one_listens() -> bool:
+            return all(sockets_held(c.pid, bound, TCP_LISTEN) for c in children)
+
+        # One worker answering is not enough: each must have joined the port's listeners.
+        wait_until(children, every_one_listens, READY_TIMEOUT_S, f"{service} on {bound}")
+        wait_ready(children, [started.url + ready], READY_TIMEOUT_S)
+        yield started
+    finally:
+        codes = started.group.stop(SHUTDOWN_TIMEOUT_S + 10)
+    if checked:
+        assert codes == [0] * count, f"workers exit 0 on SIGTERM; logs:\n{started.log_text()}"
+        assert "unhandled error" not in started.log_text(), started.log_text()

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
 from codeengine.ops.devcluster import DevCluster
-from tests.e2e.helpers import HTTPCalls, free_port
-from tests.e2e.test_services import worker
+from tests.e2e.helpers import Workers, dev_keys, service_workers
 from tests.integration.apps import new_person_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 
-@dataclass
-class Service(HTTPCalls):
-    """One service's port and the API keys to call it with."""
-
-    port: int
-    keys: dict[str, str]
-
-
 def test_a_card_scans_as_its_person_follows_a_conversion_and_stops_when_unbound(
     cluster: DevCluster, key_files: dict[str, str]
 ) -> None:
-    document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
-    keys = {client["scopes"][0]: client["key"] for client in document["clients"]}
-    nodes = cluster.nodes_spec
-    issuer_port, verifier_port = free_port(), free_port()
+    keys = dev_keys(key_files)
+    settings = dict(key_files, cluster_nodes=cluster.nodes_spec)
     with (
-        worker("issuer", issuer_port, cluster_nodes=nodes, **key_files),
-        worker("verifier", verifier_port, cluster_nodes=nodes, **key_files),
+        service_workers(Workers, "issuer", 1, None, keys, settings) as issuer,
+        service_workers(Workers, "verifier", 1, None, keys, settings) as gate,
     ):
-        issuer, gate = Service(issuer_port, keys), Service(verifier_port, keys)
         body = {"kind": "person", "id": new_person_id(), "city": 320500}
         subject = issuer.call("POST", "/v1/subjects", json_body=body, scope="generate").json()
         path = f"/v1/subjects/{subject['subject']}"

@@ -13,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -42,72 +39,27 @@ from codeengine.ops.devcluster import DevCluster
 from issuer.openapi import SPEC
 from tests.e2e.helpers import (
     METRICS_LAG_S,
+    SHUTDOWN_TIMEOUT_S,
+    TCP_ESTABLISHED,
     Answer,
-    HTTPCalls,
+    Workers,
+    dev_keys,
     eventually,
     free_port,
-    service_env,
+    service_workers,
     settled,
-    wait_for,
+    sockets_held,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 WORKERS = 2
-SHUTDOWN_TIMEOUT_S = 5
 KEYRING_REFRESH_S = 0.2
 BODY_LIMIT_BYTES = 64 * 1024
 DISPLAY_TTL_S = 120
 
 
-@dataclass
-class Issuer(HTTPCalls):
-    """Worker processes of the issuer on one port, and the API keys to call them with."""
-
-    port: int
-    procs: list[subprocess.Popen[bytes]]
-    keys: dict[str, str]
-    logs: list[Path] = field(default_factory=list)
-
-    def log_text(self) -> str:
-        return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
-
-
-def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
-    """The session's dev API keys by scope (one client per scope)."""
-    document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
-
-
-TCP_ESTABLISHED = "01"
-TCP_LISTEN = "0A"
-
-
-def sockets_held(pid: int, port: int, state: str) -> int:
-    """How many loopback TCP sockets on local ``port`` in ``state`` process ``pid`` holds."""
-    inodes: set[str] = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-            inodes.add(fields[9])
-    held = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            held += 1
-    return held
-
-
-def wait_listening(procs: list[subprocess.Popen[bytes]], port: int, timeout_s: float) -> None:
-    """Wait until every worker has its own listening socket on ``port`` (SO_REUSEPORT)."""
-    deadline = time.monotonic() + timeout_s
-    while not all(sockets_held(proc.pid, port, TCP_LISTEN) for proc in procs):
-        assert all(proc.poll() is None for proc in procs), "a worker exited at start-up"
-        assert time.monotonic() < deadline, f"not every worker listens on {port}"
-        time.sleep(0.1)
+Issuer = Workers
 
 
 @contextmanager
@@ -117,47 +69,15 @@ def issuer_workers(
     keys: dict[str, str],
     settings: Mapping[str, str],
     extra_env: Mapping[str, str] | None = None,
+    ready: str = "/readyz",
 ) -> Iterator[Issuer]:
-    """``count`` issuer workers on one fresh port; stopped with SIGTERM, each must exit 0.
-
-    ``settings`` are by their ``CODEENGINE_*`` names without the prefix, in lower case.
-    """
-    port = free_port()
-    env = service_env(
-        service_issuer_port=str(port),
-        service_workers=str(count),
-        service_shutdown_timeout_s=str(SHUTDOWN_TIMEOUT_S),
-        codes_keyring_refresh_s=str(KEYRING_REFRESH_S),
-        **settings,
-    )
-    env.update(extra_env or {})
-    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", "issuer"]
-    issuer = Issuer(port, [], keys)
-    try:
-        for index in range(count):
-            log = logs / f"issuer-{port}-{index}.log"
-            issuer.logs.append(log)
-            with log.open("wb") as out:
-                issuer.procs.append(
-                    subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
-        # One worker answering is not enough: each must have joined the port's listeners.
-        wait_listening(issuer.procs, port, 30)
-        wait_for(f"{issuer.url}/healthz", 200, 10)
-        yield issuer
-    finally:
-        for proc in issuer.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in issuer.procs:
-            try:
-                codes.append(proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 10))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait(timeout=5))
-    assert codes == [0] * count, f"workers exit 0 on SIGTERM; logs:\n{issuer.log_text()}"
-    assert "unhandled error" not in issuer.log_text(), issuer.log_text()
+    """``count`` issuer workers on one fresh port, refreshing their keyring often; stopped
+    with SIGTERM, each must exit 0 (see ``service_workers``)."""
+    refreshing = {"codes_keyring_refresh_s": str(KEYRING_REFRESH_S), **settings}
+    with service_workers(
+        Workers, "issuer", count, logs, keys, refreshing, extra_env, ready=ready
+    ) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +89,8 @@ def issuer(
     metrics = tmp_path_factory.mktemp("issuer-metrics")
     extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     settings = dict(key_files, cluster_nodes=cluster.nodes_spec)
-    with issuer_workers(WORKERS, logs, dev_keys(key_files), settings, extra) as started:
-        wait_for(f"{started.url}/readyz", 200, 10)
+    keys = dev_keys(key_files)
+    with issuer_workers(WORKERS, logs, keys, settings, extra) as started:
         yield started
 
 
@@ -539,7 +459,8 @@ def test_unreachable_store_answers_503_with_retry_after(
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
     settings = dict(key_files, cluster_nodes=dead)
-    with issuer_workers(1, tmp_path, dev_keys(key_files), settings) as down:
+    keys = dev_keys(key_files)
+    with issuer_workers(1, tmp_path, keys, settings, ready="/healthz") as down:
         subject = "AAAAAAAAAAAAAAAA"
         requests: list[tuple[str, str, object, str | None]] = [
             (
@@ -715,8 +636,8 @@ def test_sigterm_under_keepalive_load_fails_no_request(
     cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
 ) -> None:
     settings = dict(key_files, cluster_nodes=cluster.nodes_spec)
-    with issuer_workers(WORKERS, tmp_path, dev_keys(key_files), settings) as pair:
-        wait_for(f"{pair.url}/readyz", 200, 10)
+    keys = dev_keys(key_files)
+    with issuer_workers(WORKERS, tmp_path, keys, settings) as pair:
         person: dict[str, object] = {"kind": "person", "id": new_person_id(), "city": 320100}
         created = pair.call("POST", "/v1/subjects", json_body=person, scope="generate")
         assert created.status == 201, created.body

@@ -44,7 +44,6 @@ from codeengine.settings import load_settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.openapi import SPEC, SUBJECT_ID
-from tests.e2e.helpers import wait_for
 from tests.e2e.test_issuer_e2e import Issuer, issuer_workers, new_person_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -120,7 +119,6 @@ def live_issuer(
     )
     try:
         with issuer_workers(1, directory, dict.fromkeys(scopes, KEY), settings) as issuer:
-            wait_for(f"{issuer.url}/readyz", 200, 10)
             for _ in range(4):
                 body = {"kind": "person", "id": new_person_id(), "city": 320100}
                 answer = issuer.call("POST", "/v1/subjects", json_body=body, scope="generate")

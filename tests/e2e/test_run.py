@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from codeengine.ops.devcluster import find_free_base_port
+from codeengine.ops.harness import group, spawn, wait_ready, wait_until
 from tests.e2e.helpers import (
     METRICS_LAG_S,
     alive,
@@ -22,7 +21,6 @@ from tests.e2e.helpers import (
     free_port,
     get_json,
     service_env,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -55,17 +53,17 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     )
     argv = [sys.executable, "-m", "codeengine", "run", "--var", str(var)]
     argv += ["--cluster-port", str(find_free_base_port())]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
-    reader = threading.Thread(target=_collect, args=(proc, lines), daemon=True)
-    reader.start()
-    try:
-        wait_for(f"http://127.0.0.1:{issuer_port}/readyz", 200, READY_WITHIN_S)
-        wait_for(f"http://127.0.0.1:{verifier_port}/readyz", 200, 10)
-        deadline = time.monotonic() + 10
-        while not any("Ctrl-C stops everything" in line for line in lines):
-            assert time.monotonic() < deadline, "the ready summary was not printed"
-            time.sleep(0.1)
+    log = tmp_path / "run.log"
+    # Stopped with SIGTERM if the test fails half-way: the run then stops its cluster too.
+    with group(40) as run:
+        proc = run.add(spawn("codeengine run", argv, env, log)).proc
+        ready = [f"http://127.0.0.1:{port}/readyz" for port in (issuer_port, verifier_port)]
+        wait_ready(run.children, ready, READY_WITHIN_S)
+
+        def printed() -> bool:
+            return "Ctrl-C stops everything" in log.read_text()
+
+        wait_until(run.children, printed, 10, "the ready summary")
         assert get_json(f"http://127.0.0.1:{issuer_port}/healthz") == (200, {"status": "ok"})
         # Workers share metrics files, so any worker's /metrics counts every worker's requests.
         for _ in range(6):
@@ -88,17 +86,5 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         while any(alive(p) for p in children) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [p for p in children if alive(p)], "Ctrl-C left processes behind"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-    output = "".join(lines)
+    output = log.read_text()
     assert "codeengine is ready" in output and output.endswith("stopped.\n")
-
-
-def _collect(proc: subprocess.Popen[bytes], lines: list[str]) -> None:
-    assert proc.stdout is not None
-    with proc.stdout:
-        for line in proc.stdout:
-            lines.append(line.decode())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,24 +10,19 @@ from pathlib import Path
 import pytest
 
 from codeengine.ops.devcluster import DevCluster
-from tests.e2e.helpers import free_port, get_json, service_env, wait_for
+from tests.e2e.helpers import Workers, free_port, get_json, service_workers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 
 @contextmanager
 def worker(service: str, port: int, **settings: str) -> Iterator[str]:
-    """One worker process of ``service`` on ``port``; yields its base URL."""
-    env = service_env(**{f"service_{service}_port": str(port)}, **settings)
-    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", service]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(f"{url}/healthz", 200, 20)
-        yield url
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0, "a worker exits cleanly on SIGTERM"
+    """One worker process of ``service`` on ``port``, up (``/healthz``); yields its base URL.
+    It must exit 0 on SIGTERM."""
+    with service_workers(
+        Workers, service, 1, None, {}, settings, port=port, ready="/healthz"
+    ) as up:
+        yield up.url
 
 
 @pytest.mark.parametrize("service", ["issuer", "verifier"])

@@ -14,14 +14,10 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,12 +49,11 @@ from codeengine.store import keyspace as store_keys
 from codeengine.store.cluster import key_slot
 from tests.e2e.helpers import (
     METRICS_LAG_S,
-    HTTPCalls,
+    Workers,
+    dev_keys,
     eventually,
-    free_port,
-    service_env,
+    service_workers,
     settled,
-    wait_for,
 )
 from verifier.offline import CachedList, OfflineVerifier
 from verifier.openapi import SPEC
@@ -66,7 +61,6 @@ from verifier.openapi import SPEC
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 VERIFIER_WORKERS = 2
-SHUTDOWN_TIMEOUT_S = 5
 KEYRING_REFRESH_S = 0.2
 REVOCATION_REFRESH_S = 0.5
 SLACK_S = 0.2
@@ -82,15 +76,8 @@ BATCH_BODY_LIMIT = 500 * 640
 
 
 @dataclass
-class Service(HTTPCalls):
-    """The worker processes of one service on one port, and the API keys to call them with."""
-
-    name: str
-    port: int
-    keys: dict[str, str]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-    metrics_dir: Path | None = None
+class Service(Workers):
+    """The worker processes of one service on one port, and the verifier's own call."""
 
     def verify(
         self,
@@ -108,86 +95,6 @@ class Service(HTTPCalls):
         verdict: dict[str, Any] = answer.json()
         return verdict
 
-    def log_text(self) -> str:
-        return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
-
-
-def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
-    """The session's dev API keys by scope (one client per scope)."""
-    document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
-
-
-def listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` holds a listening TCP socket on local ``port``."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-            inodes.add(f"socket:[{fields[9]}]")
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) in inodes:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-@contextmanager
-def workers(
-    service: str,
-    count: int,
-    logs: Path,
-    keys: dict[str, str],
-    settings: Mapping[str, str],
-    extra_env: Mapping[str, str] | None = None,
-    *,
-    checked: bool = True,
-) -> Iterator[Service]:
-    """``count`` workers of ``service`` on one fresh port; SIGTERM at the end.
-
-    ``settings`` are ``CODEENGINE_*`` names in lower case without the prefix. Unless not
-    ``checked``, every worker must exit 0 and log no unhandled error.
-    """
-    port = free_port()
-    env = service_env(
-        **{
-            f"service_{service}_port": str(port),
-            "service_workers": str(count),
-            "service_shutdown_timeout_s": str(SHUTDOWN_TIMEOUT_S),
-            **settings,
-        }
-    )
-    env.update(extra_env or {})
-    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", service]
-    started = Service(service, port, keys)
-    try:
-        for index in range(count):
-            log = logs / f"{service}-{port}-{index}.log"
-            started.logs.append(log)
-            with log.open("wb") as out:
-                started.procs.append(
-                    subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
-        # One worker answering is not enough: each must have joined the port's listeners.
-        deadline = time.monotonic() + 30
-        while not all(listens(proc.pid, port) for proc in started.procs):
-            assert all(p.poll() is None for p in started.procs), started.log_text()
-            assert time.monotonic() < deadline, f"not every {service} worker listens on {port}"
-            time.sleep(0.05)
-        wait_for(f"{started.url}/readyz", 200, 15)
-        yield started
-    finally:
-        for proc in started.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 10) for proc in started.procs]
-    if not checked:
-        return
-    assert codes == [0] * count, f"workers exit 0 on SIGTERM; logs:\n{started.log_text()}"
-    assert "unhandled error" not in started.log_text(), started.log_text()
-
 
 @pytest.fixture(scope="module")
 def service_settings(cluster: DevCluster, key_files: dict[str, str]) -> dict[str, str]:
@@ -204,7 +111,7 @@ def issuer(
     """One issuer worker: it publishes the trust list and hands out the codes verified here."""
     logs = tmp_path_factory.mktemp("issuer-logs")
     settings = {**service_settings, "codes_keyring_refresh_s": str(KEYRING_REFRESH_S)}
-    with workers("issuer", 1, logs, dev_keys(key_files), settings) as started:
+    with service_workers(Service, "issuer", 1, logs, dev_keys(key_files), settings) as started:
         yield started
 
 
@@ -220,7 +127,9 @@ def verifier(
     metrics_dir = tmp_path_factory.mktemp("verifier-metrics")
     extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     keys = dev_keys(key_files)
-    with workers("verifier", VERIFIER_WORKERS, logs, keys, service_settings, extra) as started:
+    with service_workers(
+        Service, "verifier", VERIFIER_WORKERS, logs, keys, service_settings, extra
+    ) as started:
         started.metrics_dir = metrics_dir
         yield started
 
@@ -235,7 +144,7 @@ def strict_verifier(
     """One verifier worker that accepts codes of its own city only (``cross_city = false``)."""
     logs = tmp_path_factory.mktemp("strict-verifier-logs")
     settings = {**service_settings, "verifier_cross_city": "false"}
-    with workers("verifier", 1, logs, dev_keys(key_files), settings) as started:
+    with service_workers(Service, "verifier", 1, logs, dev_keys(key_files), settings) as started:
         yield started
 
 
@@ -253,7 +162,9 @@ def probe_verifier(
     """
     logs = tmp_path_factory.mktemp("probe-verifier-logs")
     keys = dev_keys(key_files)
-    with workers("verifier", 1, logs, keys, service_settings, checked=False) as started:
+    with service_workers(
+        Service, "verifier", 1, logs, keys, service_settings, checked=False
+    ) as started:
         yield started
 
 

@@ -37,13 +37,12 @@ from schemathesis.core.parameters import ParameterLocation
 
 from codeengine.keyfiles import write_private
 from codeengine.ops.devcluster import DevCluster
+from tests.e2e.helpers import dev_keys, service_workers
 from tests.e2e.test_verifier_e2e import (
     Service,
-    dev_keys,
     displayed,
     new_subject,
     with_signature_flipped,
-    workers,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -102,8 +101,8 @@ def live_verifier(
     mine = {**settings, "keys_credentials_file": str(credentials)}
     scopes = {"verify": KEY, "admin": KEY}
     with (
-        workers("issuer", 1, directory, dev_keys(key_files), settings) as issuer,
-        workers("verifier", 1, directory, scopes, mine) as verifier,
+        service_workers(Service, "issuer", 1, directory, dev_keys(key_files), settings) as issuer,
+        service_workers(Service, "verifier", 1, directory, scopes, mine) as verifier,
     ):
         codes = [displayed(issuer, new_subject(issuer)) for _ in range(SUBJECTS)]
         codes.append(with_signature_flipped(codes[0]))
