@@ -1,0 +1,1 @@
+"""Repository tools: the layer check, vector and document generators, screenshots."""
