@@ -31,12 +31,25 @@ from codeengine.code.secret import Secret
 from codeengine.store.port import AliasBinding, Store
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_lines, read_object
+from codeengine.web.routes import Body, Route, object_body, path_param, ref
 from codeengine.web.runtime import CLOCK, PEPPER, STORE
+from issuer.schemas import ALIAS_ID, SUBJECT_PARAM
 from issuer.subjects import subject_from_path
 
 FUSION = web.AppKey("fusion", Fusion)
-BIND_FIELDS = {"type": Field(str, max_length=32), "value": Field(str, max_length=256)}
-LICENCE_FIELDS = {"type": Field(str, max_length=32), "number": Field(str, max_length=64)}
+BIND_FIELDS = {
+    # The alias types are the fusion file's, which the app loads: its factory makes AliasType.
+    "type": Field(str, max_length=32, schema={"$ref": "#/components/schemas/AliasType"}),
+    "value": Field(
+        str,
+        max_length=256,
+        schema={"minLength": 1, "description": "The credential. Stored only as a keyed hash."},
+    ),
+}
+LICENCE_FIELDS = {
+    "type": Field(str, max_length=32, schema={"pattern": "^[a-z0-9_]{1,32}$"}),
+    "number": Field(str, max_length=64, schema={"pattern": "^[A-Za-z0-9]{1,64}$"}),
+}
 BULK_COLUMNS = ("kind", "identifier", "alias_type", "value")
 CHUNK = 500
 MAX_ERRORS_SHOWN = 1000
@@ -224,11 +237,87 @@ async def list_licences(request: web.Request) -> web.Response:
     return web.json_response({"subject": subject, "licences": [listed(e) for e in entries]})
 
 
+_BULK_HEADER = ",".join(BULK_COLUMNS)
 ALIAS_ROUTES = [
-    web.post("/v1/subjects/{subject}/aliases", bind, name="alias_bind"),
-    web.get("/v1/subjects/{subject}/aliases", list_aliases, name="alias_list"),
-    web.delete("/v1/subjects/{subject}/aliases/{alias_id}", unbind, name="alias_unbind"),
-    web.post("/v1/aliases/bulk", bulk, name="alias_bulk"),
-    web.post("/v1/subjects/{subject}/licences", link_licence, name="licence_link"),
-    web.get("/v1/subjects/{subject}/licences", list_licences, name="licence_list"),
+    Route(
+        "POST",
+        "/v1/subjects/{subject}/aliases",
+        bind,
+        "alias_bind",
+        scope="fusion",
+        summary="卡码融合: bind a credential (card, voucher, transit code...) to the subject",
+        description="Checked against the type's format; stored as a keyed hash and a masked "
+        "form. 201 bound, 200 already this subject's, 409 `ALIAS_TAKEN` if another subject's "
+        "(which one is never said). Audited.",
+        parameters=(SUBJECT_PARAM,),
+        body=object_body("AliasRequest", BIND_FIELDS),
+        answers={"201": ("Bound", ref("Alias")), "200": ("Already bound", ref("Alias"))},
+        problems=(400, 404, 409, 413, 415, 422, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/subjects/{subject}/aliases",
+        list_aliases,
+        "alias_list",
+        scope="fusion",
+        summary="The subject's aliases, masked",
+        description="Each with the id that unbinds it.",
+        parameters=(SUBJECT_PARAM,),
+        answers={"200": ("The aliases", ref("Aliases"))},
+        problems=(400, 404, 503),
+    ),
+    Route(
+        "DELETE",
+        "/v1/subjects/{subject}/aliases/{alias_id}",
+        unbind,
+        "alias_unbind",
+        scope="fusion",
+        summary="Unbind an alias (by the id the list shows)",
+        description="Audited.",
+        parameters=(SUBJECT_PARAM, path_param("alias_id", ALIAS_ID)),
+        answers={"200": ("Unbound", ref("Unbound"))},
+        problems=(400, 404, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/aliases/bulk",
+        bulk,
+        "alias_bulk",
+        scope="fusion",
+        summary="An integrator's file of bindings, streamed",
+        description=f"CSV with the header `{_BULK_HEADER}` (kind person or enterprise; "
+        "identifier a resident ID or credit code). Each row is reported by line and reason if "
+        "refused (`BAD_ROW`, identifier reasons, `UNKNOWN_ALIAS_TYPE`, `ALIAS_TAKEN`, "
+        "`UNKNOWN_SUBJECT`); running the same file again changes nothing.",
+        body=Body(
+            {"text/csv": {"schema": {"type": "string", "pattern": f"^{_BULK_HEADER}\\r?\\n"}}}
+        ),
+        answers={"200": ("The report", ref("BulkAliases"))},
+        problems=(400, 415, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/subjects/{subject}/licences",
+        link_licence,
+        "licence_link",
+        scope="fusion",
+        summary="Link an electronic licence (type and number) to the subject",
+        description="Stored as a keyed hash and a masked number; shown on verify to terminals "
+        "whose profile allows it.",
+        parameters=(SUBJECT_PARAM,),
+        body=object_body("LicenceRequest", LICENCE_FIELDS),
+        answers={"201": ("Linked", ref("Licence")), "200": ("Already linked", ref("Licence"))},
+        problems=(400, 404, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/subjects/{subject}/licences",
+        list_licences,
+        "licence_list",
+        scope="fusion",
+        summary="The subject's linked licences, masked",
+        parameters=(SUBJECT_PARAM,),
+        answers={"200": ("The licences", ref("Licences"))},
+        problems=(400, 503),
+    ),
 ]

@@ -12,49 +12,56 @@ from codeengine.code.fusion import load_fusion
 from codeengine.code.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store.port import Store
-from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
 from codeengine.web.pages import page_route, static_route
+from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
-from codeengine.web.service import METRICS, add_service_routes
+from codeengine.web.service import METRICS, add_routes
 from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
 from issuer.cities import CITY_OPS_ROUTES
-from issuer.openapi import OPENAPI_ROUTES
+from issuer.schemas import ISSUER_SCHEMAS, alias_type_schema
 from issuer.signingkeys import KEY_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
 
-SCOPES = {
-    "generate": "generate",
-    "display": "display",
-    "convert": "convert",
-    "rotate": "admin",
-    "history": "convert",
-    "batch_import": "convert",
-    "batch_show": "convert",
-    "batch_rollback": "convert",
-    "appeal_file": "appeal",
-    "appeal_show": "appeal",
-    "appeal_decide": "convert",
-    "alias_bind": "fusion",
-    "alias_list": "fusion",
-    "alias_unbind": "fusion",
-    "alias_bulk": "fusion",
-    "licence_link": "fusion",
-    "licence_list": "fusion",
-    "city_list": "admin",
-    "city_handover": "admin",
-    "batch_list": "convert",
-}
 ISSUER_ASSETS = ("common.css", "common.js", "display.css", "display.js", "ops.css", "ops.js")
 ISSUER_PAGES = [
-    page_route("/pages/display", "display.html", "page_display"),
-    page_route("/pages/ops", "ops.html", "page_ops"),
+    page_route(
+        "/pages/display",
+        "display.html",
+        "page_display",
+        "亮码: the display page for an app's web view",
+    ),
+    page_route(
+        "/pages/ops",
+        "ops.html",
+        "page_ops",
+        "The ops console: city state, live metrics, recent batches",
+    ),
     static_route(ISSUER_ASSETS),
 ]
 """The display page (亮码, for an app's web view) and the ops console, with their assets."""
+ISSUER_ROUTES: list[Route] = [
+    *HEALTH_ROUTES,
+    *METRICS_ROUTES,
+    *SUBJECT_ROUTES,
+    *KEY_ROUTES,
+    *BATCH_ROUTES,
+    *APPEAL_ROUTES,
+    *ALIAS_ROUTES,
+    *CITY_OPS_ROUTES,
+    *OPENAPI_ROUTES,
+    *ISSUER_PAGES,
+]
+"""Every operation of the issuer, in the order the router tries them."""
+TITLE = "codeengine issuer"
+DESCRIPTION = (
+    "Generate (生码), display (亮码) and convert (赋码/转码) health and service codes; publish "
+    "the trust list. Every failure answers a JSON problem body with a stable `reason`."
+)
 
 
 def create_app(
@@ -68,21 +75,8 @@ def create_app(
     app[METRICS] = RequestMetrics("issuer")
     app[QR_CACHE] = ImageCache()
     app[FUSION] = load_fusion(Path(settings.codes.fusion_file))
-    add_service_routes(
-        app,
-        [
-            *HEALTH_ROUTES,
-            *METRICS_ROUTES,
-            *SUBJECT_ROUTES,
-            *KEY_ROUTES,
-            *BATCH_ROUTES,
-            *APPEAL_ROUTES,
-            *ALIAS_ROUTES,
-            *CITY_OPS_ROUTES,
-            *OPENAPI_ROUTES,
-            *ISSUER_PAGES,
-        ],
-        SCOPES,
-    )
-    app[LANE_ROUTES] = (LaneRoute("GET", "/v1/subjects/{subject}/code", "display"),)
+    # The document says what this app serves: the alias types of the fusion file it loaded.
+    components = {**ISSUER_SCHEMAS, "AliasType": alias_type_schema(app[FUSION])}
+    app[OPENAPI] = openapi_document(TITLE, DESCRIPTION, ISSUER_ROUTES, components)
+    add_routes(app, ISSUER_ROUTES)
     return app

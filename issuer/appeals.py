@@ -13,6 +13,7 @@ __all__ = ["APPEAL_ROUTES"]
 
 import re
 import secrets
+from typing import Any
 
 from aiohttp import web
 
@@ -23,23 +24,42 @@ from codeengine.code.rules import MAX_DURATION_DAYS
 from codeengine.code.status import MAX_REASON_CHARS
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
+from codeengine.web.routes import Route, object_body, object_schema, path_param, ref
 from codeengine.web.runtime import CLOCK, STORE
+from issuer.schemas import APPEAL_ID, COLOUR, SUBJECT_ID
 
 MAX_EVIDENCE_CHARS = 200
 TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 """Free text of an appeal: anything but control characters (the OpenAPI pattern)."""
 _CONTROL = re.compile("[\\u0000-\\u001f\\u007f-\\u009f]")
 _COLOURS = {colour.label: colour for colour in Colour}
+_TEXT = {"pattern": TEXT_PATTERN}
 FILE_FIELDS = {
-    "subject": Field(str, max_length=16, min_length=16),
-    "reason": Field(str, max_length=MAX_REASON_CHARS, min_length=1),
-    "evidence": Field(str, max_length=MAX_EVIDENCE_CHARS, min_length=1),
+    "subject": Field(str, max_length=16, min_length=16, schema=SUBJECT_ID),
+    "reason": Field(str, max_length=MAX_REASON_CHARS, min_length=1, schema=_TEXT),
+    "evidence": Field(
+        str,
+        max_length=MAX_EVIDENCE_CHARS,
+        min_length=1,
+        schema={
+            **_TEXT,
+            "description": "A reference to the evidence (a document id), never the document.",
+        },
+    ),
 }
 DECISION_FIELDS = {
     "decision": Field(str, max_length=8),
-    "reason": Field(str, max_length=MAX_REASON_CHARS, min_length=1),
-    "colour": Field(str, required=False, max_length=8),
-    "duration_days": Field(int, required=False, minimum=1, maximum=MAX_DURATION_DAYS),
+    "reason": Field(str, max_length=MAX_REASON_CHARS, min_length=1, schema=_TEXT),
+    "colour": Field(
+        str, required=False, max_length=8, schema={**COLOUR, "description": "The colour to show."}
+    ),
+    "duration_days": Field(
+        int,
+        required=False,
+        minimum=1,
+        maximum=MAX_DURATION_DAYS,
+        schema={"description": "How long the override lasts."},
+    ),
 }
 
 
@@ -146,8 +166,50 @@ async def decide_appeal(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+def _decision_schema() -> dict[str, Any]:
+    """An upheld decision carries the colour and duration of its override; a rejection not."""
+    upheld = object_schema(DECISION_FIELDS, required=list(DECISION_FIELDS))
+    rejected = object_schema({name: DECISION_FIELDS[name] for name in ("decision", "reason")})
+    for shape, decision in ((upheld, "upheld"), (rejected, "rejected")):
+        shape["properties"]["decision"] = {"const": decision}
+    return {"oneOf": [upheld, rejected]}
+
+
+_APPEAL = path_param("appeal_id", APPEAL_ID)
 APPEAL_ROUTES = [
-    web.post("/v1/appeals", file_appeal, name="appeal_file"),
-    web.get("/v1/appeals/{appeal_id}", show_appeal, name="appeal_show"),
-    web.post("/v1/appeals/{appeal_id}/decision", decide_appeal, name="appeal_decide"),
+    Route(
+        "POST",
+        "/v1/appeals",
+        file_appeal,
+        "appeal_file",
+        scope="appeal",
+        summary="异议: file an appeal against a subject's colour",
+        body=object_body("AppealRequest", FILE_FIELDS),
+        answers={"201": ("Filed", ref("Appeal"))},
+        problems=(400, 404, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/appeals/{appeal_id}",
+        show_appeal,
+        "appeal_show",
+        scope="appeal",
+        summary="An appeal and its decision",
+        parameters=(_APPEAL,),
+        answers={"200": ("The appeal", ref("Appeal"))},
+        problems=(400, 404, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/appeals/{appeal_id}/decision",
+        decide_appeal,
+        "appeal_decide",
+        scope="convert",
+        summary="Decide an appeal: uphold (override the colour until an expiry) or reject",
+        description="Final: the same decision again is a no-op, another answers 409.",
+        parameters=(_APPEAL,),
+        body=object_body("DecisionRequest", DECISION_FIELDS, schema=_decision_schema()),
+        answers={"200": ("Decided", ref("Appeal"))},
+        problems=(400, 404, 409, 413, 415, 503),
+    ),
 ]

@@ -14,10 +14,12 @@ __all__ = ["BATCH_ROUTES"]
 from aiohttp import web
 
 from codeengine.code.errors import BadRequest, Reason
-from codeengine.store.batches import BatchReport, Format, Importer, check_batch_id
+from codeengine.store.batches import COLUMNS, BatchReport, Format, Importer, check_batch_id
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import read_lines
+from codeengine.web.routes import Body, Route, path_param, query_param, ref
 from codeengine.web.runtime import CLOCK, PEPPER, RULES, STORE
+from issuer.schemas import BATCH_ID
 
 _FORMATS: dict[str, Format] = {
     "text/csv": "csv",
@@ -105,9 +107,76 @@ async def rollback_batch(request: web.Request) -> web.Response:
     return web.json_response({"batch_id": batch_id, "state": "rolled_back", **counts})
 
 
+_BATCH = path_param("batch_id", BATCH_ID)
+_CSV_HEADER = ",".join(COLUMNS)
 BATCH_ROUTES = [
-    web.post("/v1/batches", import_batch, name="batch_import"),
-    web.get("/v1/batches", list_batches, name="batch_list"),
-    web.get("/v1/batches/{batch_id}", show_batch, name="batch_show"),
-    web.post("/v1/batches/{batch_id}/rollback", rollback_batch, name="batch_rollback"),
+    Route(
+        "POST",
+        "/v1/batches",
+        import_batch,
+        "batch_import",
+        scope="convert",
+        summary="赋码/转码 in bulk: import a batch of risk records from the topic library",
+        description=f"CSV (header `{_CSV_HEADER}`) or NDJSON (objects with those keys), "
+        "streamed: any size. `event_time` is ISO 8601 with its offset, or Unix seconds. Bad rows "
+        "are reported by line and reason and do not stop the batch. The same `batch_id` is never "
+        "imported twice (200 with the stored report); a batch that stopped half-way resumes. "
+        "`dry_run=true` reports what would change and writes nothing.",
+        parameters=(
+            query_param("batch_id", BATCH_ID, required=True),
+            query_param("dry_run", {"enum": ["true", "false"]}),
+        ),
+        body=Body(
+            {
+                "text/csv": {"schema": {"type": "string", "pattern": f"^{_CSV_HEADER}\\r?\\n"}},
+                "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
+            }
+        ),
+        answers={
+            "201": ("Imported (or dry run)", ref("BatchReport")),
+            "200": ("Imported before: the stored report", ref("BatchReport")),
+        },
+        problems=(400, 409, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/batches",
+        list_batches,
+        "batch_list",
+        scope="convert",
+        summary="The latest bulk batches with their state and progress",
+        description=f"Newest first, at most `limit` (1 to {MAX_LISTED}, default "
+        f"{DEFAULT_LISTED}). Progress is the rows read so far; a running batch updates it after "
+        "every chunk.",
+        parameters=(
+            query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LISTED}),
+        ),
+        answers={"200": ("The batches", ref("BatchList"))},
+        problems=(400, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/batches/{batch_id}",
+        show_batch,
+        "batch_show",
+        scope="convert",
+        summary="A batch's state and counts (live while it imports) and refused rows",
+        parameters=(_BATCH,),
+        answers={"200": ("The batch", ref("BatchReport"))},
+        problems=(400, 404, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/batches/{batch_id}/rollback",
+        rollback_batch,
+        "batch_rollback",
+        scope="convert",
+        summary="Roll a batch back: restore its subjects' risk periods",
+        description="Each subject the batch changed gets back its risk periods from before the "
+        "batch, unless something changed it since (counted, left alone). Audited. Possible for "
+        "30 days.",
+        parameters=(_BATCH,),
+        answers={"200": ("Rolled back", ref("RolledBack"))},
+        problems=(400, 404, 409, 503),
+    ),
 ]

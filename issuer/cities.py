@@ -23,16 +23,21 @@ from aiohttp import web
 from codeengine.code.cities import City, load_cities
 from codeengine.code.errors import BadRequest
 from codeengine.code.fencing import Lease, Role, Switch
-from codeengine.code.model import CityCode
+from codeengine.code.model import CITIES, CityCode
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.body import Field, read_object
+from codeengine.web.routes import Route, object_body, path_param, ref
 from codeengine.web.runtime import SETTINGS, STORE
 
-CITY_OPS_ROUTES = web.RouteTableDef()
 MAX_HOLD_S = 7 * 24 * 3600
 HANDOVER_FIELDS = {
-    "to": Field(str, max_length=8),
-    "hold_s": Field(int, minimum=0, maximum=MAX_HOLD_S),
+    "to": Field(str, max_length=8, schema={"enum": [role.value for role in Role]}),
+    "hold_s": Field(
+        int,
+        minimum=0,
+        maximum=MAX_HOLD_S,
+        schema={"description": "Keep the lease there this long; 0 lifts a hold."},
+    ),
 }
 SWITCHES_SHOWN = 20
 HANDOVER_POLL_S = 0.1
@@ -74,7 +79,6 @@ def city_view(code: int, names: tuple[str, str], lease: Lease, log: list[Switch]
     }
 
 
-@CITY_OPS_ROUTES.get("/v1/ops/cities", name="city_list")
 async def city_list(request: web.Request) -> web.Response:
     """Every city's write-lease holder, epoch and latest switches."""
     store = _store(request)
@@ -90,7 +94,6 @@ async def city_list(request: web.Request) -> web.Response:
     )
 
 
-@CITY_OPS_ROUTES.post("/v1/ops/cities/{city}/handover", name="city_handover")
 async def city_handover(request: web.Request) -> web.Response:
     """Move the city's write lease to ``to`` and hold it there for ``hold_s``."""
     text = request.match_info["city"]
@@ -114,3 +117,37 @@ async def city_handover(request: web.Request) -> web.Response:
             break
         await asyncio.sleep(HANDOVER_POLL_S)
     return web.json_response(city_view(city.code, (city.name, city.name_en), lease, log))
+
+
+CITY_OPS_ROUTES = [
+    Route(
+        "GET",
+        "/v1/ops/cities",
+        city_list,
+        "city_list",
+        scope="admin",
+        summary="Per-city endpoints: who holds each city's write lease (ops)",
+        description="For each city of the table: the endpoint (primary or backup, 接口备用环境) "
+        "that accepts writes now, its fencing epoch, and the latest switches with their cause.",
+        answers={"200": ("Every city", ref("CityList"))},
+        problems=(503,),
+    ),
+    Route(
+        "POST",
+        "/v1/ops/cities/{city}/handover",
+        city_handover,
+        "city_handover",
+        scope="admin",
+        summary="Planned failover: move a city's writes to one endpoint and hold them",
+        description="The endpoint holding the lease passes it on at its next beat (the answer "
+        "waits for that, up to two lease periods); the other endpoint then refuses writes (503 "
+        "NOT_WRITER) and reports not ready, so clients move. `hold_s: 0` lifts the hold; the "
+        "lease then returns to the primary after its hand-back period.",
+        parameters=(
+            path_param("city", {"type": "string", "enum": [str(c) for c in sorted(CITIES)]}),
+        ),
+        body=object_body("HandoverRequest", HANDOVER_FIELDS),
+        answers={"200": ("The city after the handover", ref("CityState"))},
+        problems=(400, 413, 415, 503),
+    ),
+]

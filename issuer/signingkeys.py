@@ -13,12 +13,15 @@ from codeengine.code.keyvault import NONCE_BYTES, seal_keyring
 from codeengine.code.suites import DEFAULT_SUITE, DEFAULT_SUITES, b64url_encode
 from codeengine.code.trustlist import TrustList
 from codeengine.web.body import Field, read_object
+from codeengine.web.routes import Route, object_body, ref
 from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE, refresh_keys
-from codeengine.web.trust import trust_list
+from codeengine.web.trust import trust_route
 
 MAX_ACTIVATION_DELAY_S = 7 * 86_400
 ROTATE_FIELDS = {
-    "alg": Field(str, required=False, max_length=16),
+    "alg": Field(
+        str, required=False, max_length=16, schema={"enum": [s.jose_alg for s in DEFAULT_SUITES]}
+    ),
     "activate_in_s": Field(int, required=False, minimum=0, maximum=MAX_ACTIVATION_DELAY_S),
 }
 
@@ -65,6 +68,23 @@ async def rotate(request: web.Request) -> web.Response:
 
 
 KEY_ROUTES = [
-    web.get("/v1/trust", trust_list, name="trust"),
-    web.post("/v1/keys/rotate", rotate, name="rotate"),
+    trust_route(
+        "The trust list: JWKS of every key a verifier should trust",
+        "Public. Each key carries `nbf`/`exp` (its validity). A staged key appears before it "
+        "signs anything.",
+    ),
+    Route(
+        "POST",
+        "/v1/keys/rotate",
+        rotate,
+        "rotate",
+        scope="admin",
+        summary="Rotate the signing key (admin)",
+        description="Staged by default: the new key is published now and signs after "
+        "`activate_in_s` (default: the trust list's max age); `activate_in_s: 0` switches at "
+        "once (emergency). A rotation while one is pending answers 409.",
+        body=object_body("RotateRequest", ROTATE_FIELDS, required=False),
+        answers={"200": ("Rotated", ref("Rotated"))},
+        problems=(400, 409, 413, 415, 503),
+    ),
 ]

@@ -24,24 +24,46 @@ from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
+from codeengine.web.routes import Route, object_body, ref
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
 from codeengine.web.service import via_service
+from issuer.schemas import SUBJECT_PARAM
 
 QR_CACHE = web.AppKey("qr_cache", ImageCache)
 MAX_ID_CHARS = 64
 _KINDS = {"person": CodeKind.HEALTH, "enterprise": CodeKind.ENTERPRISE_SERVICE}
 _COLOURS = {colour.label: colour for colour in Colour}
 
+_OP_ID_PATTERN = f"^[ -~]{{1,{MAX_OP_ID_CHARS}}}$"
 GENERATE_FIELDS = {
-    "kind": Field(str, max_length=16),
-    "id": Field(str, max_length=MAX_ID_CHARS),
-    "city": Field(int),
+    "kind": Field(str, max_length=16, schema={"enum": list(_KINDS)}),
+    "id": Field(
+        str,
+        max_length=MAX_ID_CHARS,
+        schema={
+            "description": "18-character resident ID (GB 11643) or unified social credit code "
+            "(GB 32100). Never stored, logged or echoed."
+        },
+    ),
+    "city": Field(
+        int,
+        schema={
+            "enum": sorted(CITIES),
+            "description": "Six-digit code of one of the province's cities, e.g. 320100.",
+        },
+    ),
 }
 CONVERT_FIELDS = {
-    "colour": Field(str, max_length=8),
+    "colour": Field(str, max_length=8, schema={"enum": list(_COLOURS)}),
     "reason": Field(str, max_length=MAX_REASON_CHARS),
     "if_version": Field(int, minimum=1, maximum=2**32 - 1),
-    "op_id": Field(str, required=False, max_length=MAX_OP_ID_CHARS, min_length=1),
+    "op_id": Field(
+        str,
+        required=False,
+        max_length=MAX_OP_ID_CHARS,
+        min_length=1,
+        schema={"pattern": _OP_ID_PATTERN},
+    ),
 }
 
 
@@ -243,8 +265,96 @@ async def history(request: web.Request) -> web.Response:
 
 SUBJECT_ROUTES = [
     # Display first: the router tries the routes under /v1/subjects in this order.
-    web.get("/v1/subjects/{subject}/code", via_service(display), name="display"),
-    web.post("/v1/subjects", generate, name="generate"),
-    web.post("/v1/subjects/{subject}/status", convert, name="convert"),
-    web.get("/v1/subjects/{subject}/history", history, name="history"),
+    Route(
+        "GET",
+        "/v1/subjects/{subject}/code",
+        via_service(display),
+        "display",
+        scope="display",
+        summary="亮码: the subject's current code, or its QR image",
+        description="Returns the same token until its half-life, then a newly signed one. "
+        "`format=png` or `svg` returns the QR image of that token.",
+        parameters=(
+            SUBJECT_PARAM,
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["json", *(f.value for f in QRFormat)]},
+            },
+            {
+                "name": "kind",
+                "in": "query",
+                "required": False,
+                "description": "Which code: `own` (default: a person's health code, an "
+                "enterprise's service code), or for a person `health`, `service` (person service "
+                "code) or `fused` (health colour and service identity in one code, 卡码融合). "
+                "An enterprise has `service` only (400 otherwise).",
+                "schema": {"type": "string", "enum": list(_DISPLAY_KINDS)},
+            },
+        ),
+        answers={
+            "200": (
+                "The current code",
+                {
+                    **ref("DisplayedCode"),
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/svg+xml": {"schema": {"type": "string"}},
+                },
+            )
+        },
+        problems=(400, 404, 503),
+        lane=True,
+    ),
+    Route(
+        "POST",
+        "/v1/subjects",
+        generate,
+        "generate",
+        scope="generate",
+        summary="生码: generate a subject's code from a resident ID or credit code",
+        description="Idempotent: the same identifier always gives the same subject.",
+        body=object_body("GenerateRequest", GENERATE_FIELDS),
+        answers={
+            "201": ("Subject created", ref("Subject")),
+            "200": ("Subject existed", ref("Subject")),
+        },
+        problems=(400, 413, 415, 422, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/subjects/{subject}/status",
+        convert,
+        "convert",
+        scope="convert",
+        summary="赋码/转码: set the subject's colour if `if_version` is current",
+        description="Audited (who, why, old, new, when). Resending the same `op_id` (or "
+        "`Idempotency-Key` header) changes nothing. A stale `if_version` answers 409 with "
+        "`current_version`.",
+        parameters=(
+            SUBJECT_PARAM,
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": _OP_ID_PATTERN},
+            },
+        ),
+        body=object_body("ConvertRequest", CONVERT_FIELDS),
+        answers={"200": ("Status set (or already set by this op_id)", ref("Converted"))},
+        problems=(400, 404, 409, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/subjects/{subject}/history",
+        history,
+        "history",
+        scope="convert",
+        summary="A subject's audit trail, with the verdict on its hash chain (ops)",
+        description="Every status change: who or what (actor, rule, batch), old and new, when, "
+        "why.",
+        parameters=(SUBJECT_PARAM,),
+        answers={"200": ("The audit trail", ref("History"))},
+        problems=(400, 404, 503),
+    ),
 ]

@@ -1,1 +1,1 @@
-"""Developer tools: the layer contract, vector generators, page screenshots."""
+"""Developer tools: the layer contract, the OpenAPI generator, vector generators, screenshots."""

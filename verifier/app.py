@@ -14,29 +14,39 @@ from codeengine.code.fusion import load_fusion
 from codeengine.settings import Settings
 from codeengine.store.port import Store
 from codeengine.web.auth import CREDENTIALS
-from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
 from codeengine.web.pages import page_route, static_route
+from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
-from codeengine.web.service import METRICS, add_service_routes
-from verifier.openapi import OPENAPI_ROUTES
+from codeengine.web.service import METRICS, add_routes
 from verifier.scanlog import ScanLogWriter
+from verifier.schemas import VERIFIER_SCHEMAS, scan_items_schema
 from verifier.verify import FUSION, SCAN_LOG, VERIFY_ROUTES
 
 BATCH_ITEM_BYTES = 640
-SCOPES = {
-    "verify": "verify",
-    "verify_batch": "verify",
-    "revoke": "admin",
-    "scans": "admin",
-}
 VERIFIER_ASSETS = ("common.css", "common.js", "terminal.css", "terminal.js")
 VERIFIER_PAGES = [
-    page_route("/pages/terminal", "terminal.html", "page_terminal"),
+    page_route(
+        "/pages/terminal", "terminal.html", "page_terminal", "扫码核验: the scan terminal page"
+    ),
     static_route(VERIFIER_ASSETS),
 ]
 """The scan terminal page (扫码核验) and its assets."""
+VERIFIER_ROUTES: list[Route] = [
+    *HEALTH_ROUTES,
+    *METRICS_ROUTES,
+    *VERIFY_ROUTES,
+    *OPENAPI_ROUTES,
+    *VERIFIER_PAGES,
+]
+"""Every operation of the verifier, in the order the router tries them."""
+TITLE = "codeengine verifier"
+DESCRIPTION = (
+    "Verify (扫码/验码) health and service codes online and in batches; revoke codes and keys; "
+    "count scans. Every failure answers a JSON problem body with a stable `reason`."
+)
 
 
 def create_app(
@@ -71,10 +81,8 @@ def create_app(
 
     # After the runtime's context, so the store exists first and is closed last.
     app.cleanup_ctx.append(scan_log)
-    add_service_routes(
-        app,
-        [*HEALTH_ROUTES, *METRICS_ROUTES, *VERIFY_ROUTES, *OPENAPI_ROUTES, *VERIFIER_PAGES],
-        SCOPES,
-    )
-    app[LANE_ROUTES] = (LaneRoute("POST", "/v1/verify", "verify"),)
+    # The document says what this app serves: the batch limit of its settings.
+    components = {**VERIFIER_SCHEMAS, "ScanItems": scan_items_schema(settings.verifier.batch_max)}
+    app[OPENAPI] = openapi_document(TITLE, DESCRIPTION, VERIFIER_ROUTES, components)
+    add_routes(app, VERIFIER_ROUTES)
     return app

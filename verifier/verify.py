@@ -45,9 +45,10 @@ from codeengine.web.answers import JsonAnswer, json_str, json_text
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, TypedBody, read_object, read_typed, validate_object
 from codeengine.web.fastlane import HotRequest, hot
+from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
 from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
 from codeengine.web.service import via_service
-from codeengine.web.trust import trust_list
+from codeengine.web.trust import trust_route
 from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
@@ -57,11 +58,13 @@ MSGPACK = "application/msgpack"
 # A scanner's line terminator is not part of the code (docs/code-format.md §2).
 _SCANNER_TERMINATORS = "\r\n"
 
+# What the service accepts: one of the province's cities (others are 400 UNKNOWN_CITY).
+_CITY = {"enum": sorted(CITIES)}
 ITEM_FIELDS = {
-    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2),
+    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2, schema={"description": "The scanned text."}),
     "terminal": Field(str, max_length=MAX_ID_CHARS, printable=True),
     "venue": Field(str, required=False, max_length=MAX_ID_CHARS, printable=True),
-    "city": Field(int),
+    "city": Field(int, schema={**_CITY, "description": "The terminal's six-digit city code."}),
 }
 
 
@@ -75,10 +78,19 @@ class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 
 
 ITEM = TypedBody(ScanItem, ITEM_FIELDS)
-BATCH_FIELDS = {"items": Field(list)}
+# The batch limit is the app's setting: its factory makes ScanItems.
+BATCH_FIELDS = {"items": Field(list, schema={"$ref": "#/components/schemas/ScanItems"})}
 REVOKE_FIELDS = {
     "code": Field(str, required=False, max_length=MAX_TOKEN_CHARS),
-    "kid": Field(str, required=False, max_length=16),
+    "kid": Field(
+        str,
+        required=False,
+        max_length=16,
+        schema={
+            "description": "An 8-byte key id in unpadded base64url, as the trust list has it.",
+            "pattern": "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
+        },
+    ),
 }
 
 
@@ -356,11 +368,88 @@ async def scans(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+# A query time is at most 15 digits (ms since the epoch); longer ones are 400.
+_MS_QUERY = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
+_BATCH_MEDIA = (JSON, MSGPACK)
 VERIFY_ROUTES = [
-    web.post("/v1/verify", via_service(verify), name="verify"),
-    web.post("/v1/verify/batch", verify_batch, name="verify_batch"),
-    web.post("/v1/revocations", revoke, name="revoke"),
-    web.get("/v1/revocations", revocations, name="revocations"),
-    web.get("/v1/scans", scans, name="scans"),
-    web.get("/v1/trust", trust_list, name="trust"),
+    Route(
+        "POST",
+        "/v1/verify",
+        via_service(verify),
+        "verify",
+        scope="verify",
+        summary="扫码/验码: verify one scanned code or alias credential",
+        description="Checks the code and answers the subject's live colour. The `code` may also "
+        "be an alias credential as a reader types it (`SSC:...` for a social-security card and "
+        "the other prefixes of `configs/fusion.toml`): it answers as the subject's own code. "
+        "Every scan is logged without personal data. With the store unreachable the answer "
+        "rests on the signature and says `degraded: true`. An invalid code is still a 200 "
+        "answer with `valid: false` and its reason.",
+        body=object_body("Scan", ITEM_FIELDS),
+        answers={"200": ("The verdict", ref("Verdict"))},
+        problems=(400, 413, 415, 503),
+        lane=True,
+    ),
+    Route(
+        "POST",
+        "/v1/verify/batch",
+        verify_batch,
+        "verify_batch",
+        scope="verify",
+        summary="Verify a batch of codes (up to the service's limit); answers in order",
+        description="JSON or msgpack (`Content-Type: application/msgpack`, answered in "
+        "msgpack). Store reads are pipelined: one round trip per shard.",
+        body=object_body("Batch", BATCH_FIELDS, media=_BATCH_MEDIA),
+        answers={
+            "200": (
+                "The verdicts, in order",
+                {kind: ref("BatchResults")[JSON] for kind in _BATCH_MEDIA},
+            )
+        },
+        problems=(400, 413, 415, 503),
+    ),
+    Route(
+        "POST",
+        "/v1/revocations",
+        revoke,
+        "revoke",
+        scope="admin",
+        summary="Revoke a code or a key (admin); effective online within a second",
+        body=object_body(
+            "RevokeRequest",
+            REVOKE_FIELDS,
+            minProperties=1,
+            maxProperties=1,
+            description="Exactly one of `code` (the whole code text) and `kid`.",
+        ),
+        answers={"200": ("Revoked", ref("Revoked"))},
+        problems=(400, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/revocations",
+        revocations,
+        "revocations",
+        scope=PUBLIC,
+        summary="The revocation list terminals cache (public)",
+        answers={"200": ("The list", ref("RevocationList"))},
+        problems=(503,),
+    ),
+    Route(
+        "GET",
+        "/v1/scans",
+        scans,
+        "scans",
+        scope="admin",
+        summary="Count a city's scans in a time window, of one venue or all (admin)",
+        parameters=(
+            query_param("city", {"type": "integer", **_CITY}, required=True),
+            query_param("venue", {"type": "string", "maxLength": MAX_ID_CHARS}),
+            query_param("from", _MS_QUERY, description="ms since the epoch; default an hour ago"),
+            query_param("to", _MS_QUERY, description="ms since the epoch; default now"),
+        ),
+        answers={"200": ("The count", ref("ScanCount"))},
+        problems=(400, 503),
+    ),
+    trust_route("The trust list this verifier uses (public), for offline terminals"),
 ]

@@ -2,8 +2,8 @@
 
 The credentials file lists clients; a key is stored either as is (``key``: dev files only) or
 as its SHA-256 (``key_sha256``: what production files carry). Keys are compared by hash, so the
-service never holds a production key in clear. Each route names the scope it needs; routes
-without one (health, metrics, the public trust list, the OpenAPI spec) are open.
+service never holds a production key in clear. Each route declares the scope it needs, or
+``PUBLIC`` (health, metrics, the public trust list, the OpenAPI spec: codeengine/web/routes.py).
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ class Field:
     maximum: int | None = None
     printable: bool = False
     """Text only of printable characters (``str.isprintable``): no control characters."""
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    """What the published JSON Schema says beyond the checks above (an enum the handler checks,
+    a pattern, a description). One that is a ``$ref`` alone is the whole schema: a component
+    the app makes from its settings when it is built, which carries the type itself."""
     plain_text: bool = field(init=False, repr=False, compare=False)
     """A text field with a maximum length and no other bound: ASCII text needs one check."""
 
@@ -50,8 +54,25 @@ class Field:
         )
         object.__setattr__(self, "plain_text", plain)
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the values this field takes."""
+        extra = dict(self.schema or {})
+        if "$ref" in extra:
+            return extra
+        schema: dict[str, Any] = {"type": _JSON_TYPES[self.kind]}
+        sized = ("minItems", "maxItems") if self.kind is list else ("minLength", "maxLength")
+        bounds = zip(
+            (*sized, "minimum", "maximum"),
+            (self.min_length, self.max_length, self.minimum, self.maximum),
+            strict=True,
+        )
+        schema.update((keyword, bound) for keyword, bound in bounds if bound is not None)
+        schema.update(extra)
+        return schema
+
 
 _ABSENT: Any = object()
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array"}
 
 
 def _check(name: str, spec: Field, value: Any) -> Any:

@@ -9,21 +9,19 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from codeengine.code.errors import CodeEngineError
+from codeengine.web.routes import JSON, PUBLIC, Route
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """A named check raises CodeEngineError (or any exception) when the service is not ready."""
 
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
-HEALTH_ROUTES = web.RouteTableDef()
 
 
-@HEALTH_ROUTES.get("/healthz", name="healthz")
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and its loop answers."""
     return web.json_response({"status": "ok"})
 
 
-@HEALTH_ROUTES.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Every readiness check passes: the cluster answers and the keys are loaded."""
     failed: dict[str, str] = {}
@@ -37,3 +35,39 @@ async def readyz(request: web.Request) -> web.Response:
     if failed:
         return web.json_response({"status": "not ready", "failed": failed}, status=503)
     return web.json_response({"status": "ready"})
+
+
+_READINESS = {
+    "schema": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string"},
+            "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+}
+_UP = {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}
+HEALTH_ROUTES = [
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "healthz",
+        scope=PUBLIC,
+        summary="The process is up",
+        answers={"200": ("Up", {JSON: {"schema": _UP}})},
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "readyz",
+        scope=PUBLIC,
+        summary="The cluster answers and the keys are loaded",
+        answers={
+            "200": ("Ready", {JSON: _READINESS}),
+            "503": ("Not ready; `failed` says why", {JSON: _READINESS}),
+        },
+    ),
+]

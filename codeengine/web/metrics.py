@@ -30,6 +30,7 @@ from codeengine.metrics import (
     HotHistogram,
     flush_hot,
 )
+from codeengine.web.routes import PUBLIC, Route
 
 
 class RequestMetrics:
@@ -69,4 +70,16 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return response
 
 
-METRICS_ROUTES = [web.get("/metrics", metrics_handler, name="metrics")]
+METRICS_ROUTES = [
+    Route(
+        "GET",
+        "/metrics",
+        metrics_handler,
+        "metrics",
+        scope=PUBLIC,
+        summary="Prometheus metrics of every worker of this service",
+        answers={
+            "200": ("Prometheus text exposition", {"text/plain": {"schema": {"type": "string"}}})
+        },
+    )
+]

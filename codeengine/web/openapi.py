@@ -1,28 +1,28 @@
-"""Pieces both services' OpenAPI 3.1 documents share: problems, health paths, the handler."""
+"""The OpenAPI 3.1 document of a service, made from its route declarations when it is built.
+
+Nothing of it is written by hand apart from what the declarations say: paths, operations,
+security, parameters, bodies and answers come from each :class:`~codeengine.web.routes.Route`;
+request body schemas from the field tables that validate them; the schemas that depend on
+settings (the alias types of the fusion file the app loaded, the batch limit) from the app
+factory. The app serves the document it was built with at ``/openapi.json``.
+"""
 
 from __future__ import annotations
 
-__all__ = [
-    "HEALTH_PATHS",
-    "JSON",
-    "PROBLEM_SCHEMA",
-    "page_paths",
-    "ref",
-    "responses",
-    "spec_document",
-    "spec_handler",
-]
+__all__ = ["OPENAPI", "OPENAPI_ROUTES", "PROBLEM_SCHEMA", "openapi_document"]
 
-from collections.abc import Awaitable, Callable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from codeengine import __version__
 from codeengine.code.errors import Reason
-from codeengine.web.pages import STATIC_NAME_PATTERN
+from codeengine.web.routes import JSON, PUBLIC, Route
 
-JSON = "application/json"
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+"""The app's OpenAPI document, made by its factory from its routes and settings."""
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -51,155 +51,109 @@ _PROBLEM_TEXT = {
     "Retry-After), or this endpoint of a city does not hold its write lease (NOT_WRITER, with "
     "`writer`: send the write to that endpoint now)",
 }
+# Whoever checks a key may refuse it, refuse the scope or the rate.
+_SECURED_PROBLEMS = (401, 403, 429)
+_PROBLEM = {JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def ref(name: str) -> dict[str, Any]:
-    """A JSON response/request content referring to a component schema."""
-    return {JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-
-
-def responses(success: Mapping[str, tuple[str, dict[str, Any]]], *problems: int) -> dict[str, Any]:
-    """A responses object: the success answers plus problem answers for ``problems``."""
-    out: dict[str, Any] = {
-        code: {"description": text, "content": content} for code, (text, content) in success.items()
+def _operation(route: Route) -> dict[str, Any]:
+    """The operation object of one route."""
+    operation: dict[str, Any] = {"operationId": route.name, "summary": route.summary}
+    description = route.description
+    problems = set(route.problems)
+    if route.scope is not PUBLIC:
+        description = f"{description} Needs scope `{route.scope}`.".strip()
+        operation["security"] = [{"bearer": []}]
+        problems.update(_SECURED_PROBLEMS)
+    if description:
+        operation["description"] = description
+    if route.parameters:
+        operation["parameters"] = [dict(param) for param in route.parameters]
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": route.body.required,
+            "content": {kind: dict(media) for kind, media in route.body.content.items()},
+        }
+    responses: dict[str, Any] = {
+        status: {"description": text, "content": {k: dict(v) for k, v in content.items()}}
+        for status, (text, content) in route.answers.items()
     }
-    for status in problems:
-        out[str(status)] = {"description": _PROBLEM_TEXT[status], "content": ref("Problem")}
-    return out
+    for status in sorted(problems):
+        responses[str(status)] = {"description": _PROBLEM_TEXT[status], "content": _PROBLEM}
+    operation["responses"] = responses
+    return operation
 
 
-HEALTH_PATHS: dict[str, Any] = {
-    "/healthz": {
-        "get": {
-            "operationId": "healthz",
-            "summary": "The process is up",
-            "responses": {
-                "200": {
-                    "description": "Up",
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"status": {"const": "ok"}},
-                                "required": ["status"],
-                            }
-                        }
-                    },
-                }
-            },
-        }
-    },
-    "/readyz": {
-        "get": {
-            "operationId": "readyz",
-            "summary": "The cluster answers and the keys are loaded",
-            "responses": {
-                code: {
-                    "description": text,
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "type": "object",
-                                "required": ["status"],
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "failed": {
-                                        "type": "object",
-                                        "additionalProperties": {"type": "string"},
-                                    },
-                                },
-                            }
-                        }
-                    },
-                }
-                for code, text in (("200", "Ready"), ("503", "Not ready; `failed` says why"))
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "operationId": "metrics",
-            "summary": "Prometheus metrics of every worker of this service",
-            "responses": {
-                "200": {
-                    "description": "Prometheus text exposition",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/openapi.json": {
-        "get": {
-            "operationId": "openapi",
-            "summary": "This document",
-            "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {}}}}},
-        }
-    },
-}
+def _refs(node: Any) -> Iterator[str]:
+    """The component names a schema (or any part of the document) refers to."""
+    if isinstance(node, Mapping):
+        target = node.get("$ref")
+        if isinstance(target, str):
+            yield target.rpartition("/")[2]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _refs(value)
 
 
-def page_paths(pages: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    """Paths of HTML pages (``path: (operationId, summary)``) and of their static assets."""
-    html = {"text/html": {"schema": {"type": "string"}}}
-    paths: dict[str, Any] = {
-        path: {
-            "get": {
-                "operationId": operation,
-                "summary": summary,
-                "description": "Public HTML; the page's script calls the API with the key the "
-                "host hands it (never in the URL). Served with a Content-Security-Policy that "
-                "allows only this origin.",
-                "responses": {"200": {"description": "The page", "content": html}},
-            }
-        }
-        for path, (operation, summary) in pages.items()
-    }
-    paths["/static/{file}"] = {
-        "get": {
-            "operationId": "static",
-            "summary": "A page's stylesheet or script",
-            "parameters": [
-                {
-                    "name": "file",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": STATIC_NAME_PATTERN},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "The asset",
-                    "content": {
-                        "text/css": {"schema": {"type": "string"}},
-                        "text/javascript": {"schema": {"type": "string"}},
-                    },
-                },
-                **responses({}, 400, 404),
-            },
-        }
-    }
-    return paths
-
-
-def spec_document(
-    title: str, description: str, paths: dict[str, Any], schemas: dict[str, Any]
+def openapi_document(
+    title: str, description: str, routes: Iterable[Route], components: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A complete OpenAPI 3.1 document."""
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": title, "version": __version__, "description": description},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    """The OpenAPI 3.1 document of ``routes``, with ``components`` (the schemas they refer to).
+
+    ValueError when two routes share a method and path or an operationId, when two bodies
+    define one component differently, or when a reference names no component: the app factory
+    fails, rather than publish a document that lies.
+    """
+    schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA, **components}
+    paths: dict[str, dict[str, Any]] = {}
+    names: set[str] = set()
+    for route in routes:
+        operations = paths.setdefault(route.path, {})
+        method = route.method.lower()
+        if method in operations or route.name in names:
+            raise ValueError(
+                f"route {route.name!r} ({route.method} {route.path}) is declared twice"
+            )
+        names.add(route.name)
+        operations[method] = _operation(route)
+        for name, schema in (route.body.components if route.body else {}).items():
+            if schemas.setdefault(name, schema) != schema:
+                raise ValueError(f"component schema {name!r} is declared twice, differently")
+    # Round trip through JSON: the document is what a client reads, tuples and all.
+    document: dict[str, Any] = json.loads(
+        json.dumps(
+            {
+                "openapi": "3.1.0",
+                "info": {"title": title, "version": __version__, "description": description},
+                "paths": paths,
+                "components": {
+                    "schemas": schemas,
+                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                },
+            }
+        )
+    )
+    missing = set(_refs(document)) - set(schemas)
+    if missing:
+        raise ValueError(f"the document refers to undeclared schemas {sorted(missing)}")
+    return document
 
 
-def spec_handler(spec: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A handler that serves ``spec`` as JSON."""
+async def openapi(request: web.Request) -> web.Response:
+    """This service's OpenAPI document, as its app was built."""
+    return web.json_response(request.app[OPENAPI])
 
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response(spec)
 
-    return handler
+OPENAPI_ROUTES = [
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "openapi",
+        scope=PUBLIC,
+        summary="This document",
+        answers={"200": ("OpenAPI 3.1", {JSON: {"schema": {}}})},
+    )
+]

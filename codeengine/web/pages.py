@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from codeengine.code.errors import BadRequest
+from codeengine.web.routes import PUBLIC, Route, path_param
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_NAME_PATTERN = "^[a-z][a-z0-9-]{0,40}\\.(css|js|html)$"
@@ -55,7 +56,14 @@ def _answer(body: bytes, content_type: str, cache: str) -> web.Response:
     return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
-def page_route(path: str, file: str, name: str) -> web.RouteDef:
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_PAGE_TEXT = (
+    "Public HTML; the page's script calls the API with the key the host hands it (never in the "
+    "URL). Served with a Content-Security-Policy that allows only this origin."
+)
+
+
+def page_route(path: str, file: str, name: str, summary: str) -> Route:
     """``GET path`` answers the page ``file`` of the static folder."""
     body, content_type = _load(file)
 
@@ -64,10 +72,19 @@ def page_route(path: str, file: str, name: str) -> web.RouteDef:
         return _answer(body, content_type, "no-cache")
 
     page.__doc__ = f"The {name} page."
-    return web.get(path, page, name=name)
+    return Route(
+        "GET",
+        path,
+        page,
+        name,
+        scope=PUBLIC,
+        summary=summary,
+        description=_PAGE_TEXT,
+        answers={"200": ("The page", _HTML)},
+    )
 
 
-def static_route(files: tuple[str, ...]) -> web.RouteDef:
+def static_route(files: tuple[str, ...]) -> Route:
     """``GET /static/{file}`` answers one of ``files`` (CSS, JS); 404 for any other name."""
     for name in files:
         if not _NAME.match(name):
@@ -84,4 +101,17 @@ def static_route(files: tuple[str, ...]) -> web.RouteDef:
             raise web.HTTPNotFound()
         return _answer(*found, "public, max-age=300")
 
-    return web.get("/static/{file}", static, name="static")
+    assets_content = {
+        kind: {"schema": {"type": "string"}} for kind in ("text/css", "text/javascript")
+    }
+    return Route(
+        "GET",
+        "/static/{file}",
+        static,
+        "static",
+        scope=PUBLIC,
+        summary="A page's stylesheet or script",
+        parameters=(path_param("file", {"type": "string", "pattern": STATIC_NAME_PATTERN}),),
+        answers={"200": ("The asset", assets_content)},
+        problems=(400, 404),
+    )

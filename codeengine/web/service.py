@@ -13,10 +13,17 @@ bodies (404 ``NOT_FOUND``, 405 ``METHOD_NOT_ALLOWED`` with ``Allow``).
 
 from __future__ import annotations
 
-__all__ = ["METRICS", "UNMATCHED", "add_service_routes", "service_handler", "via_service"]
+__all__ = [
+    "METRICS",
+    "UNMATCHED",
+    "add_routes",
+    "add_service_routes",
+    "service_handler",
+    "via_service",
+]
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import cast
 
 from aiohttp import web
@@ -24,9 +31,10 @@ from aiohttp.typedefs import Handler
 
 from codeengine.web.answers import JsonAnswer
 from codeengine.web.auth import authorize
-from codeengine.web.fastlane import HotHandler, HotRequest, LaneRequest
+from codeengine.web.fastlane import LANE_ROUTES, HotHandler, HotRequest, LaneRequest, LaneRoute
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
+from codeengine.web.routes import Route
 
 METRICS = web.AppKey("request_metrics", RequestMetrics)
 UNMATCHED = "unmatched"
@@ -102,6 +110,19 @@ def add_service_routes(
         web.RouteDef(route.method, route.path, served, route.kwargs).register(app.router)
     fallback = cast(Handler, service_handler(_unmatched, UNMATCHED, None))
     app.router.add_route("*", "/{path:.*}", fallback, name=UNMATCHED)
+
+
+def add_routes(app: web.Application, routes: Sequence[Route]) -> None:
+    """Serve the declared ``routes``: each behind its scope, the lane's among them on the lane.
+
+    The scopes and the lane's routes are read off the declarations here, once, when the app is
+    built; :func:`add_service_routes` wraps the handlers.
+    """
+    # PUBLIC is the only scope that is not a string.
+    scopes = {route.name: route.scope for route in routes if isinstance(route.scope, str)}
+    defs = [web.RouteDef(r.method, r.path, r.handler, {"name": r.name}) for r in routes]
+    add_service_routes(app, defs, scopes)
+    app[LANE_ROUTES] = tuple(LaneRoute(r.method, r.path, r.name) for r in routes if r.lane)
 
 
 def via_service(handler: HotHandler) -> Handler:

@@ -43,12 +43,15 @@ from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import load_settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
-from issuer.openapi import SPEC, SUBJECT_ID
+from issuer.schemas import SUBJECT_ID
 from tests.e2e.test_issuer_e2e import Issuer, issuer_workers, new_person_id
+from tools.openapi import DOCS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 MAX_EXAMPLES = 25
+SPEC = json.loads((DOCS / "issuer.json").read_text())
+"""The committed document: what a worker with the default settings serves."""
 KEY = "schemathesis-all-scopes"
 SUBJECT_PATTERN = re.compile(SUBJECT_ID["pattern"])
 CHECKS = [
@@ -132,14 +135,14 @@ def live_issuer(
 
 def test_the_served_spec_is_the_one_tested(live_issuer: Issuer) -> None:
     answer = live_issuer.call("GET", "/openapi.json")
-    assert (answer.status, answer.json()) == (200, json.loads(json.dumps(SPEC)))
+    assert (answer.status, answer.json()) == (200, SPEC)
 
 
 # Built when the module is collected, before the worker runs; the test above shows that it is
 # exactly what the worker serves. (Loading it from the worker's URL through a fixture,
 # schemathesis.pytest.from_fixture, fails on pytest 9: it reads the removed Node._nodeid.)
 schema = schemathesis.openapi.from_dict(
-    json.loads(json.dumps(SPEC)),
+    SPEC,
     config=schemathesis.Config.from_dict(
         {
             "generation": {

@@ -28,6 +28,7 @@ from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
 from codeengine.store import keyspace
 from codeengine.store.redisstore import RedisStore
+from codeengine.web.openapi import OPENAPI
 from codeengine.web.runtime import KEYS, STORE
 from codeengine.web.service import UNMATCHED
 from tests.integration.apps import (
@@ -43,7 +44,6 @@ from tests.integration.apps import (
 from verifier.app import create_app as create_verifier
 from verifier.offline import CachedList, OfflineVerifier
 from verifier.offline.__main__ import read_qr
-from verifier.openapi import SPEC
 
 pytestmark = pytest.mark.cluster
 
@@ -360,7 +360,7 @@ def test_openapi_documents_exactly_the_routes(settings: Settings) -> None:
         for route in app.router.routes()
         if route.resource is not None and route.method != "HEAD" and route.name != UNMATCHED
     }
-    documented = {(method, path) for path, ops in SPEC["paths"].items() for method in ops}
+    documented = {(method, path) for path, ops in app[OPENAPI]["paths"].items() for method in ops}
     assert served == documented
 
 
