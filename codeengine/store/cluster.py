@@ -1,11 +1,15 @@
-"""A minimal asyncio Redis Cluster client for the display and verify hot paths.
+"""The asyncio Redis Cluster client of the services: every command the issuer and verifier send.
 
-redis-py's asyncio cluster client costs several times the server's work per command and
-stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls). This client does
-only what the hot path needs: one connection per primary, automatic pipelining (every command
-issued during one loop tick to a node leaves in one ``write()``, and the replies come back in
-one read), MOVED/ASK redirects, a slot map refreshed in the background, and every failure
-turned into :class:`StoreUnavailable` within the caller's deadline. redis-py stays for writes.
+The services talk to Redis only through codeengine.store.cluster; redis-py is used where a
+general client is right and speed does not matter: creating the dev cluster, test oracles,
+one-off tools. redis-py's asyncio cluster client costs several times the server's work per
+command and stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls).
+This client does only what the services need: one connection per primary, automatic
+pipelining (every command issued during one loop tick to a node leaves in one ``write()``, and
+the replies come back in one read), MOVED/ASK redirects, a slot map refreshed in the
+background, scripts reloaded on a node that lost them, a script and its ``WAIT`` sent together
+for acknowledged writes, a breaker per shard, and every failure turned into
+:class:`StoreUnavailable` within the caller's deadline.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, cast
 
 import hiredis
 
+from codeengine.code.breaker import Breaker
 from codeengine.code.errors import CodeEngineError, Reason, StoreUnavailable
 from codeengine.metrics import SHARD_BREAKER_OPENS
 
@@ -213,25 +218,32 @@ class _Connection(asyncio.Protocol):
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
-    __slots__ = ("_cluster", "_connecting", "addr", "conn", "failures", "open_until")
+    __slots__ = ("_cluster", "_connecting", "addr", "breaker", "conn")
 
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
         self.addr = addr
         self.conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
-        # The shard's breaker, inlined for the hot path (the rules of code.breaker): after
-        # SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S instead
-        # of each waiting out its deadline; then one failure opens it again, one success closes.
-        self.failures = 0
-        self.open_until = 0.0
+        # After SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S
+        # instead of each waiting out its deadline; then one trial call at a time goes, and its
+        # success closes the breaker again, its failure opens it for another period.
+        self.breaker = Breaker(
+            failures_to_open=SHARD_FAILURES_TO_OPEN,
+            open_for_s=SHARD_OPEN_S,
+            successes_to_close=1,
+            trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
+        )
 
-    def failed(self, now: float) -> None:
-        self.failures += 1
-        if self.failures >= SHARD_FAILURES_TO_OPEN:
-            self.open_until = now + SHARD_OPEN_S
-            self.failures = SHARD_FAILURES_TO_OPEN - 1  # half-open once the period is over
+    def failed(self) -> None:
+        """Count a timed-out call or a lost connection against the shard's breaker."""
+        if self.breaker.failure(self._cluster.clock()):
             SHARD_BREAKER_OPENS.labels(f"{self.addr[0]}:{self.addr[1]}").inc()
+
+    def answered(self) -> None:
+        """Count an answer (any reply, errors too: the shard is alive) for the breaker."""
+        if not self.breaker.calm:
+            self.breaker.success(self._cluster.clock())
 
     async def connect(self) -> _Connection:
         """The open connection, connecting first if needed (concurrent callers share one try)."""
@@ -259,7 +271,7 @@ class _Node:
     def lost(self, conn: _Connection, reason: str) -> None:
         if self.conn is conn:
             self.conn = None
-            self.failed(time.monotonic())
+            self.failed()
             if not self._cluster.closed:
                 _log.info("%s to %s:%d; will reconnect", reason, *self.addr)
                 self._cluster.schedule_refresh()
@@ -357,13 +369,16 @@ class FastCluster:
         max_in_flight: int = 10_000,
         refresh_min_interval_s: float = 1.0,
         deadline_resolution_s: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
         self._seeds = [(host, int(port)) for host, port in nodes]
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
-        self._deadline_s = deadline_s
+        self.deadline_s = deadline_s
+        self.clock = clock
+        """The shard breakers' clock (a test hands in its own to move time on)."""
         self._refresh_min_interval_s = refresh_min_interval_s
         self._nodes: dict[Address, _Node] = {}
         self._slots: list[_Node | None] = [None] * SLOT_COUNT
@@ -371,7 +386,7 @@ class FastCluster:
         self._expiry = _Expiry(deadline_resolution_s)
         self._refresh_task: asyncio.Task[bool] | None = None
         self._last_refresh = -1e9
-        self._clock: Callable[[], float] | None = None
+        self._loop_time: Callable[[], float] | None = None
         self.closed = False
 
     # Life cycle and topology.
@@ -449,10 +464,10 @@ class FastCluster:
         # The loop's clock, kept from the first command: on Python 3.11 every
         # asyncio.get_running_loop() makes a getpid() system call (its fork check), measured
         # at 5 µs a display under load.
-        clock = self._clock
+        clock = self._loop_time
         if clock is None:
-            clock = self._clock = asyncio.get_running_loop().time
-        timeout_s = self._deadline_s if deadline_s is None else deadline_s
+            clock = self._loop_time = asyncio.get_running_loop().time
+        timeout_s = self.deadline_s if deadline_s is None else deadline_s
         return clock() + timeout_s
 
     async def _call(
@@ -474,15 +489,12 @@ class FastCluster:
         """
         found = self._slots[slot]
         try:
-            node = _usable(found)
+            node = self._usable(found)
             asking = False
             for _ in range(MAX_REDIRECTS + 1):
                 conn = node.conn
                 if conn is None or not conn.open:
-                    if self.closed:
-                        raise StoreUnavailable("store client closed")
-                    async with asyncio.timeout_at(deadline):
-                        conn = await node.connect()
+                    conn = await self._connect(node, deadline)
                 if prelude:
                     conn.send(prelude, discard=True)
                 if asking:
@@ -493,28 +505,54 @@ class FastCluster:
                     reply = await waiter
                 finally:
                     pending.discard(waiter)
-                node.failures = 0
+                if not node.breaker.calm:
+                    node.answered()
                 if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
                     break
                 node, asking = self._redirected(node, reply)
             else:
                 raise StoreUnavailable("store redirected too many times")
         except StoreUnavailable as exc:
-            # A stalled or lost primary may have been failed over: look for its successor.
-            # Each timed-out call counts; a lost connection counts once (_Node.lost).
-            if found is not None and isinstance(exc, _TimedOut):
-                found.failed(time.monotonic())
-            self.schedule_refresh()
+            self._failed(found, exc)
             raise
         except _FAILURES as exc:
-            if found is not None:
-                found.failed(time.monotonic())
-            self.schedule_refresh()
-            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
+            raise self._failed(found, exc, command) from exc
         if raw or type(reply) is not _ReplyError:
             return reply
         return self._reply(reply, command, expect_errors)
+
+    def _usable(self, node: _Node | None) -> _Node:
+        """The slot's primary, unless the slot is uncovered or the primary's breaker refuses."""
+        if node is None:
+            raise StoreUnavailable("store slot not covered")
+        breaker = node.breaker
+        if not breaker.calm and not breaker.allow(self.clock()):
+            raise StoreUnavailable("store shard unavailable: its breaker is open")
+        return node
+
+    async def _connect(self, node: _Node, deadline: float) -> _Connection:
+        """The node's connection, opened within ``deadline`` (a loop time)."""
+        if self.closed:
+            raise StoreUnavailable("store client closed")
+        async with asyncio.timeout_at(deadline):
+            return await node.connect()
+
+    def _failed(self, node: _Node | None, exc: Exception, command: Arg = "") -> StoreUnavailable:
+        """Account for a failed call; the StoreUnavailable to raise for ``exc``.
+
+        A stalled or lost primary may have been failed over: look for its successor. Each
+        timed-out call counts against the shard's breaker; a lost connection counts once
+        (:meth:`_Node.lost`), and a StoreUnavailable of another kind (a refusal) not at all.
+        """
+        if node is not None and (
+            isinstance(exc, _TimedOut) or not isinstance(exc, StoreUnavailable)
+        ):
+            node.failed()
+        self.schedule_refresh()
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return StoreUnavailable(f"store {_name(command)} failed: {what}")
 
     def _redirected(self, node: _Node, reply: Any) -> tuple[_Node, bool]:
         """Where a MOVED or ASK reply sends the command, and whether it was ASK (a MOVED also
@@ -561,13 +599,6 @@ class FastCluster:
         packed = pack_command(args)
         return self._call(slot, packed, deadline, args[0], expect_errors=expect_errors)
 
-    async def load_script_everywhere(self, script: Script) -> None:
-        """SCRIPT LOAD a registered script on every primary (before a bulk run of it)."""
-        body = self._scripts[script.sha]
-        await asyncio.gather(
-            *(self.execute_at_slot(slot, "SCRIPT", "LOAD", body) for slot in self.primary_slots())
-        )
-
     async def bulk(
         self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], *, deadline_s: float
     ) -> list[Any]:
@@ -575,17 +606,39 @@ class FastCluster:
 
         For bulk jobs: no task per command and no redirect handling. A reply that is a
         redirect, or any failure, raises StoreUnavailable (after asking for the slot map
-        again); such jobs are idempotent and resume. Error replies are returned as they are.
+        again); such jobs are idempotent and resume. An EVALSHA a node answers NOSCRIPT (its
+        script cache was emptied) is sent again after loading the script there. Other error
+        replies are returned as they are.
         """
         deadline = self._deadline(deadline_s)
+        replies = await self._bulk_at(commands, deadline)
+        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        if missing:
+            # The scripts first, on the node of the commands that need them, then those again.
+            loads: dict[tuple[_Node | None, str], str | bytes] = {}
+            for i in missing:
+                key, args = commands[i]
+                loads.setdefault((self._slots[key_slot(key)], _name(args[1])), key)
+            again = await self._bulk_at(
+                [(key, ("SCRIPT", "LOAD", self._body(sha))) for (_, sha), key in loads.items()]
+                + [commands[i] for i in missing],
+                deadline,
+            )
+            for i, reply in zip(missing, again[len(loads) :], strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _bulk_at(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], deadline: float
+    ) -> list[Any]:
+        """:meth:`bulk` without script reloading, within ``deadline`` (a loop time)."""
         by_node = self._by_node(commands)
         pending: list[tuple[set[asyncio.Future[Any]], asyncio.Future[Any]]] = []
         try:
             for node, (_, packed) in by_node.items():
                 conn = node.conn
                 if conn is None or not conn.open:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await node.connect()
+                    conn = await self._connect(node, deadline)
                 future = conn.send_many(packed)
                 pending.append((self._expiry.add(future, deadline), future))
             per_node = await asyncio.gather(*(future for _, future in pending))
@@ -653,7 +706,7 @@ class FastCluster:
         acks = await asyncio.gather(
             *(
                 self.execute_at_slot(slot, "WAIT", replicas, timeout_ms,
-                                     deadline_s=timeout_ms / 1000 + self._deadline_s)
+                                     deadline_s=timeout_ms / 1000 + self.deadline_s)
                 for slot in slots.values()
             )
         )  # fmt: skip
@@ -702,32 +755,102 @@ class FastCluster:
         expect_errors: Collection[str] = (),
     ) -> Any:
         """EVALSHA on the keys' primary, loading a registered script first if the node lost it."""
-        if not keys:
-            raise ValueError("a script needs a key to route by")
-        slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys[1:]):
-            raise ValueError("script keys must share one slot: give them one hash tag")
+        slot = _script_slot(keys)
         packed = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
         deadline = self._deadline(deadline_s)
         reply = await self._call(slot, packed, deadline, "EVALSHA", raw=True)
-        if type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT"):
+        if _is_noscript(reply):
             # A restarted or promoted node has an empty script cache: load and retry in one
             # round trip, on the same connection, so that the two stay in order.
-            body = self._scripts.get(sha)
-            if body is None:
-                raise StoreUnavailable("store script was never registered")
-            load = pack_command(("SCRIPT", "LOAD", body))
+            load = pack_command(("SCRIPT", "LOAD", self._body(sha)))
             reply = await self._call(slot, packed, deadline, "EVALSHA", load, raw=True)
         return self._reply(reply, "EVALSHA", expect_errors)
 
+    async def evalsha_then_wait(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg],
+        replicas: int,
+        timeout_ms: int,
+        *,
+        deadline_s: float,
+    ) -> tuple[Any, Any]:
+        """Run a script, then ``WAIT replicas timeout_ms`` behind it on the same connection.
 
-def _usable(node: _Node | None) -> _Node:
-    """The slot's primary, unless the slot is uncovered or the primary's breaker is open."""
-    if node is None:
-        raise StoreUnavailable("store slot not covered")
-    if node.open_until and time.monotonic() < node.open_until:
-        raise StoreUnavailable("store shard unavailable: its breaker is open")
-    return node
+        WAIT counts the replicas that have every write of *its own connection*, so both leave
+        in one write to the keys' primary. Redirects are not followed: a script sent on
+        elsewhere would run without its WAIT, so MOVED or ASK fail the call (the slot map is
+        read again; a resend is safe). The script's reply (StoreUnavailable for an error) and
+        WAIT's raw reply: the number of replicas, or an error the caller judges.
+        """
+        slot = _script_slot(keys)
+        evalsha = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = pack_command(("WAIT", replicas, timeout_ms))
+        deadline = self._deadline(deadline_s)
+        reply, acked = await self._call_together(slot, (evalsha, wait), deadline)
+        if _is_noscript(reply):
+            load = pack_command(("SCRIPT", "LOAD", self._body(script.sha)))
+            _, reply, acked = await self._call_together(slot, (load, evalsha, wait), deadline)
+        if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+            self.schedule_refresh()
+            raise StoreUnavailable("store slot moved during a replicated write")
+        return self._reply(reply, "EVALSHA", ()), acked
+
+    async def _call_together(
+        self, slot: int, packed: Sequence[bytes], deadline: float
+    ) -> list[Any]:
+        """Commands sent in one write on the connection of the slot's primary; raw replies."""
+        found = self._slots[slot]
+        try:
+            node = self._usable(found)
+            conn = node.conn
+            if conn is None or not conn.open:
+                conn = await self._connect(node, deadline)
+            future = conn.send_many(packed)
+            pending = self._expiry.add(future, deadline)
+            try:
+                replies = await future
+            finally:
+                pending.discard(future)
+        except StoreUnavailable as exc:
+            self._failed(found, exc)
+            raise
+        except _FAILURES as exc:
+            raise self._failed(found, exc, "EVALSHA") from exc
+        node.answered()
+        return replies
+
+    async def ping(self, *, deadline_s: float | None = None) -> None:
+        """Return when every primary of the slot map answers PING; else StoreUnavailable."""
+        slots = self.primary_slots()
+        if not slots:
+            raise StoreUnavailable("store slot map is empty")
+        await asyncio.gather(
+            *(self.execute_at_slot(s, "PING", deadline_s=deadline_s) for s in slots)
+        )
+
+    def _body(self, sha: str) -> bytes:
+        """A registered script's text, to load it on a node that lost it."""
+        body = self._scripts.get(sha)
+        if body is None:
+            raise StoreUnavailable("store script was never registered")
+        return body
+
+
+def _script_slot(keys: Sequence[str | bytes]) -> int:
+    """The one slot of a script's keys (they must share a hash tag)."""
+    if not keys:
+        raise ValueError("a script needs a key to route by")
+    slot = key_slot(keys[0])
+    if any(key_slot(key) != slot for key in keys[1:]):
+        raise ValueError("script keys must share one slot: give them one hash tag")
+    return slot
+
+
+def _is_noscript(reply: Any) -> bool:
+    """Whether a raw reply says the node does not have the script (its cache was emptied)."""
+    return type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT")
 
 
 def _name(command: Arg) -> str:
