@@ -659,7 +659,7 @@ class FastCluster:
         for reply in replies:
             if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
                 self.schedule_refresh()
-                raise StoreUnavailable("store slot moved during a bulk write")
+                raise StoreUnavailable("store slot moved while it was written")
         return replies
 
     def _by_node(
@@ -779,47 +779,21 @@ class FastCluster:
         """Run a script, then ``WAIT replicas timeout_ms`` behind it on the same connection.
 
         WAIT counts the replicas that have every write of *its own connection*, so both leave
-        in one write to the keys' primary. Redirects are not followed: a script sent on
-        elsewhere would run without its WAIT, so MOVED or ASK fail the call (the slot map is
-        read again; a resend is safe). The script's reply (StoreUnavailable for an error) and
-        WAIT's raw reply: the number of replicas, or an error the caller judges.
+        in one write to the keys' primary. Redirects are not followed, as in :meth:`bulk`: a
+        script sent on elsewhere would run without its WAIT, so MOVED or ASK fail the call
+        (the slot map is read again; a resend is safe). The script's reply (StoreUnavailable
+        for an error) and WAIT's raw reply: the number of replicas, or an error to judge.
         """
-        slot = _script_slot(keys)
-        evalsha = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-        wait = pack_command(("WAIT", replicas, timeout_ms))
+        _script_slot(keys)
+        # By keys[0], so one node's share: bulk sends a node's commands in one write, in order.
+        evalsha = (keys[0], ("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = (keys[0], ("WAIT", replicas, timeout_ms))
         deadline = self._deadline(deadline_s)
-        reply, acked = await self._call_together(slot, (evalsha, wait), deadline)
+        reply, acked = await self._bulk_at((evalsha, wait), deadline)
         if _is_noscript(reply):
-            load = pack_command(("SCRIPT", "LOAD", self._body(script.sha)))
-            _, reply, acked = await self._call_together(slot, (load, evalsha, wait), deadline)
-        if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
-            self.schedule_refresh()
-            raise StoreUnavailable("store slot moved during a replicated write")
+            load = (keys[0], ("SCRIPT", "LOAD", self._body(script.sha)))
+            _, reply, acked = await self._bulk_at((load, evalsha, wait), deadline)
         return self._reply(reply, "EVALSHA", ()), acked
-
-    async def _call_together(
-        self, slot: int, packed: Sequence[bytes], deadline: float
-    ) -> list[Any]:
-        """Commands sent in one write on the connection of the slot's primary; raw replies."""
-        found = self._slots[slot]
-        try:
-            node = self._usable(found)
-            conn = node.conn
-            if conn is None or not conn.open:
-                conn = await self._connect(node, deadline)
-            future = conn.send_many(packed)
-            pending = self._expiry.add(future, deadline)
-            try:
-                replies = await future
-            finally:
-                pending.discard(future)
-        except StoreUnavailable as exc:
-            self._failed(found, exc)
-            raise
-        except _FAILURES as exc:
-            raise self._failed(found, exc, "EVALSHA") from exc
-        node.answered()
-        return replies
 
     async def ping(self, *, deadline_s: float | None = None) -> None:
         """Return when every primary of the slot map answers PING; else StoreUnavailable."""
