@@ -18,27 +18,31 @@ __all__ = [
     "CommandError",
     "FastCluster",
     "Script",
-    "consume_outcome",
     "key_slot",
-    "pack_command",
     "tag_slot",
 ]
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import time
 from binascii import crc_hqx
-from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 
 from codeengine.code.breaker import Breaker
 from codeengine.code.errors import CodeEngineError, Reason, StoreUnavailable
 from codeengine.metrics import SHARD_BREAKER_OPENS
+from codeengine.store.connection import (
+    Arg,
+    Connection,
+    Expiry,
+    TimedOut,
+    consume_outcome,
+    pack_command,
+)
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
@@ -54,7 +58,6 @@ _CLUSTER_SLOTS = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n"
 _log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-Arg = str | bytes | int | float
 
 
 class CommandError(CodeEngineError):
@@ -84,137 +87,6 @@ def key_slot(key: str | bytes) -> int:
     return crc_hqx(data, 0) & (SLOT_COUNT - 1)
 
 
-def _pack_python(args: Sequence[Arg]) -> bytes:
-    """RESP2 multi-bulk packing, for a hiredis without ``pack_command``."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            data = b"%d" % arg
-        elif isinstance(arg, float):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"a command argument must be str, bytes, int or float, not {arg!r}")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def _pack_hiredis(args: Sequence[Arg]) -> bytes:
-    # The stub types the argument as a one-element tuple and leaves the result untyped.
-    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
-    return packed
-
-
-pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
-
-
-class _Collector:
-    """Stands in the waiter queue for each command of a ``send_many``; fills one future."""
-
-    __slots__ = ("expected", "future", "replies")
-
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
-        self.future = future
-        self.expected = expected
-        self.replies: list[Any] = []
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def set_result(self, reply: Any) -> None:
-        self.replies.append(reply)
-        if len(self.replies) == self.expected:
-            self.future.set_result(self.replies)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class _Connection(asyncio.Protocol):
-    """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
-
-    def __init__(self, node: _Node, max_in_flight: int) -> None:
-        self._node = node
-        self._max_in_flight = max_in_flight
-        self._loop = asyncio.get_running_loop()
-        self._reader = hiredis.Reader()
-        # A None waiter is a reply nobody reads (the one to ASKING or to a script prelude).
-        self._waiters: deque[asyncio.Future[Any] | None] = deque()
-        self._outgoing: list[bytes] = []
-        self._transport: asyncio.Transport | None = None
-        self.open = False
-
-    def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
-        """Queue one packed command for this tick's write; the future gets its raw reply."""
-        if not self.open:
-            raise StoreUnavailable("store connection closed")
-        if len(self._waiters) >= self._max_in_flight:
-            raise StoreUnavailable("too many store commands in flight")
-        waiter = self._loop.create_future()
-        self._waiters.append(None if discard else waiter)
-        if not self._outgoing:
-            self._loop.call_soon(self._flush)
-        self._outgoing.append(packed)
-        return waiter
-
-    def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
-        """Queue many commands at once; one future gets all their raw replies, in order."""
-        if not self.open:
-            raise StoreUnavailable("store connection closed")
-        if len(self._waiters) + len(packed) > self._max_in_flight:
-            raise StoreUnavailable("too many store commands in flight")
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
-        collector = _Collector(future, len(packed))
-        self._waiters.extend(itertools.repeat(collector, len(packed)))  # type: ignore[arg-type]
-        if not self._outgoing:
-            self._loop.call_soon(self._flush)
-        self._outgoing.extend(packed)
-        return future
-
-    def _flush(self) -> None:
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
-        if self.open and self._transport is not None:
-            self._transport.write(data)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.open = True
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        waiters = self._waiters
-        try:
-            reader.feed(data)
-            while (reply := reader.gets()) is not False:
-                waiter = waiters.popleft()
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(reply)
-        except (hiredis.ProtocolError, IndexError):
-            # A reply nobody asked for or bytes that are not RESP: the stream cannot be trusted.
-            self.close("store protocol error")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close("store connection lost")
-
-    def close(self, reason: str) -> None:
-        """Fail every waiting command and drop the connection; the node reconnects on next use."""
-        was_open, self.open = self.open, False
-        waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(StoreUnavailable(reason))
-        if self._transport is not None:
-            transport, self._transport = self._transport, None
-            transport.abort()
-        if was_open:
-            self._node.lost(self, reason)
-
-
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
@@ -223,8 +95,8 @@ class _Node:
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
         self.addr = addr
-        self.conn: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
+        self.conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
         # After SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S
         # instead of each waiting out its deadline; then one trial call at a time goes, and its
         # success closes the breaker again, its failure opens it for another period.
@@ -245,7 +117,7 @@ class _Node:
         if not self.breaker.calm:
             self.breaker.success(self._cluster.clock())
 
-    async def connect(self) -> _Connection:
+    async def connect(self) -> Connection:
         """The open connection, connecting first if needed (concurrent callers share one try)."""
         if self.conn is not None and self.conn.open:
             return self.conn
@@ -255,12 +127,12 @@ class _Node:
         # Shielded: a caller that times out must not cancel the attempt the others wait on.
         return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         cluster = self._cluster
         try:
             async with asyncio.timeout(cluster.connect_timeout_s):
                 _, conn = await asyncio.get_running_loop().create_connection(
-                    lambda: _Connection(self, cluster.max_in_flight), *self.addr
+                    lambda: Connection(self.lost, cluster.max_in_flight), *self.addr
                 )
         finally:
             if self._connecting is asyncio.current_task():
@@ -268,7 +140,7 @@ class _Node:
         self.conn = conn
         return conn
 
-    def lost(self, conn: _Connection, reason: str) -> None:
+    def lost(self, conn: Connection, reason: str) -> None:
         if self.conn is conn:
             self.conn = None
             self.failed()
@@ -281,52 +153,6 @@ class _Node:
             self._connecting.cancel()
         if self.conn is not None:
             self.conn.close("store client closed")
-
-
-def consume_outcome(future: asyncio.Future[Any]) -> None:
-    """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Expiry:
-    """Fails waiters past their deadline, bucketed so that a command arms no timer of its own.
-
-    ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
-    here one timer serves every command whose deadline falls in the same few milliseconds.
-    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the
-    bucket): otherwise every answered future, and its reply, would live on until its deadline,
-    some 4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
-    """
-
-    __slots__ = ("_buckets", "_per_s")
-
-    def __init__(self, resolution_s: float) -> None:
-        self._per_s = 1 / resolution_s
-        self._buckets: dict[int, set[asyncio.Future[Any]]] = {}
-
-    def add(self, waiter: asyncio.Future[Any], deadline: float) -> set[asyncio.Future[Any]]:
-        """Fail ``waiter`` at ``deadline`` unless it is done or taken out of the returned set."""
-        tick = int(deadline * self._per_s) + 1
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            bucket = self._buckets[tick] = set()
-            waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
-        bucket.add(waiter)
-        return bucket
-
-    def __len__(self) -> int:
-        """Waiters held for their deadline."""
-        return sum(len(bucket) for bucket in self._buckets.values())
-
-    def _expire(self, tick: int) -> None:
-        for waiter in self._buckets.pop(tick, ()):
-            if not waiter.done():
-                waiter.set_exception(_TimedOut("store call timed out"))
-
-
-class _TimedOut(StoreUnavailable):
-    """A call's deadline passed before its reply came."""
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
@@ -383,7 +209,7 @@ class FastCluster:
         self._nodes: dict[Address, _Node] = {}
         self._slots: list[_Node | None] = [None] * SLOT_COUNT
         self._scripts: dict[str, bytes] = {}
-        self._expiry = _Expiry(deadline_resolution_s)
+        self._expiry = Expiry(deadline_resolution_s)
         self._refresh_task: asyncio.Task[bool] | None = None
         self._last_refresh = -1e9
         self._loop_time: Callable[[], float] | None = None
@@ -530,7 +356,7 @@ class FastCluster:
             raise StoreUnavailable("store shard unavailable: its breaker is open")
         return node
 
-    async def _connect(self, node: _Node, deadline: float) -> _Connection:
+    async def _connect(self, node: _Node, deadline: float) -> Connection:
         """The node's connection, opened within ``deadline`` (a loop time)."""
         if self.closed:
             raise StoreUnavailable("store client closed")
@@ -545,7 +371,7 @@ class FastCluster:
         (:meth:`_Node.lost`), and a StoreUnavailable of another kind (a refusal) not at all.
         """
         if node is not None and (
-            isinstance(exc, _TimedOut) or not isinstance(exc, StoreUnavailable)
+            isinstance(exc, TimedOut) or not isinstance(exc, StoreUnavailable)
         ):
             node.failed()
         self.schedule_refresh()

@@ -43,7 +43,8 @@ from codeengine.code.suites import b64url_decode, b64url_encode
 from codeengine.code.verification import Revocations
 from codeengine.metrics import SCANS_UNREADABLE, STORE_LATENCY, HotHistogram
 from codeengine.store import keyspace
-from codeengine.store.cluster import Address, FastCluster, Script, consume_outcome, tag_slot
+from codeengine.store.cluster import Address, FastCluster, Script, tag_slot
+from codeengine.store.connection import consume_outcome
 from codeengine.store.port import AliasBinding, RiskWrite
 from codeengine.store.scripts import (
     ALIAS_CLAIM,

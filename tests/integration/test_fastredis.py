@@ -14,6 +14,7 @@ import pytest
 from codeengine.code.errors import StoreUnavailable
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store import cluster as cluster_client
+from codeengine.store import connection
 from codeengine.store.cluster import CommandError, FastCluster, key_slot
 
 pytestmark = pytest.mark.cluster
@@ -64,14 +65,14 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
     cluster: DevCluster, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushes = 0
-    original = cluster_client._Connection._flush
+    original = connection.Connection._flush
 
-    def counting_flush(self: cluster_client._Connection) -> None:
+    def counting_flush(self: connection.Connection) -> None:
         nonlocal flushes
         flushes += 1
         original(self)
 
-    monkeypatch.setattr(cluster_client._Connection, "_flush", counting_flush)
+    monkeypatch.setattr(connection.Connection, "_flush", counting_flush)
 
     async def scenario() -> None:
         nonlocal flushes
