@@ -8,8 +8,8 @@ This client does only what the services need: one connection per primary, automa
 pipelining (every command issued during one loop tick to a node leaves in one ``write()``, and
 the replies come back in one read), MOVED/ASK redirects, a slot map refreshed in the
 background, scripts reloaded on a node that lost them, a script and its ``WAIT`` sent together
-for acknowledged writes, a breaker per shard, and every failure turned into
-:class:`StoreUnavailable` within the caller's deadline.
+on a connection of their own for acknowledged writes, a breaker per shard, and every failure
+turned into :class:`StoreUnavailable` within the caller's deadline.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from codeengine.store.connection import (
     Arg,
     Connection,
     Expiry,
+    Lanes,
     TimedOut,
     consume_outcome,
     pack_command,
@@ -90,7 +91,7 @@ def key_slot(key: str | bytes) -> int:
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
-    __slots__ = ("_cluster", "_connecting", "addr", "breaker", "conn")
+    __slots__ = ("_cluster", "_connecting", "addr", "breaker", "conn", "lanes")
 
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
@@ -106,6 +107,8 @@ class _Node:
             successes_to_close=1,
             trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
         )
+        # Acknowledged writes: a script and its WAIT, off the shared connection.
+        self.lanes = Lanes(addr, cluster.connect_timeout_s, cluster.lanes_per_node)
 
     def failed(self) -> None:
         """Count a timed-out call or a lost connection against the shard's breaker."""
@@ -153,6 +156,7 @@ class _Node:
             self._connecting.cancel()
         if self.conn is not None:
             self.conn.close("store client closed")
+        self.lanes.close()
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
@@ -196,12 +200,14 @@ class FastCluster:
         refresh_min_interval_s: float = 1.0,
         deadline_resolution_s: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
+        lanes_per_node: int = 64,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
         self._seeds = [(host, int(port)) for host, port in nodes]
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
+        self.lanes_per_node = lanes_per_node
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -605,20 +611,33 @@ class FastCluster:
         """Run a script, then ``WAIT replicas timeout_ms`` behind it on the same connection.
 
         WAIT counts the replicas that have every write of *its own connection*, so both leave
-        in one write to the keys' primary. Redirects are not followed, as in :meth:`bulk`: a
-        script sent on elsewhere would run without its WAIT, so MOVED or ASK fail the call
-        (the slot map is read again; a resend is safe). The script's reply (StoreUnavailable
-        for an error) and WAIT's raw reply: the number of replicas, or an error to judge.
+        in one write to the keys' primary, on a connection of the node's :class:`Lanes` (a
+        WAIT blocks its connection: on the shared one it would hold up the reads). Redirects
+        are not followed: a script sent on elsewhere would run without its WAIT, so MOVED or
+        ASK fail the call (the slot map is read again; a resend is safe). The script's reply
+        (StoreUnavailable for an error) and WAIT's raw reply: the replicas, or an error.
         """
-        _script_slot(keys)
-        # By keys[0], so one node's share: bulk sends a node's commands in one write, in order.
-        evalsha = (keys[0], ("EVALSHA", script.sha, len(keys), *keys, *args))
-        wait = (keys[0], ("WAIT", replicas, timeout_ms))
+        node = self._slots[_script_slot(keys)]
+        if node is None:
+            self.schedule_refresh()
+            raise StoreUnavailable("store slot not covered")
+        evalsha = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = pack_command(("WAIT", replicas, timeout_ms))
         deadline = self._deadline(deadline_s)
-        reply, acked = await self._bulk_at((evalsha, wait), deadline)
-        if _is_noscript(reply):
-            load = (keys[0], ("SCRIPT", "LOAD", self._body(script.sha)))
-            _, reply, acked = await self._bulk_at((load, evalsha, wait), deadline)
+        try:
+            reply, acked = await node.lanes.call((evalsha, wait), deadline, self._expiry)
+            if _is_noscript(reply):
+                load = pack_command(("SCRIPT", "LOAD", self._body(script.sha)))
+                calls = (load, evalsha, wait)
+                _, reply, acked = await node.lanes.call(calls, deadline, self._expiry)
+        except StoreUnavailable as exc:
+            self._failed(None, exc)
+            raise
+        except _FAILURES as exc:
+            raise self._failed(None, exc, "EVALSHA") from exc
+        if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+            self.schedule_refresh()
+            raise StoreUnavailable("store slot moved while it was written")
         return self._reply(reply, "EVALSHA", ()), acked
 
     async def ping(self, *, deadline_s: float | None = None) -> None:

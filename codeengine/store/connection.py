@@ -1,12 +1,13 @@
-"""The wire under the cluster client: RESP packing, one pipelined connection, call deadlines.
+"""The wire under the cluster client: RESP packing, pipelined connections, call deadlines.
 
 Nothing here knows the cluster: a :class:`Connection` reports its loss to whoever opened it,
-and :class:`Expiry` fails waiters whose deadline passed.
+:class:`Expiry` fails waiters whose deadline passed, and :class:`Lanes` keeps a node's
+connections for commands that block theirs.
 """
 
 from __future__ import annotations
 
-__all__ = ["Arg", "Connection", "Expiry", "TimedOut", "consume_outcome", "pack_command"]
+__all__ = ["Arg", "Connection", "Expiry", "Lanes", "TimedOut", "consume_outcome", "pack_command"]
 
 import asyncio
 import itertools
@@ -196,3 +197,61 @@ class Expiry:
 
 class TimedOut(StoreUnavailable):
     """A call's deadline passed before its reply came."""
+
+
+class Lanes:
+    """Connections to one node for commands that hold their connection (``WAIT``): one call each.
+
+    A ``WAIT`` blocks its connection on the server until the replicas answer or its timeout
+    passes, up to half a second when a replica is gone; on the shared pipelined connection it
+    would hold up every read behind it. Each call here takes an idle connection (or opens
+    one, up to ``limit``) and gives it back once answered; one that failed is closed, since a
+    late reply would still hold it.
+    """
+
+    __slots__ = ("_all", "_idle", "addr", "connect_timeout_s", "limit")
+
+    def __init__(self, addr: tuple[str, int], connect_timeout_s: float, limit: int) -> None:
+        self.addr = addr
+        self.connect_timeout_s = connect_timeout_s
+        self.limit = limit
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
+
+    async def call(self, packed: Sequence[bytes], deadline: float, expiry: Expiry) -> list[Any]:
+        """Send ``packed`` in one write on a connection of its own; the raw replies."""
+        conn = await self._take(deadline)
+        future = conn.send_many(packed)
+        bucket = expiry.add(future, deadline)
+        try:
+            replies = await future
+        except BaseException:
+            conn.close("store call failed")
+            raise
+        finally:
+            bucket.discard(future)
+        if conn.open:
+            self._idle.append(conn)
+        return replies
+
+    async def _take(self, deadline: float) -> Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open:
+                return conn
+        if len(self._all) >= self.limit:
+            raise StoreUnavailable("too many store writes in flight")
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
+            _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
+        self._all.add(conn)
+        return conn
+
+    def _lost(self, conn: Connection, reason: str) -> None:
+        self._all.discard(conn)
+
+    def close(self) -> None:
+        """Close every connection, failing the calls still waiting."""
+        self._idle.clear()
+        for conn in list(self._all):
+            conn.close("store client closed")

@@ -205,7 +205,17 @@ def test_a_script_and_its_wait_leave_together_and_reload_a_flushed_script(
             with cluster.paused(replica):
                 reply, acked = await client.evalsha_then_wait(setter, [key], ["w"], 1, 100,
                                                               deadline_s=2)  # fmt: skip
-            assert (reply, acked) == (1, 0), "a stalled replica confirms nothing"
+                assert (reply, acked) == (1, 0), "a stalled replica confirms nothing"
+                # A WAIT holds its connection on the server: reads of the same primary must not
+                # queue behind it.
+                waiting = asyncio.ensure_future(
+                    client.evalsha_then_wait(setter, [key], ["x"], 1, 5000, deadline_s=8)
+                )
+                while await client.get(key, deadline_s=2) != b"x":
+                    pass
+                assert await client.get(key, deadline_s=2) == b"x"
+                assert not waiting.done(), "the read was answered while WAIT still waited"
+            assert await waiting == (1, 1), "the replica, back, confirmed it"
             failing = client.script("return redis.error_reply('NOPE at 1')")
             with pytest.raises(StoreUnavailable, match="EVALSHA refused: NOPE"):
                 await client.evalsha_then_wait(failing, [key], [], 1, 100, deadline_s=2)
