@@ -23,7 +23,6 @@ __all__ = [
     "SCANS_UNREADABLE",
     "SHARD_BREAKER_OPENS",
     "SIGNATURES",
-    "STORE_CLIENT_REBUILDS",
     "STORE_LATENCY",
     "VERIFICATIONS",
     "HotCounter",
@@ -59,10 +58,6 @@ SHARD_BREAKER_OPENS = Counter(
     "codeengine_store_shard_breaker_opens_total",
     "Times a shard's breaker opened after failures in a row, by primary address.",
     ["node"],
-)
-STORE_CLIENT_REBUILDS = Counter(
-    "codeengine_store_client_rebuilds_total",
-    "Times the write client was rebuilt because it kept failing while the cluster answered.",
 )
 SIGNATURES = Counter("codeengine_signatures_total", "Codes signed, by signing algorithm.", ["alg"])
 QR_RENDERS = Counter("codeengine_qr_renders_total", "QR images rendered, by format.", ["format"])

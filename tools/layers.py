@@ -16,6 +16,10 @@ bottom (``docs/architecture.md`` draws them):
 * ``codeengine.ops``: the command line, development cluster, supervisor, harness and drills;
   it may import anything, and nothing of the services imports it.
 
+The services talk to Redis only through ``codeengine.store.cluster``: redis-py, the general
+client, is for where speed does not matter (creating the dev cluster, test oracles, one-off
+tools), so no layer below ``ops`` may import it.
+
 The check is static: every ``import`` statement counts, inside functions and under
 ``TYPE_CHECKING`` too, so a lazy import cannot hide a breach.
 """
@@ -76,7 +80,14 @@ IMPURE = frozenset(
 # What only a server needs: the terminal SDK (verifier.offline) may keep a clock, not these.
 SERVER_ONLY = frozenset({"aiohttp", "hiredis", "httptools", "prometheus_client", "redis", "uvloop"})
 
-FORBIDDEN: Mapping[str, frozenset[str]] = {"code": IMPURE, "offline": SERVER_ONLY}
+# The general Redis client: what the services send goes through codeengine.store.cluster.
+GENERAL_CLIENT = frozenset({"redis"})
+
+FORBIDDEN: Mapping[str, frozenset[str]] = {
+    "code": IMPURE,
+    "offline": SERVER_ONLY,
+    **dict.fromkeys(("base", "store", "failover", "web", "issuer", "verifier"), GENERAL_CLIENT),
+}
 
 
 @dataclass(frozen=True, slots=True)

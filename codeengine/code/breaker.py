@@ -8,6 +8,9 @@ a clock or does I/O, so each transition is tested by handing it instants.
 * **half-open**: one trial call at a time is let through; a failure opens the breaker again
   (for the same period), and ``successes_to_close`` consecutive successes close it. That count
   is the hysteresis: one lucky answer from a flapping endpoint does not bring traffic back.
+
+``calm`` is the hot path's shortcut: while it is true (closed, no failure counted) every call may
+go and a success has nothing to record, so a caller reads one attribute and needs no clock.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Breaker:
     _successes: int = field(default=0, init=False)
     _opened_at: float = field(default=0.0, init=False)
     _trial_started: float | None = field(default=None, init=False)
+    calm: bool = field(default=True, init=False)
+    """Closed with no failure counted: :meth:`allow` is true and :meth:`success` a no-op."""
 
     def __post_init__(self) -> None:
         if self.failures_to_open < 1 or self.successes_to_close < 1:
@@ -74,7 +79,11 @@ class Breaker:
             self._successes += 1
             if self._successes >= self.successes_to_close:
                 self._state = BreakerState.CLOSED
+                self.calm = True
                 return True
+            return False
+        # A late answer while open changes nothing: the period still runs.
+        self.calm = state is BreakerState.CLOSED
         return False
 
     def failure(self, now: float) -> bool:
@@ -86,6 +95,7 @@ class Breaker:
             self._open(now)
             return True
         self._failures += 1
+        self.calm = False
         if self._failures >= self.failures_to_open:
             self._open(now)
             return True
@@ -93,6 +103,7 @@ class Breaker:
 
     def _open(self, now: float) -> None:
         self._state = BreakerState.OPEN
+        self.calm = False
         self._opened_at = now
         self._failures = 0
         self._successes = 0

@@ -1,11 +1,15 @@
-"""A minimal asyncio Redis Cluster client for the display and verify hot paths.
+"""The asyncio Redis Cluster client of the services: every command the issuer and verifier send.
 
-redis-py's asyncio cluster client costs several times the server's work per command and
-stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls). This client does
-only what the hot path needs: one connection per primary, automatic pipelining (every command
-issued during one loop tick to a node leaves in one ``write()``, and the replies come back in
-one read), MOVED/ASK redirects, a slot map refreshed in the background, and every failure
-turned into :class:`StoreUnavailable` within the caller's deadline. redis-py stays for writes.
+The services talk to Redis only through codeengine.store.cluster; redis-py is used where a
+general client is right and speed does not matter: creating the dev cluster, test oracles,
+one-off tools. redis-py's asyncio cluster client costs several times the server's work per
+command and stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls).
+This client does only what the services need: one connection per primary, automatic
+pipelining (every command issued during one loop tick to a node leaves in one ``write()``, and
+the replies come back in one read), MOVED/ASK redirects, a slot map refreshed in the
+background, scripts reloaded on a node that lost them, a script and its ``WAIT`` sent together
+on a connection of their own for acknowledged writes, a breaker per shard, and every failure
+turned into :class:`StoreUnavailable` within the caller's deadline.
 """
 
 from __future__ import annotations
@@ -14,26 +18,32 @@ __all__ = [
     "CommandError",
     "FastCluster",
     "Script",
-    "consume_outcome",
     "key_slot",
-    "pack_command",
     "tag_slot",
 ]
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import time
 from binascii import crc_hqx
-from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 
+from codeengine.code.breaker import Breaker
 from codeengine.code.errors import CodeEngineError, Reason, StoreUnavailable
 from codeengine.metrics import SHARD_BREAKER_OPENS
+from codeengine.store.connection import (
+    Arg,
+    Connection,
+    Expiry,
+    Lanes,
+    TimedOut,
+    consume_outcome,
+    pack_command,
+)
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
@@ -49,7 +59,6 @@ _CLUSTER_SLOTS = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n"
 _log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-Arg = str | bytes | int | float
 
 
 class CommandError(CodeEngineError):
@@ -79,161 +88,39 @@ def key_slot(key: str | bytes) -> int:
     return crc_hqx(data, 0) & (SLOT_COUNT - 1)
 
 
-def _pack_python(args: Sequence[Arg]) -> bytes:
-    """RESP2 multi-bulk packing, for a hiredis without ``pack_command``."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            data = b"%d" % arg
-        elif isinstance(arg, float):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"a command argument must be str, bytes, int or float, not {arg!r}")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def _pack_hiredis(args: Sequence[Arg]) -> bytes:
-    # The stub types the argument as a one-element tuple and leaves the result untyped.
-    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
-    return packed
-
-
-pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
-
-
-class _Collector:
-    """Stands in the waiter queue for each command of a ``send_many``; fills one future."""
-
-    __slots__ = ("expected", "future", "replies")
-
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
-        self.future = future
-        self.expected = expected
-        self.replies: list[Any] = []
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def set_result(self, reply: Any) -> None:
-        self.replies.append(reply)
-        if len(self.replies) == self.expected:
-            self.future.set_result(self.replies)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class _Connection(asyncio.Protocol):
-    """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
-
-    def __init__(self, node: _Node, max_in_flight: int) -> None:
-        self._node = node
-        self._max_in_flight = max_in_flight
-        self._loop = asyncio.get_running_loop()
-        self._reader = hiredis.Reader()
-        # A None waiter is a reply nobody reads (the one to ASKING or to a script prelude).
-        self._waiters: deque[asyncio.Future[Any] | None] = deque()
-        self._outgoing: list[bytes] = []
-        self._transport: asyncio.Transport | None = None
-        self.open = False
-
-    def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
-        """Queue one packed command for this tick's write; the future gets its raw reply."""
-        if not self.open:
-            raise StoreUnavailable("store connection closed")
-        if len(self._waiters) >= self._max_in_flight:
-            raise StoreUnavailable("too many store commands in flight")
-        waiter = self._loop.create_future()
-        self._waiters.append(None if discard else waiter)
-        if not self._outgoing:
-            self._loop.call_soon(self._flush)
-        self._outgoing.append(packed)
-        return waiter
-
-    def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
-        """Queue many commands at once; one future gets all their raw replies, in order."""
-        if not self.open:
-            raise StoreUnavailable("store connection closed")
-        if len(self._waiters) + len(packed) > self._max_in_flight:
-            raise StoreUnavailable("too many store commands in flight")
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
-        collector = _Collector(future, len(packed))
-        self._waiters.extend(itertools.repeat(collector, len(packed)))  # type: ignore[arg-type]
-        if not self._outgoing:
-            self._loop.call_soon(self._flush)
-        self._outgoing.extend(packed)
-        return future
-
-    def _flush(self) -> None:
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
-        if self.open and self._transport is not None:
-            self._transport.write(data)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.open = True
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        waiters = self._waiters
-        try:
-            reader.feed(data)
-            while (reply := reader.gets()) is not False:
-                waiter = waiters.popleft()
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(reply)
-        except (hiredis.ProtocolError, IndexError):
-            # A reply nobody asked for or bytes that are not RESP: the stream cannot be trusted.
-            self.close("store protocol error")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close("store connection lost")
-
-    def close(self, reason: str) -> None:
-        """Fail every waiting command and drop the connection; the node reconnects on next use."""
-        was_open, self.open = self.open, False
-        waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(StoreUnavailable(reason))
-        if self._transport is not None:
-            transport, self._transport = self._transport, None
-            transport.abort()
-        if was_open:
-            self._node.lost(self, reason)
-
-
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
-    __slots__ = ("_cluster", "_connecting", "addr", "conn", "failures", "open_until")
+    __slots__ = ("_cluster", "_connecting", "addr", "breaker", "conn", "lanes")
 
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
         self.addr = addr
-        self.conn: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
-        # The shard's breaker, inlined for the hot path (the rules of code.breaker): after
-        # SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S instead
-        # of each waiting out its deadline; then one failure opens it again, one success closes.
-        self.failures = 0
-        self.open_until = 0.0
+        self.conn: Connection | None = None
+        self._connecting: asyncio.Task[Connection] | None = None
+        # After SHARD_FAILURES_TO_OPEN failures in a row, calls fail at once for SHARD_OPEN_S
+        # instead of each waiting out its deadline; then one trial call at a time goes, and its
+        # success closes the breaker again, its failure opens it for another period.
+        self.breaker = Breaker(
+            failures_to_open=SHARD_FAILURES_TO_OPEN,
+            open_for_s=SHARD_OPEN_S,
+            successes_to_close=1,
+            trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
+        )
+        # Acknowledged writes: a script and its WAIT, off the shared connection.
+        self.lanes = Lanes(addr, cluster.connect_timeout_s, cluster.lanes_per_node)
 
-    def failed(self, now: float) -> None:
-        self.failures += 1
-        if self.failures >= SHARD_FAILURES_TO_OPEN:
-            self.open_until = now + SHARD_OPEN_S
-            self.failures = SHARD_FAILURES_TO_OPEN - 1  # half-open once the period is over
+    def failed(self) -> None:
+        """Count a timed-out call or a lost connection against the shard's breaker."""
+        if self.breaker.failure(self._cluster.clock()):
             SHARD_BREAKER_OPENS.labels(f"{self.addr[0]}:{self.addr[1]}").inc()
 
-    async def connect(self) -> _Connection:
+    def answered(self) -> None:
+        """Count an answer (any reply, errors too: the shard is alive) for the breaker."""
+        if not self.breaker.calm:
+            self.breaker.success(self._cluster.clock())
+
+    async def connect(self) -> Connection:
         """The open connection, connecting first if needed (concurrent callers share one try)."""
         if self.conn is not None and self.conn.open:
             return self.conn
@@ -243,12 +130,12 @@ class _Node:
         # Shielded: a caller that times out must not cancel the attempt the others wait on.
         return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         cluster = self._cluster
         try:
             async with asyncio.timeout(cluster.connect_timeout_s):
                 _, conn = await asyncio.get_running_loop().create_connection(
-                    lambda: _Connection(self, cluster.max_in_flight), *self.addr
+                    lambda: Connection(self.lost, cluster.max_in_flight), *self.addr
                 )
         finally:
             if self._connecting is asyncio.current_task():
@@ -256,10 +143,10 @@ class _Node:
         self.conn = conn
         return conn
 
-    def lost(self, conn: _Connection, reason: str) -> None:
+    def lost(self, conn: Connection, reason: str) -> None:
         if self.conn is conn:
             self.conn = None
-            self.failed(time.monotonic())
+            self.failed()
             if not self._cluster.closed:
                 _log.info("%s to %s:%d; will reconnect", reason, *self.addr)
                 self._cluster.schedule_refresh()
@@ -269,52 +156,7 @@ class _Node:
             self._connecting.cancel()
         if self.conn is not None:
             self.conn.close("store client closed")
-
-
-def consume_outcome(future: asyncio.Future[Any]) -> None:
-    """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Expiry:
-    """Fails waiters past their deadline, bucketed so that a command arms no timer of its own.
-
-    ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
-    here one timer serves every command whose deadline falls in the same few milliseconds.
-    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the
-    bucket): otherwise every answered future, and its reply, would live on until its deadline,
-    some 4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
-    """
-
-    __slots__ = ("_buckets", "_per_s")
-
-    def __init__(self, resolution_s: float) -> None:
-        self._per_s = 1 / resolution_s
-        self._buckets: dict[int, set[asyncio.Future[Any]]] = {}
-
-    def add(self, waiter: asyncio.Future[Any], deadline: float) -> set[asyncio.Future[Any]]:
-        """Fail ``waiter`` at ``deadline`` unless it is done or taken out of the returned set."""
-        tick = int(deadline * self._per_s) + 1
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            bucket = self._buckets[tick] = set()
-            waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
-        bucket.add(waiter)
-        return bucket
-
-    def __len__(self) -> int:
-        """Waiters held for their deadline."""
-        return sum(len(bucket) for bucket in self._buckets.values())
-
-    def _expire(self, tick: int) -> None:
-        for waiter in self._buckets.pop(tick, ()):
-            if not waiter.done():
-                waiter.set_exception(_TimedOut("store call timed out"))
-
-
-class _TimedOut(StoreUnavailable):
-    """A call's deadline passed before its reply came."""
+        self.lanes.close()
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
@@ -357,21 +199,26 @@ class FastCluster:
         max_in_flight: int = 10_000,
         refresh_min_interval_s: float = 1.0,
         deadline_resolution_s: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+        lanes_per_node: int = 64,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
         self._seeds = [(host, int(port)) for host, port in nodes]
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
-        self._deadline_s = deadline_s
+        self.lanes_per_node = lanes_per_node
+        self.deadline_s = deadline_s
+        self.clock = clock
+        """The shard breakers' clock (a test hands in its own to move time on)."""
         self._refresh_min_interval_s = refresh_min_interval_s
         self._nodes: dict[Address, _Node] = {}
         self._slots: list[_Node | None] = [None] * SLOT_COUNT
         self._scripts: dict[str, bytes] = {}
-        self._expiry = _Expiry(deadline_resolution_s)
+        self._expiry = Expiry(deadline_resolution_s)
         self._refresh_task: asyncio.Task[bool] | None = None
         self._last_refresh = -1e9
-        self._clock: Callable[[], float] | None = None
+        self._loop_time: Callable[[], float] | None = None
         self.closed = False
 
     # Life cycle and topology.
@@ -449,10 +296,10 @@ class FastCluster:
         # The loop's clock, kept from the first command: on Python 3.11 every
         # asyncio.get_running_loop() makes a getpid() system call (its fork check), measured
         # at 5 µs a display under load.
-        clock = self._clock
+        clock = self._loop_time
         if clock is None:
-            clock = self._clock = asyncio.get_running_loop().time
-        timeout_s = self._deadline_s if deadline_s is None else deadline_s
+            clock = self._loop_time = asyncio.get_running_loop().time
+        timeout_s = self.deadline_s if deadline_s is None else deadline_s
         return clock() + timeout_s
 
     async def _call(
@@ -474,15 +321,12 @@ class FastCluster:
         """
         found = self._slots[slot]
         try:
-            node = _usable(found)
+            node = self._usable(found)
             asking = False
             for _ in range(MAX_REDIRECTS + 1):
                 conn = node.conn
                 if conn is None or not conn.open:
-                    if self.closed:
-                        raise StoreUnavailable("store client closed")
-                    async with asyncio.timeout_at(deadline):
-                        conn = await node.connect()
+                    conn = await self._connect(node, deadline)
                 if prelude:
                     conn.send(prelude, discard=True)
                 if asking:
@@ -493,28 +337,54 @@ class FastCluster:
                     reply = await waiter
                 finally:
                     pending.discard(waiter)
-                node.failures = 0
+                if not node.breaker.calm:
+                    node.answered()
                 if type(reply) is not _ReplyError or not str(reply).startswith(_REDIRECTS):
                     break
                 node, asking = self._redirected(node, reply)
             else:
                 raise StoreUnavailable("store redirected too many times")
         except StoreUnavailable as exc:
-            # A stalled or lost primary may have been failed over: look for its successor.
-            # Each timed-out call counts; a lost connection counts once (_Node.lost).
-            if found is not None and isinstance(exc, _TimedOut):
-                found.failed(time.monotonic())
-            self.schedule_refresh()
+            self._failed(found, exc)
             raise
         except _FAILURES as exc:
-            if found is not None:
-                found.failed(time.monotonic())
-            self.schedule_refresh()
-            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise StoreUnavailable(f"store {_name(command)} failed: {what}") from exc
+            raise self._failed(found, exc, command) from exc
         if raw or type(reply) is not _ReplyError:
             return reply
         return self._reply(reply, command, expect_errors)
+
+    def _usable(self, node: _Node | None) -> _Node:
+        """The slot's primary, unless the slot is uncovered or the primary's breaker refuses."""
+        if node is None:
+            raise StoreUnavailable("store slot not covered")
+        breaker = node.breaker
+        if not breaker.calm and not breaker.allow(self.clock()):
+            raise StoreUnavailable("store shard unavailable: its breaker is open")
+        return node
+
+    async def _connect(self, node: _Node, deadline: float) -> Connection:
+        """The node's connection, opened within ``deadline`` (a loop time)."""
+        if self.closed:
+            raise StoreUnavailable("store client closed")
+        async with asyncio.timeout_at(deadline):
+            return await node.connect()
+
+    def _failed(self, node: _Node | None, exc: Exception, command: Arg = "") -> StoreUnavailable:
+        """Account for a failed call; the StoreUnavailable to raise for ``exc``.
+
+        A stalled or lost primary may have been failed over: look for its successor. Each
+        timed-out call counts against the shard's breaker; a lost connection counts once
+        (:meth:`_Node.lost`), and a StoreUnavailable of another kind (a refusal) not at all.
+        """
+        if node is not None and (
+            isinstance(exc, TimedOut) or not isinstance(exc, StoreUnavailable)
+        ):
+            node.failed()
+        self.schedule_refresh()
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return StoreUnavailable(f"store {_name(command)} failed: {what}")
 
     def _redirected(self, node: _Node, reply: Any) -> tuple[_Node, bool]:
         """Where a MOVED or ASK reply sends the command, and whether it was ASK (a MOVED also
@@ -561,13 +431,6 @@ class FastCluster:
         packed = pack_command(args)
         return self._call(slot, packed, deadline, args[0], expect_errors=expect_errors)
 
-    async def load_script_everywhere(self, script: Script) -> None:
-        """SCRIPT LOAD a registered script on every primary (before a bulk run of it)."""
-        body = self._scripts[script.sha]
-        await asyncio.gather(
-            *(self.execute_at_slot(slot, "SCRIPT", "LOAD", body) for slot in self.primary_slots())
-        )
-
     async def bulk(
         self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], *, deadline_s: float
     ) -> list[Any]:
@@ -575,17 +438,39 @@ class FastCluster:
 
         For bulk jobs: no task per command and no redirect handling. A reply that is a
         redirect, or any failure, raises StoreUnavailable (after asking for the slot map
-        again); such jobs are idempotent and resume. Error replies are returned as they are.
+        again); such jobs are idempotent and resume. An EVALSHA a node answers NOSCRIPT (its
+        script cache was emptied) is sent again after loading the script there. Other error
+        replies are returned as they are.
         """
         deadline = self._deadline(deadline_s)
+        replies = await self._bulk_at(commands, deadline)
+        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        if missing:
+            # The scripts first, on the node of the commands that need them, then those again.
+            loads: dict[tuple[_Node | None, str], str | bytes] = {}
+            for i in missing:
+                key, args = commands[i]
+                loads.setdefault((self._slots[key_slot(key)], _name(args[1])), key)
+            again = await self._bulk_at(
+                [(key, ("SCRIPT", "LOAD", self._body(sha))) for (_, sha), key in loads.items()]
+                + [commands[i] for i in missing],
+                deadline,
+            )
+            for i, reply in zip(missing, again[len(loads) :], strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _bulk_at(
+        self, commands: Sequence[tuple[str | bytes, Sequence[Arg]]], deadline: float
+    ) -> list[Any]:
+        """:meth:`bulk` without script reloading, within ``deadline`` (a loop time)."""
         by_node = self._by_node(commands)
         pending: list[tuple[set[asyncio.Future[Any]], asyncio.Future[Any]]] = []
         try:
             for node, (_, packed) in by_node.items():
                 conn = node.conn
                 if conn is None or not conn.open:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await node.connect()
+                    conn = await self._connect(node, deadline)
                 future = conn.send_many(packed)
                 pending.append((self._expiry.add(future, deadline), future))
             per_node = await asyncio.gather(*(future for _, future in pending))
@@ -606,7 +491,7 @@ class FastCluster:
         for reply in replies:
             if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
                 self.schedule_refresh()
-                raise StoreUnavailable("store slot moved during a bulk write")
+                raise StoreUnavailable("store slot moved while it was written")
         return replies
 
     def _by_node(
@@ -653,7 +538,7 @@ class FastCluster:
         acks = await asyncio.gather(
             *(
                 self.execute_at_slot(slot, "WAIT", replicas, timeout_ms,
-                                     deadline_s=timeout_ms / 1000 + self._deadline_s)
+                                     deadline_s=timeout_ms / 1000 + self.deadline_s)
                 for slot in slots.values()
             )
         )  # fmt: skip
@@ -702,32 +587,89 @@ class FastCluster:
         expect_errors: Collection[str] = (),
     ) -> Any:
         """EVALSHA on the keys' primary, loading a registered script first if the node lost it."""
-        if not keys:
-            raise ValueError("a script needs a key to route by")
-        slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys[1:]):
-            raise ValueError("script keys must share one slot: give them one hash tag")
+        slot = _script_slot(keys)
         packed = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
         deadline = self._deadline(deadline_s)
         reply = await self._call(slot, packed, deadline, "EVALSHA", raw=True)
-        if type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT"):
+        if _is_noscript(reply):
             # A restarted or promoted node has an empty script cache: load and retry in one
             # round trip, on the same connection, so that the two stay in order.
-            body = self._scripts.get(sha)
-            if body is None:
-                raise StoreUnavailable("store script was never registered")
-            load = pack_command(("SCRIPT", "LOAD", body))
+            load = pack_command(("SCRIPT", "LOAD", self._body(sha)))
             reply = await self._call(slot, packed, deadline, "EVALSHA", load, raw=True)
         return self._reply(reply, "EVALSHA", expect_errors)
 
+    async def evalsha_then_wait(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[Arg],
+        replicas: int,
+        timeout_ms: int,
+        *,
+        deadline_s: float,
+    ) -> tuple[Any, Any]:
+        """Run a script, then ``WAIT replicas timeout_ms`` behind it on the same connection.
 
-def _usable(node: _Node | None) -> _Node:
-    """The slot's primary, unless the slot is uncovered or the primary's breaker is open."""
-    if node is None:
-        raise StoreUnavailable("store slot not covered")
-    if node.open_until and time.monotonic() < node.open_until:
-        raise StoreUnavailable("store shard unavailable: its breaker is open")
-    return node
+        WAIT counts the replicas that have every write of *its own connection*, so both leave
+        in one write to the keys' primary, on a connection of the node's :class:`Lanes` (a
+        WAIT blocks its connection: on the shared one it would hold up the reads). Redirects
+        are not followed: a script sent on elsewhere would run without its WAIT, so MOVED or
+        ASK fail the call (the slot map is read again; a resend is safe). The script's reply
+        (StoreUnavailable for an error) and WAIT's raw reply: the replicas, or an error.
+        """
+        node = self._slots[_script_slot(keys)]
+        if node is None:
+            self.schedule_refresh()
+            raise StoreUnavailable("store slot not covered")
+        evalsha = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = pack_command(("WAIT", replicas, timeout_ms))
+        deadline = self._deadline(deadline_s)
+        try:
+            reply, acked = await node.lanes.call((evalsha, wait), deadline, self._expiry)
+            if _is_noscript(reply):
+                load = pack_command(("SCRIPT", "LOAD", self._body(script.sha)))
+                calls = (load, evalsha, wait)
+                _, reply, acked = await node.lanes.call(calls, deadline, self._expiry)
+        except StoreUnavailable as exc:
+            self._failed(None, exc)
+            raise
+        except _FAILURES as exc:
+            raise self._failed(None, exc, "EVALSHA") from exc
+        if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
+            self.schedule_refresh()
+            raise StoreUnavailable("store slot moved while it was written")
+        return self._reply(reply, "EVALSHA", ()), acked
+
+    async def ping(self, *, deadline_s: float | None = None) -> None:
+        """Return when every primary of the slot map answers PING; else StoreUnavailable."""
+        slots = self.primary_slots()
+        if not slots:
+            raise StoreUnavailable("store slot map is empty")
+        await asyncio.gather(
+            *(self.execute_at_slot(s, "PING", deadline_s=deadline_s) for s in slots)
+        )
+
+    def _body(self, sha: str) -> bytes:
+        """A registered script's text, to load it on a node that lost it."""
+        body = self._scripts.get(sha)
+        if body is None:
+            raise StoreUnavailable("store script was never registered")
+        return body
+
+
+def _script_slot(keys: Sequence[str | bytes]) -> int:
+    """The one slot of a script's keys (they must share a hash tag)."""
+    if not keys:
+        raise ValueError("a script needs a key to route by")
+    slot = key_slot(keys[0])
+    if any(key_slot(key) != slot for key in keys[1:]):
+        raise ValueError("script keys must share one slot: give them one hash tag")
+    return slot
+
+
+def _is_noscript(reply: Any) -> bool:
+    """Whether a raw reply says the node does not have the script (its cache was emptied)."""
+    return type(reply) is _ReplyError and str(reply).startswith("NOSCRIPT")
 
 
 def _name(command: Arg) -> str:

@@ -1,10 +1,9 @@
-"""The store on a sharded Redis Cluster, through redis-py's asyncio cluster client.
+"""The store on a sharded Redis Cluster, through the project's own cluster client.
 
-Configured against the pitfalls in docs/architecture.md: every call runs under a deadline;
-every failure, including the ``AttributeError``/``RuntimeError`` that redis-py leaks during
-topology changes, is translated to :class:`StoreUnavailable`; ``reinitialize_steps=0`` so that
-MOVED replies never close pooled connections under in-flight commands, with the topology
-refreshed here instead.
+Every command goes through :class:`codeengine.store.cluster.FastCluster`: one pipelined
+connection per primary, its slot map refreshed on failures, scripts reloaded on a node that
+lost them. Every call runs under a deadline and every failure reaches the caller as
+:class:`StoreUnavailable` (docs/architecture.md, pitfalls).
 """
 
 from __future__ import annotations
@@ -12,18 +11,15 @@ from __future__ import annotations
 __all__ = ["RedisStore", "StoreSettings"]
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from codeengine.code.display import DisplayedCode
 from codeengine.code.errors import (
@@ -45,9 +41,10 @@ from codeengine.code.scans import PackedScan, ScanEntry, ScanWindow
 from codeengine.code.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.code.suites import b64url_decode, b64url_encode
 from codeengine.code.verification import Revocations
-from codeengine.metrics import SCANS_UNREADABLE, STORE_CLIENT_REBUILDS, STORE_LATENCY, HotHistogram
+from codeengine.metrics import SCANS_UNREADABLE, STORE_LATENCY, HotHistogram
 from codeengine.store import keyspace
-from codeengine.store.cluster import Address, FastCluster, consume_outcome, tag_slot
+from codeengine.store.cluster import Address, FastCluster, Script, tag_slot
+from codeengine.store.connection import consume_outcome
 from codeengine.store.port import AliasBinding, RiskWrite
 from codeengine.store.results import ClaimCode, ReleaseCode, RiskCode, WriteCode, did_write
 from codeengine.store.scripts import (
@@ -69,17 +66,6 @@ from codeengine.store.scripts import (
 
 T = TypeVar("T")
 
-# What redis-py raises beyond its own hierarchy while the topology changes (docs/architecture.md).
-_CLIENT_FAILURES = (
-    RedisError,
-    RedisClusterException,
-    OSError,
-    asyncio.TimeoutError,
-    AttributeError,
-    RuntimeError,
-)
-REBUILD_AFTER_S = 5.0
-"""Write-client failures in a row for this long, while the cluster answers, rebuild it."""
 log = logging.getLogger("codeengine.store.port")
 BATCH_SNAPSHOT_TTL_S = 30 * 86400
 """How long a batch can be rolled back: its subjects' snapshots expire after this."""
@@ -102,7 +88,6 @@ class StoreSettings:
     write_deadline_ms: int = 1500
     replica_ack_timeout_ms: int = 500
     replicas_to_ack: int = 1
-    max_connections_per_node: int = 64
     topology_refresh_min_interval_s: float = 1.0
 
 
@@ -111,20 +96,13 @@ class RedisStore:
 
     def __init__(self, settings: StoreSettings) -> None:
         self._settings = settings
-        self._client = self._new_client()
-        self._failing_since: float | None = None
-        self._rebuilding = False
-        self._background: set[asyncio.Task[None]] = set()
-        self.rebuild_after_s = REBUILD_AFTER_S
-        self._shas: dict[str, str] = {}
-        self._last_refresh = 0.0
-        # The hot paths (display, verify, key refresh) go through a pipelined client that
-        # costs a tenth of redis-py's CPU per command (bench/store_client.py); writes that need
-        # WAIT stay on redis-py.
+        # The one client of every command: pipelined, a tenth of redis-py's CPU per command
+        # (bench/store_client.py), WAIT-acknowledged writes sent with their WAIT.
         self._fast = FastCluster(
             settings.nodes,
             connect_timeout_s=settings.read_deadline_ms / 1000,
             deadline_s=settings.read_deadline_ms / 1000,
+            refresh_min_interval_s=settings.topology_refresh_min_interval_s,
         )
         self._fast_started = False
         self._fast_starting: asyncio.Future[None] | None = None
@@ -140,6 +118,11 @@ class RedisStore:
         self._append_scans = self._fast.script(APPEND_SCANS)
         self._fence_tick = self._fast.script(FENCE_TICK)
         self._fence_handover = self._fast.script(FENCE_HANDOVER)
+        # The WAIT-acknowledged writes, by script text.
+        self._acked: dict[str, Script] = {
+            text: self._fast.script(text)
+            for text in (CREATE_SUBJECT, SET_STATUS, PUT_KEYRING, REVOKE, SET_OVERRIDE)
+        }
         self.fence: WriteFence = NO_FENCE
         """Asked before every status write; an issuer of a city endpoint sets its keeper here."""
         # Latency series of the hot paths, looked up once.
@@ -149,53 +132,6 @@ class RedisStore:
 
     # Plumbing: deadlines, error translation, scripts.
 
-    def _new_client(self) -> RedisCluster:
-        settings = self._settings
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in settings.nodes],
-            reinitialize_steps=0,
-            require_full_coverage=False,
-            max_connections=settings.max_connections_per_node,
-            socket_timeout=settings.write_deadline_ms / 1000,
-            socket_connect_timeout=settings.read_deadline_ms / 1000,
-        )
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` as a task that :meth:`close` lets finish before closing the clients."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(consume_outcome)
-
-    def _client_failed(self) -> None:
-        """Count a write-client failure; rebuild the client if they persist (docs/architecture.md).
-
-        redis-py's cluster client can be left with a stale topology or broken pooled
-        connections after a failover. If its calls keep failing for ``rebuild_after_s`` while
-        the cluster itself answers the slot map, a new client replaces it.
-        """
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        elif now - self._failing_since >= self.rebuild_after_s and not self._rebuilding:
-            self._rebuilding = True
-            self._in_background(self._rebuild())
-
-    async def _rebuild(self) -> None:
-        try:
-            fast = await self._hot()
-            if not await fast.refresh():
-                return  # the cluster is not answering: a new client would fail the same way
-            old, self._client = self._client, self._new_client()
-            self._shas.clear()
-            self._failing_since = None
-            STORE_CLIENT_REBUILDS.inc()
-            log.warning("rebuilt the store's write client after persistent failures")
-            with contextlib.suppress(*_CLIENT_FAILURES):
-                await old.aclose()
-        finally:
-            self._rebuilding = False
-
     async def _bounded(self, work: Callable[[], Awaitable[T]], deadline_ms: int, what: str) -> T:
         started = time.perf_counter()
         outcome = "error"
@@ -203,19 +139,14 @@ class RedisStore:
             async with asyncio.timeout(deadline_ms / 1000):
                 result = await work()
             outcome = "ok"
-            self._failing_since = None
             return result
-        except (StoreUnavailable, VersionConflict, UnknownSubject):
-            raise
-        except _CLIENT_FAILURES as exc:
-            self._client_failed()
-            self._schedule_refresh()
-            raise StoreUnavailable(f"store {what} failed: {type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"store {what} failed: timed out") from exc
         finally:
             STORE_LATENCY.labels(what, outcome).observe(time.perf_counter() - started)
 
     async def _hot(self) -> FastCluster:
-        """The pipelined client for hot-path reads, its slot map read on first use.
+        """The cluster client, its slot map read on first use.
 
         Concurrent first calls share one start, and none waits past the read deadline for it.
         """
@@ -232,28 +163,9 @@ class RedisStore:
         self._fast_started = True
         return self._fast
 
-    def _schedule_refresh(self) -> None:
-        """Re-read the slot map after a failure, at most once per interval."""
-        now = time.monotonic()
-        if now - self._last_refresh < self._settings.topology_refresh_min_interval_s:
-            return
-        self._last_refresh = now
-        self._in_background(self.refresh_topology())
-
     async def refresh_topology(self) -> None:
         """Ask the cluster for its current slot map (after a failover or a resharding)."""
-        try:
-            async with asyncio.timeout(self._settings.write_deadline_ms / 1000):
-                await self._client.nodes_manager.initialize()
-        except _CLIENT_FAILURES:
-            return
-
-    async def _sha(self, script: str) -> str:
-        sha = self._shas.get(script)
-        if sha is None:
-            sha = str(await self._client.script_load(script))
-            self._shas[script] = sha
-        return sha
+        await (await self._hot()).refresh()
 
     async def _write_then_wait(
         self,
@@ -262,42 +174,29 @@ class RedisStore:
         args: list[Any],
         wrote: Callable[[Any], bool] = lambda result: True,
     ) -> Any:
-        """Run a write script and WAIT for a replica on the same connection of the same node.
+        """Run a write script and WAIT for ``replicas_to_ack`` replicas on its connection.
 
-        WAIT counts replicas that have the writes of *its own connection*, so both commands
-        must travel together; a cluster pipeline aimed at the key's node does exactly that.
-        Redirections are not followed: a redirected script would run alone, without its WAIT,
-        so a MOVED or ASK fails the call (the topology is refreshed; a resend is safe).
-        ``wrote(result)`` says whether the script changed anything: a refusal (stale version,
-        unknown subject) needs no replica and is answered as such even while one lags.
+        WAIT counts the replicas that have the writes of *its own connection*, so both
+        commands leave together (:meth:`FastCluster.evalsha_then_wait`); a MOVED or ASK fails
+        the call (a resend is safe). ``wrote(result)`` says whether the script changed
+        anything: a refusal (stale version, unknown subject) needs no replica and is answered
+        as such even while one lags.
         """
-        await self._client.initialize()
-        node = self._client.get_node_from_key(key_list[0])
-        for attempt in (1, 2):
-            pipe = self._client.pipeline()
-            sha = await self._sha(script)
-            pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args, target_nodes=node)
-            pipe.execute_command(
-                "WAIT",
-                self._settings.replicas_to_ack,
-                self._settings.replica_ack_timeout_ms,
-                target_nodes=node,
-            )
-            result, acked = await pipe.execute(raise_on_error=False, allow_redirections=False)
-            if isinstance(result, NoScriptError) and attempt == 1:
-                # A node that restarted or failed over has an empty script cache.
-                await self._client.execute_command("SCRIPT", "LOAD", script, target_nodes=node)
-                continue
-            if isinstance(result, Exception):
-                raise result
-            if not wrote(result):
-                return result
-            if isinstance(acked, Exception):
-                raise acked
-            if int(acked) < self._settings.replicas_to_ack:
-                raise WriteNotReplicated("no replica confirmed the write in time")
+        fast = await self._hot()
+        settings = self._settings
+        result, acked = await fast.evalsha_then_wait(
+            self._acked[script],
+            key_list,
+            args,
+            settings.replicas_to_ack,
+            settings.replica_ack_timeout_ms,
+            deadline_s=settings.write_deadline_ms / 1000,
+        )
+        if not wrote(result):
             return result
-        raise StoreUnavailable("script could not be loaded")
+        if int(fast.reply_or_raise(acked, "WAIT")) < settings.replicas_to_ack:
+            raise WriteNotReplicated("no replica confirmed the write in time")
+        return result
 
     # The Store protocol.
 
@@ -305,15 +204,15 @@ class RedisStore:
         """Return when every primary answers PING."""
 
         async def work() -> None:
-            await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+            await (await self._hot()).ping()
 
         await self._bounded(work, self._settings.read_deadline_ms, "ping")
 
     async def get_subject(self, subject: SubjectId) -> SubjectRecord | None:
         """The subject's record, or None."""
 
-        async def work() -> Any:
-            return await self._client.get(keyspace.subject_key(subject))
+        async def work() -> bytes | None:
+            return await (await self._hot()).get(keyspace.subject_key(subject))
 
         raw = await self._bounded(work, self._settings.read_deadline_ms, "read")
         return None if raw is None else SubjectRecord.unpack(subject, raw)
@@ -374,10 +273,11 @@ class RedisStore:
         """The subject's audit entries with the store's time of each (ms, from its stream id)."""
 
         async def work() -> Any:
-            return await self._client.xrange(keyspace.audit_key(subject), count=limit)
+            key = keyspace.audit_key(subject)
+            return await (await self._hot()).execute(key, "XRANGE", key, "-", "+", "COUNT", limit)
 
         rows = await self._bounded(work, self._settings.read_deadline_ms, "audit read")
-        return [(int(i.split(b"-", 1)[0]), _parse_audit(fields[b"e"])) for i, fields in rows]
+        return [(int(i.split(b"-", 1)[0]), _parse_audit(_fields(flat)[b"e"])) for i, flat in rows]
 
     async def display_state(
         self, subject: SubjectId, kind: int | None = None
@@ -563,7 +463,6 @@ class RedisStore:
         key = keyspace.batch_key(batch_id)
         # apply_risk sends its scripts by hash alone, without awaiting anything first, so
         # that chunks in flight together reach each primary in file order.
-        await fast.load_script_everywhere(self._apply_risk)
         created = await fast.execute(
             key, "HSETNX", key, "state", "running", deadline_s=self._bulk_deadline_s
         )
@@ -928,7 +827,7 @@ class RedisStore:
         record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
         entries = []
         for _id, flat in rows:
-            fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+            fields = _fields(flat)
             entries.append((bytes(fields.get(b"e", b"")), bytes(fields.get(b"h", b"")).decode()))
         return record, entries
 
@@ -970,9 +869,6 @@ class RedisStore:
             return []
         await self.fence.writer()
         fast = await self._hot()
-        # bulk() sends scripts by hash alone and does not reload a missing one: load them first.
-        scripts = (self._alias_claim, self._alias_link, self._alias_release)
-        await asyncio.gather(*(fast.load_script_everywhere(script) for script in scripts))
         deadline_s = self._bulk_deadline_s
         claims = await fast.bulk(
             [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
@@ -1128,22 +1024,8 @@ class RedisStore:
         return lease, log
 
     async def close(self) -> None:
-        """Release every pooled connection.
-
-        A topology refresh or a rebuild still running gets its deadline to finish first
-        instead of being cancelled half-way by the loop's shutdown. A test run once hung in
-        uvloop's loop.close() right after a store failure, with a connection of this process
-        still open; a refresh cancelled inside redis-py's initialize() is the likely source.
-        """
-        if self._background:
-            _, pending = await asyncio.wait(
-                self._background, timeout=self._settings.write_deadline_ms / 1000 + 0.5
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Close every connection, failing the calls still waiting."""
         await self._fast.aclose()
-        await self._client.aclose()
 
 
 _MARK = SubjectId("\x00")
@@ -1183,6 +1065,11 @@ def _parse_audit(raw: bytes) -> AuditEntry:
         writer=str(fields.get("by", "")),
         epoch=int(fields.get("ep", 0)),
     )
+
+
+def _fields(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """A flat field-value reply (HGETALL, a stream entry's fields) as a dict."""
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def _text_fields(flat: Sequence[bytes]) -> dict[str, str]:

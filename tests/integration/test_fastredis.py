@@ -14,6 +14,7 @@ import pytest
 from codeengine.code.errors import StoreUnavailable
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store import cluster as cluster_client
+from codeengine.store import connection
 from codeengine.store.cluster import CommandError, FastCluster, key_slot
 
 pytestmark = pytest.mark.cluster
@@ -64,14 +65,14 @@ def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
     cluster: DevCluster, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushes = 0
-    original = cluster_client._Connection._flush
+    original = connection.Connection._flush
 
-    def counting_flush(self: cluster_client._Connection) -> None:
+    def counting_flush(self: connection.Connection) -> None:
         nonlocal flushes
         flushes += 1
         original(self)
 
-    monkeypatch.setattr(cluster_client._Connection, "_flush", counting_flush)
+    monkeypatch.setattr(connection.Connection, "_flush", counting_flush)
 
     async def scenario() -> None:
         nonlocal flushes
@@ -150,14 +151,96 @@ def test_evalsha_reloads_a_flushed_script(cluster: DevCluster, run: Any) -> None
             echo = client.script("return {KEYS[1], ARGV[1], #KEYS}")
             key = f"{{{tag()}}}:s"
             assert await echo([key, f"{key}2"], ["one"]) == [key.encode(), b"one", 2]
-            for port in cluster.masters():
-                assert (await asyncio.to_thread(cluster.command, port, "SCRIPT", "FLUSH")).strip()
+            await flush_scripts(cluster)
             exists = await client.execute(key, "SCRIPT", "EXISTS", echo.sha)
             assert exists == [0], "the flush did not reach the key's primary"
             assert await echo([key], ["two"]) == [key.encode(), b"two", 1]
             assert await client.execute(key, "SCRIPT", "EXISTS", echo.sha) == [1]
 
     run(scenario())
+
+
+async def flush_scripts(cluster: DevCluster) -> None:
+    """SCRIPT FLUSH on every primary: their script caches empty, as after a restart."""
+    for port in cluster.masters():
+        assert (await asyncio.to_thread(cluster.command, port, "SCRIPT", "FLUSH")).strip()
+
+
+def test_bulk_reloads_flushed_scripts_and_runs_each_command_once(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            incr = client.script("return redis.call('INCR', KEYS[1])")
+            keys = [f"n:{tag()}" for _ in range(30)]
+            assert {port_of(client, k) for k in keys} == set(cluster.masters())
+            await flush_scripts(cluster)
+            commands: list[tuple[str | bytes, list[str | bytes | int | float]]] = [
+                (k, ["EVALSHA", incr.sha, 1, k]) for k in keys
+            ]
+            plain = f"plain:{tag()}"
+            commands.insert(7, (plain, ["SET", plain, "x"]))
+            replies = await client.bulk(commands, deadline_s=2)
+            assert replies == [1] * 7 + [b"OK"] + [1] * (len(keys) - 7)
+            # Once each: the refused calls were sent again, the others were not.
+            assert await client.bulk([(k, ["GET", k]) for k in keys], deadline_s=2) == [b"1"] * 30
+            assert len(client._expiry) == 0
+
+    run(scenario())
+
+
+def test_a_script_and_its_wait_leave_together_and_reload_a_flushed_script(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            setter = client.script("redis.call('SET', KEYS[1], ARGV[1]); return 1")
+            key = f"w:{tag()}"
+            await flush_scripts(cluster)
+            reply, acked = await client.evalsha_then_wait(setter, [key], ["v"], 1, 1000,
+                                                          deadline_s=2)  # fmt: skip
+            assert (reply, acked) == (1, 1), "the replica confirmed the write WAIT followed"
+            assert await client.get(key) == b"v"
+            (replica,) = cluster.replicas_of(port_of(client, key))
+            with cluster.paused(replica):
+                reply, acked = await client.evalsha_then_wait(setter, [key], ["w"], 1, 100,
+                                                              deadline_s=2)  # fmt: skip
+                assert (reply, acked) == (1, 0), "a stalled replica confirms nothing"
+                # A WAIT holds its connection on the server: reads of the same primary must not
+                # queue behind it.
+                waiting = asyncio.ensure_future(
+                    client.evalsha_then_wait(setter, [key], ["x"], 1, 5000, deadline_s=8)
+                )
+                while await client.get(key, deadline_s=2) != b"x":
+                    pass
+                assert await client.get(key, deadline_s=2) == b"x"
+                assert not waiting.done(), "the read was answered while WAIT still waited"
+            assert await waiting == (1, 1), "the replica, back, confirmed it"
+            failing = client.script("return redis.error_reply('NOPE at 1')")
+            with pytest.raises(StoreUnavailable, match="EVALSHA refused: NOPE"):
+                await client.evalsha_then_wait(failing, [key], [], 1, 100, deadline_s=2)
+
+    run(scenario())
+    cluster.wait_healthy()
+
+
+def test_ping_reaches_every_primary_and_fails_when_one_stalls(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            await client.ping()
+            ids = await asyncio.gather(
+                *(client.execute_at_slot(s, "CLIENT", "ID") for s in client.primary_slots())
+            )
+            assert len(ids) == len(cluster.masters())
+            with cluster.paused(cluster.masters()[0]):
+                with pytest.raises(StoreUnavailable, match="timed out"):
+                    await client.ping(deadline_s=0.1)
+            await client.ping(deadline_s=2)
+
+    run(scenario())
+    cluster.wait_healthy()
 
 
 def test_script_errors_are_raised_only_when_expected(cluster: DevCluster, run: Any) -> None:
@@ -378,8 +461,11 @@ def test_close_fails_pending_calls(cluster: DevCluster, run: Any) -> None:
 def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
     cluster: DevCluster, run: Any
 ) -> None:
+    # The breakers' time is the test's: it moves only when the test says (no sleeping for it).
+    now = [1000.0]
+
     async def scenario() -> None:
-        async with started(cluster, deadline_s=0.1) as client:
+        async with started(cluster, deadline_s=0.1, clock=lambda: now[0]) as client:
             keys = [f"b:{tag()}" for _ in range(30)]
             await asyncio.gather(*(client.execute(k, "SET", k, k, deadline_s=5) for k in keys))
             stalled = port_of(client, keys[0])
@@ -388,14 +474,20 @@ def test_a_shard_that_keeps_timing_out_fails_fast_until_its_breaker_period_ends(
                 for _ in range(cluster_client.SHARD_FAILURES_TO_OPEN):
                     with pytest.raises(StoreUnavailable, match="timed out"):
                         await client.get(keys[0])
-                began = time.monotonic()
+                # Refused before it is sent: the call ends at its first step, without awaiting
+                # anything, however long its deadline.
+                call = client.get(keys[0], deadline_s=60)
                 with pytest.raises(StoreUnavailable, match="breaker is open"):
-                    await client.get(keys[0])
-                assert time.monotonic() - began < 0.2, "an open breaker answers at once"
+                    call.send(None)
                 assert await client.get(healthy, deadline_s=2) == healthy.encode()
-            await asyncio.sleep(cluster_client.SHARD_OPEN_S)
+            now[0] += cluster_client.SHARD_OPEN_S - 0.001
+            with pytest.raises(StoreUnavailable, match="breaker is open"):
+                await client.get(keys[0], deadline_s=2)
+            now[0] += 0.001
             assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
             assert await client.get(keys[0], deadline_s=2) == keys[0].encode()
+            node = client._slots[key_slot(keys[0])]
+            assert node is not None and node.breaker.calm, "one success closed it"
 
     run(scenario())
     cluster.wait_healthy()

@@ -99,9 +99,9 @@ def test_resent_write_is_a_no_op(cluster: DevCluster, run: Any) -> None:
             reused = await store.set_status(change(subject, 1, Colour.GREEN, "op-1"))
             assert (reused.applied, reused.colour) == (False, Colour.RED)
             marker = keyspace.op_key(subject, "op-1")
-            master = store._client.get_node_from_key(marker)
+            master = store._fast.primary_for(marker)
             assert master is not None
-            ttl = int(cluster.command(int(master.port), "TTL", marker).strip())
+            ttl = int(cluster.command(master[1], "TTL", marker).strip())
             assert 0 < ttl <= 86_400, "each operation marker expires on its own"
             assert resent.version == first.version == 2
             trail = await store.audit_trail(subject)
@@ -128,9 +128,9 @@ def test_write_without_a_replica_is_not_acknowledged(cluster: DevCluster) -> Non
         async with opened(cluster, replica_ack_timeout_ms=200) as store:
             subject = new_subject()
             await store.create_subject(record(subject), "issuer")
-            master = store._client.get_node_from_key(keyspace.subject_key(subject))
+            master = store._fast.primary_for(keyspace.subject_key(subject))
             assert master is not None
-            (replica,) = cluster.replicas_of(int(master.port))
+            (replica,) = cluster.replicas_of(master[1])
             with cluster.paused(replica):
                 with pytest.raises(WriteNotReplicated):
                     await store.set_status(change(subject, 1, Colour.RED, "op-r"))

@@ -67,3 +67,21 @@ def test_a_failure_in_half_open_opens_it_again_for_a_full_period() -> None:
 def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Breaker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_calm_is_true_only_while_closed_with_no_failure_counted() -> None:
+    breaker = Breaker(failures_to_open=2, open_for_s=1.0, successes_to_close=1)
+
+    def calm_after(step: object) -> bool:
+        return breaker.calm
+
+    assert calm_after(None)
+    assert not calm_after(breaker.failure(0.0)), "a counted failure is reset by a success"
+    assert calm_after(breaker.success(0.1))
+    assert not calm_after((breaker.failure(0.2), breaker.failure(0.3)))
+    assert not breaker.allow(0.4)
+    assert not calm_after(breaker.success(0.5)), "a late answer does not end the open period"
+    assert breaker.allow(1.3), "the trial of the half-open breaker"
+    assert not calm_after(None)
+    assert breaker.success(1.3)
+    assert calm_after(None) and breaker.allow(1.4)

@@ -12,7 +12,8 @@ from redis.crc import key_slot as redis_py_key_slot
 
 from codeengine.code.pseudonym import subject_id
 from codeengine.store import keyspace
-from codeengine.store.cluster import _pack_python, key_slot, pack_command, tag_slot
+from codeengine.store.cluster import key_slot, tag_slot
+from codeengine.store.connection import _pack_python, pack_command
 
 
 def crc16_xmodem(data: bytes) -> int:

@@ -61,6 +61,26 @@ def test_the_pure_layer_imports_no_io_library(tmp_path: Path, library: str) -> N
     assert [(b.module, b.imported) for b in breaches(root)] == [("codeengine.code.x", library)]
 
 
+@pytest.mark.parametrize(
+    "module", ["codeengine/store/x.py", "codeengine/web/x.py", "issuer/x.py", "verifier/x.py"]
+)
+def test_only_ops_may_import_the_general_redis_client(tmp_path: Path, module: str) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "codeengine/store/__init__.py": "",
+            "codeengine/web/__init__.py": "",
+            "codeengine/ops/__init__.py": "",
+            "codeengine/ops/devcluster.py": "import redis\n",
+            module: "import hiredis\nfrom redis.asyncio.cluster import RedisCluster\n",
+        },
+    )
+    assert sorted(b.imported for b in breaches(root)) == [
+        "redis.asyncio.cluster",
+        "redis.asyncio.cluster.RedisCluster",
+    ]
+
+
 def test_the_terminal_sdk_may_keep_a_clock_but_not_a_server_library(tmp_path: Path) -> None:
     root = _tree(
         tmp_path,

@@ -1,0 +1,257 @@
+"""The wire under the cluster client: RESP packing, pipelined connections, call deadlines.
+
+Nothing here knows the cluster: a :class:`Connection` reports its loss to whoever opened it,
+:class:`Expiry` fails waiters whose deadline passed, and :class:`Lanes` keeps a node's
+connections for commands that block theirs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Arg", "Connection", "Expiry", "Lanes", "TimedOut", "consume_outcome", "pack_command"]
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import hiredis
+
+from codeengine.code.errors import StoreUnavailable
+
+Arg = str | bytes | int | float
+
+
+def _pack_python(args: Sequence[Arg]) -> bytes:
+    """RESP2 multi-bulk packing, for a hiredis without ``pack_command``."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"a command argument must be str, bytes, int or float, not {arg!r}")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _pack_hiredis(args: Sequence[Arg]) -> bytes:
+    # The stub types the argument as a one-element tuple and leaves the result untyped.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
+
+
+pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
+
+
+class Collector:
+    """Stands in the waiter queue for each command of a ``send_many``; fills one future."""
+
+    __slots__ = ("expected", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        self.future = future
+        self.expected = expected
+        self.replies: list[Any] = []
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.expected:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class Connection(asyncio.Protocol):
+    """One pipelined RESP2 connection: a write buffer flushed once per tick, a FIFO of waiters."""
+
+    def __init__(self, lost: Callable[[Connection, str], None], max_in_flight: int) -> None:
+        self._lost = lost
+        self._max_in_flight = max_in_flight
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader()
+        # A None waiter is a reply nobody reads (the one to ASKING or to a script prelude).
+        self._waiters: deque[asyncio.Future[Any] | None] = deque()
+        self._outgoing: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self.open = False
+
+    def send(self, packed: bytes, *, discard: bool = False) -> asyncio.Future[Any]:
+        """Queue one packed command for this tick's write; the future gets its raw reply."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) >= self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        waiter = self._loop.create_future()
+        self._waiters.append(None if discard else waiter)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(packed)
+        return waiter
+
+    def send_many(self, packed: Sequence[bytes]) -> asyncio.Future[list[Any]]:
+        """Queue many commands at once; one future gets all their raw replies, in order."""
+        if not self.open:
+            raise StoreUnavailable("store connection closed")
+        if len(self._waiters) + len(packed) > self._max_in_flight:
+            raise StoreUnavailable("too many store commands in flight")
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        collector = Collector(future, len(packed))
+        self._waiters.extend(itertools.repeat(collector, len(packed)))  # type: ignore[arg-type]
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.extend(packed)
+        return future
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self.open and self._transport is not None:
+            self._transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        waiters = self._waiters
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                waiter = waiters.popleft()
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):
+            # A reply nobody asked for or bytes that are not RESP: the stream cannot be trusted.
+            self.close("store protocol error")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("store connection lost")
+
+    def close(self, reason: str) -> None:
+        """Fail every waiting command and drop the connection; the node reconnects on next use."""
+        was_open, self.open = self.open, False
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StoreUnavailable(reason))
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            transport.abort()
+        if was_open:
+            self._lost(self, reason)
+
+
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Expiry:
+    """Fails waiters past their deadline, bucketed so that a command arms no timer of its own.
+
+    ``asyncio.timeout`` per command costs as much client CPU as the rest of a pipelined GET;
+    here one timer serves every command whose deadline falls in the same few milliseconds.
+    A caller takes its waiter out of the bucket once answered (:meth:`add` returns the
+    bucket): otherwise every answered future, and its reply, would live on until its deadline,
+    some 4,000 of each at 15,000 reads a second, all of them for the garbage collector to count.
+    """
+
+    __slots__ = ("_buckets", "_per_s")
+
+    def __init__(self, resolution_s: float) -> None:
+        self._per_s = 1 / resolution_s
+        self._buckets: dict[int, set[asyncio.Future[Any]]] = {}
+
+    def add(self, waiter: asyncio.Future[Any], deadline: float) -> set[asyncio.Future[Any]]:
+        """Fail ``waiter`` at ``deadline`` unless it is done or taken out of the returned set."""
+        tick = int(deadline * self._per_s) + 1
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = set()
+            waiter.get_loop().call_at(tick / self._per_s, self._expire, tick)
+        bucket.add(waiter)
+        return bucket
+
+    def __len__(self) -> int:
+        """Waiters held for their deadline."""
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    def _expire(self, tick: int) -> None:
+        for waiter in self._buckets.pop(tick, ()):
+            if not waiter.done():
+                waiter.set_exception(TimedOut("store call timed out"))
+
+
+class TimedOut(StoreUnavailable):
+    """A call's deadline passed before its reply came."""
+
+
+class Lanes:
+    """Connections to one node for commands that hold their connection (``WAIT``): one call each.
+
+    A ``WAIT`` blocks its connection on the server until the replicas answer or its timeout
+    passes, up to half a second when a replica is gone; on the shared pipelined connection it
+    would hold up every read behind it. Each call here takes an idle connection (or opens
+    one, up to ``limit``) and gives it back once answered; one that failed is closed, since a
+    late reply would still hold it.
+    """
+
+    __slots__ = ("_all", "_idle", "addr", "connect_timeout_s", "limit")
+
+    def __init__(self, addr: tuple[str, int], connect_timeout_s: float, limit: int) -> None:
+        self.addr = addr
+        self.connect_timeout_s = connect_timeout_s
+        self.limit = limit
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
+
+    async def call(self, packed: Sequence[bytes], deadline: float, expiry: Expiry) -> list[Any]:
+        """Send ``packed`` in one write on a connection of its own; the raw replies."""
+        conn = await self._take(deadline)
+        future = conn.send_many(packed)
+        bucket = expiry.add(future, deadline)
+        try:
+            replies = await future
+        except BaseException:
+            conn.close("store call failed")
+            raise
+        finally:
+            bucket.discard(future)
+        if conn.open:
+            self._idle.append(conn)
+        return replies
+
+    async def _take(self, deadline: float) -> Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open:
+                return conn
+        if len(self._all) >= self.limit:
+            raise StoreUnavailable("too many store writes in flight")
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
+            _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
+        self._all.add(conn)
+        return conn
+
+    def _lost(self, conn: Connection, reason: str) -> None:
+        self._all.discard(conn)
+
+    def close(self) -> None:
+        """Close every connection, failing the calls still waiting."""
+        self._idle.clear()
+        for conn in list(self._all):
+            conn.close("store client closed")
