@@ -36,10 +36,10 @@ from codeengine.code.breaker import Breaker
 from codeengine.code.errors import CodeEngineError, Reason, StoreUnavailable
 from codeengine.metrics import SHARD_BREAKER_OPENS
 from codeengine.store.connection import (
+    AckPool,
     Arg,
     Connection,
     Expiry,
-    Lanes,
     TimedOut,
     consume_outcome,
     pack_command,
@@ -91,7 +91,7 @@ def key_slot(key: str | bytes) -> int:
 class _Node:
     """A primary's address, its one connection, and the connect attempt callers share."""
 
-    __slots__ = ("_cluster", "_connecting", "addr", "breaker", "conn", "lanes")
+    __slots__ = ("_cluster", "_connecting", "ack_pool", "addr", "breaker", "conn")
 
     def __init__(self, cluster: FastCluster, addr: Address) -> None:
         self._cluster = cluster
@@ -108,7 +108,7 @@ class _Node:
             trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
         )
         # Acknowledged writes: a script and its WAIT, off the shared connection.
-        self.lanes = Lanes(addr, cluster.connect_timeout_s, cluster.lanes_per_node)
+        self.ack_pool = AckPool(addr, cluster.connect_timeout_s, cluster.ack_connections_per_node)
 
     def failed(self) -> None:
         """Count a timed-out call or a lost connection against the shard's breaker."""
@@ -156,7 +156,7 @@ class _Node:
             self._connecting.cancel()
         if self.conn is not None:
             self.conn.close("store client closed")
-        self.lanes.close()
+        self.ack_pool.close()
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
@@ -200,14 +200,14 @@ class FastCluster:
         refresh_min_interval_s: float = 1.0,
         deadline_resolution_s: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
-        lanes_per_node: int = 64,
+        ack_connections_per_node: int = 64,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
         self._seeds = [(host, int(port)) for host, port in nodes]
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
-        self.lanes_per_node = lanes_per_node
+        self.ack_connections_per_node = ack_connections_per_node
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -611,7 +611,7 @@ class FastCluster:
         """Run a script, then ``WAIT replicas timeout_ms`` behind it on the same connection.
 
         WAIT counts the replicas that have every write of *its own connection*, so both leave
-        in one write to the keys' primary, on a connection of the node's :class:`Lanes` (a
+        in one write to the keys' primary, on a connection of the node's :class:`AckPool` (a
         WAIT blocks its connection: on the shared one it would hold up the reads). Redirects
         are not followed: a script sent on elsewhere would run without its WAIT, so MOVED or
         ASK fail the call (the slot map is read again; a resend is safe). The script's reply
@@ -625,11 +625,11 @@ class FastCluster:
         wait = pack_command(("WAIT", replicas, timeout_ms))
         deadline = self._deadline(deadline_s)
         try:
-            reply, acked = await node.lanes.call((evalsha, wait), deadline, self._expiry)
+            reply, acked = await node.ack_pool.call((evalsha, wait), deadline, self._expiry)
             if _is_noscript(reply):
                 load = pack_command(("SCRIPT", "LOAD", self._body(script.sha)))
                 calls = (load, evalsha, wait)
-                _, reply, acked = await node.lanes.call(calls, deadline, self._expiry)
+                _, reply, acked = await node.ack_pool.call(calls, deadline, self._expiry)
         except StoreUnavailable as exc:
             self._failed(None, exc)
             raise

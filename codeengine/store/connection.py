@@ -1,13 +1,13 @@
 """The wire under the cluster client: RESP packing, pipelined connections, call deadlines.
 
 Nothing here knows the cluster: a :class:`Connection` reports its loss to whoever opened it,
-:class:`Expiry` fails waiters whose deadline passed, and :class:`Lanes` keeps a node's
+:class:`Expiry` fails waiters whose deadline passed, and :class:`AckPool` keeps a node's
 connections for commands that block theirs.
 """
 
 from __future__ import annotations
 
-__all__ = ["Arg", "Connection", "Expiry", "Lanes", "TimedOut", "consume_outcome", "pack_command"]
+__all__ = ["AckPool", "Arg", "Connection", "Expiry", "TimedOut", "consume_outcome", "pack_command"]
 
 import asyncio
 import itertools
@@ -199,7 +199,7 @@ class TimedOut(StoreUnavailable):
     """A call's deadline passed before its reply came."""
 
 
-class Lanes:
+class AckPool:
     """Connections to one node for commands that hold their connection (``WAIT``): one call each.
 
     A ``WAIT`` blocks its connection on the server until the replicas answer or its timeout
