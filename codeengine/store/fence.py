@@ -8,7 +8,8 @@ The right to write is a **lease** in the store, one per city, held by a role and
   primary has stopped beating (it died: the lease and its beat expire after ``lease_ms``);
 * a backup that holds the lease hands it back once the primary has been beating again for
   ``handback_ms``: the same hysteresis the failover client applies before it switches back;
-* ops can move it on purpose (``codeengine failover handover``), with a hold that keeps it there.
+* ops can move it on purpose (``POST /v1/ops/cities/{city}/handover``), with a hold that
+  keeps it there.
 
 Two guards stop a writer that lost its lease (a primary frozen, cut off, or just restarted):
 
