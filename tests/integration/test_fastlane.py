@@ -724,9 +724,11 @@ def raw_requests(draw: st.DrawFn) -> bytes:
     return "\r\n".join([*lines, "", ""]).encode() + body
 
 
-def first_answer(port: int, data: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
+def first_answer(
+    port: int, data: bytes, wait_s: float = 1.0
+) -> tuple[int, list[tuple[str, str]], bytes] | None:
     """The first response to ``data`` on a new connection, or None if none came."""
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
         sock.sendall(data)
         received = b""
         while b"\r\n\r\n" not in received:
@@ -797,4 +799,11 @@ def test_the_lane_and_aiohttp_answer_the_same_bytes_alike(
     lane_and_plain: tuple[int, int], data: bytes
 ) -> None:
     lane_port, plain_port = lane_and_plain
-    assert first_answer(lane_port, data) == first_answer(plain_port, data)
+    lane, plain = first_answer(lane_port, data), first_answer(plain_port, data)
+    # "No answer" is none within a second. One server may just have been slow on a busy
+    # machine: the one that seemed silent is asked again and given as long as the hang guard.
+    if lane is None and plain is not None:
+        lane = first_answer(lane_port, data, HANG_GUARD_S)
+    elif plain is None and lane is not None:
+        plain = first_answer(plain_port, data, HANG_GUARD_S)
+    assert lane == plain
