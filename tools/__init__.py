@@ -1,0 +1,1 @@
+"""Repository tools, run as ``python -m tools.<name>``."""
