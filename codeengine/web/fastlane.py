@@ -257,7 +257,10 @@ class Lanes:
         *,
         keepalive_timeout_s: float,
         max_body_bytes: int = MAX_BODY_BYTES,
+        sweep_timer: bool = True,
     ) -> None:
+        """``sweep_timer`` False: no timer sweeps every ``SWEEP_S``, the owner calls
+        :meth:`sweep` (a test, which then decides when the keep-alive clock ticks)."""
         if app.middlewares or app.on_response_prepare:
             # The lane does not run them: serving around them would skip what they do.
             raise ValueError("the fast lane cannot serve an app with middlewares or hooks")
@@ -273,6 +276,7 @@ class Lanes:
         self._heads: dict[tuple[object, ...], bytes] = {}
         self._date_second = 0
         self._date = b""
+        self._sweep_timer = sweep_timer
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +287,7 @@ class Lanes:
             # Kept: on Python 3.11 every asyncio.get_running_loop() makes a getpid() system
             # call, about 3 µs a request under load here.
             self.loop = asyncio.get_running_loop()
-            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+            self._schedule_sweep()
         return FastLane(self)
 
     def forget(self, lane: FastLane) -> None:
@@ -362,14 +366,25 @@ class Lanes:
             self._date_second = second
         return self._date
 
-    def _sweep(self) -> None:
-        """Close connections idle past the keep-alive timeout; runs every ``SWEEP_S``."""
+    def sweep(self) -> None:
+        """One tick of the keep-alive clock: close connections idle past the timeout.
+
+        A connection idle since tick ``t`` closes at tick ``t + ticks + 1``: idle for at least
+        the timeout, at most one sweep longer.
+        """
         self.tick += 1
         for lane in list(self.connections):
             if not lane.busy and self.tick - lane.idle_since > self._keepalive_ticks:
                 lane.close()
-        assert self.loop is not None
-        self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweep()
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep_timer:
+            assert self.loop is not None
+            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
 
     async def shutdown(self, timeout_s: float) -> None:
         """Close idle connections now and the others once their answer is written."""

@@ -133,10 +133,12 @@ def test_display_refreshes_its_code_before_the_code_expires(
     page.wait_for_selector(
         f"#card[data-issued-at]:not([data-issued-at='{issued}'])", timeout=DISPLAY_TTL_S * 1000
     )
-    refreshed_at = time.time()
-    assert refreshed_at < first_claims.exp, "refreshed while the first code was still valid"
     second = scanned_token(page)
-    assert second != first and decode(second).claims.iat > first_claims.iat
+    second_iat = decode(second).claims.iat
+    assert second != first and second_iat > first_claims.iat
+    # The engine's issue time of the new code, not the moment this test saw it (which a busy
+    # machine delays): the page asked for it at the half-life, while the first was valid.
+    assert second_iat < first_claims.exp, "refreshed while the first code was still valid"
     assert verify(verifier, second)["valid"] is True
     assert page.locator("#card").get_attribute("data-state") == "ok"
     assert marker_survived(page)
