@@ -90,6 +90,12 @@ async def display(client: Client, settings: Settings, subject: str) -> dict[str,
     return answer
 
 
+async def new_code(client: Client, settings: Settings) -> tuple[str, str]:
+    """A new person's subject and the code the issuer displays for it."""
+    subject = await generate(client, settings, new_person_id())
+    return subject, str((await display(client, settings, subject))["token"])
+
+
 async def history(client: Client, settings: Settings, subject: str) -> dict[str, Any]:
     """The subject's audit trail as the history endpoint answers it."""
     response = await client.get(
