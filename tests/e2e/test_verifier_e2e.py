@@ -253,6 +253,19 @@ def time_fields_ok(verdict: dict[str, Any], started: float) -> bool:
     return int(started) - 1 <= int(verdict["checked_at"]) <= int(time.time()) + 1
 
 
+def valid_green(as_of: int, *, degraded: bool = False) -> dict[str, Any]:
+    """The verdict on a green health code of ``CITY``, without its time."""
+    return {
+        "valid": True,
+        "reason": "VALID",
+        "colour": "green",
+        "kind": "health",
+        "city": CITY,
+        "as_of": as_of,
+        "degraded": degraded,
+    }
+
+
 def refusal(reason: str, city: int | None = CITY, kind: str | None = "health") -> dict[str, Any]:
     """A refused verdict, without its time."""
     return {
@@ -321,15 +334,7 @@ def test_a_displayed_code_is_valid_on_every_worker(issuer: Service, verifier: Se
         verdict = verifier.verify(code)
         assert time_fields_ok(verdict, started), verdict
         assert abs(verdict["as_of"] - verdict["checked_at"]) <= 1, "online: the colour is live"
-        assert without_time(verdict) == {
-            "valid": True,
-            "reason": "VALID",
-            "colour": "green",
-            "kind": "health",
-            "city": CITY,
-            "as_of": verdict["as_of"],
-            "degraded": False,
-        }
+        assert without_time(verdict) == valid_green(verdict["as_of"])
     # A scanner's line terminator is not part of the code.
     assert verifier.verify(code + "\r\n")["reason"] == "VALID"
     assert subject not in json.dumps(verdict), "the pseudonym is never shown to terminals"
@@ -571,15 +576,9 @@ def test_store_down_gives_a_degraded_answer_within_the_deadline(
     cluster.wait_healthy()
     (took, verdict), (took_bad, refused) = answers
     assert took < 1.0 and took_bad < 1.0, f"answered after {took:.2f} s and {took_bad:.2f} s"
-    assert without_time(verdict) == {
-        "valid": True,
-        "reason": "VALID",
-        "colour": "green",
-        "kind": "health",
-        "city": CITY,
-        "as_of": iat,
-        "degraded": True,
-    }, "the signed colour, as of the code's issue time"
+    assert without_time(verdict) == valid_green(iat, degraded=True), (
+        "the signed colour, as of the code's issue time"
+    )
     assert without_time(refused) == refusal("BAD_SIGNATURE"), "the signature is checked"
     # The worker that answered adds its count to /metrics within a flush interval.
     degraded_after = eventually(degraded, lambda n: n >= degraded_before + 1, METRICS_LAG_S)
