@@ -37,6 +37,7 @@ from tests.integration.apps import (
     generate,
     issuer,
     new_code,
+    new_person,
     new_person_id,
     verifier,
 )
@@ -302,8 +303,7 @@ def test_scan_log_counts_by_venue_without_personal_data(
 ) -> None:
     async def scenario() -> None:
         async with issuer(settings) as iss, verifier(settings) as ver:
-            ident = new_person_id()
-            subject = await generate(iss, settings, ident)
+            ident, subject = await new_person(iss, settings)
             code = (await display(iss, settings, subject))["token"]
             venue = f"venue-{os.urandom(4).hex()}"
             started_ms = int(time.time() * 1000) - 1000
