@@ -13,18 +13,17 @@ and 250 rows), every chunk acknowledged by a replica (``WAIT``). Prints and save
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import uvloop
 
+from bench.record import save_latest
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
@@ -32,7 +31,6 @@ from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore, StoreSettings
 
-RESULTS = Path(__file__).parent / "results"
 GOAL_ROWS, GOAL_S = 1_000_000, 60.0
 TYPES = ("close_contact", "risk_area_visit", "positive", "negative_test")
 CITIES = (320100, 320200, 320500, 321300)
@@ -117,11 +115,7 @@ def main() -> None:
     goal_rate = GOAL_ROWS / GOAL_S
     print(f"goal {GOAL_ROWS:,} rows in {GOAL_S:.0f} s ({goal_rate:,.0f} rows/s): "
           f"{'met' if rate >= goal_rate else 'NOT met'}")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    document = {
-        "command": "python -m bench.importer",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "nproc": os.cpu_count()},
+    measured = {
         "rows": args.rows,
         "people": args.people,
         "bad_rows": bad,
@@ -133,7 +127,7 @@ def main() -> None:
         "report": summary,
         "goal": {"rows": GOAL_ROWS, "seconds": GOAL_S, "met": rate >= goal_rate},
     }
-    (RESULTS / "import-latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    save_latest("import", "bench.importer", {"nproc": os.cpu_count()}, measured)
 
 
 if __name__ == "__main__":

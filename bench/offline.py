@@ -17,19 +17,17 @@ advises) gives the ratio, and the medians are saved beside it in
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 
 import nacl.bindings
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from bench.record import save_latest
 from codeengine.code.keyring import Keyring
 from codeengine.code.model import CodeKind, Colour
 from codeengine.code.suites import ED25519, ES256, SigningSuite, deterministic_random
@@ -39,7 +37,6 @@ from codeengine.code.verification import Revocations
 from verifier.offline import CachedList, OfflineVerifier
 
 GOAL = 0.85
-RESULTS = Path(__file__).parent / "results"
 NOW = 1_800_000_000
 
 
@@ -108,18 +105,14 @@ def main() -> None:
         print(f"{name:8} {row['raw_verify_per_s']:14,.0f} {row['offline_verify_per_s']:12,.0f} "
               f"{row['ratio']:7.3f} {row['median_ratio']:7.3f}  "
               f"{'met' if row['ratio'] >= GOAL else 'NOT met'}")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    document = {
-        "command": "python -m bench.offline",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+    measured = {
         "goal_ratio": GOAL,
         "rounds": args.rounds,
         "codes_per_round": args.codes,
         "clock": "process CPU time; rates from the best round of each, medians beside them",
         "results": results,
     }
-    (RESULTS / "offline-latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    save_latest("offline", "bench.offline", {"processor": platform.machine()}, measured)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 from codeengine.code.errors import Reason
 from codeengine.code.fusion import Fusion
 from codeengine.code.model import CITIES
-from codeengine.web.routes import path_param
+from codeengine.web.routes import closed_object, path_param
 from codeengine.web.trust import JWKS_SCHEMA
 
 SUBJECT_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16}$"}
@@ -58,33 +58,18 @@ def _listing(key: str, item: str) -> dict[str, Any]:
 
 ISSUER_SCHEMAS: dict[str, Any] = {
     "JWKS": JWKS_SCHEMA,
-    "Subject": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["subject", "kind", "city", "colour", "version", "created"],
-        "properties": {
+    "Subject": closed_object(
+        {
             "subject": SUBJECT_ID,
             "kind": {"type": "string", "enum": ["health", "enterprise_service"]},
             "city": {"type": "integer"},
             "colour": COLOUR,
             "version": {"type": "integer", "minimum": 1},
             "created": {"type": "boolean"},
-        },
-    },
-    "DisplayedCode": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "token",
-            "colour",
-            "version",
-            "issued_at",
-            "expires_at",
-            "refresh_at",
-            "kind",
-            "city",
-        ],
-        "properties": {
+        }
+    ),
+    "DisplayedCode": closed_object(
+        {
             "token": {"type": "string", "pattern": "^CE1:[0-9A-Z $%*+./:-]+$"},
             "colour": COLOUR,
             "version": {"type": "integer"},
@@ -96,61 +81,37 @@ ISSUER_SCHEMAS: dict[str, Any] = {
                 "enum": ["health", "person_service", "enterprise_service", "fused"],
             },
             "city": {"type": "integer", "enum": sorted(CITIES)},
-        },
-    },
-    "Converted": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["subject", "colour", "shows", "version", "applied", "op_id"],
-        "properties": {
+        }
+    ),
+    "Converted": closed_object(
+        {
             "subject": SUBJECT_ID,
             "colour": COLOUR,
-            "version": {"type": "integer"},
-            "applied": {"type": "boolean"},
-            "op_id": {"type": "string"},
             "shows": {
                 **COLOUR,
                 "description": "The colour the subject shows now: a running rule period or "
                 "upheld appeal can outweigh the colour set (see its history).",
             },
-        },
-    },
-    "Rotated": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["kid", "alg", "activates_at", "keyring_version"],
-        "properties": {
+            "version": {"type": "integer"},
+            "applied": {"type": "boolean"},
+            "op_id": {"type": "string"},
+        }
+    ),
+    "Rotated": closed_object(
+        {
             "kid": {"type": "string"},
             "alg": {"type": "string"},
             "activates_at": {"type": "integer"},
             "keyring_version": {"type": "integer"},
-        },
-    },
-    "BatchList": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["batches"],
-        "properties": {
+        }
+    ),
+    "BatchList": closed_object(
+        {
             "batches": {
                 "type": "array",
                 "description": "Newest first; the last 100 batches are kept in the list.",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": [
-                        "batch_id",
-                        "state",
-                        "rules_version",
-                        "rows",
-                        "bad",
-                        "applied",
-                        "unchanged",
-                        "created",
-                        "created_at",
-                        "updated_at",
-                        "finished_at",
-                    ],
-                    "properties": {
+                "items": closed_object(
+                    {
                         "batch_id": BATCH_ID,
                         "state": {"enum": ["running", "done", "rolled_back", "failed"]},
                         "rules_version": {"type": "integer"},
@@ -162,11 +123,11 @@ ISSUER_SCHEMAS: dict[str, Any] = {
                         "created_at": {"type": ["integer", "null"]},
                         "updated_at": {"type": ["integer", "null"]},
                         "finished_at": {"type": ["integer", "null"]},
-                    },
-                },
+                    }
+                ),
             }
-        },
-    },
+        }
+    ),
     "BatchReport": {
         "type": "object",
         "required": [
@@ -214,11 +175,8 @@ ISSUER_SCHEMAS: dict[str, Any] = {
             "rollback": {"type": "object", "additionalProperties": _COUNT},
         },
     },
-    "RolledBack": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["batch_id", "state", "restored", "unchanged", "changed_since"],
-        "properties": {
+    "RolledBack": closed_object(
+        {
             "batch_id": BATCH_ID,
             "state": {"const": "rolled_back"},
             "restored": _COUNT,
@@ -227,8 +185,8 @@ ISSUER_SCHEMAS: dict[str, Any] = {
                 **_COUNT,
                 "description": "Subjects changed after the batch: left as they are.",
             },
-        },
-    },
+        }
+    ),
     "Appeal": {
         "type": "object",
         "required": [
@@ -311,16 +269,13 @@ ISSUER_SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "Alias": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["id", "type", "masked"],
-        "properties": {
+    "Alias": closed_object(
+        {
             "id": ALIAS_ID,
             "type": {"type": "string"},
             "masked": {"type": "string"},
-        },
-    },
+        }
+    ),
     "Aliases": _listing("aliases", "Alias"),
     "Unbound": {
         "type": "object",

@@ -9,6 +9,7 @@ __all__ = ["VERIFIER_SCHEMAS", "scan_items_schema"]
 
 from typing import Any
 
+from codeengine.web.routes import closed_object
 from codeengine.web.trust import JWKS_SCHEMA
 
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -56,50 +57,26 @@ VERIFIER_SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "BatchResults": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["results"],
-        "properties": {
-            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Verdict"}}
-        },
-    },
-    "Revoked": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["revoked", "id", "until", "effective_within_s"],
-        "properties": {
+    "BatchResults": closed_object(
+        {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Verdict"}}}
+    ),
+    "Revoked": closed_object(
+        {
             "revoked": {"enum": ["code", "key"]},
             "id": {"type": "string"},
             "until": {"type": ["integer", "null"]},
             "effective_within_s": {"type": "number"},
-        },
-    },
-    "RevocationList": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["codes", "keys", "as_of"],
-        "properties": {
+        }
+    ),
+    "RevocationList": closed_object(
+        {
             "codes": {"type": "array", "items": {"type": "string"}},
             "keys": {"type": "array", "items": {"type": "string"}},
             "as_of": {"type": "integer"},
-        },
-    },
-    "ScanCount": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "city",
-            "venue",
-            "from",
-            "to",
-            "count",
-            "by_reason",
-            "by_colour",
-            "truncated",
-            "unreadable",
-        ],
-        "properties": {
+        }
+    ),
+    "ScanCount": closed_object(
+        {
             "city": {"type": "integer"},
             "venue": NULLABLE_STRING,
             "from": {"type": "integer"},
@@ -114,8 +91,8 @@ VERIFIER_SCHEMAS: dict[str, Any] = {
                 "description": "Entries in the window that are not scan entries: skipped, "
                 "not counted (each is also counted in codeengine_scans_unreadable_total)",
             },
-        },
-    },
+        }
+    ),
 }
 """The verifier's answers by component name."""
 

@@ -18,6 +18,7 @@ __all__ = [
     "Body",
     "Public",
     "Route",
+    "closed_object",
     "object_body",
     "object_schema",
     "path_param",
@@ -81,6 +82,17 @@ def object_schema(fields: Mapping[str, Field], **extra: Any) -> dict[str, Any]:
     schema["properties"] = {name: spec.json_schema() for name, spec in fields.items()}
     schema.update(extra)
     return schema
+
+
+def closed_object(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of an object that has every one of ``properties`` (required in their
+    order) and no other."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(properties),
+        "properties": dict(properties),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
+from codeengine.keyfiles import write_private
 from codeengine.ops.harness import Group, spawn_worker, wait_ready, wait_until
 from codeengine.web.runtime import HOT_METRICS_FLUSH_S
 
@@ -215,6 +216,16 @@ def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
     """The dev API keys by scope (one client per scope) of ``keys_credentials_file``."""
     document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
     return {client["scopes"][0]: client["key"] for client in document["clients"]}
+
+
+def sole_client_settings(
+    directory: Path, key_files: Mapping[str, str], nodes: str, client: Mapping[str, object]
+) -> dict[str, str]:
+    """Settings for the session's keys and cluster ``nodes`` with a credentials file, written to
+    ``directory``, that holds ``client`` alone."""
+    credentials = directory / "credentials.json"
+    write_private(credentials, json.dumps({"clients": [dict(client)]}).encode())
+    return dict(key_files, keys_credentials_file=str(credentials), cluster_nodes=nodes)
 
 
 TCP_ESTABLISHED = "01"

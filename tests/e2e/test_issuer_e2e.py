@@ -34,7 +34,6 @@ from codeengine.code.model import Colour
 from codeengine.code.suites import b64url_encode
 from codeengine.code.token import decode, verify_at
 from codeengine.code.trustlist import TrustList
-from codeengine.keyfiles import write_private
 from codeengine.ops.devcluster import DevCluster
 from tests.e2e.helpers import (
     SHUTDOWN_TIMEOUT_S,
@@ -47,6 +46,7 @@ from tests.e2e.helpers import (
     service_workers,
     settled,
     sockets_held,
+    sole_client_settings,
 )
 from tools.openapi import DOCS
 
@@ -443,12 +443,8 @@ def test_malformed_bodies_are_refused_with_stable_reasons(issuer: Issuer) -> Non
 def test_rate_limit_answers_429_with_retry_after(
     cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
 ) -> None:
-    credentials = tmp_path / "credentials.json"
     client = {"client": "slow", "scopes": ["display"], "key": "slow-key", "rate_per_s": 2}
-    write_private(credentials, json.dumps({"clients": [client]}).encode())
-    settings = dict(
-        key_files, keys_credentials_file=str(credentials), cluster_nodes=cluster.nodes_spec
-    )
+    settings = sole_client_settings(tmp_path, key_files, cluster.nodes_spec, client)
     with issuer_workers(1, tmp_path, {"display": "slow-key"}, settings) as slow:
         path = "/v1/subjects/AAAAAAAAAAAAAAAA/code"
         # Two admitted, then a token back every half second: twelve requests outrun it

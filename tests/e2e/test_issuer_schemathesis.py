@@ -38,12 +38,13 @@ from schemathesis.checks import (
 from codeengine.code.keyring import Keyring
 from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.code.trustlist import TrustList
-from codeengine.keyfiles import load_pepper, write_private
+from codeengine.keyfiles import load_pepper
 from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import load_settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.schemas import SUBJECT_ID
+from tests.e2e.helpers import sole_client_settings
 from tests.e2e.test_issuer_e2e import Issuer, issuer_workers, new_person_id
 from tools.openapi import DOCS
 
@@ -113,13 +114,9 @@ def live_issuer(
 ) -> Iterator[Issuer]:
     """One issuer worker whose only client holds every scope at a rate nothing reaches."""
     directory = tmp_path_factory.mktemp("schemathesis")
-    credentials = directory / "credentials.json"
     scopes = ["generate", "display", "convert", "admin", "appeal", "fusion"]
     client = {"client": "schemathesis", "scopes": scopes, "key": KEY, "rate_per_s": 1e9}
-    write_private(credentials, json.dumps({"clients": [client]}).encode())
-    settings = dict(
-        key_files, keys_credentials_file=str(credentials), cluster_nodes=cluster.nodes_spec
-    )
+    settings = sole_client_settings(directory, key_files, cluster.nodes_spec, client)
     try:
         with issuer_workers(1, directory, dict.fromkeys(scopes, KEY), settings) as issuer:
             for _ in range(4):

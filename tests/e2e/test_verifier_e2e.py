@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -100,75 +101,78 @@ class Service(Workers):
         return verdict
 
 
-@pytest.fixture(scope="module")
-def service_settings(cluster: DevCluster, key_files: dict[str, str]) -> dict[str, str]:
-    """The settings every worker of this module starts with."""
-    return {"cluster_nodes": cluster.nodes_spec, **key_files}
+@dataclass(frozen=True)
+class Starter:
+    """How this module starts workers: the session's cluster and keys, a fresh folder of logs."""
+
+    settings: dict[str, str]
+    keys: dict[str, str]
+    folders: pytest.TempPathFactory
+
+    def workers(
+        self,
+        service: str,
+        logs: str,
+        count: int = 1,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        checked: bool = True,
+        **settings: str,
+    ) -> AbstractContextManager[Service]:
+        """``count`` workers of ``service`` with the module's settings and ``settings``, their
+        logs in a fresh folder named ``logs`` (see ``service_workers``)."""
+        every = {**self.settings, **settings}
+        folder = self.folders.mktemp(logs)
+        return service_workers(
+            Service, service, count, folder, self.keys, every, extra_env, checked=checked
+        )
 
 
 @pytest.fixture(scope="module")
-def issuer(
-    service_settings: dict[str, str],
-    key_files: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
+def start(
+    cluster: DevCluster, key_files: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Starter:
+    """Starts the workers of this module, with the dev keys."""
+    settings = {"cluster_nodes": cluster.nodes_spec, **key_files}
+    return Starter(settings, dev_keys(key_files), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def issuer(start: Starter) -> Iterator[Service]:
     """One issuer worker: it publishes the trust list and hands out the codes verified here."""
-    logs = tmp_path_factory.mktemp("issuer-logs")
-    settings = {**service_settings, "codes_keyring_refresh_s": str(KEYRING_REFRESH_S)}
-    with service_workers(Service, "issuer", 1, logs, dev_keys(key_files), settings) as started:
+    refresh = str(KEYRING_REFRESH_S)
+    with start.workers("issuer", "issuer-logs", codes_keyring_refresh_s=refresh) as started:
         yield started
 
 
 @pytest.fixture(scope="module")
 def verifier(
-    issuer: Service,
-    service_settings: dict[str, str],
-    key_files: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    issuer: Service, start: Starter, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     """Two verifier workers on one port, sharing their metrics files, default policy."""
-    logs = tmp_path_factory.mktemp("verifier-logs")
     metrics_dir = tmp_path_factory.mktemp("verifier-metrics")
     extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    keys = dev_keys(key_files)
-    with service_workers(
-        Service, "verifier", VERIFIER_WORKERS, logs, keys, service_settings, extra
-    ) as started:
+    with start.workers("verifier", "verifier-logs", VERIFIER_WORKERS, extra) as started:
         started.metrics_dir = metrics_dir
         yield started
 
 
 @pytest.fixture(scope="module")
-def strict_verifier(
-    issuer: Service,
-    service_settings: dict[str, str],
-    key_files: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
+def strict_verifier(issuer: Service, start: Starter) -> Iterator[Service]:
     """One verifier worker that accepts codes of its own city only (``cross_city = false``)."""
-    logs = tmp_path_factory.mktemp("strict-verifier-logs")
-    settings = {**service_settings, "verifier_cross_city": "false"}
-    with service_workers(Service, "verifier", 1, logs, dev_keys(key_files), settings) as started:
+    logs = "strict-verifier-logs"
+    with start.workers("verifier", logs, verifier_cross_city="false") as started:
         yield started
 
 
 @pytest.fixture(scope="module")
-def probe_verifier(
-    issuer: Service,
-    service_settings: dict[str, str],
-    key_files: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
+def probe_verifier(issuer: Service, start: Starter) -> Iterator[Service]:
     """A throwaway verifier worker for requests that have broken one before.
 
     The module's verifiers stay witnesses of "no unhandled error, clean exit" for everything
     else; what the probe answers is asserted by the test that uses it.
     """
-    logs = tmp_path_factory.mktemp("probe-verifier-logs")
-    keys = dev_keys(key_files)
-    with service_workers(
-        Service, "verifier", 1, logs, keys, service_settings, checked=False
-    ) as started:
+    with start.workers("verifier", "probe-verifier-logs", checked=False) as started:
         yield started
 
 
@@ -253,6 +257,19 @@ def time_fields_ok(verdict: dict[str, Any], started: float) -> bool:
     return int(started) - 1 <= int(verdict["checked_at"]) <= int(time.time()) + 1
 
 
+def valid_green(as_of: int, *, degraded: bool = False) -> dict[str, Any]:
+    """The verdict on a green health code of ``CITY``, without its time."""
+    return {
+        "valid": True,
+        "reason": "VALID",
+        "colour": "green",
+        "kind": "health",
+        "city": CITY,
+        "as_of": as_of,
+        "degraded": degraded,
+    }
+
+
 def refusal(reason: str, city: int | None = CITY, kind: str | None = "health") -> dict[str, Any]:
     """A refused verdict, without its time."""
     return {
@@ -321,15 +338,7 @@ def test_a_displayed_code_is_valid_on_every_worker(issuer: Service, verifier: Se
         verdict = verifier.verify(code)
         assert time_fields_ok(verdict, started), verdict
         assert abs(verdict["as_of"] - verdict["checked_at"]) <= 1, "online: the colour is live"
-        assert without_time(verdict) == {
-            "valid": True,
-            "reason": "VALID",
-            "colour": "green",
-            "kind": "health",
-            "city": CITY,
-            "as_of": verdict["as_of"],
-            "degraded": False,
-        }
+        assert without_time(verdict) == valid_green(verdict["as_of"])
     # A scanner's line terminator is not part of the code.
     assert verifier.verify(code + "\r\n")["reason"] == "VALID"
     assert subject not in json.dumps(verdict), "the pseudonym is never shown to terminals"
@@ -571,15 +580,9 @@ def test_store_down_gives_a_degraded_answer_within_the_deadline(
     # Both answered while the store still held every command back: the read deadline (250 ms),
     # not the store, ended each wait. The bound is the pause, twenty times that deadline.
     assert answered_after < pause_s, f"answered {answered_after:.2f} s into a {pause_s} s pause"
-    assert without_time(verdict) == {
-        "valid": True,
-        "reason": "VALID",
-        "colour": "green",
-        "kind": "health",
-        "city": CITY,
-        "as_of": iat,
-        "degraded": True,
-    }, "the signed colour, as of the code's issue time"
+    assert without_time(verdict) == valid_green(iat, degraded=True), (
+        "the signed colour, as of the code's issue time"
+    )
     assert without_time(refused) == refusal("BAD_SIGNATURE"), "the signature is checked"
     # The worker that answered adds its count to /metrics within a flush interval.
     degraded_after = eventually(degraded, lambda n: n >= degraded_before + 1, HANG_GUARD_S)

@@ -35,9 +35,8 @@ from schemathesis.checks import (
 )
 from schemathesis.core.parameters import ParameterLocation
 
-from codeengine.keyfiles import write_private
 from codeengine.ops.devcluster import DevCluster
-from tests.e2e.helpers import dev_keys, service_workers
+from tests.e2e.helpers import dev_keys, service_workers, sole_client_settings
 from tests.e2e.test_verifier_e2e import (
     Service,
     displayed,
@@ -89,16 +88,14 @@ def live_verifier(
     An issuer runs beside it: it publishes the trust list and displays the real codes.
     """
     directory = tmp_path_factory.mktemp("verifier-schemathesis")
-    credentials = directory / "credentials.json"
     client = {
         "client": "schemathesis",
         "scopes": ["verify", "admin"],
         "key": KEY,
         "rate_per_s": 1e9,
     }
-    write_private(credentials, json.dumps({"clients": [client]}).encode())
     settings = {"cluster_nodes": cluster.nodes_spec, **key_files}
-    mine = {**settings, "keys_credentials_file": str(credentials)}
+    mine = sole_client_settings(directory, key_files, cluster.nodes_spec, client)
     scopes = {"verify": KEY, "admin": KEY}
     with (
         service_workers(Service, "issuer", 1, directory, dev_keys(key_files), settings) as issuer,

@@ -90,6 +90,18 @@ async def display(client: Client, settings: Settings, subject: str) -> dict[str,
     return answer
 
 
+async def new_person(client: Client, settings: Settings) -> tuple[str, str]:
+    """A new person, generated: the resident ID (what batches name) and the subject."""
+    person = new_person_id()
+    return person, await generate(client, settings, person)
+
+
+async def new_code(client: Client, settings: Settings) -> tuple[str, str]:
+    """A new person's subject and the code the issuer displays for it."""
+    _, subject = await new_person(client, settings)
+    return subject, str((await display(client, settings, subject))["token"])
+
+
 async def history(client: Client, settings: Settings, subject: str) -> dict[str, Any]:
     """The subject's audit trail as the history endpoint answers it."""
     response = await client.get(

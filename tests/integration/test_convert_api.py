@@ -20,10 +20,9 @@ from tests.integration.apps import (
     Clock,
     auth,
     display,
-    generate,
     history,
     issuer,
-    new_person_id,
+    new_person,
     verifier,
 )
 
@@ -52,8 +51,7 @@ def test_a_batch_over_http_imports_shows_repeats_nothing_and_rolls_back(
         clock = Clock()
         now = int(clock.now)
         async with issuer(settings, clock) as client:
-            person = new_person_id()
-            subject = await generate(client, settings, person)
+            person, subject = await new_person(client, settings)
             rows = [f"{person},positive,{now - DAY},cdc-nanjing,320100", "garbage"]
             status, report = await post_batch(client, settings, f"api-{subject}", rows)
             assert status == 201, report
@@ -107,8 +105,7 @@ def test_a_period_ends_at_its_instant_and_a_verify_after_an_import_answers_the_n
         clock = Clock()
         now = int(clock.now)
         async with issuer(settings, clock) as client, verifier(settings, clock) as gate:
-            person = new_person_id()
-            subject = await generate(client, settings, person)
+            person, subject = await new_person(client, settings)
             green = await display(client, settings, subject)
             assert green["colour"] == "green"
             # A risk-area visit 7 days long, ending 60 s from now.
@@ -142,8 +139,7 @@ def test_an_upheld_appeal_overrides_a_rule_until_its_expiry_and_a_decision_is_fi
         clock = Clock()
         now = int(clock.now)
         async with issuer(settings, clock) as client:
-            person = new_person_id()
-            subject = await generate(client, settings, person)
+            person, subject = await new_person(client, settings)
             await post_batch(client, settings, f"appeal-{subject}",
                              [f"{person},close_contact,{now - DAY},cdc,320100"])  # fmt: skip
             assert (await display(client, settings, subject))["colour"] == "red"
@@ -202,8 +198,7 @@ def test_an_altered_removed_or_truncated_audit_entry_is_detected(
     async def make_trail() -> str:
         clock = Clock()
         async with issuer(settings, clock) as client:
-            person = new_person_id()
-            subject = await generate(client, settings, person)
+            person, subject = await new_person(client, settings)
             when = int(clock.now) - DAY
             for n, kind in enumerate(["risk_area_visit", "close_contact", "positive"]):
                 rows = [f"{person},{kind},{when},cdc,320100"]

@@ -17,10 +17,7 @@ from codeengine.code.token import decode, verify_at
 from codeengine.code.trustlist import TrustList
 from codeengine.keyfiles import write_private
 from codeengine.settings import Settings
-from codeengine.web.openapi import OPENAPI
 from codeengine.web.runtime import STORE
-from codeengine.web.service import UNMATCHED
-from issuer.app import create_app
 from issuer.subjects import QR_CACHE
 from tests.integration.apps import Client, Clock, auth, generate, issuer, new_person_id
 
@@ -301,15 +298,3 @@ def test_metrics_count_operations_by_reason(settings: Settings, run: Any) -> Non
             assert "codeengine_request_seconds_bucket" in text
 
     run(scenario())
-
-
-def test_openapi_documents_exactly_the_routes(settings: Settings) -> None:
-    app = create_app(settings)
-    served = {
-        (route.method.lower(), route.resource.canonical)
-        for route in app.router.routes()
-        if route.resource is not None and route.method != "HEAD" and route.name != UNMATCHED
-    }
-    spec = app[OPENAPI]
-    documented = {(method, path) for path, ops in spec["paths"].items() for method in ops}
-    assert served == documented

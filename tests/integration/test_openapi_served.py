@@ -1,15 +1,22 @@
-"""The OpenAPI documents the apps serve are the committed ones (``docs/openapi/``)."""
+"""The OpenAPI documents the apps serve are the committed ones (``docs/openapi/``) and name
+exactly the routes each app serves."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from codeengine.settings import Settings
+from codeengine.web.openapi import OPENAPI
+from codeengine.web.service import UNMATCHED
+from issuer.app import create_app as create_issuer
 from tests.integration.apps import issuer, verifier
 from tools.openapi import DOCS
+from verifier.app import create_app as create_verifier
 
 pytestmark = pytest.mark.cluster
 
@@ -27,3 +34,17 @@ def test_each_service_serves_its_committed_document(settings: Settings, run: Any
                 assert await response.json() == committed, name
 
     run(scenario())
+
+
+@pytest.mark.parametrize("create", [create_issuer, create_verifier], ids=["issuer", "verifier"])
+def test_each_app_documents_exactly_the_routes_it_serves(
+    settings: Settings, create: Callable[[Settings], web.Application]
+) -> None:
+    app = create(settings)
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD" and route.name != UNMATCHED
+    }
+    documented = {(method, path) for path, ops in app[OPENAPI]["paths"].items() for method in ops}
+    assert served == documented

@@ -14,7 +14,7 @@ from codeengine.settings import load_settings
 from codeengine.web.body import Field
 from codeengine.web.fastlane import LANE_ROUTES, LaneRoute
 from codeengine.web.openapi import OPENAPI, openapi_document
-from codeengine.web.routes import PUBLIC, Route, object_body, object_schema, ref
+from codeengine.web.routes import PUBLIC, Route, closed_object, object_body, object_schema, ref
 from issuer.app import create_app as create_issuer
 from verifier.app import create_app as create_verifier
 
@@ -83,6 +83,16 @@ def test_a_body_schema_is_made_from_the_field_table_that_reads_it() -> None:
     operation = made["paths"]["/v1/things"]["post"]
     assert operation["requestBody"] == {"required": True, "content": ref("Thing")}
     assert made["components"]["schemas"]["Thing"] == object_schema(FIELDS)
+
+
+def test_a_closed_answer_object_requires_each_property_in_order_and_no_other() -> None:
+    properties = {"b": {"type": "integer"}, "a": {"type": "string"}}
+    assert closed_object(properties) == {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["b", "a"],
+        "properties": properties,
+    }
 
 
 def test_a_document_that_would_lie_is_not_made() -> None:

@@ -1,5 +1,5 @@
--- Fencing and the audit trail, shared by every audited write (expanded where a script says
--- "#include audit.lua").
+-- Fencing, resends and the audit trail, shared by every audited write (expanded where a script
+-- says "#include audit.lua").
 --
 -- Fencing (codeengine.store.fence): a write carries its city, the writer's epoch and its name. A
 -- record remembers the highest epoch of each city that wrote it (``rec.fe``); a write with a
@@ -29,4 +29,12 @@ local function audit(stream, rec, entry)
   local h = redis.sha1hex(packed)
   rec.h = h
   redis.call('XADD', stream, '*', 'e', packed, 'h', h)
+end
+-- A write resent with the same marker (its record, or its operation's marker) is answered from
+-- what the marker holds and audited once. The marker is rewritten unchanged so that the caller's
+-- WAIT covers the original write too. Returns the marker's value, or nil for a first send.
+local function resent(marker)
+  local done = redis.call('GET', marker)
+  if done then redis.call('SET', marker, done, 'KEEPTTL') end
+  return done
 end

@@ -8,12 +8,8 @@ local fence_city = ARGV[3]    -- the writer's city ('' for no fencing)
 local fence_epoch = ARGV[4]   -- the writer's epoch in that city
 local writer = ARGV[5]        -- the writer's name (audited)
 -- #include audit.lua
-local cur = redis.call('GET', record_key)
-if cur then
-  -- Rewrite the same value: the caller's WAIT then covers the original create too.
-  redis.call('SET', record_key, cur, 'KEEPTTL')
-  return {0, cur}
-end
+local cur = resent(record_key) -- the record is its own create's marker
+if cur then return {0, cur} end
 local rec = cmsgpack.unpack(packed_record)
 fenced(rec, fence_city, fence_epoch, writer)
 audit(audit_key, rec, {op='create', actor=actor, reason='', new=rec.col, v=rec.v, at=rec.u,

@@ -14,11 +14,8 @@ local fence_city = ARGV[7]  -- the writer's city ('' for no fencing)
 local fence_epoch = ARGV[8] -- the writer's epoch in that city
 local writer = ARGV[9]      -- the writer's name (audited)
 -- #include audit.lua
-local done = redis.call('GET', marker_key)
-if done then
-  redis.call('SET', marker_key, done, 'KEEPTTL')
-  return {2, tonumber(done)}
-end
+local done = resent(marker_key)
+if done then return {2, tonumber(done)} end
 local cur = redis.call('GET', record_key)
 if not cur then return {-1, 0} end
 local rec = cmsgpack.unpack(cur)

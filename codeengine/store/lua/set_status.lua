@@ -15,10 +15,8 @@ local fence_city = ARGV[7]  -- the writer's city ('' for no fencing)
 local fence_epoch = ARGV[8] -- the writer's epoch in that city
 local writer = ARGV[9]      -- the writer's name (audited)
 -- #include audit.lua
-local done = redis.call('GET', marker_key)
+local done = resent(marker_key)
 if done then
-  -- A resend: rewrite the same marker so that the caller's WAIT covers the original write.
-  redis.call('SET', marker_key, done, 'KEEPTTL')
   local sep = string.find(done, ':')
   return {2, tonumber(string.sub(done, 1, sep - 1)), tonumber(string.sub(done, sep + 1))}
 end
