@@ -8,7 +8,7 @@ through the import and restore scripts. The importer that drives it is
 
 from __future__ import annotations
 
-__all__ = ["BATCH_SNAPSHOT_TTL_S", "MAX_RECENT_BATCHES", "SCRIPT_ROWS", "BatchAdapter"]
+__all__ = ["BatchAdapter"]
 
 import asyncio
 import functools
@@ -16,12 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from codeengine.code.errors import (
-    BatchConflict,
-    Reason,
-    UnknownBatch,
-    WriteNotReplicated,
-)
+from codeengine.code.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
 from codeengine.code.fencing import WriterToken
 from codeengine.code.model import Colour, SubjectId
 from codeengine.metrics import STORE_LATENCY
