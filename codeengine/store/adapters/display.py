@@ -1,0 +1,75 @@
+"""Display tokens: the code a subject's screen shows, read with its record in one MGET.
+
+Owns ``keyspace.token_key`` (one per subject and kind); reads ``subject_key`` beside it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DisplayAdapter"]
+
+import time
+
+from codeengine.code.display import DisplayedCode
+from codeengine.code.model import SubjectId
+from codeengine.code.status import SubjectRecord
+from codeengine.metrics import STORE_LATENCY, HotHistogram
+from codeengine.store import keyspace
+from codeengine.store.adapters._base import Adapter, StoreSettings
+from codeengine.store.cluster import tag_slot
+from codeengine.store.scripts import SWAP_DISPLAY
+
+
+class DisplayAdapter(Adapter):
+    """The display read (the hottest path) and the token swap."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        super().__init__(settings)
+        self._swap_display = self._fast.script(SWAP_DISPLAY)
+        # Latency series of the hot paths, looked up once.
+        self._display_read = {
+            o: HotHistogram(STORE_LATENCY.labels("display read", o)) for o in ("ok", "error")
+        }
+
+    async def display_state(
+        self, subject: SubjectId, kind: int | None = None
+    ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
+        """The subject's record and current display token of ``kind`` (one MGET, one slot)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            # Started once: skip the coroutine that would only say so.
+            fast = self._fast if self._fast_started else await self._hot()
+            keys_ = [keyspace.subject_key(subject), keyspace.token_key(subject, kind)]
+            # Both keys carry the subject's hash tag: its slot is theirs.
+            record_raw, token_raw = await fast.mget(keys_, slot=tag_slot(subject))
+            outcome = "ok"
+        finally:
+            self._display_read[outcome].observe(time.perf_counter() - started)
+        record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
+        shown = None if token_raw is None else DisplayedCode.unpack(token_raw)
+        return record, shown
+
+    async def replace_display(
+        self,
+        subject: SubjectId,
+        seen: DisplayedCode | None,
+        new: DisplayedCode,
+        ttl_ms: int,
+        kind: int | None = None,
+    ) -> DisplayedCode:
+        """Store ``new`` unless another process refreshed first; the token now stored."""
+        new_raw = new.pack()
+        args: list[bytes | int] = [b"" if seen is None else seen.pack(), new_raw, ttl_ms]
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            await self._hot()
+            stored = await self._swap_display(
+                [keyspace.token_key(subject, kind)],
+                args,
+                deadline_s=self._settings.write_deadline_ms / 1000,
+            )
+            outcome = "ok"
+        finally:
+            STORE_LATENCY.labels("display write", outcome).observe(time.perf_counter() - started)
+        return new if stored == new_raw else DisplayedCode.unpack(stored)

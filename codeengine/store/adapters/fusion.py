@@ -1,0 +1,127 @@
+"""Card-code fusion: aliases (card numbers and the like) bound to subjects, and licences.
+
+Owns ``keyspace.alias_key``, ``subject_aliases_key`` and ``licences_key``; a binding is
+audited on the subject's ``audit_key``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FusionAdapter"]
+
+from collections.abc import Sequence
+
+from codeengine.code.model import SubjectId
+from codeengine.store import keyspace
+from codeengine.store.adapters._base import Adapter, StoreSettings, _text_fields
+from codeengine.store.port import AliasBinding
+from codeengine.store.results import ClaimCode, ReleaseCode, WriteCode
+from codeengine.store.scripts import ALIAS_CLAIM, ALIAS_LINK, ALIAS_RELEASE
+
+
+class FusionAdapter(Adapter):
+    """Alias bindings and licence links."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        super().__init__(settings)
+        self._alias_claim = self._fast.script(ALIAS_CLAIM)
+        self._alias_release = self._fast.script(ALIAS_RELEASE)
+        self._alias_link = self._fast.script(ALIAS_LINK)
+
+    async def bind_aliases(
+        self, bindings: Sequence[AliasBinding], actor: str, now: int
+    ) -> list[str]:
+        """Claim every alias key, list the claimed ones on their subjects, WAIT once per node."""
+        if not bindings:
+            return []
+        await self.fence.writer()
+        fast = await self._hot()
+        deadline_s = self._bulk_deadline_s
+        claims = await fast.bulk(
+            [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
+             for b in bindings],
+            deadline_s=deadline_s,
+        )  # fmt: skip
+        claimed = [int(fast.reply_or_raise(r, "EVALSHA")[0]) for r in claims]
+        results = ["taken" if c == ClaimCode.TAKEN else "" for c in claimed]
+        mine = [i for i, c in enumerate(claimed) if c != ClaimCode.TAKEN]
+        links = await fast.bulk(
+            [
+                (keyspace.subject_key(b.subject),
+                 ("EVALSHA", self._alias_link.sha, 3, keyspace.subject_key(b.subject),
+                  keyspace.subject_aliases_key(b.subject), keyspace.audit_key(b.subject), "bind",
+                  b.alias, b.listed, actor, now))
+                for b in (bindings[i] for i in mine)
+            ],
+            deadline_s=deadline_s,
+        )  # fmt: skip
+        release = []
+        for i, reply in zip(mine, links, strict=True):
+            code = int(fast.reply_or_raise(reply, "EVALSHA")[0])
+            if code == WriteCode.UNKNOWN_SUBJECT:
+                results[i] = "unknown_subject"
+                if claimed[i] == ClaimCode.CLAIMED:
+                    release.append(bindings[i])
+            else:
+                claimed_now = claimed[i] == ClaimCode.CLAIMED
+                results[i] = "bound" if claimed_now or code == WriteCode.APPLIED else "unchanged"
+        if release:
+            await fast.bulk(
+                [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_release.sha, 1, k,
+                                                b.subject)) for b in release],
+                deadline_s=deadline_s,
+            )  # fmt: skip
+        written = [keyspace.alias_key(b.alias) for b in bindings] + [
+            keyspace.subject_key(b.subject) for b in bindings
+        ]
+        await self._replicated(fast, written, bulk=True)
+        return results
+
+    async def unbind_alias(self, subject: SubjectId, alias: str, actor: str, now: int) -> bool:
+        """Take the alias off the subject's list (audited), then free the alias key."""
+        await self.fence.writer()
+        fast = await self._hot()
+        code, _ = await self._alias_link(
+            [
+                keyspace.subject_key(subject),
+                keyspace.subject_aliases_key(subject),
+                keyspace.audit_key(subject),
+            ],
+            ["unbind", alias, "", actor, now],
+            deadline_s=self._bulk_deadline_s,
+        )
+        (released,) = await self._alias_release(
+            [keyspace.alias_key(alias)], [subject], deadline_s=self._bulk_deadline_s
+        )
+        await self._replicated(fast, [keyspace.alias_key(alias), keyspace.subject_key(subject)])
+        return int(code) == WriteCode.APPLIED or int(released) == ReleaseCode.RELEASED
+
+    async def subject_for_alias(self, alias: str) -> SubjectId | None:
+        """One GET of the alias key, within the read deadline (a scan waits on it)."""
+        fast = await self._hot()
+        raw = await fast.get(keyspace.alias_key(alias))
+        return None if raw is None else SubjectId(raw.decode())
+
+    async def list_aliases(self, subject: SubjectId) -> list[tuple[str, str]]:
+        """The subject's alias hash, as (alias, ``type:masked``) pairs."""
+        fast = await self._hot()
+        key = keyspace.subject_aliases_key(subject)
+        flat = await fast.execute(key, "HGETALL", key, deadline_s=self._bulk_deadline_s)
+        return sorted(_text_fields(flat).items())
+
+    async def link_licence(self, subject: SubjectId, licence: str, listed: str) -> bool:
+        """HSET the licence on the subject, acknowledged after WAIT."""
+        await self.fence.writer()
+        fast = await self._hot()
+        key = keyspace.licences_key(subject)
+        added = await fast.execute(
+            key, "HSET", key, licence, listed, deadline_s=self._bulk_deadline_s
+        )
+        await self._replicated(fast, [key])
+        return bool(int(added))
+
+    async def licences(self, subject: SubjectId) -> list[str]:
+        """The values of the subject's licence hash."""
+        fast = await self._hot()
+        key = keyspace.licences_key(subject)
+        # Within the read deadline: a service-hall scan waits on it.
+        return sorted(v.decode() for v in await fast.execute(key, "HVALS", key))

@@ -1,0 +1,88 @@
+"""The scan log: one stream per city of the scans the verifiers saw.
+
+Owns ``keyspace.scan_log_key`` and ``scan_batch_key`` (a city's resend markers).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ScanAdapter"]
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from codeengine.code.errors import CodeEngineError
+from codeengine.code.scans import PackedScan, ScanEntry, ScanWindow
+from codeengine.metrics import SCANS_UNREADABLE
+from codeengine.store import keyspace
+from codeengine.store.adapters._base import Adapter, StoreSettings
+from codeengine.store.scripts import APPEND_SCANS
+
+log = logging.getLogger("codeengine.store.port")
+
+
+class ScanAdapter(Adapter):
+    """Scan log appends (pipelined, one script call per city) and time-window reads."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        super().__init__(settings)
+        self._append_scans = self._fast.script(APPEND_SCANS)
+
+    async def append_scans(
+        self, entries: list[PackedScan], max_len: int, token: str
+    ) -> list[PackedScan]:
+        """Append every entry to its city's stream: one script call per city, pipelined.
+
+        Returns the entries of the cities whose call failed; the others are written once.
+        A city's script skips a batch whose ``token`` it has written already (a resend).
+        """
+        await self._hot()
+        # Each city's script arguments, gathered as they are sent: the limit, then the entries.
+        by_city: defaultdict[int, list[int | bytes]] = defaultdict(lambda: [max_len])
+        for city, packed in entries:
+            by_city[city].append(packed)
+        deadline_s = self._settings.write_deadline_ms / 1000
+        outcomes = await asyncio.gather(
+            *(
+                self._append_scans(
+                    [keyspace.scan_log_key(city), keyspace.scan_batch_key(city, token)],
+                    args,
+                    deadline_s=deadline_s,
+                )
+                for city, args in by_city.items()
+            ),
+            return_exceptions=True,
+        )
+        failed_cities = set()
+        for city, outcome in zip(by_city, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                failed_cities.add(city)
+        return [entry for entry in entries if entry[0] in failed_cities] if failed_cities else []
+
+    async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
+        """Stream ids are millisecond times, so a time window is an XRANGE."""
+        fast = await self._hot()
+        key = keyspace.scan_log_key(city)
+        rows = await fast.execute(
+            key, "XRANGE", key, from_ms, to_ms, "COUNT", limit + 1,
+            deadline_s=self._settings.write_deadline_ms / 1000,
+        )  # fmt: skip
+        entries = []
+        unreadable = 0
+        for _id, fields in rows[:limit]:
+            try:
+                entries.append(
+                    ScanEntry.from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+                )
+            except (CodeEngineError, ValueError):
+                unreadable += 1
+        if unreadable:
+            # Only how many and where: an entry that is not the engine's may hold anything.
+            log.warning(
+                "scan log of city %d: %d unreadable entries skipped in %d..%d",
+                city, unreadable, from_ms, to_ms,
+            )  # fmt: skip
+            SCANS_UNREADABLE.inc(unreadable)
+        return ScanWindow(entries, len(rows) > limit, unreadable)
