@@ -439,24 +439,37 @@ class FastCluster:
         For bulk jobs: no task per command and no redirect handling. A reply that is a
         redirect, or any failure, raises StoreUnavailable (after asking for the slot map
         again); such jobs are idempotent and resume. An EVALSHA a node answers NOSCRIPT (its
-        script cache was emptied) is sent again after loading the script there. Other error
+        script cache was emptied) is sent again after loading the script there, and so is
+        every WAIT that followed it on that node: the first WAIT answered before the script
+        ran, so only one sent behind it says whether a replica has its writes. Other error
         replies are returned as they are.
         """
         deadline = self._deadline(deadline_s)
         replies = await self._bulk_at(commands, deadline)
         missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
         if missing:
-            # The scripts first, on the node of the commands that need them, then those again.
+            # The scripts first, on the node of the commands that need them, then those again
+            # in their first order, each node's later WAITs among them.
             loads: dict[tuple[_Node | None, str], str | bytes] = {}
+            first: dict[_Node | None, int] = {}
             for i in missing:
                 key, args = commands[i]
-                loads.setdefault((self._slots[key_slot(key)], _name(args[1])), key)
+                node = self._slots[key_slot(key)]
+                loads.setdefault((node, _name(args[1])), key)
+                first.setdefault(node, i)
+            waits = [
+                i
+                for i, (key, args) in enumerate(commands)
+                if _name(args[0]).upper() == "WAIT"
+                and i > first.get(self._slots[key_slot(key)], len(commands))
+            ]
+            resent = sorted(missing + waits)
             again = await self._bulk_at(
                 [(key, ("SCRIPT", "LOAD", self._body(sha))) for (_, sha), key in loads.items()]
-                + [commands[i] for i in missing],
+                + [commands[i] for i in resent],
                 deadline,
             )
-            for i, reply in zip(missing, again[len(loads) :], strict=True):
+            for i, reply in zip(resent, again[len(loads) :], strict=True):
                 replies[i] = reply
         return replies
 

@@ -189,6 +189,49 @@ def test_bulk_reloads_flushed_scripts_and_runs_each_command_once(
     run(scenario())
 
 
+def test_bulk_sends_a_wait_again_behind_the_scripts_it_reloaded(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            incr = client.script("return redis.call('INCR', KEYS[1])")
+            key, other = f"n:{tag()}", f"n:{tag()}"
+            port = port_of(client, key)
+            while port_of(client, other) == port:
+                other = f"n:{tag()}"
+
+            def waits_run() -> dict[int, int]:
+                stats = {
+                    p: cluster.command(p, "INFO", "commandstats")
+                    for p in (port, port_of(client, other))
+                }
+                return {p: _calls(text, "wait") for p, text in stats.items()}
+
+            await flush_scripts(cluster)
+            before = await asyncio.to_thread(waits_run)
+            commands: list[tuple[str | bytes, list[str | bytes | int | float]]] = [
+                (key, ["EVALSHA", incr.sha, 1, key]),
+                (key, ["WAIT", 1, 1000]),
+                (other, ["WAIT", 1, 1000]),
+            ]
+            # ``other``'s node had nothing refused: its WAIT is not sent again.
+            await client.execute(other, "SET", other, "1", deadline_s=2)
+            assert await client.bulk(commands, deadline_s=5) == [1, 1, 1]
+            after = await asyncio.to_thread(waits_run)
+            assert after[port] - before[port] == 2, "the WAIT went again, behind the script"
+            assert after[port_of(client, other)] - before[port_of(client, other)] == 1
+
+    run(scenario())
+
+
+def _calls(commandstats: str, command: str) -> int:
+    """How many times a node ran ``command``, from INFO commandstats (0 if never)."""
+    for line in commandstats.splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
 def test_a_script_and_its_wait_leave_together_and_reload_a_flushed_script(
     cluster: DevCluster, run: Any
 ) -> None:

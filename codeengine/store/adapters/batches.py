@@ -80,7 +80,9 @@ class BatchAdapter(Adapter):
         fast = await self._hot()
         key = keyspace.batch_key(batch_id)
         # apply_risk sends its scripts by hash alone, without awaiting anything first, so
-        # that chunks in flight together reach each primary in file order.
+        # that chunks in flight together reach each primary in file order. A primary that lost
+        # the script refuses them in that order on its one connection, and each chunk's bulk
+        # call sends its own again (with their WAIT) as its refusal comes back: still in order.
         created = await fast.execute(
             key, "HSETNX", key, "state", "running", deadline_s=self._bulk_deadline_s
         )
