@@ -1,9 +1,10 @@
 """The asyncio Redis Cluster client of the services: every command the issuer and verifier send.
 
 The services talk to Redis only through codeengine.store.cluster; redis-py is used where a
-general client is right and speed does not matter: creating the dev cluster, test oracles,
-one-off tools. redis-py's asyncio cluster client costs several times the server's work per
-command and stalls healthy shards behind its topology lock (docs/architecture.md, pitfalls).
+general client is right and speed does not matter: test oracles and the store-client benchmark
+(the dev cluster is created with redis-cli). redis-py's asyncio cluster client costs several
+times the server's work per command and stalls healthy shards behind its topology lock
+(docs/architecture.md, pitfalls).
 This client does only what the services need: one connection per primary, automatic
 pipelining (every command issued during one loop tick to a node leaves in one ``write()``, and
 the replies come back in one read), MOVED/ASK redirects, a slot map refreshed in the
@@ -634,6 +635,8 @@ class FastCluster:
         if node is None:
             self.schedule_refresh()
             raise StoreUnavailable("store slot not covered")
+        # The same breaker as the shard's reads: a stalled primary refuses writes at once too.
+        self._usable(node)
         evalsha = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
         wait = pack_command(("WAIT", replicas, timeout_ms))
         deadline = self._deadline(deadline_s)
@@ -644,10 +647,11 @@ class FastCluster:
                 calls = (load, evalsha, wait)
                 _, reply, acked = await node.ack_pool.call(calls, deadline, self._expiry)
         except StoreUnavailable as exc:
-            self._failed(None, exc)
+            self._failed(node, exc)
             raise
         except _FAILURES as exc:
-            raise self._failed(None, exc, "EVALSHA") from exc
+            raise self._failed(node, exc, "EVALSHA") from exc
+        node.answered()
         if type(reply) is _ReplyError and str(reply).startswith(_REDIRECTS):
             self.schedule_refresh()
             raise StoreUnavailable("store slot moved while it was written")
