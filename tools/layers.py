@@ -17,8 +17,8 @@ bottom (``docs/architecture.md`` draws them):
   it may import anything, and nothing of the services imports it.
 
 The services talk to Redis only through ``codeengine.store.cluster``: redis-py, the general
-client, is for where speed does not matter (creating the dev cluster, test oracles, one-off
-tools), so no layer below ``ops`` may import it.
+client, is for where speed does not matter (test oracles, the store-client benchmark), so no
+layer below ``ops`` may import it.
 
 The check is static: every ``import`` statement counts, inside functions and under
 ``TYPE_CHECKING`` too, so a lazy import cannot hide a breach.

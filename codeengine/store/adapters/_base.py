@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 BULK_ACK_FACTOR = 10
 """A bulk chunk's WAIT may take this many times the replica timeout of a single write."""
+BACKSTOP_S = 0.02
+"""How much later than its own deadline a bounded store call is cancelled from outside."""
 SCAN_COUNT = 1000
 """Keys asked of SCAN and SSCAN per call."""
 
@@ -78,7 +80,10 @@ class Adapter:
         started = time.perf_counter()
         outcome = "error"
         try:
-            async with asyncio.timeout(deadline_ms / 1000):
+            # The client's own deadline (the same one, inside ``work``) ends a call first: it
+            # counts the failure in the shard's breaker and asks for the slot map again, which
+            # a cancellation from out here would skip. This one is the backstop.
+            async with asyncio.timeout(deadline_ms / 1000 + BACKSTOP_S):
                 result = await work()
             outcome = "ok"
             return result
@@ -104,10 +109,6 @@ class Adapter:
             raise StoreUnavailable("store not reachable within the deadline") from None
         self._fast_started = True
         return self._fast
-
-    async def refresh_topology(self) -> None:
-        """Ask the cluster for its current slot map (after a failover or a resharding)."""
-        await (await self._hot()).refresh()
 
     async def _write_then_wait(
         self,
