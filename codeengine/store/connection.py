@@ -209,12 +209,13 @@ class AckPool:
     late reply would still hold it.
     """
 
-    __slots__ = ("_all", "_idle", "addr", "connect_timeout_s", "limit")
+    __slots__ = ("_all", "_idle", "addr", "closed", "connect_timeout_s", "limit")
 
     def __init__(self, addr: tuple[str, int], connect_timeout_s: float, limit: int) -> None:
         self.addr = addr
         self.connect_timeout_s = connect_timeout_s
         self.limit = limit
+        self.closed = False
         self._idle: list[Connection] = []
         self._all: set[Connection] = set()
 
@@ -235,6 +236,9 @@ class AckPool:
         return replies
 
     async def _take(self, deadline: float) -> Connection:
+        if self.closed:
+            # A connection opened now would belong to nobody: nothing closes the pool again.
+            raise StoreUnavailable("store client closed")
         while self._idle:
             conn = self._idle.pop()
             if conn.open:
@@ -244,6 +248,9 @@ class AckPool:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
             _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
+        if self.closed:
+            conn.close("store client closed")
+            raise StoreUnavailable("store client closed")
         self._all.add(conn)
         return conn
 
@@ -251,7 +258,8 @@ class AckPool:
         self._all.discard(conn)
 
     def close(self) -> None:
-        """Close every connection, failing the calls still waiting."""
+        """Close every connection, failing the calls still waiting; refuse calls after."""
+        self.closed = True
         self._idle.clear()
         for conn in list(self._all):
             conn.close("store client closed")

@@ -232,6 +232,23 @@ def _calls(commandstats: str, command: str) -> int:
     return 0
 
 
+def test_a_write_after_close_is_refused_and_opens_no_connection(
+    cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        async with started(cluster) as client:
+            setter = client.script("redis.call('SET', KEYS[1], ARGV[1]); return 1")
+            key = f"w:{tag()}"
+            assert await client.evalsha_then_wait(setter, [key], ["v"], 1, 1000, deadline_s=2)
+            await client.aclose()
+            with pytest.raises(StoreUnavailable, match="closed"):
+                await client.evalsha_then_wait(setter, [key], ["w"], 1, 1000, deadline_s=2)
+            pools = [node.ack_pool for node in client._nodes.values()]
+            assert pools and all(pool.closed and not pool._all for pool in pools)
+
+    run(scenario())
+
+
 def test_a_script_and_its_wait_leave_together_and_reload_a_flushed_script(
     cluster: DevCluster, run: Any
 ) -> None:
