@@ -221,6 +221,9 @@ class AckPool:
 
     async def call(self, packed: Sequence[bytes], deadline: float, expiry: Expiry) -> list[Any]:
         """Send ``packed`` in one write on a connection of its own; the raw replies."""
+        if self.closed:
+            # A connection opened now would belong to nobody: nothing closes the pool again.
+            raise StoreUnavailable("store client closed")
         conn = await self._take(deadline)
         future = conn.send_many(packed)
         bucket = expiry.add(future, deadline)
@@ -236,9 +239,6 @@ class AckPool:
         return replies
 
     async def _take(self, deadline: float) -> Connection:
-        if self.closed:
-            # A connection opened now would belong to nobody: nothing closes the pool again.
-            raise StoreUnavailable("store client closed")
         while self._idle:
             conn = self._idle.pop()
             if conn.open:
@@ -248,7 +248,7 @@ class AckPool:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
             _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
-        if self.closed:
+        if self.closed:  # closed while this connection was being opened
             conn.close("store client closed")
             raise StoreUnavailable("store client closed")
         self._all.add(conn)
