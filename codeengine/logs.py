@@ -90,7 +90,12 @@ def _message(record: logging.LogRecord) -> str:
             return record.getMessage()
         except (TypeError, ValueError):
             return str(record.msg)
-    template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+    if record.name == "py.warnings":
+        # A warning's whole text is its one argument ("%s"): the first line names where and
+        # what, and the quoted text in it is cut out below as in any library line.
+        template = record.getMessage()
+    else:
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
     first = template.strip().split("\n", 1)[0]
     return _QUOTED.sub("…", first)[:MAX_LIBRARY_MESSAGE_CHARS]
 

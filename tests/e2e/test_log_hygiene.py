@@ -150,11 +150,12 @@ async def flood(port: int, requests: int, connections: int) -> int:
     return refused
 
 
+@pytest.mark.parametrize("fast_lane", ["true", "false"], ids=["lane", "aiohttp"])
 def test_a_flood_of_malformed_requests_writes_a_few_lines(
-    tmp_path: Path, cluster: DevCluster, key_files: dict[str, str]
+    tmp_path: Path, cluster: DevCluster, key_files: dict[str, str], fast_lane: str
 ) -> None:
     var = tmp_path / "var"
-    with verifiers(var, cluster, key_files, 2) as verifier:
+    with verifiers(var, cluster, key_files, 2, service_fast_lane=fast_lane) as verifier:
         logs = list((var / "log").glob("verifier-*"))
         before = sum(p.stat().st_size for p in logs)
         assert asyncio.run(flood(verifier.port, FLOOD, 32)) == FLOOD

@@ -95,6 +95,14 @@ def test_a_library_line_keeps_its_template_without_values_or_quoted_text() -> No
     assert API_KEY not in line(parser_like)["message"]
 
 
+def test_a_warning_keeps_where_and_what_without_quoted_text() -> None:
+    text = f"app.py:3: UserWarning: bad value '{API_KEY}'\n  warn(x)\n"
+    assert (
+        line(record("py.warnings", "%s", (text,)))["message"]
+        == "app.py:3: UserWarning: bad value …"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "hidden"),
     [
