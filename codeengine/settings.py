@@ -7,7 +7,7 @@ at start-up with a message that names the key: a typo never silently falls back 
 
 from __future__ import annotations
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "parse_nodes"]
+__all__ = ["ENV_PREFIX", "LogSettings", "Settings", "SettingsError", "load_settings", "parse_nodes"]
 
 import dataclasses
 import os
@@ -115,6 +115,20 @@ class VerifierSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """How much each process logs and how its file is kept (codeengine.logs)."""
+
+    level: str = "info"
+    """debug, info, warning or error."""
+    max_bytes: int = 10 * 1024 * 1024
+    """A log file is rotated before a line would take it past this size."""
+    backups: int = 5
+    """Rotated files kept (``NAME.log.1`` the newest); 0: the file is emptied instead."""
+    repeat_window_s: float = 10.0
+    """Repeats of one line within this window are counted, not written; 0 writes every line."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a service process needs to start."""
 
@@ -124,6 +138,7 @@ class Settings:
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
 
 
 def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
@@ -192,6 +207,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "codes": CodeSettings,
         "verifier": VerifierSettings,
         "fence": FenceSettings,
+        "logging": LogSettings,
     }
     for name in document:
         if name not in sections:
@@ -227,5 +243,13 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:
         raise SettingsError("verifier.batch_max: 1 to 10000")
+    if settings.logging.level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError("logging.level: expected debug, info, warning or error")
+    if settings.logging.max_bytes < 4096:
+        raise SettingsError("logging.max_bytes: at least 4096")
+    if not 0 <= settings.logging.backups <= 100:
+        raise SettingsError("logging.backups: 0 to 100")
+    if settings.logging.repeat_window_s < 0:
+        raise SettingsError("logging.repeat_window_s: 0 or more")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")

@@ -5,6 +5,10 @@ credentials under ``var/`` if they are absent, starts the issuer and the verifie
 sharing their port with SO_REUSEPORT), waits until both are ready, prints where everything is,
 and on Ctrl-C (or SIGTERM) stops the services first and the cluster last. Every child is told by
 the kernel to exit if this process dies, so nothing outlives it.
+
+The terminal gets the few lines a person reads; ``var/log/supervisor.log`` gets the same events
+as JSON lines (codeengine.logs). Each worker writes and rotates its own file,
+``var/log/<service>-<index>.log``: the supervisor only names it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ __all__ = ["run_system"]
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,11 +29,14 @@ from pathlib import Path
 from codeengine.code.cities import load_cities
 from codeengine.code.fencing import Role
 from codeengine.code.model import CityCode
+from codeengine.logs import setup_logging
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.harness import Child, ChildExited, NotReady, spawn_worker, stop, wait_ready
 from codeengine.ops.topology import CityProcesses
 from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
+
+log = logging.getLogger("codeengine.supervisor")
 
 READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 15.0
@@ -97,6 +105,7 @@ def run_system(
     var_dir.mkdir(parents=True, exist_ok=True)
     log_dir = var_dir / "log"
     log_dir.mkdir(exist_ok=True)
+    setup_logging("supervisor", settings.logging, log_dir / "supervisor.log")
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
@@ -145,16 +154,20 @@ def run_system(
             "logs": str(log_dir),
         }
         summary |= _city_summary(city_procs)
+        log.info("ready: %d workers per service", count)
         print("codeengine is ready:")
         print(json.dumps(summary, indent=2))
         print("Ctrl-C stops everything.", flush=True)
         while True:
             for (service, index), worker in workers.items():
                 if worker.exited():
+                    code = worker.proc.returncode
+                    log.warning("%s worker %d exited (%s); restarting it", service, index, code)
                     print(f"{service} worker {index} exited; restarting it")
                     workers[(service, index)] = _spawn(service, index, envs[service], log_dir)
             time.sleep(1.0)
     except _Stop:
+        log.info("stopping")
         print("\nstopping services ...", flush=True)
         return 0
     finally:
@@ -168,4 +181,5 @@ def run_system(
                 city.stop()
         print("stopping Redis Cluster ...", flush=True)
         cluster.stop()
+        log.info("stopped")
         print("stopped.", flush=True)

@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from codeengine.web.answers import JsonAnswer
-from codeengine.web.auth import authorize
+from codeengine.web.auth import CLIENT, authorize
 from codeengine.web.fastlane import LANE_ROUTES, HotHandler, HotRequest, LaneRequest, LaneRoute
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
@@ -63,7 +63,9 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
                 # aiohttp sends responses only; the lane writes a JsonAnswer itself.
                 response = response.response()
         except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
-            response = problem_for(exc, f"{request.method} {operation}")
+            client = _client_name(request)
+            latency = clock() - started
+            response = problem_for(exc, operation, request.method, client, latency)
         # Problems (status >= 400) carry their reason; a success has none to look up.
         if response.status < 400:
             reason = _OK
@@ -76,6 +78,14 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
     wrapped.__doc__ = handler.__doc__
     wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
     return wrapped
+
+
+def _client_name(request: HotRequest) -> str | None:
+    """The authenticated client's name, for a log line; None before authentication."""
+    try:
+        return request[CLIENT].name
+    except KeyError:
+        return None
 
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from typing import cast
 import uvloop
 from aiohttp import web
 
+from codeengine.logs import setup_logging
 from codeengine.settings import (
     ENV_PREFIX,
     ServiceSettings,
@@ -34,6 +35,7 @@ from codeengine.settings import (
     load_settings,
 )
 from codeengine.web.fastlane import LANE_ROUTES, Lanes
+from codeengine.web.hygiene import install as quiet_http_errors
 
 AppFactory = Callable[[Settings], web.Application]
 SERVICES = {"issuer": "issuer.app", "verifier": "verifier.app"}
@@ -179,11 +181,13 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codeengine-worker")
     parser.add_argument("--service", choices=sorted(SERVICES), required=True)
     parser.add_argument("--config", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {args.service}[%(process)d] %(levelname)s %(message)s",
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="this worker's own log file, rotated by size (default: standard error)",
     )
+    args = parser.parse_args(argv)
     config = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
     if config is None and DEFAULT_CONFIG.exists():
         config = DEFAULT_CONFIG
@@ -192,6 +196,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"{args.service}: settings: {exc}", file=sys.stderr)
         return 2
+    # The file, when given, is also standard output and error: nothing bypasses it.
+    setup_logging(args.service, settings.logging, args.log_file, capture_stdio=bool(args.log_file))
+    quiet_http_errors()
     factory: AppFactory = importlib.import_module(SERVICES[args.service]).create_app
     port = (
         settings.service.issuer_port if args.service == "issuer" else settings.service.verifier_port

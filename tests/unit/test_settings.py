@@ -65,3 +65,12 @@ def test_parse_nodes() -> None:
     assert parse_nodes("127.0.0.1:7000, [::1]:7001") == (("127.0.0.1", 7000), ("::1", 7001))
     with pytest.raises(SettingsError):
         parse_nodes("127.0.0.1:70000")
+
+
+def test_logging_settings_come_from_the_environment_and_are_checked() -> None:
+    env = {"CODEENGINE_LOGGING_MAX_BYTES": "8192", "CODEENGINE_LOGGING_REPEAT_WINDOW_S": "0"}
+    logging = load_settings(env=env).logging
+    assert (logging.max_bytes, logging.repeat_window_s, logging.backups) == (8192, 0.0, 5)
+    for key, value in [("MAX_BYTES", "100"), ("BACKUPS", "-1"), ("LEVEL", "verbose")]:
+        with pytest.raises(SettingsError, match=f"logging.{key.lower()}"):
+            load_settings(env={f"CODEENGINE_LOGGING_{key}": value})
