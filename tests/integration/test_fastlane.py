@@ -620,9 +620,8 @@ def test_a_slowloris_head_closes_on_the_keepalive_clock_while_others_are_served(
 
     async def scenario() -> None:
         app = make_app()
-        lanes = Lanes(
-            app, RecordingProtocol, app[LANE_ROUTES], keepalive_timeout_s=2, sweep_timer=False
-        )
+        routes = app[LANE_ROUTES]
+        lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=2, sweep_timer=False)
         slow = []
         for _ in range(500):
             lane, transport = lanes(), RecordingTransport()
