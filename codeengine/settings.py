@@ -7,13 +7,21 @@ at start-up with a message that names the key: a typo never silently falls back 
 
 from __future__ import annotations
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "parse_nodes"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_nodes",
+    "source_networks",
+]
 
 import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,27 @@ class ServiceSettings:
     shutdown_timeout_s: float = 10.0
     client_max_size_bytes: int = 64 * 1024
     max_connections: int = 10_000
+    """Open connections a worker holds; past it the longest-idle keep-alive connection is
+    closed to make room, and with none idle the newcomer gets 503 ``OVERLOADED``."""
+    max_connections_per_source: int = 1_000
+    """Open connections a worker holds from one client IP address, so that one source cannot
+    take every place (codeengine.web.admission); 0: no per-source cap."""
+    unlimited_sources: str = ""
+    """Client networks exempt from the per-source cap, as ``CIDR,CIDR`` (app backends and
+    NAT gateways known to hold many connections from one address)."""
+    max_in_flight: int = 512
+    """Requests a worker works on at once; past it a request is answered 503 ``OVERLOADED``
+    with ``Retry-After`` before any work (health checks excepted); 0: no limit."""
+    max_loop_lag_ms: int = 0
+    """Refuse requests the same way while the event loop runs this late (a timer's lag every
+    10 ms); 0: the lag is not watched. docs/performance.md compares the two signals."""
+    management_host: str = "127.0.0.1"
+    """Where ``/metrics`` is served: loopback unless Prometheus scrapes from elsewhere."""
+    issuer_management_port: int = 9080
+    verifier_management_port: int = 9081
+    """The management ports (``/metrics``); 0: no management listener."""
+    metrics_cache_s: float = 1.0
+    """How long one rendering of ``/metrics`` is served again before the next is made."""
     backlog: int = 1024
     fast_lane: bool = True
     """Serve display and verify on the fast lane (codeengine.web.fastlane); off: aiohttp only."""
@@ -124,6 +153,11 @@ class Settings:
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
+
+
+def source_networks(spec: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``"CIDR,CIDR"`` (``service.unlimited_sources``) as networks; ValueError names a bad one."""
+    return tuple(ip_network(part.strip()) for part in spec.split(",") if part.strip())
 
 
 def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
@@ -219,6 +253,19 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError(
             f"service.gc_young_threshold: 0 (keep the threshold) to {MAX_GC_YOUNG_THRESHOLD}"
         )
+    service = settings.service
+    if min(service.max_connections_per_source, service.max_in_flight, service.max_loop_lag_ms) < 0:
+        raise SettingsError(
+            "service.max_connections_per_source, max_in_flight, max_loop_lag_ms: 0 or more"
+        )
+    if service.max_connections < 1:
+        raise SettingsError("service.max_connections: at least 1")
+    if service.metrics_cache_s < 0:
+        raise SettingsError("service.metrics_cache_s: 0 or more")
+    try:
+        source_networks(service.unlimited_sources)
+    except ValueError as exc:
+        raise SettingsError(f"service.unlimited_sources: {exc}") from None
     if settings.service.role not in {"primary", "backup"}:
         raise SettingsError("service.role: expected primary or backup")
     if settings.service.city and settings.service.city not in CITIES:

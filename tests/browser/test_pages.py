@@ -255,7 +255,7 @@ def test_terminal_answers_green_red_and_tampered_scans_without_reloading(
 def metric_totals(issuer: Service, operation: str) -> tuple[float, float]:
     """The issuer's requests of ``operation`` (all, and not OK) as Prometheus reads them."""
     total = errors = 0.0
-    for line in issuer.call("GET", "/metrics").body.decode().splitlines():
+    for line in issuer.scrape().splitlines():
         if line.startswith("codeengine_requests_total{") and f'operation="{operation}"' in line:
             value = float(line.rsplit(" ", 1)[1])
             total += value
