@@ -326,10 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     document = {"schema": "codeengine.bench.overload/1", **document}
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / "overload-latest.json"
-    path.write_text(json.dumps(http.json_safe(document), indent=2) + "\n")
+    text = json.dumps(http.json_safe(document), indent=2) + "\n"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = args.output_dir / f"overload-{stamp}.json"
+    path.write_text(text)
+    (args.output_dir / "overload-latest.json").write_text(text)
     print(format_overload(document))
-    print(f"\nSaved {path}")
+    print(f"\nSaved {path} (and overload-latest.json)")
     return 0
 
 

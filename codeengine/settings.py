@@ -60,7 +60,7 @@ class ServiceSettings:
     unlimited_sources: str = ""
     """Client networks exempt from the per-source cap, as ``CIDR,CIDR`` (app backends and
     NAT gateways known to hold many connections from one address)."""
-    max_in_flight: int = 512
+    max_in_flight: int = 256
     """Requests a worker works on at once; past it a request is answered 503 ``OVERLOADED``
     with ``Retry-After`` before any work (health checks excepted); 0: no limit."""
     max_loop_lag_ms: int = 0
