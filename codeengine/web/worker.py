@@ -26,6 +26,7 @@ from typing import cast
 import uvloop
 from aiohttp import web
 
+from codeengine.metrics import CONNECTIONS_EVICTED, CONNECTIONS_REFUSED
 from codeengine.settings import (
     ENV_PREFIX,
     ServiceSettings,
@@ -154,18 +155,20 @@ async def start_serving(
     def admit(transport: asyncio.Transport) -> asyncio.BaseProtocol | None:
         peer = transport.get_extra_info("peername")
         if not sources.admit(str(peer[0]) if peer else "", transport):
+            CONNECTIONS_REFUSED.labels("source").inc()
             transport.write(_TOO_MANY_FROM_SOURCE)
             transport.close()
             return None
         # aiohttp has no connection cap of its own; past ours an idle connection makes room,
         # else the newcomer is told to come back.
         held = len(server.connections) + (len(lanes.connections) if lanes is not None else 0)
-        if held >= service.max_connections and (
-            lanes is None or not evict_idle(lanes.connections, lanes.tick)
-        ):
-            transport.write(_TOO_MANY)
-            transport.close()
-            return None
+        if held >= service.max_connections:
+            if lanes is None or not evict_idle(lanes.connections, lanes.tick):
+                CONNECTIONS_REFUSED.labels("full").inc()
+                transport.write(_TOO_MANY)
+                transport.close()
+                return None
+            CONNECTIONS_EVICTED.inc()
         # Every connection starts on the fast lane, which hands it to aiohttp when it must.
         return server() if lanes is None else lanes()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from codeengine.settings import ServiceSettings
 from codeengine.web.fastlane import LANE_ROUTES, HotRequest, LaneRoute, hot
@@ -85,6 +86,11 @@ async def served(management_port: int = 0, **overrides: Any) -> AsyncIterator[Se
     finally:
         serving.runner.app[RELEASE].set()
         await serving.stop()
+
+
+def refusals(why: str) -> float:
+    """Connections refused so far for ``why`` (the metric as Prometheus reads it)."""
+    return REGISTRY.get_sample_value("codeengine_connections_refused_total", {"why": why}) or 0.0
 
 
 async def open_from(host: str, port: int) -> Conn:
@@ -156,6 +162,7 @@ def test_two_thousand_idle_sockets_from_one_source_do_not_lock_out_another(run: 
         async with served(max_connections=1_000, max_connections_per_source=500) as serving:
             assert serving.lanes is not None
             lanes = serving.lanes
+            refused_before = refusals("source")
             crowd: list[Conn] = []
             for _ in range(20):
                 crowd += await asyncio.gather(*(open_from(CROWD, serving.port) for _ in range(100)))
@@ -166,6 +173,7 @@ def test_two_thousand_idle_sockets_from_one_source_do_not_lock_out_another(run: 
             assert all(b" 503 " in answer and b"OVERLOADED" in answer for answer in refused)
             assert len(lanes.connections) == 500
             assert serving.sources.held(CROWD) == 500
+            assert refusals("source") == refused_before + 1_500
 
             other = await Conn.open(serving.port)
             await other.send(get("/quick"))
@@ -207,6 +215,8 @@ def test_at_the_global_cap_a_newcomer_takes_the_place_of_an_idle_connection(run:
             assert status == 503 and json.loads(body)["reason"] == "OVERLOADED"
             assert await early.closed(within_s=30)
 
+            assert refusals("full") >= 1
+            evicted = REGISTRY.get_sample_value("codeengine_connections_evicted_total") or 0.0
             lanes.sweep()  # a tick of the keep-alive clock, as the timer gives every second
             newcomer = await Conn.open(serving.port)
             await newcomer.send(get("/quick"))
@@ -215,6 +225,7 @@ def test_at_the_global_cap_a_newcomer_takes_the_place_of_an_idle_connection(run:
             assert await within(lambda: sum(conn.reader.at_eof() for conn in idle) == 1)
             assert await within(lambda: len(lanes.connections) == 20)
             assert sum(conn.reader.at_eof() for conn in idle) == 1
+            assert REGISTRY.get_sample_value("codeengine_connections_evicted_total") == evicted + 1
             serving.runner.app[RELEASE].set()
             assert (await busy.response())[0] == 200
             for conn in (busy, early, newcomer, *idle):
