@@ -86,9 +86,10 @@ class MetricsCache:
     """One rendering of ``/metrics``, served again for ``max_age_s`` of ``clock``.
 
     A rendering reads every worker's metrics files, 3.5-8 ms on the worker's event loop
-    (docs/architecture.md, pitfalls); made at most once a ``max_age_s``, it costs a worker
-    under 1 % of its loop however often it is scraped. Its figures are then up to
-    ``max_age_s`` older, beside the second that the hot counters may lag already.
+    (docs/architecture.md, pitfalls); made at most once a ``max_age_s``, it costs the worker
+    that holds the management port under 1 % of its loop however often it is scraped. Its
+    figures are then up to ``max_age_s`` older, beside the second that the hot counters may
+    lag already.
     """
 
     def __init__(
@@ -118,10 +119,11 @@ METRICS_CACHE = web.AppKey("metrics_cache", MetricsCache)
 MIN_SCRAPE_INTERVAL_S = 0.05
 """Scrapes one worker answers are at least this far apart; more wait their turn.
 
-A cached answer still costs an HTTP request's work on the worker's loop (some 50 µs); eight
-connections asking in a loop would take a tenth of it. Waiting costs nothing: at most 20
-answers a second, a thousandth of the loop, and a Prometheus scrape every few seconds never
-waits."""
+A cached answer still costs an HTTP request's work on the worker's loop, a copy and a write of
+the whole document; eight connections asking in a loop would take a good share of it. Waiting
+costs nothing: with at most 20 answers a second, such a loop took 1.6-2 % of the worker's core,
+renderings included (``python -m bench.overload``), and a Prometheus scrape every few seconds
+never waits."""
 _CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
 
 
