@@ -830,6 +830,8 @@ class Options:
     rounds: int = 1
     fast_lane: bool = True
     """Whether the services serve display and verify on the fast lane (``service.fast_lane``)."""
+    overload: bool = False
+    """Whether to run ``bench/overload.py`` after the scenarios (scrapes and a crowd)."""
 
 
 @dataclass
@@ -1087,6 +1089,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="serve display and verify through aiohttp alone (service.fast_lane = false)",
     )
+    parser.add_argument(
+        "--no-overload",
+        dest="overload",
+        action="store_false",
+        help="skip bench/overload.py (a /metrics scrape loop beside verify; 4,000 connections)",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
@@ -1099,6 +1107,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         output_dir=args.output_dir,
         rounds=args.rounds,
         fast_lane=args.fast_lane,
+        overload=args.overload,
     )
 
 
@@ -1182,12 +1191,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     crypto = crypto_floor()
     document = build_document(facts, opts, pinnings, rows)
     document["crypto_floor"] = crypto
+    overload = None
+    if opts.overload:
+        # Imported here: bench.overload builds on this module.
+        from bench.overload import CROWD, IN_FLIGHT, LAG_MS, format_overload, run_overload
+
+        log("overload: a /metrics scrape loop beside verify, then a crowd of connections")
+        try:
+            overload = run_overload(opts.duration_s, CROWD, IN_FLIGHT, LAG_MS, log)
+        except BenchError as exc:
+            print(f"bench.http: overload: {exc}", file=sys.stderr)
+            return 2
+        document["overload"] = overload
     path = save(json_safe(document), opts.output_dir)
     shown = {k: facts[k] for k in ("nproc", "cpu_model", "python", "aiohttp", "uvloop")}
     print(format_report(rows, shown))
     lane = "on" if opts.fast_lane else "off (--no-fast-lane: aiohttp alone)"
     print(f"Services' fast lane for display and verify: {lane}")
     print(format_crypto(crypto))
+    if overload is not None:
+        print(f"\nOverload (bench/overload.py, one verifier worker):\n{format_overload(overload)}")
     took = time.monotonic() - started
     print(f"\nSaved {path} (and {path.parent / 'latest.json'}); took {took:.0f} s")
     return 0

@@ -15,7 +15,7 @@ from codeengine.settings import Settings
 from codeengine.store.port import Store
 from codeengine.web.auth import CREDENTIALS
 from codeengine.web.health import HEALTH_ROUTES
-from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.metrics import RequestMetrics
 from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
 from codeengine.web.pages import page_route, static_route
 from codeengine.web.routes import Route
@@ -35,7 +35,6 @@ VERIFIER_PAGES = [
 """The scan terminal page (扫码核验) and its assets."""
 VERIFIER_ROUTES: list[Route] = [
     *HEALTH_ROUTES,
-    *METRICS_ROUTES,
     *VERIFY_ROUTES,
     *OPENAPI_ROUTES,
     *VERIFIER_PAGES,

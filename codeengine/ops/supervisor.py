@@ -51,7 +51,8 @@ def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Chil
 
 
 def _metrics_dir(var_dir: Path, service: str) -> Path:
-    """A fresh folder where the service's workers write metrics that /metrics adds up."""
+    """A fresh folder where the service's workers write metrics that /metrics (on the
+    management port) adds up."""
     directory = var_dir / "metrics" / service
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -145,9 +146,16 @@ def run_system(
         if cities:
             print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
             city_procs = _start_cities(cities, env, log_dir)
+        management = settings.service.management_host
         summary = {
             "issuer": urls["issuer"],
             "verifier": urls["verifier"],
+            "metrics": {
+                "issuer": f"http://{management}:{settings.service.issuer_management_port}/metrics",
+                "verifier": (
+                    f"http://{management}:{settings.service.verifier_management_port}/metrics"
+                ),
+            },
             "workers_per_service": count,
             "cluster_nodes": cluster.nodes_spec,
             "dev_credentials": str(credentials),

@@ -51,6 +51,7 @@ from codeengine.store.port import Store
 from codeengine.store.redisstore import RedisStore, StoreSettings
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
+from codeengine.web.metrics import METRICS_CACHE, MetricsCache, render_metrics
 
 log = logging.getLogger("codeengine.store.keyspace")
 
@@ -93,7 +94,8 @@ CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
 FENCE = web.AppKey("fence", FenceKeeper)
 HOT_METRICS_FLUSH_S = 1.0
-"""How often the hot paths' counts reach Prometheus (``/metrics`` flushes its own worker's)."""
+"""How often the hot paths' counts reach Prometheus (a ``/metrics`` rendering flushes its own
+worker's)."""
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -225,6 +227,8 @@ def attach_runtime(
     app[KEYS] = state
     if CLOCK not in app:
         app[CLOCK] = time.time
+    cache = MetricsCache(render_metrics, settings.service.metrics_cache_s, time.monotonic)
+    app[METRICS_CACHE] = cache
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = store is None

@@ -30,7 +30,8 @@ HANG_GUARD_S = 30.0
 
 
 def healthz_count(port: int) -> float:
-    """``/healthz`` requests counted in the issuer's ``/metrics`` (any worker: all workers')."""
+    """``/healthz`` requests counted in the issuer's ``/metrics`` on its management ``port``
+    (any worker: all workers')."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
         metrics = response.read().decode()
     return sum(
@@ -62,10 +63,13 @@ DOCUMENTED = {"time", "level", "service", "worker", "logger", "message"}
 
 def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     issuer_port, verifier_port = free_port(), free_port()
+    issuer_metrics, verifier_metrics = free_port(), free_port()
     var = tmp_path / "var"
     env = service_env(
         service_issuer_port=str(issuer_port),
         service_verifier_port=str(verifier_port),
+        service_issuer_management_port=str(issuer_metrics),
+        service_verifier_management_port=str(verifier_metrics),
         service_workers="2",
         keys_keyring_file=str(var / "keys" / "keyring.json"),
         keys_pepper_file=str(var / "keys" / "pepper"),
@@ -88,8 +92,11 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         # Workers share metrics files, so any worker's /metrics counts every worker's requests.
         for _ in range(6):
             get_json(f"http://127.0.0.1:{issuer_port}/healthz")
-        healthz = eventually(lambda: healthz_count(issuer_port), lambda n: n >= 7, HANG_GUARD_S)
+        healthz = eventually(lambda: healthz_count(issuer_metrics), lambda n: n >= 7, HANG_GUARD_S)
         assert healthz >= 7
+        assert get_json(f"http://127.0.0.1:{issuer_port}/metrics")[0] == 404, "not public"
+        summary = log.read_text()
+        assert f"http://127.0.0.1:{verifier_metrics}/metrics" in summary
         children = descendants(proc.pid)
         redis = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(redis) == 6, "three masters and three replicas"

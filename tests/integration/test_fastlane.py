@@ -682,6 +682,9 @@ def test_shutdown_finishes_the_request_in_flight_and_closes_idle_connections(run
 def test_the_connection_cap_counts_lane_connections(run: Any) -> None:
     async def scenario() -> None:
         async with served(max_connections=2) as serving:
+            # No sweep timer: idle ones stay unevictable (test_admission.py has the eviction).
+            assert serving.lanes is not None
+            serving.lanes._sweep_timer = False
             held = [await Conn.open(serving.port) for _ in range(2)]
             for conn in held:
                 await conn.send(get("/items/a/echo"))
