@@ -193,8 +193,8 @@ def test_a_worker_rotates_its_own_log_file_by_size(
 
 
 def requests_counted(verifier: Workers) -> dict[str, float]:
-    """The verifier's ``verify`` requests in ``/metrics`` by reason."""
-    text = verifier.call("GET", "/metrics").body.decode()
+    """The verifier's ``verify`` requests in ``/metrics`` (its management port) by reason."""
+    text = verifier.scrape()
     counted: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("codeengine_requests_total{") and 'operation="verify"' in line:
