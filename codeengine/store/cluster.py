@@ -43,8 +43,10 @@ from codeengine.store.connection import (
     Expiry,
     TimedOut,
     consume_outcome,
+    open_connection,
     pack_command,
 )
+from codeengine.store.security import PLAIN, StoreRefused, StoreSecurity
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
@@ -109,7 +111,9 @@ class _Node:
             trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
         )
         # Acknowledged writes: a script and its WAIT, off the shared connection.
-        self.ack_pool = AckPool(addr, cluster.connect_timeout_s, cluster.ack_connections_per_node)
+        self.ack_pool = AckPool(
+            addr, cluster.connect_timeout_s, cluster.ack_connections_per_node, cluster.security
+        )
 
     def failed(self) -> None:
         """Count a timed-out call or a lost connection against the shard's breaker."""
@@ -135,9 +139,12 @@ class _Node:
         cluster = self._cluster
         try:
             async with asyncio.timeout(cluster.connect_timeout_s):
-                _, conn = await asyncio.get_running_loop().create_connection(
-                    lambda: Connection(self.lost, cluster.max_in_flight), *self.addr
+                conn = await open_connection(
+                    self.addr, cluster.security, self.lost, cluster.max_in_flight
                 )
+        except StoreRefused as exc:
+            cluster.refused(exc)
+            raise
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
@@ -202,6 +209,7 @@ class FastCluster:
         deadline_resolution_s: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
         ack_connections_per_node: int = 64,
+        security: StoreSecurity = PLAIN,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
@@ -209,6 +217,9 @@ class FastCluster:
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
         self.ack_connections_per_node = ack_connections_per_node
+        self.security = security
+        """TLS and login of every connection, the AckPools' too (:mod:`.security`)."""
+        self._refusal: StoreRefused | None = None
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -228,7 +239,17 @@ class FastCluster:
         """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
         self._last_refresh = time.monotonic()
         if not await self.refresh():
+            if self._refusal is not None:
+                # A wrong setting, not an outage: say which, rather than "no node answered".
+                raise self._refusal
             raise StoreUnavailable("no startup node returned the cluster's slot map")
+
+    def refused(self, exc: StoreRefused) -> None:
+        """Log a node's refusal of this client once per distinct reason (the start-up log line
+        that names the setting), and keep it for :meth:`start` to raise."""
+        if self._refusal is None or str(self._refusal) != str(exc):
+            _log.error("%s", exc)
+        self._refusal = exc
 
     async def aclose(self) -> None:
         """Cancel the background refresh and close every connection, failing pending calls."""

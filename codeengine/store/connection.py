@@ -7,10 +7,20 @@ connections for commands that block theirs.
 
 from __future__ import annotations
 
-__all__ = ["AckPool", "Arg", "Connection", "Expiry", "TimedOut", "consume_outcome", "pack_command"]
+__all__ = [
+    "AckPool",
+    "Arg",
+    "Connection",
+    "Expiry",
+    "TimedOut",
+    "consume_outcome",
+    "open_connection",
+    "pack_command",
+]
 
 import asyncio
 import itertools
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -18,6 +28,13 @@ from typing import Any, cast
 import hiredis
 
 from codeengine.code.errors import StoreUnavailable
+from codeengine.store.security import (
+    PLAIN,
+    StoreSecurity,
+    refusal_for_auth,
+    refusal_for_handshake,
+    refusal_for_silence,
+)
 
 Arg = str | bytes | int | float
 
@@ -153,6 +170,54 @@ class Connection(asyncio.Protocol):
             self._lost(self, reason)
 
 
+_PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def open_connection(
+    addr: tuple[str, int],
+    security: StoreSecurity,
+    lost: Callable[[Connection, str], None],
+    max_in_flight: int,
+) -> Connection:
+    """A connection to ``addr`` over TLS if configured, logged in, proven to answer.
+
+    Its first command is ``AUTH`` (or ``PING`` with no login): a wrong password, and a server
+    that speaks the other protocol (it closes a connection that sent it garbage), show up here,
+    at connect, as a :class:`StoreRefused` that names the setting, not as the first real
+    command's failure. The caller bounds the whole with its deadline.
+    """
+    loop = asyncio.get_running_loop()
+    name = f"{addr[0]}:{addr[1]}"
+    context = security.ssl_context
+    try:
+        if context is None:
+            _, conn = await loop.create_connection(lambda: Connection(lost, max_in_flight), *addr)
+        else:
+            _, conn = await loop.create_connection(
+                lambda: Connection(lost, max_in_flight),
+                *addr,
+                ssl=context,
+                server_hostname=security.server_name or addr[0],
+            )
+    except ssl.SSLError as exc:
+        raise refusal_for_handshake(exc, security, name) from exc
+    except ConnectionResetError as exc:
+        if context is None:
+            raise
+        # A plain-text server answers a ClientHello with an error and hangs up.
+        raise refusal_for_handshake(exc, security, name) from exc
+    auth = security.auth_args
+    try:
+        reply = await conn.send(_PING if auth is None else pack_command(auth))
+    except StoreUnavailable as exc:
+        conn.close("store connection refused")
+        raise refusal_for_silence(security, name) from exc
+    if isinstance(reply, hiredis.ReplyError):
+        conn.close("store connection refused")
+        raise refusal_for_auth(str(reply), security, name)
+    return conn
+
+
 def consume_outcome(future: asyncio.Future[Any]) -> None:
     """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
     if not future.cancelled():
@@ -209,10 +274,17 @@ class AckPool:
     late reply would still hold it.
     """
 
-    __slots__ = ("_all", "_idle", "addr", "closed", "connect_timeout_s", "limit")
+    __slots__ = ("_all", "_idle", "addr", "closed", "connect_timeout_s", "limit", "security")
 
-    def __init__(self, addr: tuple[str, int], connect_timeout_s: float, limit: int) -> None:
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        connect_timeout_s: float,
+        limit: int,
+        security: StoreSecurity = PLAIN,
+    ) -> None:
         self.addr = addr
+        self.security = security
         self.connect_timeout_s = connect_timeout_s
         self.limit = limit
         self.closed = False
@@ -247,7 +319,7 @@ class AckPool:
             raise StoreUnavailable("too many store writes in flight")
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
-            _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
+            conn = await open_connection(self.addr, self.security, self._lost, 16)
         if self.closed:  # closed while this connection was being opened
             conn.close("store client closed")
             raise StoreUnavailable("store client closed")
