@@ -72,6 +72,6 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def settings(cluster: DevCluster, key_files: dict[str, str]) -> Settings:
     """Service settings for the session cluster and key material (one worker)."""
     env = {f"CODEENGINE_{k.upper()}": v for k, v in key_files.items()}
-    env["CODEENGINE_CLUSTER_NODES"] = cluster.nodes_spec
+    env |= cluster.client_env()
     env["CODEENGINE_SERVICE_WORKERS"] = "1"
     return load_settings(env=env)
