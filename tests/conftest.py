@@ -14,6 +14,7 @@ import uvloop
 
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.devtls import ensure_cluster_material
 from codeengine.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -65,6 +66,9 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "keys_credentials_file": str(var / "credentials.json"),
     }
     ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
+    # The cluster settings' defaults name the dev cluster's TLS material under var/redis: a
+    # worker started with them finds it even in a session that started no cluster.
+    ensure_cluster_material()
     return files
 
 

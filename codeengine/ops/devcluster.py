@@ -157,11 +157,12 @@ class DevCluster:
             "CODEENGINE_CLUSTER_SERVER_NAME": SERVER_NAME,
         }
 
-    def redis_py_options(self, user: str = "codeengine") -> RedisPyOptions:
+    def redis_py_options(self, user: str = "admin") -> RedisPyOptions:
         """Keyword arguments of a redis-py client of this cluster, logged in as ``user``.
 
-        Tests that deliberately do what the services may not (empty a key's slot, run a
-        script of their own) log in as ``admin``.
+        The admin user by default: redis-py's cluster client asks ``COMMAND`` for the key
+        positions of every command, which the services' user may not run, and the tests that
+        use redis-py are oracles that read, delete or tamper beyond what the services may.
         """
         if not self.secure:
             return RedisPyOptions()

@@ -138,17 +138,21 @@ class _Node:
     async def _connect(self) -> Connection:
         cluster = self._cluster
         try:
-            async with asyncio.timeout(cluster.connect_timeout_s):
-                conn = await open_connection(
-                    self.addr, cluster.security, self.lost, cluster.max_in_flight
-                )
-        except StoreRefused as exc:
-            cluster.refused(exc)
+            conn = await open_connection(
+                self.addr,
+                cluster.security,
+                self.lost,
+                cluster.max_in_flight,
+                cluster.connect_timeout_s,
+            )
+        except StoreUnavailable as exc:
+            cluster.connect_failed(exc)
             raise
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
         self.conn = conn
+        cluster.connect_failed_no_more()
         return conn
 
     def lost(self, conn: Connection, reason: str) -> None:
@@ -219,7 +223,7 @@ class FastCluster:
         self.ack_connections_per_node = ack_connections_per_node
         self.security = security
         """TLS and login of every connection, the AckPools' too (:mod:`.security`)."""
-        self._refusal: StoreRefused | None = None
+        self._connect_failure: StoreUnavailable | None = None
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -239,17 +243,28 @@ class FastCluster:
         """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
         self._last_refresh = time.monotonic()
         if not await self.refresh():
-            if self._refusal is not None:
+            failure = self._connect_failure
+            if isinstance(failure, StoreRefused):
                 # A wrong setting, not an outage: say which, rather than "no node answered".
-                raise self._refusal
-            raise StoreUnavailable("no startup node returned the cluster's slot map")
+                raise failure
+            detail = f": {failure}" if failure is not None else ""
+            raise StoreUnavailable(f"no startup node returned the cluster's slot map{detail}")
 
-    def refused(self, exc: StoreRefused) -> None:
-        """Log a node's refusal of this client once per distinct reason (the start-up log line
-        that names the setting), and keep it for :meth:`start` to raise."""
-        if self._refusal is None or str(self._refusal) != str(exc):
-            _log.error("%s", exc)
-        self._refusal = exc
+    def connect_failed_no_more(self) -> None:
+        """A connect succeeded: the next failure is news again."""
+        self._connect_failure = None
+
+    def connect_failed(self, exc: StoreUnavailable) -> None:
+        """Keep a failed connect for :meth:`start` to name; log each distinct refusal once.
+
+        A refusal (:class:`StoreRefused`) names the setting to fix: that log line is what an
+        operator sees of a wrong password or certificate at start-up. A connect that timed out
+        (a stalled node, or a plain-text port while TLS is on) is a warning, once until a
+        connect succeeds again.
+        """
+        if str(self._connect_failure) != str(exc):
+            _log.log(logging.ERROR if isinstance(exc, StoreRefused) else logging.WARNING, "%s", exc)
+        self._connect_failure = exc
 
     async def aclose(self) -> None:
         """Cancel the background refresh and close every connection, failing pending calls."""
@@ -293,8 +308,9 @@ class FastCluster:
         for addr in candidates:
             node = self._node(addr)
             try:
+                # The connect bounds itself (and says what it waited for when it times out).
+                conn = await node.connect()
                 async with asyncio.timeout(self.connect_timeout_s):
-                    conn = await node.connect()
                     reply = await conn.send(_CLUSTER_SLOTS)
                 if isinstance(reply, _ReplyError):
                     continue
