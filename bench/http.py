@@ -13,6 +13,11 @@ one raw RESP GET) of the same worker count, measured minutes apart on the same m
 The servers, the load and the store are pinned to different cores where the machine has enough
 (:func:`plan_pinning`). The results go to ``bench/results/`` as JSON, with the machine's facts.
 See ``bench/README.md`` for what each number means.
+
+The cluster is secure, as everywhere by default (TLS, the services' ACL user). Unless
+``--no-plain``, display and verify (those of them asked for) run once more at the first worker
+count against a second, plain cluster (no TLS, no login), and the report gives each one's
+secure/plain ratio of requests/s (:func:`security_costs`): what TLS and ACL cost the services.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = [
     "Pinning",
     "Row",
     "ScaleOut",
+    "SecurityCost",
     "WrkStats",
     "format_report",
     "goals",
@@ -32,6 +38,7 @@ __all__ = [
     "parse_wrk",
     "plan_pinning",
     "scale_out",
+    "security_costs",
     "stat_cpu_ticks",
     "summarise",
 ]
@@ -83,6 +90,10 @@ GOAL_DISPLAY_VS_FRAMEWORK = 0.6
 GOAL_SCENARIOS = ("display", "verify")
 """The operations whose goal is a share of the framework floor (issues 3 and 4)."""
 FRAMEWORK, STORE = "framework-floor", "store-floor"
+PLAIN_SUFFIX = "-plain"
+"""A scenario's name with this suffix ran against the plain cluster."""
+GOAL_SECURE_VS_PLAIN = 0.85
+"""TLS and ACL may cost display and verify at most 15% of their requests/s."""
 SUBJECT_COUNT = 1000
 NEW_IDS_PER_S = 8000  # More than generate reaches here; past the list, posts wrap to repeats.
 DISPLAY_HALF_LIFE_S = 60  # display_ttl_s / 2 with the default settings the bench starts with.
@@ -451,6 +462,63 @@ def scale_out(rows: Sequence[Row]) -> list[ScaleOut]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityCost:
+    """A scenario on the secure cluster (TLS + ACL) beside the same on the plain one."""
+
+    scenario: str
+    workers: int
+    secure_rps: float
+    plain_rps: float
+    secure_cpu_us: float
+    plain_cpu_us: float
+    threshold: float = GOAL_SECURE_VS_PLAIN
+
+    @property
+    def ratio(self) -> float:
+        """Secure requests/s over plain requests/s; 1.0 means TLS and ACL cost nothing."""
+        return self.secure_rps / self.plain_rps if self.plain_rps else float("nan")
+
+    @property
+    def met(self) -> bool:
+        """Whether the ratio reaches the goal."""
+        return self.ratio >= self.threshold
+
+    @property
+    def text(self) -> str:
+        """One line for the report."""
+        verdict = "met" if self.met else "NOT met"
+        return (
+            f"{self.scenario} secure/plain, {self.workers} worker(s): {self.ratio:.2f} "
+            f"(goal >= {self.threshold:.2f}, {verdict}; {self.secure_rps:,.0f} vs "
+            f"{self.plain_rps:,.0f} req/s, server {self.secure_cpu_us:.1f} vs "
+            f"{self.plain_cpu_us:.1f} µs/req)"
+        )
+
+
+def security_costs(rows: Sequence[Row]) -> list[SecurityCost]:
+    """Each scenario that also ran on the plain cluster, with its secure run beside it."""
+    secure = {(row.scenario, row.workers): row for row in rows}
+    found = []
+    for row in rows:
+        if not row.scenario.endswith(PLAIN_SUFFIX):
+            continue
+        base = row.scenario.removesuffix(PLAIN_SUFFIX)
+        twin = secure.get((base, row.workers))
+        if twin is not None:
+            found.append(
+                SecurityCost(
+                    base,
+                    row.workers,
+                    twin.requests_per_s,
+                    row.requests_per_s,
+                    twin.server_cpu_us_per_request,
+                    row.server_cpu_us_per_request,
+                )
+            )
+    return found
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
@@ -477,6 +545,7 @@ def format_report(rows: Sequence[Row], facts: Mapping[str, Any] | None = None) -
     """The table, the goal, the scale-out efficiencies and the notes, as printed."""
     parts = [format_table(rows), ""]
     parts += [f"Goal (reported, not asserted): {goal.text}" for goal in goals(rows)]
+    parts += [f"TLS + ACL (reported, not asserted): {c.text}" for c in security_costs(rows)]
     scaled = scale_out(rows)
     if scaled:
         parts += ["", "| operation | workers | 1-worker req/s | req/s | scale-out efficiency |"]
@@ -830,6 +899,8 @@ class Options:
     rounds: int = 1
     fast_lane: bool = True
     """Whether the services serve display and verify on the fast lane (``service.fast_lane``)."""
+    plain: bool = True
+    """Whether display and verify run again on a plain cluster, for the secure/plain ratio."""
 
 
 @dataclass
@@ -913,9 +984,10 @@ def _service_env(
     cluster: DevCluster, workdir: Path, workers: int, fast_lane: bool = True
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
+    # The cluster's nodes, and its TLS files and the services' login when it is secure.
+    env.update(cluster.client_env())
     env.update(
         {
-            "CODEENGINE_CLUSTER_NODES": cluster.nodes_spec,
             "CODEENGINE_KEYS_KEYRING_FILE": str(workdir / "keys" / "keyring.json"),
             "CODEENGINE_KEYS_KEK_FILE": str(workdir / "keys" / "kek"),
             "CODEENGINE_KEYS_PEPPER_FILE": str(workdir / "keys" / "pepper"),
@@ -1030,6 +1102,7 @@ def build_document(
             "connections": opts.connections,
             "rounds": opts.rounds,
             "fast_lane": opts.fast_lane,
+            "plain_comparison": opts.plain,
             "workers": opts.workers,
             "scenarios": [s.name for s in opts.scenarios],
             "pinning": {str(w): {**asdict(p), "note": p.note} for w, p in pinnings.items()},
@@ -1037,6 +1110,10 @@ def build_document(
         "results": [asdict(row) for row in rows],
         "goals": [{**asdict(goal), "text": goal.text} for goal in goals(rows)],
         "scale_out": [{**asdict(s), "efficiency": s.efficiency} for s in scale_out(rows)],
+        "secure_vs_plain": [
+            {**asdict(c), "ratio": c.ratio, "met": c.met, "text": c.text}
+            for c in security_costs(rows)
+        ],
     }
 
 
@@ -1087,6 +1164,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="serve display and verify through aiohttp alone (service.fast_lane = false)",
     )
+    parser.add_argument(
+        "--no-plain",
+        dest="plain",
+        action="store_false",
+        help="skip the second, plain cluster (no TLS, no ACL) and the secure/plain ratios",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
@@ -1099,6 +1182,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         output_dir=args.output_dir,
         rounds=args.rounds,
         fast_lane=args.fast_lane,
+        plain=args.plain,
     )
 
 
@@ -1122,7 +1206,33 @@ def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], d
                 measurements += found
         finally:
             cluster.stop()
+        measurements += _run_plain(opts, workdir, keys, log)
     return measurements, pinnings
+
+
+def _run_plain(
+    opts: Options, workdir: Path, keys: dict[str, str], log: Callable[[str], None]
+) -> list[Measurement]:
+    """Display and verify (those asked for) on a plain cluster, at the first worker count.
+
+    A fresh cluster and fixture (its store is empty: the issuer seeds it again); the same
+    keys and credentials. Its measurements are named ``<scenario>-plain``.
+    """
+    pair = [
+        replace(s, name=s.name + PLAIN_SUFFIX) for s in opts.scenarios if s.name in GOAL_SCENARIOS
+    ]
+    if not opts.plain or not pair:
+        return []
+    workers = opts.workers[0]
+    log("plain cluster (no TLS, no ACL):")
+    cluster = DevCluster(workdir / "cluster-plain", find_free_base_port(), secure=False).start()
+    try:
+        fixture = Fixture(workdir, keys)
+        plain_opts = replace(opts, scenarios=pair)
+        found, _ = _run_workers(workers, cluster, fixture, plain_opts, log)
+    finally:
+        cluster.stop()
+    return found
 
 
 CRYPTO_ROUNDS = 5
