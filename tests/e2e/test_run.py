@@ -54,7 +54,8 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         keys_credentials_file=str(var / "dev-credentials.json"),
     )
     argv = [sys.executable, "-m", "codeengine", "run", "--var", str(var)]
-    argv += ["--cluster-port", str(find_free_base_port())]
+    cluster_port = find_free_base_port()
+    argv += ["--cluster-port", str(cluster_port)]
     log = tmp_path / "run.log"
     # Stopped with SIGTERM if the test fails half-way: the run then stops its cluster too.
     with group(40) as run:
@@ -81,6 +82,12 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         scopes = {scope for client in credentials["clients"] for scope in client["scopes"]}
         assert {"generate", "display", "convert", "admin", "verify"} <= scopes
         assert (var / "keys" / "keyring.json").stat().st_mode & 0o077 == 0, "owner-only"
+        # The run's cluster is secure: its TLS keys and passwords were made under --var.
+        for secret in ("ca.key", "server.key", "client.key", "codeengine.password"):
+            assert (var / "redis" / secret).stat().st_mode & 0o077 == 0, secret
+        conf = (var / "cluster" / str(cluster_port) / "redis.conf").read_text()
+        assert "port 0\n" in conf and f"tls-port {cluster_port}\n" in conf
+        assert (var / "cluster" / str(cluster_port) / "redis.conf").stat().st_mode & 0o077 == 0
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=40) == 0

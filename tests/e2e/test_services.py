@@ -100,8 +100,7 @@ def test_a_wrong_cluster_password_fails_readiness_and_logs_the_setting(
 ) -> None:
     wrong = tmp_path / "password"
     wrong.write_text("not-the-password\n")
-    secure = {k.removeprefix("CODEENGINE_").lower(): v for k, v in cluster.client_env().items()}
-    settings = {**key_files, **secure, "cluster_password_file": str(wrong)}
+    settings = {**key_files, **cluster.client_settings(), "cluster_password_file": str(wrong)}
     with service_workers(Workers, "verifier", 1, tmp_path, {}, settings, ready="/healthz") as up:
         status, body = get_json(f"{up.url}/readyz")
         assert status == 503
