@@ -53,3 +53,9 @@ def test_no_dangerous_command_is_allowed(command: str) -> None:
 def test_the_rule_starts_from_nothing() -> None:
     assert SERVICE_ACL_RULE.startswith("resetchannels ~* -@all +")
     assert len(SERVICE_COMMANDS) == len(set(SERVICE_COMMANDS))
+
+
+def test_the_operations_guide_shows_the_rule() -> None:
+    guide = (STORE.parents[1] / "docs" / "operations.md").read_text()
+    shown = " ".join(guide.split("resetchannels ~* -@all", 1)[1].split("```", 1)[0].split())
+    assert "resetchannels ~* -@all " + shown == SERVICE_ACL_RULE
