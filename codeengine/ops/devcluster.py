@@ -264,7 +264,12 @@ class DevCluster:
             "tls-auth-clients yes",
             "tls-cluster yes",
             "tls-replication yes",
-            "user default off resetkeys resetchannels -@all",
+            # Off: nobody can log in as default, and a new connection must AUTH. Its rules
+            # stay whole all the same: Redis 7.0 replays a MULTI/EXEC from the AOF as the
+            # default user and checks each command against its rules, so with -@all a
+            # restarted master loaded no script's writes (its shard came back empty; the
+            # kill-redis-master drill lost acknowledged changes that way).
+            "user default off resetchannels ~* &* +@all",
             f"user admin on {hashed('admin')} ~* &* +@all",
             f"user codeengine on {hashed('codeengine')} {SERVICE_ACL_RULE}",
             f"user replica on {hashed('replica')} resetchannels -@all +psync +replconf +ping",

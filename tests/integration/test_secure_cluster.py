@@ -258,3 +258,10 @@ def test_the_default_user_is_off(cluster: DevCluster, run: Any) -> None:
     )
     error = run(refusal(cluster.startup_nodes, security))
     assert "needs a login" in str(error) and "cluster.username" in str(error)
+    # Nor can anyone log in as default, whatever the password...
+    as_default = services_security(cluster, username="default")
+    assert "'default'" in str(run(refusal(cluster.startup_nodes, as_default)))
+    # ...yet its rules stay whole: Redis 7.0 checks the MULTI/EXEC it replays from the AOF
+    # against them, and a restarted master would otherwise load no script's writes.
+    port = cluster.masters()[0]
+    assert cluster.command(port, "ACL", "DRYRUN", "default", "SET", "k", "v").strip() == "OK"
