@@ -172,6 +172,8 @@ class _Node:
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
+MAX_LOGGED = 64
+"""Distinct connect failures logged until a connect succeeds (one per node and cause)."""
 SHARD_FAILURES_TO_OPEN = 5
 SHARD_OPEN_S = 0.5
 
@@ -224,6 +226,7 @@ class FastCluster:
         self.security = security
         """TLS and login of every connection, the AckPools' too (:mod:`.security`)."""
         self._connect_failure: StoreUnavailable | None = None
+        self._logged_failures: set[str] = set()
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -253,6 +256,7 @@ class FastCluster:
     def connect_failed_no_more(self) -> None:
         """A connect succeeded: the next failure is news again."""
         self._connect_failure = None
+        self._logged_failures.clear()
 
     def connect_failed(self, exc: StoreUnavailable) -> None:
         """Keep a failed connect for :meth:`start` to name; log each distinct refusal once.
@@ -260,9 +264,12 @@ class FastCluster:
         A refusal (:class:`StoreRefused`) names the setting to fix: that log line is what an
         operator sees of a wrong password or certificate at start-up. A connect that timed out
         (a stalled node, or a plain-text port while TLS is on) is a warning, once until a
-        connect succeeds again.
+        connect succeeds again (a readiness probe that retries every few seconds must not
+        repeat the same lines each time).
         """
-        if str(self._connect_failure) != str(exc):
+        message = str(exc)
+        if message not in self._logged_failures and len(self._logged_failures) < MAX_LOGGED:
+            self._logged_failures.add(message)
             _log.log(logging.ERROR if isinstance(exc, StoreRefused) else logging.WARNING, "%s", exc)
         self._connect_failure = exc
 
