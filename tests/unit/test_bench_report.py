@@ -394,6 +394,7 @@ def test_secure_vs_plain_pairs_each_scenario_with_its_twin_of_the_same_worker_co
     assert [(c.scenario, c.workers) for c in costs] == [("display", 1), ("verify", 1)]
     assert costs[0].ratio == pytest.approx(0.9) and costs[0].met
     assert (costs[0].secure_cpu_us, costs[0].plain_cpu_us) == pytest.approx((110.0, 90.0))
+    assert costs[0].cpu_ratio == pytest.approx(90.0 / 110.0)
     assert costs[1].ratio == pytest.approx(1.0)
     slow = security_costs(summarise([_m("verify", 8000.0), _m("verify-plain", 10000.0)]))
     assert slow[0].ratio == pytest.approx(0.8) and not slow[0].met
