@@ -15,9 +15,10 @@ The servers, the load and the store are pinned to different cores where the mach
 See ``bench/README.md`` for what each number means.
 
 The cluster is secure, as everywhere by default (TLS, the services' ACL user). Unless
-``--no-plain``, display and verify (those of them asked for) run once more at the first worker
-count against a second, plain cluster (no TLS, no login), and the report gives each one's
-secure/plain ratio of requests/s (:func:`security_costs`): what TLS and ACL cost the services.
+``--no-plain``, at the first worker count display and verify (those of them asked for) each
+run again right after their own run, against a second, plain cluster (no TLS, no login) with
+servers of its own, and the report gives each one's secure/plain ratio of requests/s
+(:func:`security_costs`): what TLS and ACL cost the services.
 """
 
 from __future__ import annotations
@@ -1020,9 +1021,25 @@ def _write_material(workdir: Path, env: Mapping[str, str]) -> dict[str, str]:
     return keys
 
 
+@dataclass
+class Twin:
+    """The plain cluster and its fixture: display and verify measured again on it."""
+
+    cluster: DevCluster
+    fixture: Fixture
+
+
 def _run_workers(
-    workers: int, cluster: DevCluster, fixture: Fixture, opts: Options, log: Callable[[str], None]
+    workers: int,
+    cluster: DevCluster,
+    fixture: Fixture,
+    opts: Options,
+    log: Callable[[str], None],
+    twin: Twin | None = None,
 ) -> tuple[list[Measurement], Pinning]:
+    """Every scenario at one worker count, ``opts.rounds`` times; with a ``twin``, display
+    and verify each run again on the plain cluster right after their secure run, so that the
+    two share the machine's conditions as closely as runs can."""
     cpus = sorted(os.sched_getaffinity(0))
     pinning = plan_pinning(cpus, workers)
     _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
@@ -1036,26 +1053,45 @@ def _run_workers(
     order = sorted(needed, key=lambda name: name != "issuer")
     groups = {name: ServerGroup(name, workers, env, fixture.workdir) for name in order}
     stack = Stack(cluster, groups, pinning, threads)
+    twins = [s for s in opts.scenarios if s.name in GOAL_SCENARIOS] if twin else []
+    twin_groups: dict[str, ServerGroup] = {}
+    if twin is not None and twins:
+        _pin([proc.pid for proc in twin.cluster.processes()], pinning.store, cpus)
+        twin_env = _service_env(twin.cluster, fixture.workdir, workers, opts.fast_lane)
+        twin_groups = {
+            name: ServerGroup(name, workers, twin_env, twin.fixture.workdir)
+            for name in order
+            if name in ("issuer", "verifier")
+        }
     log(f"{workers} worker(s): {pinning.note}")
     rounds: dict[str, list[Measurement]] = {s.name: [] for s in opts.scenarios}
     try:
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.start(pinning.server)
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.wait_ready()
         if "issuer" in groups:
             fixture.issuer_url = groups["issuer"].url
+        if twin is not None and "issuer" in twin_groups:
+            twin.fixture.issuer_url = twin_groups["issuer"].url
         for number in range(opts.rounds):
             for scenario in opts.scenarios:
-                m = _measure(scenario, workers, stack, fixture, opts)
-                log(
-                    f"  {scenario.name} (round {number + 1}): {m.wrk.requests_per_s:,.0f} req/s, "
-                    f"p99 {m.wrk.p99_ms:.2f} ms, "
-                    f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
-                )
-                rounds[scenario.name].append(m)
+                runs = [(scenario, stack, fixture)]
+                if twin is not None and scenario in twins:
+                    plain = replace(scenario, name=scenario.name + PLAIN_SUFFIX)
+                    runs.append(
+                        (plain, Stack(twin.cluster, twin_groups, pinning, threads), twin.fixture)
+                    )
+                for measured, on, with_fixture in runs:
+                    m = _measure(measured, workers, on, with_fixture, opts)
+                    log(
+                        f"  {measured.name} (round {number + 1}): "
+                        f"{m.wrk.requests_per_s:,.0f} req/s, p99 {m.wrk.p99_ms:.2f} ms, "
+                        f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
+                    )
+                    rounds.setdefault(measured.name, []).append(m)
     finally:
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.stop()
     return [median_round(found) for found in rounds.values()], pinning
 
@@ -1204,42 +1240,28 @@ def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], d
     pinnings: dict[int, Pinning] = {}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        cluster = DevCluster(workdir / "cluster", find_free_base_port()).start()
+        cluster = DevCluster(workdir / "cluster", find_free_base_port())
+        plain: Twin | None = None
         try:
+            cluster.start()
             keys = _write_material(workdir, _service_env(cluster, workdir, 1))
             fixture = Fixture(workdir, keys)
-            for workers in opts.workers:
-                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log)
+            if opts.plain and any(s.name in GOAL_SCENARIOS for s in opts.scenarios):
+                log("plain cluster (no TLS, no ACL) for the secure/plain ratios")
+                port = find_free_base_port()
+                plain_cluster = DevCluster(workdir / "cluster-plain", port, secure=False)
+                plain = Twin(plain_cluster, Fixture(workdir / "plain", keys))
+                plain.fixture.workdir.mkdir()
+                plain_cluster.start()
+            for index, workers in enumerate(opts.workers):
+                twin = plain if index == 0 else None
+                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log, twin)
                 measurements += found
         finally:
             cluster.stop()
-        measurements += _run_plain(opts, workdir, keys, log)
+            if plain is not None:
+                plain.cluster.stop()
     return measurements, pinnings
-
-
-def _run_plain(
-    opts: Options, workdir: Path, keys: dict[str, str], log: Callable[[str], None]
-) -> list[Measurement]:
-    """Display and verify (those asked for) on a plain cluster, at the first worker count.
-
-    A fresh cluster and fixture (its store is empty: the issuer seeds it again); the same
-    keys and credentials. Its measurements are named ``<scenario>-plain``.
-    """
-    pair = [
-        replace(s, name=s.name + PLAIN_SUFFIX) for s in opts.scenarios if s.name in GOAL_SCENARIOS
-    ]
-    if not opts.plain or not pair:
-        return []
-    workers = opts.workers[0]
-    log("plain cluster (no TLS, no ACL):")
-    cluster = DevCluster(workdir / "cluster-plain", find_free_base_port(), secure=False).start()
-    try:
-        fixture = Fixture(workdir, keys)
-        plain_opts = replace(opts, scenarios=pair)
-        found, _ = _run_workers(workers, cluster, fixture, plain_opts, log)
-    finally:
-        cluster.stop()
-    return found
 
 
 CRYPTO_ROUNDS = 5
