@@ -283,6 +283,8 @@ class DevCluster:
         conf = node_dir / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
+            # A config written before the cluster was secure keeps its mode through O_TRUNC.
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(self._config(port))
         self._procs[port] = subprocess.Popen(
             [redis_server_path(), str(conf)],

@@ -19,6 +19,7 @@ __all__ = [
     "load_security",
     "refusal_for_auth",
     "refusal_for_handshake",
+    "refusal_for_silence",
 ]
 
 import ssl
@@ -78,7 +79,9 @@ def _read_password(password_file: str) -> Secret:
 
 
 def _context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Not create_default_context: it trusts the system's public CAs too, and any certificate
+    # they issued for the server name would pass. The cluster's own CA is the only one.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, certificate required
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_verify_locations(cafile=ca_file)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -265,3 +266,13 @@ def test_the_default_user_is_off(cluster: DevCluster, run: Any) -> None:
     # against them, and a restarted master would otherwise load no script's writes.
     port = cluster.masters()[0]
     assert cluster.command(port, "ACL", "DRYRUN", "default", "SET", "k", "v").strip() == "OK"
+
+
+def test_only_the_configured_ca_is_trusted(cluster: DevCluster) -> None:
+    # The system's public CAs are not: a certificate one of them issued for the server name
+    # must not pass for a node's.
+    context = services_security(cluster).ssl_context
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    # One CA, the cluster's (a context with the system's would hold some 150).
+    assert context.cert_store_stats()["x509_ca"] == 1
