@@ -75,7 +75,12 @@ def _cluster_cpu_s(cluster: DevCluster) -> float:
 
 
 async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float]:
-    store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), write_deadline_ms=5000))
+    settings = StoreSettings(
+        nodes=tuple(cluster.startup_nodes),
+        write_deadline_ms=5000,
+        security=cluster.client_security(),
+    )
+    store = RedisStore(settings)
     try:
         importer = Importer(
             store, load_rules(), Secret(os.urandom(32)), batch_id="bench", actor="bench"

@@ -97,6 +97,20 @@ class ClusterSettings:
     write_deadline_ms: int = 1500
     replica_ack_timeout_ms: int = 500
     replicas_to_ack: int = 1
+    username: str = "codeengine"
+    """The ACL user the services log in as; empty: no AUTH at all (a cluster without ACL)."""
+    password_file: str = "var/redis/codeengine.password"
+    """The file holding that user's password (one line); empty: no AUTH at all."""
+    tls: bool = True
+    """Speak TLS to every node; off only for a cluster that serves plain text (benchmarks)."""
+    ca_file: str = "var/redis/ca.crt"
+    """The certificate authority every node's certificate must chain to."""
+    cert_file: str = "var/redis/client.crt"
+    """The client certificate shown to the nodes (mutual TLS); empty: none."""
+    key_file: str = "var/redis/client.key"
+    """The private key of ``cert_file``; set both or neither."""
+    server_name: str = "localhost"
+    """The name every node's certificate must carry, whatever address the node is reached at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +280,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
+    _check_cluster_security(settings.cluster)
     _check_service(settings.service)
     _check_logging(settings.logging)
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
@@ -308,3 +323,16 @@ def _check_logging(logging: LogSettings) -> None:
         raise SettingsError("logging.backups: 0 to 100")
     if logging.repeat_window_s < 0:
         raise SettingsError("logging.repeat_window_s: 0 or more")
+
+
+def _check_cluster_security(cluster: ClusterSettings) -> None:
+    """Settings of TLS and AUTH that cannot work together fail here, not at the first call."""
+    if bool(cluster.username) and not cluster.password_file:
+        raise SettingsError("cluster.password_file: needed with cluster.username")
+    if bool(cluster.cert_file) != bool(cluster.key_file):
+        raise SettingsError("cluster.cert_file and cluster.key_file: set both or neither")
+    if cluster.tls:
+        if not cluster.ca_file:
+            raise SettingsError("cluster.ca_file: needed with cluster.tls on")
+        if not cluster.server_name:
+            raise SettingsError("cluster.server_name: needed with cluster.tls on")

@@ -109,7 +109,14 @@ def run_system(
     setup_logging("supervisor", settings.logging, log_dir / "supervisor.log")
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
+    # The dev cluster is secure unless the settings say TLS is off; its own material either way.
+    cluster = DevCluster(
+        var_dir / "cluster",
+        cluster_base_port,
+        persistent=True,
+        secure=settings.cluster.tls,
+        material_dir=var_dir / "redis",
+    )
     workers: dict[tuple[str, int], Child] = {}
     city_procs: list[CityProcesses] = []
     envs: dict[str, dict[str, str]] = {}
@@ -118,7 +125,8 @@ def run_system(
         cluster.start()
         credentials = ensure_dev_material(settings)
         env = dict(os.environ)
-        env[f"{ENV_PREFIX}CLUSTER_NODES"] = cluster.nodes_spec
+        # Nodes, TLS files and the services' login of the cluster just started.
+        env |= cluster.client_env()
         if config is not None:
             # The workers read the same file the supervisor read.
             env[f"{ENV_PREFIX}CONFIG"] = str(config.resolve())

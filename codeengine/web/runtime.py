@@ -49,6 +49,7 @@ from codeengine.settings import Settings, parse_nodes
 from codeengine.store.fence import FenceKeeper
 from codeengine.store.port import Store
 from codeengine.store.redisstore import RedisStore, StoreSettings
+from codeengine.store.security import load_security
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
 from codeengine.web.metrics import METRICS_CACHE, MetricsCache, render_metrics
@@ -107,6 +108,15 @@ def store_settings(settings: Settings) -> StoreSettings:
         write_deadline_ms=cluster.write_deadline_ms,
         replica_ack_timeout_ms=cluster.replica_ack_timeout_ms,
         replicas_to_ack=cluster.replicas_to_ack,
+        security=load_security(
+            username=cluster.username,
+            password_file=cluster.password_file,
+            tls=cluster.tls,
+            ca_file=cluster.ca_file,
+            cert_file=cluster.cert_file,
+            key_file=cluster.key_file,
+            server_name=cluster.server_name,
+        ),
     )
 
 

@@ -76,7 +76,8 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         keys_credentials_file=str(var / "dev-credentials.json"),
     )
     argv = [sys.executable, "-m", "codeengine", "run", "--var", str(var)]
-    argv += ["--cluster-port", str(find_free_base_port())]
+    cluster_port = find_free_base_port()
+    argv += ["--cluster-port", str(cluster_port)]
     log = tmp_path / "run.log"
     # Stopped with SIGTERM if the test fails half-way: the run then stops its cluster too.
     with group(40) as run:
@@ -109,6 +110,12 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         key = next(c["key"] for c in credentials["clients"] if "verify" in c["scopes"])
         answer = bare_lf_verify(verifier_port, key)
         assert answer.startswith(b"HTTP/1.0 400") and b'"MALFORMED_REQUEST"' in answer
+        # The run's cluster is secure: its TLS keys and passwords were made under --var.
+        for name in ("ca.key", "server.key", "client.key", "codeengine.password"):
+            assert (var / "redis" / name).stat().st_mode & 0o077 == 0, name
+        conf = (var / "cluster" / str(cluster_port) / "redis.conf").read_text()
+        assert "port 0\n" in conf and f"tls-port {cluster_port}\n" in conf
+        assert (var / "cluster" / str(cluster_port) / "redis.conf").stat().st_mode & 0o077 == 0
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=40) == 0

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from codeengine.ops.devcluster import DevCluster
-from tests.e2e.helpers import Workers, free_port, get_json, service_workers, wait_for
+from tests.e2e.helpers import (
+    Workers,
+    eventually,
+    free_port,
+    get_json,
+    service_workers,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -115,3 +122,26 @@ def test_one_address_cannot_take_every_place_of_a_worker(
         finally:
             for sock in crowd:
                 sock.close()
+
+
+def test_a_wrong_cluster_password_fails_readiness_and_logs_the_setting(
+    cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "password"
+    wrong.write_text("not-the-password\n")
+    settings = {**key_files, **cluster.client_settings(), "cluster_password_file": str(wrong)}
+    with service_workers(Workers, "verifier", 1, tmp_path, {}, settings, ready="/healthz") as up:
+        status, body = get_json(f"{up.url}/readyz")
+        assert status == 503
+        assert body["status"] == "not ready"
+        assert body["failed"] == {"cluster": "STORE_UNAVAILABLE", "keys": "STORE_UNAVAILABLE"}
+
+        def logged() -> str:
+            return up.log_text()
+
+        # The worker logs the refusal as its connect fails (not necessarily before readyz
+        # answers): wait for the line, then read what it says.
+        text = eventually(logged, lambda t: "refused the login" in t, 30.0)
+        assert "check cluster.username and cluster.password_file" in text
+        assert "not-the-password" not in text
+        assert get_json(f"{up.url}/healthz") == (200, {"status": "ok"}), "the process is up"

@@ -209,7 +209,7 @@ def convert(issuer: Service, subject: str, colour: str, if_version: int) -> None
 def stored_keyring(cluster: DevCluster, key_files: Mapping[str, str]) -> Keyring:
     """The keyring the store holds now (authoritative after rotations), opened with the KEK."""
     host, port = cluster.startup_nodes[0]
-    with RedisCluster(host=host, port=port) as client:
+    with RedisCluster(host=host, port=port, **cluster.redis_py_options()) as client:
         raw = client.get(store_keys.KEYRING_KEY)
     assert isinstance(raw, bytes), "an issuer has stored a keyring"
     return open_keyring(SealedKeyring.unpack(raw), load_pepper(Path(key_files["keys_kek_file"])))

@@ -214,7 +214,9 @@ def test_no_credential_or_identifier_reaches_the_store_logs_or_metrics(
 
 async def _everything_in(cluster: DevCluster) -> bytes:
     """Every key and value of every primary, as one blob to search."""
-    client = RedisCluster(host=cluster.startup_nodes[0][0], port=cluster.startup_nodes[0][1])
+    host, port = cluster.startup_nodes[0]
+    # As the admin user: reading every key of every kind is more than the services may do.
+    client = RedisCluster(host=host, port=port, **cluster.redis_py_options("admin"))
     parts: list[Any] = []
     try:
         async for key in client.scan_iter(count=1000):
