@@ -215,7 +215,6 @@ def test_the_served_spec_documents_every_route(live_verifier: tuple[Service, lis
         ("get", "/v1/trust"),
         ("get", "/healthz"),
         ("get", "/readyz"),
-        ("get", "/metrics"),
         ("get", "/openapi.json"),
         ("get", "/pages/terminal"),
         ("get", "/static/{file}"),
