@@ -75,12 +75,23 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+# Ports handed out for outgoing connections (Linux's default ip_local_port_range starts at 32768):
+# a node restarted by a drill must find its ports and its bus port (+10000) still free, and an
+# outgoing connection may take any free port of that range meanwhile. So every port of a test
+# cluster, bus ports included, lies below it.
+_EPHEMERAL_START = 32768
+_BASE_LOW = 12000
+_BASE_SPAN = _EPHEMERAL_START - BUS_PORT_OFFSET - _BASE_LOW
+
+
 def find_free_base_port(host: str = "127.0.0.1", count: int = NODE_COUNT) -> int:
-    """A base port such that ``count`` ports from it and their cluster-bus ports are all free."""
+    """A base port such that ``count`` ports from it and their cluster-bus ports are all free,
+    all below the ports the kernel hands out to outgoing connections."""
+    span = _BASE_SPAN - count
     # Start from a per-process offset so concurrent sessions rarely probe the same range.
-    start = 20000 + (os.getpid() * 37) % 9000
-    for base in range(start, start + 9000, count):
-        base = 20000 + (base - 20000) % 9000
+    start = (os.getpid() * 37) % span
+    for step in range(0, span, count):
+        base = _BASE_LOW + (start + step) % span
         ports = [base + i for i in range(count)]
         if all(_port_free(host, p) and _port_free(host, p + BUS_PORT_OFFSET) for p in ports):
             return base
