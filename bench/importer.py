@@ -27,7 +27,9 @@ from bench.record import save_latest
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
+from codeengine.keyfiles import new_mac_keyset
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore, StoreSettings
 
@@ -76,6 +78,8 @@ def _cluster_cpu_s(cluster: DevCluster) -> float:
 
 async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float]:
     store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), write_deadline_ms=5000))
+    # Records and audit entries are sealed and MACed as an issuer's importer does.
+    store.keys = StoreKeys(new_mac_keyset(os.urandom), new_mac_keyset(os.urandom))
     try:
         importer = Importer(
             store, load_rules(), Secret(os.urandom(32)), batch_id="bench", actor="bench"

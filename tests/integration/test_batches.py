@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from codeengine.code.chain import check_chain
 from codeengine.code.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
 from codeengine.code.identifiers import make_resident_id, parse_resident_id
 from codeengine.code.model import Colour, SubjectId
@@ -18,11 +19,12 @@ from codeengine.code.pseudonym import pseudonym
 from codeengine.code.rules import load_rules
 from codeengine.code.status import StatusChange
 from codeengine.keyfiles import load_pepper
+from codeengine.ops.commands import store_keys
 from codeengine.settings import Settings
-from codeengine.store.audit import check_chain
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
+from tests.integration.apps import keyed
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +51,7 @@ def csv_bytes(rows: list[str]) -> list[bytes]:
 
 
 async def import_lines(settings: Settings, batch_id: str, lines: list[bytes], **kw: Any) -> Any:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         importer = Importer(
             store,
@@ -65,7 +67,7 @@ async def import_lines(settings: Settings, batch_id: str, lines: list[bytes], **
 
 
 async def records(settings: Settings, subjects: list[SubjectId]) -> list[Any]:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         return await store.get_subjects(subjects)
     finally:
@@ -73,7 +75,7 @@ async def records(settings: Settings, subjects: list[SubjectId]) -> list[Any]:
 
 
 async def rollback(settings: Settings, batch_id: str) -> dict[str, int]:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         return await store.rollback_batch(batch_id, int(time.time()), "ops:test")
     finally:
@@ -153,7 +155,7 @@ def test_rollback_leaves_a_subject_changed_since_and_resumed_runs_change_nothing
         first, second = await records(settings, subjects)
         assert first.colour_at(now) is Colour.YELLOW
         # Ops change the second subject after the batch: its rollback must not undo that.
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             change = StatusChange(subjects[1], second.version, Colour.RED, "op-1", "ops", "x", now)
             await store.set_status(change)
@@ -185,7 +187,7 @@ def test_a_dry_run_reports_colour_changes_and_writes_nothing(settings: Settings)
         assert (report.applied, report.unchanged) == (2, 2), "an ended period changes nothing"
         subjects = [subject_of(settings, r) for r in ids]
         assert await records(settings, subjects) == [None] * 4
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             with pytest.raises(UnknownBatch):
                 await store.batch_info("it-dry", 10)
@@ -220,7 +222,7 @@ def test_a_csv_without_the_header_is_refused(settings: Settings) -> None:
         uvloop.run(import_lines(settings, "it-noheader", lines))
 
     async def registered() -> bool:
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             await store.batch_info("it-noheader", 10)
             return True
@@ -243,7 +245,7 @@ def test_recent_batches_lists_the_latest_newest_first_with_progress(settings: Se
         await import_lines(settings, older, csv_bytes([row]), clock=lambda: float(now))
         rows = [f"{second},positive,{now - DAY},cdc,320100", "not,a,row"]
         await import_lines(settings, newer, csv_bytes(rows), clock=lambda: float(now + 1))
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             return await store.recent_batches(100)
         finally:
@@ -277,11 +279,13 @@ def test_a_subjects_rows_apply_in_file_order_across_the_script_calls_of_a_chunk(
         cleared, visited = await records(settings, subjects)
         assert cleared.colour_at(now) is Colour.GREEN and cleared.risk == ()
         assert visited.colour_at(now) is Colour.YELLOW
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             for subject, count in zip(subjects, (2, 1), strict=True):
                 record, entries = await store.audit_chain(subject)
-                assert check_chain(subject, record, entries).ok
+                assert check_chain(
+                    store_keys(settings).audit_or_raise(), subject, record, entries
+                ).ok
                 assert len(entries) == count
         finally:
             await store.close()
@@ -300,8 +304,8 @@ def test_a_resumed_batch_lists_for_rollback_the_subjects_a_stopped_run_changed(
     async def scenario() -> None:
         # Two replicas are asked for where there is one: the rows are written, the chunk is
         # never acknowledged, and the run stops before it lists the subjects for a rollback.
-        strict = RedisStore(replace(store_settings(settings), replicas_to_ack=2,
-                                    replica_ack_timeout_ms=20))  # fmt: skip
+        strict = keyed(RedisStore(replace(store_settings(settings), replicas_to_ack=2,
+                                          replica_ack_timeout_ms=20)), settings)  # fmt: skip
         try:
             importer = Importer(strict, load_rules(), load_pepper(Path(settings.keys.pepper_file)),
                                 batch_id="it-resume", actor="batch:it-resume")  # fmt: skip

@@ -8,24 +8,26 @@ from __future__ import annotations
 
 __all__ = ["FusionAdapter"]
 
+import asyncio
 from collections.abc import Sequence
 
 from codeengine.code.model import SubjectId
+from codeengine.code.status import SubjectRecord
 from codeengine.store import keyspace
-from codeengine.store.adapters._base import Adapter, StoreSettings, _text_fields
+from codeengine.store.adapters._base import StoreSettings, _text_fields
+from codeengine.store.adapters._sealed import Plan, SealedAdapter
 from codeengine.store.port import AliasBinding
-from codeengine.store.results import ClaimCode, ReleaseCode, WriteCode
-from codeengine.store.scripts import ALIAS_CLAIM, ALIAS_LINK, ALIAS_RELEASE
+from codeengine.store.results import ClaimCode, PutCode, ReleaseCode
+from codeengine.store.scripts import ALIAS_CLAIM, ALIAS_RELEASE
 
 
-class FusionAdapter(Adapter):
+class FusionAdapter(SealedAdapter):
     """Alias bindings and licence links."""
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
         self._alias_claim = self._fast.script(ALIAS_CLAIM)
         self._alias_release = self._fast.script(ALIAS_RELEASE)
-        self._alias_link = self._fast.script(ALIAS_LINK)
 
     async def bind_aliases(
         self, bindings: Sequence[AliasBinding], actor: str, now: int
@@ -44,26 +46,19 @@ class FusionAdapter(Adapter):
         claimed = [int(fast.reply_or_raise(r, "EVALSHA")[0]) for r in claims]
         results = ["taken" if c == ClaimCode.TAKEN else "" for c in claimed]
         mine = [i for i, c in enumerate(claimed) if c != ClaimCode.TAKEN]
-        links = await fast.bulk(
-            [
-                (keyspace.subject_key(b.subject),
-                 ("EVALSHA", self._alias_link.sha, 3, keyspace.subject_key(b.subject),
-                  keyspace.subject_aliases_key(b.subject), keyspace.audit_key(b.subject), "bind",
-                  b.alias, b.listed, actor, now))
-                for b in (bindings[i] for i in mine)
-            ],
-            deadline_s=deadline_s,
+        links = await asyncio.gather(
+            *(self._link_alias(b.subject, "bind", b.alias, b.listed, actor, now)
+              for b in (bindings[i] for i in mine))
         )  # fmt: skip
         release = []
-        for i, reply in zip(mine, links, strict=True):
-            code = int(fast.reply_or_raise(reply, "EVALSHA")[0])
-            if code == WriteCode.UNKNOWN_SUBJECT:
+        for i, link in zip(mine, links, strict=True):
+            if link is None:
                 results[i] = "unknown_subject"
                 if claimed[i] == ClaimCode.CLAIMED:
                     release.append(bindings[i])
             else:
                 claimed_now = claimed[i] == ClaimCode.CLAIMED
-                results[i] = "bound" if claimed_now or code == WriteCode.APPLIED else "unchanged"
+                results[i] = "bound" if claimed_now or link else "unchanged"
         if release:
             await fast.bulk(
                 [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_release.sha, 1, k,
@@ -80,20 +75,44 @@ class FusionAdapter(Adapter):
         """Take the alias off the subject's list (audited), then free the alias key."""
         await self.fence.writer()
         fast = await self._hot()
-        code, _ = await self._alias_link(
-            [
-                keyspace.subject_key(subject),
-                keyspace.subject_aliases_key(subject),
-                keyspace.audit_key(subject),
-            ],
-            ["unbind", alias, "", actor, now],
-            deadline_s=self._bulk_deadline_s,
-        )
+        linked = await self._link_alias(subject, "unbind", alias, "", actor, now)
         (released,) = await self._alias_release(
             [keyspace.alias_key(alias)], [subject], deadline_s=self._bulk_deadline_s
         )
         await self._replicated(fast, [keyspace.alias_key(alias), keyspace.subject_key(subject)])
-        return int(code) == WriteCode.APPLIED or int(released) == ReleaseCode.RELEASED
+        return bool(linked) or int(released) == ReleaseCode.RELEASED
+
+    async def _link_alias(
+        self, subject: SubjectId, action: str, alias: str, listed: str, actor: str, now: int
+    ) -> bool | None:
+        """List or unlist an alias on its subject, audited; None for an unknown subject,
+        else whether it changed anything."""
+        token = await self.fence.writer()
+        fast = await self._hot()
+        aliases_key = keyspace.subject_aliases_key(subject)
+        present = await fast.execute(
+            aliases_key, "HGET", aliases_key, alias, deadline_s=self._bulk_deadline_s
+        )
+        if (present is not None) == (action == "bind"):
+            exists = await fast.execute(
+                keyspace.subject_key(subject), "EXISTS", keyspace.subject_key(subject)
+            )
+            return False if int(exists) else None
+        kind = (listed if action == "bind" else present.decode()).partition(":")[0]
+
+        def plan(current: SubjectRecord | None) -> Plan | None:
+            if current is None:
+                return None
+            entry = {"op": f"alias_{action}", "actor": actor, "reason": kind,
+                     "old": int(current.colour), "new": int(current.colour),
+                     "v": current.version, "at": now, "op_id": alias}  # fmt: skip
+            side = "hset" if action == "bind" else "hdel"
+            return Plan(current, entry, side=side, side_field=alias, side_value=listed)
+
+        code, _, _ = await self._sealed_write(subject, plan, token, side_key=aliases_key)
+        if code is None:
+            return None
+        return code is PutCode.APPLIED
 
     async def subject_for_alias(self, alias: str) -> SubjectId | None:
         """One GET of the alias key, within the read deadline (a scan waits on it)."""
