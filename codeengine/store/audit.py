@@ -74,7 +74,7 @@ def history_entries(entries: Sequence[tuple[bytes, str]]) -> list[dict[str, Any]
             "version": int(fields.get("v", 0)),
             "at": int(fields.get("at", 0)),
             "op_id": str(fields.get("op_id", "")),
-            "n": int(fields.get("n", -1)),
+            "position": int(fields.get("n", -1)),
             "hash": digest,
         }
         if risk:
