@@ -8,13 +8,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import uvloop
 
 from codeengine.code.chain import check_chain
 from codeengine.code.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
 from codeengine.code.identifiers import make_resident_id, parse_resident_id
-from codeengine.code.model import Colour, SubjectId
+from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.pseudonym import pseudonym
 from codeengine.code.rules import load_rules
 from codeengine.code.status import StatusChange
@@ -22,6 +23,7 @@ from codeengine.keyfiles import load_pepper
 from codeengine.ops.commands import store_keys
 from codeengine.settings import Settings
 from codeengine.store.batches import Importer
+from codeengine.store.port import RiskWrite
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from tests.integration.apps import keyed
@@ -320,5 +322,38 @@ def test_a_resumed_batch_lists_for_rollback_the_subjects_a_stopped_run_changed(
         counts = await rollback(settings, "it-resume")
         assert counts == {"restored": 30, "unchanged": 0, "changed_since": 0}
         assert all(r.colour_at(now) is Colour.GREEN for r in await records(settings, subjects))
+
+    uvloop.run(scenario())
+
+
+def test_an_import_that_meets_another_writers_change_reads_again_and_builds_on_it(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    subject = subject_of(settings, people("320117", 1)[0])
+
+    def row(colour: Colour, clears: tuple[Colour, ...] = ()) -> RiskWrite:
+        return RiskWrite(subject, colour, now + DAY, clears, "test", CodeKind.HEALTH, 320100,
+                         Colour.GREEN)  # fmt: skip
+
+    async def scenario() -> None:
+        importing = keyed(RedisStore(store_settings(settings)), settings)
+        other = keyed(RedisStore(store_settings(settings)), settings)
+        try:
+            assert await importing.begin_batch("it-cas", 1, now) is None
+            assert await importing.apply_risk("it-cas", [row(Colour.YELLOW)], now, "t") == [(1, 1)]
+            # Another writer changes the subject: the import's own idea of it is now stale.
+            change = StatusChange(subject, 1, Colour.RED, "op-cas", "ops", "test", now)
+            assert (await other.set_status(change)).version == 2
+            assert await importing.apply_risk("it-cas", [row(Colour.RED)], now, "t") == [(1, 0)]
+            record = await other.get_subject(subject)
+            assert record is not None and record.version == 3 and record.colour is Colour.RED
+            assert dict(record.risk) == {Colour.YELLOW: now + DAY, Colour.RED: now + DAY}
+            stored, entries = await other.audit_chain(subject)
+            assert [msgpack.unpackb(e)["op"] for e, _ in entries] == ["risk", "status", "risk"]
+            assert check_chain(store_keys(settings).audit_or_raise(), subject, stored, entries).ok
+        finally:
+            await importing.close()
+            await other.close()
 
     uvloop.run(scenario())

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["BatchAdapter"]
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from enum import IntEnum
@@ -57,6 +58,9 @@ MAX_BATCH_ERRORS = 100_000
 MAX_RECENT_BATCHES = 100
 """How many batch ids the recent list keeps; older batches stay readable by id."""
 SCRIPT_ROWS = 250
+IMPORT_STATE_SUBJECTS = 300_000
+"""Subjects whose latest state an import keeps (about 250 bytes each): a subject met again
+within this many needs no read; one forgotten is read again (a conflict at worst)."""
 """Import rows per script call: each call holds its primary for about this many rows' work."""
 
 
@@ -86,9 +90,9 @@ class BatchAdapter(SealedAdapter):
         super().__init__(settings)
         self._read_records = self._fast.script(READ_RECORDS)
         self._put_records = self._fast.script(PUT_RECORDS)
-        # A chunk reads its records only once the chunk before it has sent its writes (on the
-        # same connections, so they are applied first): a subject's rows stay in file order.
+        # Chunks compute and send one at a time, so a subject's rows reach Redis in file order.
         self._import_turn = asyncio.Lock()
+        self._import_known: tuple[str, dict[SubjectId, tuple[bytes, SubjectRecord]]] = ("", {})
 
     async def begin_batch(
         self, batch_id: str, rules_version: int, now: int
@@ -187,27 +191,47 @@ class BatchAdapter(SealedAdapter):
     ) -> list[int]:
         """Each row's code, once a replica has what the chunk changed.
 
-        Per round: the records of the rows still to do are read with one script call per
-        primary (a few hundred keys each), every row is computed and sealed here in file order
-        (a subject's later rows build on its earlier ones), and the writes go out in one
-        compare-and-set call per primary and a few hundred rows, each primary's calls followed
-        by a WAIT in the same pipeline. A row whose record changed since it was read (another
-        writer) is read and computed again in the next round.
+        Per round: the records of the rows' subjects that this import has not seen yet are
+        read with one script call per primary (a few hundred keys each); every row is
+        computed and sealed here in file order, on the import's latest state of its subject
+        (a subject's later rows build on its earlier ones, across chunks); the writes go out
+        in one compare-and-set call per primary and a few hundred rows, each primary's calls
+        followed by a WAIT in the same pipeline. Chunks compute and send one after another,
+        so a subject's rows reach Redis in file order; their reads need no order, since the
+        import's own writes are known without reading them back. A row whose record changed
+        since (another writer) is read and computed again in the next round.
         """
         codes = [int(RiskCode.UNCHANGED)] * len(writes)
+        known = self._import_state(batch_id)
         todo = list(range(len(writes)))
         for _ in range(MAX_CAS_TRIES):
+            unknown = [s for s in dict.fromkeys(writes[i].subject for i in todo) if s not in known]
+            raws = await self._read_rows(fast, unknown) if unknown else {}
             async with self._import_turn:
-                raws = await self._read_rows(fast, [writes[i].subject for i in todo])
-                rows, sent = self._plan_rows(batch_id, writes, todo, raws, codes, now, actor, token)
-                replies_task = asyncio.ensure_future(self._put_rows(fast, rows))
-                # Let it send before the next chunk reads (the client queues at once).
+                rows, sent, later = self._plan_rows(
+                    batch_id, writes, todo, known, raws, codes, now, actor, token
+                )
+                replies = asyncio.ensure_future(self._put_rows(fast, rows))
+                # Let it send before the next chunk computes (the client queues at once).
                 await asyncio.sleep(0)
-            conflicted = await replies_task
-            todo = sorted({sent[i] for i in conflicted})
+            conflicted = [sent[i] for i in await replies]
+            for index in conflicted:
+                known.pop(writes[index].subject, None)
+            todo = sorted({*conflicted, *later})
             if not todo:
                 return codes
         raise StoreUnavailable("the batch's subjects kept changing while it was imported")
+
+    def _import_state(self, batch_id: str) -> dict[SubjectId, tuple[bytes, SubjectRecord]]:
+        """What the import knows of its subjects: the stored bytes and the record they hold,
+        oldest first, at most ``IMPORT_STATE_SUBJECTS`` of them."""
+        if self._import_known[0] != batch_id:
+            self._import_known = (batch_id, {})
+        known = self._import_known[1]
+        if len(known) > IMPORT_STATE_SUBJECTS:
+            for subject in list(itertools.islice(known, len(known) // 4)):
+                del known[subject]
+        return known
 
     async def _read_rows(
         self, fast: FastCluster, subjects: Sequence[SubjectId]
@@ -236,25 +260,36 @@ class BatchAdapter(SealedAdapter):
         batch_id: str,
         writes: Sequence[RiskWrite],
         todo: Sequence[int],
+        known: dict[SubjectId, tuple[bytes, SubjectRecord]],
         raws: dict[SubjectId, bytes | None],
         codes: list[int],
         now: int,
         actor: str,
         token: WriterToken,
-    ) -> tuple[list[list[Any]], list[int]]:
-        """Compute and seal the rows of ``todo`` in file order; the script rows and, for each,
-        the index of the write it is."""
+    ) -> tuple[list[list[Any]], list[int], list[int]]:
+        """Compute and seal the rows of ``todo`` in file order: the script rows, for each the
+        index of its write, and the rows left for the next round (a subject forgotten since
+        its read was asked for)."""
         audit_keys = self._audit_keys()
-        records: dict[SubjectId, SubjectRecord | None] = {}
         rows: list[list[Any]] = []
         sent: list[int] = []
+        later: list[int] = []
+        deferred: set[SubjectId] = set()
         for index in todo:
             w = writes[index]
             subject = w.subject
-            if subject not in records:
-                raw = raws[subject]
-                records[subject] = None if raw is None else self.open_record(subject, raw)
-            record = records[subject]
+            state = known.get(subject)
+            if state is None:
+                if subject in deferred or subject not in raws:
+                    deferred.add(subject)
+                    later.append(index)
+                    continue
+                raw = raws.pop(subject)
+                record = None if raw is None else self.open_record(subject, raw)
+                if raw is not None and record is not None:
+                    known[subject] = (raw, record)
+            else:
+                raw, record = state
             created = record is None
             if record is None:
                 record = SubjectRecord(subject, w.kind, w.city, w.no_data, 1, now)
@@ -292,13 +327,12 @@ class BatchAdapter(SealedAdapter):
             new, packed, digest = append_entry(audit_keys, new, entry, token)
             new_raw = self.seal_record(new)
             rows.append([keyspace.subject_key(subject), keyspace.audit_key(subject),
-                         keyspace.batch_snapshot_key(subject, batch_id), raws[subject] or b"",
+                         keyspace.batch_snapshot_key(subject, batch_id), raw or b"",
                          new_raw, packed, digest, snapshot])  # fmt: skip
             sent.append(index)
             codes[index] = RiskCode.CREATED if created else RiskCode.CHANGED
-            records[subject] = new
-            raws[subject] = new_raw
-        return rows, sent
+            known[subject] = (new_raw, new)
+        return rows, sent, later
 
     async def _put_rows(self, fast: FastCluster, rows: list[list[Any]]) -> list[int]:
         """Send the sealed rows, a WAIT after each primary's calls; the conflicted rows."""
