@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 
 from codeengine.code.fencing import WriterToken
-from codeengine.code.seal import MACKeyset, mac
+from codeengine.code.seal import MACKeyset, keyed_mac, mac
 from codeengine.code.status import SubjectRecord
 
 
@@ -56,7 +56,7 @@ def append_entry(
     entry["prev"] = record.head
     entry["k"] = kid
     packed: bytes = msgpack.packb(entry)
-    digest = entry_mac(keys.keys[kid], kid, record.subject, packed)
+    digest = keyed_mac(keys, kid, audit_context(record.subject), packed).hex()
     return record._replace(head=digest, entries=record.entries + 1), packed, digest
 
 
@@ -83,6 +83,7 @@ def check_chain(
     The record must be one whose seal was checked already (it is the chain's anchor).
     """
     count = len(entries)
+    context = audit_context(subject)
     prev = ""
     for index, (packed, digest) in enumerate(entries):
         try:
@@ -90,10 +91,9 @@ def check_chain(
             kid = bytes(fields["k"])
         except (ValueError, KeyError, TypeError, msgpack.UnpackException):
             return ChainCheck(subject, count, False, index, "entry unreadable or unkeyed")
-        key = keys.key(kid)
-        if key is None:
+        if keys.key(kid) is None:
             return ChainCheck(subject, count, False, index, "entry MACed with an unknown key")
-        if entry_mac(key, kid, subject, packed) != digest:
+        if keyed_mac(keys, kid, context, packed).hex() != digest:
             return ChainCheck(subject, count, False, index, "entry altered or not this subject's")
         if fields.get("n") != index or fields.get("prev") != prev:
             return ChainCheck(subject, count, False, index, "entry before it removed or moved")
