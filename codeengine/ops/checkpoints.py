@@ -19,7 +19,14 @@ for a million subjects).
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "CheckpointError", "new_signing_key", "read_checkpoint", "write_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "new_signing_key",
+    "public_pem",
+    "read_checkpoint",
+    "write_checkpoint",
+]
 
 import base64
 import json
@@ -72,9 +79,36 @@ def write_checkpoint(
     return len(lines)
 
 
+def public_pem(key_path: Path) -> bytes:
+    """The public half of the checkpoint key, PEM: all that checking a checkpoint needs."""
+    return (
+        _private(key_path)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def _public(path: Path) -> Ed25519PublicKey:
+    """A public key file, or the public half of the private key file."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint key {path.name}") from exc
+    if b"PRIVATE KEY" in pem:
+        return _private(path).public_key()
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot read checkpoint key {path.name}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise CheckpointError(f"checkpoint key {path.name} is not an Ed25519 key")
+    return key
+
+
 def read_checkpoint(path: Path, key_path: Path) -> Mapping[str, tuple[int, str]]:
-    """The anchors of a checkpoint whose signature holds under the key's public half."""
-    public: Ed25519PublicKey = _private(key_path).public_key()
+    """The anchors of a checkpoint whose signature holds under the key (the public half, or
+    the private key it is taken from)."""
+    public = _public(key_path)
     try:
         raw = path.read_bytes()
         body, _, last = raw.rstrip(b"\n").rpartition(b"\n")

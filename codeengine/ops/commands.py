@@ -192,7 +192,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
     anchors = None
     if args.checkpoint:
-        anchors = read_checkpoint(Path(args.checkpoint), Path(settings.keys.checkpoint_key_file))
+        key = Path(args.public_key or settings.keys.checkpoint_key_file)
+        anchors = read_checkpoint(Path(args.checkpoint), key)
 
     async def work(store: RedisStore) -> tuple[int, list[Any]]:
         if args.subject:
@@ -294,6 +295,11 @@ def add_ops_commands(commands: Any) -> None:
     )
     verify.add_argument(
         "--checkpoint", metavar="FILE", help="also check every head anchored in this checkpoint"
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="the checkpoint key's public half (default: taken from keys.checkpoint_key_file)",
     )
     verify.set_defaults(func=_cmd_audit_verify)
     checkpoint = audit_sub.add_parser(

@@ -29,7 +29,7 @@ from codeengine.keyfiles import (
     write_mac_keyset,
     write_private,
 )
-from codeengine.ops.checkpoints import new_signing_key
+from codeengine.ops.checkpoints import new_signing_key, public_pem
 from codeengine.settings import Settings
 
 API_KEY_BYTES = 32
@@ -56,6 +56,10 @@ def ensure_dev_material(settings: Settings) -> Path:
     checkpoint = Path(keys.checkpoint_key_file)
     if not checkpoint.exists():
         write_private(checkpoint, new_signing_key())
+    public = checkpoint.with_suffix(".pub")
+    if not public.exists():
+        # The half that checks checkpoints, for wherever they are verified.
+        public.write_bytes(public_pem(checkpoint))
     credentials_path = Path(settings.keys.credentials_file)
     document: dict[str, Any] = {
         "note": "development credentials; never use outside make run",
