@@ -19,8 +19,10 @@ __all__ = [
     "TAG_BYTES",
     "TRAILER_BYTES",
     "MACKeyset",
+    "alias_context",
     "keyed_mac",
     "mac",
+    "marker_context",
     "open_sealed",
     "record_context",
     "seal",
@@ -102,6 +104,16 @@ def record_context(subject: str) -> bytes:
 
 _OWN_KINDS = frozenset({int(CodeKind.HEALTH), int(CodeKind.ENTERPRISE_SERVICE)})
 """The kinds stored under a subject's plain token key (codeengine.store.keyspace.token_key)."""
+
+
+def alias_context(alias: str) -> bytes:
+    """What an alias key's seal binds: the alias hash it is stored under."""
+    return b"ce/alias\x00" + alias.encode() + b"\x00"
+
+
+def marker_context(marker_key: str) -> bytes:
+    """What an operation marker's seal binds: the key it is stored under (subject and op)."""
+    return b"ce/marker\x00" + marker_key.encode() + b"\x00"
 
 
 def token_context(subject: str, kind: int | None) -> bytes:

@@ -80,7 +80,7 @@ SIGNATURES: dict[str, Signature] = {
     ),
     "REVOKE": Signature(("set_key",), ("member", "score", "prune_below")),
     "APPEND_SCANS": Signature(("log_key", "marker_key"), ("max_len",), row=("entry",)),
-    "ALIAS_CLAIM": Signature(("alias_key",), ("subject",), codes=ClaimCode),
+    "ALIAS_CLAIM": Signature(("alias_key",), ("subject", "sealed"), codes=ClaimCode),
     "ALIAS_RELEASE": Signature(("alias_key",), ("subject",), codes=ReleaseCode),
     "FENCE_TICK": Signature(_LEASE, ("role", "lease_ms", "handback_ms", "may_take")),
     "FENCE_HANDOVER": Signature(_LEASE, ("to", "hold_ms", "lease_ms")),

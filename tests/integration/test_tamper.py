@@ -356,3 +356,40 @@ def test_a_verifier_serves_alias_scans_without_any_pepper_file(
             assert PEPPER not in gate.app, "a verifier never loads the pepper"
 
     run(scenario())
+
+
+def test_an_alias_pointed_at_another_subject_or_a_forged_marker_is_tampered(
+    settings: Settings, cluster: DevCluster, run: Any
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        async with issuer(settings, clock) as client, verifier(settings, clock) as gate:
+            _, green = await new_person(client, settings)
+            _, red = await new_person(client, settings)
+            card = f"K{10_000_000 + int.from_bytes(os.urandom(4)) % 89_999_999}"
+            bound = await client.post(
+                f"/v1/subjects/{green}/aliases",
+                json={"type": "ssc_card", "value": card},
+                headers=auth(settings, "fusion"),
+            )
+            assert bound.status == 201, await bound.text()
+            alias = (await bound.json())["id"]
+            assert (await verify(gate, settings, f"SSC:{card}"))["colour"] == "green"
+            async with raw_redis(cluster) as redis:
+                # The card pointed at another person, the seal it had kept.
+                key = keyspace.alias_key(alias)
+                raw = await redis.get(key)
+                await redis.set(key, red.encode() + raw[-TRAILER_BYTES:])
+                # A marker that says an operation was applied when it never was.
+                marker = keyspace.op_key(SubjectId(red), "op-forged")
+                await redis.set(marker, "2:1", ex=60)
+            answer = await verify(gate, settings, f"SSC:{card}")
+            assert (answer["reason"], answer["colour"]) == ("RECORD_TAMPERED", "grey")
+            resend = await client.post(
+                f"/v1/subjects/{red}/status",
+                json={"colour": "green", "reason": "test", "if_version": 1, "op_id": "op-forged"},
+                headers=auth(settings, "convert"),
+            )
+            assert (resend.status, (await resend.json())["reason"]) == (409, "RECORD_TAMPERED")
+
+    run(scenario())

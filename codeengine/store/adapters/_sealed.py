@@ -22,7 +22,7 @@ from codeengine.code.chain import append_entry
 from codeengine.code.errors import KeyringError, RecordTampered, StoreUnavailable
 from codeengine.code.fencing import WriterToken
 from codeengine.code.model import SubjectId
-from codeengine.code.seal import MACKeyset, open_sealed, record_context, seal
+from codeengine.code.seal import MACKeyset, marker_context, open_sealed, record_context, seal
 from codeengine.code.status import SubjectRecord
 from codeengine.metrics import RECORDS_TAMPERED
 from codeengine.store import keyspace
@@ -123,6 +123,14 @@ class SealedAdapter(Adapter):
         """The record as stored: its body and seal."""
         return seal(self._record_keys(), record_context(record.subject), record.pack())
 
+    def _open_marker(self, subject: SubjectId, marker_key: str, raw: bytes) -> bytes:
+        """What an applied operation's marker says it applied, if its seal holds."""
+        try:
+            return open_sealed(self._record_keys(), marker_context(marker_key), bytes(raw))
+        except RecordTampered:
+            self.report_tampered(subject, "marker")
+            raise
+
     async def _sealed_write(
         self,
         subject: SubjectId,
@@ -153,7 +161,7 @@ class SealedAdapter(Adapter):
                 PUT_RECORD, keys, [raw or b"", b"", b"", b"", "resend", "", "", ""], did_write
             )
             if PutCode(int(code)) is PutCode.REPEAT:
-                return PutCode.REPEAT, bytes(value), None
+                return PutCode.REPEAT, self._open_marker(subject, marker_key, value), None
             raw = bytes(value) or None
         for _ in range(MAX_CAS_TRIES):
             current = None if raw is None else self.open_record(subject, raw)
@@ -161,8 +169,12 @@ class SealedAdapter(Adapter):
             if step is None:
                 return None, b"", current
             record, packed, digest = append_entry(audit_keys, step.record, step.entry, token)
+            marker = b""
+            if step.marker:
+                body = step.marker.encode()
+                marker = seal(self._record_keys(), marker_context(marker_key), body)
             args: list[str | bytes] = [raw or b"", self.seal_record(record), packed, digest,
-                    step.marker, step.side, step.side_field, step.side_value]  # fmt: skip
+                    marker, step.side, step.side_field, step.side_value]  # fmt: skip
             if acked:
                 code, value = await self._write_then_wait(PUT_RECORD, keys, args, did_write)
             else:
@@ -173,5 +185,7 @@ class SealedAdapter(Adapter):
             if put is PutCode.CONFLICT:
                 raw = bytes(value) or None
                 continue
+            if put is PutCode.REPEAT:
+                return put, self._open_marker(subject, marker_key, value), None
             return put, bytes(value), record if put is PutCode.APPLIED else None
         raise StoreUnavailable("the subject kept changing while this write was computed")

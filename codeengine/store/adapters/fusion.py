@@ -11,7 +11,9 @@ __all__ = ["FusionAdapter"]
 import asyncio
 from collections.abc import Sequence
 
+from codeengine.code.errors import RecordTampered
 from codeengine.code.model import SubjectId
+from codeengine.code.seal import alias_context, open_sealed, seal
 from codeengine.code.status import SubjectRecord
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import StoreSettings, _text_fields
@@ -39,7 +41,8 @@ class FusionAdapter(SealedAdapter):
         fast = await self._hot()
         deadline_s = self._bulk_deadline_s
         claims = await fast.bulk(
-            [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
+            [(k := keyspace.alias_key(b.alias),
+              ("EVALSHA", self._alias_claim.sha, 1, k, b.subject, self._seal_alias(b)))
              for b in bindings],
             deadline_s=deadline_s,
         )  # fmt: skip
@@ -114,11 +117,22 @@ class FusionAdapter(SealedAdapter):
             return None
         return code is PutCode.APPLIED
 
+    def _seal_alias(self, binding: AliasBinding) -> bytes:
+        context = alias_context(binding.alias)
+        return seal(self._record_keys(), context, binding.subject.encode())
+
     async def subject_for_alias(self, alias: str) -> SubjectId | None:
-        """One GET of the alias key, within the read deadline (a scan waits on it)."""
+        """One GET of the alias key, within the read deadline (a scan waits on it); an alias
+        whose seal fails is RecordTampered (counted, logged under the alias's hash)."""
         fast = await self._hot()
         raw = await fast.get(keyspace.alias_key(alias))
-        return None if raw is None else SubjectId(raw.decode())
+        if raw is None:
+            return None
+        try:
+            return SubjectId(open_sealed(self._record_keys(), alias_context(alias), raw).decode())
+        except RecordTampered:
+            self.report_tampered(SubjectId(f"alias:{alias}"), "alias")
+            raise
 
     async def list_aliases(self, subject: SubjectId) -> list[tuple[str, str]]:
         """The subject's alias hash, as (alias, ``type:masked``) pairs."""
