@@ -65,6 +65,10 @@ class Plan:
     side_value: str = ""
 
 
+def _always(reply: object) -> bool:
+    return True
+
+
 def fence_record(record: SubjectRecord, token: WriterToken) -> SubjectRecord | None:
     """The record with the writer's epoch noted, or None if a newer writer of its city wrote it.
 
@@ -140,6 +144,7 @@ class SealedAdapter(Adapter):
         marker_key: str = "",
         side_key: str = "",
         acked: bool = True,
+        create: bool = False,
     ) -> tuple[PutCode | None, bytes, SubjectRecord | None]:
         """Read, plan, seal and compare-and-set until the record read is the one replaced.
 
@@ -147,14 +152,21 @@ class SealedAdapter(Adapter):
         nothing, or raises (unknown subject, stale version, fenced off). Returns the script's
         code (None when the plan wrote nothing), its value (a resend's marker, an existing
         record) and the record now stored as far as this write knows. A bulk caller passes
-        ``acked=False`` and WAITs once for many writes itself.
+        ``acked=False`` and WAITs once for many writes itself. A ``create`` writes only where
+        no record is: the script answers an existing one (rewritten unchanged, so that the
+        WAIT covers a first send whose acknowledgement was lost).
         """
         fast = await self._hot()
         audit_keys = self._audit_keys()
         record_key = keyspace.subject_key(subject)
         keys = [record_key, marker_key or record_key, keyspace.audit_key(subject),
                 side_key or record_key]  # fmt: skip
-        raw, done = await fast.mget([record_key, marker_key or record_key], slot=tag_slot(subject))
+        raw: bytes | None = None
+        done: bytes | None = None
+        if not create:
+            read = [record_key, marker_key or record_key]
+            raw, done = await fast.mget(read, slot=tag_slot(subject))
+        wrote = _always if create else did_write
         if marker_key and done is not None:
             # A resend: the script answers from the marker (and rewrites it for WAIT).
             code, value = await self._write_then_wait(
@@ -176,7 +188,7 @@ class SealedAdapter(Adapter):
             args: list[str | bytes] = [raw or b"", self.seal_record(record), packed, digest,
                     marker, step.side, step.side_field, step.side_value]  # fmt: skip
             if acked:
-                code, value = await self._write_then_wait(PUT_RECORD, keys, args, did_write)
+                code, value = await self._write_then_wait(PUT_RECORD, keys, args, wrote)
             else:
                 code, value = await self._acked[PUT_RECORD](
                     keys, args, deadline_s=self._bulk_deadline_s

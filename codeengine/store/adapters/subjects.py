@@ -43,8 +43,6 @@ class SubjectAdapter(SealedAdapter):
         token = await self.fence.writer()
 
         def plan(current: SubjectRecord | None) -> Plan | None:
-            if current is not None:
-                return None
             first = fence_record(record._replace(head="", entries=0), token)
             assert first is not None  # a new record has no epoch to be fenced by
             entry = {"op": "create", "actor": actor, "reason": "", "new": int(record.colour),
@@ -52,7 +50,7 @@ class SubjectAdapter(SealedAdapter):
             return Plan(first, entry)
 
         async def work() -> tuple[PutCode | None, bytes, SubjectRecord | None]:
-            return await self._sealed_write(subject, plan, token)
+            return await self._sealed_write(subject, plan, token, create=True)
 
         code, value, stored = await self._bounded(work, self._settings.write_deadline_ms, "create")
         if code is PutCode.EXISTS:
