@@ -9,7 +9,8 @@
   connection: the commands queued during one loop tick leave in one ``write()`` and each request
   waits for its reply in order (RESP answers in order), as a pipelining client does. No deadline,
   no breaker, no redirect handling after start-up: about the least a store round trip can cost in
-  this process, not a usable client.
+  this process, not a usable client. It speaks TLS and logs in as the services' user when the
+  ``[cluster]`` settings say so, as the services do, so the floor carries the same TLS cost.
 
 Both run through :func:`codeengine.web.worker.serve` with the services' own settings (read from
 the same ``CODEENGINE_*`` environment): SO_REUSEPORT, backlog, keep-alive timeout, no access log,
@@ -33,6 +34,8 @@ import uvloop
 from aiohttp import web
 
 from codeengine.settings import Settings, load_settings, parse_nodes
+from codeengine.store.security import StoreSecurity
+from codeengine.web.runtime import store_settings
 from codeengine.web.worker import serve
 
 FLOOR_BODY = {"status": "ok"}
@@ -59,9 +62,24 @@ class RespConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int) -> RespConnection:
-        """Connect to one node."""
-        _, protocol = await asyncio.get_running_loop().create_connection(cls, host, port)
+    async def open(cls, host: str, port: int, security: StoreSecurity) -> RespConnection:
+        """Connect to one node, over TLS and logged in as the services are when they are."""
+        loop = asyncio.get_running_loop()
+        context = security.ssl_context
+        if context is None:
+            _, protocol = await loop.create_connection(cls, host, port)
+        else:
+            name = security.server_name or host
+            _, protocol = await loop.create_connection(
+                cls, host, port, ssl=context, server_hostname=name
+            )
+        auth = security.auth_args
+        if auth is not None:
+            reply = await protocol.command(
+                *(a if isinstance(a, bytes) else a.encode() for a in auth)
+            )
+            if isinstance(reply, hiredis.ReplyError):
+                raise ConnectionError(f"the store refused the login: {reply}")
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,16 +128,18 @@ class RespConnection(asyncio.Protocol):
             self._transport.close()
 
 
-async def connect_to_owner(nodes: Sequence[tuple[str, int]], key: bytes) -> RespConnection:
+async def connect_to_owner(
+    nodes: Sequence[tuple[str, int]], key: bytes, security: StoreSecurity
+) -> RespConnection:
     """A connection to the node that owns ``key``: ask any node, follow one MOVED."""
     host, port = nodes[0]
-    conn = await RespConnection.open(host, port)
+    conn = await RespConnection.open(host, port, security)
     reply = await conn.command(b"GET", key)
     if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("MOVED "):
         conn.close()
         address = str(reply).split()[2]
         host, _, port_text = address.rpartition(":")
-        conn = await RespConnection.open(host or nodes[0][0], int(port_text))
+        conn = await RespConnection.open(host or nodes[0][0], int(port_text), security)
     elif isinstance(reply, hiredis.ReplyError):
         raise ConnectionError(f"the store answered {reply}")
     return conn
@@ -148,9 +168,10 @@ def create_app(kind: str, settings: Settings) -> web.Application:
         app.router.add_get("/floor", framework_floor)
         return app
     nodes = parse_nodes(settings.cluster.nodes)
+    security = store_settings(settings).security
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        conn = await connect_to_owner(nodes, FLOOR_KEY)
+        conn = await connect_to_owner(nodes, FLOOR_KEY, security)
         reply = await conn.command(b"SET", FLOOR_KEY, FLOOR_VALUE)
         if isinstance(reply, hiredis.ReplyError):
             raise ConnectionError(f"the store answered {reply}")

@@ -13,6 +13,12 @@ one raw RESP GET) of the same worker count, measured minutes apart on the same m
 The servers, the load and the store are pinned to different cores where the machine has enough
 (:func:`plan_pinning`). The results go to ``bench/results/`` as JSON, with the machine's facts.
 See ``bench/README.md`` for what each number means.
+
+The cluster is secure, as everywhere by default (TLS, the services' ACL user). Unless
+``--no-plain``, at the first worker count display and verify (those of them asked for) each
+run again right after their own run, against a second, plain cluster (no TLS, no login) with
+servers of its own, and the report gives each one's secure/plain ratio of requests/s
+(:func:`security_costs`): what TLS and ACL cost the services.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ __all__ = [
     "Pinning",
     "Row",
     "ScaleOut",
+    "SecurityCost",
     "WrkStats",
     "format_report",
     "goals",
@@ -32,6 +39,7 @@ __all__ = [
     "parse_wrk",
     "plan_pinning",
     "scale_out",
+    "security_costs",
     "stat_cpu_ticks",
     "summarise",
 ]
@@ -83,6 +91,10 @@ GOAL_DISPLAY_VS_FRAMEWORK = 0.6
 GOAL_SCENARIOS = ("display", "verify")
 """The operations whose goal is a share of the framework floor (issues 3 and 4)."""
 FRAMEWORK, STORE = "framework-floor", "store-floor"
+PLAIN_SUFFIX = "-plain"
+"""A scenario's name with this suffix ran against the plain cluster."""
+GOAL_SECURE_VS_PLAIN = 0.85
+"""TLS and ACL may cost display and verify at most 15% of their requests/s."""
 SUBJECT_COUNT = 1000
 NEW_IDS_PER_S = 8000  # More than generate reaches here; past the list, posts wrap to repeats.
 DISPLAY_HALF_LIFE_S = 60  # display_ttl_s / 2 with the default settings the bench starts with.
@@ -451,6 +463,70 @@ def scale_out(rows: Sequence[Row]) -> list[ScaleOut]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityCost:
+    """A scenario on the secure cluster (TLS + ACL) beside the same on the plain one."""
+
+    scenario: str
+    workers: int
+    secure_rps: float
+    plain_rps: float
+    secure_cpu_us: float
+    plain_cpu_us: float
+    threshold: float = GOAL_SECURE_VS_PLAIN
+
+    @property
+    def ratio(self) -> float:
+        """Secure requests/s over plain requests/s; 1.0 means TLS and ACL cost nothing."""
+        return self.secure_rps / self.plain_rps if self.plain_rps else float("nan")
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Plain server CPU per request over secure: the same ratio as the servers' capacity,
+        steadier than requests/s when other processes crowd the run (the two runs are minutes
+        apart, and the noise of one need not be the other's)."""
+        return self.plain_cpu_us / self.secure_cpu_us if self.secure_cpu_us else float("nan")
+
+    @property
+    def met(self) -> bool:
+        """Whether the ratio reaches the goal."""
+        return self.ratio >= self.threshold
+
+    @property
+    def text(self) -> str:
+        """One line for the report."""
+        verdict = "met" if self.met else "NOT met"
+        return (
+            f"{self.scenario} secure/plain, {self.workers} worker(s): {self.ratio:.2f} "
+            f"(goal >= {self.threshold:.2f}, {verdict}; {self.secure_rps:,.0f} vs "
+            f"{self.plain_rps:,.0f} req/s; by server CPU {self.cpu_ratio:.2f}: "
+            f"{self.secure_cpu_us:.1f} vs {self.plain_cpu_us:.1f} µs/req)"
+        )
+
+
+def security_costs(rows: Sequence[Row]) -> list[SecurityCost]:
+    """Each scenario that also ran on the plain cluster, with its secure run beside it."""
+    secure = {(row.scenario, row.workers): row for row in rows}
+    found = []
+    for row in rows:
+        if not row.scenario.endswith(PLAIN_SUFFIX):
+            continue
+        base = row.scenario.removesuffix(PLAIN_SUFFIX)
+        twin = secure.get((base, row.workers))
+        if twin is not None:
+            found.append(
+                SecurityCost(
+                    base,
+                    row.workers,
+                    twin.requests_per_s,
+                    row.requests_per_s,
+                    twin.server_cpu_us_per_request,
+                    row.server_cpu_us_per_request,
+                )
+            )
+    return found
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
@@ -477,6 +553,7 @@ def format_report(rows: Sequence[Row], facts: Mapping[str, Any] | None = None) -
     """The table, the goal, the scale-out efficiencies and the notes, as printed."""
     parts = [format_table(rows), ""]
     parts += [f"Goal (reported, not asserted): {goal.text}" for goal in goals(rows)]
+    parts += [f"TLS + ACL (reported, not asserted): {c.text}" for c in security_costs(rows)]
     scaled = scale_out(rows)
     if scaled:
         parts += ["", "| operation | workers | 1-worker req/s | req/s | scale-out efficiency |"]
@@ -830,6 +907,10 @@ class Options:
     rounds: int = 1
     fast_lane: bool = True
     """Whether the services serve display and verify on the fast lane (``service.fast_lane``)."""
+    overload: bool = False
+    """Whether to run ``bench/overload.py`` after the scenarios (scrapes and a crowd)."""
+    plain: bool = True
+    """Whether display and verify run again on a plain cluster, for the secure/plain ratio."""
 
 
 @dataclass
@@ -913,9 +994,10 @@ def _service_env(
     cluster: DevCluster, workdir: Path, workers: int, fast_lane: bool = True
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
+    # The cluster's nodes, and its TLS files and the services' login when it is secure.
+    env.update(cluster.client_env())
     env.update(
         {
-            "CODEENGINE_CLUSTER_NODES": cluster.nodes_spec,
             "CODEENGINE_KEYS_KEYRING_FILE": str(workdir / "keys" / "keyring.json"),
             "CODEENGINE_KEYS_KEK_FILE": str(workdir / "keys" / "kek"),
             "CODEENGINE_KEYS_PEPPER_FILE": str(workdir / "keys" / "pepper"),
@@ -945,9 +1027,25 @@ def _write_material(workdir: Path, env: Mapping[str, str]) -> dict[str, str]:
     return keys
 
 
+@dataclass
+class Twin:
+    """The plain cluster and its fixture: display and verify measured again on it."""
+
+    cluster: DevCluster
+    fixture: Fixture
+
+
 def _run_workers(
-    workers: int, cluster: DevCluster, fixture: Fixture, opts: Options, log: Callable[[str], None]
+    workers: int,
+    cluster: DevCluster,
+    fixture: Fixture,
+    opts: Options,
+    log: Callable[[str], None],
+    twin: Twin | None = None,
 ) -> tuple[list[Measurement], Pinning]:
+    """Every scenario at one worker count, ``opts.rounds`` times; with a ``twin``, display
+    and verify each run again on the plain cluster right after their secure run, so that the
+    two share the machine's conditions as closely as runs can."""
     cpus = sorted(os.sched_getaffinity(0))
     pinning = plan_pinning(cpus, workers)
     _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
@@ -961,26 +1059,45 @@ def _run_workers(
     order = sorted(needed, key=lambda name: name != "issuer")
     groups = {name: ServerGroup(name, workers, env, fixture.workdir) for name in order}
     stack = Stack(cluster, groups, pinning, threads)
+    twins = [s for s in opts.scenarios if s.name in GOAL_SCENARIOS] if twin else []
+    twin_groups: dict[str, ServerGroup] = {}
+    if twin is not None and twins:
+        _pin([proc.pid for proc in twin.cluster.processes()], pinning.store, cpus)
+        twin_env = _service_env(twin.cluster, fixture.workdir, workers, opts.fast_lane)
+        twin_groups = {
+            name: ServerGroup(name, workers, twin_env, twin.fixture.workdir)
+            for name in order
+            if name in ("issuer", "verifier")
+        }
     log(f"{workers} worker(s): {pinning.note}")
     rounds: dict[str, list[Measurement]] = {s.name: [] for s in opts.scenarios}
     try:
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.start(pinning.server)
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.wait_ready()
         if "issuer" in groups:
             fixture.issuer_url = groups["issuer"].url
+        if twin is not None and "issuer" in twin_groups:
+            twin.fixture.issuer_url = twin_groups["issuer"].url
         for number in range(opts.rounds):
             for scenario in opts.scenarios:
-                m = _measure(scenario, workers, stack, fixture, opts)
-                log(
-                    f"  {scenario.name} (round {number + 1}): {m.wrk.requests_per_s:,.0f} req/s, "
-                    f"p99 {m.wrk.p99_ms:.2f} ms, "
-                    f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
-                )
-                rounds[scenario.name].append(m)
+                runs = [(scenario, stack, fixture)]
+                if twin is not None and scenario in twins:
+                    plain = replace(scenario, name=scenario.name + PLAIN_SUFFIX)
+                    runs.append(
+                        (plain, Stack(twin.cluster, twin_groups, pinning, threads), twin.fixture)
+                    )
+                for measured, on, with_fixture in runs:
+                    m = _measure(measured, workers, on, with_fixture, opts)
+                    log(
+                        f"  {measured.name} (round {number + 1}): "
+                        f"{m.wrk.requests_per_s:,.0f} req/s, p99 {m.wrk.p99_ms:.2f} ms, "
+                        f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
+                    )
+                    rounds.setdefault(measured.name, []).append(m)
     finally:
-        for group in groups.values():
+        for group in [*groups.values(), *twin_groups.values()]:
             group.stop()
     return [median_round(found) for found in rounds.values()], pinning
 
@@ -1034,6 +1151,7 @@ def build_document(
             "connections": opts.connections,
             "rounds": opts.rounds,
             "fast_lane": opts.fast_lane,
+            "plain_comparison": opts.plain,
             "workers": opts.workers,
             "scenarios": [s.name for s in opts.scenarios],
             "pinning": {str(w): {**asdict(p), "note": p.note} for w, p in pinnings.items()},
@@ -1041,6 +1159,10 @@ def build_document(
         "results": [asdict(row) for row in rows],
         "goals": [{**asdict(goal), "text": goal.text} for goal in goals(rows)],
         "scale_out": [{**asdict(s), "efficiency": s.efficiency} for s in scale_out(rows)],
+        "secure_vs_plain": [
+            {**asdict(c), "ratio": c.ratio, "cpu_ratio": c.cpu_ratio, "met": c.met, "text": c.text}
+            for c in security_costs(rows)
+        ],
     }
 
 
@@ -1091,6 +1213,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="serve display and verify through aiohttp alone (service.fast_lane = false)",
     )
+    parser.add_argument(
+        "--no-overload",
+        dest="overload",
+        action="store_false",
+        help="skip bench/overload.py (a /metrics scrape loop beside verify; 4,000 connections)",
+    )
+    parser.add_argument(
+        "--no-plain",
+        dest="plain",
+        action="store_false",
+        help="skip the second, plain cluster (no TLS, no ACL) and the secure/plain ratios",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
@@ -1103,6 +1237,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         output_dir=args.output_dir,
         rounds=args.rounds,
         fast_lane=args.fast_lane,
+        overload=args.overload,
+        plain=args.plain,
     )
 
 
@@ -1117,15 +1253,27 @@ def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], d
     pinnings: dict[int, Pinning] = {}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        cluster = DevCluster(workdir / "cluster", find_free_base_port()).start()
+        cluster = DevCluster(workdir / "cluster", find_free_base_port())
+        plain: Twin | None = None
         try:
+            cluster.start()
             keys = _write_material(workdir, _service_env(cluster, workdir, 1))
             fixture = Fixture(workdir, keys)
-            for workers in opts.workers:
-                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log)
+            if opts.plain and any(s.name in GOAL_SCENARIOS for s in opts.scenarios):
+                log("plain cluster (no TLS, no ACL) for the secure/plain ratios")
+                port = find_free_base_port()
+                plain_cluster = DevCluster(workdir / "cluster-plain", port, secure=False)
+                plain = Twin(plain_cluster, Fixture(workdir / "plain", keys))
+                plain.fixture.workdir.mkdir()
+                plain_cluster.start()
+            for index, workers in enumerate(opts.workers):
+                twin = plain if index == 0 else None
+                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log, twin)
                 measurements += found
         finally:
             cluster.stop()
+            if plain is not None:
+                plain.cluster.stop()
     return measurements, pinnings
 
 
@@ -1186,12 +1334,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     crypto = crypto_floor()
     document = build_document(facts, opts, pinnings, rows)
     document["crypto_floor"] = crypto
+    overload = None
+    if opts.overload:
+        # Imported here: bench.overload builds on this module.
+        from bench.overload import CROWD, IN_FLIGHT, LAG_MS, format_overload, run_overload
+
+        log("overload: a /metrics scrape loop beside verify, then a crowd of connections")
+        try:
+            overload = run_overload(opts.duration_s, CROWD, IN_FLIGHT, LAG_MS, log)
+        except BenchError as exc:
+            print(f"bench.http: overload: {exc}", file=sys.stderr)
+            return 2
+        document["overload"] = overload
     path = save(json_safe(document), opts.output_dir)
     shown = {k: facts[k] for k in ("nproc", "cpu_model", "python", "aiohttp", "uvloop")}
     print(format_report(rows, shown))
     lane = "on" if opts.fast_lane else "off (--no-fast-lane: aiohttp alone)"
     print(f"Services' fast lane for display and verify: {lane}")
     print(format_crypto(crypto))
+    if overload is not None:
+        print(f"\nOverload (bench/overload.py, one verifier worker):\n{format_overload(overload)}")
     took = time.monotonic() - started
     print(f"\nSaved {path} (and {path.parent / 'latest.json'}); took {took:.0f} s")
     return 0

@@ -77,7 +77,12 @@ def _cluster_cpu_s(cluster: DevCluster) -> float:
 
 
 async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float]:
-    store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), write_deadline_ms=5000))
+    settings = StoreSettings(
+        nodes=tuple(cluster.startup_nodes),
+        write_deadline_ms=5000,
+        security=cluster.client_security(),
+    )
+    store = RedisStore(settings)
     # Records and audit entries are sealed and MACed as an issuer's importer does.
     store.keys = StoreKeys(new_mac_keyset(os.urandom), new_mac_keyset(os.urandom))
     try:

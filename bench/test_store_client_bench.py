@@ -30,13 +30,14 @@ VALUES = [f"value-{i}".encode() * 16 for i in range(CONCURRENCY)]
 
 
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[list[tuple[str, int]]]:
-    """A throwaway cluster for this module (``bench/`` cannot see the tests' session cluster)."""
+def cluster() -> Iterator[DevCluster]:
+    """A throwaway cluster for this module (``bench/`` cannot see the tests' session cluster);
+    secure, as every cluster is by default."""
     directory = Path(tempfile.mkdtemp(prefix="cluster-", dir=os.environ.get("CE_TEST_CLUSTER_DIR")))
     (directory / "owner").write_text(str(os.getpid()))
     dev = DevCluster(directory=directory, base_port=find_free_base_port()).start()
     try:
-        yield dev.startup_nodes
+        yield dev
     finally:
         dev.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -64,9 +65,9 @@ def concurrent_gets(
 
 
 def test_fastcluster_50_concurrent_gets(
-    benchmark: BenchmarkFixture, nodes: list[tuple[str, int]], loop: asyncio.AbstractEventLoop
+    benchmark: BenchmarkFixture, cluster: DevCluster, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = FastCluster(nodes, deadline_s=2.0)
+    client = FastCluster(cluster.startup_nodes, deadline_s=2.0, security=cluster.client_security())
     loop.run_until_complete(client.start())
     try:
         loop.run_until_complete(set_all(lambda k, v: client.execute(k, "SET", k, v)))
@@ -76,9 +77,12 @@ def test_fastcluster_50_concurrent_gets(
 
 
 def test_redis_py_50_concurrent_gets_for_comparison(
-    benchmark: BenchmarkFixture, nodes: list[tuple[str, int]], loop: asyncio.AbstractEventLoop
+    benchmark: BenchmarkFixture, cluster: DevCluster, loop: asyncio.AbstractEventLoop
 ) -> None:
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes])
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options(),
+    )
     try:
         # redis-py can leak AttributeError or RuntimeError while 50 tasks open its first
         # connections at once, or when a MOVED from a cluster still settling makes it close

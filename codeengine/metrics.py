@@ -13,6 +13,8 @@ miss up to the last second of another worker's requests, never lose them.
 from __future__ import annotations
 
 __all__ = [
+    "CONNECTIONS_EVICTED",
+    "CONNECTIONS_REFUSED",
     "LANE_HANDOVERS",
     "LATENCY",
     "LATENCY_BUCKETS_S",
@@ -77,6 +79,16 @@ RECORDS_TAMPERED = Counter(
     "codeengine_records_tampered_total",
     "Stored values read whose seal or MAC failed, by service and what (record, token, chain).",
     ["service", "what"],
+)
+CONNECTIONS_REFUSED = Counter(
+    "codeengine_connections_refused_total",
+    "Connections answered 503 OVERLOADED and closed before a request, by why (source: the "
+    "client address's cap; full: the worker's cap with no idle connection to close).",
+    ["why"],
+)
+CONNECTIONS_EVICTED = Counter(
+    "codeengine_connections_evicted_total",
+    "Idle keep-alive connections closed to make room for a newcomer at the worker's cap.",
 )
 SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
 SCANS_DROPPED = Counter(

@@ -7,13 +7,22 @@ at start-up with a message that names the key: a typo never silently falls back 
 
 from __future__ import annotations
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "parse_nodes"]
+__all__ = [
+    "ENV_PREFIX",
+    "LogSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_nodes",
+    "source_networks",
+]
 
 import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,27 @@ class ServiceSettings:
     shutdown_timeout_s: float = 10.0
     client_max_size_bytes: int = 64 * 1024
     max_connections: int = 10_000
+    """Open connections a worker holds; past it the longest-idle keep-alive connection is
+    closed to make room, and with none idle the newcomer gets 503 ``OVERLOADED``."""
+    max_connections_per_source: int = 1_000
+    """Open connections a worker holds from one client IP address, so that one source cannot
+    take every place (codeengine.web.admission); 0: no per-source cap."""
+    unlimited_sources: str = ""
+    """Client networks exempt from the per-source cap, as ``CIDR,CIDR`` (app backends and
+    NAT gateways known to hold many connections from one address)."""
+    max_in_flight: int = 256
+    """Requests a worker works on at once; past it a request is answered 503 ``OVERLOADED``
+    with ``Retry-After`` before any work (health checks excepted); 0: no limit."""
+    max_loop_lag_ms: int = 0
+    """Refuse requests the same way while the event loop runs this late (a timer's lag every
+    10 ms); 0: the lag is not watched. docs/performance.md compares the two signals."""
+    management_host: str = "127.0.0.1"
+    """Where ``/metrics`` is served: loopback unless Prometheus scrapes from elsewhere."""
+    issuer_management_port: int = 9080
+    verifier_management_port: int = 9081
+    """The management ports (``/metrics``); 0: no management listener."""
+    metrics_cache_s: float = 1.0
+    """How long one rendering of ``/metrics`` is served again before the next is made."""
     backlog: int = 1024
     fast_lane: bool = True
     """Serve display and verify on the fast lane (codeengine.web.fastlane); off: aiohttp only."""
@@ -67,6 +97,20 @@ class ClusterSettings:
     write_deadline_ms: int = 1500
     replica_ack_timeout_ms: int = 500
     replicas_to_ack: int = 1
+    username: str = "codeengine"
+    """The ACL user the services log in as; empty: no AUTH at all (a cluster without ACL)."""
+    password_file: str = "var/redis/codeengine.password"
+    """The file holding that user's password (one line); empty: no AUTH at all."""
+    tls: bool = True
+    """Speak TLS to every node; off only for a cluster that serves plain text (benchmarks)."""
+    ca_file: str = "var/redis/ca.crt"
+    """The certificate authority every node's certificate must chain to."""
+    cert_file: str = "var/redis/client.crt"
+    """The client certificate shown to the nodes (mutual TLS); empty: none."""
+    key_file: str = "var/redis/client.key"
+    """The private key of ``cert_file``; set both or neither."""
+    server_name: str = "localhost"
+    """The name every node's certificate must carry, whatever address the node is reached at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +170,20 @@ class VerifierSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """How much each process logs and how its file is kept (codeengine.logs)."""
+
+    level: str = "info"
+    """debug, info, warning or error."""
+    max_bytes: int = 10 * 1024 * 1024
+    """A log file is rotated before a line would take it past this size."""
+    backups: int = 5
+    """Rotated files kept (``NAME.log.1`` the newest); 0: the file is emptied instead."""
+    repeat_window_s: float = 10.0
+    """Repeats of one line within this window are counted, not written; 0 writes every line."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a service process needs to start."""
 
@@ -135,6 +193,12 @@ class Settings:
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+
+
+def source_networks(spec: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``"CIDR,CIDR"`` (``service.unlimited_sources``) as networks; ValueError names a bad one."""
+    return tuple(ip_network(part.strip()) for part in spec.split(",") if part.strip())
 
 
 def parse_nodes(spec: str) -> tuple[tuple[str, int], ...]:
@@ -203,6 +267,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "codes": CodeSettings,
         "verifier": VerifierSettings,
         "fence": FenceSettings,
+        "logging": LogSettings,
     }
     for name in document:
         if name not in sections:
@@ -226,17 +291,59 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 def _check_values(settings: Settings) -> None:
     """Checks of values beyond their types."""
     parse_nodes(settings.cluster.nodes)
-    if not 0 <= settings.service.gc_young_threshold <= MAX_GC_YOUNG_THRESHOLD:
-        raise SettingsError(
-            f"service.gc_young_threshold: 0 (keep the threshold) to {MAX_GC_YOUNG_THRESHOLD}"
-        )
-    if settings.service.role not in {"primary", "backup"}:
-        raise SettingsError("service.role: expected primary or backup")
-    if settings.service.city and settings.service.city not in CITIES:
-        raise SettingsError("service.city: not a city of the province (configs/cities)")
+    _check_cluster_security(settings.cluster)
+    _check_service(settings.service)
+    _check_logging(settings.logging)
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:
         raise SettingsError("verifier.batch_max: 1 to 10000")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
+
+
+def _check_service(service: ServiceSettings) -> None:
+    if not 0 <= service.gc_young_threshold <= MAX_GC_YOUNG_THRESHOLD:
+        raise SettingsError(
+            f"service.gc_young_threshold: 0 (keep the threshold) to {MAX_GC_YOUNG_THRESHOLD}"
+        )
+    if min(service.max_connections_per_source, service.max_in_flight, service.max_loop_lag_ms) < 0:
+        raise SettingsError(
+            "service.max_connections_per_source, max_in_flight, max_loop_lag_ms: 0 or more"
+        )
+    if service.max_connections < 1:
+        raise SettingsError("service.max_connections: at least 1")
+    if service.metrics_cache_s < 0:
+        raise SettingsError("service.metrics_cache_s: 0 or more")
+    try:
+        source_networks(service.unlimited_sources)
+    except ValueError as exc:
+        raise SettingsError(f"service.unlimited_sources: {exc}") from None
+    if service.role not in {"primary", "backup"}:
+        raise SettingsError("service.role: expected primary or backup")
+    if service.city and service.city not in CITIES:
+        raise SettingsError("service.city: not a city of the province (configs/cities)")
+
+
+def _check_logging(logging: LogSettings) -> None:
+    if logging.level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError("logging.level: expected debug, info, warning or error")
+    if logging.max_bytes < 4096:
+        raise SettingsError("logging.max_bytes: at least 4096")
+    if not 0 <= logging.backups <= 100:
+        raise SettingsError("logging.backups: 0 to 100")
+    if logging.repeat_window_s < 0:
+        raise SettingsError("logging.repeat_window_s: 0 or more")
+
+
+def _check_cluster_security(cluster: ClusterSettings) -> None:
+    """Settings of TLS and AUTH that cannot work together fail here, not at the first call."""
+    if bool(cluster.username) and not cluster.password_file:
+        raise SettingsError("cluster.password_file: needed with cluster.username")
+    if bool(cluster.cert_file) != bool(cluster.key_file):
+        raise SettingsError("cluster.cert_file and cluster.key_file: set both or neither")
+    if cluster.tls:
+        if not cluster.ca_file:
+            raise SettingsError("cluster.ca_file: needed with cluster.tls on")
+        if not cluster.server_name:
+            raise SettingsError("cluster.server_name: needed with cluster.tls on")

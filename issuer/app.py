@@ -13,7 +13,7 @@ from codeengine.code.qr import ImageCache
 from codeengine.settings import Settings
 from codeengine.store.port import Store
 from codeengine.web.health import HEALTH_ROUTES
-from codeengine.web.metrics import METRICS_ROUTES, RequestMetrics
+from codeengine.web.metrics import OPS_METRICS_ROUTES, RequestMetrics
 from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
 from codeengine.web.pages import page_route, static_route
 from codeengine.web.routes import Route
@@ -46,13 +46,13 @@ ISSUER_PAGES = [
 """The display page (亮码, for an app's web view) and the ops console, with their assets."""
 ISSUER_ROUTES: list[Route] = [
     *HEALTH_ROUTES,
-    *METRICS_ROUTES,
     *SUBJECT_ROUTES,
     *KEY_ROUTES,
     *BATCH_ROUTES,
     *APPEAL_ROUTES,
     *ALIAS_ROUTES,
     *CITY_OPS_ROUTES,
+    *OPS_METRICS_ROUTES,
     *OPENAPI_ROUTES,
     *ISSUER_PAGES,
 ]

@@ -14,6 +14,7 @@ import uvloop
 
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.devtls import ensure_cluster_material
 from codeengine.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -69,6 +70,9 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "keys_credentials_file": str(var / "credentials.json"),
     }
     ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))
+    # The cluster settings' defaults name the dev cluster's TLS material under var/redis: a
+    # worker started with them finds it even in a session that started no cluster.
+    ensure_cluster_material()
     return files
 
 
@@ -76,6 +80,6 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def settings(cluster: DevCluster, key_files: dict[str, str]) -> Settings:
     """Service settings for the session cluster and key material (one worker)."""
     env = {f"CODEENGINE_{k.upper()}": v for k, v in key_files.items()}
-    env["CODEENGINE_CLUSTER_NODES"] = cluster.nodes_spec
+    env |= cluster.client_env()
     env["CODEENGINE_SERVICE_WORKERS"] = "1"
     return load_settings(env=env)

@@ -36,7 +36,16 @@ from pathlib import Path
 
 PACKAGES = ("codeengine", "issuer", "verifier", "failover")
 
-BASE = frozenset({"codeengine", "codeengine.settings", "codeengine.metrics", "codeengine.keyfiles"})
+BASE = frozenset(
+    {
+        "codeengine",
+        "codeengine.settings",
+        "codeengine.metrics",
+        "codeengine.keyfiles",
+        "codeengine.logs",
+        "codeengine.logfile",
+    }
+)
 
 # Layer name -> the layers its modules may import (each may import itself).
 ALLOWED: Mapping[str, frozenset[str]] = {

@@ -93,11 +93,12 @@ def kid_of(key: Key) -> bytes:
 
 
 def sign(key: Key, message: bytes) -> bytes:
-    """Ed25519, or ES256 as raw r||s with an RFC 6979 nonce."""
+    """Ed25519, or ES256 as raw r||s with an RFC 6979 nonce and the low s (at most n/2)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(message)
     der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     r, s = decode_dss_signature(der)
+    s = min(s, P256_ORDER - s)
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
@@ -449,6 +450,15 @@ def add_key_cases(v: Vectors) -> None:
         text(es_der),
         "BAD_SIGNATURE",
         "a valid signature, but DER instead of raw r||s",
+    )
+    r, s = es_cose[-64:-32], int.from_bytes(es_cose[-32:], "big")
+    es_high = es_cose[:-64] + r + (P256_ORDER - s).to_bytes(32, "big")
+    v.add(
+        "bad-signature-es256-high-s",
+        text(es_high),
+        "BAD_SIGNATURE",
+        "the valid signature's twin (r, n - s): mathematically valid, but s above n/2",
+        tbs_hex=sig_structure(es_protected, es_payload).hex(),
     )
 
 

@@ -61,7 +61,7 @@ def stack(work: Path) -> Iterator[tuple[Service, Service]]:
     cluster = DevCluster(directory=work / "cluster", base_port=find_free_base_port())
     cluster.start()
     try:
-        settings = {**files, "cluster_nodes": cluster.nodes_spec}
+        settings = {**files, **cluster.client_settings()}
         metrics_dir = work / "metrics"
         metrics_dir.mkdir()
         with ExitStack() as services:

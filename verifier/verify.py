@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "BATCH_ITEM_BYTES",
     "FUSION",
     "SCAN_LOG",
     "VERIFY_ROUTES",
     "ScanItem",
+    "batch_body_bytes",
     "full_answer",
     "shown_to",
     "verify_one",
@@ -42,9 +44,17 @@ from codeengine.code.verification import (
     precheck_at,
 )
 from codeengine.metrics import VERIFICATIONS, HotCounter
+from codeengine.settings import Settings
 from codeengine.web.answers import JsonAnswer, json_str, json_text
 from codeengine.web.auth import CLIENT
-from codeengine.web.body import Field, TypedBody, read_object, read_typed, validate_object
+from codeengine.web.body import (
+    Field,
+    TypedBody,
+    read_body,
+    read_object,
+    read_typed,
+    validate_object,
+)
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
@@ -55,6 +65,8 @@ from verifier.scanlog import ScanLogWriter
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
 FUSION = web.AppKey("fusion", Fusion)
 _ALWAYS = ("valid", "reason")
+BATCH_ITEM_BYTES = 640
+"""Body bytes allowed a code of a batch verify (a full item is about 600 bytes of JSON)."""
 MSGPACK = "application/msgpack"
 # A scanner's line terminator is not part of the code (docs/code-format.md §2).
 _SCANNER_TERMINATORS = "\r\n"
@@ -260,14 +272,24 @@ async def verify(request: HotRequest) -> JsonAnswer:
     return JsonAnswer(json_text(await shown_to(request, verdict)))
 
 
+def batch_body_bytes(settings: Settings) -> int:
+    """The largest batch body taken: ``batch_max`` codes of about 600 bytes of JSON each, or
+    the service's limit for every other body if that is larger."""
+    return max(
+        settings.service.client_max_size_bytes, settings.verifier.batch_max * BATCH_ITEM_BYTES
+    )
+
+
 async def _batch_body(request: web.Request) -> dict[str, Any]:
+    limit = batch_body_bytes(request.app[SETTINGS])
     if request.content_type == MSGPACK:
+        raw = await read_body(request, limit)
         try:
-            document = msgpack.unpackb(await request.read(), raw=False, strict_map_key=True)
+            document = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         except (ValueError, msgpack.UnpackException):
             raise BadRequest("the body is not valid msgpack", reason=Reason.BAD_JSON) from None
         return validate_object(document, BATCH_FIELDS)
-    return await read_object(request, BATCH_FIELDS)
+    return await read_object(request, BATCH_FIELDS, limit)
 
 
 async def verify_batch(request: web.Request) -> web.Response:

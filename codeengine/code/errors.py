@@ -11,6 +11,7 @@ __all__ = [
     "AccessDenied",
     "BadRequest",
     "BadSignature",
+    "ClientClosed",
     "CodeEngineError",
     "Expired",
     "InvalidIdentifier",
@@ -80,6 +81,8 @@ class Reason(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    CLIENT_CLOSED = "CLIENT_CLOSED"
     INTERNAL = "INTERNAL"
     # Bulk conversion (赋码/转码 from the topic library): why a row was refused.
     UNKNOWN_RECORD_TYPE = "UNKNOWN_RECORD_TYPE"
@@ -201,6 +204,13 @@ class BadRequest(CodeEngineError, ValueError):
     """The request is malformed: bad JSON, a missing, unknown or invalid field."""
 
     reason = Reason.INVALID_FIELD
+
+
+class ClientClosed(CodeEngineError, ConnectionError):
+    """The client went away before its request body had all arrived: nobody is left to
+    answer, and nothing on the server failed."""
+
+    reason = Reason.CLIENT_CLOSED
 
 
 class NotWriter(StoreUnavailable):

@@ -24,6 +24,7 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "deterministic_random",
+    "low_s",
 ]
 
 import base64
@@ -272,6 +273,12 @@ class Ed25519Suite:
 
 # The order n of the P-256 group (SEC 2, FIPS 186-5).
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+# The largest s a signature may carry: with (r, s) valid, so is (r, n - s), so a code would have
+# two spellings. Signers pick the low one and verifiers refuse the other (as BIP 62 and Ethereum
+# do): a code then has exactly one valid encoding. Big-endian bytes of equal length compare as
+# the integers do, so the check on the verify path is a bytes comparison.
+_P256_HALF_ORDER: Final = _P256_ORDER // 2
+_P256_HALF_ORDER_BYTES: Final = _P256_HALF_ORDER.to_bytes(32, "big")
 _P256: Final = ec.SECP256R1()
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 
@@ -311,9 +318,16 @@ def _der_signature(raw: bytes) -> bytes:
     return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
 
 
+def low_s(s: int) -> int:
+    """The one of ``s`` and ``n - s`` an ES256 signature carries (the lower)."""
+    return _P256_ORDER - s if s > _P256_HALF_ORDER else s
+
+
 def _es256_verify(public: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
     if len(signature) != ES256Suite.SIGNATURE_BYTES:
         raise BadSignature("an ES256 signature is 64 bytes")
+    if signature[32:] > _P256_HALF_ORDER_BYTES:
+        raise BadSignature("an ES256 signature's s must be at most n/2 (low-S)")
     try:
         public.verify(_der_signature(signature), message, _ECDSA_SHA256)
     except InvalidSignature:
@@ -357,9 +371,9 @@ class ES256Suite:
                 return self.from_scalar(candidate)
 
     def sign(self, key: PrivateKey, message: bytes) -> bytes:
-        """Sign (randomized ECDSA) and return raw r||s."""
+        """Sign (randomized ECDSA) and return raw r||s, with s low (at most n/2)."""
         r, s = decode_dss_signature(_p256_private(key.secret.reveal()).sign(message, _ECDSA_SHA256))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return r.to_bytes(32, "big") + low_s(s).to_bytes(32, "big")
 
     def verify(self, key: PublicKey, signature: bytes, message: bytes) -> None:
         """Return if the raw r||s signature is valid, else raise BadSignature."""

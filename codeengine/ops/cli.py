@@ -58,7 +58,9 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    cluster = DevCluster(Path(args.dir), args.port, persistent=args.persistent)
+    cluster = DevCluster(
+        Path(args.dir), args.port, persistent=args.persistent, secure=not args.plain
+    )
     cluster.start()
     print(f"cluster ready: {cluster.nodes_spec} (Ctrl-C stops it)", flush=True)
     stop = False
@@ -102,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--dir", default="var/cluster")
     cluster.add_argument("--port", type=int, default=DEFAULT_CLUSTER_PORT)
     cluster.add_argument("--persistent", action="store_true")
+    cluster.add_argument(
+        "--plain", action="store_true", help="no TLS and no ACL users (benchmark comparisons)"
+    )
     cluster.set_defaults(func=_cmd_cluster)
 
     add_ops_commands(commands)

@@ -4,13 +4,25 @@ Used by ``make run`` (a persistent cluster under ``var/``), by the test session 
 cluster in a temporary folder) and by the drills, which kill, pause and fail over its nodes.
 Every redis-server is a child of the process that started it and is told by the kernel to exit
 when that process dies, so an interrupted test run or a killed ``make run`` leaves nothing behind.
+
+By default the cluster is secure, as a production one is: TLS only (``port 0``, mutual TLS
+between clients and nodes, on the cluster bus and for replication) and ACL users instead of
+the ``default`` one (:mod:`codeengine.ops.devtls` makes the material). ``secure=False`` gives
+the plain cluster (plain text, no login) that the benchmarks compare against.
 """
 
 from __future__ import annotations
 
-__all__ = ["ClusterError", "DevCluster", "find_free_base_port", "redis_server_path"]
+__all__ = [
+    "ClusterError",
+    "DevCluster",
+    "RedisPyOptions",
+    "find_free_base_port",
+    "redis_server_path",
+]
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -20,8 +32,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
+from codeengine.ops.devtls import (
+    DEFAULT_MATERIAL_DIR,
+    SERVER_NAME,
+    ClusterMaterial,
+    ensure_cluster_material,
+)
 from codeengine.ops.harness import die_with_parent
+from codeengine.store.acl import SERVICE_ACL_RULE
+from codeengine.store.security import PLAIN, StoreSecurity, load_security
 
 NODE_COUNT = 6
 REPLICAS_PER_MASTER = 1
@@ -66,6 +87,17 @@ def find_free_base_port(host: str = "127.0.0.1", count: int = NODE_COUNT) -> int
     raise ClusterError("no free loopback port range for the cluster")
 
 
+class RedisPyOptions(TypedDict, total=False):
+    """TLS and login keyword arguments of a redis-py client (tests and benchmarks)."""
+
+    username: str
+    password: str
+    ssl: bool
+    ssl_ca_certs: str
+    ssl_certfile: str
+    ssl_keyfile: str
+
+
 @dataclass
 class DevCluster:
     """Six redis-server processes on loopback formed into a cluster with one replica per master."""
@@ -74,7 +106,104 @@ class DevCluster:
     base_port: int
     host: str = "127.0.0.1"
     persistent: bool = False
+    secure: bool = True
+    """TLS and ACL users (the default everywhere); off: plain text, no login."""
+    material_dir: Path = DEFAULT_MATERIAL_DIR
+    """Where the secure cluster's CA, certificates and passwords are made and kept."""
     _procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    _material: ClusterMaterial | None = field(default=None, repr=False)
+
+    @property
+    def material(self) -> ClusterMaterial:
+        """The TLS and ACL files of a secure cluster (made on first use)."""
+        if not self.secure:
+            raise ClusterError("a plain cluster has no TLS or ACL material")
+        if self._material is None:
+            self._material = ensure_cluster_material(self.material_dir)
+        return self._material
+
+    def client_security(self, user: str = "codeengine") -> StoreSecurity:
+        """What the project's cluster client needs to log in as ``user`` (services: codeengine)."""
+        if not self.secure:
+            return PLAIN
+        m = self.material
+        return load_security(
+            username=user,
+            password_file=str(m.password_file(user)),
+            tls=True,
+            ca_file=str(m.ca_file),
+            cert_file=str(m.client_cert),
+            key_file=str(m.client_key),
+            server_name=SERVER_NAME,
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """``CODEENGINE_CLUSTER_*`` settings of a service of this cluster (as its user)."""
+        env = {"CODEENGINE_CLUSTER_NODES": self.nodes_spec}
+        if not self.secure:
+            return env | {
+                "CODEENGINE_CLUSTER_TLS": "false",
+                "CODEENGINE_CLUSTER_USERNAME": "",
+                "CODEENGINE_CLUSTER_PASSWORD_FILE": "",
+            }
+        m = self.material
+        return env | {
+            "CODEENGINE_CLUSTER_TLS": "true",
+            "CODEENGINE_CLUSTER_USERNAME": "codeengine",
+            "CODEENGINE_CLUSTER_PASSWORD_FILE": str(m.password_file("codeengine")),
+            "CODEENGINE_CLUSTER_CA_FILE": str(m.ca_file),
+            "CODEENGINE_CLUSTER_CERT_FILE": str(m.client_cert),
+            "CODEENGINE_CLUSTER_KEY_FILE": str(m.client_key),
+            "CODEENGINE_CLUSTER_SERVER_NAME": SERVER_NAME,
+        }
+
+    def client_settings(self) -> dict[str, str]:
+        """:meth:`client_env` as lower-case setting names (``cluster_nodes``, ...), the form
+        the test and tool helpers take."""
+        return {k.removeprefix("CODEENGINE_").lower(): v for k, v in self.client_env().items()}
+
+    def redis_py_options(self, user: str = "admin") -> RedisPyOptions:
+        """Keyword arguments of a redis-py client of this cluster, logged in as ``user``.
+
+        The admin user by default: redis-py's cluster client asks ``COMMAND`` for the key
+        positions of every command, which the services' user may not run, and the tests that
+        use redis-py are oracles that read, delete or tamper beyond what the services may.
+        """
+        if not self.secure:
+            return RedisPyOptions()
+        m = self.material
+        return {
+            "username": user,
+            "password": m.password(user),
+            "ssl": True,
+            "ssl_ca_certs": str(m.ca_file),
+            "ssl_certfile": str(m.client_cert),
+            "ssl_keyfile": str(m.client_key),
+        }
+
+    def cli_args(self, user: str = "admin") -> list[str]:
+        """redis-cli's TLS and login options for ``user`` (its password goes in the
+        environment, :meth:`cli_env`, never on the command line)."""
+        if not self.secure:
+            return []
+        m = self.material
+        return [
+            "--tls",
+            "--cacert",
+            str(m.ca_file),
+            "--cert",
+            str(m.client_cert),
+            "--key",
+            str(m.client_key),
+            "--user",
+            user,
+        ]
+
+    def cli_env(self, user: str = "admin") -> dict[str, str] | None:
+        """redis-cli's environment: the password of ``user`` (None: the caller's own)."""
+        if not self.secure:
+            return None
+        return dict(os.environ, REDISCLI_AUTH=self.material.password(user))
 
     @property
     def ports(self) -> list[int]:
@@ -95,7 +224,6 @@ class DevCluster:
         # redis-server changes into ``dir`` before it opens the log: every path is absolute.
         node_dir = (self.directory / str(port)).resolve()
         lines = [
-            f"port {port}",
             f"bind {self.host}",
             "cluster-enabled yes",
             f"cluster-config-file nodes-{port}.conf",
@@ -116,13 +244,48 @@ class DevCluster:
             # bench.importer). Longer streams (the scan logs) just use more, smaller nodes.
             "stream-node-max-bytes 1024",
         ]
+        lines += self._secure_config(port) if self.secure else [f"port {port}"]
         return "\n".join(lines) + "\n"
+
+    def _secure_config(self, port: int) -> list[str]:
+        """TLS on every link and the ACL users; the config holds password hashes only, but
+        ``masterauth`` (the replica user's password), so it is written owner-only."""
+        m = self.material
+
+        def hashed(user: str) -> str:
+            return "#" + hashlib.sha256(m.password(user).encode()).hexdigest()
+
+        return [
+            "port 0",
+            f"tls-port {port}",
+            f'tls-cert-file "{m.server_cert}"',
+            f'tls-key-file "{m.server_key}"',
+            f'tls-ca-cert-file "{m.ca_file}"',
+            "tls-auth-clients yes",
+            "tls-cluster yes",
+            "tls-replication yes",
+            # Off: nobody can log in as default, and a new connection must AUTH. Its rules
+            # stay whole all the same: Redis 7.0 replays a MULTI/EXEC from the AOF as the
+            # default user and checks each command against its rules, so with -@all a
+            # restarted master loaded no script's writes (its shard came back empty; the
+            # kill-redis-master drill lost acknowledged changes that way).
+            "user default off resetchannels ~* &* +@all",
+            f"user admin on {hashed('admin')} ~* &* +@all",
+            f"user codeengine on {hashed('codeengine')} {SERVICE_ACL_RULE}",
+            f"user replica on {hashed('replica')} resetchannels -@all +psync +replconf +ping",
+            "masteruser replica",
+            f"masterauth {m.password('replica')}",
+        ]
 
     def _spawn(self, port: int) -> None:
         node_dir = self.directory / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         conf = node_dir / "redis.conf"
-        conf.write_text(self._config(port))
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            # A config written before the cluster was secure keeps its mode through O_TRUNC.
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(self._config(port))
         self._procs[port] = subprocess.Popen(
             [redis_server_path(), str(conf)],
             stdin=subprocess.DEVNULL,
@@ -141,6 +304,8 @@ class DevCluster:
     def start(self) -> DevCluster:
         """Start the nodes and form the cluster (or rejoin a persistent one); wait until healthy."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            _ = self.material
         formed = self.persistent and self._already_formed()
         try:
             for port in self.ports:
@@ -155,11 +320,16 @@ class DevCluster:
         return self
 
     def _create(self) -> None:
-        argv = [shutil.which("redis-cli") or "redis-cli", "--cluster", "create"]
+        argv = [shutil.which("redis-cli") or "redis-cli", *self.cli_args(), "--cluster", "create"]
         argv += [f"{self.host}:{p}" for p in self.ports]
         argv += ["--cluster-replicas", str(REPLICAS_PER_MASTER), "--cluster-yes"]
         result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            check=False,
+            env=self.cli_env(),
         )
         if result.returncode != 0:
             raise ClusterError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}")
@@ -200,14 +370,17 @@ class DevCluster:
     # Node inspection and fault injection, for health checks and drills.
 
     def command(self, port: int, *args: str, timeout_s: float = 2.0) -> str:
-        """Run one redis-cli command against a node; empty text if it does not answer.
+        """Run one redis-cli command against a node, as the admin user; empty text if it does
+        not answer.
 
         Binary parts of the reply (packed values) come back with their bytes escaped.
         """
-        argv = [shutil.which("redis-cli") or "redis-cli", "-h", self.host, "-p", str(port), *args]
+        argv = [shutil.which("redis-cli") or "redis-cli", *self.cli_args()]
+        argv += ["-h", self.host, "-p", str(port), *args]
         try:
             result = subprocess.run(
                 argv,
+                env=self.cli_env(),
                 capture_output=True,
                 text=True,
                 errors="backslashreplace",

@@ -58,7 +58,8 @@ from codeengine.ops.topology import CityProcesses, on_free_ports
 from codeengine.settings import ENV_PREFIX, load_settings, parse_nodes
 from codeengine.store import keyspace
 from codeengine.store.cluster import FastCluster
-from codeengine.store.redisstore import RedisStore, StoreSettings
+from codeengine.store.redisstore import RedisStore
+from codeengine.web.runtime import store_settings
 from failover.client import Answer, FailoverClient
 
 log = logging.getLogger("codeengine.drill")
@@ -245,7 +246,6 @@ class _World:
         # empty (a restarted empty master wipes its shard; a drill without AOF showed it).
         self.cluster = DevCluster(work / "cluster", find_free_base_port(), persistent=True)
         env_settings = {
-            "CLUSTER_NODES": self.cluster.nodes_spec,
             "KEYS_KEYRING_FILE": str(work / "keys" / "keyring.json"),
             "KEYS_KEK_FILE": str(work / "keys" / "kek"),
             "KEYS_PEPPER_FILE": str(work / "keys" / "pepper"),
@@ -258,6 +258,7 @@ class _World:
             "CODES_FUSION_FILE": str(CONFIGS / "fusion.toml"),
         }
         self.env = {f"{ENV_PREFIX}{k}": v for k, v in env_settings.items()}
+        self.env |= self.cluster.client_env()
         self.settings = load_settings(None, self.env)
         self.city = on_free_ports(load_cities()[CityCode(options.city)])
         self.procs = CityProcesses(self.city, self._process_env(), work / "log")
@@ -283,7 +284,7 @@ class _World:
         self.cluster.stop()
 
     def store(self) -> RedisStore:
-        store = RedisStore(StoreSettings(nodes=parse_nodes(self.cluster.nodes_spec)))
+        store = RedisStore(store_settings(self.settings))
         # The drill reads what the services wrote: it holds their MAC keys, as ops does.
         store.keys = store_keys(self.settings)
         return store
@@ -723,7 +724,9 @@ async def _run(name: str, options: DrillOptions, world: _World) -> dict[str, Any
         ]
         for client in clients:
             client.start()
-        fast = FastCluster(parse_nodes(world.cluster.nodes_spec))
+        fast = FastCluster(
+            parse_nodes(world.cluster.nodes_spec), security=world.cluster.client_security()
+        )
         await fast.start()
         masters = sorted(
             {addr for addr in (fast.primary_for(k) for k in (str(i) for i in range(2000))) if addr}

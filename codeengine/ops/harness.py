@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from codeengine.logfile import open_owner_only
+
 _PR_SET_PDEATHSIG = 1
 TAIL_CHARS = 2000
 """How much of a dead child's log an error message carries."""
@@ -113,9 +115,9 @@ def spawn(
     ``append``); the child dies with this process."""
     if log is None:
         return Child(name, _popen(argv, env, subprocess.DEVNULL, cwd), None)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # The child holds its own descriptor: ours can close at once.
-    with log.open("ab" if append else "wb") as out:
+    # Owner-only: a log names clients and operations. The child holds its own descriptor, so
+    # ours can close at once.
+    with os.fdopen(open_owner_only(log, truncate=not append), "ab") as out:
         return Child(name, _popen(argv, env, out, cwd), log)
 
 
@@ -133,17 +135,20 @@ def _popen(
     )
 
 
-def worker_argv(service: str) -> list[str]:
+def worker_argv(service: str, log: Path | None = None) -> list[str]:
     """The command line of one worker of ``service`` (``issuer`` or ``verifier``); this
-    interpreter, so the children run the same tree as the parent."""
-    return [sys.executable, "-m", "codeengine.web.worker", "--service", service]
+    interpreter, so the children run the same tree as the parent. With ``log`` the worker
+    writes and rotates that file itself (codeengine.logfile)."""
+    argv = [sys.executable, "-m", "codeengine.web.worker", "--service", service]
+    return argv if log is None else [*argv, "--log-file", str(log)]
 
 
 def spawn_worker(
     service: str, env: Mapping[str, str], log: Path | None, *, append: bool = True
 ) -> Child:
-    """One worker process of ``service``, its output to ``log``; it dies with this process."""
-    return spawn(service, worker_argv(service), env, log, append=append)
+    """One worker process of ``service``, its output to ``log``, which it keeps (and
+    rotates) from its start-up on; it dies with this process."""
+    return spawn(service, worker_argv(service, log), env, log, append=append)
 
 
 def answers_ok(url: str) -> bool:

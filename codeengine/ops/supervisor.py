@@ -5,6 +5,10 @@ credentials under ``var/`` if they are absent, starts the issuer and the verifie
 sharing their port with SO_REUSEPORT), waits until both are ready, prints where everything is,
 and on Ctrl-C (or SIGTERM) stops the services first and the cluster last. Every child is told by
 the kernel to exit if this process dies, so nothing outlives it.
+
+The terminal gets the few lines a person reads; ``var/log/supervisor.log`` gets the same events
+as JSON lines (codeengine.logs). Each worker writes and rotates its own file,
+``var/log/<service>-<index>.log``: the supervisor only names it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ __all__ = ["run_system"]
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,11 +29,14 @@ from pathlib import Path
 from codeengine.code.cities import load_cities
 from codeengine.code.fencing import Role
 from codeengine.code.model import CityCode
+from codeengine.logs import setup_logging
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.harness import Child, ChildExited, NotReady, spawn_worker, stop, wait_ready
 from codeengine.ops.topology import CityProcesses
 from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
+
+log = logging.getLogger("codeengine.supervisor")
 
 READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 15.0
@@ -43,7 +51,8 @@ def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Chil
 
 
 def _metrics_dir(var_dir: Path, service: str) -> Path:
-    """A fresh folder where the service's workers write metrics that /metrics adds up."""
+    """A fresh folder where the service's workers write metrics that /metrics (on the
+    management port) adds up."""
     directory = var_dir / "metrics" / service
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -97,9 +106,17 @@ def run_system(
     var_dir.mkdir(parents=True, exist_ok=True)
     log_dir = var_dir / "log"
     log_dir.mkdir(exist_ok=True)
+    setup_logging("supervisor", settings.logging, log_dir / "supervisor.log")
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    cluster = DevCluster(var_dir / "cluster", cluster_base_port, persistent=True)
+    # The dev cluster is secure unless the settings say TLS is off; its own material either way.
+    cluster = DevCluster(
+        var_dir / "cluster",
+        cluster_base_port,
+        persistent=True,
+        secure=settings.cluster.tls,
+        material_dir=var_dir / "redis",
+    )
     workers: dict[tuple[str, int], Child] = {}
     city_procs: list[CityProcesses] = []
     envs: dict[str, dict[str, str]] = {}
@@ -108,7 +125,8 @@ def run_system(
         cluster.start()
         credentials = ensure_dev_material(settings)
         env = dict(os.environ)
-        env[f"{ENV_PREFIX}CLUSTER_NODES"] = cluster.nodes_spec
+        # Nodes, TLS files and the services' login of the cluster just started.
+        env |= cluster.client_env()
         if config is not None:
             # The workers read the same file the supervisor read.
             env[f"{ENV_PREFIX}CONFIG"] = str(config.resolve())
@@ -136,25 +154,36 @@ def run_system(
         if cities:
             print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
             city_procs = _start_cities(cities, env, log_dir)
+        management = settings.service.management_host
         summary = {
             "issuer": urls["issuer"],
             "verifier": urls["verifier"],
+            "metrics": {
+                "issuer": f"http://{management}:{settings.service.issuer_management_port}/metrics",
+                "verifier": (
+                    f"http://{management}:{settings.service.verifier_management_port}/metrics"
+                ),
+            },
             "workers_per_service": count,
             "cluster_nodes": cluster.nodes_spec,
             "dev_credentials": str(credentials),
             "logs": str(log_dir),
         }
         summary |= _city_summary(city_procs)
+        log.info("ready: %d workers per service", count)
         print("codeengine is ready:")
         print(json.dumps(summary, indent=2))
         print("Ctrl-C stops everything.", flush=True)
         while True:
             for (service, index), worker in workers.items():
                 if worker.exited():
+                    code = worker.proc.returncode
+                    log.warning("%s worker %d exited (%s); restarting it", service, index, code)
                     print(f"{service} worker {index} exited; restarting it")
                     workers[(service, index)] = _spawn(service, index, envs[service], log_dir)
             time.sleep(1.0)
     except _Stop:
+        log.info("stopping")
         print("\nstopping services ...", flush=True)
         return 0
     finally:
@@ -168,4 +197,5 @@ def run_system(
                 city.stop()
         print("stopping Redis Cluster ...", flush=True)
         cluster.stop()
+        log.info("stopped")
         print("stopped.", flush=True)

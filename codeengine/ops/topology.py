@@ -79,6 +79,9 @@ class CityProcesses:
             env.update(
                 {
                     f"{ENV_PREFIX}SERVICE_{service.upper()}_PORT": str(port),
+                    # The city table names no management ports: the services' own defaults
+                    # would make every endpoint share one. The city endpoints serve no /metrics.
+                    f"{ENV_PREFIX}SERVICE_{service.upper()}_MANAGEMENT_PORT": "0",
                     f"{ENV_PREFIX}SERVICE_CITY": str(self.city.code),
                     f"{ENV_PREFIX}SERVICE_ROLE": role.value,
                     f"{ENV_PREFIX}SERVICE_WORKERS": str(self.workers),

@@ -43,8 +43,10 @@ from codeengine.store.connection import (
     Expiry,
     TimedOut,
     consume_outcome,
+    open_connection,
     pack_command,
 )
+from codeengine.store.security import PLAIN, StoreRefused, StoreSecurity
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
@@ -109,7 +111,9 @@ class _Node:
             trial_timeout_s=max(cluster.connect_timeout_s, cluster.deadline_s),
         )
         # Acknowledged writes: a script and its WAIT, off the shared connection.
-        self.ack_pool = AckPool(addr, cluster.connect_timeout_s, cluster.ack_connections_per_node)
+        self.ack_pool = AckPool(
+            addr, cluster.connect_timeout_s, cluster.ack_connections_per_node, cluster.security
+        )
 
     def failed(self) -> None:
         """Count a timed-out call or a lost connection against the shard's breaker."""
@@ -134,14 +138,21 @@ class _Node:
     async def _connect(self) -> Connection:
         cluster = self._cluster
         try:
-            async with asyncio.timeout(cluster.connect_timeout_s):
-                _, conn = await asyncio.get_running_loop().create_connection(
-                    lambda: Connection(self.lost, cluster.max_in_flight), *self.addr
-                )
+            conn = await open_connection(
+                self.addr,
+                cluster.security,
+                self.lost,
+                cluster.max_in_flight,
+                cluster.connect_timeout_s,
+            )
+        except StoreUnavailable as exc:
+            cluster.connect_failed(exc)
+            raise
         finally:
             if self._connecting is asyncio.current_task():
                 self._connecting = None
         self.conn = conn
+        cluster.connect_failed_no_more()
         return conn
 
     def lost(self, conn: Connection, reason: str) -> None:
@@ -161,6 +172,8 @@ class _Node:
 
 
 _FAILURES = (OSError, hiredis.HiredisError, ValueError, IndexError)
+MAX_LOGGED = 64
+"""Distinct connect failures logged until a connect succeeds (one per node and cause)."""
 SHARD_FAILURES_TO_OPEN = 5
 SHARD_OPEN_S = 0.5
 
@@ -202,6 +215,7 @@ class FastCluster:
         deadline_resolution_s: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
         ack_connections_per_node: int = 64,
+        security: StoreSecurity = PLAIN,
     ) -> None:
         if not nodes:
             raise ValueError("at least one startup node is needed")
@@ -209,6 +223,10 @@ class FastCluster:
         self.connect_timeout_s = connect_timeout_s
         self.max_in_flight = max_in_flight
         self.ack_connections_per_node = ack_connections_per_node
+        self.security = security
+        """TLS and login of every connection, the AckPools' too (:mod:`.security`)."""
+        self._connect_failure: StoreUnavailable | None = None
+        self._logged_failures: set[str] = set()
         self.deadline_s = deadline_s
         self.clock = clock
         """The shard breakers' clock (a test hands in its own to move time on)."""
@@ -228,7 +246,32 @@ class FastCluster:
         """Read the slot map from the first startup node that answers ``CLUSTER SLOTS``."""
         self._last_refresh = time.monotonic()
         if not await self.refresh():
-            raise StoreUnavailable("no startup node returned the cluster's slot map")
+            failure = self._connect_failure
+            if isinstance(failure, StoreRefused):
+                # A wrong setting, not an outage: say which, rather than "no node answered".
+                raise failure
+            detail = f": {failure}" if failure is not None else ""
+            raise StoreUnavailable(f"no startup node returned the cluster's slot map{detail}")
+
+    def connect_failed_no_more(self) -> None:
+        """A connect succeeded: the next failure is news again."""
+        self._connect_failure = None
+        self._logged_failures.clear()
+
+    def connect_failed(self, exc: StoreUnavailable) -> None:
+        """Keep a failed connect for :meth:`start` to name; log each distinct refusal once.
+
+        A refusal (:class:`StoreRefused`) names the setting to fix: that log line is what an
+        operator sees of a wrong password or certificate at start-up. A connect that timed out
+        (a stalled node, or a plain-text port while TLS is on) is a warning, once until a
+        connect succeeds again (a readiness probe that retries every few seconds must not
+        repeat the same lines each time).
+        """
+        message = str(exc)
+        if message not in self._logged_failures and len(self._logged_failures) < MAX_LOGGED:
+            self._logged_failures.add(message)
+            _log.log(logging.ERROR if isinstance(exc, StoreRefused) else logging.WARNING, "%s", exc)
+        self._connect_failure = exc
 
     async def aclose(self) -> None:
         """Cancel the background refresh and close every connection, failing pending calls."""
@@ -272,8 +315,9 @@ class FastCluster:
         for addr in candidates:
             node = self._node(addr)
             try:
+                # The connect bounds itself (and says what it waited for when it times out).
+                conn = await node.connect()
                 async with asyncio.timeout(self.connect_timeout_s):
-                    conn = await node.connect()
                     reply = await conn.send(_CLUSTER_SLOTS)
                 if isinstance(reply, _ReplyError):
                     continue

@@ -7,10 +7,20 @@ connections for commands that block theirs.
 
 from __future__ import annotations
 
-__all__ = ["AckPool", "Arg", "Connection", "Expiry", "TimedOut", "consume_outcome", "pack_command"]
+__all__ = [
+    "AckPool",
+    "Arg",
+    "Connection",
+    "Expiry",
+    "TimedOut",
+    "consume_outcome",
+    "open_connection",
+    "pack_command",
+]
 
 import asyncio
 import itertools
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -18,6 +28,13 @@ from typing import Any, cast
 import hiredis
 
 from codeengine.code.errors import StoreUnavailable
+from codeengine.store.security import (
+    PLAIN,
+    StoreSecurity,
+    refusal_for_auth,
+    refusal_for_handshake,
+    refusal_for_silence,
+)
 
 Arg = str | bytes | int | float
 
@@ -153,6 +170,78 @@ class Connection(asyncio.Protocol):
             self._lost(self, reason)
 
 
+_PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def open_connection(
+    addr: tuple[str, int],
+    security: StoreSecurity,
+    lost: Callable[[Connection, str], None],
+    max_in_flight: int,
+    timeout_s: float,
+) -> Connection:
+    """A connection to ``addr`` over TLS if configured, logged in, proven to answer.
+
+    Its first command is ``AUTH`` (or ``PING`` with no login): a wrong password, and a server
+    that speaks the other protocol, show up here, at connect, as a :class:`StoreRefused` that
+    names the setting, not as the first real command's failure. A TLS server hangs up on
+    plain text; a plain-text server waits for the end of a line that a TLS greeting never
+    sends, so a handshake unanswered within ``timeout_s`` says which setting to suspect too.
+    """
+    loop = asyncio.get_running_loop()
+    name = f"{addr[0]}:{addr[1]}"
+    context = security.ssl_context
+    made: list[Connection] = []
+
+    def factory() -> Connection:
+        conn = Connection(lost, max_in_flight)
+        made.append(conn)
+        return conn
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            try:
+                if context is None:
+                    _, conn = await loop.create_connection(factory, *addr)
+                else:
+                    _, conn = await loop.create_connection(
+                        factory, *addr, ssl=context, server_hostname=security.server_name or addr[0]
+                    )
+            except ssl.SSLError as exc:
+                raise refusal_for_handshake(exc, security, name) from exc
+            except ConnectionResetError as exc:
+                if context is None:
+                    raise
+                raise refusal_for_handshake(exc, security, name) from exc
+            auth = security.auth_args
+            try:
+                reply = await conn.send(_PING if auth is None else pack_command(auth))
+            except StoreUnavailable as exc:
+                conn.close("store connection refused")
+                raise refusal_for_silence(security, name) from exc
+    except TimeoutError:
+        for conn in made:
+            conn.close("store connect timed out")
+        raise TimedOut(_silent_for(security, name, timeout_s, made)) from None
+    if isinstance(reply, hiredis.ReplyError):
+        conn.close("store connection refused")
+        raise refusal_for_auth(str(reply), security, name)
+    return conn
+
+
+def _silent_for(
+    security: StoreSecurity, name: str, timeout_s: float, made: Sequence[Connection]
+) -> str:
+    """What a connect that timed out waited for (``made``: the transport came up)."""
+    if security.ssl_context is not None and not (made and made[0].open):
+        return (
+            f"store {name}: no TLS handshake within {timeout_s:g} s; the node is stalled or "
+            "unreachable, or its port does not speak TLS (check cluster.tls)"
+        )
+    first = "AUTH" if security.auth_args is not None else "PING"
+    return f"store {name}: no answer to {first} within {timeout_s:g} s"
+
+
 def consume_outcome(future: asyncio.Future[Any]) -> None:
     """Done-callback for background work: retrieve its outcome so nothing logs 'never retrieved'."""
     if not future.cancelled():
@@ -209,10 +298,17 @@ class AckPool:
     late reply would still hold it.
     """
 
-    __slots__ = ("_all", "_idle", "addr", "closed", "connect_timeout_s", "limit")
+    __slots__ = ("_all", "_idle", "addr", "closed", "connect_timeout_s", "limit", "security")
 
-    def __init__(self, addr: tuple[str, int], connect_timeout_s: float, limit: int) -> None:
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        connect_timeout_s: float,
+        limit: int,
+        security: StoreSecurity = PLAIN,
+    ) -> None:
         self.addr = addr
+        self.security = security
         self.connect_timeout_s = connect_timeout_s
         self.limit = limit
         self.closed = False
@@ -245,9 +341,8 @@ class AckPool:
                 return conn
         if len(self._all) >= self.limit:
             raise StoreUnavailable("too many store writes in flight")
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout_s)):
-            _, conn = await loop.create_connection(lambda: Connection(self._lost, 16), *self.addr)
+        timeout_s = min(deadline - asyncio.get_running_loop().time(), self.connect_timeout_s)
+        conn = await open_connection(self.addr, self.security, self._lost, 16, timeout_s)
         if self.closed:  # closed while this connection was being opened
             conn.close("store client closed")
             raise StoreUnavailable("store client closed")

@@ -6,6 +6,7 @@ __all__ = [
     "Field",
     "TypedBody",
     "loads",
+    "read_body",
     "read_lines",
     "read_object",
     "read_typed",
@@ -16,12 +17,12 @@ import json
 import json.scanner
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgspec
 from aiohttp import StreamReader, web
 
-from codeengine.code.errors import BadRequest, Reason
+from codeengine.code.errors import BadRequest, ClientClosed, Reason
 from codeengine.web.fastlane import HotRequest
 
 
@@ -170,10 +171,38 @@ def validate_object(document: Any, fields: Mapping[str, Field]) -> dict[str, Any
     return checked
 
 
-async def read_object(request: HotRequest, fields: Mapping[str, Field]) -> dict[str, Any]:
-    """Read the request body as a JSON object with exactly the given fields."""
+async def read_body(request: HotRequest, max_bytes: int | None = None) -> bytes:
+    """The whole request body: at most the app's ``client_max_size``, or ``max_bytes`` for a
+    route that takes more (an aiohttp request only); larger is 413, a client that goes away
+    before its body has arrived is :class:`ClientClosed`, not an error of the server."""
+    try:
+        if max_bytes is None:
+            return await request.read()
+        return await _read_up_to(cast(web.Request, request), max_bytes)
+    except ConnectionError:
+        # aiohttp's payload raises ConnectionResetError when the connection is lost.
+        raise ClientClosed() from None
+
+
+async def _read_up_to(request: web.Request, max_bytes: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=declared)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(body))
+    return bytes(body)
+
+
+async def read_object(
+    request: HotRequest, fields: Mapping[str, Field], max_bytes: int | None = None
+) -> dict[str, Any]:
+    """Read the request body as a JSON object with exactly the given fields (``max_bytes``:
+    see :func:`read_body`)."""
     _require_json(request)
-    return validate_object(_parsed(await request.read()), fields)
+    return validate_object(_parsed(await read_body(request, max_bytes)), fields)
 
 
 def _require_json(request: HotRequest) -> None:
@@ -239,7 +268,7 @@ class TypedBody(Generic[S]):
 async def read_typed(request: HotRequest, body: TypedBody[S]) -> S:
     """Read the request body as ``body``'s struct (a JSON object of its fields)."""
     _require_json(request)
-    return body.decode(await request.read())
+    return body.decode(await read_body(request))
 
 
 def read_lines(request: web.Request) -> AsyncIterator[bytes]:
@@ -259,6 +288,8 @@ async def _lines(content: StreamReader) -> AsyncIterator[bytes]:
             line = await content.readuntil(b"\n")
         except ValueError:
             raise BadRequest("a line is longer than 64 KiB") from None
+        except ConnectionError:
+            raise ClientClosed() from None
         if not line:
             return
         yield line

@@ -494,8 +494,13 @@ class FastLane(asyncio.Protocol):
         else:
             self._start()
 
+    @property
+    def closed(self) -> bool:
+        """Closed or closing (or handed over): nothing more to close here."""
+        return self._transport is None or self._transport.is_closing()
+
     def close(self) -> None:
-        """Close the connection (keep-alive timeout, shutdown)."""
+        """Close the connection (keep-alive timeout, shutdown, a full worker's eviction)."""
         if self._transport is not None:
             self._transport.close()
         self._end_serving()

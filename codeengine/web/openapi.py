@@ -31,11 +31,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "reason": {"type": "string", "enum": sorted(r.value for r in Reason)},
         "detail": {"type": "string"},
         "current_version": {"type": "integer"},
+        "request_id": {
+            "type": "string",
+            "description": "With INTERNAL: the id of the log line that describes the failure.",
+        },
     },
 }
 
 _PROBLEM_TEXT = {
-    400: "Malformed request (BAD_JSON, INVALID_FIELD, UNKNOWN_FIELD, MISSING_FIELD, ...)",
+    400: "Malformed request (BAD_JSON, INVALID_FIELD, UNKNOWN_FIELD, MISSING_FIELD, ...; "
+    "MALFORMED_REQUEST: not valid HTTP/1.1)",
     401: "No valid API key (UNAUTHORIZED)",
     403: "The key lacks the scope (FORBIDDEN)",
     404: "Unknown subject, batch or appeal (UNKNOWN_SUBJECT, UNKNOWN_BATCH, UNKNOWN_APPEAL) or "

@@ -3,14 +3,18 @@
 Handlers raise; they never build error responses: the service middleware calls
 ``problem_for``. A body looks like
 ``{"reason": "VERSION_CONFLICT", "detail": "current version is 3", ...extra}``. An unexpected
-exception answers 500 INTERNAL without details (they go to the log, never to the client).
+exception answers 500 INTERNAL without details: the log has its type and frames under a
+``request_id`` that the answer carries too, so a client's report finds the line. A client that
+went away mid-body gets 499 ``CLIENT_CLOSED`` (which nobody reads, but the metrics count under
+that reason, not as an error of the server).
 """
 
 from __future__ import annotations
 
-__all__ = ["REASON", "problem", "problem_for", "status_for"]
+__all__ = ["CLIENT_CLOSED_STATUS", "REASON", "problem", "problem_for", "status_for"]
 
 import logging
+import os
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +25,7 @@ from codeengine.code.errors import (
     AppealDecided,
     BadRequest,
     BatchConflict,
+    ClientClosed,
     CodeEngineError,
     InvalidIdentifier,
     KeyringError,
@@ -41,10 +46,13 @@ from codeengine.code.errors import (
 log = logging.getLogger("codeengine.web")
 
 STORE_RETRY_AFTER_S = 1
+CLIENT_CLOSED_STATUS = 499
+"""As nginx logs a request whose client closed the connection first."""
 REASON = web.ResponseKey("reason", str)
 """The reason code of a problem response, for the metrics middleware."""
 
 _STATUS: tuple[tuple[type[CodeEngineError], int], ...] = (
+    (ClientClosed, CLIENT_CLOSED_STATUS),
     (BadRequest, 400),
     (InvalidIdentifier, 422),
     (VerificationError, 422),
@@ -118,9 +126,16 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
     return problem(status, exc.reason, exc.detail, headers or None, **extra)
 
 
-def problem_for(exc: Exception, where: str) -> web.Response:
+def problem_for(
+    exc: Exception,
+    operation: str,
+    method: str = "",
+    client: str | None = None,
+    latency_s: float | None = None,
+) -> web.Response:
     """The problem response for any exception a handler raised (aiohttp's redirects re-raise);
-    ``where`` (method and operation) names the request in the log of an unexpected one."""
+    ``method``, ``operation``, ``client`` and ``latency_s`` describe the request in the log line
+    of an unexpected one."""
     if isinstance(exc, CodeEngineError):
         return _from_engine_error(exc)
     if isinstance(exc, web.HTTPException):
@@ -129,5 +144,14 @@ def problem_for(exc: Exception, where: str) -> web.Response:
         reason = _HTTP_REASONS.get(exc.status, Reason.INTERNAL if exc.status >= 500 else exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return problem(exc.status, reason, exc.reason, headers or None)
-    log.exception("unhandled error in %s", where, exc_info=exc)
-    return problem(500, Reason.INTERNAL, "internal error")
+    request_id = os.urandom(8).hex()
+    context = {
+        "request_id": request_id,
+        "client": client,
+        "operation": operation,
+        "reason": str(Reason.INTERNAL),
+        "status": 500,
+        "latency_ms": None if latency_s is None else round(latency_s * 1000, 3),
+    }
+    log.error("unhandled error in %s %s", method, operation, exc_info=exc, extra=context)
+    return problem(500, Reason.INTERNAL, "internal error", request_id=request_id)

@@ -53,8 +53,10 @@ from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.fence import FenceKeeper
 from codeengine.store.port import Store
 from codeengine.store.redisstore import RedisStore, StoreSettings
+from codeengine.store.security import load_security
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
+from codeengine.web.metrics import METRICS_CACHE, MetricsCache, render_metrics
 
 log = logging.getLogger("codeengine.store.keyspace")
 
@@ -101,7 +103,8 @@ CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
 FENCE = web.AppKey("fence", FenceKeeper)
 HOT_METRICS_FLUSH_S = 1.0
-"""How often the hot paths' counts reach Prometheus (``/metrics`` flushes its own worker's)."""
+"""How often the hot paths' counts reach Prometheus (a ``/metrics`` rendering flushes its own
+worker's)."""
 
 
 def store_settings(settings: Settings) -> StoreSettings:
@@ -113,6 +116,15 @@ def store_settings(settings: Settings) -> StoreSettings:
         write_deadline_ms=cluster.write_deadline_ms,
         replica_ack_timeout_ms=cluster.replica_ack_timeout_ms,
         replicas_to_ack=cluster.replicas_to_ack,
+        security=load_security(
+            username=cluster.username,
+            password_file=cluster.password_file,
+            tls=cluster.tls,
+            ca_file=cluster.ca_file,
+            cert_file=cluster.cert_file,
+            key_file=cluster.key_file,
+            server_name=cluster.server_name,
+        ),
     )
 
 
@@ -282,6 +294,8 @@ def attach_runtime(
     app[MAC_KEYS] = MACKeyState()
     if CLOCK not in app:
         app[CLOCK] = time.time
+    cache = MetricsCache(render_metrics, settings.service.metrics_cache_s, time.monotonic)
+    app[METRICS_CACHE] = cache
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = store is None

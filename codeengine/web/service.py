@@ -29,8 +29,9 @@ from typing import cast
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from codeengine.web.admission import ADMISSION, UNSHED, overloaded
 from codeengine.web.answers import JsonAnswer
-from codeengine.web.auth import authorize
+from codeengine.web.auth import CLIENT, authorize
 from codeengine.web.fastlane import LANE_ROUTES, HotHandler, HotRequest, LaneRequest, LaneRoute
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
@@ -52,18 +53,33 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
     # A hot handler may answer with a JsonAnswer (codeengine.web.answers).
     inner = cast(Callable[[web.Request], Awaitable[web.StreamResponse | JsonAnswer]], handler)
 
+    sheddable = operation not in UNSHED
+
     async def wrapped(request: HotRequest) -> web.StreamResponse | JsonAnswer:
         started = clock()
         response: web.StreamResponse | JsonAnswer
-        try:
-            if scope is not None:
-                authorize(request, scope)
-            response = await inner(cast(web.Request, request))
-            if type(response) is JsonAnswer and type(request) is not LaneRequest:
-                # aiohttp sends responses only; the lane writes a JsonAnswer itself.
-                response = response.response()
-        except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
-            response = problem_for(exc, f"{request.method} {operation}")
+        # Refused before any work when the worker is saturated (codeengine.web.admission).
+        admission = request.app.get(ADMISSION) if sheddable else None
+        if admission is not None and admission.full():
+            admission.refused += 1
+            response = overloaded()
+        else:
+            if admission is not None:
+                admission.in_flight += 1
+            try:
+                if scope is not None:
+                    authorize(request, scope)
+                response = await inner(cast(web.Request, request))
+                if type(response) is JsonAnswer and type(request) is not LaneRequest:
+                    # aiohttp sends responses only; the lane writes a JsonAnswer itself.
+                    response = response.response()
+            except Exception as exc:  # problem_for maps every kind, and logs the unexpected ones
+                client = _client_name(request)
+                latency = clock() - started
+                response = problem_for(exc, operation, request.method, client, latency)
+            finally:
+                if admission is not None:
+                    admission.in_flight -= 1
         # Problems (status >= 400) carry their reason; a success has none to look up.
         if response.status < 400:
             reason = _OK
@@ -76,6 +92,14 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
     wrapped.__doc__ = handler.__doc__
     wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
     return wrapped
+
+
+def _client_name(request: HotRequest) -> str | None:
+    """The authenticated client's name, for a log line; None before authentication."""
+    try:
+        return request[CLIENT].name
+    except KeyError:
+        return None
 
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:

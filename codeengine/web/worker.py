@@ -26,14 +26,21 @@ from typing import cast
 import uvloop
 from aiohttp import web
 
+from codeengine.logs import setup_logging
+from codeengine.metrics import CONNECTIONS_EVICTED, CONNECTIONS_REFUSED
 from codeengine.settings import (
     ENV_PREFIX,
     ServiceSettings,
     Settings,
     SettingsError,
     load_settings,
+    source_networks,
 )
+from codeengine.web.admission import ADMISSION, Admission, Sources, evict_idle, refusal_bytes
 from codeengine.web.fastlane import LANE_ROUTES, Lanes
+from codeengine.web.hygiene import install as quiet_http_errors
+from codeengine.web.management import Management
+from codeengine.web.metrics import METRICS_CACHE
 
 AppFactory = Callable[[Settings], web.Application]
 SERVICES = {"issuer": "issuer.app", "verifier": "verifier.app"}
@@ -42,23 +49,29 @@ DEFAULT_CONFIG = Path("configs/engine.toml")
 log = logging.getLogger("codeengine.worker")
 
 
-_OVERLOADED_BODY = b'{"reason": "OVERLOADED", "detail": "too many open connections"}'
-_OVERLOADED = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\n"
-    + f"Content-Length: {len(_OVERLOADED_BODY)}\r\n\r\n".encode()
-    + _OVERLOADED_BODY
-)
+_TOO_MANY = refusal_bytes("too many open connections")
+_TOO_MANY_FROM_SOURCE = refusal_bytes("too many open connections from this address")
 
 
-class _Overloaded(asyncio.Protocol):
-    """Answers a connection past the cap with 503 and closes it, before reading anything."""
+class _Gate(asyncio.Protocol):
+    """A new connection's first protocol: it admits the connection (per source, then in all)
+    and hands it to the serving protocol, or answers 503 and closes it before reading.
+
+    The factory cannot decide: the client's address is known only once the connection is made.
+    """
+
+    __slots__ = ("_admit",)
+
+    def __init__(self, admit: Callable[[asyncio.Transport], asyncio.BaseProtocol | None]) -> None:
+        self._admit = admit
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         stream = cast(asyncio.Transport, transport)
-        stream.write(_OVERLOADED)
-        stream.close()
+        protocol = self._admit(stream)
+        if protocol is not None:
+            stream.set_protocol(protocol)
+            protocol.connection_made(stream)
 
 
 @dataclass
@@ -71,16 +84,27 @@ class Serving:
     service: ServiceSettings
     port: int
     """The port listened on (useful after binding port 0)."""
+    admission: Admission
+    sources: Sources
+    management: Management | None = None
     stopped: bool = False
+
+    @property
+    def management_port(self) -> int:
+        """The management port (``/metrics``) this worker serves; 0: none (or another worker's)."""
+        return 0 if self.management is None else self.management.port
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close idle connections (once)."""
         if self.stopped:
             return
         self.stopped = True
+        self.admission.stop()
         # Stop accepting first; then the lane and aiohttp finish in-flight requests and close
         # idle ones. (Server.wait_closed would wait for every connection on Python 3.12+.)
         self.listener.close()
+        if self.management is not None:
+            await self.management.stop()
         if self.lanes is None:
             await self.runner.cleanup()
             return
@@ -91,9 +115,23 @@ class Serving:
 
 
 async def start_serving(
-    app: web.Application, host: str, port: int, service: ServiceSettings
+    app: web.Application,
+    host: str,
+    port: int,
+    service: ServiceSettings,
+    *,
+    management_port: int = 0,
 ) -> Serving:
-    """Start serving ``app`` on ``host:port`` (SO_REUSEPORT), the hot routes on the fast lane."""
+    """Start serving ``app`` on ``host:port`` (SO_REUSEPORT), the hot routes on the fast lane,
+    and ``/metrics`` on ``service.management_host:management_port`` (0: not served) when this
+    worker is the one that holds it (codeengine.web.management)."""
+    admission = Admission(service.max_in_flight, service.max_loop_lag_ms / 1000)
+    app[ADMISSION] = admission
+    sources = Sources(
+        service.max_connections_per_source,
+        source_networks(service.unlimited_sources),
+        max_tracked=2 * service.max_connections,
+    )
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -116,24 +154,51 @@ async def start_serving(
             max_body_bytes=service.client_max_size_bytes,
         )
 
-    def protocol() -> asyncio.BaseProtocol:
-        # aiohttp has no connection cap of its own; past ours a client is told to come back.
+    def admit(transport: asyncio.Transport) -> asyncio.BaseProtocol | None:
+        peer = transport.get_extra_info("peername")
+        if not sources.admit(str(peer[0]) if peer else "", transport):
+            CONNECTIONS_REFUSED.labels("source").inc()
+            transport.write(_TOO_MANY_FROM_SOURCE)
+            transport.close()
+            return None
+        # aiohttp has no connection cap of its own; past ours an idle connection makes room,
+        # else the newcomer is told to come back.
         held = len(server.connections) + (len(lanes.connections) if lanes is not None else 0)
         if held >= service.max_connections:
-            return _Overloaded()
+            if lanes is None or not evict_idle(lanes.connections, lanes.tick):
+                CONNECTIONS_REFUSED.labels("full").inc()
+                transport.write(_TOO_MANY)
+                transport.close()
+                return None
+            CONNECTIONS_EVICTED.inc()
         # Every connection starts on the fast lane, which hands it to aiohttp when it must.
         return server() if lanes is None else lanes()
 
     loop = asyncio.get_running_loop()
     try:
         listener = await loop.create_server(
-            protocol, host, port, reuse_port=True, backlog=service.backlog
+            lambda: _Gate(admit), host, port, reuse_port=True, backlog=service.backlog
         )
     except BaseException:
         await runner.cleanup()
         raise
     bound = int(listener.sockets[0].getsockname()[1])
-    return Serving(runner, lanes, listener, service, bound)
+    serving = Serving(runner, lanes, listener, service, bound, admission, sources)
+    cache = app.get(METRICS_CACHE)
+    if management_port and cache is not None:
+        serving.management = Management(
+            cache,
+            service.management_host,
+            management_port,
+            keepalive_timeout_s=service.keepalive_timeout_s,
+        )
+        try:
+            await serving.management.start()
+        except BaseException:
+            await serving.stop()
+            raise
+    admission.start(loop)
+    return serving
 
 
 def tune_gc(young_threshold: int) -> None:
@@ -159,9 +224,16 @@ def tune_gc(young_threshold: int) -> None:
     log.info("gc: %d objects frozen, thresholds %s", gc.get_freeze_count(), gc.get_threshold())
 
 
-async def serve(app: web.Application, host: str, port: int, service: ServiceSettings) -> None:
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    service: ServiceSettings,
+    *,
+    management_port: int = 0,
+) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
-    serving = await start_serving(app, host, port, service)
+    serving = await start_serving(app, host, port, service, management_port=management_port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
@@ -179,11 +251,13 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codeengine-worker")
     parser.add_argument("--service", choices=sorted(SERVICES), required=True)
     parser.add_argument("--config", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {args.service}[%(process)d] %(levelname)s %(message)s",
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="this worker's own log file, rotated by size (default: standard error)",
     )
+    args = parser.parse_args(argv)
     config = args.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
     if config is None and DEFAULT_CONFIG.exists():
         config = DEFAULT_CONFIG
@@ -192,11 +266,15 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"{args.service}: settings: {exc}", file=sys.stderr)
         return 2
+    # The file, when given, is also standard output and error: nothing bypasses it.
+    setup_logging(args.service, settings.logging, args.log_file, capture_stdio=bool(args.log_file))
+    quiet_http_errors()
     factory: AppFactory = importlib.import_module(SERVICES[args.service]).create_app
-    port = (
-        settings.service.issuer_port if args.service == "issuer" else settings.service.verifier_port
-    )
-    uvloop.run(serve(factory(settings), settings.service.host, port, settings.service))
+    service = settings.service
+    issuer = args.service == "issuer"
+    port = service.issuer_port if issuer else service.verifier_port
+    management = service.issuer_management_port if issuer else service.verifier_management_port
+    uvloop.run(serve(factory(settings), service.host, port, service, management_port=management))
     return 0
 
 

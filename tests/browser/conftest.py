@@ -22,7 +22,7 @@ def issuer(
     logs = tmp_path_factory.mktemp("page-issuer")
     settings = {
         **key_files,
-        "cluster_nodes": cluster.nodes_spec,
+        **cluster.client_settings(),
         "codes_display_ttl_s": str(DISPLAY_TTL_S),
         "codes_keyring_refresh_s": "0.2",
     }
@@ -40,7 +40,7 @@ def verifier(
 ) -> Iterator[Service]:
     """A verifier worker (after the issuer, which publishes the trust list it needs)."""
     logs = tmp_path_factory.mktemp("page-verifier")
-    settings = {**key_files, "cluster_nodes": cluster.nodes_spec}
+    settings = {**key_files, **cluster.client_settings()}
     with service("verifier", logs, settings) as started:
         yield started
 

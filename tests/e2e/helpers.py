@@ -194,6 +194,14 @@ class Workers(HTTPCalls):
     keys: dict[str, str]
     group: Group = field(default_factory=Group)
     metrics_dir: Path | None = None
+    management_port: int = 0
+    """Where the workers serve ``/metrics`` (loopback), never on ``port``."""
+
+    def scrape(self) -> str:
+        """The service's Prometheus exposition, from its management port."""
+        url = f"http://127.0.0.1:{self.management_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5.0) as response:
+            return str(response.read().decode())
 
     @property
     def procs(self) -> list[subprocess.Popen[bytes]]:
@@ -272,9 +280,11 @@ def service_workers(
     workers' output is discarded.
     """
     bound = port or free_port()
+    management = free_port()
     env = service_env(
         **{
             f"service_{service}_port": str(bound),
+            f"service_{service}_management_port": str(management),
             "service_workers": str(count),
             "service_shutdown_timeout_s": str(SHUTDOWN_TIMEOUT_S),
             **settings,
@@ -282,6 +292,7 @@ def service_workers(
     )
     env.update(extra_env or {})
     started = kind(service, bound, keys)
+    started.management_port = management
     children = started.group.children
     try:
         for index in range(count):

@@ -129,7 +129,7 @@ def max_age(answer: Answer) -> int:
 
 def metric_total(issuer: Issuer, operation: str, reason: str) -> float:
     """``codeengine_requests_total`` of the issuer for one operation and reason, all workers."""
-    text = issuer.call("GET", "/metrics").body.decode()
+    text = issuer.scrape()
     wanted = {f'operation="{operation}"', f'reason="{reason}"', 'service="issuer"'}
     total = 0.0
     for line in text.splitlines():
@@ -520,7 +520,7 @@ def test_metrics_count_every_workers_requests(issuer: Issuer) -> None:
     assert counted == before + requests
     for _ in range(3):
         assert metric_total(issuer, "display", "UNKNOWN_SUBJECT") == before + requests
-    text = issuer.call("GET", "/metrics").body.decode()
+    text = issuer.scrape()
     assert "codeengine_request_seconds_bucket{" in text
     assert 'codeengine_signatures_total{alg="EdDSA"}' in text
     assert 'codeengine_qr_renders_total{format="png"}' in text
@@ -536,7 +536,7 @@ def test_openapi_spec_is_served(issuer: Issuer) -> None:
 
 
 def test_no_request_was_answered_with_500(issuer: Issuer) -> None:
-    text = issuer.call("GET", "/metrics").body.decode()
+    text = issuer.scrape()
     totals = [line for line in text.splitlines() if line.startswith("codeengine_requests_total{")]
     assert totals, "the module's requests were counted"
     assert not [line for line in totals if 'reason="INTERNAL"' in line]

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from codeengine.ops.devcluster import DevCluster
-from tests.e2e.helpers import Workers, free_port, get_json, service_workers, wait_for
+from tests.e2e.helpers import (
+    Workers,
+    eventually,
+    free_port,
+    get_json,
+    service_workers,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -86,3 +93,55 @@ def test_connections_past_the_cap_are_told_to_come_back(
                 sock.close()
         # Once the held connections are gone, new ones are served again.
         wait_for(f"http://127.0.0.1:{port}/healthz", 200, 5)
+
+
+def test_one_address_cannot_take_every_place_of_a_worker(
+    cluster: DevCluster, key_files: dict[str, str]
+) -> None:
+    port = free_port()
+    caps = {"service_max_connections": "100", "service_max_connections_per_source": "40"}
+    with worker("verifier", port, cluster_nodes=cluster.nodes_spec, **caps, **key_files):
+        crowd = []
+        try:
+            # One after another: the worker takes them in this order (the accept queue is FIFO).
+            for _ in range(60):
+                sock = socket.socket()
+                sock.bind(("127.0.0.2", 0))  # all of 127/8 is loopback on Linux
+                sock.connect(("127.0.0.1", port))
+                crowd.append(sock)
+            for sock in crowd[40:]:
+                sock.settimeout(5)
+                answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 503") and b"OVERLOADED" in answer
+                assert b"Retry-After: 1" in answer
+            # Another address is served while the first holds all it may.
+            with socket.create_connection(("127.0.0.1", port)) as other:
+                other.settimeout(5)
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert other.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in crowd:
+                sock.close()
+
+
+def test_a_wrong_cluster_password_fails_readiness_and_logs_the_setting(
+    cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "password"
+    wrong.write_text("not-the-password\n")
+    settings = {**key_files, **cluster.client_settings(), "cluster_password_file": str(wrong)}
+    with service_workers(Workers, "verifier", 1, tmp_path, {}, settings, ready="/healthz") as up:
+        status, body = get_json(f"{up.url}/readyz")
+        assert status == 503
+        assert body["status"] == "not ready"
+        assert body["failed"] == {"cluster": "STORE_UNAVAILABLE", "keys": "STORE_UNAVAILABLE"}
+
+        def logged() -> str:
+            return up.log_text()
+
+        # The worker logs the refusal as its connect fails (not necessarily before readyz
+        # answers): wait for the line, then read what it says.
+        text = eventually(logged, lambda t: "refused the login" in t, 30.0)
+        assert "check cluster.username and cluster.password_file" in text
+        assert "not-the-password" not in text
+        assert get_json(f"{up.url}/healthz") == (200, {"status": "ok"}), "the process is up"

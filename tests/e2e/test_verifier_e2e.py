@@ -209,7 +209,7 @@ def convert(issuer: Service, subject: str, colour: str, if_version: int) -> None
 def stored_keyring(cluster: DevCluster, key_files: Mapping[str, str]) -> Keyring:
     """The keyring the store holds now (authoritative after rotations), opened with the KEK."""
     host, port = cluster.startup_nodes[0]
-    with RedisCluster(host=host, port=port) as client:
+    with RedisCluster(host=host, port=port, **cluster.redis_py_options()) as client:
         raw = client.get(store_keys.KEYRING_KEY)
     assert isinstance(raw, bytes), "an issuer has stored a keyring"
     return open_keyring(SealedKeyring.unpack(raw), load_pepper(Path(key_files["keys_kek_file"])))
@@ -298,7 +298,7 @@ def poll(what: str, check: Callable[[], bool], timeout_s: float, interval_s: flo
 
 def metric(of: Service, name: str, **labels: str) -> float:
     """The sum of one Prometheus series over every worker of a service."""
-    text = of.call("GET", "/metrics").body.decode()
+    text = of.scrape()
     wanted = {f'{k}="{v}"' for k, v in labels.items()}
     total = 0.0
     for line in text.splitlines():
@@ -916,6 +916,8 @@ def test_metrics_count_every_workers_requests(issuer: Service, verifier: Service
     before = settled(lambda: metric(verifier, "codeengine_requests_total", **labels))
     for _ in range(8):
         verifier.verify(code)
+    # /metrics is not on the public port: the catch-all answers it like any unknown path.
+    assert verifier.call("GET", "/metrics").status == 404
     # Either worker's /metrics counts both workers' requests, the other's within a second.
     counted = eventually(
         lambda: metric(verifier, "codeengine_requests_total", **labels),
@@ -935,7 +937,7 @@ def test_openapi_spec_is_served(verifier: Service) -> None:
 
 
 def test_no_request_was_answered_with_500(verifier: Service) -> None:
-    text = verifier.call("GET", "/metrics").body.decode()
+    text = verifier.scrape()
     totals = [line for line in text.splitlines() if line.startswith("codeengine_requests_total{")]
     assert totals, "the module's requests were counted"
     assert not [line for line in totals if 'reason="INTERNAL"' in line]

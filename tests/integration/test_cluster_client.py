@@ -27,7 +27,11 @@ def tag() -> str:
 
 @asynccontextmanager
 async def started(cluster: DevCluster, **options: Any) -> AsyncIterator[FastCluster]:
-    client = FastCluster(cluster.startup_nodes, **options)
+    # As the admin user: these tests exercise the client with commands the services never
+    # send (INCRBY, BLPOP, DEBUG SLEEP), which the services' ACL rule refuses.
+    client = FastCluster(
+        cluster.startup_nodes, security=cluster.client_security("admin"), **options
+    )
     await client.start()
     try:
         yield client
@@ -501,7 +505,7 @@ def test_in_flight_commands_are_capped(cluster: DevCluster, run: Any) -> None:
 
 def test_close_fails_pending_calls(cluster: DevCluster, run: Any) -> None:
     async def scenario() -> None:
-        client = FastCluster(cluster.startup_nodes)
+        client = FastCluster(cluster.startup_nodes, security=cluster.client_security("admin"))
         await client.start()
         queue = f"{{{tag()}}}:q"
         blocked = asyncio.ensure_future(client.execute(queue, "BLPOP", queue, 5, deadline_s=8))

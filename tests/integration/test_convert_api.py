@@ -233,7 +233,10 @@ def test_an_altered_removed_or_truncated_audit_entry_is_detected(
 
 
 async def _snapshot(cluster: DevCluster, subject: str) -> list[Any]:
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options(),
+    )
     try:
         return list(await client.xrange(keyspace.audit_key(SubjectId(subject))) or [])
     finally:
@@ -242,7 +245,11 @@ async def _snapshot(cluster: DevCluster, subject: str) -> list[Any]:
 
 async def _rewrite(cluster: DevCluster, subject: str, entries: list[Any]) -> None:
     """Replace the subject's audit stream with ``entries`` (ids kept): a tamperer's edit."""
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
+    # As the admin user: a tamperer with the services' login could not DEL a stream outright.
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options("admin"),
+    )
     stream = keyspace.audit_key(SubjectId(subject))
     try:
         await client.delete(stream)

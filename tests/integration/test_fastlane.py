@@ -611,6 +611,49 @@ def test_an_idle_connection_closes_at_the_sweep_after_its_keepalive_ticks(run: A
     run(scenario())
 
 
+def test_a_slowloris_head_closes_on_the_keepalive_clock_while_others_are_served(
+    run: Any,
+) -> None:
+    """A head sent a byte at a time never completes a request, so it never resets the idle
+    clock: 500 such connections close like idle ones, and the connection beside them is served
+    between every trickle (red team: 500 slowloris sockets, closed after 15 s, nobody hurt)."""
+
+    async def scenario() -> None:
+        app = make_app()
+        routes = app[LANE_ROUTES]
+        lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=2, sweep_timer=False)
+        slow = []
+        for _ in range(500):
+            lane, transport = lanes(), RecordingTransport()
+            lane.connection_made(transport)  # type: ignore[arg-type]
+            slow.append((lane, transport))
+        served, served_transport = lanes(), RecordingTransport()
+        served.connection_made(served_transport)  # type: ignore[arg-type]
+        head = get("/items/a/echo")
+        # Keep-alive is two ticks: idle since tick 0, they close at the third sweep.
+        for tick in range(2):
+            for lane, _ in slow:
+                lane.data_received(head[tick : tick + 1])
+            served.data_received(head)
+            assert await within(lambda: not served.busy)
+            lanes.sweep()
+            assert not any(transport.is_closing() for _, transport in slow)
+        assert served_transport.written.count(b"HTTP/1.1 200 OK\r\n") == 2
+        for lane, _ in slow:
+            lane.data_received(head[2:3])  # still trickling: no answer, so still idle
+        lanes.sweep()
+        assert all(transport.is_closing() for _, transport in slow)
+        assert not served_transport.is_closing(), "it answered at tick 1: not idle long enough"
+        assert all(transport.written == b"" for _, transport in slow)
+        for lane, _ in slow:
+            lane.connection_lost(None)
+        served.connection_lost(None)
+        assert not lanes.connections
+        assert await within(lambda: not serving_tasks())
+
+    run(scenario())
+
+
 def test_shutdown_finishes_the_request_in_flight_and_closes_idle_connections(run: Any) -> None:
     async def scenario() -> None:
         async with served() as serving:
@@ -639,6 +682,9 @@ def test_shutdown_finishes_the_request_in_flight_and_closes_idle_connections(run
 def test_the_connection_cap_counts_lane_connections(run: Any) -> None:
     async def scenario() -> None:
         async with served(max_connections=2) as serving:
+            # No sweep timer: idle ones stay unevictable (test_admission.py has the eviction).
+            assert serving.lanes is not None
+            serving.lanes._sweep_timer = False
             held = [await Conn.open(serving.port) for _ in range(2)]
             for conn in held:
                 await conn.send(get("/items/a/echo"))

@@ -41,8 +41,12 @@ HANG_GUARD_S = 10.0
 
 @asynccontextmanager
 async def raw(cluster: DevCluster) -> AsyncIterator[RedisCluster]:
-    """A plain client, to reach the fence's keys as Redis's clock would."""
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
+    """A general client, to reach the fence's keys as Redis's clock would (as the admin user:
+    the tests delete and overwrite keys the services touch only through scripts)."""
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options("admin"),
+    )
     try:
         yield client
     finally:

@@ -290,7 +290,13 @@ def test_metrics_count_operations_by_reason(settings: Settings, run: Any) -> Non
             await client.get(
                 "/v1/subjects/AAAAAAAAAAAAAAAA/code", headers=auth(settings, "display")
             )
-            text = await (await client.get("/metrics")).text()
+            # Scrapers use the management port; the public port has it for admins only.
+            assert (await client.get("/metrics")).status == 404
+            anyone = await client.get("/v1/ops/metrics", headers=auth(settings, "display"))
+            assert anyone.status == 403
+            answer = await client.get("/v1/ops/metrics", headers=auth(settings, "admin"))
+            assert answer.content_type == "text/plain"
+            text = await answer.text()
             assert (
                 'codeengine_requests_total{operation="display",reason="UNKNOWN_SUBJECT",'
                 'service="issuer"}' in text

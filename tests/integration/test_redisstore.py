@@ -46,7 +46,11 @@ def change(subject: SubjectId, if_version: int, colour: Colour, op_id: str) -> S
 
 @asynccontextmanager
 async def opened(cluster: DevCluster, **overrides: Any) -> AsyncIterator[RedisStore]:
-    store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes), **overrides))
+    store = RedisStore(
+        StoreSettings(
+            nodes=tuple(cluster.startup_nodes), security=cluster.client_security(), **overrides
+        )
+    )
     store.keys = KEYS
     try:
         yield store

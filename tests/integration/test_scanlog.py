@@ -34,7 +34,9 @@ async def count_venue(store: RedisStore, city: int, venue: str) -> int:
 
 def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
     async def scenario() -> None:
-        store = RedisStore(StoreSettings(nodes=tuple(cluster.startup_nodes)))
+        store = RedisStore(
+            StoreSettings(nodes=tuple(cluster.startup_nodes), security=cluster.client_security())
+        )
         try:
             fast = await store._hot()
             owner = {c: fast.primary_for(keyspace.scan_log_key(c)) for c in CITIES}

@@ -67,8 +67,12 @@ redis.call('SET', KEYS[1], cmsgpack.pack(r) .. string.sub(raw, -22))"""
 
 @asynccontextmanager
 async def raw_redis(cluster: DevCluster) -> AsyncIterator[Any]:
-    """redis-py as the attacker's client (untyped: its stubs widen every reply)."""
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
+    """redis-py as the attacker's client: a Redis user who may write anything, EVAL included
+    (untyped: its stubs widen every reply)."""
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options("admin"),
+    )
     try:
         yield client
     finally:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tests.integration.apps import (
 )
 from verifier.offline import CachedList, OfflineVerifier
 from verifier.offline.__main__ import read_qr
+from verifier.verify import BATCH_ITEM_BYTES, batch_body_bytes
 
 pytestmark = pytest.mark.cluster
 
@@ -302,6 +304,52 @@ def test_batches_answer_in_order_in_json_and_msgpack(settings: Settings, run: An
                 "/v1/verify/batch", json={"items": [items[0], {"code": 1}]}, headers=headers
             )
             assert "items[1]" in (await bad_item.json())["detail"]
+
+    run(scenario())
+
+
+def test_bodies_are_held_to_the_documented_limits(settings: Settings, run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        async with issuer(settings, clock) as iss, verifier(settings, clock) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            code = (await display(iss, settings, subject))["token"]
+            headers = {**auth(settings, "verify"), "Content-Type": "application/json"}
+
+            def padded(document: object, size: int) -> bytes:
+                """``document`` as JSON of exactly ``size`` bytes (spaces before its end)."""
+                raw = json.dumps(document).encode()
+                return raw[:-1] + b" " * (size - len(raw)) + raw[-1:]
+
+            async def post(path: str, body: object) -> tuple[int, Any]:
+                response = await ver.post(path, data=body, headers=headers)
+                return response.status, await response.json()
+
+            limit = settings.service.client_max_size_bytes
+            status, answer = await post("/v1/verify", padded(scan(code), limit))
+            assert (status, answer["reason"]) == (200, "VALID")
+            status, answer = await post("/v1/verify", padded(scan(code), limit + 1))
+            assert (status, answer["reason"]) == (413, "BODY_TOO_LARGE")
+            # A full batch needs more than any other body, and has a limit of its own.
+            items = {"items": [scan(code)] * settings.verifier.batch_max}
+            assert len(json.dumps(items)) > limit
+            status, answer = await post("/v1/verify/batch", json.dumps(items).encode())
+            assert status == 200 and len(answer["results"]) == settings.verifier.batch_max
+            batch_limit = batch_body_bytes(settings)
+            assert batch_limit == settings.verifier.batch_max * BATCH_ITEM_BYTES
+            status, answer = await post("/v1/verify/batch", padded(items, batch_limit))
+            assert status == 200
+            over = padded(items, batch_limit + 1)
+            status, answer = await post("/v1/verify/batch", over)
+            assert (status, answer["reason"]) == (413, "BODY_TOO_LARGE")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                # Chunked, with no Content-Length: the limit holds while the body is read.
+                for start in range(0, len(over), 16_384):
+                    yield over[start : start + 16_384]
+
+            status, answer = await post("/v1/verify/batch", chunks())
+            assert (status, answer["reason"]) == (413, "BODY_TOO_LARGE")
 
     run(scenario())
 

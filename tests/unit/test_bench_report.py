@@ -33,11 +33,13 @@ from bench.http import (
     plan_pinning,
     resolve_scenarios,
     scale_out,
+    security_costs,
     stat_cpu_ticks,
     status_note,
     summarise,
 )
 from codeengine.code.identifiers import parse_identifier
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import load_settings
 
 # Real wrk 4.1 output, a clean run (no socket-error line when there were none).
@@ -360,14 +362,43 @@ def test_the_crypto_floor_line_gives_rates_and_microseconds() -> None:
 
 
 def test_no_fast_lane_reaches_the_services_settings(tmp_path: Path) -> None:
-    class Cluster:
-        nodes_spec = "127.0.0.1:7000"
-
+    cluster = DevCluster(tmp_path / "cluster", 7000, secure=False)  # never started
     assert parse_args([]).fast_lane
     opts = parse_args(["--no-fast-lane"])
     assert not opts.fast_lane
-    env = _service_env(Cluster(), tmp_path, 1, opts.fast_lane)  # type: ignore[arg-type]
+    env = _service_env(cluster, tmp_path, 1, opts.fast_lane)
     assert env["CODEENGINE_SERVICE_FAST_LANE"] == "false"
     assert load_settings(None, env).service.fast_lane is False
-    on = _service_env(Cluster(), tmp_path, 1)  # type: ignore[arg-type]
+    on = _service_env(cluster, tmp_path, 1)
     assert load_settings(None, on).service.fast_lane is True
+
+
+def test_a_plain_cluster_reaches_the_services_as_tls_off_and_no_login(tmp_path: Path) -> None:
+    cluster = DevCluster(tmp_path / "cluster", 7000, secure=False)  # never started
+    settings = load_settings(None, _service_env(cluster, tmp_path, 1)).cluster
+    assert (settings.tls, settings.username, settings.password_file) == (False, "", "")
+    assert settings.nodes == cluster.nodes_spec
+
+
+def test_secure_vs_plain_pairs_each_scenario_with_its_twin_of_the_same_worker_count() -> None:
+    rows = summarise(
+        [
+            _m("display", 9000.0),
+            _m("display", 17000.0, workers=2),
+            _m("verify", 7000.0, server_cpu_s=9.1),
+            _m("display-plain", 10000.0, server_cpu_s=9.0),
+            _m("verify-plain", 7000.0),
+        ]
+    )
+    costs = security_costs(rows)
+    assert [(c.scenario, c.workers) for c in costs] == [("display", 1), ("verify", 1)]
+    assert costs[0].ratio == pytest.approx(0.9) and costs[0].met
+    assert (costs[0].secure_cpu_us, costs[0].plain_cpu_us) == pytest.approx((110.0, 90.0))
+    assert costs[0].cpu_ratio == pytest.approx(90.0 / 110.0)
+    assert costs[1].ratio == pytest.approx(1.0)
+    slow = security_costs(summarise([_m("verify", 8000.0), _m("verify-plain", 10000.0)]))
+    assert slow[0].ratio == pytest.approx(0.8) and not slow[0].met
+    assert "0.80 (goal >= 0.85, NOT met" in slow[0].text
+    report = format_report(rows)
+    assert "TLS + ACL (reported, not asserted): display secure/plain, 1 worker(s): 0.90" in report
+    assert parse_args([]).plain and not parse_args(["--no-plain"]).plain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import hiredis
@@ -12,8 +13,9 @@ from redis.crc import key_slot as redis_py_key_slot
 
 from codeengine.code.pseudonym import subject_id
 from codeengine.store import keyspace
-from codeengine.store.cluster import key_slot, tag_slot
-from codeengine.store.connection import _pack_python, pack_command
+from codeengine.store.cluster import FastCluster, key_slot, tag_slot
+from codeengine.store.connection import TimedOut, _pack_python, pack_command
+from codeengine.store.security import StoreRefused
 
 
 def crc16_xmodem(data: bytes) -> int:
@@ -150,3 +152,26 @@ def test_a_subjects_tag_slot_is_every_one_of_its_keys_slot(raw: bytes) -> None:
         keyspace.token_key(subject, 4),
     ):
         assert key_slot(key) == slot
+
+
+def test_each_connect_failure_is_logged_once_until_a_connect_succeeds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FastCluster([("127.0.0.1", 7000)])
+    wrong = StoreRefused("store 127.0.0.1:7000 refused the login of 'codeengine'; check ...")
+    other = StoreRefused("store 127.0.0.1:7001 refused the login of 'codeengine'; check ...")
+    stalled = TimedOut("store 127.0.0.1:7002: no TLS handshake within 0.25 s; ...")
+    with caplog.at_level(logging.WARNING, logger="codeengine.store.cluster"):
+        # A readiness probe retrying every few seconds meets the same refusals again and again.
+        for _ in range(3):
+            for failure in (wrong, other, stalled):
+                client.connect_failed(failure)
+        assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("ERROR", str(wrong)),
+            ("ERROR", str(other)),
+            ("WARNING", str(stalled)),
+        ]
+        caplog.clear()
+        client.connect_failed_no_more()
+        client.connect_failed(wrong)
+        assert [r.getMessage() for r in caplog.records] == [str(wrong)], "news again"

@@ -27,6 +27,7 @@ from codeengine.code.trustlist import TrustList
 
 NOW = 1_800_000_000
 FIRST = Keyring.generate_at(NOW - 60, ED25519, deterministic_random(b"interop"))
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 RING = FIRST.rotate_at(NOW - 30, ES256, 600, deterministic_random(b"interop-es"))
 # The current ES256 key, and the Ed25519 key it replaced (retired, still trusted).
 SIGNING_KEYS = {"ES256": RING.current, "Ed25519": FIRST.current}
@@ -114,6 +115,14 @@ def test_a_pycose_signed_message_with_our_layout_verifies_here(suite_name: str) 
     message.key = _pycose_key(jwk, key.private.secret.reveal())
     cose = message.encode(tag=True)
     trust = TrustList.from_jwks(JWKS)
+    if suite_name == "ES256":
+        # pycose signs with whichever s the nonce gives; this engine accepts only the low one
+        # (docs/code-format.md), so both spellings are tried: the low verifies, the high not.
+        s = int.from_bytes(cose[-32:], "big")
+        low, high = sorted((s, P256_ORDER - s))
+        with pytest.raises(BadSignature, match="low-S"):
+            verify_at(cose_to_token(cose[:-32] + high.to_bytes(32, "big")), trust, NOW)
+        cose = cose[:-32] + low.to_bytes(32, "big")
     assert verify_at(cose_to_token(cose), trust, NOW) == CLAIMS
     tampered = cose.replace(b"\x18\x2a", b"\x18\x2b")
     assert tampered != cose

@@ -25,7 +25,11 @@ from codeengine.code.suites import (
     b64url_decode,
     b64url_encode,
     deterministic_random,
+    low_s,
 )
+
+# The order n of the P-256 group (SEC 2), written out here rather than taken from the code.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 # RFC 8037 appendix A.1 (key), A.4 (JWS signature of "Example of Ed25519 signing").
 RFC8037_JWK = {
@@ -80,10 +84,41 @@ def test_es256_rfc7515_known_answer() -> None:
         "y": RFC7515_JWK["y"],
         "d": RFC7515_JWK["d"],
     }
+    # The RFC's signature has the high s of its pair: refused here (low-S), while its twin
+    # (r, n - s), the same signature spelt the one way this engine accepts, verifies.
     signature = b64url_decode(RFC7515_SIGNATURE)
-    key.public.verify(signature, RFC7515_SIGNING_INPUT)
+    with pytest.raises(BadSignature, match="low-S"):
+        key.public.verify(signature, RFC7515_SIGNING_INPUT)
+    twin = _twin(signature)
+    key.public.verify(twin, RFC7515_SIGNING_INPUT)
     with pytest.raises(BadSignature):
-        key.public.verify(signature, RFC7515_SIGNING_INPUT + b".")
+        key.public.verify(twin, RFC7515_SIGNING_INPUT + b".")
+
+
+def _twin(signature: bytes) -> bytes:
+    """The other spelling (r, n - s) of an ES256 signature."""
+    s = int.from_bytes(signature[32:], "big")
+    return signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
+
+
+def test_es256_signs_low_s_and_refuses_the_high_twin() -> None:
+    key = _key(ES256)
+    verify = ES256.verifier(key.public)
+    for attempt in range(200):
+        message = attempt.to_bytes(2, "big")
+        signature = key.sign(message)
+        assert int.from_bytes(signature[32:], "big") <= P256_ORDER // 2
+        verify(signature, message)
+        with pytest.raises(BadSignature, match="low-S"):
+            verify(_twin(signature), message)
+
+
+def test_low_s_picks_the_lower_of_the_pair() -> None:
+    half = P256_ORDER // 2
+    assert low_s(half) == half
+    assert low_s(half + 1) == P256_ORDER - half - 1 == half
+    assert low_s(1) == 1
+    assert low_s(P256_ORDER - 1) == 1
 
 
 @settings(max_examples=25, deadline=None, database=None)
@@ -275,3 +310,15 @@ def test_registry_refuses_a_second_suite_with_the_same_id() -> None:
         DEFAULT_SUITES.with_suite(ED25519)
     with pytest.raises(KeyringError):
         SuiteRegistry([ES256, ES256])
+
+
+def test_ed25519_refuses_the_non_canonical_spelling_of_a_signature() -> None:
+    """S + l satisfies the equation too; RFC 8032 5.1.7 refuses S >= l, so codes stay unique."""
+    ell = 2**252 + 27742317777372353535851937790883648493
+    key = _key(ED25519)
+    signature = key.sign(b"message")
+    s = int.from_bytes(signature[32:], "little")
+    twin = signature[:32] + (s + ell).to_bytes(32, "little")
+    key.public.verify(signature, b"message")
+    with pytest.raises(BadSignature):
+        key.public.verify(twin, b"message")

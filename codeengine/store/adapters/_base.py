@@ -22,6 +22,7 @@ from codeengine.code.fencing import NO_FENCE, WriteFence, WriterToken
 from codeengine.metrics import STORE_LATENCY
 from codeengine.store.cluster import FastCluster, Script
 from codeengine.store.connection import consume_outcome
+from codeengine.store.security import PLAIN, StoreSecurity
 
 T = TypeVar("T")
 
@@ -44,6 +45,8 @@ class StoreSettings:
     replica_ack_timeout_ms: int = 500
     replicas_to_ack: int = 1
     topology_refresh_min_interval_s: float = 1.0
+    security: StoreSecurity = PLAIN
+    """TLS and the ACL login of every connection (codeengine.store.security)."""
 
 
 class Adapter:
@@ -58,6 +61,7 @@ class Adapter:
             connect_timeout_s=settings.read_deadline_ms / 1000,
             deadline_s=settings.read_deadline_ms / 1000,
             refresh_min_interval_s=settings.topology_refresh_min_interval_s,
+            security=settings.security,
         )
         self._fast_started = False
         self._fast_starting: asyncio.Future[None] | None = None

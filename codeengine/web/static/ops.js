@@ -1,6 +1,7 @@
 /*
- * The ops console. Live metrics come from the issuer's own /metrics (the Prometheus
- * exposition, parsed here: no second set of counters); rates and p99 are over the interval
+ * The ops console. Live metrics come from the issuer's GET /v1/ops/metrics (scope admin: the
+ * Prometheus exposition that the management port serves as /metrics, parsed here: no second
+ * set of counters); rates and p99 are over the interval
  * between two polls. City state comes from GET /v1/ops/cities (scope admin), recent batches
  * from GET /v1/batches (scope convert). Each panel fails on its own: one missing endpoint or
  * key never blanks the others.
@@ -43,6 +44,7 @@
     "ops.total": ["累计", "Total"],
     "ops.errorsTotal": ["累计错误", "Errors total"],
     "ops.source": ["来源：本服务 /metrics，每 {s} 秒", "From this service's /metrics, every {s} s"],
+    "ops.nokey": ["需要 admin 密钥", "Needs an admin key"],
     "batches.title": ["最近批量转码", "Recent bulk batches"],
     "batches.id": ["批次", "Batch"],
     "batches.state": ["状态", "State"],
@@ -152,8 +154,13 @@
   }
 
   async function pollMetrics() {
+    if (!keys.admin) { panelState("operations", "nokey", CE.t("ops.nokey")); return; }
     try {
-      const response = await fetch("/metrics", { cache: "no-store", credentials: "omit" });
+      const response = await fetch("/v1/ops/metrics", {
+        cache: "no-store",
+        credentials: "omit",
+        headers: { Authorization: `Bearer ${keys.admin}` },
+      });
       if (!response.ok) throw new CE.ApiError(response.status, `HTTP_${response.status}`);
       const sample = { at: Date.now(), ops: parseMetrics(await response.text()) };
       last.ops = [sample, previous];
