@@ -27,7 +27,9 @@ from bench.record import save_latest
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
+from codeengine.keyfiles import new_mac_keyset
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore, StoreSettings
 
@@ -81,6 +83,8 @@ async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float
         security=cluster.client_security(),
     )
     store = RedisStore(settings)
+    # Records and audit entries are sealed and MACed as an issuer's importer does.
+    store.keys = StoreKeys(new_mac_keyset(os.urandom), new_mac_keyset(os.urandom))
     try:
         importer = Importer(
             store, load_rules(), Secret(os.urandom(32)), batch_id="bench", actor="bench"

@@ -1,4 +1,5 @@
-"""Reading the secret files the settings name: the signing keyring, the pepper, the KEK.
+"""Reading the secret files the settings name: the signing keyring, the pepper, the KEK, the
+alias key, the MAC keysets (records, audit) and the checkpoint signing key.
 
 Every service reads its key material through here; ``codeengine.ops.devsecrets`` writes the
 development set. Errors name the file, never its content.
@@ -6,14 +7,25 @@ development set. Errors name the file, never its content.
 
 from __future__ import annotations
 
-__all__ = ["PEPPER_BYTES", "load_keyring", "load_pepper", "write_private"]
+__all__ = [
+    "PEPPER_BYTES",
+    "add_mac_key",
+    "load_keyring",
+    "load_mac_keyset",
+    "load_pepper",
+    "new_mac_keyset",
+    "write_mac_keyset",
+    "write_private",
+]
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from codeengine.code.errors import KeyringError
 from codeengine.code.keyring import Keyring
+from codeengine.code.seal import KID_BYTES, MAC_KEY_BYTES, MACKeyset
 from codeengine.code.secret import Secret
 
 PEPPER_BYTES = 32
@@ -47,3 +59,35 @@ def load_pepper(path: Path) -> Secret:
     if len(pepper) < PEPPER_BYTES:
         raise KeyringError(f"pepper {path.name} holds fewer than {PEPPER_BYTES} bytes")
     return Secret(pepper)
+
+
+def load_mac_keyset(path: Path) -> MACKeyset:
+    """Read a MAC keyset file (JSON: the current key id and every key, hex)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read MAC keyset {path.name}: {type(exc).__name__}") from exc
+    return MACKeyset.from_document(document)
+
+
+def new_mac_keyset(random: Callable[[int], bytes]) -> MACKeyset:
+    """A keyset of one fresh key."""
+    kid = random(KID_BYTES)
+    return MACKeyset(kid, {kid: random(MAC_KEY_BYTES)})
+
+
+def write_mac_keyset(path: Path, keys: MACKeyset) -> None:
+    """Write a MAC keyset file, owner-only, atomically."""
+    write_private(path, json.dumps(keys.to_document(), indent=2).encode())
+
+
+def add_mac_key(path: Path, random: Callable[[int], bytes]) -> MACKeyset:
+    """Rotate: add a fresh key to the file as its current key; the old keys stay (they open
+    what they sealed). Processes pick the file up at their next re-read."""
+    keys = load_mac_keyset(path)
+    kid = random(KID_BYTES)
+    while kid in keys.keys:
+        kid = random(KID_BYTES)
+    rotated = keys.with_key(kid, random(MAC_KEY_BYTES))
+    write_mac_keyset(path, rotated)
+    return rotated

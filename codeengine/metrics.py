@@ -19,6 +19,7 @@ __all__ = [
     "LATENCY",
     "LATENCY_BUCKETS_S",
     "QR_RENDERS",
+    "RECORDS_TAMPERED",
     "REQUESTS",
     "SCANS_DROPPED",
     "SCANS_LOGGED",
@@ -73,6 +74,11 @@ LANE_HANDOVERS = Counter(
     "Connections the fast lane passed to aiohttp, by why (route, query, pipelined, header, "
     "version, large, malformed).",
     ["why"],
+)
+RECORDS_TAMPERED = Counter(
+    "codeengine_records_tampered_total",
+    "Stored values read whose seal or MAC failed, by service and what (record, token, chain).",
+    ["service", "what"],
 )
 CONNECTIONS_REFUSED = Counter(
     "codeengine_connections_refused_total",

@@ -115,13 +115,24 @@ class ClusterSettings:
 
 @dataclass(frozen=True, slots=True)
 class KeySettings:
-    """Where the signing keyring and the pseudonym pepper live."""
+    """Where each secret lives. Who holds which: docs/configuration.md (keys)."""
 
     keyring_file: str = "var/keys/keyring.json"
     """The first keyring, imported into the store when it holds none (dev and bootstrap)."""
     kek_file: str = "var/keys/kek"
     """The key-encryption key that seals the keyring in the store (issuers only)."""
     pepper_file: str = "var/keys/pepper"
+    """Identifier to pseudonym (issuers and the importer only; verifiers never read it)."""
+    alias_key_file: str = "var/keys/alias-key"
+    """The keyed hash of alias credentials and licences (issuers and verifiers)."""
+    record_mac_file: str = "var/keys/record-mac.json"
+    """The MAC keyset that seals records and display tokens (issuers and verifiers)."""
+    audit_mac_file: str = "var/keys/audit-mac.json"
+    """The MAC keyset of the audit chain (issuers and ops' audit commands)."""
+    checkpoint_key_file: str = "var/keys/checkpoint-ed25519.pem"
+    """The Ed25519 key that signs audit checkpoints (ops only; services never read it)."""
+    mac_refresh_s: float = 10.0
+    """How often a service re-reads its MAC keyset files (a rotation is picked up within it)."""
     credentials_file: str = "var/dev-credentials.json"
 
 

@@ -32,7 +32,7 @@ from codeengine.store.port import AliasBinding, Store
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_lines, read_object
 from codeengine.web.routes import Body, Route, object_body, path_param, ref
-from codeengine.web.runtime import CLOCK, PEPPER, STORE
+from codeengine.web.runtime import ALIAS_KEY, CLOCK, PEPPER, STORE
 from issuer.schemas import ALIAS_ID, SUBJECT_PARAM
 from issuer.subjects import subject_from_path
 
@@ -69,7 +69,7 @@ def _binding(request: web.Request, subject: str, alias_type: str, value: str) ->
             reason=Reason.UNKNOWN_ALIAS_TYPE,
         )
     normalised = kind.normalise(value, _today(request))
-    hashed = alias_hash(kind.name, normalised, request.app[PEPPER])
+    hashed = alias_hash(kind.name, normalised, request.app[ALIAS_KEY])
     return AliasBinding(subject, hashed, f"{kind.name}:{mask(normalised)}")  # type: ignore[arg-type]
 
 
@@ -223,7 +223,7 @@ async def link_licence(request: web.Request) -> web.Response:
         raise UnknownSubject("no such subject")
     listed = f"{kind}:{mask(number)}"
     added = await store.link_licence(
-        subject, licence_hash(kind, number, request.app[PEPPER]), listed
+        subject, licence_hash(kind, number, request.app[ALIAS_KEY]), listed
     )
     return web.json_response(
         {"subject": subject, "type": kind, "masked": mask(number)}, status=201 if added else 200

@@ -229,7 +229,7 @@ ISSUER_SCHEMAS: dict[str, Any] = {
             "version": {"type": ["integer", "null"]},
             "chain": {
                 "type": "object",
-                "description": "The audit trail's hash chain: ok, or where it breaks.",
+                "description": "The keyed audit chain: ok, or where it breaks.",
                 "properties": {
                     "ok": {"type": "boolean"},
                     "entries": _COUNT,
@@ -261,7 +261,15 @@ ISSUER_SCHEMAS: dict[str, Any] = {
                         "version": {"type": "integer"},
                         "at": {"type": "integer"},
                         "op_id": {"type": "string"},
-                        "hash": {"type": "string"},
+                        "position": {
+                            "type": "integer",
+                            "description": "The entry's place in the chain, 0 for the first.",
+                        },
+                        "hash": {
+                            "type": "string",
+                            "description": "The entry's MAC: HMAC-SHA-256 under the audit key, "
+                            "first 16 bytes, hex.",
+                        },
                         "until": {"type": "integer"},
                         "risk": {"type": "array"},
                     },

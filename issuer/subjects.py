@@ -10,6 +10,7 @@ import secrets
 
 from aiohttp import web
 
+from codeengine.code.chain import check_chain
 from codeengine.code.display import claims_for_at, is_current_at, refresh_at, successor_at
 from codeengine.code.errors import BadRequest, InvalidIdentifier, Reason, UnknownSubject
 from codeengine.code.identifiers import parse_identifier
@@ -18,14 +19,14 @@ from codeengine.code.pseudonym import check_subject_id, pseudonym
 from codeengine.code.qr import ImageCache, QRFormat, render
 from codeengine.code.status import MAX_OP_ID_CHARS, MAX_REASON_CHARS, StatusChange, SubjectRecord
 from codeengine.code.token import CTI_BYTES, encode
-from codeengine.store.audit import check_chain, history_entries
+from codeengine.store.audit import history_entries
 from codeengine.web.answers import JsonAnswer, json_str
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.routes import Route, object_body, ref
-from codeengine.web.runtime import CLOCK, KEYS, PEPPER, RULES, SETTINGS, STORE
+from codeengine.web.runtime import CLOCK, KEYS, MAC_KEYS, PEPPER, RULES, SETTINGS, STORE
 from codeengine.web.service import via_service
 from issuer.schemas import SUBJECT_PARAM
 
@@ -250,7 +251,7 @@ async def history(request: web.Request) -> web.Response:
     record, entries = await request.app[STORE].audit_chain(subject)
     if record is None and not entries:
         raise UnknownSubject("no such subject")
-    check = check_chain(subject, record, entries)
+    check = check_chain(request.app[MAC_KEYS].require().audit_or_raise(), subject, record, entries)
     now = int(request.app[CLOCK]())
     answer = {
         "subject": subject,

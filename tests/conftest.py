@@ -63,6 +63,10 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "keys_keyring_file": str(var / "keyring.json"),
         "keys_kek_file": str(var / "kek"),
         "keys_pepper_file": str(var / "pepper"),
+        "keys_alias_key_file": str(var / "alias-key"),
+        "keys_record_mac_file": str(var / "record-mac.json"),
+        "keys_audit_mac_file": str(var / "audit-mac.json"),
+        "keys_checkpoint_key_file": str(var / "checkpoint-ed25519.pem"),
         "keys_credentials_file": str(var / "credentials.json"),
     }
     ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))

@@ -27,6 +27,7 @@ from codeengine.code.errors import (
     BadRequest,
     InvalidIdentifier,
     Reason,
+    RecordTampered,
     StoreUnavailable,
     VerificationError,
 )
@@ -56,7 +57,7 @@ from codeengine.web.body import (
 )
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
-from codeengine.web.runtime import CLOCK, KEYS, PEPPER, SETTINGS, STORE
+from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import trust_route
 from verifier.scanlog import ScanLogWriter
@@ -157,6 +158,9 @@ async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict
         except StoreUnavailable:
             grey = settings.verifier.degraded_colour == "grey"
             verdict = degraded_verdict_at(checked, trust, now, grey=grey)
+        except RecordTampered:
+            # Counted and logged by the store; its content cannot be vouched for: grey.
+            verdict = Verdict(False, Reason.RECORD_TAMPERED.value, now, Colour.GREY)
     _log_scan(app, item, verdict, subject)
     _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
     return verdict
@@ -191,7 +195,7 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
     ``STORE_UNAVAILABLE``, marked degraded.
     """
     try:
-        hashed = alias.hash(value, app[PEPPER], china_date(now))
+        hashed = alias.hash(value, app[ALIAS_KEY], china_date(now))
     except InvalidIdentifier:
         return Verdict(False, Reason.MALFORMED.value, now)
     store = app[STORE]
@@ -202,6 +206,8 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
         record, _ = await store.display_state(subject)
     except StoreUnavailable:
         return Verdict(False, Reason.STORE_UNAVAILABLE.value, now, degraded=True)
+    except RecordTampered:
+        return Verdict(False, Reason.RECORD_TAMPERED.value, now, Colour.GREY)
     if record is None:
         return Verdict(False, Reason.UNKNOWN_SUBJECT.value, now)
     colour = record.colour_at(now)

@@ -22,6 +22,7 @@ __all__ = [
     "NotYetValid",
     "RateLimited",
     "Reason",
+    "RecordTampered",
     "Revoked",
     "RotationPending",
     "StoreUnavailable",
@@ -66,6 +67,7 @@ class Reason(StrEnum):
     NOT_REPLICATED = "NOT_REPLICATED"
     VERSION_CONFLICT = "VERSION_CONFLICT"
     UNKNOWN_SUBJECT = "UNKNOWN_SUBJECT"
+    RECORD_TAMPERED = "RECORD_TAMPERED"
     # Requests at the HTTP boundary.
     BAD_JSON = "BAD_JSON"
     INVALID_FIELD = "INVALID_FIELD"
@@ -299,3 +301,13 @@ class AliasTaken(CodeEngineError):
     """The alias is bound to another subject (which one is never said)."""
 
     reason = Reason.ALIAS_TAKEN
+
+
+class RecordTampered(CodeEngineError):
+    """A stored record, display token or audit entry does not carry the seal its writer gave it.
+
+    Something other than the engine wrote it (or it was sealed with a key this process does not
+    hold): its content cannot be trusted, so verify answers grey and writes refuse to build on it.
+    """
+
+    reason = Reason.RECORD_TAMPERED

@@ -42,7 +42,13 @@ class SubjectRecord(NamedTuple):
     override: tuple[Colour, int] | None = None
     """An upheld appeal's colour and the instant it ends."""
     head: str = ""
-    """The hash of the subject's latest audit entry (the audit chain's head)."""
+    """The MAC (hex) of the subject's latest audit entry: the audit chain's head."""
+    entries: int = 0
+    """How many audit entries the subject has: the next entry's position (codeengine.code.chain)."""
+    fences: tuple[tuple[str, int], ...] = ()
+    """The highest fencing epoch of each city that wrote the subject (codeengine.store.fence)."""
+    last_batch: str = ""
+    """The import batch that wrote the record last, if nothing wrote it since (its rollback)."""
 
     def colour_at(self, now: int) -> Colour:
         """The colour the subject shows at ``now`` (override, risk periods, base)."""
@@ -60,6 +66,12 @@ class SubjectRecord(NamedTuple):
             fields["o"] = [int(self.override[0]), self.override[1]]
         if self.head:
             fields["h"] = self.head
+        if self.entries:
+            fields["n"] = self.entries
+        if self.fences:
+            fields["fe"] = dict(self.fences)
+        if self.last_batch:
+            fields["lb"] = self.last_batch
         return msgpack.packb(fields)  # type: ignore[no-any-return]
 
     @classmethod
@@ -69,6 +81,7 @@ class SubjectRecord(NamedTuple):
             fields: dict[str, Any] = msgpack.unpackb(raw)
             flat = fields.get("r")
             override = fields.get("o")
+            fences = fields.get("fe")
             # Most records have no rule period running: no generator for them.
             risk = (
                 tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2))
@@ -86,6 +99,9 @@ class SubjectRecord(NamedTuple):
                 risk,
                 None if not override else (_COLOURS[override[0]], int(override[1])),
                 str(fields.get("h", "")),
+                int(fields.get("n", 0)),
+                tuple(sorted((str(c), int(e)) for c, e in fences.items())) if fences else (),
+                str(fields.get("lb", "")),
             ))  # fmt: skip
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise CodeEngineError("stored subject record is corrupt") from exc

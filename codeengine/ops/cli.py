@@ -50,6 +50,9 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
     credentials = ensure_dev_material(settings)
     print(f"keyring: {settings.keys.keyring_file}")
     print(f"pepper: {settings.keys.pepper_file}")
+    print(f"alias key: {settings.keys.alias_key_file}")
+    print(f"MAC keysets: {settings.keys.record_mac_file}, {settings.keys.audit_mac_file}")
+    print(f"checkpoint key: {settings.keys.checkpoint_key_file}")
     print(f"credentials: {credentials}")
     return 0
 

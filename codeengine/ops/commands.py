@@ -3,10 +3,13 @@
     codeengine convert import FILE --batch-id ID [--dry-run] [--format csv|ndjson]
     codeengine convert show ID
     codeengine convert rollback ID
-    codeengine audit verify [--subject=PSEUDONYM]
+    codeengine audit verify [--subject=PSEUDONYM] [--checkpoint FILE]
+    codeengine audit checkpoint --out FILE
+    codeengine audit rotate-mac records|audit
 
 They read the same settings as the services (``configs/engine.toml``, ``CODEENGINE_*``): the
-cluster's nodes, the pepper (imports derive pseudonyms) and the rules file. Reports go to
+cluster's nodes, the pepper (imports derive pseudonyms), the MAC keysets (records and audit
+entries are sealed by whoever writes them), the checkpoint key and the rules file. Reports go to
 standard output as JSON; progress goes to standard error, as a bar on a terminal.
 """
 
@@ -25,11 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from codeengine.code.model import SubjectId
 from codeengine.code.rules import load_rules
-from codeengine.keyfiles import load_pepper
+from codeengine.keyfiles import add_mac_key, load_mac_keyset, load_pepper
+from codeengine.ops.checkpoints import read_checkpoint, write_checkpoint
 from codeengine.settings import ENV_PREFIX, Settings, load_settings
-from codeengine.store.audit import check_chain, verify_store
+from codeengine.store.adapters._sealed import StoreKeys
+from codeengine.store.audit import check_subject, verify_store
 from codeengine.store.batches import BatchReport, Format, Importer
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
@@ -104,10 +108,20 @@ async def _with_store(settings: Settings, work: Any) -> Any:
     tuned = store_settings(settings)
     tuned = replace(tuned, read_deadline_ms=max(tuned.read_deadline_ms, OPS_READ_DEADLINE_MS))
     store = RedisStore(tuned)
+    store.keys = store_keys(settings)
+    store.service = "ops"
     try:
         return await work(store)
     finally:
         await store.close()
+
+
+def store_keys(settings: Settings) -> StoreKeys:
+    """The MAC keys ops commands write and check with: records and the audit chain."""
+    return StoreKeys(
+        load_mac_keyset(Path(settings.keys.record_mac_file)),
+        load_mac_keyset(Path(settings.keys.audit_mac_file)),
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -168,25 +182,31 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(checked: int, broken: int) -> None:
+    sys.stderr.write(f"\r{checked:,} subjects checked, {broken:,} broken")
+    sys.stderr.flush()
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-
-    def progress(checked: int, broken: int) -> None:
-        sys.stderr.write(f"\r{checked:,} subjects checked, {broken:,} broken")
-        sys.stderr.flush()
+    audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
+    anchors = None
+    if args.checkpoint:
+        key = Path(args.public_key or settings.keys.checkpoint_key_file)
+        anchors = read_checkpoint(Path(args.checkpoint), key)
 
     async def work(store: RedisStore) -> tuple[int, list[Any]]:
         if args.subject:
-            subject = SubjectId(args.subject)
-            record, entries = await store.audit_chain(subject)
-            result = check_chain(subject, record, entries)
+            result = await check_subject(store, audit_keys, args.subject, anchors)
             return 1, [] if result.ok else [result]
-        return await verify_store(store, progress if sys.stderr.isatty() else None)
+        progress = _progress if sys.stderr.isatty() else None
+        return await verify_store(store, audit_keys, progress, anchors)
 
     checked, broken = asyncio.run(_with_store(settings, work))
     _print(
         {
             "checked": checked,
+            "checkpoint": args.checkpoint,
             "broken": [
                 {"subject": b.subject, "entries": b.entries, "broken_at": b.broken_at,
                  "problem": b.problem}
@@ -195,6 +215,54 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         }
     )  # fmt: skip
     return 1 if broken else 0
+
+
+def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
+
+    async def work(store: RedisStore) -> tuple[list[tuple[str, int, str]], list[Any]]:
+        # Only chains that check are anchored: a broken one is reported, never vouched for.
+        heads: dict[str, tuple[str, int, str]] = {}
+        broken = []
+        async for subject in store.audited_subjects():
+            if subject in heads:
+                continue
+            result = await check_subject(store, audit_keys, subject)
+            if not result.ok:
+                broken.append(result)
+                continue
+            record = await store.get_subject(subject)
+            if record is not None:
+                heads[subject] = (subject, record.entries, record.head)
+            if len(heads) % 1000 == 0:
+                sys.stderr.write(f"\r{len(heads):,} heads read, {len(broken):,} broken")
+                sys.stderr.flush()
+        return sorted(heads.values()), broken
+
+    heads, broken = asyncio.run(_with_store(settings, work))
+    out = Path(args.out)
+    count = write_checkpoint(out, heads, Path(settings.keys.checkpoint_key_file), int(time.time()))
+    sys.stderr.write("\n")
+    _print(
+        {
+            "checkpoint": str(out),
+            "anchored": count,
+            "bytes": out.stat().st_size,
+            "broken": [{"subject": b.subject, "problem": b.problem} for b in broken],
+        }
+    )
+    return 1 if broken else 0
+
+
+def _cmd_rotate_mac(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(
+        settings.keys.record_mac_file if args.which == "records" else settings.keys.audit_mac_file
+    )
+    keys = add_mac_key(path, os.urandom)
+    _print({"file": str(path), "current": keys.current.hex(), "kids": len(keys.keys)})
+    return 0
 
 
 def add_ops_commands(commands: Any) -> None:
@@ -217,7 +285,7 @@ def add_ops_commands(commands: Any) -> None:
 
     audit = commands.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check every subject's audit hash chain")
+    verify = audit_sub.add_parser("verify", help="check every subject's keyed audit chain")
     verify.add_argument(
         "--subject",
         metavar="PSEUDONYM",
@@ -225,4 +293,22 @@ def add_ops_commands(commands: Any) -> None:
         # option after a space. The '=' form takes any value.
         help="check one subject only; write --subject=PSEUDONYM (a pseudonym may start with '-')",
     )
+    verify.add_argument(
+        "--checkpoint", metavar="FILE", help="also check every head anchored in this checkpoint"
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="the checkpoint key's public half (default: taken from keys.checkpoint_key_file)",
+    )
     verify.set_defaults(func=_cmd_audit_verify)
+    checkpoint = audit_sub.add_parser(
+        "checkpoint", help="write a signed checkpoint of every subject's chain head"
+    )
+    checkpoint.add_argument("--out", required=True, metavar="FILE")
+    checkpoint.set_defaults(func=_cmd_audit_checkpoint)
+    rotate = audit_sub.add_parser(
+        "rotate-mac", help="add a new current key to the records' or the audit MAC keyset"
+    )
+    rotate.add_argument("which", choices=("records", "audit"))
+    rotate.set_defaults(func=_cmd_rotate_mac)

@@ -1,4 +1,5 @@
-"""Dev key material for ``make run``: keyring, key-encryption key, pepper, API credentials.
+"""Dev key material for ``make run``: keyring, key-encryption key, pepper, alias key, MAC
+keysets, the checkpoint signing key, API credentials.
 
 Created once, under the ignored ``var/`` folder, with owner-only permissions, and reused after.
 Production material comes from the operator's key management instead: the services only read
@@ -19,7 +20,16 @@ from typing import Any
 from codeengine.code.keyring import Keyring
 from codeengine.code.model import SCOPES
 from codeengine.code.suites import DEFAULT_SUITE
-from codeengine.keyfiles import PEPPER_BYTES, load_keyring, load_pepper, write_private
+from codeengine.keyfiles import (
+    PEPPER_BYTES,
+    load_keyring,
+    load_mac_keyset,
+    load_pepper,
+    new_mac_keyset,
+    write_mac_keyset,
+    write_private,
+)
+from codeengine.ops.checkpoints import new_signing_key, public_pem
 from codeengine.settings import Settings
 
 API_KEY_BYTES = 32
@@ -34,10 +44,22 @@ def ensure_dev_material(settings: Settings) -> Path:
         keyring = Keyring.generate_at(int(time.time()), DEFAULT_SUITE, os.urandom)
         write_private(keyring_path, json.dumps(keyring.to_private_jwks(), indent=2).encode())
     load_keyring(keyring_path)
-    for path in (Path(settings.keys.pepper_file), Path(settings.keys.kek_file)):
+    keys = settings.keys
+    for path in (Path(keys.pepper_file), Path(keys.kek_file), Path(keys.alias_key_file)):
         if not path.exists():
             write_private(path, secrets.token_bytes(PEPPER_BYTES).hex().encode())
         load_pepper(path)
+    for path in (Path(keys.record_mac_file), Path(keys.audit_mac_file)):
+        if not path.exists():
+            write_mac_keyset(path, new_mac_keyset(os.urandom))
+        load_mac_keyset(path)
+    checkpoint = Path(keys.checkpoint_key_file)
+    if not checkpoint.exists():
+        write_private(checkpoint, new_signing_key())
+    public = checkpoint.with_suffix(".pub")
+    if not public.exists():
+        # The half that checks checkpoints, for wherever they are verified.
+        public.write_bytes(public_pem(checkpoint))
     credentials_path = Path(settings.keys.credentials_file)
     document: dict[str, Any] = {
         "note": "development credentials; never use outside make run",

@@ -51,6 +51,7 @@ from codeengine.code.errors import StoreUnavailable
 from codeengine.code.fencing import Role, Switch
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.model import CityCode, SubjectId
+from codeengine.ops.commands import store_keys
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.topology import CityProcesses, on_free_ports
@@ -248,6 +249,10 @@ class _World:
             "KEYS_KEYRING_FILE": str(work / "keys" / "keyring.json"),
             "KEYS_KEK_FILE": str(work / "keys" / "kek"),
             "KEYS_PEPPER_FILE": str(work / "keys" / "pepper"),
+            "KEYS_ALIAS_KEY_FILE": str(work / "keys" / "alias-key"),
+            "KEYS_RECORD_MAC_FILE": str(work / "keys" / "record-mac.json"),
+            "KEYS_AUDIT_MAC_FILE": str(work / "keys" / "audit-mac.json"),
+            "KEYS_CHECKPOINT_KEY_FILE": str(work / "keys" / "checkpoint-ed25519.pem"),
             "KEYS_CREDENTIALS_FILE": str(work / "credentials.json"),
             "CODES_RULES_FILE": str(CONFIGS / "rules.toml"),
             "CODES_FUSION_FILE": str(CONFIGS / "fusion.toml"),
@@ -279,7 +284,10 @@ class _World:
         self.cluster.stop()
 
     def store(self) -> RedisStore:
-        return RedisStore(store_settings(self.settings))
+        store = RedisStore(store_settings(self.settings))
+        # The drill reads what the services wrote: it holds their MAC keys, as ops does.
+        store.keys = store_keys(self.settings)
+        return store
 
 
 def _restore_s(options: DrillOptions) -> float:

@@ -1,71 +1,62 @@
-"""The audit trail's hash chain: check it for one subject, or for every subject in the store.
+"""The keyed audit chain: check it for one subject or for every subject in the store.
 
-Every status change is appended to the subject's audit stream by the store's scripts
-(``lua/audit.lua``): each entry carries ``prev``, the hash of the entry before it, its own hash
-``h`` is the SHA-1 of its packed bytes, and the subject's record keeps the hash of the latest
-entry. So an entry that was altered no longer matches its hash; one removed or moved breaks the
-``prev`` link of the next; removing the latest entries leaves the record's head pointing at an
-entry that is gone. What the chain cannot show is a rewrite of every hash from the altered
-entry to the head, record included: that takes write access to the store and knowledge of this
-scheme, and it is what anchoring the heads outside the store would catch.
+Every audited write appends an entry MACed by the issuer with the audit key
+(codeengine.code.chain): each entry binds its subject, its position and the MAC of the entry
+before it, and the subject's sealed record keeps the head (position and MAC). So an entry
+altered, removed, moved or copied from another subject breaks the chain, and so does a record
+edited by anyone without the record key. A holder of both keys could still rewrite a whole
+chain consistently: a checkpoint (``codeengine audit checkpoint``) anchors every head outside
+the store, signed with a key services do not hold, and ``verify`` with it checks that every
+anchored head is still at its position.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChainCheck", "check_chain", "history_entries", "verify_store"]
+__all__ = [
+    "Anchor",
+    "ChainCheck",
+    "check_anchored",
+    "check_chain",
+    "check_subject",
+    "history_entries",
+    "verify_store",
+]
 
-import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
 
+from codeengine.code.chain import ChainCheck, check_chain
+from codeengine.code.errors import RecordTampered
 from codeengine.code.model import Colour, SubjectId
+from codeengine.code.seal import MACKeyset
 from codeengine.code.status import SubjectRecord
 from codeengine.store.port import Store
 
 _COLOURS = {int(c): c for c in Colour}
 
-
-@dataclass(frozen=True, slots=True)
-class ChainCheck:
-    """The verdict on one subject's audit chain."""
-
-    subject: SubjectId
-    entries: int
-    ok: bool
-    broken_at: int | None = None
-    """Index (0 = oldest) of the first entry that does not fit; ``entries`` for the head."""
-    problem: str = ""
+Anchor = tuple[int, str]
+"""A checkpoint's anchor of one subject: how many entries its chain had, and the head's MAC."""
 
 
-def check_chain(
-    subject: SubjectId, record: SubjectRecord | None, entries: Sequence[tuple[bytes, str]]
+def check_anchored(
+    keys: MACKeyset,
+    subject: str,
+    record: SubjectRecord | None,
+    entries: Sequence[tuple[bytes, str]],
+    anchor: Anchor | None = None,
 ) -> ChainCheck:
-    """Check a subject's audit entries (packed entry, hash; oldest first) against its record."""
-    prev = ""
-    for index, (packed, digest) in enumerate(entries):
-        if hashlib.sha1(packed, usedforsecurity=False).hexdigest() != digest:
-            return ChainCheck(subject, len(entries), False, index, "entry altered")
-        try:
-            fields = msgpack.unpackb(packed)
-        except (ValueError, msgpack.UnpackException):
-            return ChainCheck(subject, len(entries), False, index, "entry unreadable")
-        if not isinstance(fields, dict) or fields.get("prev") != prev:
-            return ChainCheck(
-                subject, len(entries), False, index, "entry before it removed or moved"
-            )
-        prev = digest
-    if record is None:
-        if entries:
-            return ChainCheck(subject, len(entries), False, len(entries), "record missing")
-        return ChainCheck(subject, 0, True)
-    if record.head != prev:
-        return ChainCheck(
-            subject, len(entries), False, len(entries), "latest entries removed or head altered"
-        )
-    return ChainCheck(subject, len(entries), True)
+    """:func:`check_chain`, and the anchored head still at its position, if there is one."""
+    result = check_chain(keys, subject, record, entries)
+    if not result.ok or anchor is None:
+        return result
+    count, head = anchor
+    if count == 0:
+        return result
+    if len(entries) < count or entries[count - 1][1] != head:
+        return ChainCheck(subject, len(entries), False, count - 1, "differs from the checkpoint")
+    return result
 
 
 def history_entries(entries: Sequence[tuple[bytes, str]]) -> list[dict[str, Any]]:
@@ -83,6 +74,7 @@ def history_entries(entries: Sequence[tuple[bytes, str]]) -> list[dict[str, Any]
             "version": int(fields.get("v", 0)),
             "at": int(fields.get("at", 0)),
             "op_id": str(fields.get("op_id", "")),
+            "position": int(fields.get("n", -1)),
             "hash": digest,
         }
         if risk:
@@ -102,17 +94,40 @@ def _label(value: object) -> str | None:
 
 
 async def verify_store(
-    store: Store, progress: Callable[[int, int], None] | None = None
+    store: Store,
+    keys: MACKeyset,
+    progress: Callable[[int, int], None] | None = None,
+    anchors: Mapping[str, Anchor] | None = None,
 ) -> tuple[int, list[ChainCheck]]:
-    """Check every subject's chain; the number checked and the broken ones."""
+    """Check every subject's chain (and its anchor); the number checked and the broken ones.
+
+    A subject anchored in the checkpoint whose chain is gone altogether is broken too.
+    """
     checked = 0
     broken: list[ChainCheck] = []
+    seen: set[str] = set()
     async for subject in store.audited_subjects():
-        record, entries = await store.audit_chain(subject)
-        result = check_chain(subject, record, entries)
+        if subject in seen:
+            continue
+        seen.add(subject)
+        result = await check_subject(store, keys, subject, anchors)
         checked += 1
         if not result.ok:
             broken.append(result)
         if progress is not None and checked % 1000 == 0:
             progress(checked, len(broken))
+    for gone in sorted(set(anchors or ()) - seen):
+        checked += 1
+        broken.append(ChainCheck(gone, 0, False, 0, "anchored in the checkpoint, now gone"))
     return checked, broken
+
+
+async def check_subject(
+    store: Store, keys: MACKeyset, subject: str, anchors: Mapping[str, Anchor] | None = None
+) -> ChainCheck:
+    """One subject's verdict; a record whose seal fails is a broken chain (its anchor)."""
+    try:
+        record, entries = await store.audit_chain(SubjectId(subject))
+    except RecordTampered:
+        return ChainCheck(subject, 0, False, None, "record seal fails (RECORD_TAMPERED)")
+    return check_anchored(keys, subject, record, entries, (anchors or {}).get(subject))

@@ -7,32 +7,27 @@ every number a script returns as a code is a member of its enum.
 
 from __future__ import annotations
 
-__all__ = ["ClaimCode", "ReleaseCode", "RiskCode", "WriteCode", "did_write"]
+__all__ = ["ClaimCode", "KeyringCode", "PutCode", "ReleaseCode", "did_write"]
 
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
 
-class WriteCode(IntEnum):
-    """The first element of a single-subject write's reply (create, status, appeal, rollback)."""
+class PutCode(IntEnum):
+    """A sealed record write's code (``put_record``, and each row of ``put_records``)."""
 
-    NOTHING = 0  # nothing to do: the subject existed, or the change was made already
+    EXISTS = 0  # a create found the subject: the reply carries its record
     APPLIED = 1  # written now
-    REPEAT = 2  # this operation id was applied before: the reply says what it applied
-    UNKNOWN_SUBJECT = -1
-    STALE = -2  # the caller's version is not the current one (or the subject changed since)
-    FENCED = -3  # a newer writer of the city wrote the subject: this writer is fenced off
+    REPEAT = 2  # this operation's marker exists: the reply carries what it applied
+    CONFLICT = -4  # the record is not the one the writer read: read it again and retry
 
 
-class RiskCode(IntEnum):
-    """The import script's code for each of its rows."""
+class KeyringCode(IntEnum):
+    """The keyring's compare-and-set."""
 
-    UNCHANGED = 0
-    CHANGED = 1
-    CREATED = 2  # changed, and the subject created for it
-    LISTED = 3  # unchanged, but this batch changed the subject before (list it for a rollback)
-    FENCED = -3
+    APPLIED = 1
+    STALE = -2  # the caller's version is not the current one
 
 
 class ClaimCode(IntEnum):
@@ -52,4 +47,4 @@ class ReleaseCode(IntEnum):
 
 def did_write(reply: Sequence[Any]) -> bool:
     """Whether a write's reply says it wrote, now or before (a refusal needs no replica)."""
-    return int(reply[0]) > WriteCode.NOTHING
+    return int(reply[0]) > PutCode.EXISTS

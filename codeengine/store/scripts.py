@@ -7,26 +7,24 @@ trail, risk periods, the city lease) are files of their own that a script pulls 
 declares each script's KEYS and ARGV in order and the enum of its result codes
 (``store.results``); ``tests/unit/test_scripts.py`` checks the files against it.
 
-Records and audit entries are msgpack, packed and unpacked with Redis's built-in cmsgpack,
-so the script is the single writer of a subject's record and of its audit trail.
+Records and audit entries are built, sealed and MACed by the services (codeengine.code.seal,
+codeengine.code.chain) with keys Redis never sees; the scripts that write them only
+compare-and-set the bytes they are given.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ALIAS_CLAIM",
-    "ALIAS_LINK",
     "ALIAS_RELEASE",
     "APPEND_SCANS",
-    "APPLY_RISK",
-    "CREATE_SUBJECT",
     "FENCE_HANDOVER",
     "FENCE_TICK",
     "PUT_KEYRING",
-    "RESTORE_RISK",
+    "PUT_RECORD",
+    "PUT_RECORDS",
+    "READ_RECORDS",
     "REVOKE",
-    "SET_OVERRIDE",
-    "SET_STATUS",
     "SIGNATURES",
     "SWAP_DISPLAY",
     "Signature",
@@ -39,7 +37,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 
-from codeengine.store.results import ClaimCode, ReleaseCode, RiskCode, WriteCode
+from codeengine.store.results import ClaimCode, KeyringCode, PutCode, ReleaseCode
 
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)\n", re.MULTILINE)
 
@@ -57,56 +55,33 @@ class Signature:
     a script that replies with data."""
 
 
-# A fenced write's last three arguments: its WriterToken, in that tuple's order.
-_WRITER = ("fence_city", "fence_epoch", "writer")
-_SUBJECT = ("record_key", "marker_key", "audit_key")  # keyspace.subject_keys, in its order
 _LEASE = ("lease_key", "epoch_key", "switches_key", "primary_beat_key", "hold_key",
           "backup_beat_key")  # fmt: skip
-# The import's key templates: each key's text before and after the subject.
-_TEMPLATES = ("record_prefix", "record_suffix", "snapshot_prefix", "snapshot_suffix",
-              "audit_prefix", "audit_suffix")  # fmt: skip
 
-# Each script's file is its name in lower case (CREATE_SUBJECT: lua/create_subject.lua).
+# Each script's file is its name in lower case (PUT_RECORD: lua/put_record.lua).
 SIGNATURES: dict[str, Signature] = {
-    "CREATE_SUBJECT": Signature(
-        ("record_key", "audit_key"), ("packed_record", "actor", *_WRITER), codes=WriteCode
+    "PUT_RECORD": Signature(
+        ("record_key", "marker_key", "audit_key", "side_key"),
+        ("seen", "new", "entry", "hash", "marker", "side", "side_field", "side_value"),
+        codes=PutCode,
     ),
-    "SET_STATUS": Signature(
-        _SUBJECT,
-        ("if_version", "colour", "op_id", "at", "actor", "reason", *_WRITER),
-        codes=WriteCode,
-    ),
-    "APPLY_RISK": Signature(
+    "READ_RECORDS": Signature(("routing_key",), (), row=("record_key",)),
+    "PUT_RECORDS": Signature(
         ("routing_key",),
-        ("now", "actor", "batch", "keep", *_WRITER, *_TEMPLATES),
-        row=("subject", "colour", "until_ms", "clears", "reason", "kind", "city", "no_data"),
-        codes=RiskCode,
-    ),
-    "RESTORE_RISK": Signature(
-        ("record_key", "snapshot_key", "audit_key"),
-        ("now", "actor", "batch", *_WRITER),
-        codes=WriteCode,
-    ),
-    "SET_OVERRIDE": Signature(
-        _SUBJECT,
-        ("colour", "ends", "at", "actor", "reason", "appeal_id", *_WRITER),
-        codes=WriteCode,
+        ("keep",),
+        row=("record_key", "audit_key", "snapshot_key", "seen", "new", "entry", "hash", "snapshot"),
+        codes=PutCode,
     ),
     "SWAP_DISPLAY": Signature(("token_key",), ("seen", "new", "ttl_ms")),
     "PUT_KEYRING": Signature(
         ("keyring_key", "trust_key", "version_key"),
         ("expected", "sealed", "version", "trust"),
-        codes=WriteCode,
+        codes=KeyringCode,
     ),
     "REVOKE": Signature(("set_key",), ("member", "score", "prune_below")),
     "APPEND_SCANS": Signature(("log_key", "marker_key"), ("max_len",), row=("entry",)),
-    "ALIAS_CLAIM": Signature(("alias_key",), ("subject",), codes=ClaimCode),
+    "ALIAS_CLAIM": Signature(("alias_key",), ("subject", "sealed"), codes=ClaimCode),
     "ALIAS_RELEASE": Signature(("alias_key",), ("subject",), codes=ReleaseCode),
-    "ALIAS_LINK": Signature(
-        ("record_key", "aliases_key", "audit_key"),
-        ("action", "alias", "listed", "actor", "at"),
-        codes=WriteCode,
-    ),
     "FENCE_TICK": Signature(_LEASE, ("role", "lease_ms", "handback_ms", "may_take")),
     "FENCE_HANDOVER": Signature(_LEASE, ("to", "hold_ms", "lease_ms")),
 }
@@ -129,17 +104,14 @@ def compose(file: str) -> str:
     return _INCLUDE.sub(include, source(file))
 
 
-CREATE_SUBJECT = compose("create_subject.lua")
-SET_STATUS = compose("set_status.lua")
-APPLY_RISK = compose("apply_risk.lua")
-RESTORE_RISK = compose("restore_risk.lua")
-SET_OVERRIDE = compose("set_override.lua")
+PUT_RECORD = compose("put_record.lua")
+READ_RECORDS = compose("read_records.lua")
+PUT_RECORDS = compose("put_records.lua")
 SWAP_DISPLAY = compose("swap_display.lua")
 PUT_KEYRING = compose("put_keyring.lua")
 REVOKE = compose("revoke.lua")
 APPEND_SCANS = compose("append_scans.lua")
 ALIAS_CLAIM = compose("alias_claim.lua")
 ALIAS_RELEASE = compose("alias_release.lua")
-ALIAS_LINK = compose("alias_link.lua")
 FENCE_TICK = compose("fence_tick.lua")
 FENCE_HANDOVER = compose("fence_handover.lua")

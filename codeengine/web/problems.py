@@ -33,6 +33,7 @@ from codeengine.code.errors import (
     NotWriter,
     RateLimited,
     Reason,
+    RecordTampered,
     RotationPending,
     StoreUnavailable,
     UnknownAppeal,
@@ -64,6 +65,7 @@ _STATUS: tuple[tuple[type[CodeEngineError], int], ...] = (
     (AppealDecided, 409),
     (AliasTaken, 409),
     (VersionConflict, 409),
+    (RecordTampered, 409),
     (RotationPending, 409),
     (RateLimited, 429),
     (StoreUnavailable, 503),
@@ -116,6 +118,9 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
         headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
     elif isinstance(exc, VersionConflict):
         extra["current_version"] = exc.current_version
+    elif isinstance(exc, RecordTampered):
+        # The stored status cannot be vouched for: what a screen shows for it is grey.
+        extra["colour"] = "grey"
     elif isinstance(exc, NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     return problem(status, exc.reason, exc.detail, headers or None, **extra)

@@ -9,15 +9,18 @@ process within about a second.
 from __future__ import annotations
 
 __all__ = [
+    "ALIAS_KEY",
     "CLOCK",
     "FENCE",
     "KEYS",
+    "MAC_KEYS",
     "PEPPER",
     "RULES",
     "SETTINGS",
     "STORE",
     "Clock",
     "KeyState",
+    "MACKeyState",
     "attach_runtime",
     "refresh_keys",
     "store_settings",
@@ -43,9 +46,10 @@ from codeengine.code.rules import RuleSet, load_rules
 from codeengine.code.secret import Secret
 from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import Revocations
-from codeengine.keyfiles import load_keyring, load_pepper
+from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper
 from codeengine.metrics import flush_hot
 from codeengine.settings import Settings, parse_nodes
+from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.fence import FenceKeeper
 from codeengine.store.port import Store
 from codeengine.store.redisstore import RedisStore, StoreSettings
@@ -91,6 +95,10 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 KEYS = web.AppKey("keys", KeyState)
 PEPPER = web.AppKey("pepper", Secret)
+"""Identifier to pseudonym: issuers only."""
+ALIAS_KEY = web.AppKey("alias_key", Secret)
+"""The keyed hash of alias credentials and licences: issuers and verifiers."""
+
 CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
 FENCE = web.AppKey("fence", FenceKeeper)
@@ -196,6 +204,54 @@ async def _keep_keys_fresh(
         await asyncio.sleep(interval)
 
 
+class MACKeyState:
+    """The MAC keysets this process holds, re-read from their files every ``mac_refresh_s``.
+
+    A rotation (``codeengine audit rotate-mac``) adds a key to the file and makes it current;
+    the old keys stay in it, so values sealed before keep opening, and each process seals with
+    the new key from its next re-read on (or its restart).
+    """
+
+    def __init__(self) -> None:
+        self.keys: StoreKeys | None = None
+        self._stores: list[tuple[object, str]] = []
+
+    def load(self, settings: Settings, *, signs: bool) -> None:
+        """Read the files: the record keyset, and the audit keyset for an issuer."""
+        records = load_mac_keyset(Path(settings.keys.record_mac_file))
+        audit = load_mac_keyset(Path(settings.keys.audit_mac_file)) if signs else None
+        self.keys = StoreKeys(records, audit)
+        for store, _service in self._stores:
+            if isinstance(store, RedisStore):
+                store.keys = self.keys
+
+    def attach(self, store: object, service: str) -> None:
+        """Give ``store`` these keys now and after every re-read."""
+        self._stores.append((store, service))
+        if isinstance(store, RedisStore):
+            store.keys = self.keys
+            store.service = service
+
+    def require(self) -> StoreKeys:
+        """The keys, or the reason they are missing."""
+        if self.keys is None:
+            raise KeyringError("MAC keys not loaded yet")
+        return self.keys
+
+
+MAC_KEYS = web.AppKey("mac_keys", MACKeyState)
+
+
+async def _keep_macs_fresh(state: MACKeyState, settings: Settings, *, signs: bool) -> None:
+    while True:
+        await asyncio.sleep(settings.keys.mac_refresh_s)
+        try:
+            state.load(settings, signs=signs)
+        except CodeEngineError:
+            # Keep the keys already loaded; a rotation half-written is read again next time.
+            log.exception("MAC keyset re-read failed")
+
+
 async def _start_fence(app: web.Application, settings: Settings) -> FenceKeeper | None:
     """Start beating for this endpoint's city write lease, if it is one of a city's endpoints."""
     store = app[STORE]
@@ -235,6 +291,7 @@ def attach_runtime(
         app[RULES] = load_rules(Path(settings.codes.rules_file))
     state = KeyState()
     app[KEYS] = state
+    app[MAC_KEYS] = MACKeyState()
     if CLOCK not in app:
         app[CLOCK] = time.time
     cache = MetricsCache(render_metrics, settings.service.metrics_cache_s, time.monotonic)
@@ -245,19 +302,25 @@ def attach_runtime(
         app[STORE] = RedisStore(store_settings(settings)) if store is None else store
         workers = settings.service.workers or (os.cpu_count() or 1)
         app[CREDENTIALS] = load_credentials(Path(settings.keys.credentials_file), 1 / workers)
-        # Verifiers hash scanned alias credentials (card-code fusion) with the pepper too.
-        app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
+        # Verifiers hash scanned alias credentials (card-code fusion) with the alias key; only
+        # issuers turn identifiers into pseudonyms (the pepper) and write audit entries.
+        app[ALIAS_KEY] = load_pepper(Path(settings.keys.alias_key_file))
+        mac = app[MAC_KEYS]
+        mac.load(settings, signs=signs)
+        mac.attach(app[STORE], "issuer" if signs else "verifier")
         if signs:
+            app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
         with contextlib.suppress(CodeEngineError):
             await refresh_keys(state, app[STORE], settings, signs=signs)
         task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
+        macs = asyncio.create_task(_keep_macs_fresh(mac, settings, signs=signs))
         flusher = asyncio.create_task(_flush_metrics_every(HOT_METRICS_FLUSH_S))
         keeper = await _start_fence(app, settings) if signs else None
         yield
         if keeper is not None:
             await keeper.stop()
-        await _cancel(task, flusher)
+        await _cancel(task, flusher, macs)
         flush_hot()
         if owned:
             await app[STORE].close()

@@ -16,7 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from codeengine.code.identifiers import make_resident_id
+from codeengine.ops.commands import store_keys
 from codeengine.settings import Settings
+from codeengine.store.redisstore import RedisStore
 from issuer.app import create_app as create_issuer
 from verifier.app import create_app as create_verifier
 
@@ -110,3 +112,9 @@ async def history(client: Client, settings: Settings, subject: str) -> dict[str,
     assert response.status == 200, await response.text()
     answer: dict[str, Any] = await response.json()
     return answer
+
+
+def keyed(store: RedisStore, settings: Settings) -> RedisStore:
+    """``store`` holding the session's MAC keys (records and audit), as an issuer's does."""
+    store.keys = store_keys(settings)
+    return store

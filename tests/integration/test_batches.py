@@ -8,21 +8,25 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import uvloop
 
+from codeengine.code.chain import check_chain
 from codeengine.code.errors import BatchConflict, Reason, UnknownBatch, WriteNotReplicated
 from codeengine.code.identifiers import make_resident_id, parse_resident_id
-from codeengine.code.model import Colour, SubjectId
+from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.pseudonym import pseudonym
 from codeengine.code.rules import load_rules
 from codeengine.code.status import StatusChange
 from codeengine.keyfiles import load_pepper
+from codeengine.ops.commands import store_keys
 from codeengine.settings import Settings
-from codeengine.store.audit import check_chain
 from codeengine.store.batches import Importer
+from codeengine.store.port import RiskWrite
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
+from tests.integration.apps import keyed
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +53,7 @@ def csv_bytes(rows: list[str]) -> list[bytes]:
 
 
 async def import_lines(settings: Settings, batch_id: str, lines: list[bytes], **kw: Any) -> Any:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         importer = Importer(
             store,
@@ -65,7 +69,7 @@ async def import_lines(settings: Settings, batch_id: str, lines: list[bytes], **
 
 
 async def records(settings: Settings, subjects: list[SubjectId]) -> list[Any]:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         return await store.get_subjects(subjects)
     finally:
@@ -73,7 +77,7 @@ async def records(settings: Settings, subjects: list[SubjectId]) -> list[Any]:
 
 
 async def rollback(settings: Settings, batch_id: str) -> dict[str, int]:
-    store = RedisStore(store_settings(settings))
+    store = keyed(RedisStore(store_settings(settings)), settings)
     try:
         return await store.rollback_batch(batch_id, int(time.time()), "ops:test")
     finally:
@@ -153,7 +157,7 @@ def test_rollback_leaves_a_subject_changed_since_and_resumed_runs_change_nothing
         first, second = await records(settings, subjects)
         assert first.colour_at(now) is Colour.YELLOW
         # Ops change the second subject after the batch: its rollback must not undo that.
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             change = StatusChange(subjects[1], second.version, Colour.RED, "op-1", "ops", "x", now)
             await store.set_status(change)
@@ -185,7 +189,7 @@ def test_a_dry_run_reports_colour_changes_and_writes_nothing(settings: Settings)
         assert (report.applied, report.unchanged) == (2, 2), "an ended period changes nothing"
         subjects = [subject_of(settings, r) for r in ids]
         assert await records(settings, subjects) == [None] * 4
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             with pytest.raises(UnknownBatch):
                 await store.batch_info("it-dry", 10)
@@ -220,7 +224,7 @@ def test_a_csv_without_the_header_is_refused(settings: Settings) -> None:
         uvloop.run(import_lines(settings, "it-noheader", lines))
 
     async def registered() -> bool:
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             await store.batch_info("it-noheader", 10)
             return True
@@ -243,7 +247,7 @@ def test_recent_batches_lists_the_latest_newest_first_with_progress(settings: Se
         await import_lines(settings, older, csv_bytes([row]), clock=lambda: float(now))
         rows = [f"{second},positive,{now - DAY},cdc,320100", "not,a,row"]
         await import_lines(settings, newer, csv_bytes(rows), clock=lambda: float(now + 1))
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             return await store.recent_batches(100)
         finally:
@@ -277,11 +281,13 @@ def test_a_subjects_rows_apply_in_file_order_across_the_script_calls_of_a_chunk(
         cleared, visited = await records(settings, subjects)
         assert cleared.colour_at(now) is Colour.GREEN and cleared.risk == ()
         assert visited.colour_at(now) is Colour.YELLOW
-        store = RedisStore(store_settings(settings))
+        store = keyed(RedisStore(store_settings(settings)), settings)
         try:
             for subject, count in zip(subjects, (2, 1), strict=True):
                 record, entries = await store.audit_chain(subject)
-                assert check_chain(subject, record, entries).ok
+                assert check_chain(
+                    store_keys(settings).audit_or_raise(), subject, record, entries
+                ).ok
                 assert len(entries) == count
         finally:
             await store.close()
@@ -300,8 +306,8 @@ def test_a_resumed_batch_lists_for_rollback_the_subjects_a_stopped_run_changed(
     async def scenario() -> None:
         # Two replicas are asked for where there is one: the rows are written, the chunk is
         # never acknowledged, and the run stops before it lists the subjects for a rollback.
-        strict = RedisStore(replace(store_settings(settings), replicas_to_ack=2,
-                                    replica_ack_timeout_ms=20))  # fmt: skip
+        strict = keyed(RedisStore(replace(store_settings(settings), replicas_to_ack=2,
+                                          replica_ack_timeout_ms=20)), settings)  # fmt: skip
         try:
             importer = Importer(strict, load_rules(), load_pepper(Path(settings.keys.pepper_file)),
                                 batch_id="it-resume", actor="batch:it-resume")  # fmt: skip
@@ -316,5 +322,38 @@ def test_a_resumed_batch_lists_for_rollback_the_subjects_a_stopped_run_changed(
         counts = await rollback(settings, "it-resume")
         assert counts == {"restored": 30, "unchanged": 0, "changed_since": 0}
         assert all(r.colour_at(now) is Colour.GREEN for r in await records(settings, subjects))
+
+    uvloop.run(scenario())
+
+
+def test_an_import_that_meets_another_writers_change_reads_again_and_builds_on_it(
+    settings: Settings,
+) -> None:
+    now = int(time.time())
+    subject = subject_of(settings, people("320117", 1)[0])
+
+    def row(colour: Colour, clears: tuple[Colour, ...] = ()) -> RiskWrite:
+        return RiskWrite(subject, colour, now + DAY, clears, "test", CodeKind.HEALTH, 320100,
+                         Colour.GREEN)  # fmt: skip
+
+    async def scenario() -> None:
+        importing = keyed(RedisStore(store_settings(settings)), settings)
+        other = keyed(RedisStore(store_settings(settings)), settings)
+        try:
+            assert await importing.begin_batch("it-cas", 1, now) is None
+            assert await importing.apply_risk("it-cas", [row(Colour.YELLOW)], now, "t") == [(1, 1)]
+            # Another writer changes the subject: the import's own idea of it is now stale.
+            change = StatusChange(subject, 1, Colour.RED, "op-cas", "ops", "test", now)
+            assert (await other.set_status(change)).version == 2
+            assert await importing.apply_risk("it-cas", [row(Colour.RED)], now, "t") == [(1, 0)]
+            record = await other.get_subject(subject)
+            assert record is not None and record.version == 3 and record.colour is Colour.RED
+            assert dict(record.risk) == {Colour.YELLOW: now + DAY, Colour.RED: now + DAY}
+            stored, entries = await other.audit_chain(subject)
+            assert [msgpack.unpackb(e)["op"] for e, _ in entries] == ["risk", "status", "risk"]
+            assert check_chain(store_keys(settings).audit_or_raise(), subject, stored, entries).ok
+        finally:
+            await importing.close()
+            await other.close()
 
     uvloop.run(scenario())

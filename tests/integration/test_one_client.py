@@ -23,10 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # store write acknowledged by WAIT; then the names of the redis-py modules that were loaded.
 _PROGRAM = """
 import asyncio, json, sys
+from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.status import SubjectRecord
 from codeengine.settings import load_settings
+from codeengine.keyfiles import load_mac_keyset
+from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.app import create_app as create_issuer
@@ -39,6 +42,8 @@ async def main() -> list[int]:
         async with TestClient(TestServer(create(settings))) as client:
             statuses.append((await client.get("/readyz")).status)
     store = RedisStore(store_settings(settings))
+    store.keys = StoreKeys(load_mac_keyset(Path(settings.keys.record_mac_file)),
+                           load_mac_keyset(Path(settings.keys.audit_mac_file)))
     try:
         subject = SubjectId("one-client-" + sys.argv[1])
         record = SubjectRecord(subject, CodeKind.HEALTH, 320100, Colour.GREEN, 1, 0)

@@ -19,13 +19,17 @@ from codeengine.code.errors import (
 )
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.status import StatusChange, SubjectRecord
+from codeengine.keyfiles import new_mac_keyset
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store import keyspace
+from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.redisstore import RedisStore, StoreSettings
 
 pytestmark = pytest.mark.cluster
 
 NOW = 1_800_000_000
+KEYS = StoreKeys(new_mac_keyset(os.urandom), new_mac_keyset(os.urandom))
+"""This module's MAC keys: its stores write and read only subjects it creates."""
 
 
 def new_subject() -> SubjectId:
@@ -47,6 +51,7 @@ async def opened(cluster: DevCluster, **overrides: Any) -> AsyncIterator[RedisSt
             nodes=tuple(cluster.startup_nodes), security=cluster.client_security(), **overrides
         )
     )
+    store.keys = KEYS
     try:
         yield store
     finally:
@@ -59,9 +64,9 @@ def test_create_is_idempotent_and_readable(cluster: DevCluster, run: Any) -> Non
             subject = new_subject()
             assert await store.get_subject(subject) is None
             stored, created = await store.create_subject(record(subject), "issuer")
-            # The record keeps the head of its audit chain: the hash of the create entry.
-            assert len(stored.head) == 40 and int(stored.head, 16) >= 0
-            assert created and stored._replace(head="") == record(subject)
+            # The record keeps the head of its audit chain: the MAC of the create entry.
+            assert len(stored.head) == 32 and int(stored.head, 16) >= 0 and stored.entries == 1
+            assert created and stored._replace(head="", entries=0) == record(subject)
             again, created_again = await store.create_subject(record(subject, Colour.RED), "issuer")
             assert not created_again
             assert again.colour is Colour.GREEN, "a repeat create must not overwrite"

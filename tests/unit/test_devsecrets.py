@@ -16,6 +16,10 @@ def _settings(tmp_path: Path) -> Settings:
         "CODEENGINE_KEYS_KEK_FILE": str(tmp_path / "kek"),
         "CODEENGINE_KEYS_PEPPER_FILE": str(tmp_path / "pepper"),
         "CODEENGINE_KEYS_CREDENTIALS_FILE": str(tmp_path / "credentials.json"),
+        "CODEENGINE_KEYS_ALIAS_KEY_FILE": str(tmp_path / "alias-key"),
+        "CODEENGINE_KEYS_RECORD_MAC_FILE": str(tmp_path / "record-mac.json"),
+        "CODEENGINE_KEYS_AUDIT_MAC_FILE": str(tmp_path / "audit-mac.json"),
+        "CODEENGINE_KEYS_CHECKPOINT_KEY_FILE": str(tmp_path / "checkpoint.pem"),
     }
     return load_settings(env=env)
 
@@ -35,3 +39,18 @@ def test_credentials_get_one_client_per_scope_and_keep_existing_keys(tmp_path: P
     assert [c["scopes"] for c in topped["clients"][len(older["clients"]) :]] == [["fusion"]]
     ensure_dev_material(settings)
     assert json.loads(path.read_text()) == topped, "nothing missing: nothing rewritten"
+
+
+def test_every_key_is_its_own_owner_only_file(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    ensure_dev_material(settings)
+    keys = settings.keys
+    files = [keys.pepper_file, keys.kek_file, keys.alias_key_file, keys.record_mac_file,
+             keys.audit_mac_file, keys.checkpoint_key_file]  # fmt: skip
+    assert all(stat.S_IMODE(Path(f).stat().st_mode) == 0o600 for f in files)
+    # Split keys: no two roles share a secret (a verifier's keys open nothing of the pepper's).
+    contents = [Path(f).read_bytes() for f in files]
+    assert len(set(contents)) == len(contents)
+    record = json.loads(Path(keys.record_mac_file).read_text())
+    audit = json.loads(Path(keys.audit_mac_file).read_text())
+    assert record["current"] in record["keys"] and set(record["keys"]).isdisjoint(audit["keys"])

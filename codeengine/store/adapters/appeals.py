@@ -1,22 +1,21 @@
 """Appeals: a subject's request for review, and the override an upheld one applies.
 
 Owns ``keyspace.appeal_key`` and ``appeal_marker_key``; an upheld decision writes the
-subject's ``subject_key`` and ``audit_key`` (the ``SET_OVERRIDE`` script).
+subject's ``subject_key`` and ``audit_key`` (a sealed write, ``adapters._sealed``).
 """
 
 from __future__ import annotations
 
 __all__ = ["AppealAdapter"]
 
-from typing import Any
-
 from codeengine.code.errors import AppealDecided, UnknownAppeal, UnknownSubject
 from codeengine.code.model import Colour, SubjectId
+from codeengine.code.status import SubjectRecord
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import StoreSettings, _fenced_off, _text_fields
+from codeengine.store.adapters._sealed import Plan, fence_record
 from codeengine.store.adapters.subjects import SubjectAdapter
-from codeengine.store.results import WriteCode, did_write
-from codeengine.store.scripts import SET_OVERRIDE
+from codeengine.store.results import PutCode
 
 
 class AppealAdapter(SubjectAdapter):
@@ -24,7 +23,6 @@ class AppealAdapter(SubjectAdapter):
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
-        self._acknowledged(SET_OVERRIDE)
 
     async def create_appeal(self, appeal_id: str, fields: dict[str, str]) -> None:
         """Store the appeal (a hash in its own slot), acknowledged after WAIT."""
@@ -89,20 +87,27 @@ class AppealAdapter(SubjectAdapter):
             return 0 if record is None else record.version
         applied = override
 
-        async def work() -> Any:
-            return await self._write_then_wait(
-                SET_OVERRIDE,
-                [keyspace.subject_key(subject), keyspace.appeal_marker_key(subject, appeal_id),
-                 keyspace.audit_key(subject)],
-                [int(applied[0]), applied[1], now, actor, decision.get("decision_reason", ""),
-                 appeal_id, *token],
-                wrote=did_write,
-            )  # fmt: skip
+        def plan(current: SubjectRecord | None) -> Plan:
+            if current is None:
+                raise UnknownSubject("no such subject")
+            fenced = fence_record(current, token)
+            if fenced is None:
+                raise _fenced_off(token)
+            version = current.version + 1
+            new = fenced._replace(version=version, last_batch="", override=applied,
+                                  updated_at=now)  # fmt: skip
+            entry = {"op": "appeal", "actor": actor,
+                     "reason": decision.get("decision_reason", ""), "old": int(current.colour),
+                     "new": int(applied[0]), "v": version, "at": now, "op_id": appeal_id,
+                     "ends": applied[1]}  # fmt: skip
+            return Plan(new, entry, marker=str(version))
 
-        code, version = await self._bounded(work, self._settings.write_deadline_ms, "write")
-        if int(code) == WriteCode.UNKNOWN_SUBJECT:
-            raise UnknownSubject("no such subject")
-        if int(code) == WriteCode.FENCED:
-            raise _fenced_off(token)
+        async def work() -> tuple[PutCode | None, bytes, SubjectRecord | None]:
+            return await self._sealed_write(
+                subject, plan, token, marker_key=keyspace.appeal_marker_key(subject, appeal_id)
+            )
+
+        code, value, written = await self._bounded(work, self._settings.write_deadline_ms, "write")
+        version = int(value) if code is PutCode.REPEAT else written.version if written else 0
         await fast.execute(key, "HSET", key, "applied", "1", deadline_s=self._bulk_deadline_s)
         return int(version)

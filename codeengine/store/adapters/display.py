@@ -1,6 +1,8 @@
 """Display tokens: the code a subject's screen shows, read with its record in one MGET.
 
-Owns ``keyspace.token_key`` (one per subject and kind); reads ``subject_key`` beside it.
+Owns ``keyspace.token_key`` (one per subject and kind); reads ``subject_key`` beside it. Both
+are sealed (codeengine.code.seal): a value whose seal fails raises RecordTampered here, which
+display and verify answer grey.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ __all__ = ["DisplayAdapter"]
 import time
 
 from codeengine.code.display import DisplayedCode
+from codeengine.code.errors import RecordTampered
 from codeengine.code.model import SubjectId
+from codeengine.code.seal import open_sealed, seal, token_context
 from codeengine.code.status import SubjectRecord
 from codeengine.metrics import STORE_LATENCY, HotHistogram
 from codeengine.store import keyspace
-from codeengine.store.adapters._base import Adapter, StoreSettings
+from codeengine.store.adapters._base import StoreSettings
+from codeengine.store.adapters._sealed import SealedAdapter
 from codeengine.store.cluster import tag_slot
 from codeengine.store.scripts import SWAP_DISPLAY
 
 
-class DisplayAdapter(Adapter):
+class DisplayAdapter(SealedAdapter):
     """The display read (the hottest path) and the token swap."""
 
     def __init__(self, settings: StoreSettings) -> None:
@@ -45,9 +50,17 @@ class DisplayAdapter(Adapter):
             outcome = "ok"
         finally:
             self._display_read[outcome].observe(time.perf_counter() - started)
-        record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
-        shown = None if token_raw is None else DisplayedCode.unpack(token_raw)
+        record = None if record_raw is None else self.open_record(subject, record_raw)
+        shown = None if token_raw is None else self._open_token(subject, kind, token_raw)
         return record, shown
+
+    def _open_token(self, subject: SubjectId, kind: int | None, raw: bytes) -> DisplayedCode:
+        try:
+            body = open_sealed(self._record_keys(), token_context(subject, kind), raw)
+        except RecordTampered:
+            self.report_tampered(subject, "token")
+            raise
+        return DisplayedCode.unpack(body)
 
     async def replace_display(
         self,
@@ -58,7 +71,7 @@ class DisplayAdapter(Adapter):
         kind: int | None = None,
     ) -> DisplayedCode:
         """Store ``new`` unless another process refreshed first; the token now stored."""
-        new_raw = new.pack()
+        new_raw = seal(self._record_keys(), token_context(subject, kind), new.pack())
         args: list[bytes | int] = [b"" if seen is None else seen.pack(), new_raw, ttl_ms]
         started = time.perf_counter()
         outcome = "error"
@@ -72,4 +85,4 @@ class DisplayAdapter(Adapter):
             outcome = "ok"
         finally:
             STORE_LATENCY.labels("display write", outcome).observe(time.perf_counter() - started)
-        return new if stored == new_raw else DisplayedCode.unpack(stored)
+        return new if stored == new_raw else self._open_token(subject, kind, stored)

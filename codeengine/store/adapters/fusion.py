@@ -8,24 +8,28 @@ from __future__ import annotations
 
 __all__ = ["FusionAdapter"]
 
+import asyncio
 from collections.abc import Sequence
 
+from codeengine.code.errors import RecordTampered
 from codeengine.code.model import SubjectId
+from codeengine.code.seal import alias_context, open_sealed, seal
+from codeengine.code.status import SubjectRecord
 from codeengine.store import keyspace
-from codeengine.store.adapters._base import Adapter, StoreSettings, _text_fields
+from codeengine.store.adapters._base import StoreSettings, _text_fields
+from codeengine.store.adapters._sealed import Plan, SealedAdapter
 from codeengine.store.port import AliasBinding
-from codeengine.store.results import ClaimCode, ReleaseCode, WriteCode
-from codeengine.store.scripts import ALIAS_CLAIM, ALIAS_LINK, ALIAS_RELEASE
+from codeengine.store.results import ClaimCode, PutCode, ReleaseCode
+from codeengine.store.scripts import ALIAS_CLAIM, ALIAS_RELEASE
 
 
-class FusionAdapter(Adapter):
+class FusionAdapter(SealedAdapter):
     """Alias bindings and licence links."""
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
         self._alias_claim = self._fast.script(ALIAS_CLAIM)
         self._alias_release = self._fast.script(ALIAS_RELEASE)
-        self._alias_link = self._fast.script(ALIAS_LINK)
 
     async def bind_aliases(
         self, bindings: Sequence[AliasBinding], actor: str, now: int
@@ -37,33 +41,27 @@ class FusionAdapter(Adapter):
         fast = await self._hot()
         deadline_s = self._bulk_deadline_s
         claims = await fast.bulk(
-            [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_claim.sha, 1, k, b.subject))
+            [(k := keyspace.alias_key(b.alias),
+              ("EVALSHA", self._alias_claim.sha, 1, k, b.subject, self._seal_alias(b)))
              for b in bindings],
             deadline_s=deadline_s,
         )  # fmt: skip
         claimed = [int(fast.reply_or_raise(r, "EVALSHA")[0]) for r in claims]
         results = ["taken" if c == ClaimCode.TAKEN else "" for c in claimed]
         mine = [i for i, c in enumerate(claimed) if c != ClaimCode.TAKEN]
-        links = await fast.bulk(
-            [
-                (keyspace.subject_key(b.subject),
-                 ("EVALSHA", self._alias_link.sha, 3, keyspace.subject_key(b.subject),
-                  keyspace.subject_aliases_key(b.subject), keyspace.audit_key(b.subject), "bind",
-                  b.alias, b.listed, actor, now))
-                for b in (bindings[i] for i in mine)
-            ],
-            deadline_s=deadline_s,
+        links = await asyncio.gather(
+            *(self._link_alias(b.subject, "bind", b.alias, b.listed, actor, now)
+              for b in (bindings[i] for i in mine))
         )  # fmt: skip
         release = []
-        for i, reply in zip(mine, links, strict=True):
-            code = int(fast.reply_or_raise(reply, "EVALSHA")[0])
-            if code == WriteCode.UNKNOWN_SUBJECT:
+        for i, link in zip(mine, links, strict=True):
+            if link is None:
                 results[i] = "unknown_subject"
                 if claimed[i] == ClaimCode.CLAIMED:
                     release.append(bindings[i])
             else:
                 claimed_now = claimed[i] == ClaimCode.CLAIMED
-                results[i] = "bound" if claimed_now or code == WriteCode.APPLIED else "unchanged"
+                results[i] = "bound" if claimed_now or link else "unchanged"
         if release:
             await fast.bulk(
                 [(k := keyspace.alias_key(b.alias), ("EVALSHA", self._alias_release.sha, 1, k,
@@ -80,26 +78,61 @@ class FusionAdapter(Adapter):
         """Take the alias off the subject's list (audited), then free the alias key."""
         await self.fence.writer()
         fast = await self._hot()
-        code, _ = await self._alias_link(
-            [
-                keyspace.subject_key(subject),
-                keyspace.subject_aliases_key(subject),
-                keyspace.audit_key(subject),
-            ],
-            ["unbind", alias, "", actor, now],
-            deadline_s=self._bulk_deadline_s,
-        )
+        linked = await self._link_alias(subject, "unbind", alias, "", actor, now)
         (released,) = await self._alias_release(
             [keyspace.alias_key(alias)], [subject], deadline_s=self._bulk_deadline_s
         )
         await self._replicated(fast, [keyspace.alias_key(alias), keyspace.subject_key(subject)])
-        return int(code) == WriteCode.APPLIED or int(released) == ReleaseCode.RELEASED
+        return bool(linked) or int(released) == ReleaseCode.RELEASED
+
+    async def _link_alias(
+        self, subject: SubjectId, action: str, alias: str, listed: str, actor: str, now: int
+    ) -> bool | None:
+        """List or unlist an alias on its subject, audited; None for an unknown subject,
+        else whether it changed anything."""
+        token = await self.fence.writer()
+        fast = await self._hot()
+        aliases_key = keyspace.subject_aliases_key(subject)
+        present = await fast.execute(
+            aliases_key, "HGET", aliases_key, alias, deadline_s=self._bulk_deadline_s
+        )
+        if (present is not None) == (action == "bind"):
+            exists = await fast.execute(
+                keyspace.subject_key(subject), "EXISTS", keyspace.subject_key(subject)
+            )
+            return False if int(exists) else None
+        kind = (listed if action == "bind" else present.decode()).partition(":")[0]
+
+        def plan(current: SubjectRecord | None) -> Plan | None:
+            if current is None:
+                return None
+            entry = {"op": f"alias_{action}", "actor": actor, "reason": kind,
+                     "old": int(current.colour), "new": int(current.colour),
+                     "v": current.version, "at": now, "op_id": alias}  # fmt: skip
+            side = "hset" if action == "bind" else "hdel"
+            return Plan(current, entry, side=side, side_field=alias, side_value=listed)
+
+        code, _, _ = await self._sealed_write(subject, plan, token, side_key=aliases_key)
+        if code is None:
+            return None
+        return code is PutCode.APPLIED
+
+    def _seal_alias(self, binding: AliasBinding) -> bytes:
+        context = alias_context(binding.alias)
+        return seal(self._record_keys(), context, binding.subject.encode())
 
     async def subject_for_alias(self, alias: str) -> SubjectId | None:
-        """One GET of the alias key, within the read deadline (a scan waits on it)."""
+        """One GET of the alias key, within the read deadline (a scan waits on it); an alias
+        whose seal fails is RecordTampered (counted, logged under the alias's hash)."""
         fast = await self._hot()
         raw = await fast.get(keyspace.alias_key(alias))
-        return None if raw is None else SubjectId(raw.decode())
+        if raw is None:
+            return None
+        try:
+            return SubjectId(open_sealed(self._record_keys(), alias_context(alias), raw).decode())
+        except RecordTampered:
+            self.report_tampered(SubjectId(f"alias:{alias}"), "alias")
+            raise
 
     async def list_aliases(self, subject: SubjectId) -> list[tuple[str, str]]:
         """The subject's alias hash, as (alias, ``type:masked``) pairs."""

@@ -17,78 +17,79 @@ from codeengine.code.errors import UnknownSubject, VersionConflict
 from codeengine.code.model import Colour, SubjectId
 from codeengine.code.status import AuditEntry, StatusChange, SubjectRecord, WriteResult
 from codeengine.store import keyspace
-from codeengine.store.adapters._base import (
-    SCAN_COUNT,
-    Adapter,
-    StoreSettings,
-    _fenced_off,
-    _fields,
-)
-from codeengine.store.results import WriteCode, did_write
-from codeengine.store.scripts import CREATE_SUBJECT, SET_STATUS
+from codeengine.store.adapters._base import SCAN_COUNT, StoreSettings, _fenced_off, _fields
+from codeengine.store.adapters._sealed import Plan, SealedAdapter, fence_record
+from codeengine.store.results import PutCode
 
 
-class SubjectAdapter(Adapter):
+class SubjectAdapter(SealedAdapter):
     """Subject records, versioned status writes and audit reads."""
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
-        self._acknowledged(CREATE_SUBJECT, SET_STATUS)
 
     async def get_subject(self, subject: SubjectId) -> SubjectRecord | None:
-        """The subject's record, or None."""
+        """The subject's record, or None; RecordTampered if its seal fails."""
 
         async def work() -> bytes | None:
             return await (await self._hot()).get(keyspace.subject_key(subject))
 
         raw = await self._bounded(work, self._settings.read_deadline_ms, "read")
-        return None if raw is None else SubjectRecord.unpack(subject, raw)
+        return None if raw is None else self.open_record(subject, raw)
 
     async def create_subject(self, record: SubjectRecord, actor: str) -> tuple[SubjectRecord, bool]:
         """Create the subject unless it exists (idempotent: a resend finds it created)."""
         subject = record.subject
         token = await self.fence.writer()
 
-        async def work() -> Any:
-            return await self._write_then_wait(
-                CREATE_SUBJECT,
-                [keyspace.subject_key(subject), keyspace.audit_key(subject)],
-                [record.pack(), actor, *token],
-            )
+        def plan(current: SubjectRecord | None) -> Plan | None:
+            first = fence_record(record._replace(head="", entries=0), token)
+            assert first is not None  # a new record has no epoch to be fenced by
+            entry = {"op": "create", "actor": actor, "reason": "", "new": int(record.colour),
+                     "v": record.version, "at": record.updated_at, "op_id": ""}  # fmt: skip
+            return Plan(first, entry)
 
-        created, raw = await self._bounded(work, self._settings.write_deadline_ms, "create")
-        return SubjectRecord.unpack(subject, raw), bool(created)
+        async def work() -> tuple[PutCode | None, bytes, SubjectRecord | None]:
+            return await self._sealed_write(subject, plan, token, create=True)
+
+        code, value, stored = await self._bounded(work, self._settings.write_deadline_ms, "create")
+        if code is PutCode.EXISTS:
+            return self.open_record(subject, value), False
+        assert stored is not None
+        return stored, code is PutCode.APPLIED
 
     async def set_status(self, change: StatusChange) -> WriteResult:
         """Versioned compare-and-set of the colour, idempotent by operation id."""
         token = await self.fence.writer()
+        subject = change.subject
 
-        async def work() -> Any:
-            return await self._write_then_wait(
-                SET_STATUS,
-                list(keyspace.subject_keys(change.subject, change.op_id)),
-                [
-                    change.if_version,
-                    int(change.colour),
-                    change.op_id,
-                    change.at,
-                    change.actor,
-                    change.reason,
-                    *token,
-                ],
-                wrote=did_write,
+        def plan(current: SubjectRecord | None) -> Plan:
+            if current is None:
+                raise UnknownSubject("no such subject")
+            if current.version != change.if_version:
+                raise VersionConflict(current.version)
+            fenced = fence_record(current, token)
+            if fenced is None:
+                raise _fenced_off(token)
+            version = current.version + 1
+            new = fenced._replace(colour=change.colour, version=version, last_batch="",
+                                  updated_at=change.at)  # fmt: skip
+            entry = {"op": "status", "actor": change.actor, "reason": change.reason,
+                     "old": int(current.colour), "new": int(change.colour), "v": version,
+                     "at": change.at, "op_id": change.op_id}  # fmt: skip
+            return Plan(new, entry, marker=f"{version}:{int(change.colour)}")
+
+        async def work() -> tuple[PutCode | None, bytes, SubjectRecord | None]:
+            return await self._sealed_write(
+                subject, plan, token, marker_key=keyspace.op_key(subject, change.op_id)
             )
 
-        code, version, colour = await self._bounded(work, self._settings.write_deadline_ms, "write")
-        if code == WriteCode.UNKNOWN_SUBJECT:
-            raise UnknownSubject("no such subject")
-        if code == WriteCode.STALE:
-            raise VersionConflict(int(version))
-        if code == WriteCode.FENCED:
-            raise _fenced_off(token)
-        return WriteResult(
-            version=int(version), applied=code == WriteCode.APPLIED, colour=Colour(int(colour))
-        )
+        code, value, stored = await self._bounded(work, self._settings.write_deadline_ms, "write")
+        if code is PutCode.REPEAT:
+            version, _, colour = value.decode().partition(":")
+            return WriteResult(version=int(version), applied=False, colour=Colour(int(colour)))
+        assert stored is not None
+        return WriteResult(version=stored.version, applied=True, colour=stored.colour)
 
     async def audit_trail(self, subject: SubjectId, limit: int = 100) -> list[AuditEntry]:
         """The subject's audit entries, oldest first."""
@@ -114,7 +115,7 @@ class SubjectAdapter(Adapter):
             *(fast.get(keyspace.subject_key(s), deadline_s=deadline_s) for s in subjects)
         )
         return [
-            None if raw is None else SubjectRecord.unpack(s, raw)
+            None if raw is None else self.open_record(s, raw)
             for s, raw in zip(subjects, raws, strict=True)
         ]
 
@@ -129,7 +130,7 @@ class SubjectAdapter(Adapter):
             fast.get(keyspace.subject_key(subject), deadline_s=deadline_s),
             fast.execute(audit, "XRANGE", audit, "-", "+", deadline_s=deadline_s),
         )
-        record = None if record_raw is None else SubjectRecord.unpack(subject, record_raw)
+        record = None if record_raw is None else self.open_record(subject, record_raw)
         entries = []
         for _id, flat in rows:
             fields = _fields(flat)

@@ -16,7 +16,7 @@ from codeengine.code.suites import b64url_decode, b64url_encode
 from codeengine.code.verification import Revocations
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import Adapter, StoreSettings
-from codeengine.store.results import WriteCode, did_write
+from codeengine.store.results import KeyringCode, did_write
 from codeengine.store.scripts import PUT_KEYRING, REVOKE
 
 
@@ -47,7 +47,7 @@ class TrustAdapter(Adapter):
             )
 
         code, current = await self._bounded(work, self._settings.write_deadline_ms, "keyring")
-        if code == WriteCode.STALE:
+        if code == KeyringCode.STALE:
             raise VersionConflict(int(current))
 
     async def get_trust(self) -> bytes | None:
