@@ -675,16 +675,18 @@ async def refused_on(lanes: Lanes, count: int) -> list[tuple[Any, RecordingTrans
     return connections
 
 
-def test_a_refused_connection_reads_again_at_the_tick_after_its_retry_after(run: Any) -> None:
+def test_a_refused_connection_reads_again_at_the_last_tick_of_its_retry_after(run: Any) -> None:
     """A client that asks again at once after 503 OVERLOADED: its request is not read, let
-    alone parsed or refused again, until the Retry-After (1 s) has passed for sure: refused
-    during tick 0, so not at tick 1 (maybe only a moment later), but at tick 2."""
+    alone parsed or refused again, until the Retry-After (1 s) has nearly passed: refused
+    during tick 1, it is read again at tick 2 (less than 1 s later), never after tick 2, when
+    a client that waits the Retry-After sends again."""
 
     async def scenario() -> None:
         app = make_app()
         app[ADMISSION] = Admission(max_in_flight=1)
         routes = app[LANE_ROUTES]
         lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=15, sweep_timer=False)
+        lanes.sweep()
         [(lane, transport)] = await refused_on(lanes, 1)
         assert transport.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"\r\nRetry-After: 1\r\n" in transport.written
@@ -692,7 +694,6 @@ def test_a_refused_connection_reads_again_at_the_tick_after_its_retry_after(run:
         transport.written = b""
         # Bytes the transport had read before it paused: kept, not parsed.
         lane.data_received(get("/items/again/echo"))
-        lanes.sweep()
         await asyncio.sleep(0)
         assert not transport.reading() and not lane.busy and transport.written == b""
         lanes.sweep()
@@ -721,15 +722,17 @@ def test_a_paced_connection_closes_on_the_keepalive_clock_from_when_it_reads_aga
         refused = await refused_on(lanes, RESUME_BATCH + 10)
         assert all(t.written.startswith(b"HTTP/1.1 503 ") for _, t in refused)
         assert not any(transport.reading() for _, transport in refused)
-        lanes.sweep()  # tick 1: idle since tick 0 for one tick, but paced
-        lanes.sweep()  # tick 2: unpaced, a batch at a time; none closes meanwhile
-        assert not any(transport.is_closing() for _, transport in refused)
+        lanes.sweep()  # tick 1: read again, a batch at a time
         reading = [transport.reading() for _, transport in refused]
         assert reading == [True] * RESUME_BATCH + [False] * 10
+        lanes.sweep()  # tick 2: idle since tick 0 past one tick; the last 10 wait their batch
+        assert not any(transport.is_closing() for _, transport in refused[RESUME_BATCH:])
         assert await within(lambda: all(transport.reading() for _, transport in refused))
-        lanes.sweep()  # tick 3: idle one tick since they read again
-        assert not any(transport.is_closing() for _, transport in refused)
-        lanes.sweep()  # tick 4: past the keep-alive of one tick
+        lanes.sweep()  # tick 3: the first batch idle two ticks since tick 1: closed
+        assert [transport.is_closing() for _, transport in refused] == [True] * RESUME_BATCH + [
+            False
+        ] * 10
+        lanes.sweep()  # tick 4: the last 10 read again at tick 2: idle two ticks now
         assert all(transport.is_closing() for _, transport in refused)
         for lane, _ in refused:
             lane.connection_lost(None)
