@@ -587,8 +587,8 @@ class FastLane(asyncio.Protocol):
         meanwhile parsed first."""
         self.paced_until = 0
         self.idle_since = self._lanes.tick
-        if self._transport is None:
-            return  # closed or evicted while paced
+        if self.closed:
+            return  # closed or evicted while paced: nothing to read
         pending = bytes(self._pending)
         self._pending.clear()
         self._release("pending")

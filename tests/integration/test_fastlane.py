@@ -687,7 +687,8 @@ def test_a_refused_connection_reads_again_at_the_last_tick_of_its_retry_after(ru
         routes = app[LANE_ROUTES]
         lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=15, sweep_timer=False)
         lanes.sweep()
-        [(lane, transport)] = await refused_on(lanes, 1)
+        [(lane, transport), (evicted, evicted_transport)] = await refused_on(lanes, 2)
+        evicted.close()  # as a full worker evicts an idle connection: no longer to be read
         assert transport.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"\r\nRetry-After: 1\r\n" in transport.written
         assert not transport.reading()
@@ -698,6 +699,8 @@ def test_a_refused_connection_reads_again_at_the_last_tick_of_its_retry_after(ru
         assert not transport.reading() and not lane.busy and transport.written == b""
         lanes.sweep()
         assert transport.reading()
+        assert not evicted_transport.reading()
+        evicted.connection_lost(None)
         assert await answered([(lane, transport)])
         assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b'"item": "again"' in transport.written
