@@ -1,6 +1,7 @@
 """Overload: what a ``/metrics`` scrape loop costs verify, and verify at thousands of connections.
 
     python -m bench.overload [--duration S] [--crowd N] [--in-flight N] [--lag-ms N]
+                             [--in-flight-only]
 
 ``python -m bench.http`` runs the same after its scenarios (``--no-overload`` skips it) and adds
 the figures to its JSON (``overload``) and report. Both parts use one verifier worker pinned as
@@ -18,6 +19,9 @@ the figures to its JSON (``overload``) and report. Both parts use one verifier w
   gives requests served per second, the latency of the served ones (p50, p99, max), of the
   refused ones and of all (p99), answers by status, and timeouts (no answer in 5 s). The load
   comes from one address standing in for many, so the per-source cap is lifted for loopback.
+  ``--in-flight-only`` runs just the two rows of the in-flight limit (clients that wait the
+  Retry-After and clients that ask again at once), without the scrape part: a quick
+  before/after of a change to how refusals are handled.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ class CrowdResult:
     all_p99_ms: float
     statuses: Mapping[str, int]
     timeouts: int
+    early: int = 0
+    """Requests sent before the Retry-After of the refusal before them had passed."""
+    ok_p99_after_retry_after_ms: float = 0.0
+    """Served p99 counted from the later of sending and the end of that Retry-After."""
 
 
 def raise_open_files(wanted: int) -> None:
@@ -210,13 +218,17 @@ def measure_crowd(
         all_p99_ms=figures["all"]["p99_ms"],
         statuses={status: found["count"] for status, found in by_status.items()},
         timeouts=figures["timeouts"],
+        early=figures["early"],
+        ok_p99_after_retry_after_ms=figures["ok_after_retry_after"]["p99_ms"],
     )
     waits = "waiting Retry-After" if honour else "asking again at once"
     log(
         f"  {crowd} connections, {setting}, clients {waits}: {found.ok_per_s:,.0f} OK/s, "
         f"served p50 {found.ok_p50_ms:.1f} ms, p99 {found.ok_p99_ms:.1f} ms, max "
         f"{found.ok_max_ms:.0f} ms; refused p99 {found.refused_p99_ms:.1f} ms; all p99 "
-        f"{found.all_p99_ms:.1f} ms; {found.statuses}, timeouts {found.timeouts}"
+        f"{found.all_p99_ms:.1f} ms; {found.statuses}, timeouts {found.timeouts}; "
+        f"{found.early} sent early, served p99 from the Retry-After's end "
+        f"{found.ok_p99_after_retry_after_ms:.1f} ms"
     )
     return found
 
@@ -241,7 +253,12 @@ def crowd_settings(in_flight: int, lag_ms: int) -> list[tuple[str, dict[str, str
 
 
 def run_overload(
-    seconds: int, crowd: int, in_flight: int, lag_ms: int, log: Callable[[str], None]
+    seconds: int,
+    crowd: int,
+    in_flight: int,
+    lag_ms: int,
+    log: Callable[[str], None],
+    in_flight_only: bool = False,
 ) -> dict[str, Any]:
     """Both parts on a throwaway cluster; the figures as a JSON-ready document."""
     raise_open_files(2 * crowd + 4096)
@@ -261,37 +278,51 @@ def run_overload(
                 fixture.issuer_url = issuer.url
                 http._prepare_verify(fixture, issuer.url)
                 log(f"overload: {pinning.note}")
-                scrapes = measure_scrapes(stack, fixture, env, seconds, log)
+                settings = crowd_settings(in_flight, lag_ms)
+                if in_flight_only:
+                    scrapes = None
+                    settings = [row for row in settings if row[0].startswith("in flight")]
+                else:
+                    scrapes = measure_scrapes(stack, fixture, env, seconds, log)
                 crowds = [
                     measure_crowd(stack, fixture, env, seconds, crowd, name, overrides, honour, log)
-                    for name, overrides, honour in crowd_settings(in_flight, lag_ms)
+                    for name, overrides, honour in settings
                 ]
             finally:
                 issuer.stop()
         finally:
             cluster.stop()
+    scraped = None
+    if scrapes is not None:
+        scraped = {**asdict(scrapes), "cost": scrapes.cost, "connections": SCRAPE_CONNECTIONS}
     return {
-        "scrape": {**asdict(scrapes), "cost": scrapes.cost, "connections": SCRAPE_CONNECTIONS},
+        "scrape": scraped,
         "crowd": [asdict(found) for found in crowds],
         "duration_s": seconds,
     }
 
 
-def format_overload(document: Mapping[str, Any]) -> str:
-    """The overload figures as the report's lines."""
-    scrape = document["scrape"]
-    lines = [
+def _scrape_line(scrape: Mapping[str, Any]) -> str:
+    return (
         f"/metrics scrape loop ({scrape['connections']} connections, management port) beside "
-        f"verify: verify {', '.join(f'{r:,.0f}' for r in scrape['verify_alone_per_s'])}/s alone, "
-        f"{', '.join(f'{r:,.0f}' for r in scrape['verify_scraped_per_s'])}/s beside it "
+        f"verify: verify {', '.join(f'{r:,.0f}' for r in scrape['verify_alone_per_s'])}/s "
+        f"alone, {', '.join(f'{r:,.0f}' for r in scrape['verify_scraped_per_s'])}/s beside it "
         f"(cost {100 * scrape['cost']:.1f} %, goal <= 5 %); "
         f"{', '.join(f'{r:,.1f}' for r in scrape['scrapes_per_s'])} scrapes/s answered. "
         f"The loop alone: {scrape['idle_scrapes_per_s']:,.1f} scrapes/s, "
-        f"{100 * scrape['idle_scrape_cpu_share']:.2f} % of the worker's core",
-        "",
+        f"{100 * scrape['idle_scrape_cpu_share']:.2f} % of the worker's core"
+    )
+
+
+def format_overload(document: Mapping[str, Any]) -> str:
+    """The overload figures as the report's lines."""
+    scrape = document["scrape"]
+    lines = [] if scrape is None else [_scrape_line(scrape), ""]
+    lines += [
         "| admission | clients wait Retry-After | connections | served/s | served p50 ms "
-        "| served p99 ms | served max ms | refused p99 ms | all p99 ms | 200 | 503 | timeouts |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| served p99 ms | served max ms | refused p99 ms | all p99 ms | 200 | 503 | timeouts "
+        "| sent early | served p99 ms from Retry-After's end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in document["crowd"]:
         statuses = row["statuses"]
@@ -300,7 +331,8 @@ def format_overload(document: Mapping[str, Any]) -> str:
             f"{row['connections']} | {row['ok_per_s']:,.0f} | {row['ok_p50_ms']:.1f} | "
             f"{row['ok_p99_ms']:.1f} | {row['ok_max_ms']:.0f} | {row['refused_p99_ms']:.1f} | "
             f"{row['all_p99_ms']:.1f} | {statuses.get('200', 0):,} | "
-            f"{statuses.get('503', 0):,} | {row['timeouts']:,} |"
+            f"{statuses.get('503', 0):,} | {row['timeouts']:,} | {row.get('early', 0):,} | "
+            f"{row.get('ok_p99_after_retry_after_ms', 0.0):.1f} |"
         )
     return "\n".join(lines)
 
@@ -312,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crowd", type=int, default=CROWD)
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT)
     parser.add_argument("--lag-ms", type=int, default=LAG_MS)
+    parser.add_argument("--in-flight-only", action="store_true")
     parser.add_argument("--output-dir", type=Path, default=http.RESULTS_DIR)
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -320,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
 
     try:
-        document = run_overload(args.duration, args.crowd, args.in_flight, args.lag_ms, log)
+        document = run_overload(
+            args.duration, args.crowd, args.in_flight, args.lag_ms, log, args.in_flight_only
+        )
     except http.BenchError as exc:
         print(f"bench.overload: {exc}", file=sys.stderr)
         return 2

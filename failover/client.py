@@ -11,6 +11,13 @@ a scan, whose resend at worst logs it twice. A 503 of the store itself (``STORE_
 ``NOT_REPLICATED``) is not the endpoint's fault: an idempotent request is retried on the same
 endpoint every 0.25 s while its budget lasts.
 
+A 503 ``OVERLOADED`` with ``Retry-After`` (a busy worker refused the request before doing any
+of it, so any request may go again) keeps the client off that endpoint until the Retry-After
+has passed, in this request and in the ones after it: the request goes to the other endpoint if
+that one has not asked to wait too, or waits, within its budget, until an endpoint may be tried
+again. If the budget ends first, the refusal is the answer. A refusal is an answer from a live
+endpoint: it does not count against its breaker.
+
 Every switch is logged (city, service, from, to, why) and counted in
 ``codeengine_failover_switches_total``; ``codeengine_failover_active`` shows the endpoint in use.
 """
@@ -25,8 +32,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -59,6 +66,9 @@ ATTEMPTS = Counter(
 _FALL_OVER_STATUS = {502, 504}
 _FALL_OVER_REASONS = {"NOT_WRITER"}
 _STORE_REASONS = {"STORE_UNAVAILABLE", "NOT_REPLICATED"}
+_OVERLOADED = "OVERLOADED"
+MAX_RETRY_AFTER_S = 60.0
+"""The longest Retry-After the client honours; a longer one is taken as this."""
 _DONE, _OTHER, _WAIT = "done", "other", "wait"
 
 
@@ -96,6 +106,19 @@ def _reason(status: int, body: bytes) -> str:
     return str(document.get("reason", "")) if isinstance(document, dict) else ""
 
 
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The delay a ``Retry-After`` header names in seconds, at most MAX_RETRY_AFTER_S; None if
+    there is none, or it is an HTTP date (the engine sends seconds)."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
 class FailoverClient:
     """One service (``issuer`` or ``verifier``) of one city, with failover; see the module."""
 
@@ -110,7 +133,9 @@ class FailoverClient:
         probe_interval_s: float = 0.5,
         breaker: Callable[[], Breaker] = Breaker,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``clock`` and ``sleep`` are the client's time (a test passes its own)."""
         primary, backup = city.endpoints(service)
         self.urls = {Role.PRIMARY: primary, Role.BACKUP: backup}
         self.city, self.service = city.code, service
@@ -119,6 +144,9 @@ class FailoverClient:
         self._budget_s = budget_s
         self._probe_interval_s = probe_interval_s
         self._clock = clock
+        self._sleep = sleep
+        self._refusal: Answer | None = None
+        """The last refusal for load, the answer when every endpoint asks to wait too long."""
         self.router = Router(breaker(), breaker())
         self.attempt_log: collections.Counter[tuple[str, str]] = collections.Counter()
         """Attempts by endpoint and what they met (a status and reason, or "no answer")."""
@@ -147,7 +175,8 @@ class FailoverClient:
         outcome is unknown (no answer, a timeout, a gateway error, a store 503). By default,
         reads are, and writes are when they carry an ``op_id`` or an ``Idempotency-Key``.
         Whatever it says, a request that never reached an endpoint (connection refused) or was
-        refused with ``NOT_WRITER`` (nothing applied) goes to the other endpoint.
+        refused with ``NOT_WRITER`` or ``OVERLOADED`` (nothing applied) goes to the other
+        endpoint; after ``OVERLOADED`` not to the same one before its Retry-After.
         """
         if idempotent is None:
             idempotent = _idempotent(method, json_body, headers)
@@ -182,12 +211,27 @@ class FailoverClient:
                     return answer
                 store_busy = True
                 break
-            left = deadline - self._clock()
-            if left <= 0.05:
-                if answer is not None:
-                    return answer
-                raise error or TimeoutError("failover budget spent")
-            await asyncio.sleep(min(0.25 if store_busy else 0.05, left / 2))
+            now = self._clock()
+            # Later than now if every endpoint asked to wait (Retry-After).
+            free_at = self.router.free_at(now)
+            if free_at >= deadline - 0.05:
+                return self._past_budget(answer, error, attempts, held=free_at > now)
+            if free_at > now:
+                await self._sleep(free_at - now)
+            else:
+                await self._sleep(min(0.25 if store_busy else 0.05, (deadline - now) / 2))
+
+    def _past_budget(
+        self, answer: Answer | None, error: BaseException | None, attempts: int, *, held: bool
+    ) -> Answer:
+        """What a request ends with when no endpoint may be tried again within its budget: its
+        last answer, else the last refusal for load if every endpoint still asks to wait
+        (``held``), else its last error."""
+        if answer is None and held and self._refusal is not None:
+            answer = replace(self._refusal, attempts=attempts)
+        if answer is None:
+            raise error or TimeoutError("failover budget spent")
+        return answer
 
     def _judge(self, answer: Answer, idempotent: bool) -> str:
         """What to do after an answer: return it, try the other endpoint, or wait and retry."""
@@ -198,6 +242,13 @@ class FailoverClient:
             return _OTHER if idempotent else _DONE
         if reason in _FALL_OVER_REASONS:
             return _OTHER  # the other endpoint holds the city's writes: not a failure
+        if reason == _OVERLOADED and status == 503:
+            wait_s = _retry_after_s(answer.headers)
+            if wait_s is not None:
+                self._report(role, Outcome.OK, "answered")
+                self.router.hold_off(role, self._clock() + wait_s)
+                self._refusal = answer
+                return _OTHER
         self._report(role, Outcome.OK, "answered")
         return _WAIT if reason in _STORE_REASONS and idempotent else _DONE
 

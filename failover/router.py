@@ -11,6 +11,10 @@ endpoint to try first and says when it switched. Rules:
   ``successes_to_close`` good answers after its open period (the hysteresis).
 * Every attempt may fall over to the other endpoint once (``order``), whatever the states say:
   refusing locally is never better than trying.
+* Except that an endpoint that refused for load (503 ``OVERLOADED``) and named a
+  ``Retry-After`` is not tried again before that time (``hold_off``): ``order`` leaves it out
+  until then, and ``free_at`` says when the first one may be tried. Asking again earlier only
+  adds to its load, and the engine stops reading such a connection until then anyway.
 """
 
 from __future__ import annotations
@@ -45,11 +49,31 @@ class Router:
         self.breakers = {Role.PRIMARY: primary, Role.BACKUP: backup}
         self.active = Role.PRIMARY
         self.switches: list[SwitchEvent] = []
+        self.not_before: dict[Role, float] = {}
+        """Endpoints that asked to be left alone (Retry-After), and until when."""
 
-    def order(self, now: float) -> tuple[Role, Role]:
-        """The endpoint to try first, and the one to fall over to."""
+    def order(self, now: float) -> tuple[Role, ...]:
+        """The endpoint to try first, and the one to fall over to; without those held off
+        (:meth:`hold_off`) at ``now``, so possibly none."""
         self._decide(now)
-        return self.active, self.active.other
+        roles = (self.active, self.active.other)
+        if not self.not_before:
+            return roles
+        return tuple(role for role in roles if self.not_before.get(role, now) <= now)
+
+    def hold_off(self, role: Role, until: float) -> None:
+        """Try ``role`` no more before ``until`` (it refused for load and named a Retry-After);
+        a breaker state this does not touch: a busy endpoint is alive."""
+        self.not_before[role] = max(until, self.not_before.get(role, until))
+
+    def free_at(self, now: float) -> float:
+        """The first instant from ``now`` on at which some endpoint may be tried."""
+        for role, until in list(self.not_before.items()):
+            if until <= now:
+                del self.not_before[role]
+        if len(self.not_before) < len(Role):
+            return now
+        return min(self.not_before.values())
 
     def report(self, role: Role, outcome: Outcome, now: float) -> SwitchEvent | None:
         """Feed one outcome of ``role``; the switch it caused, if any."""

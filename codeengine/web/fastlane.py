@@ -22,6 +22,12 @@ are most of the traffic, so each worker serves them on a lane of its own:
 
 Keep-alive timeout, the connection cap and graceful shutdown hold on the lane as on aiohttp
 (:class:`Lanes`); ``service.fast_lane = false`` turns the lane off.
+
+After a 503 ``OVERLOADED`` refusal the lane stops reading the connection until about its
+``Retry-After`` (it reads again at the last sweep tick before the Retry-After has passed): a
+client that asks again at once finds its request waiting in the kernel's buffer, not in the
+worker's loop, which would otherwise spend its time reading and refusing the same clients over
+and over; a client that waits the Retry-After finds the connection read again.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ __all__ = [
 ]
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,8 +61,10 @@ from aiohttp.http_parser import SINGLETON_HEADERS
 from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
+from codeengine.code.errors import Reason
 from codeengine.metrics import LANE_HANDOVERS
 from codeengine.web.answers import JsonAnswer
+from codeengine.web.problems import REASON
 
 log = logging.getLogger("codeengine.fastlane")
 
@@ -71,6 +81,9 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_PENDING_BYTES = 64 * 1024
 """Bytes a client may send while its request is being answered before the lane stops reading."""
 SWEEP_S = 1.0
+RESUME_BATCH = 64
+"""Paced connections let read again in one loop iteration; the others due wait an iteration a
+batch, so that thousands refused in one second are not all read and answered in one iteration."""
 MAX_CACHED_HEADS = 512
 """Distinct status-and-headers sets whose bytes the lane keeps (display's max-age varies)."""
 
@@ -88,6 +101,7 @@ _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 # A path segment the lane matches as a route parameter as is: the pseudonym alphabet
 # (base64url) and nothing that aiohttp would decode or normalise first.
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_OVERLOADED = Reason.OVERLOADED.value
 
 
 class HotRequest(Protocol):
@@ -279,6 +293,10 @@ class Lanes:
         self._sweep_timer = sweep_timer
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
+        self._paced: dict[int, list[FastLane]] = {}
+        """Connections that do not read, by the tick at which they read again."""
+        self._resuming: collections.deque[FastLane] = collections.deque()
+        """Connections due to read again, let go RESUME_BATCH an iteration."""
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def __call__(self) -> FastLane:
@@ -366,16 +384,55 @@ class Lanes:
             self._date_second = second
         return self._date
 
+    def pace(self, lane: FastLane, retry_after_s: float) -> int:
+        """The tick at which ``lane``, which stops reading now, reads again: the last tick
+        before ``retry_after_s`` from now has passed (at least the next one).
+
+        The tick now under way began up to a sweep ago, so the connection reads again at the
+        tick ``floor(retry_after_s / SWEEP_S)`` from this one: never after the Retry-After, at
+        most one sweep before it. A client that waits the Retry-After therefore never waits
+        longer (resuming at the tick after it held such clients' requests up to a second more:
+        served p99 1.2 s in bench.overload, docs/performance.md). Until then the keep-alive
+        clock leaves the connection alone; from then on it is idle as if it had just been
+        answered.
+        """
+        due = self.tick + max(1, math.floor(retry_after_s / SWEEP_S))
+        paced = self._paced.get(due)
+        if paced is None:
+            self._paced[due] = [lane]
+        else:
+            paced.append(lane)
+        return due
+
     def sweep(self) -> None:
-        """One tick of the keep-alive clock: close connections idle past the timeout.
+        """One tick of the keep-alive clock: close connections idle past the timeout, and let
+        the paced connections due read again.
 
         A connection idle since tick ``t`` closes at tick ``t + ticks + 1``: idle for at least
         the timeout, at most one sweep longer.
         """
         self.tick += 1
+        if self._paced:
+            chain = not self._resuming
+            for due in [due for due in self._paced if due <= self.tick]:
+                self._resuming.extend(self._paced.pop(due))
+            if chain and self._resuming:
+                self._resume_batch()
         for lane in list(self.connections):
-            if not lane.busy and self.tick - lane.idle_since > self._keepalive_ticks:
+            if (
+                not lane.busy
+                and not lane.paced_until
+                and self.tick - lane.idle_since > self._keepalive_ticks
+            ):
                 lane.close()
+
+    def _resume_batch(self) -> None:
+        resuming = self._resuming
+        for _ in range(min(RESUME_BATCH, len(resuming))):
+            resuming.popleft().unpace()
+        if resuming:
+            assert self.loop is not None
+            self.loop.call_soon(self._resume_batch)
 
     def _sweep(self) -> None:
         self.sweep()
@@ -434,7 +491,7 @@ class FastLane(asyncio.Protocol):
         """Bytes that came while an answer was being worked out."""
         self._holds: set[str] = set()
         """Why reading is paused: ``pending`` (too much sent ahead), ``writing`` (the client
-        is not reading its answers)."""
+        is not reading its answers), ``paced`` (refused, until its Retry-After has passed)."""
         self._begun = 0
         self._complete = 0
         self._url = bytearray()
@@ -451,6 +508,8 @@ class FastLane(asyncio.Protocol):
         """What the serving task awaits between requests: the next one, or None to end."""
         self.busy = False
         self.idle_since = lanes.tick
+        self.paced_until = 0
+        """The tick at which a refused connection reads again; 0 when it is not paced."""
 
     # Connection events.
 
@@ -468,7 +527,7 @@ class FastLane(asyncio.Protocol):
         self._end_serving()
 
     def data_received(self, data: bytes) -> None:
-        if self.busy:
+        if self.busy or self.paced_until:
             self._pending += data
             if len(self._pending) > MAX_PENDING_BYTES:
                 self._hold("pending")
@@ -522,6 +581,20 @@ class FastLane(asyncio.Protocol):
             self._holds.discard(why)
             if not self._holds and self._transport is not None:
                 self._transport.resume_reading()
+
+    def unpace(self) -> None:
+        """Read again after a refusal (:meth:`Lanes.pace`): idle from now, the bytes that came
+        meanwhile parsed first."""
+        self.paced_until = 0
+        self.idle_since = self._lanes.tick
+        if self.closed:
+            return  # closed or evicted while paced: nothing to read
+        pending = bytes(self._pending)
+        self._pending.clear()
+        self._release("pending")
+        self._release("paced")
+        if pending:
+            self.data_received(pending)
 
     # Parser callbacks (httptools calls them from feed_data).
 
@@ -614,7 +687,8 @@ class FastLane(asyncio.Protocol):
         assert loop is not None
         while True:
             try:
-                data = self._lanes.encode(await handler(request))
+                response = await handler(request)
+                data = self._lanes.encode(response)
             except Exception:
                 # The service wrapper answers every failure; this is a fault of the lane itself.
                 log.exception("fast lane failed to answer %s", request.method)
@@ -631,15 +705,21 @@ class FastLane(asyncio.Protocol):
             # _start hands every request to this task.
             waiting = self._waiting = loop.create_future()
             self._reset()
-            pending = bytes(self._pending)
-            self._pending.clear()
-            self._release("pending")
-            if pending:
-                self.data_received(pending)
+            if response.status == 503 and _refused(response):
+                # What came early waits with what the kernel holds, until unpace.
+                self.paced_until = self._lanes.pace(self, _retry_after_s(response))
+                self._hold("paced")
+            else:
+                pending = bytes(self._pending)
+                self._pending.clear()
+                self._release("pending")
+                if pending:
+                    self.data_received(pending)
+                del pending
             # An idle connection keeps nothing of the request it answered: its body, its answer
             # and the bytes that came early would otherwise stay until the next request, some
             # 30-50 KiB a connection at worst.
-            del request, data, pending
+            del request, data, response
             following = await waiting
             if following is None:
                 return
@@ -694,3 +774,17 @@ class FastLane(asyncio.Protocol):
             # aiohttp paces its reading itself from here on.
             self._holds.clear()
             transport.resume_reading()
+
+
+def _refused(response: web.StreamResponse | JsonAnswer) -> bool:
+    """Whether ``response`` is admission's refusal (503 ``OVERLOADED``), not a store's 503."""
+    return type(response) is web.Response and response.get(REASON) == _OVERLOADED
+
+
+def _retry_after_s(response: web.StreamResponse | JsonAnswer) -> float:
+    """The seconds ``response`` asks the client to wait (a sweep if it names none)."""
+    headers = cast(web.Response, response).headers
+    try:
+        return max(0.0, float(headers.get("Retry-After", SWEEP_S)))
+    except ValueError:
+        return SWEEP_S

@@ -45,6 +45,8 @@ class Endpoint:
     """Never answers (until the server stops): the client can only give up on it."""
     healed_at_hit: int = 0
     """From this hit on (if not 0), answers 200 with no reason, as a store that came back."""
+    retry_after: str = ""
+    """The Retry-After header of its answers, if any."""
     hits: list[str] = field(default_factory=list)
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -60,7 +62,8 @@ class Endpoint:
             if self.stalls:
                 await asyncio.Event().wait()
             body = {"reason": self.reason} if self.reason else {"ok": True}
-            return web.json_response(body, status=self.status)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response(body, status=self.status, headers=headers)
 
         app = web.Application()
         app.router.add_get("/readyz", readyz)
@@ -146,6 +149,79 @@ def test_a_store_503_is_waited_out_on_the_same_endpoint(run: Any) -> None:
             answer = await client.request("GET", "/v1/subjects/x/code")
             assert (answer.status, answer.endpoint) == (200, Role.PRIMARY)
             assert backup.hits == [] and len(primary.hits) == 3
+
+    run(scenario())
+
+
+class Clock:
+    """The client's time: moves only when the client sleeps or the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def overloaded(retry_after: str = "1", healed_at_hit: int = 0) -> Endpoint:
+    return Endpoint(
+        status=503, reason="OVERLOADED", retry_after=retry_after, healed_at_hit=healed_at_hit
+    )
+
+
+def test_an_overloaded_endpoint_is_left_alone_until_its_retry_after(run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        primary, backup = overloaded(healed_at_hit=2), Endpoint()
+        async with city_of(primary, backup, clock=clock, sleep=clock.sleep) as client:
+            # Refused before any work: even a plain write goes to the other endpoint.
+            answer = await client.request("POST", "/v1/appeals", json_body={"reason": "x"})
+            assert (answer.status, answer.endpoint) == (200, Role.BACKUP)
+            clock.now += 0.9
+            answer = await client.request("GET", "/v1/subjects/x/code")
+            assert (answer.status, answer.endpoint) == (200, Role.BACKUP)
+            assert len(primary.hits) == 1, "not asked again before its Retry-After"
+            clock.now += 0.1
+            answer = await client.request("GET", "/v1/subjects/x/code")
+            assert (answer.status, answer.endpoint) == (200, Role.PRIMARY)
+            assert (len(primary.hits), len(backup.hits), clock.sleeps) == (2, 2, [])
+            assert client.active is Role.PRIMARY, "a busy endpoint is not a failing one"
+
+    run(scenario())
+
+
+def test_with_both_endpoints_overloaded_the_client_waits_their_retry_after(run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        primary, backup = overloaded("2", healed_at_hit=2), overloaded("1")
+        async with city_of(primary, backup, clock=clock, sleep=clock.sleep) as client:
+            answer = await client.request("GET", "/v1/subjects/x/code")
+            # The backup is free again first, after 1 s; it refuses again, then the primary
+            # (2 s) answers.
+            assert (answer.status, answer.endpoint) == (200, Role.PRIMARY)
+            assert clock.sleeps == [1.0, 1.0]
+            assert (len(primary.hits), len(backup.hits)) == (2, 2)
+
+    run(scenario())
+
+
+def test_a_retry_after_beyond_the_budget_makes_the_refusal_the_answer(run: Any) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        primary, backup = overloaded("30"), overloaded("30")
+        async with city_of(primary, backup, clock=clock, sleep=clock.sleep) as client:
+            answer = await client.request("GET", "/v1/subjects/x/code")
+            assert (answer.status, answer.reason, answer.attempts) == (503, "OVERLOADED", 2)
+            clock.now += 1.0
+            again = await client.request("GET", "/v1/subjects/x/code")
+            assert (again.status, again.reason, again.attempts) == (503, "OVERLOADED", 0)
+            assert (len(primary.hits), len(backup.hits), clock.sleeps) == (1, 1, [])
 
     run(scenario())
 

@@ -25,12 +25,14 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from codeengine.settings import ServiceSettings
+from codeengine.web.admission import ADMISSION, Admission
 from codeengine.web.answers import JsonAnswer, json_text
 from codeengine.web.fastlane import (
     LANE_ROUTES,
     MAX_BODY_BYTES,
     MAX_FIELD_BYTES,
     MAX_PENDING_BYTES,
+    RESUME_BATCH,
     HotRequest,
     LaneHeaders,
     LaneRoute,
@@ -187,7 +189,7 @@ def held_between_requests() -> set[str]:
     held = set()
     for task in serving_tasks():
         frame = task.get_coro().cr_frame  # type: ignore[union-attr]
-        held |= {"request", "data", "pending"} & set(frame.f_locals)
+        held |= {"request", "response", "data", "pending"} & set(frame.f_locals)
     return held
 
 
@@ -648,6 +650,95 @@ def test_a_slowloris_head_closes_on_the_keepalive_clock_while_others_are_served(
         for lane, _ in slow:
             lane.connection_lost(None)
         served.connection_lost(None)
+        assert not lanes.connections
+        assert await within(lambda: not serving_tasks())
+
+    run(scenario())
+
+
+async def answered(connections: list[tuple[Any, RecordingTransport]]) -> bool:
+    return await within(lambda: all(not lane.busy and t.written for lane, t in connections))
+
+
+async def refused_on(lanes: Lanes, count: int) -> list[tuple[Any, RecordingTransport]]:
+    """``count`` lane connections, each with a request just refused for load (503)."""
+    admission = lanes.app[ADMISSION]
+    admission.in_flight = admission.limit  # full: the next requests are refused
+    connections = []
+    for _ in range(count):
+        lane, transport = lanes(), RecordingTransport()
+        lane.connection_made(transport)  # type: ignore[arg-type]
+        lane.data_received(get("/items/a/echo"))
+        connections.append((lane, transport))
+    assert await answered(connections)
+    admission.in_flight = 0
+    return connections
+
+
+def test_a_refused_connection_reads_again_at_the_last_tick_of_its_retry_after(run: Any) -> None:
+    """A client that asks again at once after 503 OVERLOADED: its request is not read, let
+    alone parsed or refused again, until the Retry-After (1 s) has nearly passed: refused
+    during tick 1, it is read again at tick 2 (less than 1 s later), never after tick 2, when
+    a client that waits the Retry-After sends again."""
+
+    async def scenario() -> None:
+        app = make_app()
+        app[ADMISSION] = Admission(max_in_flight=1)
+        routes = app[LANE_ROUTES]
+        lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=15, sweep_timer=False)
+        lanes.sweep()
+        [(lane, transport), (evicted, evicted_transport)] = await refused_on(lanes, 2)
+        evicted.close()  # as a full worker evicts an idle connection: no longer to be read
+        assert transport.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"\r\nRetry-After: 1\r\n" in transport.written
+        assert not transport.reading()
+        transport.written = b""
+        # Bytes the transport had read before it paused: kept, not parsed.
+        lane.data_received(get("/items/again/echo"))
+        await asyncio.sleep(0)
+        assert not transport.reading() and not lane.busy and transport.written == b""
+        lanes.sweep()
+        assert transport.reading()
+        assert not evicted_transport.reading()
+        evicted.connection_lost(None)
+        assert await answered([(lane, transport)])
+        assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b'"item": "again"' in transport.written
+        lane.connection_lost(None)
+        assert await within(lambda: not serving_tasks())
+
+    run(scenario())
+
+
+def test_a_paced_connection_closes_on_the_keepalive_clock_from_when_it_reads_again(
+    run: Any,
+) -> None:
+    """Paced connections are not idle ones: none closes before it could send again, even when
+    keep-alive is shorter than the pause or it waits for its batch, and each closes when it
+    stays idle for keep-alive after that."""
+
+    async def scenario() -> None:
+        app = make_app()
+        app[ADMISSION] = Admission(max_in_flight=1)
+        routes = app[LANE_ROUTES]
+        lanes = Lanes(app, RecordingProtocol, routes, keepalive_timeout_s=1, sweep_timer=False)
+        refused = await refused_on(lanes, RESUME_BATCH + 10)
+        assert all(t.written.startswith(b"HTTP/1.1 503 ") for _, t in refused)
+        assert not any(transport.reading() for _, transport in refused)
+        lanes.sweep()  # tick 1: read again, a batch at a time
+        reading = [transport.reading() for _, transport in refused]
+        assert reading == [True] * RESUME_BATCH + [False] * 10
+        lanes.sweep()  # tick 2: idle since tick 0 past one tick; the last 10 wait their batch
+        assert not any(transport.is_closing() for _, transport in refused[RESUME_BATCH:])
+        assert await within(lambda: all(transport.reading() for _, transport in refused))
+        lanes.sweep()  # tick 3: the first batch idle two ticks since tick 1: closed
+        assert [transport.is_closing() for _, transport in refused] == [True] * RESUME_BATCH + [
+            False
+        ] * 10
+        lanes.sweep()  # tick 4: the last 10 read again at tick 2: idle two ticks now
+        assert all(transport.is_closing() for _, transport in refused)
+        for lane, _ in refused:
+            lane.connection_lost(None)
         assert not lanes.connections
         assert await within(lambda: not serving_tasks())
 

@@ -70,3 +70,18 @@ def test_a_primary_that_fails_again_while_half_open_stays_out() -> None:
     for at in (2.5, 2.6, 2.7):
         r.report(Role.PRIMARY, OK, at)
     assert r.order(2.8) == (Role.PRIMARY, Role.BACKUP)
+
+
+def test_an_endpoint_held_off_is_left_out_until_its_time_without_a_switch() -> None:
+    r = router()
+    r.hold_off(Role.PRIMARY, 2.0)
+    assert r.order(1.0) == (Role.BACKUP,)
+    assert r.free_at(1.0) == 1.0, "the backup may be tried now"
+    r.hold_off(Role.BACKUP, 1.5)
+    assert r.order(1.0) == ()
+    assert r.free_at(1.0) == 1.5
+    r.hold_off(Role.PRIMARY, 1.8)  # an earlier Retry-After does not shorten a later one
+    assert r.order(1.6) == (Role.BACKUP,)
+    assert r.order(2.0) == (Role.PRIMARY, Role.BACKUP)
+    assert r.free_at(2.0) == 2.0 and r.not_before == {}
+    assert r.active is Role.PRIMARY and r.switches == []
