@@ -29,9 +29,11 @@ from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
 from codeengine.keyfiles import new_mac_keyset
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
+from codeengine.settings import ServiceSettings
 from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore, StoreSettings
+from codeengine.web.worker import tune_gc
 
 GOAL_ROWS, GOAL_S = 1_000_000, 60.0
 TYPES = ("close_contact", "risk_area_visit", "positive", "negative_test")
@@ -111,6 +113,8 @@ def main() -> None:
         cluster = DevCluster(Path(tmp) / "cluster", find_free_base_port()).start()
         try:
             redis_before = _cluster_cpu_s(cluster)
+            # As `codeengine convert import` does before it imports.
+            tune_gc(ServiceSettings().gc_young_threshold)
             report, wall_s, client_cpu_s = uvloop.run(_import(cluster, path))
             redis_cpu_s = _cluster_cpu_s(cluster) - redis_before
         finally:

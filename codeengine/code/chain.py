@@ -18,7 +18,14 @@ Pure: keys and times are arguments.
 
 from __future__ import annotations
 
-__all__ = ["ChainCheck", "append_entry", "audit_context", "check_chain", "entry_mac"]
+__all__ = [
+    "ChainCheck",
+    "append_entry",
+    "audit_context",
+    "chain_entry",
+    "check_chain",
+    "entry_mac",
+]
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +48,15 @@ def entry_mac(key: bytes, kid: bytes, subject: str, packed: bytes) -> str:
     return mac(key, kid, audit_context(subject), packed).hex()
 
 
-def append_entry(
-    keys: MACKeyset, record: SubjectRecord, entry: dict[str, Any], token: WriterToken
-) -> tuple[SubjectRecord, bytes, str]:
-    """The record with its new head, the packed entry and its MAC, for the entry after its head.
+def chain_entry(
+    keys: MACKeyset,
+    subject: str,
+    position: int,
+    prev: str,
+    entry: dict[str, Any],
+    token: WriterToken,
+) -> tuple[bytes, str]:
+    """The packed entry at ``position`` after the entry whose MAC is ``prev``, and its MAC.
 
     ``token`` names the writer in the entry (fenced deployments only).
     """
@@ -52,11 +64,21 @@ def append_entry(
         entry["by"] = token.writer
         entry["ep"] = token.epoch
     kid = keys.current
-    entry["n"] = record.entries
-    entry["prev"] = record.head
+    entry["n"] = position
+    entry["prev"] = prev
     entry["k"] = kid
     packed: bytes = msgpack.packb(entry)
-    digest = keyed_mac(keys, kid, audit_context(record.subject), packed).hex()
+    return packed, keyed_mac(keys, kid, audit_context(subject), packed).hex()
+
+
+def append_entry(
+    keys: MACKeyset, record: SubjectRecord, entry: dict[str, Any], token: WriterToken
+) -> tuple[SubjectRecord, bytes, str]:
+    """The record with its new head, the packed entry and its MAC, for the entry after its head.
+
+    ``token`` names the writer in the entry (fenced deployments only).
+    """
+    packed, digest = chain_entry(keys, record.subject, record.entries, record.head, entry, token)
     return record._replace(head=digest, entries=record.entries + 1), packed, digest
 
 

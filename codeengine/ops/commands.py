@@ -37,6 +37,7 @@ from codeengine.store.audit import check_subject, verify_store
 from codeengine.store.batches import BatchReport, Format, Importer
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
+from codeengine.web.worker import tune_gc
 
 BAR_WIDTH = 30
 
@@ -150,6 +151,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         )
         return await importer.run(_lines(path), _format(path, args.format))
 
+    # The import keeps up to 300,000 subjects' state in memory: with Python's young threshold
+    # the collector would keep walking it, as it walks a worker's in-flight requests.
+    tune_gc(settings.service.gc_young_threshold)
     report = asyncio.run(_with_store(settings, work))
     progress.done()
     document = report.to_json(with_errors=True)

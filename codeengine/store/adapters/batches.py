@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from codeengine.code.chain import append_entry
+from codeengine.code.chain import chain_entry
 from codeengine.code.errors import (
     BatchConflict,
     CodeEngineError,
@@ -319,12 +319,18 @@ class BatchAdapter(SealedAdapter):
                 snapshot = seal(self._record_keys(), snapshot_context(subject, batch_id),
                                 msgpack.packb(_flat(record.risk)))  # fmt: skip
             version = record.version if created else record.version + 1
-            new = fenced._replace(version=version, risk=after, updated_at=now,
-                                  last_batch=batch_id)  # fmt: skip
-            entry = {"op": "risk", "actor": actor, "reason": w.reason, "old": int(new.colour),
-                     "new": int(new.colour), "v": version, "at": now, "op_id": batch_id,
+            colour = int(fenced.colour)
+            entry = {"op": "risk", "actor": actor, "reason": w.reason, "old": colour,
+                     "new": colour, "v": version, "at": now, "op_id": batch_id,
                      "risk": _flat(after)}  # fmt: skip
-            new, packed, digest = append_entry(audit_keys, new, entry, token)
+            packed, digest = chain_entry(
+                audit_keys, subject, fenced.entries, fenced.head, entry, token
+            )
+            # One construction, not two _replace calls: this runs once per imported row.
+            new = SubjectRecord(
+                subject, fenced.kind, fenced.city, fenced.colour, version, now, after,
+                fenced.override, digest, fenced.entries + 1, fenced.fences, batch_id,
+            )  # fmt: skip
             new_raw = self.seal_record(new)
             rows.append([keyspace.subject_key(subject), keyspace.audit_key(subject),
                          keyspace.batch_snapshot_key(subject, batch_id), raw or b"",
