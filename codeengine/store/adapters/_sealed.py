@@ -165,7 +165,10 @@ class SealedAdapter(Adapter):
         done: bytes | None = None
         if not create:
             read = [record_key, marker_key or record_key]
-            raw, done = await fast.mget(read, slot=tag_slot(subject))
+            # The read is part of the write: it has the write's time (a bulk caller's, many
+            # of whose writes are in flight at once), not a lone read's 250 ms.
+            deadline_s = self._settings.write_deadline_ms / 1000 if acked else self._bulk_deadline_s
+            raw, done = await fast.mget(read, deadline_s=deadline_s, slot=tag_slot(subject))
         wrote = _always if create else did_write
         if marker_key and done is not None:
             # A resend: the script answers from the marker (and rewrites it for WAIT).
