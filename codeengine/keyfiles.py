@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from codeengine.code.errors import KeyringError
 from codeengine.code.keyring import Keyring
@@ -41,13 +42,17 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """A key file's JSON; KeyringError names the file and the kind of error, never the content."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"cannot read {what} {path.name}: {type(exc).__name__}") from exc
+
+
 def load_keyring(path: Path) -> Keyring:
     """Read the private keyring JWKS; KeyringError names what is wrong (never the key)."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise KeyringError(f"cannot read keyring {path.name}: {type(exc).__name__}") from exc
-    return Keyring.from_private_jwks(document)
+    return Keyring.from_private_jwks(_read_json(path, "keyring"))
 
 
 def load_pepper(path: Path) -> Secret:
@@ -63,11 +68,7 @@ def load_pepper(path: Path) -> Secret:
 
 def load_mac_keyset(path: Path) -> MACKeyset:
     """Read a MAC keyset file (JSON: the current key id and every key, hex)."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise KeyringError(f"cannot read MAC keyset {path.name}: {type(exc).__name__}") from exc
-    return MACKeyset.from_document(document)
+    return MACKeyset.from_document(_read_json(path, "MAC keyset"))
 
 
 def new_mac_keyset(random: Callable[[int], bytes]) -> MACKeyset:
