@@ -14,9 +14,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from codeengine.code.identifiers import make_resident_id
 from codeengine.ops.commands import store_keys
+from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
 from codeengine.store.redisstore import RedisStore
 from issuer.app import create_app as create_issuer
@@ -118,3 +120,18 @@ def keyed(store: RedisStore, settings: Settings) -> RedisStore:
     """``store`` holding the session's MAC keys (records and audit), as an issuer's does."""
     store.keys = store_keys(settings)
     return store
+
+
+@asynccontextmanager
+async def admin_redis(cluster: DevCluster) -> AsyncIterator[Any]:
+    """redis-py logged in as the cluster's admin user: what a test needs to do what the services
+    may not (delete or overwrite keys, EVAL), such as a Redis insider's edits. Untyped: the
+    stubs widen every reply."""
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        **cluster.redis_py_options("admin"),
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()

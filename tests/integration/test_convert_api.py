@@ -18,6 +18,7 @@ from codeengine.store import keyspace
 from tests.integration.apps import (
     Client,
     Clock,
+    admin_redis,
     auth,
     display,
     history,
@@ -246,14 +247,8 @@ async def _snapshot(cluster: DevCluster, subject: str) -> list[Any]:
 async def _rewrite(cluster: DevCluster, subject: str, entries: list[Any]) -> None:
     """Replace the subject's audit stream with ``entries`` (ids kept): a tamperer's edit."""
     # As the admin user: a tamperer with the services' login could not DEL a stream outright.
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
-        **cluster.redis_py_options("admin"),
-    )
     stream = keyspace.audit_key(SubjectId(subject))
-    try:
+    async with admin_redis(cluster) as client:
         await client.delete(stream)
         for entry_id, fields in entries:
             await client.xadd(stream, fields, id=entry_id)
-    finally:
-        await client.aclose()

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from codeengine.code.errors import NotWriter
 from codeengine.code.fencing import FenceSettings, Role, WriterToken
@@ -27,7 +26,7 @@ from codeengine.ops.devcluster import DevCluster
 from codeengine.store import keyspace
 from codeengine.store.fence import FenceKeeper
 from codeengine.store.redisstore import RedisStore
-from tests.integration.apps import Clock
+from tests.integration.apps import Clock, admin_redis
 from tests.integration.test_redisstore import change, new_subject, opened, record
 
 pytestmark = pytest.mark.cluster
@@ -39,23 +38,9 @@ HANG_GUARD_S = 10.0
 """Only against a hang: what the keepers wait for comes from the test, not from time passing."""
 
 
-@asynccontextmanager
-async def raw(cluster: DevCluster) -> AsyncIterator[RedisCluster]:
-    """A general client, to reach the fence's keys as Redis's clock would (as the admin user:
-    the tests delete and overwrite keys the services touch only through scripts)."""
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
-        **cluster.redis_py_options("admin"),
-    )
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def fresh_city(cluster: DevCluster, city: int) -> None:
     """Forget the city's lease, epoch and switch log (the session's cluster is shared)."""
-    async with raw(cluster) as client:
+    async with admin_redis(cluster) as client:
         await client.delete(*keyspace.fence_keys(city))
 
 
@@ -64,7 +49,7 @@ async def run_out(cluster: DevCluster, city: int, role: Role) -> None:
     are gone, as the TTLs they carry (checked here) would have had them."""
     lease, _, _, primary_up, _, backup_up = keyspace.fence_keys(city)
     beat = primary_up if role is Role.PRIMARY else backup_up
-    async with raw(cluster) as client:
+    async with admin_redis(cluster) as client:
         held = await client.hget(lease, "owner") == role.value.encode()
         for key in (beat, lease) if held else (beat,):
             assert 0 < await client.pttl(key) <= FAST.lease_ms, f"{key} would not run out"
@@ -75,7 +60,7 @@ async def backdate_primary_beat(cluster: DevCluster, city: int, ms: int) -> None
     """The primary has been beating for ``ms`` longer than it has: the store's hand-back
     period counts from its heartbeat's start, on Redis's clock."""
     primary_up = keyspace.fence_keys(city)[3]
-    async with raw(cluster) as client:
+    async with admin_redis(cluster) as client:
         since = await client.get(primary_up)
         assert since is not None, "the primary is not beating"
         await client.set(primary_up, int(since) - ms, keepttl=True)

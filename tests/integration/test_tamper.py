@@ -19,7 +19,6 @@ from typing import Any
 import msgpack
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from codeengine.code.chain import audit_context
 from codeengine.code.model import SubjectId
@@ -42,6 +41,7 @@ from codeengine.web.runtime import MAC_KEYS, PEPPER, store_settings
 from tests.integration.apps import (
     Client,
     Clock,
+    admin_redis,
     auth,
     display,
     history,
@@ -63,20 +63,6 @@ RED_TEAM = """local raw = redis.call('GET', KEYS[1])
 local r = cmsgpack.unpack(string.sub(raw, 1, -23))
 r.col = 3
 redis.call('SET', KEYS[1], cmsgpack.pack(r) .. string.sub(raw, -22))"""
-
-
-@asynccontextmanager
-async def raw_redis(cluster: DevCluster) -> AsyncIterator[Any]:
-    """redis-py as the attacker's client: a Redis user who may write anything, EVAL included
-    (untyped: its stubs widen every reply)."""
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes],
-        **cluster.redis_py_options("admin"),
-    )
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @asynccontextmanager
@@ -120,7 +106,7 @@ def test_the_red_team_record_edit_answers_grey_everywhere_and_is_reported(
         async with issuer(settings, clock) as client, verifier(settings, clock) as gate:
             subject, code = await new_code(client, settings)
             assert (await verify(gate, settings, code))["colour"] == "green"
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 key = keyspace.subject_key(SubjectId(subject))
                 await redis.eval(RED_TEAM, 1, key)
                 stored = await redis.get(key)
@@ -156,7 +142,7 @@ def test_the_red_team_record_edit_answers_grey_everywhere_and_is_reported(
                 f"/v1/subjects/{subject}/history", headers=auth(settings, "convert")
             )
             assert (trail.status, (await trail.json())["reason"]) == (409, "RECORD_TAMPERED")
-        async with opened(settings) as store, raw_redis(cluster) as redis:
+        async with opened(settings) as store, admin_redis(cluster) as redis:
             audit_keys = store_keys(settings).audit_or_raise()
             check = await check_subject(store, audit_keys, subject)
             assert not check.ok and "RECORD_TAMPERED" in check.problem
@@ -179,7 +165,7 @@ def test_a_record_or_token_copied_or_edited_under_its_seal_is_tampered(
             )
             assert converted.status == 200
             green, green_code = await new_code(client, settings)
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 # A genuine record, sealed by the issuer, copied under another subject's key.
                 red_raw = await redis.get(keyspace.subject_key(SubjectId(red)))
                 await redis.set(keyspace.subject_key(SubjectId(green)), red_raw)
@@ -187,7 +173,7 @@ def test_a_record_or_token_copied_or_edited_under_its_seal_is_tampered(
             assert (answer["reason"], answer["colour"]) == ("RECORD_TAMPERED", "grey")
 
             other, other_code = await new_code(client, settings)
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 # The token's body edited (its colour) under the seal it had.
                 key = keyspace.token_key(SubjectId(other))
                 raw = await redis.get(key)
@@ -213,7 +199,7 @@ def test_a_chain_copied_from_another_subject_is_caught(
             _, first = await with_trail(client, settings, clock)
             _, second = await with_trail(client, settings, clock)
             assert (await history(client, settings, second))["chain"]["ok"]
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 # Both chains have four entries: the copy fits the second record's head count.
                 rows = await redis.xrange(keyspace.audit_key(SubjectId(first)))
                 stream = keyspace.audit_key(SubjectId(second))
@@ -254,7 +240,7 @@ def test_a_key_holders_consistent_rewrite_passes_the_chain_and_fails_the_checkpo
 
             # What a holder of both MAC keys can do: rewrite entry 1 and re-MAC every entry
             # after it, then reseal the record with the new head.
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 stream = keyspace.audit_key(sid)
                 rows = await redis.xrange(stream)
                 prev = ""
@@ -379,7 +365,7 @@ def test_an_alias_pointed_at_another_subject_or_a_forged_marker_is_tampered(
             assert bound.status == 201, await bound.text()
             alias = (await bound.json())["id"]
             assert (await verify(gate, settings, f"SSC:{card}"))["colour"] == "green"
-            async with raw_redis(cluster) as redis:
+            async with admin_redis(cluster) as redis:
                 # The card pointed at another person, the seal it had kept.
                 key = keyspace.alias_key(alias)
                 raw = await redis.get(key)
