@@ -1343,7 +1343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             overload = run_overload(opts.duration_s, CROWD, IN_FLIGHT, LAG_MS, log)
         except BenchError as exc:
+            # The scenarios' figures are kept: minutes of measurement are not lost to a late
+            # failure, and the document says what failed.
             print(f"bench.http: overload: {exc}", file=sys.stderr)
+            document["overload_error"] = str(exc)
+            path = save(json_safe(document), opts.output_dir)
+            print(f"Saved the scenarios' figures to {path}; overload failed", file=sys.stderr)
             return 2
         document["overload"] = overload
     path = save(json_safe(document), opts.output_dir)

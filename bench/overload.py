@@ -188,15 +188,20 @@ def measure_crowd(
         if not honour:
             argv.append("--ignore-retry-after")
         env_client = {**os.environ, "BENCH_AUTH": f"Bearer {fixture.keys['verify']}"}
-        result = subprocess.run(
-            argv,
-            env=env_client,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-            check=False,
-            cwd=http.BENCH_DIR.parent,
-        )
+        try:
+            result = subprocess.run(
+                argv,
+                env=env_client,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 120,
+                check=False,
+                cwd=http.BENCH_DIR.parent,
+            )
+        except subprocess.TimeoutExpired:
+            raise http.BenchError(
+                f"bench.crowd gave no answer within {seconds + 120} s (a loaded host?)"
+            ) from None
         if result.returncode != 0:
             raise http.BenchError(f"bench.crowd failed: {result.stderr[-2000:]}")
         group.check_alive()
