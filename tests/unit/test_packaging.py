@@ -44,17 +44,32 @@ def _requirement_names(requirements: list[str]) -> set[str]:
     return names
 
 
-def test_every_python_package_and_the_shipped_configs_are_listed() -> None:
+def test_every_package_data_folder_and_the_shipped_configs_are_listed() -> None:
+    """Every folder of the project packages (Python or data alike), and configs/ mapped into
+    the codeengine package: what is not listed is not in the wheel."""
     settings = _setuptools()
     on_disk = {
-        ".".join(init.parent.relative_to(ROOT).parts)
+        ".".join(folder.relative_to(ROOT).parts)
         for top in PROJECT_PACKAGES
-        for init in (ROOT / top).rglob("__init__.py")
+        for folder in [ROOT / top, *(ROOT / top).rglob("*")]
+        if folder.is_dir() and folder.name != "__pycache__"
     }
+    assert {"codeengine.store.lua", "codeengine.web.static", "verifier.offline"} <= on_disk
     mapped = {name: ROOT / folder for name, folder in settings["package-dir"].items()}
     assert mapped == {"codeengine.defaults": ROOT / "configs"}
     shipped = {"codeengine.defaults", "codeengine.defaults.cities"}
     assert set(settings["packages"]) == on_disk | shipped
+
+
+def test_every_data_file_of_the_packages_is_package_data() -> None:
+    data = _setuptools()["package-data"]
+    for top in PROJECT_PACKAGES:
+        for path in (ROOT / top).rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc"):
+                continue
+            package = ".".join(path.parent.relative_to(ROOT).parts)
+            patterns = data.get(package, [])
+            assert any(fnmatch.fnmatch(path.name, p) for p in patterns), (package, path.name)
 
 
 def test_every_file_of_configs_is_package_data_of_the_wheel() -> None:
