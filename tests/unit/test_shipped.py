@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.code.cities import CITIES_DIR, load_cities
+from codeengine.code.cities import CITIES_DIR, CityTableError, load_cities
 from codeengine.code.fusion import FUSION_FILE
 from codeengine.code.model import CityCode
 from codeengine.code.rules import RULES_FILE
 from codeengine.code.shipped import SHIPPED_NAMES, ShippedConfigMissing, shipped, shipped_dir
+from codeengine.ops.cli import _cities
 from codeengine.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +79,12 @@ def test_the_shipped_file_settings_take_paths_only(tmp_path: Path) -> None:
     config.write_text("[codes]\ncities_dir = 1\n")
     with pytest.raises(SettingsError, match=r"codes\.cities_dir"):
         load_settings(config, env={})
+
+
+def test_make_run_cities_come_from_the_configured_table(tmp_path: Path) -> None:
+    assert _cities("all", CITIES_DIR)[:2] == [320100, 320200]
+    assert _cities("320500,320100", CITIES_DIR) == [320500, 320100]
+    with pytest.raises(SettingsError, match="not a city code of the city table"):
+        _cities("999999", CITIES_DIR)
+    with pytest.raises(CityTableError, match="no city file"):
+        _cities("all", tmp_path)
