@@ -53,9 +53,11 @@ def test_serve_restarts_a_dead_worker_and_drains_on_sigterm(
         service_metrics_dir=str(metrics),
     )
     ready = f"http://127.0.0.1:{port}/readyz"
-    log = tmp_path / "serve.log"
+    logs = tmp_path / "logs"
+    log = logs / "issuer-serve.log"
+    argv = [*SERVE, "issuer", "--log-dir", str(logs)]
     with group(SHUTDOWN_TIMEOUT_S + 10) as started:
-        serve = started.add(spawn("serve", [*SERVE, "issuer"], env, log, cwd=tmp_path))
+        serve = started.add(spawn("serve", argv, env, tmp_path / "out.log", cwd=tmp_path))
         wait_ready([serve], [ready], HANG_GUARD_S)
         wait_until([serve], lambda: len(workers_of(serve)) == 2, HANG_GUARD_S, "two workers")
         first = workers_of(serve)
@@ -70,6 +72,10 @@ def test_serve_restarts_a_dead_worker_and_drains_on_sigterm(
 
         wait_until([serve], replaced, HANG_GUARD_S, "a worker in place of the killed one")
         assert "exited (-9); restarting it" in log.read_text()
+        # Each process keeps its own owner-only file; a restarted worker appends to its own.
+        files = sorted(p.name for p in logs.iterdir())
+        assert files == ["issuer-0.log", "issuer-1.log", "issuer-serve.log"]
+        assert all(p.stat().st_mode & 0o077 == 0 for p in logs.iterdir())
 
         # A second serve of the same folder would delete the first one's metric files.
         second = subprocess.run(
