@@ -25,6 +25,7 @@ __all__ = [
     "Server",
     "available_cpus",
     "label",
+    "metrics_folder_named",
     "port_problem",
     "serve_command",
 ]
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,6 +301,14 @@ def label(service: str, settings: Settings) -> str:
     return f"{service}-{settings.service.city}-{settings.service.role}"
 
 
+def metrics_folder_named(settings: Settings, environ: Mapping[str, str]) -> tuple[str, str]:
+    """Which setting names the metrics folder, and its value ("": a private temporary one):
+    ``service.metrics_dir``, else the environment's ``PROMETHEUS_MULTIPROC_DIR``."""
+    if settings.service.metrics_dir:
+        return "service.metrics_dir", settings.service.metrics_dir
+    return "PROMETHEUS_MULTIPROC_DIR", environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
 def _refuse(problems: Sequence[Problem | str]) -> int:
     for problem in problems:
         print(f"codeengine serve: {problem}", file=sys.stderr)
@@ -336,8 +345,7 @@ def serve_command(
     taken = port_problem(service, settings)
     if taken is not None:
         return _refuse([taken])
-    named = settings.service.metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    where = "service.metrics_dir" if settings.service.metrics_dir else "PROMETHEUS_MULTIPROC_DIR"
+    where, named = metrics_folder_named(settings, os.environ)
     try:
         metrics = MetricsFolder.open(named, label(service, settings))
     except (MetricsFolderBusy, OSError) as exc:

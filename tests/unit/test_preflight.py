@@ -28,6 +28,7 @@ from codeengine.ops.serve import (
     RestartBudget,
     available_cpus,
     label,
+    metrics_folder_named,
     port_problem,
 )
 from codeengine.settings import Settings, load_settings
@@ -258,3 +259,14 @@ def test_what_a_deployment_mounts_for_each_service() -> None:
 def test_serve_takes_its_settings_file_before_or_after_the_subcommand(argv: list[str]) -> None:
     assert _parser().parse_args(argv).config == "own.toml"
     assert _parser().parse_args(["serve", "verifier"]).config is None
+
+
+def test_the_metrics_folder_is_the_setting_else_the_environment_else_temporary() -> None:
+    named = load_settings(env={"CODEENGINE_SERVICE_METRICS_DIR": "/run/ce/metrics"})
+    environ = {"PROMETHEUS_MULTIPROC_DIR": "/tmp/kit-metrics"}
+    assert metrics_folder_named(named, environ) == ("service.metrics_dir", "/run/ce/metrics")
+    assert metrics_folder_named(Settings(), environ) == (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "/tmp/kit-metrics",
+    )
+    assert metrics_folder_named(Settings(), {}) == ("PROMETHEUS_MULTIPROC_DIR", "")
