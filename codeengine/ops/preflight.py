@@ -62,11 +62,13 @@ class SecretFile:
     """An empty value means the file is not used (no login, no client certificate)."""
     bootstrap: bool = False
     """Read only while the store holds nothing seeded from it (the first keyring)."""
+    tls_only: bool = False
+    """Read only with ``cluster.tls`` on (the client certificate's key)."""
 
 
 SECRET_FILES: tuple[SecretFile, ...] = (
     SecretFile("cluster.password_file", BOTH, optional=True),
-    SecretFile("cluster.key_file", BOTH, optional=True),
+    SecretFile("cluster.key_file", BOTH, optional=True, tls_only=True),
     SecretFile("keys.kek_file", ISSUER),
     SecretFile("keys.pepper_file", ISSUER),
     SecretFile("keys.alias_key_file", BOTH),
@@ -80,8 +82,8 @@ the audit keyset; no service reads ``keys.checkpoint_key_file`` (ops only)."""
 
 
 PUBLIC_FILES = ("cluster.ca_file", "cluster.cert_file")
-"""Files both services read that are not secret (checked when the cluster client loads them);
-an empty value means the file is not used."""
+"""Files both services read with ``cluster.tls`` on that are not secret (checked when the
+cluster client loads them); an empty value means the file is not used."""
 
 
 def secret_settings(service: str) -> tuple[str, ...]:
@@ -168,6 +170,8 @@ def check_files(settings: Settings, services: Sequence[str]) -> list[Problem]:
     problems = []
     for secret in SECRET_FILES:
         if not secret.services.intersection(services):
+            continue
+        if secret.tls_only and not settings.cluster.tls:
             continue
         value = _value(settings, secret.setting)
         if not value:

@@ -270,3 +270,15 @@ def test_the_metrics_folder_is_the_setting_else_the_environment_else_temporary()
         "/tmp/kit-metrics",
     )
     assert metrics_folder_named(Settings(), {}) == ("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def test_a_plain_cluster_needs_no_client_key(env: dict[str, str], tmp_path: Path) -> None:
+    """The TLS files' defaults name a development checkout's: with TLS off nothing reads them."""
+    nowhere = {
+        "cluster.cert_file": str(tmp_path / "c.crt"),
+        "cluster.key_file": str(tmp_path / "c.key"),
+    }
+    tls = _settings(env, **nowhere)
+    assert [p.setting for p in check_files(tls, ["verifier"])] == ["cluster.key_file"]
+    plain = _settings(env, **nowhere, **{"cluster.tls": "false"})
+    assert check_files(plain, ["verifier"]) == []
