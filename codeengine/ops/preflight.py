@@ -192,7 +192,25 @@ def check_files(settings: Settings, services: Sequence[str]) -> list[Problem]:
     problems += _load_problem("codes.fusion_file", lambda: load_fusion(codes.fusion_path()))
     if issuer:
         problems += _load_problem("codes.cities_dir", lambda: load_cities(codes.cities_path()))
+    if "verifier" in services and not problems:
+        problems += _terminal_problems(settings)
     return problems
+
+
+def _terminal_problems(settings: Settings) -> list[Problem]:
+    """A verifier refuses to start when a client's terminal type names no profile of the
+    fusion file (a typo would show that terminal the default profile): say so here."""
+    profiles = load_fusion(settings.codes.fusion_path()).terminals
+    clients = load_credentials(Path(settings.keys.credentials_file)).by_key_hash.values()
+    return [
+        Problem(
+            "keys.credentials_file",
+            f"client {client.name!r}: no terminal profile {client.terminal_type!r} in the "
+            "fusion file (codes.fusion_file)",
+        )
+        for client in clients
+        if client.terminal_type is not None and client.terminal_type not in profiles
+    ]
 
 
 def _load_problem(setting: str, load: Callable[[], object]) -> list[Problem]:

@@ -5,6 +5,7 @@ The cluster half of the checks is in tests/integration/test_serve_check.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import replace
@@ -282,3 +283,22 @@ def test_a_plain_cluster_needs_no_client_key(env: dict[str, str], tmp_path: Path
     assert [p.setting for p in check_files(tls, ["verifier"])] == ["cluster.key_file"]
     plain = _settings(env, **nowhere, **{"cluster.tls": "false"})
     assert check_files(plain, ["verifier"]) == []
+
+
+def test_a_terminal_type_with_no_profile_stops_a_verifier(env: dict[str, str]) -> None:
+    credentials = Path(env["CODEENGINE_KEYS_CREDENTIALS_FILE"])
+    document = json.loads(credentials.read_text())
+    document["clients"][0]["terminal_type"] = "gate"
+    credentials.write_text(json.dumps(document))
+    assert check_files(_settings(env), ["verifier"]) == []
+    document["clients"][0]["terminal_type"] = "gait"
+    credentials.write_text(json.dumps(document))
+    name = document["clients"][0]["client"]
+    assert check_files(_settings(env), ["verifier"]) == [
+        Problem(
+            "keys.credentials_file",
+            f"client {name!r}: no terminal profile 'gait' in the fusion file (codes.fusion_file)",
+        )
+    ]
+    # An issuer shows no terminal anything.
+    assert check_files(_settings(env), ["issuer"]) == []
