@@ -264,11 +264,11 @@ def test_serve_takes_its_settings_file_before_or_after_the_subcommand(argv: list
 
 def test_the_metrics_folder_is_the_setting_else_the_environment_else_temporary() -> None:
     named = load_settings(env={"CODEENGINE_SERVICE_METRICS_DIR": "/run/ce/metrics"})
-    environ = {"PROMETHEUS_MULTIPROC_DIR": "/tmp/kit-metrics"}
+    environ = {"PROMETHEUS_MULTIPROC_DIR": "/run/kit-metrics"}
     assert metrics_folder_named(named, environ) == ("service.metrics_dir", "/run/ce/metrics")
     assert metrics_folder_named(Settings(), environ) == (
         "PROMETHEUS_MULTIPROC_DIR",
-        "/tmp/kit-metrics",
+        "/run/kit-metrics",
     )
     assert metrics_folder_named(Settings(), {}) == ("PROMETHEUS_MULTIPROC_DIR", "")
 
