@@ -28,6 +28,7 @@ from typing import Any
 
 from codeengine.code.fencing import FenceSettings
 from codeengine.code.model import CITIES
+from codeengine.code.shipped import shipped
 
 ENV_PREFIX = "CODEENGINE_"
 
@@ -85,6 +86,9 @@ class ServiceSettings:
     """The city whose endpoint this is (configs/cities); 0: one endpoint for the province."""
     role: str = "primary"
     """Which of the city's endpoints this is: ``primary`` or ``backup`` (接口备用环境)."""
+    metrics_dir: str = ""
+    """The Prometheus multiprocess folder ``codeengine serve`` makes, empties and removes for
+    its workers; "": ``$PROMETHEUS_MULTIPROC_DIR`` if set, else a private temporary folder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +147,28 @@ class CodeSettings:
     display_ttl_s: int = 120
     clock_skew_s: int = 30
     trust_list_max_age_s: int = 300
-    rules_file: str = "configs/rules.toml"
-    """The conversion rules: record types, periods, and the colour of a subject with no data."""
-    fusion_file: str = "configs/fusion.toml"
-    """Card-code fusion: alias types, their scanner prefixes, and what each terminal sees."""
+    rules_file: str = ""
+    """The conversion rules: record types, periods, and the colour of a subject with no data;
+    "": the shipped ``rules.toml``."""
+    fusion_file: str = ""
+    """Card-code fusion: alias types, their scanner prefixes, and what each terminal sees;
+    "": the shipped ``fusion.toml``."""
+    cities_dir: str = ""
+    """The city table, one TOML file per city; "": the shipped ``cities/`` folder."""
     keyring_refresh_s: float = 1.0
     """How often each process re-reads the keyring or trust list from the store."""
+
+    def rules_path(self) -> Path:
+        """``rules_file``, or the shipped rules."""
+        return Path(self.rules_file) if self.rules_file else shipped("rules.toml")
+
+    def fusion_path(self) -> Path:
+        """``fusion_file``, or the shipped fusion file."""
+        return Path(self.fusion_file) if self.fusion_file else shipped("fusion.toml")
+
+    def cities_path(self) -> Path:
+        """``cities_dir``, or the shipped city table."""
+        return Path(self.cities_dir) if self.cities_dir else shipped("cities")
 
 
 @dataclass(frozen=True, slots=True)

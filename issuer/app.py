@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["create_app"]
 
-from pathlib import Path
 
 from aiohttp import web
 
@@ -74,7 +73,7 @@ def create_app(
     attach_runtime(app, settings, store, signs=True)
     app[METRICS] = RequestMetrics("issuer")
     app[QR_CACHE] = ImageCache()
-    app[FUSION] = load_fusion(Path(settings.codes.fusion_file))
+    app[FUSION] = load_fusion(settings.codes.fusion_path())
     # The document says what this app serves: the alias types of the fusion file it loaded.
     components = {**ISSUER_SCHEMAS, "AliasType": alias_type_schema(app[FUSION])}
     app[OPENAPI] = openapi_document(TITLE, DESCRIPTION, ISSUER_ROUTES, components)

@@ -16,6 +16,7 @@ __all__ = ["CITY_OPS_ROUTES"]
 import asyncio
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -44,8 +45,13 @@ HANDOVER_POLL_S = 0.1
 
 
 @functools.cache
-def _table() -> dict[CityCode, City]:
-    return load_cities()
+def _load(directory: Path) -> dict[CityCode, City]:
+    return load_cities(directory)
+
+
+def _table(request: web.Request) -> dict[CityCode, City]:
+    """The city table of this issuer's settings (``codes.cities_dir``), read once."""
+    return _load(request.app[SETTINGS].codes.cities_path())
 
 
 def _store(request: web.Request) -> RedisStore:
@@ -82,7 +88,7 @@ def city_view(code: int, names: tuple[str, str], lease: Lease, log: list[Switch]
 async def city_list(request: web.Request) -> web.Response:
     """Every city's write-lease holder, epoch and latest switches."""
     store = _store(request)
-    cities = list(_table().values())
+    cities = list(_table(request).values())
     states = await asyncio.gather(*(store.fence_state(c.code, SWITCHES_SHOWN) for c in cities))
     return web.json_response(
         {
@@ -97,7 +103,7 @@ async def city_list(request: web.Request) -> web.Response:
 async def city_handover(request: web.Request) -> web.Response:
     """Move the city's write lease to ``to`` and hold it there for ``hold_s``."""
     text = request.match_info["city"]
-    codes = _table()
+    codes = _table(request)
     if not text.isdigit() or len(text) != 6 or CityCode(int(text)) not in codes:
         raise BadRequest("the path does not name a city of the table")
     body = await read_object(request, HANDOVER_FIELDS)

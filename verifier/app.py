@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["create_app"]
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -59,7 +58,7 @@ def create_app(
     attach_runtime(app, settings, store, signs=False)
     app[METRICS] = RequestMetrics("verifier")
 
-    app[FUSION] = load_fusion(Path(settings.codes.fusion_file))
+    app[FUSION] = load_fusion(settings.codes.fusion_path())
 
     async def scan_log(app: web.Application) -> AsyncIterator[None]:
         # Every terminal's profile must exist: a typo would otherwise show it the default.

@@ -16,8 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codeengine.code.model import CITIES, CityCode
+from codeengine.code.shipped import shipped
 
-CITIES_DIR = Path(__file__).resolve().parents[2] / "configs" / "cities"
+CITIES_DIR = shipped("cities")
+"""The shipped city table (``configs/cities/``); ``codes.cities_dir`` names one's own."""
 _FIELDS = {"code", "name", "name_en", "residents_millions", "primary", "backup"}
 _SERVICES = ("issuer", "verifier")
 

@@ -30,8 +30,10 @@ from codeengine.code.errors import InvalidIdentifier, Reason
 from codeengine.code.identifiers import parse_resident_id
 from codeengine.code.pseudonym import MAX_ALIAS_LENGTH, AliasHash, alias_hash
 from codeengine.code.secret import Secret
+from codeengine.code.shipped import shipped
 
-FUSION_FILE = Path(__file__).resolve().parents[2] / "configs" / "fusion.toml"
+FUSION_FILE = shipped("fusion.toml")
+"""The shipped fusion file (``configs/fusion.toml``); ``codes.fusion_file`` names one's own."""
 VERDICT_FIELDS = ("colour", "kind", "city", "checked_at", "as_of", "degraded")
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from codeengine.code.model import Colour
+from codeengine.code.shipped import shipped
 
-RULES_FILE = Path(__file__).resolve().parents[2] / "configs" / "rules.toml"
+RULES_FILE = shipped("rules.toml")
+"""The shipped rules (``configs/rules.toml``); ``codes.rules_file`` names one's own."""
 MAX_DURATION_DAYS = 366
 _BY_LABEL = {colour.label: colour for colour in Colour}
 _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")

@@ -1,4 +1,5 @@
-"""The ``codeengine`` command: run the system, manage dev keys, start a cluster by hand."""
+"""The ``codeengine`` command: serve a service in production, run the dev system, manage dev
+keys, start a cluster by hand, and the ops commands."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from codeengine import __version__
 from codeengine.code.errors import CodeEngineError
 from codeengine.ops.commands import add_ops_commands, config_path
 from codeengine.ops.devcluster import ClusterError, DevCluster
@@ -18,6 +20,7 @@ from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.settings import SettingsError, load_settings
 
 DEFAULT_CLUSTER_PORT = 7000
+DEFAULT_DEADLINE_S = 5.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -25,24 +28,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = config_path(args)
     settings = load_settings(config)
-    return run_system(settings, Path(args.var), args.cluster_port, config, _cities(args.cities))
+    cities = _cities(args.cities, settings.codes.cities_path())
+    return run_system(settings, Path(args.var), args.cluster_port, config, cities)
 
 
-def _cities(text: str) -> list[int]:
+def _cities(text: str, directory: Path) -> list[int]:
     """``--cities``: "" (none), "all", or city codes separated by commas."""
     from codeengine.code.cities import load_cities
 
     if not text:
         return []
-    table = load_cities()
+    table = load_cities(directory)
     if text == "all":
         return sorted(table)
     codes = []
     for part in text.split(","):
         if not part.strip().isdigit() or int(part) not in table:
-            raise SettingsError(f"--cities: {part!r} is not a city code of configs/cities")
+            raise SettingsError(f"--cities: {part!r} is not a city code of the city table")
         codes.append(int(part))
     return codes
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from codeengine.ops.serve import serve_command
+
+    if args.service is None and not args.check:
+        print(
+            "codeengine serve: name the service (issuer or verifier), or --check", file=sys.stderr
+        )
+        return 2
+    if not args.deadline > 0:
+        print("codeengine serve: --deadline: a number of seconds above 0", file=sys.stderr)
+        return 2
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    return serve_command(
+        args.service, config_path(args), check=args.check, deadline_s=args.deadline, log_dir=log_dir
+    )
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:
@@ -82,7 +103,38 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeengine", description=__doc__)
     parser.add_argument("--config", help="settings TOML (default: $CODEENGINE_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run one service's workers against the configured cluster and keys"
+    )
+    serve.add_argument("service", nargs="?", choices=("issuer", "verifier"))
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the secret files and the cluster, then exit: 0 good, 1 not "
+        "(without a service: both services' files)",
+    )
+    serve.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help=f"how long the cluster has to answer the check (default {DEFAULT_DEADLINE_S:g})",
+    )
+    serve.add_argument(
+        "--config",
+        # Suppressed: given here or before the subcommand, one value; absent here, the other.
+        default=argparse.SUPPRESS,
+        help="settings TOML (default: $CODEENGINE_CONFIG); may also come before 'serve'",
+    )
+    serve.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="each process writes and rotates its own log file there (default: standard error)",
+    )
+    serve.set_defaults(func=_cmd_serve)
 
     run = commands.add_parser("run", help="start cluster, dev keys, issuer and verifier")
     run.add_argument("--var", default="var", help="folder for cluster data and logs")

@@ -135,7 +135,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"codeengine: no such file: {path}", file=sys.stderr)
         return 2
-    rules = load_rules(Path(settings.codes.rules_file))
+    rules = load_rules(settings.codes.rules_path())
     pepper = load_pepper(Path(settings.keys.pepper_file))
     progress = _Progress(path.stat().st_size)
 

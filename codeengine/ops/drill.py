@@ -51,6 +51,7 @@ from codeengine.code.errors import StoreUnavailable
 from codeengine.code.fencing import Role, Switch
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.model import CityCode, SubjectId
+from codeengine.code.shipped import shipped_dir
 from codeengine.ops.commands import store_keys
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import ensure_dev_material
@@ -65,7 +66,7 @@ from failover.client import Answer, FailoverClient
 log = logging.getLogger("codeengine.drill")
 T = TypeVar("T")
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = shipped_dir()
 DRILLS = ("kill-primary", "kill-redis-master", "pause-redis-master", "planned-failover")
 COLOURS = ("green", "yellow", "red")
 PROBE_INTERVAL_S = 0.25

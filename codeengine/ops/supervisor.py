@@ -67,10 +67,12 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop
 
 
-def _start_cities(codes: Sequence[int], env: dict[str, str], log_dir: Path) -> list[CityProcesses]:
+def _start_cities(
+    codes: Sequence[int], env: dict[str, str], log_dir: Path, table_dir: Path
+) -> list[CityProcesses]:
     """Start each named city's primary and backup endpoints on the city table's ports."""
 
-    table = load_cities()
+    table = load_cities(table_dir)
     cities = []
     for code in codes:
         city = CityProcesses(table[CityCode(code)], env, log_dir / "cities")
@@ -153,7 +155,7 @@ def run_system(
             return 1
         if cities:
             print(f"starting the primary and backup endpoints of {len(cities)} cities ...")
-            city_procs = _start_cities(cities, env, log_dir)
+            city_procs = _start_cities(cities, env, log_dir, settings.codes.cities_path())
         management = settings.service.management_host
         summary = {
             "issuer": urls["issuer"],

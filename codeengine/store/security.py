@@ -37,6 +37,11 @@ class StoreRefused(StoreUnavailable):
     the start-up log and readiness say which setting to fix.
     """
 
+    def __init__(self, detail: str, *, setting: str = "cluster.nodes") -> None:
+        super().__init__(detail)
+        self.setting = setting
+        """The setting to look at first (``codeengine serve --check`` names it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoreSecurity:
@@ -71,10 +76,13 @@ def _read_password(password_file: str) -> Secret:
         text = Path(password_file).read_text().strip()
     except OSError as exc:
         raise StoreRefused(
-            f"cluster.password_file: cannot read {password_file}: {exc.strerror}"
+            f"cluster.password_file: cannot read {password_file}: {exc.strerror}",
+            setting="cluster.password_file",
         ) from exc
     if not text:
-        raise StoreRefused(f"cluster.password_file: {password_file} is empty")
+        raise StoreRefused(
+            f"cluster.password_file: {password_file} is empty", setting="cluster.password_file"
+        )
     return Secret(text.encode())
 
 
@@ -86,13 +94,16 @@ def _context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
     try:
         context.load_verify_locations(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise StoreRefused(f"cluster.ca_file: cannot load {ca_file}: {exc}") from exc
+        raise StoreRefused(
+            f"cluster.ca_file: cannot load {ca_file}: {exc}", setting="cluster.ca_file"
+        ) from exc
     if cert_file:
         try:
             context.load_cert_chain(cert_file, key_file)
         except (OSError, ssl.SSLError) as exc:
             raise StoreRefused(
-                f"cluster.cert_file/cluster.key_file: cannot load {cert_file}, {key_file}: {exc}"
+                f"cluster.cert_file/cluster.key_file: cannot load {cert_file}, {key_file}: {exc}",
+                setting="cluster.cert_file",
             ) from exc
     return context
 
@@ -125,20 +136,24 @@ def refusal_for_handshake(exc: BaseException, security: StoreSecurity, addr: str
         if exc.verify_code == 62 or "hostname" in str(exc.verify_message).lower():
             return StoreRefused(
                 f"store {addr}: its certificate does not name {security.server_name!r}; "
-                "check cluster.server_name"
+                "check cluster.server_name",
+                setting="cluster.server_name",
             )
         return StoreRefused(
             f"store {addr}: its certificate is not trusted ({exc.verify_message}); "
-            "check cluster.ca_file"
+            "check cluster.ca_file",
+            setting="cluster.ca_file",
         )
     text = str(exc).lower()
     if "wrong version number" in text or "record layer failure" in text or "packet length" in text:
         return StoreRefused(
-            f"store {addr} does not speak TLS; check cluster.tls (on here) and the node's port"
+            f"store {addr} does not speak TLS; check cluster.tls (on here) and the node's port",
+            setting="cluster.tls",
         )
     return StoreRefused(
         f"store {addr}: TLS handshake failed ({type(exc).__name__}); check cluster.tls, "
-        "cluster.ca_file, cluster.cert_file and cluster.key_file"
+        "cluster.ca_file, cluster.cert_file and cluster.key_file",
+        setting="cluster.tls",
     )
 
 
@@ -148,16 +163,19 @@ def refusal_for_auth(reply: str, security: StoreSecurity, addr: str) -> StoreRef
     if prefix == "WRONGPASS" or "invalid username-password" in reply:
         return StoreRefused(
             f"store {addr} refused the login of {security.username or 'default'!r}; "
-            "check cluster.username and cluster.password_file"
+            "check cluster.username and cluster.password_file",
+            setting="cluster.password_file",
         )
     if prefix == "NOAUTH":
         return StoreRefused(
-            f"store {addr} needs a login; set cluster.username and cluster.password_file"
+            f"store {addr} needs a login; set cluster.username and cluster.password_file",
+            setting="cluster.username",
         )
     if prefix == "NOPERM":
         return StoreRefused(
             f"store {addr}: user {security.username!r} may not run the connection's first "
-            "command; the cluster's ACL rule for it is wrong"
+            "command; the cluster's ACL rule for it is wrong",
+            setting="cluster.username",
         )
     return StoreRefused(f"store {addr} refused the connection: {prefix}")
 
@@ -167,9 +185,11 @@ def refusal_for_silence(security: StoreSecurity, addr: str) -> StoreRefused:
     if security.ssl_context is None:
         return StoreRefused(
             f"store {addr} closed the connection before answering; if it speaks TLS, set "
-            "cluster.tls on (off here)"
+            "cluster.tls on (off here)",
+            setting="cluster.tls",
         )
     return StoreRefused(
         f"store {addr} closed the TLS connection before answering; if it requires a client "
-        "certificate, set cluster.cert_file and cluster.key_file"
+        "certificate, set cluster.cert_file and cluster.key_file",
+        setting="cluster.cert_file",
     )

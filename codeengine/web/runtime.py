@@ -288,7 +288,7 @@ def attach_runtime(
     app[SETTINGS] = settings
     if signs:
         # A malformed rules file stops the issuer here, naming the field, before it serves.
-        app[RULES] = load_rules(Path(settings.codes.rules_file))
+        app[RULES] = load_rules(settings.codes.rules_path())
     state = KeyState()
     app[KEYS] = state
     app[MAC_KEYS] = MACKeyState()

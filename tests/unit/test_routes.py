@@ -130,7 +130,7 @@ def test_the_lane_and_the_scopes_come_from_the_declarations() -> None:
 
 def test_the_document_describes_the_settings_the_app_was_built_with(tmp_path: Path) -> None:
     settings = load_settings(env={})
-    shipped = Path(settings.codes.fusion_file).read_text(encoding="utf-8")
+    shipped = settings.codes.fusion_path().read_text(encoding="utf-8")
     # The same file without its transit alias type.
     fewer = re.sub(r"(?ms)^\[aliases\.transit\].*?(?=^\[)", "", shipped)
     fusion = tmp_path / "fusion.toml"
