@@ -60,7 +60,7 @@ SNAPSHOT_ACL_RULE = (
 )
 """What a snapshot sends: it reads every key and changes nothing."""
 RESTORE_ACL_RULE = (
-    "resetchannels ~* -@all +ping +asking +info +dbsize +restore +wait +cluster|slots +cluster|info"
+    "resetchannels ~* -@all +ping +asking +dbsize +restore +wait +cluster|slots +cluster|info"
 )
 """What a restore sends: it writes keys with ``RESTORE`` (never replacing one) and waits for
 the replicas."""
@@ -274,7 +274,7 @@ async def _require_empty(fast: FastCluster) -> list[tuple[str, int]]:
     """Each target primary (``host:port``, a slot it serves); BackupError unless the cluster is
     whole and holds no key."""
     info = bytes(_checked(await fast.execute_at_slot(0, "CLUSTER", "INFO"), "CLUSTER INFO"))
-    fields = dict(line.split(":", 1) for line in info.decode().split() if ":" in line)
+    fields = {k: v for k, _, v in (line.partition(":") for line in info.decode().split())}
     if fields.get("cluster_state") != "ok" or fields.get("cluster_slots_assigned") != "16384":
         raise BackupError("the target cluster is not whole (cluster_state not ok): heal it first")
     primaries = await _primaries(fast)
