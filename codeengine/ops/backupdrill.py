@@ -276,12 +276,10 @@ class _Hold:
 
 
 async def _load_and_snapshot(
-    world: _World, options: BackupDrillOptions, snapshot_dir: Path
+    world: _World, options: BackupDrillOptions, snapshot_dir: Path, backup: StoreSecurity
 ) -> tuple[_Load, int, dict[str, Any]]:
     """The loaded source, the acknowledged changes, the boundary, the snapshot's numbers."""
-    settings = world.settings(world.source)
-    backup = add_user(world.source, "backup", SNAPSHOT_ACL_RULE, world.work / "backup.password")
-    store = _store(settings)
+    store = _store(world.settings(world.source))
     rng = random.Random(20)
     try:
         subjects = _subjects(options.subjects, os.urandom(8))
@@ -435,9 +433,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 async def _restore_and_check(
-    world: _World, target: DevCluster, snapshot_dir: Path, load: _Load, boundary: int, end: int
+    world: _World,
+    target: DevCluster,
+    restorer: StoreSecurity,
+    snapshot_dir: Path,
+    load: _Load,
+    boundary: int,
+    end: int,
 ) -> dict[str, Any]:
-    restorer = add_user(target, "restore", RESTORE_ACL_RULE, world.work / "restore.password")
     report = await _with_fast(target, restorer, lambda fast: restore_snapshot(fast, snapshot_dir))
     checks = await _check_restored(world.settings(target), load, boundary, end)
     return {
@@ -455,10 +458,14 @@ def _run(world: _World, options: BackupDrillOptions) -> dict[str, Any]:
     world.source.start()
     ensure_dev_material(world.settings(world.source))
     snapshot_dir = world.work / "snapshot"
-    load, boundary, numbers = asyncio.run(_load_and_snapshot(world, options, snapshot_dir))
-    target = world.start_target()
+    backup = add_user(world.source, "backup", SNAPSHOT_ACL_RULE, world.work / "backup.password")
+    load, boundary, numbers = asyncio.run(_load_and_snapshot(world, options, snapshot_dir, backup))
     end = boundary + numbers["acknowledged_during_snapshot"]
-    restored = asyncio.run(_restore_and_check(world, target, snapshot_dir, load, boundary, end))
+    target = world.start_target()
+    restorer = add_user(target, "restore", RESTORE_ACL_RULE, world.work / "restore.password")
+    restored = asyncio.run(
+        _restore_and_check(world, target, restorer, snapshot_dir, load, boundary, end)
+    )
     summary: dict[str, Any] = {
         "drill": BACKUP_DRILL,
         "options": {
