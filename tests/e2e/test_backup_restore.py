@@ -123,25 +123,26 @@ def test_the_backup_commands_snapshot_check_and_refuse_a_restore_over_data(
             check=False,
         )
 
-    # The session cluster holds the other tests' keys, and at least this one.
+    # The session cluster holds the other tests' keys, and at least this one, throughout.
     seed = b"ce:test:{backup-cli}"
     asyncio.run(_command(cluster, "SET", seed, "1"))
     try:
         taken = codeengine("snapshot", "--out", str(out))
+        assert taken.returncode == 0, taken.stderr
+        document = json.loads(taken.stdout)
+        assert document["keys"] >= 1 and document["files"] == 3
+        assert "snapshot 100.0%" in taken.stderr, "the last progress line"
+        records = [r for f in check_snapshot(out).files for r in read_records(out, f)]
+        assert [r[1] for r in records].count(seed) == 1
+        checked = codeengine("check", "--from", str(out))
+        assert checked.returncode == 0 and json.loads(checked.stdout)["intact"] is True
+        refused = codeengine("restore", "--from", str(out))
+        assert refused.returncode == 2, refused.stdout
+        assert "not empty" in refused.stderr and refused.stdout == ""
+        again = codeengine("snapshot", "--out", str(out))
+        assert again.returncode == 2 and "not empty" in again.stderr
     finally:
         asyncio.run(_command(cluster, "DEL", seed))
-    assert taken.returncode == 0, taken.stderr
-    document = json.loads(taken.stdout)
-    assert document["keys"] >= 1 and document["files"] == 3
-    assert "snapshot 100.0%" in taken.stderr, "the last progress line"
-    assert any(r[1] == seed for f in check_snapshot(out).files for r in read_records(out, f))
-    checked = codeengine("check", "--from", str(out))
-    assert checked.returncode == 0 and json.loads(checked.stdout)["intact"] is True
-    refused = codeengine("restore", "--from", str(out))
-    assert refused.returncode == 2
-    assert "not empty" in refused.stderr and refused.stdout == ""
-    again = codeengine("snapshot", "--out", str(out))
-    assert again.returncode == 2 and "not empty" in again.stderr
 
 
 def _admin(cluster: DevCluster) -> FastCluster:
