@@ -32,9 +32,10 @@ __all__ = [
     "take_snapshot",
 ]
 
+import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
@@ -46,6 +47,7 @@ from codeengine.ops.backupformat import (
     BackupError,
     Manifest,
     Record,
+    ShardFile,
     ShardWriter,
     check_snapshot,
     make_snapshot_dir,
@@ -56,7 +58,7 @@ from codeengine.store.cluster import SLOT_COUNT, FastCluster, tag_slot
 
 SNAPSHOT_ACL_RULE = (
     "resetchannels ~* -@all +ping +asking +info +time +multi +exec +dump +pttl "
-    "+cluster|slots +cluster|getkeysinslot"
+    "+cluster|slots +cluster|countkeysinslot +cluster|getkeysinslot"
 )
 """What a snapshot sends: it reads every key and changes nothing."""
 RESTORE_ACL_RULE = (
@@ -65,8 +67,10 @@ RESTORE_ACL_RULE = (
 """What a restore sends: it writes keys with ``RESTORE`` (never replacing one) and waits for
 the replicas."""
 
-SLOTS_PER_BATCH = 256
-"""Slots listed, then dumped, in one round trip to their primaries."""
+KEYS_PER_BATCH = 5000
+"""About this many keys of one primary are listed, then dumped, in one round trip."""
+COUNTS_PER_CALL = 2048
+"""Slots whose keys are counted in one round trip."""
 KEYS_PER_RESTORE = 500
 """``RESTORE`` commands sent in one round trip."""
 MAX_KEYS_PER_SLOT = 1_000_000
@@ -237,35 +241,106 @@ async def _dump_slots(
     return records, retried
 
 
+async def _side_by_side(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run these together; the first failure cancels the others and is raised as it is."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class _Tally:
+    """What the snapshot's primaries, copied side by side, have done so far."""
+
+    slots: int = 0
+    keys: int = 0
+    retried: int = 0
+
+
+async def _key_counts(fast: FastCluster, slots: list[int]) -> list[tuple[int, int]]:
+    """Each slot and how many keys it holds now."""
+    routes = _slot_routes()
+    counts = []
+    for chunk in _batches(slots, COUNTS_PER_CALL):
+        replies = await fast.bulk(
+            [(routes[s], ("CLUSTER", "COUNTKEYSINSLOT", s)) for s in chunk],
+            deadline_s=BATCH_DEADLINE_S,
+        )
+        for slot, reply in zip(chunk, replies, strict=True):
+            counts.append((slot, int(_checked(reply, "CLUSTER COUNTKEYSINSLOT"))))
+    return counts
+
+
+def _by_size(counts: list[tuple[int, int]], keys_per_batch: int) -> Iterator[list[int]]:
+    """The slots that hold keys, in batches of about ``keys_per_batch`` keys (a larger slot
+    alone: a slot is always copied in one transaction)."""
+    batch: list[int] = []
+    size = 0
+    for slot, keys in counts:
+        if not keys:
+            continue
+        if batch and size + keys > keys_per_batch:
+            yield batch
+            batch, size = [], 0
+        batch.append(slot)
+        size += keys
+    if batch:
+        yield batch
+
+
+async def _copy_primary(
+    fast: FastCluster,
+    writer: ShardWriter,
+    keys_per_batch: int,
+    tally: _Tally,
+    progress: ProgressHook | None,
+) -> None:
+    """Copy one primary's slots into its shard file."""
+    slots = [s for first, last in writer.slots for s in range(first, last + 1)]
+    counts = await _key_counts(fast, slots)
+    tally.slots += sum(1 for _, keys in counts if not keys)
+    for batch in _by_size(counts, keys_per_batch):
+        records, again = await _dump_slots(fast, await _listed(fast, batch))
+        for record in records:
+            writer.add(record)
+        tally.slots += len(batch)
+        tally.keys += len(records)
+        tally.retried += again
+        if progress is not None:
+            await progress(Progress("snapshot", tally.slots, SLOT_COUNT, tally.keys))
+
+
 async def take_snapshot(
-    fast: FastCluster, out: Path, now: int, progress: ProgressHook | None = None
+    fast: FastCluster,
+    out: Path,
+    now: int,
+    progress: ProgressHook | None = None,
+    keys_per_batch: int = KEYS_PER_BATCH,
 ) -> Manifest:
     """Copy every key of the cluster into the new folder ``out``; the manifest written last.
 
-    ``now`` (s since the epoch) is recorded as the snapshot's start. ``fast`` must log in with
-    the rights of :data:`SNAPSHOT_ACL_RULE`.
+    The primaries are copied side by side, each into its own file. ``now`` (s since the
+    epoch) is recorded as the snapshot's start. ``fast`` must log in with the rights of
+    :data:`SNAPSHOT_ACL_RULE`.
     """
     make_snapshot_dir(out)
     primaries = await _primaries(fast)
     version = await _redis_version(fast)
-    files = []
-    done = keys = retried = 0
-    for index, (addr, spans) in enumerate(primaries):
-        writer = ShardWriter(out, index, addr, spans)
-        try:
-            slots = [s for first, last in spans for s in range(first, last + 1)]
-            for batch in _batches(slots, SLOTS_PER_BATCH):
-                records, again = await _dump_slots(fast, await _listed(fast, batch))
-                for record in records:
-                    writer.add(record)
-                retried += again
-                done += len(batch)
-                keys += len(records)
-                if progress is not None:
-                    await progress(Progress("snapshot", done, SLOT_COUNT, keys))
-        finally:
-            files.append(writer.close())
-    manifest = Manifest(now, version, keys, tuple(files), retried)
+    writers = [ShardWriter(out, i, addr, spans) for i, (addr, spans) in enumerate(primaries)]
+    tally = _Tally()
+    try:
+        await _side_by_side(
+            [_copy_primary(fast, w, keys_per_batch, tally, progress) for w in writers]
+        )
+    finally:
+        files = tuple(writer.close() for writer in writers)
+    if progress is not None:
+        await progress(Progress("snapshot", SLOT_COUNT, SLOT_COUNT, tally.keys))
+    manifest = Manifest(now, version, tally.keys, files, tally.retried)
     write_manifest(out, manifest)
     return manifest
 
@@ -312,17 +387,21 @@ async def restore_snapshot(
     started = time.monotonic()
     manifest = check_snapshot(folder)
     targets = await _require_empty(fast)
-    written = 0
-    for shard in manifest.files:
+    tally = _Tally()
+
+    async def restore_file(shard: ShardFile) -> None:
         for batch in _batches(read_records(folder, shard), KEYS_PER_RESTORE):
             replies = await fast.bulk(
                 [_restore_command(r) for r in batch], deadline_s=BATCH_DEADLINE_S
             )
             for reply in replies:
                 _checked(reply, "RESTORE")
-            written += len(batch)
+            tally.keys += len(batch)
             if progress is not None:
-                await progress(Progress("restore", written, manifest.keys, written))
+                await progress(Progress("restore", tally.keys, manifest.keys, tally.keys))
+
+    await _side_by_side([restore_file(shard) for shard in manifest.files])
+    written = tally.keys
     if written != manifest.keys:
         raise BackupError(f"restored {written} keys, the manifest lists {manifest.keys}")
     acked = {}

@@ -259,6 +259,13 @@ async def _with_fast(
         await fast.aclose()
 
 
+def _keys_per_batch(options: BackupDrillOptions) -> int:
+    """Batches small enough that each primary's copy takes several round trips, so that the
+    held first one leaves slots still to copy (about 4 + changes keys a subject, over 3
+    primaries: some 8 batches each)."""
+    return max(16, options.subjects * (4 + options.changes) // 24)
+
+
 class _Hold:
     """The snapshot's progress hook: after its first batch of slots was copied, it waits
     until the load acknowledges another change, so that writes land between copied slots
@@ -303,7 +310,9 @@ async def _load_and_snapshot(
             manifest = await _with_fast(
                 world.source,
                 backup,
-                lambda fast: take_snapshot(fast, snapshot_dir, int(time.time()), _Hold(load)),
+                lambda fast: take_snapshot(
+                    fast, snapshot_dir, int(time.time()), _Hold(load), _keys_per_batch(options)
+                ),
             )
             snapshot_s = time.monotonic() - started
             during = len(load.acked) - boundary
