@@ -28,6 +28,7 @@ __all__ = [
     "SNAPSHOT_ACL_RULE",
     "Progress",
     "RestoreReport",
+    "backup_client",
     "restore_snapshot",
     "take_snapshot",
 ]
@@ -55,6 +56,7 @@ from codeengine.ops.backupformat import (
     write_manifest,
 )
 from codeengine.store.cluster import SLOT_COUNT, FastCluster, tag_slot
+from codeengine.store.security import StoreSecurity
 
 SNAPSHOT_ACL_RULE = (
     "resetchannels ~* -@all +ping +asking +info +time +multi +exec +dump +pttl "
@@ -67,14 +69,19 @@ RESTORE_ACL_RULE = (
 """What a restore sends: it writes keys with ``RESTORE`` (never replacing one) and waits for
 the replicas."""
 
-KEYS_PER_BATCH = 5000
+KEYS_PER_BATCH = 2000
 """About this many keys of one primary are listed, then dumped, in one round trip."""
 COUNTS_PER_CALL = 2048
 """Slots whose keys are counted in one round trip."""
 KEYS_PER_RESTORE = 500
 """``RESTORE`` commands sent in one round trip."""
-MAX_KEYS_PER_SLOT = 1_000_000
-"""More keys than this in one slot is not this engine's keyspace: the snapshot refuses."""
+MAX_KEYS_PER_SLOT = 100_000
+"""More keys than this in one slot is not this engine's keyspace (a province's subjects put a
+few thousand in each): the snapshot refuses rather than hold them in one transaction."""
+MAX_IN_FLIGHT = 2 * MAX_KEYS_PER_SLOT + 64
+"""Commands one connection may have in flight: a whole slot's transaction (a DUMP and a PTTL a
+key) must fit."""
+CONNECT_TIMEOUT_S = 5.0
 SLOT_RETRIES = 5
 BATCH_DEADLINE_S = 60.0
 """One round trip of a batch, which may carry many large values."""
@@ -110,6 +117,17 @@ class RestoreReport:
     replicas_acked: dict[str, int]
     """Per target primary (``host:port``), the replicas that confirmed every restored key."""
     seconds: float
+
+
+def backup_client(nodes: Sequence[tuple[str, int]], security: StoreSecurity) -> FastCluster:
+    """A cluster client for a snapshot or a restore: patient, and room for a slot's keys."""
+    return FastCluster(
+        nodes,
+        connect_timeout_s=CONNECT_TIMEOUT_S,
+        deadline_s=CONNECT_TIMEOUT_S,
+        max_in_flight=MAX_IN_FLIGHT,
+        security=security,
+    )
 
 
 @functools.cache

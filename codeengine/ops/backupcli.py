@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from codeengine.ops.backup import Progress, restore_snapshot, take_snapshot
+from codeengine.ops.backup import Progress, backup_client, restore_snapshot, take_snapshot
 from codeengine.ops.backupformat import check_snapshot
 from codeengine.ops.commands import config_path
 from codeengine.settings import Settings, load_settings, parse_nodes
@@ -35,7 +35,6 @@ from codeengine.store.security import load_security
 
 T = TypeVar("T")
 BAR_WIDTH = 30
-CONNECT_TIMEOUT_S = 5.0
 
 
 class _ProgressLine:
@@ -79,12 +78,7 @@ def _client(settings: Settings, args: argparse.Namespace) -> FastCluster:
         key_file=cluster.key_file,
         server_name=cluster.server_name,
     )
-    return FastCluster(
-        parse_nodes(args.nodes or cluster.nodes),
-        connect_timeout_s=CONNECT_TIMEOUT_S,
-        deadline_s=CONNECT_TIMEOUT_S,
-        security=security,
-    )
+    return backup_client(parse_nodes(args.nodes or cluster.nodes), security)
 
 
 async def _with_cluster(fast: FastCluster, work: Callable[[FastCluster], Awaitable[T]]) -> T:

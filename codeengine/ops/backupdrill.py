@@ -52,6 +52,7 @@ from codeengine.ops.backup import (
     RESTORE_ACL_RULE,
     SNAPSHOT_ACL_RULE,
     Progress,
+    backup_client,
     restore_snapshot,
     take_snapshot,
 )
@@ -249,9 +250,7 @@ def _store(settings: Settings) -> RedisStore:
 async def _with_fast(
     cluster: DevCluster, security: StoreSecurity, work: Callable[[FastCluster], Awaitable[T]]
 ) -> T:
-    fast = FastCluster(
-        parse_nodes(cluster.nodes_spec), connect_timeout_s=5.0, deadline_s=5.0, security=security
-    )
+    fast = backup_client(parse_nodes(cluster.nodes_spec), security)
     try:
         await fast.start()
         return await work(fast)
