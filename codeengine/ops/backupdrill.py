@@ -149,7 +149,7 @@ class _Load:
 
     async def keep_writing(self, subjects: Sequence[SubjectId], rng: random.Random) -> None:
         """Convert these subjects one after another until told to stop."""
-        while not self.stop:
+        while True:
             for subject in subjects:
                 if self.stop:
                     return
