@@ -64,7 +64,8 @@ SNAPSHOT_ACL_RULE = (
 )
 """What a snapshot sends: it reads every key and changes nothing."""
 RESTORE_ACL_RULE = (
-    "resetchannels ~* -@all +ping +asking +dbsize +restore +wait +cluster|slots +cluster|info"
+    "resetchannels ~* -@all +ping +asking +dbsize +restore +wait +cluster|slots +cluster|info "
+    "+cluster|countkeysinslot"
 )
 """What a restore sends: it writes keys with ``RESTORE`` (never replacing one) and waits for
 the replicas."""
@@ -363,23 +364,49 @@ async def take_snapshot(
     return manifest
 
 
-async def _require_empty(fast: FastCluster) -> list[tuple[str, int]]:
-    """Each target primary (``host:port``, a slot it serves); BackupError unless the cluster is
-    whole and holds no key."""
+async def _targets(fast: FastCluster) -> list[tuple[str, int]]:
+    """Each target primary (``host:port``, a slot it serves); BackupError unless the cluster
+    serves every slot."""
     info = bytes(_checked(await fast.execute_at_slot(0, "CLUSTER", "INFO"), "CLUSTER INFO"))
     fields = {k: v for k, _, v in (line.partition(":") for line in info.decode().split())}
     if fields.get("cluster_state") != "ok" or fields.get("cluster_slots_assigned") != "16384":
         raise BackupError("the target cluster is not whole (cluster_state not ok): heal it first")
-    primaries = await _primaries(fast)
-    targets = [(addr, spans[0][0]) for addr, spans in primaries]
+    return [(addr, spans[0][0]) for addr, spans in await _primaries(fast)]
+
+
+async def _require_empty(fast: FastCluster, targets: list[tuple[str, int]]) -> None:
+    """BackupError unless the target holds no key at all."""
     for addr, slot in targets:
         size = int(_checked(await fast.execute_at_slot(slot, "DBSIZE"), "DBSIZE"))
         if size:
             raise BackupError(
                 f"the target cluster is not empty ({size} keys on {addr}): "
-                "restore only into a new, empty cluster"
+                "restore only into a new, empty cluster (or only lost slots: --slots)"
             )
-    return targets
+
+
+async def _require_empty_slots(fast: FastCluster, slots: frozenset[int]) -> None:
+    """BackupError unless every one of ``slots`` holds no key in the target."""
+    for slot, keys in await _key_counts(fast, sorted(slots)):
+        if keys:
+            raise BackupError(
+                f"slot {slot} holds {keys} keys in the target: restore a slot only where it "
+                "is empty"
+            )
+
+
+def parse_slots(text: str) -> frozenset[int]:
+    """``--slots``: ranges and single slots, ``0-5460,10923,12000-12010``."""
+    slots: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise BackupError(f"--slots: {part.strip()!r} is not a slot or a range FIRST-LAST")
+        low, high = int(first), int(last or first)
+        if not 0 <= low <= high < SLOT_COUNT:
+            raise BackupError(f"--slots: {part.strip()!r} is not within 0-{SLOT_COUNT - 1}")
+        slots.update(range(low, high + 1))
+    return frozenset(slots)
 
 
 def _restore_command(record: Record) -> tuple[bytes, tuple[Any, ...]]:
@@ -394,8 +421,11 @@ async def restore_snapshot(
     folder: Path,
     progress: ProgressHook | None = None,
     replicas: int = 1,
+    slots: frozenset[int] | None = None,
 ) -> RestoreReport:
-    """Write every key of the snapshot in ``folder`` into the empty cluster of ``fast``.
+    """Write every key of the snapshot in ``folder`` into the empty cluster of ``fast``; or,
+    with ``slots``, only the keys of those slots, which must be empty in the target (a shard
+    whose data was lost, under slots another master now serves empty).
 
     The snapshot is checked whole first (:func:`check_snapshot`), so a partial or corrupt one
     writes nothing. Keys are written with ``RESTORE`` without ``REPLACE``: nothing present
@@ -404,11 +434,22 @@ async def restore_snapshot(
     """
     started = time.monotonic()
     manifest = check_snapshot(folder)
-    targets = await _require_empty(fast)
+    targets = await _targets(fast)
+    if slots is None:
+        await _require_empty(fast, targets)
+    else:
+        await _require_empty_slots(fast, slots)
+    total = manifest.keys if slots is None else None
     tally = _Tally()
 
+    def wanted(shard: ShardFile) -> Iterator[Record]:
+        records = read_records(folder, shard)
+        if slots is None:
+            return records
+        return (r for r in records if r[0] in slots)
+
     async def restore_file(shard: ShardFile) -> None:
-        for batch in _batches(read_records(folder, shard), KEYS_PER_RESTORE):
+        for batch in _batches(wanted(shard), KEYS_PER_RESTORE):
             replies = await fast.bulk(
                 [_restore_command(r) for r in batch], deadline_s=BATCH_DEADLINE_S
             )
@@ -416,12 +457,12 @@ async def restore_snapshot(
                 _checked(reply, "RESTORE")
             tally.keys += len(batch)
             if progress is not None:
-                await progress(Progress("restore", tally.keys, manifest.keys, tally.keys))
+                await progress(Progress("restore", tally.keys, total or tally.keys, tally.keys))
 
     await _side_by_side([restore_file(shard) for shard in manifest.files])
     written = tally.keys
-    if written != manifest.keys:
-        raise BackupError(f"restored {written} keys, the manifest lists {manifest.keys}")
+    if total is not None and written != total:
+        raise BackupError(f"restored {written} keys, the manifest lists {total}")
     acked = {}
     for addr, slot in targets:
         # WAIT counts the writes of its own connection: the one the RESTOREs went on.

@@ -2,7 +2,7 @@
 
     codeengine backup snapshot --out DIR [--nodes H:P,...] [--user NAME] [--password-file F]
     codeengine backup restore --from DIR [--nodes H:P,...] [--user NAME] [--password-file F]
-                              [--replicas N]
+                              [--replicas N] [--slots RANGES]
     codeengine backup check --from DIR
 
 TLS comes from the settings' ``[cluster]`` (the CA, the client certificate, the server name);
@@ -26,7 +26,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from codeengine.ops.backup import Progress, backup_client, restore_snapshot, take_snapshot
+from codeengine.ops.backup import (
+    Progress,
+    backup_client,
+    parse_slots,
+    restore_snapshot,
+    take_snapshot,
+)
 from codeengine.ops.backupformat import check_snapshot
 from codeengine.ops.commands import config_path
 from codeengine.settings import Settings, load_settings, parse_nodes
@@ -121,13 +127,16 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args))
     folder = Path(args.source)
 
+    slots = parse_slots(args.slots) if args.slots else None
+
     async def work(fast: FastCluster) -> Any:
-        return await restore_snapshot(fast, folder, _ProgressLine(), args.replicas)
+        return await restore_snapshot(fast, folder, _ProgressLine(), args.replicas, slots)
 
     report = asyncio.run(_with_cluster(_client(settings, args), work))
     _print(
         {
             "restored_from": str(folder),
+            "slots": args.slots or "all",
             "keys": report.keys,
             "files": report.files,
             "replicas_acked": report.replicas_acked,
@@ -152,7 +161,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "snapshot": args.source,
             "created_at": manifest.created_at,
             "keys": manifest.keys,
-            "files": [{"name": f.name, "keys": f.keys, "bytes": f.bytes} for f in manifest.files],
+            "files": [
+                {
+                    "name": f.name,
+                    "primary": f.primary,
+                    "slots": ",".join(f"{a}-{b}" for a, b in f.slots),
+                    "keys": f.keys,
+                    "bytes": f.bytes,
+                }
+                for f in manifest.files
+            ],
             "redis_version": manifest.redis_version,
             "intact": True,
         }
@@ -193,6 +211,12 @@ def add_backup_commands(commands: Any) -> None:
     restore.add_argument("--from", dest="source", required=True, metavar="DIR")
     restore.add_argument(
         "--replicas", type=int, default=1, help="replicas each primary must confirm (default 1)"
+    )
+    restore.add_argument(
+        "--slots",
+        metavar="RANGES",
+        help="only these slots (0-5460,10923-16383), each empty in the target: a lost shard "
+        "into a cluster whose other shards live on (default: every key, into an empty cluster)",
     )
     _login_options(restore)
     restore.set_defaults(func=_cmd_restore)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.ops.backup import _slot_routes
+from codeengine.ops.backup import _slot_routes, parse_slots
 from codeengine.ops.backupformat import (
     MANIFEST,
     BackupError,
@@ -118,3 +118,10 @@ def test_every_slot_has_a_routing_key_that_hashes_to_it() -> None:
     routes = _slot_routes()
     assert len(routes) == SLOT_COUNT
     assert all(key_slot(route) == slot for slot, route in enumerate(routes))
+
+
+def test_slots_are_ranges_and_single_slots_within_the_cluster() -> None:
+    assert parse_slots("0-2,7, 16383") == frozenset({0, 1, 2, 7, 16383})
+    for bad in ("", "5-", "-5", "3-1", "16384", "0-16384", "a"):
+        with pytest.raises(BackupError, match="--slots"):
+            parse_slots(bad)
