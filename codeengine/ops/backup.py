@@ -29,6 +29,7 @@ __all__ = [
     "Progress",
     "RestoreReport",
     "backup_client",
+    "parse_slots",
     "restore_snapshot",
     "take_snapshot",
 ]
@@ -113,7 +114,8 @@ class RestoreReport:
     """What a restore wrote."""
 
     keys: int
-    """Keys restored (a key whose expiry passed before the restore is written and expires)."""
+    """Keys restored; one whose expiry passed before the restore is counted, and Redis
+    answers its ``RESTORE ... ABSTTL`` without creating it."""
     files: int
     replicas_acked: dict[str, int]
     """Per target primary (``host:port``), the replicas that confirmed every restored key."""
@@ -160,7 +162,7 @@ def _checked(reply: Any, what: str) -> Any:
     if type(reply) is _ReplyError:
         # Only the prefix: the rest of an error reply may quote a key (a pseudonym).
         prefix = str(reply).split(" ", 1)[0]
-        raise BackupError(f"{what} refused: {prefix}; nothing was changed, run it again")
+        raise BackupError(f"{what} refused: {prefix}")
     return reply
 
 
