@@ -96,7 +96,8 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Progress:
     """How far a snapshot or restore is: ``done`` of ``total`` slots (snapshot) or keys
-    (restore), and the keys copied so far."""
+    (restore; ``total`` 0 when only some slots are restored: unknown), and the keys copied so
+    far."""
 
     phase: str
     done: int
@@ -459,7 +460,7 @@ async def restore_snapshot(
                 _checked(reply, "RESTORE")
             tally.keys += len(batch)
             if progress is not None:
-                await progress(Progress("restore", tally.keys, total or tally.keys, tally.keys))
+                await progress(Progress("restore", tally.keys, total or 0, tally.keys))
 
     await _side_by_side([restore_file(shard) for shard in manifest.files])
     written = tally.keys

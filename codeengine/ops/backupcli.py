@@ -50,16 +50,20 @@ class _ProgressLine:
         self._tty = sys.stderr.isatty()
         self._started = time.monotonic()
         self._last = 0.0
+        self._finished = False
 
     async def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
-        last = progress.done >= progress.total
-        if not self._tty and now - self._last < 5 and not last:
+        # A total of 0 is unknown (a restore of some slots): keys only, never a last line.
+        last = 0 < progress.total <= progress.done
+        if self._finished or (not self._tty and now - self._last < 5 and not last):
             return
         self._last = now
-        share = progress.done / max(progress.total, 1)
+        self._finished = last
+        share = progress.done / progress.total if progress.total else 0.0
         rate = progress.keys / max(now - self._started, 1e-6)
-        text = f"{progress.phase} {share:6.1%}: {progress.keys:,} keys, {rate:,.0f} keys/s"
+        done = f"{share:6.1%}" if progress.total else "  ... "
+        text = f"{progress.phase} {done}: {progress.keys:,} keys, {rate:,.0f} keys/s"
         if self._tty:
             filled = int(share * BAR_WIDTH)
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {text}")

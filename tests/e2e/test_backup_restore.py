@@ -111,54 +111,35 @@ def test_a_restore_of_some_slots_writes_only_those_and_only_where_they_are_empty
     records = [r for f in check_snapshot(snapshot).files for r in read_records(snapshot, f)]
     # Two subjects' slots (the drill's pseudonyms are new each run: empty in the session's
     # cluster, which holds other keys, so a whole restore would be refused).
-    slots = frozenset(sorted({r[0] for r in records})[:2])
-    inside = [r[1] for r in records if r[0] in slots]
-    outside = next(r[1] for r in records if r[0] not in slots)
-
-    async def attempt() -> tuple[int, list[int], int, str]:
-        fast = _admin(cluster)
-        await fast.start()
-        try:
-            report = await restore_snapshot(fast, snapshot, slots=slots)
-            present = [int(await fast.execute(k, "EXISTS", k)) for k in inside]
-            absent = int(await fast.execute(outside, "EXISTS", outside))
-            try:
-                await restore_snapshot(fast, snapshot, slots=slots)
-            except BackupError as exc:
-                again = str(exc)
-            else:
-                again = ""
-            for key in inside:
-                await fast.execute(key, "DEL", key)
-            return report.keys, present, absent, again
-        finally:
-            await fast.aclose()
-
-    keys, present, absent, again = asyncio.run(attempt())
-    assert keys == len(inside) >= 4, "a subject's record, audit stream and markers"
+    first, second = sorted({r[0] for r in records})[:2]
+    inside = [r[1] for r in records if r[0] in (first, second)]
+    outside = next(r[1] for r in records if r[0] not in (first, second))
+    slots = f"{first},{second}"
+    try:
+        restored = _codeengine(cluster, "restore", "--from", str(snapshot), "--slots", slots)
+        present = [asyncio.run(_command(cluster, "EXISTS", key)) for key in inside]
+        absent = asyncio.run(_command(cluster, "EXISTS", outside))
+        again = _codeengine(cluster, "restore", "--from", str(snapshot), "--slots", slots)
+    finally:
+        for key in inside:
+            asyncio.run(_command(cluster, "DEL", key))
+    assert restored.returncode == 0, restored.stderr
+    report = json.loads(restored.stdout)
+    assert report["keys"] == len(inside) >= 4, "a subject's record, audit stream and markers"
+    assert report["slots"] == slots and set(report["replicas_acked"].values()) == {1}
     assert present == [1] * len(inside) and absent == 0
-    assert "holds" in again and "restore a slot only where it is empty" in again
+    assert again.returncode == 2
+    assert "holds" in again.stderr and "restore a slot only where it is empty" in again.stderr
 
 
 @pytest.mark.cluster
 def test_the_backup_commands_snapshot_check_and_refuse_a_restore_over_data(
     cluster: DevCluster, tmp_path: Path
 ) -> None:
-    env = dict(os.environ, **cluster.client_env())
     out = tmp_path / "snap"
 
     def codeengine(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "codeengine", "backup", *args, "--user", "admin"]
-            if args[0] != "check"
-            else [sys.executable, "-m", "codeengine", "backup", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        return _codeengine(cluster, *args)
 
     # The session cluster holds the other tests' keys, and at least this one, throughout.
     seed = b"ce:test:{backup-cli}"
@@ -180,6 +161,20 @@ def test_the_backup_commands_snapshot_check_and_refuse_a_restore_over_data(
         assert again.returncode == 2 and "not empty" in again.stderr
     finally:
         asyncio.run(_command(cluster, "DEL", seed))
+
+
+def _codeengine(cluster: DevCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``codeengine backup ARGS`` as a process, with the session cluster's settings, as admin."""
+    login = [] if args[0] == "check" else ["--user", "admin"]
+    return subprocess.run(
+        [sys.executable, "-m", "codeengine", "backup", *args, *login],
+        env=dict(os.environ, **cluster.client_env()),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
 
 
 def _admin(cluster: DevCluster) -> FastCluster:
