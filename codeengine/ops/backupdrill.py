@@ -334,6 +334,19 @@ async def _load_and_snapshot(
     )
 
 
+def _present(
+    change: _Change,
+    records: dict[SubjectId, SubjectRecord | None],
+    trails: dict[SubjectId, set[str]],
+) -> bool:
+    """Whether a restored store holds an acknowledged change: its subject's record, at the
+    change's version or later, and (a status change) its ``op_id`` in the audit trail."""
+    record = records.get(change.subject)
+    if record is None or record.version < change.version:
+        return False
+    return not change.op_id or change.op_id in trails.get(change.subject, set())
+
+
 async def _check_restored(
     settings: Settings, load: _Load, boundary: int, end: int
 ) -> dict[str, Any]:
@@ -357,14 +370,7 @@ async def _check_restored(
 
         await _gather_bounded([functools.partial(read, s) for s in subjects])
         before, during = load.acked[:boundary], load.acked[boundary:end]
-
-        def present(change: _Change) -> bool:
-            record = records.get(change.subject)
-            if record is None or record.version < change.version:
-                return False
-            return not change.op_id or change.op_id in trails[change.subject]
-
-        lost = [c for c in before if not present(c)]
+        lost = [c for c in before if not _present(c, records, trails)]
         audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
         checked, broken = await verify_store(store, audit_keys)
     finally:
@@ -378,7 +384,7 @@ async def _check_restored(
         "found": len(before) - len(lost),
         "lost": len(lost),
         "lost_examples": [c.op_id or "create" for c in lost[:5]],
-        "during_snapshot_found": sum(1 for c in during if present(c)),
+        "during_snapshot_found": sum(1 for c in during if _present(c, records, trails)),
         "chains_checked": checked,
         "chains_verified": checked - len(broken),
         "chains_broken": [b.problem for b in broken[:5]],
