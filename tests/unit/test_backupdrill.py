@@ -5,6 +5,7 @@ from __future__ import annotations
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.status import SubjectRecord
 from codeengine.ops.backupdrill import _Change, _present
+from codeengine.ops.cli import _parser
 
 S = SubjectId("AAAAAAAAAAAAAAAA")
 
@@ -27,3 +28,15 @@ def test_a_creation_needs_only_its_record() -> None:
     created = _Change(S, "", 1)
     assert _present(created, {S: record(1)}, {S: set()})
     assert not _present(created, {S: None}, {S: set()})
+
+
+def test_the_drill_command_takes_backup_restore_with_its_size() -> None:
+    args = _parser().parse_args(["drill", "backup-restore", "--subjects", "500", "--changes", "3"])
+    assert (args.name, args.subjects, args.changes) == ("backup-restore", 500, 3)
+    restore = _parser().parse_args(["backup", "restore", "--from", "snap", "--slots", "0-99"])
+    assert (restore.source, restore.slots, restore.user, restore.replicas) == (
+        "snap",
+        "0-99",
+        "admin",
+        1,
+    )
