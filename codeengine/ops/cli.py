@@ -14,6 +14,7 @@ from pathlib import Path
 
 from codeengine import __version__
 from codeengine.code.errors import CodeEngineError
+from codeengine.ops.backupcli import add_backup_commands
 from codeengine.ops.commands import add_ops_commands, config_path
 from codeengine.ops.devcluster import ClusterError, DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
@@ -162,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster.set_defaults(func=_cmd_cluster)
 
     add_ops_commands(commands)
+    add_backup_commands(commands)
     # Imported here: the drills pull in the failover package, which the services never need.
     from codeengine.ops.drillcli import add_drill_commands
 
