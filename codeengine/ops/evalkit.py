@@ -30,6 +30,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from codeengine.ops.devcluster import acl_users
 from codeengine.ops.devsecrets import ensure_dev_material
@@ -125,7 +126,7 @@ def make_material(
     stage = out / "ops"
     material = ensure_cluster_material(stage / "redis")
     # The dev keys are made where the settings put them, moved from the mount into the stage.
-    keys = {
+    keys: dict[str, Any] = {
         f.name: str(stage / _below(root, f"keys.{f.name}", getattr(settings.keys, f.name)))
         for f in dataclasses.fields(settings.keys)
         if f.name.endswith("_file")
