@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
-from codeengine import __version__
+from codeengine import __version__, metrics
 from codeengine.code.cities import load_cities
 from codeengine.code.model import CityCode
 from codeengine.keyfiles import load_mac_keyset, load_pepper
@@ -590,6 +591,18 @@ def test_prometheus_scrapes_the_management_ports() -> None:
         wanted.add(f"{name}:{_port(settings, name, management=True)}")
         assert settings.service.management_host == "0.0.0.0"
     assert targets == wanted
+    # A target label named like a label of the metrics would rename theirs exported_<name>.
+    ours = {
+        n for v in vars(metrics).values() if isinstance(v, MetricWrapperBase) for n in v._labelnames
+    }
+    assert "service" in ours
+    given = {
+        n
+        for job in config["scrape_configs"]
+        for s in job["static_configs"]
+        for n in s.get("labels", {})
+    }
+    assert not given & ours
     mounts = _volumes(services["prometheus"])
     (rules,) = config["rule_files"]
     # The alert rules are deploy/prometheus/alerts.yml, mounted where the config reads them.
