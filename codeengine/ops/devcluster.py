@@ -17,6 +17,7 @@ __all__ = [
     "ClusterError",
     "DevCluster",
     "RedisPyOptions",
+    "acl_users",
     "find_free_base_port",
     "redis_server_path",
 ]
@@ -96,6 +97,27 @@ def find_free_base_port(host: str = "127.0.0.1", count: int = NODE_COUNT) -> int
         if all(_port_free(host, p) and _port_free(host, p + BUS_PORT_OFFSET) for p in ports):
             return base
     raise ClusterError("no free loopback port range for the cluster")
+
+
+def acl_users(material: ClusterMaterial) -> list[str]:
+    """The ``user`` lines of a secure cluster (a node's config or an ACL file): the services'
+    user with :data:`~codeengine.store.acl.SERVICE_ACL_RULE`, the admin, the replicas' user,
+    each with the SHA-256 of its password, never the password."""
+
+    def hashed(user: str) -> str:
+        return "#" + hashlib.sha256(material.password(user).encode()).hexdigest()
+
+    return [
+        # Off: nobody can log in as default, and a new connection must AUTH. Its rules stay
+        # whole all the same: Redis 7.0 replays a MULTI/EXEC from the AOF as the default user
+        # and checks each command against its rules, so with -@all a restarted master loaded
+        # no script's writes (its shard came back empty; the kill-redis-master drill lost
+        # acknowledged changes that way).
+        "user default off resetchannels ~* &* +@all",
+        f"user admin on {hashed('admin')} ~* &* +@all",
+        f"user codeengine on {hashed('codeengine')} {SERVICE_ACL_RULE}",
+        f"user replica on {hashed('replica')} resetchannels -@all +psync +replconf +ping",
+    ]
 
 
 class RedisPyOptions(TypedDict, total=False):
@@ -262,10 +284,6 @@ class DevCluster:
         """TLS on every link and the ACL users; the config holds password hashes only, but
         ``masterauth`` (the replica user's password), so it is written owner-only."""
         m = self.material
-
-        def hashed(user: str) -> str:
-            return "#" + hashlib.sha256(m.password(user).encode()).hexdigest()
-
         return [
             "port 0",
             f"tls-port {port}",
@@ -275,15 +293,7 @@ class DevCluster:
             "tls-auth-clients yes",
             "tls-cluster yes",
             "tls-replication yes",
-            # Off: nobody can log in as default, and a new connection must AUTH. Its rules
-            # stay whole all the same: Redis 7.0 replays a MULTI/EXEC from the AOF as the
-            # default user and checks each command against its rules, so with -@all a
-            # restarted master loaded no script's writes (its shard came back empty; the
-            # kill-redis-master drill lost acknowledged changes that way).
-            "user default off resetchannels ~* &* +@all",
-            f"user admin on {hashed('admin')} ~* &* +@all",
-            f"user codeengine on {hashed('codeengine')} {SERVICE_ACL_RULE}",
-            f"user replica on {hashed('replica')} resetchannels -@all +psync +replconf +ping",
+            *acl_users(m),
             "masteruser replica",
             f"masterauth {m.password('replica')}",
         ]

@@ -1,0 +1,784 @@
+"""The deployment kit (deploy/) against the code it deploys.
+
+No container runtime, no Kubernetes and no systemd run here, so every recipe is held to what the
+code actually reads: each ``CODEENGINE_*`` name is a setting (the settings' own tables), each
+settings file loads, ports are the settings' ports, probe paths are routes the apps serve, each
+secret lands at the path its setting names and in a form ``codeengine serve`` accepts, the
+grace periods outlast the drain, the replicas and CPU are docs/capacity.md's, and the image and
+the units start the ``[project.scripts]`` entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import stat
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from codeengine import __version__, metrics
+from codeengine.code.cities import load_cities
+from codeengine.code.model import CityCode
+from codeengine.keyfiles import load_mac_keyset, load_pepper
+from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.devtls import ensure_cluster_material
+from codeengine.ops.evalkit import SERVICE_FILES, make_material, setting
+from codeengine.settings import (
+    ENV_PREFIX,
+    ServiceSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from codeengine.store.acl import SERVICE_ACL_RULE
+from codeengine.web.auth import load_credentials
+from codeengine.web.routes import Route
+from issuer.app import ISSUER_ROUTES
+from verifier.app import VERIFIER_ROUTES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+BASE = DEPLOY / "k8s" / "base"
+COMPOSE = DEPLOY / "compose"
+SYSTEMD = DEPLOY / "systemd"
+SERVICES = ("issuer", "verifier")
+ROUTES: Mapping[str, list[Route]] = {"issuer": ISSUER_ROUTES, "verifier": VERIFIER_ROUTES}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _port(settings: Settings, service: str, management: bool = False) -> int:
+    name = f"{service}_management_port" if management else f"{service}_port"
+    return int(getattr(settings.service, name))
+
+
+def _serves(service: str, path: str) -> bool:
+    return any(r.method == "GET" and r.path == path for r in ROUTES[service])
+
+
+def _settings_fields() -> dict[str, set[str]]:
+    """Section -> keys, from the settings' own dataclasses."""
+    defaults = Settings()
+    return {
+        section.name: {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
+        for section in dataclasses.fields(Settings)
+    }
+
+
+def _is_setting(env_name: str) -> bool:
+    """Whether ``CODEENGINE_<SECTION>_<KEY>`` names a field of the settings."""
+    rest = env_name.removeprefix(ENV_PREFIX).lower()
+    return any(
+        rest.startswith(f"{section}_") and rest[len(section) + 1 :] in keys
+        for section, keys in _settings_fields().items()
+    )
+
+
+def _check_env(env: Mapping[str, str], config: Path) -> Settings:
+    """The settings a process with ``env`` reads; every CODEENGINE_* name must be a setting."""
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
+            assert _is_setting(name), f"{name} is not a setting of codeengine.settings"
+    return load_settings(config, env={k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
+
+
+# Kubernetes
+
+
+def _base_documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    documents = []
+    for resource in kustomization["resources"]:
+        documents += [d for d in yaml.safe_load_all((BASE / resource).read_text()) if d]
+    return documents
+
+
+def _deployments() -> list[dict[str, Any]]:
+    return [d for d in _base_documents() if d["kind"] == "Deployment"]
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _service_of(deployment: dict[str, Any]) -> str:
+    args = _container(deployment)["args"]
+    assert args[0] == "serve" and args[1] in SERVICES, args
+    return str(args[1])
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {e["name"]: str(e["value"]) for e in container.get("env", [])}
+
+
+def _config_map_file() -> Path:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["name"] == "codeengine-config"
+    (name,) = generator["files"]
+    return BASE / str(name)
+
+
+def _k8s_settings(deployment: dict[str, Any]) -> Settings:
+    """The settings the Deployment's container reads: the ConfigMap's file at the path
+    CODEENGINE_CONFIG names, and its environment."""
+    container = _container(deployment)
+    env = _env(container)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    config = PurePosixPath(env["CODEENGINE_CONFIG"])
+    (config_mount,) = [
+        m for name, m in mounts.items() if volumes[name].get("configMap") is not None
+    ]
+    assert volumes[config_mount["name"]]["configMap"]["name"] == "codeengine-config"
+    assert config.parent == PurePosixPath(config_mount["mountPath"])
+    assert config.name == _config_map_file().name
+    return _check_env(env, _config_map_file())
+
+
+def _read_files(service: str) -> tuple[str, ...]:
+    """The settings naming the files ``service`` reads from its secrets folder."""
+    return SERVICE_FILES[service]
+
+
+def test_the_kustomization_lists_every_manifest_of_the_base() -> None:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    manifests = [p.name for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml"]
+    assert sorted(kustomization["resources"]) == sorted(manifests)
+    images = {i["name"] for i in kustomization["images"]}
+    # The base deploys the image of this checkout's version.
+    assert {i["newTag"] for i in kustomization["images"]} == {__version__}
+    for deployment in _deployments():
+        spec = deployment["spec"]["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert container["image"] in images
+
+
+def test_every_environment_name_is_a_setting_and_the_settings_load() -> None:
+    assert _is_setting("CODEENGINE_SERVICE_ISSUER_PORT")
+    assert not _is_setting("CODEENGINE_SERVICE_ISSUER_PROT")
+    assert not _is_setting("CODEENGINE_WORKERS")
+    seen = set()
+    for deployment in _deployments():
+        settings = _k8s_settings(deployment)
+        seen.add((settings.service.city, settings.service.role, _service_of(deployment)))
+    assert (0, "primary", "issuer") in seen and (0, "primary", "verifier") in seen
+    cities = {(c, r) for c, r, _ in seen if c}
+    assert cities and all({(c, "primary"), (c, "backup")} <= cities for c, _ in cities)
+
+
+def test_ports_are_the_settings_ports_and_services_reach_them() -> None:
+    documents = _base_documents()
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    for deployment in _deployments():
+        settings = _k8s_settings(deployment)
+        service = _service_of(deployment)
+        ports = {p["name"]: p["containerPort"] for p in _container(deployment)["ports"]}
+        assert ports == {
+            "http": _port(settings, service),
+            "metrics": _port(settings, service, management=True),
+        }
+        assert settings.service.host == "0.0.0.0"
+        assert settings.service.management_host == "0.0.0.0"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+        front = services[deployment["metadata"]["name"]]
+        assert front["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert {p["targetPort"] for p in front["spec"]["ports"]} == set(ports)
+        for port in front["spec"]["ports"]:
+            assert port["port"] == ports[port["targetPort"]]
+
+
+def test_probes_ask_routes_the_service_serves() -> None:
+    for deployment in _deployments():
+        service = _service_of(deployment)
+        container = _container(deployment)
+        probes = {k: container[k]["httpGet"] for k in ("livenessProbe", "readinessProbe")}
+        assert probes["livenessProbe"]["path"] == "/healthz"
+        assert probes["readinessProbe"]["path"] == "/readyz"
+        for probe in [*probes.values(), container["startupProbe"]["httpGet"]]:
+            assert _serves(service, probe["path"]), probe
+            assert probe["port"] == "http"
+
+
+def test_termination_outlasts_the_pre_stop_and_the_drain() -> None:
+    for deployment in _deployments():
+        settings = _k8s_settings(deployment)
+        spec = deployment["spec"]["template"]["spec"]
+        pre_stop = _container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep"
+        drain = float(pre_stop[1]) + settings.service.shutdown_timeout_s
+        assert spec["terminationGracePeriodSeconds"] > drain
+
+
+def test_every_deployment_has_a_disruption_budget() -> None:
+    documents = _base_documents()
+    budgets = [d for d in documents if d["kind"] == "PodDisruptionBudget"]
+    for deployment in _deployments():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert deployment["spec"]["template"]["metadata"]["labels"] == selector
+        matching = [b for b in budgets if b["spec"]["selector"]["matchLabels"] == selector]
+        assert len(matching) == 1, deployment["metadata"]["name"]
+        assert matching[0]["spec"]["maxUnavailable"] == 1
+    selectors = [json.dumps(d["spec"]["selector"], sort_keys=True) for d in _deployments()]
+    assert len(set(selectors)) == len(selectors), "two Deployments select the same pods"
+
+
+def test_pods_run_unprivileged_on_a_read_only_root() -> None:
+    for deployment in _deployments():
+        spec = deployment["spec"]["template"]["spec"]
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == _image_uid()
+        assert pod["fsGroup"] == pod["runAsGroup"] == _image_uid()
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["enableServiceLinks"] is False
+        for container in spec["containers"] + spec["initContainers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+        container = _container(deployment)
+        tmp = PurePosixPath(_env(container)["PROMETHEUS_MULTIPROC_DIR"])
+        writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+        assert any(tmp.is_relative_to(m["mountPath"]) for m in writable)
+
+
+def test_service_links_are_off_since_their_names_would_stop_the_start() -> None:
+    """Kubernetes would give every pod ``<SERVICE>_PORT=tcp://...`` for each Service of the
+    namespace: from ``codeengine-issuer``, ``CODEENGINE_ISSUER_PORT``, an unknown setting."""
+    for front in [d for d in _base_documents() if d["kind"] == "Service"]:
+        prefix = front["metadata"]["name"].upper().replace("-", "_")
+        link = {f"{prefix}_PORT": "tcp://10.0.0.1:8080", f"{prefix}_SERVICE_HOST": "10.0.0.1"}
+        with pytest.raises(SettingsError, match="unknown setting"):
+            load_settings(_config_map_file(), env=link)
+    for deployment in _deployments():
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+def _secret_layout(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Where each Secret item ends up in the service's container: path -> (secret, key)."""
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (init,) = spec["initContainers"]
+    env = _env(init)
+    source, target = PurePosixPath(env["SRC"]), PurePosixPath(env["DST"])
+    (copy,) = [m for m in init["volumeMounts"] if m["mountPath"] == str(target)]
+    assert volumes[copy["name"]]["emptyDir"]["medium"] == "Memory"
+    (seen,) = [m for m in _container(deployment)["volumeMounts"] if m["name"] == copy["name"]]
+    assert seen["mountPath"] == str(target) and seen["readOnly"] is True
+    layout = {}
+    for mount in init["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        folder = PurePosixPath(mount["mountPath"])
+        assert folder.parent == source and mount["readOnly"] is True
+        # With fsGroup the kubelet makes every file at least 0440: never more than that.
+        assert secret["defaultMode"] == 0o440
+        for item in secret["items"]:
+            path = target / folder.name / item["path"]
+            layout[str(path)] = (secret["secretName"], item["key"])
+    return layout
+
+
+def test_each_secret_lands_at_the_path_its_setting_names() -> None:
+    for deployment in _deployments():
+        service = _service_of(deployment)
+        settings = _k8s_settings(deployment)
+        layout = _secret_layout(deployment)
+        wanted = {setting(settings, name) for name in _read_files(service)}
+        # Every file the service reads is there, and nothing else: a verifier pod holds no
+        # pepper, KEK, keyring or audit keyset.
+        assert set(layout) == wanted, deployment["metadata"]["name"]
+        secrets = {secret for secret, _ in layout.values()}
+        assert f"codeengine-{service}-keys" in secrets
+
+
+def _kubelet_secret_volume(folder: Path, files: Mapping[str, bytes]) -> None:
+    """A Secret volume as the kubelet makes it: a timestamped folder, ``..data`` pointing at
+    it, one link per item, files 0440 (defaultMode with fsGroup)."""
+    data = folder / "..2026_12_07_00_00_00.000000000"
+    data.mkdir(parents=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+        (data / name).chmod(0o440)
+        (folder / name).symlink_to(Path("..data") / name)
+    (folder / "..data").symlink_to(data.name)
+
+
+def _owner_only(path: Path) -> bool:
+    """What ``codeengine serve`` asks of a secret file: a regular file its owner alone reads."""
+    info = path.stat()
+    return stat.S_ISREG(info.st_mode) and not info.st_mode & 0o077 and os.access(path, os.R_OK)
+
+
+def test_the_init_container_copies_secrets_owner_only(tmp_path: Path) -> None:
+    deployment = next(d for d in _deployments() if _service_of(d) == "issuer")
+    settings = _k8s_settings(deployment)
+    made = tmp_path / "made"
+    dev = load_settings(
+        env={
+            f"{ENV_PREFIX}KEYS_{f.name.upper()}": str(made / f.name)
+            for f in dataclasses.fields(settings.keys)
+            if f.name.endswith("_file")
+        }
+    )
+    ensure_dev_material(dev)
+    tls = ensure_cluster_material(made / "redis")
+    content = {
+        f"keys.{f.name}": Path(setting(dev, f"keys.{f.name}")).read_bytes()
+        for f in dataclasses.fields(dev.keys)
+        if f.name.endswith("_file")
+    }
+    content |= {
+        "cluster.password_file": tls.password_file("codeengine").read_bytes(),
+        "cluster.ca_file": tls.ca_file.read_bytes(),
+        "cluster.cert_file": tls.client_cert.read_bytes(),
+        "cluster.key_file": tls.client_key.read_bytes(),
+    }
+    by_path = {setting(settings, name): name for name in _read_files("issuer")}
+    spec = deployment["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    env = _env(init)
+    source, target = tmp_path / "src", tmp_path / "dst"
+    target.mkdir()
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in init["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        folder = PurePosixPath(mount["mountPath"]).name
+        files = {}
+        for item in secret["items"]:
+            path = str(PurePosixPath(env["DST"]) / folder / item["path"])
+            files[item["path"]] = content[by_path[path]]
+        _kubelet_secret_volume(source / folder, files)
+    # An optional Secret that is absent leaves an empty folder.
+    (source / "absent").mkdir()
+    script = init["command"] + init["args"]
+    assert script[:2] == ["sh", "-c"]
+    subprocess.run(
+        script,
+        env={"PATH": os.environ["PATH"], "SRC": str(source), "DST": str(target)},
+        check=True,
+        timeout=30,
+    )
+    for path, name in by_path.items():
+        copied = target / PurePosixPath(path).relative_to(env["DST"])
+        assert copied.read_bytes() == content[name]
+        assert _owner_only(copied), f"{name}: mode {stat.S_IMODE(copied.stat().st_mode):o}"
+    load_pepper(target / "keys" / "kek")
+    load_mac_keyset(target / "keys" / "record-mac.json")
+    load_credentials(target / "keys" / "credentials.json")
+    assert sorted(p.name for p in (target / "keys").iterdir()) == sorted(
+        PurePosixPath(p).name for p in by_path if p.startswith(f"{env['DST']}/keys/")
+    )
+
+
+def _capacity_fleet() -> dict[str, int]:
+    """The daily-mix column of docs/capacity.md's fleet table."""
+    page = (ROOT / "docs" / "capacity.md").read_text()
+    found = {}
+    for service in SERVICES:
+        match = re.search(rf"^\| {service} processes \(one core each\) \| ([\d,]+) \|", page, re.M)
+        assert match, f"docs/capacity.md has no row of {service} processes"
+        found[service] = int(match.group(1).replace(",", ""))
+    return found
+
+
+def test_replicas_and_cpu_are_the_capacity_plans() -> None:
+    fleet = _capacity_fleet()
+    cities = load_cities()
+    residents = sum(c.residents_millions for c in cities.values())
+    for deployment in _deployments():
+        service = _service_of(deployment)
+        settings = _k8s_settings(deployment)
+        workers = settings.service.workers
+        assert workers >= 1, "a pod must say how many workers: the node's cores are not its own"
+        processes = deployment["spec"]["replicas"] * workers
+        if settings.service.city:
+            share = cities[CityCode(settings.service.city)].residents_millions / residents
+            assert processes == math.ceil(fleet[service] * share), deployment["metadata"]["name"]
+        else:
+            assert processes == fleet[service]
+        requests = _container(deployment)["resources"]["requests"]
+        # One worker process per core, as the plan counts them.
+        assert float(requests["cpu"]) == workers
+
+
+def test_the_config_map_names_no_development_path() -> None:
+    settings = load_settings(_config_map_file(), env={})
+    for service in SERVICES:
+        for name in _read_files(service):
+            assert setting(settings, name).startswith("/run/secrets/codeengine/"), name
+
+
+# The image
+
+
+def _dockerfile() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined."""
+    text = (DEPLOY / "container" / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def _stages() -> list[list[str]]:
+    stages: list[list[str]] = []
+    for line in _dockerfile():
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def _image_uid() -> int:
+    (user,) = [line for line in _stages()[-1] if line.startswith("USER ")]
+    uid, _, gid = user.split()[1].partition(":")
+    assert uid == gid
+    return int(uid)
+
+
+def test_the_image_installs_the_wheel_and_starts_the_entry_point() -> None:
+    build, final = _stages()
+    args = {
+        line.split()[1].split("=")[0]: line.split("=", 1)[1]
+        for line in _dockerfile()
+        if line.startswith("ARG ")
+    }
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert final[0] == "FROM ${PYTHON_IMAGE}"
+    run = " ".join(line for line in build if line.startswith("RUN "))
+    assert "pip wheel --no-deps --wheel-dir /dist ." in run
+    assert "pip wheel --wheel-dir /wheels /dist/codeengine-*.whl" in run
+    (install,) = [line for line in final if "pip install" in line]
+    assert "from=build,source=/wheels" in install and "--no-index --find-links /wheels" in install
+    assert re.search(r"pip install --no-index --find-links /wheels codeengine\b", install)
+    for line in final:
+        assert not re.search(r"apt-get|gcc|build-essential|COPY \. ", line), line
+    # The entry point is the console script the wheel installs.
+    (entry,) = [line for line in final if line.startswith("ENTRYPOINT")]
+    scripts = PYPROJECT["project"]["scripts"]
+    assert json.loads(entry.split(None, 1)[1]) == [next(iter(scripts))]
+    assert scripts["codeengine"] == "codeengine.ops.cli:main"
+    (command,) = [line for line in final if line.startswith("CMD")]
+    assert json.loads(command.split(None, 1)[1])[0] == "serve"
+    assert _image_uid() != 0
+
+
+def _build_inputs() -> set[str]:
+    """The top-level files and folders the wheel is built from, by pyproject.toml: the
+    packages (found by pattern, or listed and mapped by package-dir), readme and licence."""
+    tool = PYPROJECT["tool"]["setuptools"]
+    packages = tool.get("packages", {})
+    folders: dict[str, str] = tool.get("package-dir", {})
+    if isinstance(packages, dict):
+        tops = {p.rstrip("*").split(".")[0] for p in packages["find"]["include"]}
+    else:
+        tops = set()
+        for package in packages:
+            mapped = [m for m in folders if package == m or package.startswith(f"{m}.")]
+            found = folders[max(mapped, key=len)] if mapped else package
+            tops.add(found.replace(".", "/").split("/")[0])
+    project = PYPROJECT["project"]
+    return tops | {"pyproject.toml", project["readme"], *project.get("license-files", [])}
+
+
+def test_the_image_gets_every_file_the_wheel_is_built_from() -> None:
+    build, _ = _stages()
+    copied = [word for line in build if line.startswith("COPY ") for word in line.split()[1:-1]]
+    for needed in _build_inputs():
+        assert any(fnmatch.fnmatch(needed, word) for word in copied), needed
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    # Everything is left out but what is named again: never var/ (dev keys and passwords).
+    assert ignore[0] == "**" and not [line for line in ignore if "var" in line]
+    for needed in _build_inputs():
+        assert f"!{needed}" in ignore or f"!{needed}/" in ignore, needed
+
+
+def test_the_image_health_check_asks_each_services_readiness() -> None:
+    (check,) = [line for line in _dockerfile() if line.startswith("HEALTHCHECK")]
+    code = json.loads(check.split("CMD", 1)[1])[-1]
+    defaults = ServiceSettings()
+    assert re.findall(r"\((\d+), (\d+)\)", code) == [
+        (str(defaults.issuer_port), str(defaults.verifier_port))
+    ]
+    assert "/readyz" in code and all(_serves(s, "/readyz") for s in SERVICES)
+    exposed = {
+        int(p) for line in _dockerfile() if line.startswith("EXPOSE") for p in line.split()[1:]
+    }
+    assert exposed == {
+        defaults.issuer_port,
+        defaults.verifier_port,
+        defaults.issuer_management_port,
+        defaults.verifier_management_port,
+    }
+
+
+# Compose
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((COMPOSE / "compose.yaml").read_text()))
+
+
+def _volumes(service: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Container path -> (volume or host path, read-only)."""
+    found = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = spec.split(":")
+        found[target] = (source, mode == ["ro"])
+    return found
+
+
+def _compose_settings(service: Mapping[str, Any]) -> Settings:
+    env = {k: str(v) for k, v in service["environment"].items()}
+    (host,) = [s for t, (s, _) in _volumes(service).items() if t == env["CODEENGINE_CONFIG"]]
+    return _check_env(env, COMPOSE / host)
+
+
+def _duration_s(text: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", text)
+    assert match, text
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def test_compose_services_serve_their_ports_and_outlast_the_drain() -> None:
+    services = _compose()["services"]
+    for name in SERVICES:
+        service = services[name]
+        settings = _compose_settings(service)
+        assert service["command"] == ["serve", name]
+        assert service["read_only"] is True
+        (published,) = service["ports"]
+        host, _, inside = published.split(":")
+        assert host == "127.0.0.1" and int(inside) == _port(settings, name)
+        url = service["healthcheck"]["test"][-1]
+        found = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", url)
+        assert found and int(found.group(1)) == _port(settings, name)
+        assert found.group(2) == "/readyz" and _serves(name, "/readyz")
+        grace = _duration_s(service["stop_grace_period"])
+        assert grace > settings.service.shutdown_timeout_s
+        metrics = PurePosixPath(service["environment"]["PROMETHEUS_MULTIPROC_DIR"])
+        memory = [PurePosixPath(t.split(":")[0]) for t in service["tmpfs"]]
+        assert any(metrics.is_relative_to(m) and m != PurePosixPath("/") for m in memory)
+
+
+def test_prometheus_scrapes_the_management_ports() -> None:
+    services = _compose()["services"]
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
+    }
+    wanted = set()
+    for name in SERVICES:
+        settings = _compose_settings(services[name])
+        wanted.add(f"{name}:{_port(settings, name, management=True)}")
+        assert settings.service.management_host == "0.0.0.0"
+    assert targets == wanted
+    # A target label named like a label of the metrics would rename theirs exported_<name>.
+    ours = {
+        n for v in vars(metrics).values() if isinstance(v, MetricWrapperBase) for n in v._labelnames
+    }
+    assert "service" in ours
+    given = {
+        n
+        for job in config["scrape_configs"]
+        for s in job["static_configs"]
+        for n in s.get("labels", {})
+    }
+    assert not given & ours
+    mounts = _volumes(services["prometheus"])
+    (rules,) = config["rule_files"]
+    # The alert rules are deploy/prometheus/alerts.yml, mounted where the config reads them.
+    assert (COMPOSE / mounts[rules][0]).resolve() == DEPLOY / "prometheus" / "alerts.yml"
+    for target, (source, _) in mounts.items():
+        if source.startswith(".") and target != rules:
+            assert (COMPOSE / source).exists(), source
+
+
+def _compose_material(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    compose = _compose()
+    init = compose["services"]["secrets-init"]
+    argv = init["command"]
+    options = dict(zip(argv[::2], argv[1::2], strict=True))
+    settings = _compose_settings(init)
+    out = tmp_path / "out"
+    make_material(settings, out, options["--mount"])
+    return out, compose
+
+
+def test_compose_secrets_are_each_services_files_at_its_settings_paths(tmp_path: Path) -> None:
+    out, compose = _compose_material(tmp_path)
+    init = compose["services"]["secrets-init"]
+    argv = init["command"]
+    options = dict(zip(argv[::2], argv[1::2], strict=True))
+    init_mounts = {source: target for target, (source, _) in _volumes(init).items()}
+    assert int(options["--uid"]) == _image_uid()
+    for name in SERVICES:
+        service = compose["services"][name]
+        settings = _compose_settings(service)
+        mounts = _volumes(service)
+        volume, read_only = mounts[options["--mount"]]
+        assert read_only
+        # The init job fills that volume with this service's folder.
+        assert init_mounts[volume] == f"{options['--out']}/{name}"
+        held = {p.relative_to(out / name) for p in (out / name).rglob("*") if p.is_file()}
+        wanted = set()
+        for file_setting in _read_files(name):
+            path = PurePosixPath(setting(settings, file_setting))
+            relative = path.relative_to(options["--mount"])
+            made = out / name / relative
+            assert _owner_only(made), file_setting
+            wanted.add(Path(relative))
+        assert held == wanted
+    load_credentials(out / "verifier" / "keys" / "credentials.json")
+    assert not (out / "verifier" / "keys" / "pepper").exists()
+
+
+def test_compose_nodes_get_the_acl_users_the_services_log_in_with(tmp_path: Path) -> None:
+    out, compose = _compose_material(tmp_path)
+    node = compose["services"]["redis-0"]
+    mounts = _volumes(node)
+    conf_source = next(s for t, (s, _) in mounts.items() if t.endswith("node.conf"))
+    conf = (COMPOSE / conf_source).read_text()
+    (secrets_mount,) = [t for t, (s, _) in mounts.items() if s == "redis-secrets"]
+    files = re.findall(rf"^\S+ ({re.escape(secrets_mount)}/\S+)$", conf, re.M)
+    assert len(files) == 5
+    for path in files:
+        assert (out / "redis" / PurePosixPath(path).relative_to(secrets_mount)).exists(), path
+    for line in (
+        "port 0",
+        "appendonly yes",
+        "tls-auth-clients yes",
+        "tls-cluster yes",
+        "tls-replication yes",
+        "stream-node-max-bytes 1024",
+    ):
+        assert re.search(rf"^{line}$", conf, re.M), line
+    acl = (out / "redis" / "users.acl").read_text().splitlines()
+    settings = _compose_settings(compose["services"]["verifier"])
+    password = (
+        (
+            out
+            / "verifier"
+            / PurePosixPath(settings.cluster.password_file).relative_to("/run/secrets/codeengine")
+        )
+        .read_text()
+        .strip()
+    )
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    user = f"user {settings.cluster.username} on #{digest} {SERVICE_ACL_RULE}"
+    assert user in acl
+    assert "user default off resetchannels ~* &* +@all" in acl
+    nodes = [
+        s
+        for n, s in compose["services"].items()
+        if n.startswith("redis-") and "command" in s and s["command"][0] == "redis-server"
+    ]
+    addresses = {n["networks"]["codeengine"]["ipv4_address"] for n in nodes}
+    tls_port = re.search(r"^tls-port (\d+)$", conf, re.M)
+    assert tls_port is not None
+    wanted = [f"{a}:{tls_port.group(1)}" for a in sorted(addresses)]
+    assert settings.cluster.nodes.split(",") == wanted
+    assert len(nodes) == 6
+
+
+# systemd
+
+
+def _unit(path: Path) -> dict[str, list[str]]:
+    """Key -> values of a unit file (keys may repeat)."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def _units() -> Iterator[tuple[str, dict[str, str], dict[str, list[str]]]]:
+    """(service, environment, unit) of every province unit and every example city endpoint."""
+    for service in SERVICES:
+        yield service, {}, _unit(SYSTEMD / f"codeengine-{service}.service")
+    template = _unit(SYSTEMD / "codeengine-city@.service")
+    for path in sorted((SYSTEMD / "cities").glob("*.env")):
+        env = _env_file(path)
+        yield env["SERVICE"], env, template
+
+
+def test_units_start_the_entry_point_with_serve() -> None:
+    script = next(iter(PYPROJECT["project"]["scripts"]))
+    for service, env, unit in _units():
+        (start,) = unit["ExecStart"]
+        argv = [env.get(a[2:-1], a) if a.startswith("${") else a for a in shlex.split(start)]
+        assert PurePosixPath(argv[0]).name == script
+        assert argv[1:] == ["serve", service]
+        assert unit["KillSignal"] == ["SIGTERM"] and unit["User"] == ["codeengine"]
+        for option in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID"):
+            assert unit[option] == ["yes"], option
+        assert unit["ProtectSystem"] == ["strict"] and unit["CapabilityBoundingSet"] == [""]
+
+
+def test_units_outlast_the_drain_and_read_real_settings() -> None:
+    config = SYSTEMD / "engine.toml"
+    ports: dict[int, str] = {}
+    for service, env, unit in _units():
+        environment = dict(value.split("=", 1) for value in unit["Environment"])
+        assert PurePosixPath(environment["CODEENGINE_CONFIG"]).name == config.name
+        settings = _check_env(environment | env, config)
+        (timeout,) = unit["TimeoutStopSec"]
+        assert float(timeout) > settings.service.shutdown_timeout_s
+        assert unit["RuntimeDirectory"][0] in environment["PROMETHEUS_MULTIPROC_DIR"]
+        for management in (False, True):
+            port = _port(settings, service, management)
+            name = f"{service} {env.get('CODEENGINE_SERVICE_CITY', 'province')} " + (
+                env.get("CODEENGINE_SERVICE_ROLE", "") + (" metrics" if management else "")
+            )
+            assert port not in ports, f"{name} and {ports.get(port)} share port {port}"
+            ports[port] = name
+        if settings.service.city:
+            city = load_cities()[CityCode(settings.service.city)]
+            primary, backup = city.endpoints(service)
+            url = primary if settings.service.role == "primary" else backup
+            assert url.endswith(f":{_port(settings, service)}"), url
+    for service in SERVICES:
+        settings = load_settings(config, env={})
+        for name in _read_files(service):
+            assert setting(settings, name).startswith("/etc/codeengine/secrets/"), name
+
+
+def test_every_settings_file_of_the_kit_loads() -> None:
+    files = sorted(DEPLOY.rglob("*.toml"))
+    assert {p.relative_to(DEPLOY).as_posix() for p in files} >= {
+        "compose/engine.toml",
+        "k8s/base/engine.toml",
+        "systemd/engine.toml",
+    }
+    for path in files:
+        load_settings(path, env={})
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: p.name)
+def test_every_manifest_parses(path: Path) -> None:
+    assert [d for d in yaml.safe_load_all(path.read_text()) if d]
