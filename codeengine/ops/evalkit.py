@@ -35,6 +35,7 @@ from typing import Any
 from codeengine.ops.devcluster import acl_users
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.devtls import ClusterMaterial, ensure_cluster_material
+from codeengine.ops.preflight import SERVICES, service_files
 from codeengine.settings import Settings, SettingsError, load_settings
 
 DEFAULT_MOUNT = "/run/secrets/codeengine"
@@ -43,31 +44,9 @@ SERVICE_UID = 10001
 REDIS_UID = 999
 """The ``redis`` user of the official Redis image."""
 
-_CLUSTER_FILES = (
-    "cluster.password_file",
-    "cluster.ca_file",
-    "cluster.cert_file",
-    "cluster.key_file",
-)
-SERVICE_FILES: Mapping[str, tuple[str, ...]] = {
-    "issuer": (
-        *_CLUSTER_FILES,
-        "keys.credentials_file",
-        "keys.keyring_file",
-        "keys.kek_file",
-        "keys.pepper_file",
-        "keys.alias_key_file",
-        "keys.record_mac_file",
-        "keys.audit_mac_file",
-    ),
-    "verifier": (
-        *_CLUSTER_FILES,
-        "keys.credentials_file",
-        "keys.alias_key_file",
-        "keys.record_mac_file",
-    ),
-}
-"""The secret files each service opens (codeengine.web.runtime.attach_runtime), by setting."""
+SERVICE_FILES: Mapping[str, tuple[str, ...]] = {s: service_files(s) for s in SERVICES}
+"""The files each service opens beyond the shipped configuration, by setting (one list:
+codeengine.ops.preflight)."""
 
 
 def setting(settings: Settings, name: str) -> str:
