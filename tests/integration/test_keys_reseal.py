@@ -68,6 +68,13 @@ def test_reseal_puts_the_same_keys_under_a_new_kek_that_issuers_then_need(
     new_file.write_text(secrets.token_bytes(32).hex())
     new_file.chmod(0o600)
     new_kek = load_pepper(new_file)
+
+    async def seeded() -> None:
+        # The first issuer of a session puts the keyring in the store.
+        async with issuer(settings) as client:
+            assert (await client.get("/readyz")).status == 200
+
+    run(seeded())
     before, trust_before = asyncio.run(stored(settings))
     kids_before = [
         b64url_encode(key.kid) for key in open_keyring(before, session_kek).public_keys()
