@@ -54,7 +54,7 @@ class Backoff:
 
     def spread_s(self, retry: int) -> float:
         """The jitter's range before retry number ``retry`` (0 for a request's first retry)."""
-        return min(self.cap_s, self.base_s * 2 ** min(max(retry, 0), _MAX_DOUBLINGS))
+        return min(self.cap_s, self.base_s * 2.0 ** min(max(retry, 0), _MAX_DOUBLINGS))
 
     def delay_s(self, retry: int, draw: float, floor_s: float = 0.0) -> float:
         """The wait before retry number ``retry``: ``floor_s`` (what a Retry-After still asks)

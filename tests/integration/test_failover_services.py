@@ -237,11 +237,14 @@ def test_an_overloaded_city_is_waited_out_for_its_retry_after_plus_the_drawn_jit
                 primary.admission.lagging = backup.admission.lagging = False
 
             clock = ClientTime(on_sleep=calm_down)
-            options: ClientOptions = {"clock": clock, "sleep": clock.sleep}
+            options: ClientOptions = {
+                "clock": clock,
+                "sleep": clock.sleep,
+                "random": draws(0.5),
+                "api_key": keys["generate"],
+            }
             city = city_of((primary.url, REFUSED), (backup.url, REFUSED))
-            client = IssuerClient(
-                city, session, api_key=keys["generate"], random=draws(0.5), **options
-            )
+            client = IssuerClient(city, session, **options)
             made = await client.generate("person", new_person_id(), int(CITY))
             # Both endpoints refused (Retry-After: 1) before any work; the client waited the
             # Retry-After plus half of the first retry's jitter range (0.1 s), once.
