@@ -14,7 +14,8 @@ on, by name or by group:
 * :class:`Conflict`: the request met the state of the store (a stale version, a decided
   appeal, a record whose seal fails...).
 * :class:`TryLater`: nothing certain was done; ask again after ``retry_after_s``. The client
-  has already retried within its budget before it raises one of these.
+  has already waited out, within its budget, the refusals it may resend (load, rate, and the
+  store's for idempotent calls) before it raises one of these.
 * :class:`CodeRefused`: a scanned code was refused (from :meth:`Verdict.check`).
 * :class:`ListRefused`: a signed trust or revocation list was refused (the terminal SDK's).
 
@@ -209,7 +210,7 @@ class Conflict(ServiceProblem):
 
 class TryLater(ServiceProblem):
     """Nothing certain was done; ask again after ``retry_after_s`` (the client has already
-    retried within its budget)."""
+    retried within its budget where a resend was safe)."""
 
 
 class CodeRefused(ServiceProblem):
