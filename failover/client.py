@@ -84,6 +84,7 @@ _RATE_LIMITED = "RATE_LIMITED"
 _DONE, _OTHER, _WAIT = "done", "other", "wait"
 _MARGIN_S = 0.05
 """A wait that would end this close to the deadline leaves no time for an answer."""
+_MIN_WAIT_S = 0.01
 DEFAULT_BACKOFF = Backoff()
 """Jitter from 0.1 s, doubling with each retry of a request, at most 2 s."""
 
@@ -274,10 +275,10 @@ class FailoverClient:
             floor_s = max(free_at - now, 0.0) if asked_s is None else asked_s
             if now + floor_s >= deadline - _MARGIN_S:
                 return self._past_budget(answer, error, attempts, held=free_at > now)
-            left_s = deadline - _MARGIN_S - now
-            await self._sleep(
-                self._backoff.delay_within_s(retries, self._random(), floor_s, left_s)
-            )
+            delay_s = self._backoff.delay_within_s(retries, self._random(), floor_s, deadline - now)
+            # A draw near 0 must not spin: the wait is never under _MIN_WAIT_S (below the margin,
+            # so never past the deadline either).
+            await self._sleep(max(delay_s, _MIN_WAIT_S))
             retries += 1
 
     def _past_budget(

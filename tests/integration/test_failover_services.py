@@ -39,6 +39,7 @@ from failover.errors import (
     RateLimited,
     Unauthorized,
     UnknownSubject,
+    Unreachable,
     VersionConflict,
 )
 from failover.results import Scan
@@ -280,6 +281,31 @@ def test_a_retry_after_past_the_budget_raises_overloaded_at_once_with_its_wait(
             assert refused.value.endpoint is Role.BACKUP
             assert clock.sleeps == [], "a wait past the budget is not waited"
             assert (primary.admission.refused, backup.admission.refused) == (1, 1)
+
+    run(scenario())
+
+
+def test_a_city_whose_endpoints_both_refuse_connections_raises_unreachable_within_budget(
+    run: Any,
+) -> None:
+    async def scenario() -> None:
+        clock = ClientTime()
+        async with aiohttp.ClientSession() as session:
+            client = VerifierClient(
+                city_of((REFUSED, REFUSED), (REFUSED, REFUSED)),
+                session,
+                budget_s=1.0,
+                clock=clock,
+                sleep=clock.sleep,
+                random=lambda: 0.5,
+            )
+            with pytest.raises(Unreachable) as down:
+                await client.verify("CE1:X", terminal="gate-1", city=int(CITY))
+            assert isinstance(down.value.__cause__, aiohttp.ClientConnectorError)
+            # Half of each retry's jitter range (0.1 s doubling), then at most half of what is
+            # left of the budget, until less than its margin (0.05 s) is left.
+            assert clock.sleeps[:3] == [pytest.approx(0.05), pytest.approx(0.1), pytest.approx(0.2)]
+            assert len(clock.sleeps) == 7 and 0.95 <= sum(clock.sleeps) < 1.0
 
     run(scenario())
 
