@@ -33,7 +33,14 @@ Every switch is logged (city, service, from, to, why) and counted in
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_BACKOFF", "MAX_RETRY_AFTER_S", "Answer", "ClientOptions", "FailoverClient"]
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "MAX_RETRY_AFTER_S",
+    "Answer",
+    "ClientOptions",
+    "FailoverClient",
+    "new_request_id",
+]
 
 import asyncio
 import collections
@@ -41,6 +48,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from random import random as _uniform
@@ -100,14 +108,16 @@ class Answer:
     attempts: int
     reason: str
     """The problem body's reason code, or "" (not a problem body); read once from the body."""
+    sent_request_id: str = ""
+    """The ``X-Request-Id`` every attempt of the request carried."""
 
     def json(self) -> Any:
         return json.loads(self.body)
 
     @property
     def request_id(self) -> str | None:
-        """The ``X-Request-Id`` the service answered with, if any."""
-        return self.headers.get(REQUEST_ID_HEADER)
+        """The ``X-Request-Id`` the service answered with, else the one the request carried."""
+        return self.headers.get(REQUEST_ID_HEADER) or self.sent_request_id or None
 
     @property
     def retry_after_s(self) -> float | None:
@@ -122,7 +132,9 @@ class Answer:
             document = json.loads(self.body)
         except ValueError:
             document = None
-        return problem_from(self.status, document, self.headers, self.endpoint)
+        return problem_from(
+            self.status, document, self.headers, self.endpoint, self.sent_request_id or None
+        )
 
     def raise_for_problem(self) -> Answer:
         """This answer if it is not an error; else raise the exception of its reason code."""
@@ -144,6 +156,24 @@ class ClientOptions(TypedDict, total=False):
     random: Callable[[], float]
     backoff: Backoff
     api_key: str | Secret | None
+
+
+def new_request_id() -> str:
+    """A request id for ``X-Request-Id``: a UUID with its dashes, which the services keep as
+    the id of their log lines (a run of 18 letters and digits would look like a resident ID
+    to them, and be replaced)."""
+    return str(uuid.uuid4())
+
+
+def _with_request_id(headers: Mapping[str, str] | None) -> tuple[dict[str, str], str]:
+    """``headers`` with an ``X-Request-Id`` (the caller's, else a new one), and that id."""
+    given = dict(headers or {})
+    for name, value in given.items():
+        if name.lower() == REQUEST_ID_HEADER.lower():
+            return given, value
+    request_id = new_request_id()
+    given[REQUEST_ID_HEADER] = request_id
+    return given, request_id
 
 
 def _idempotent(method: str, json_body: Any, headers: Mapping[str, str] | None) -> bool:
@@ -237,6 +267,8 @@ class FailoverClient:
         """
         if idempotent is None:
             idempotent = _idempotent(method, json_body, headers)
+        # One id for every attempt, primary and backup alike: their log lines share it.
+        headers, request_id = _with_request_id(headers)
         deadline = self._clock() + self._budget_s
         attempts = retries = 0
         answer: Answer | None = None
@@ -261,7 +293,7 @@ class FailoverClient:
                         continue
                     raise
                 reason = _reason(status, body)
-                answer = Answer(status, body, answer_headers, role, attempts, reason)
+                answer = Answer(status, body, answer_headers, role, attempts, reason, request_id)
                 verdict = self._judge(answer, idempotent)
                 if verdict == _OTHER:
                     continue
@@ -274,7 +306,7 @@ class FailoverClient:
             free_at = self.router.free_at(now)
             floor_s = max(free_at - now, 0.0) if asked_s is None else asked_s
             if now + floor_s >= deadline - _MARGIN_S:
-                return self._past_budget(answer, error, attempts, held=free_at > now)
+                return self._past_budget(answer, error, attempts, request_id, held=free_at > now)
             delay_s = self._backoff.delay_within_s(retries, self._random(), floor_s, deadline - now)
             # A draw near 0 must not spin: the wait is never under _MIN_WAIT_S (below the margin,
             # so never past the deadline either).
@@ -282,13 +314,19 @@ class FailoverClient:
             retries += 1
 
     def _past_budget(
-        self, answer: Answer | None, error: BaseException | None, attempts: int, *, held: bool
+        self,
+        answer: Answer | None,
+        error: BaseException | None,
+        attempts: int,
+        request_id: str,
+        *,
+        held: bool,
     ) -> Answer:
         """What a request ends with when no endpoint may be tried again within its budget: its
         last answer, else the last refusal for load if every endpoint still asks to wait
         (``held``), else its last error."""
         if answer is None and held and self._refusal is not None:
-            answer = replace(self._refusal, attempts=attempts)
+            answer = replace(self._refusal, attempts=attempts, sent_request_id=request_id)
         if answer is None:
             raise error or TimeoutError("failover budget spent")
         return answer

@@ -123,7 +123,13 @@ class FailoverError(Exception):
 
 class Unreachable(FailoverError, ConnectionError):
     """No endpoint of the city answered within the request's budget (refused, no answer, or a
-    timeout); the last transport error is the ``__cause__``."""
+    timeout); the last transport error is the ``__cause__``. ``request_id`` is the
+    ``X-Request-Id`` the attempts carried: an attempt that reached a service left log lines
+    under it."""
+
+    def __init__(self, detail: str, request_id: str | None = None) -> None:
+        super().__init__(detail + (f" (request id {request_id})" if request_id else ""))
+        self.request_id = request_id
 
 
 class UnexpectedAnswer(FailoverError, ValueError):
@@ -601,11 +607,16 @@ def problem_from(
     document: object,
     headers: Mapping[str, str],
     endpoint: Role | None = None,
+    sent_request_id: str | None = None,
 ) -> ServiceProblem:
-    """The exception for an error answer: ``document`` is its parsed body (None if not JSON)."""
+    """The exception for an error answer: ``document`` is its parsed body (None if not JSON).
+
+    Its ``request_id`` is the answer's ``X-Request-Id``, else the body's ``request_id``, else
+    ``sent_request_id``, the id the request carried (an answer from something other than the
+    engine has none of its own)."""
     body: Mapping[str, Any] = document if isinstance(document, dict) else {}
     reason = body.get("reason")
-    request_id = _header(headers, REQUEST_ID_HEADER) or body.get("request_id")
+    request_id = _header(headers, REQUEST_ID_HEADER) or body.get("request_id") or sent_request_id
     retry_after = _header(headers, "Retry-After")
     wait_s = None if retry_after is None else _retry_after_s({"Retry-After": retry_after})
     if not isinstance(reason, str) or not reason:

@@ -9,6 +9,9 @@ answer as a value of :mod:`failover.results`. A refusal raises the class of its 
 :class:`~failover.errors.Unreachable`. The generic :meth:`~failover.client.FailoverClient.request`
 is still there for every other operation.
 
+Every call takes ``request_id``: the ``X-Request-Id`` all its attempts carry (one is made when
+none is given), which the services log and answer with, and every exception carries.
+
 Which calls are resent after an attempt whose outcome is unknown: generate (the same identifier
 always gives the same subject), display, convert (each carries an ``op_id``: one is made when the
 caller gives none, so a resend is never applied twice) and verify (a resent scan is at worst
@@ -28,8 +31,8 @@ import aiohttp
 
 from codeengine.code.cities import City
 from codeengine.code.model import Colour
-from failover.client import Answer, ClientOptions, FailoverClient
-from failover.errors import UnexpectedAnswer, Unreachable
+from failover.client import Answer, ClientOptions, FailoverClient, new_request_id
+from failover.errors import REQUEST_ID_HEADER, UnexpectedAnswer, Unreachable
 from failover.results import Converted, DisplayedCode, Scan, Subject, Verdict
 
 SubjectKind = Literal["person", "enterprise"]
@@ -41,20 +44,39 @@ class _TypedClient(FailoverClient):
     """What the typed clients share: a call that answers a JSON document or raises."""
 
     async def _answer(
-        self, method: str, path: str, *, json_body: Any = None, idempotent: bool
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        idempotent: bool,
+        request_id: str | None,
     ) -> Answer:
+        request_id = request_id or new_request_id()
+        headers = {REQUEST_ID_HEADER: request_id}
         try:
-            answer = await self.request(method, path, json_body=json_body, idempotent=idempotent)
+            answer = await self.request(
+                method, path, json_body=json_body, headers=headers, idempotent=idempotent
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unreachable(
-                f"no {self.service} endpoint of city {self.city} answered ({type(exc).__name__})"
+                f"no {self.service} endpoint of city {self.city} answered ({type(exc).__name__})",
+                request_id,
             ) from exc
         return answer.raise_for_problem()
 
     async def _document(
-        self, method: str, path: str, *, json_body: Any = None, idempotent: bool
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        idempotent: bool,
+        request_id: str | None,
     ) -> object:
-        answer = await self._answer(method, path, json_body=json_body, idempotent=idempotent)
+        answer = await self._answer(
+            method, path, json_body=json_body, idempotent=idempotent, request_id=request_id
+        )
         try:
             return answer.json()
         except ValueError:
@@ -76,24 +98,37 @@ class IssuerClient(_TypedClient):
         ``budget_s``, ...)."""
         super().__init__(city, "issuer", session, **options)
 
-    async def generate(self, kind: SubjectKind, identifier: str, city: int) -> Subject:
+    async def generate(
+        self, kind: SubjectKind, identifier: str, city: int, *, request_id: str | None = None
+    ) -> Subject:
         """生码: the subject of a resident ID (``person``) or unified social credit code
         (``enterprise``), created if new. The identifier goes in the body only."""
         body = {"kind": kind, "id": identifier, "city": city}
-        document = await self._document("POST", "/v1/subjects", json_body=body, idempotent=True)
+        document = await self._document(
+            "POST", "/v1/subjects", json_body=body, idempotent=True, request_id=request_id
+        )
         return Subject.from_json(document)
 
-    async def display(self, subject: str, *, kind: DisplayKind = "own") -> DisplayedCode:
+    async def display(
+        self, subject: str, *, kind: DisplayKind = "own", request_id: str | None = None
+    ) -> DisplayedCode:
         """亮码: the code to show now; ask again from its ``refresh_at`` on."""
         path = _subject_path(subject, "code") + ("" if kind == "own" else f"?kind={kind}")
-        return DisplayedCode.from_json(await self._document("GET", path, idempotent=True))
+        document = await self._document("GET", path, idempotent=True, request_id=request_id)
+        return DisplayedCode.from_json(document)
 
     async def display_image(
-        self, subject: str, image_format: ImageFormat, *, kind: DisplayKind = "own"
+        self,
+        subject: str,
+        image_format: ImageFormat,
+        *,
+        kind: DisplayKind = "own",
+        request_id: str | None = None,
     ) -> bytes:
         """亮码 as a QR image (PNG or SVG) of the same code :meth:`display` returns."""
         query = f"?format={image_format}" + ("" if kind == "own" else f"&kind={kind}")
-        answer = await self._answer("GET", _subject_path(subject, "code") + query, idempotent=True)
+        path = _subject_path(subject, "code") + query
+        answer = await self._answer("GET", path, idempotent=True, request_id=request_id)
         return answer.body
 
     async def convert(
@@ -104,6 +139,7 @@ class IssuerClient(_TypedClient):
         reason: str,
         if_version: int,
         op_id: str | None = None,
+        request_id: str | None = None,
     ) -> Converted:
         """赋码/转码: set the subject's colour if its status version is still ``if_version``.
 
@@ -119,7 +155,9 @@ class IssuerClient(_TypedClient):
             "op_id": op_id or uuid.uuid4().hex,
         }
         path = _subject_path(subject, "status")
-        document = await self._document("POST", path, json_body=body, idempotent=True)
+        document = await self._document(
+            "POST", path, json_body=body, idempotent=True, request_id=request_id
+        )
         return Converted.from_json(document)
 
 
@@ -140,21 +178,24 @@ class VerifierClient(_TypedClient):
         city: int,
         venue: str | None = None,
         idempotent: bool = True,
+        request_id: str | None = None,
     ) -> Verdict:
         """扫码/验码: the verdict on one scanned code (or alias credential such as
         ``SSC:...``). A refused code is a verdict with ``valid`` False, not an exception:
         call :meth:`~failover.results.Verdict.check` to raise its reason's."""
         body = Scan(code, terminal, city, venue).to_json()
-        document = await self._document("POST", "/v1/verify", json_body=body, idempotent=idempotent)
+        document = await self._document(
+            "POST", "/v1/verify", json_body=body, idempotent=idempotent, request_id=request_id
+        )
         return Verdict.from_json(document)
 
     async def verify_batch(
-        self, scans: Sequence[Scan], *, idempotent: bool = True
+        self, scans: Sequence[Scan], *, idempotent: bool = True, request_id: str | None = None
     ) -> list[Verdict]:
         """The verdicts on up to ``verifier.batch_max`` (500) scans, in their order."""
         body = {"items": [scan.to_json() for scan in scans]}
         document = await self._document(
-            "POST", "/v1/verify/batch", json_body=body, idempotent=idempotent
+            "POST", "/v1/verify/batch", json_body=body, idempotent=idempotent, request_id=request_id
         )
         results = document.get("results") if isinstance(document, dict) else None
         if not isinstance(results, list) or len(results) != len(scans):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -51,6 +52,7 @@ from verifier.app import create_app as create_verifier
 pytestmark = pytest.mark.cluster
 
 CITY = CityCode(320100)
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 REFUSED = "http://127.0.0.1:9"
 """An address nothing listens on: an endpoint that is down."""
 
@@ -205,8 +207,11 @@ def test_each_refusal_raises_the_class_of_its_reason_code(settings: Settings, ru
             assert stale.value.endpoint is Role.PRIMARY
 
             with pytest.raises(UnknownSubject) as unknown:
-                await client("display").display(secrets.token_urlsafe(12))
+                await client("display").display(secrets.token_urlsafe(12), request_id="app-7:a1")
             assert (unknown.value.status, unknown.value.reason) == (404, "UNKNOWN_SUBJECT")
+            # The id the app gave is the one its attempts carried and the services logged.
+            assert unknown.value.request_id == "app-7:a1"
+            assert "request id app-7:a1" in str(unknown.value)
 
             valid = new_person_id()
             wrong_digit = valid[:-1] + ("0" if valid[-1] != "0" else "1")
@@ -218,6 +223,8 @@ def test_each_refusal_raises_the_class_of_its_reason_code(settings: Settings, ru
             with pytest.raises(Unauthorized) as anonymous:
                 await client(None).display(made.subject)
             assert anonymous.value.status == 401
+            made_id = anonymous.value.request_id
+            assert made_id is not None and re.fullmatch(UUID, made_id), "one is made if none given"
             with pytest.raises(Forbidden) as scope:
                 await client("display").generate("person", new_person_id(), int(CITY))
             assert (scope.value.status, scope.value.reason) == (403, "FORBIDDEN")
@@ -302,6 +309,7 @@ def test_a_city_whose_endpoints_both_refuse_connections_raises_unreachable_withi
             with pytest.raises(Unreachable) as down:
                 await client.verify("CE1:X", terminal="gate-1", city=int(CITY))
             assert isinstance(down.value.__cause__, aiohttp.ClientConnectorError)
+            assert down.value.request_id and down.value.request_id in str(down.value)
             # Half of each retry's jitter range (0.1 s doubling), then at most half of what is
             # left of the budget, until less than its margin (0.05 s) is left.
             assert clock.sleeps[:3] == [pytest.approx(0.05), pytest.approx(0.1), pytest.approx(0.2)]

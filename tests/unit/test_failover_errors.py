@@ -134,6 +134,15 @@ def test_an_error_page_without_a_problem_body_is_a_gateway_failure() -> None:
     assert str(problem) == "502"
 
 
+def test_without_an_id_of_the_answer_the_problem_carries_the_id_the_request_sent() -> None:
+    proxied = problem_from(504, None, {}, sent_request_id="app-1")
+    assert proxied.request_id == "app-1" and str(proxied) == "504 (request id app-1)"
+    answered = problem_from(
+        404, {"reason": "NOT_FOUND", "detail": "x"}, {"X-Request-Id": "svc-2"}, None, "app-1"
+    )
+    assert answered.request_id == "svc-2", "the service's own word wins"
+
+
 def test_a_reason_this_client_does_not_know_is_the_base_class_with_that_reason() -> None:
     problem = problem_from(418, {"reason": "A_NEWER_REASON", "detail": "x"}, {})
     assert type(problem) is ServiceProblem and problem.reason == "A_NEWER_REASON"
