@@ -107,126 +107,28 @@ __all__ = [
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 from codeengine.code.errors import Reason
 from codeengine.code.fencing import Role
+from failover._base import (
+    BY_REASON,
+    REQUEST_ID_HEADER,
+    AccessRefused,
+    CodeRefused,
+    Conflict,
+    FailoverError,
+    GatewayFailure,
+    InvalidIdentifier,
+    ListRefused,
+    RefusedRequest,
+    ServiceProblem,
+    TryLater,
+    UnexpectedAnswer,
+    UnknownEntity,
+    Unreachable,
+)
 from failover.retry import retry_after_s as _retry_after_s
-
-REQUEST_ID_HEADER = "X-Request-Id"
-_BY_REASON: dict[str, type[ServiceProblem]] = {}
-
-
-class FailoverError(Exception):
-    """Root of every error the failover client raises on purpose."""
-
-
-class Unreachable(FailoverError, ConnectionError):
-    """No endpoint of the city answered within the request's budget (refused, no answer, or a
-    timeout); the last transport error is the ``__cause__``. ``request_id`` is the
-    ``X-Request-Id`` the attempts carried: an attempt that reached a service left log lines
-    under it."""
-
-    def __init__(self, detail: str, request_id: str | None = None) -> None:
-        super().__init__(detail + (f" (request id {request_id})" if request_id else ""))
-        self.request_id = request_id
-
-
-class UnexpectedAnswer(FailoverError, ValueError):
-    """A success whose body is not what the API documents (a proxy's page, a changed API)."""
-
-    def __init__(self, status: int, what: str) -> None:
-        super().__init__(f"{status} answer: {what}")
-        self.status = status
-
-
-class ServiceProblem(FailoverError):
-    """A service refused: a problem answer (status 400 and up) or a refused verdict.
-
-    The class says the reason; an instance of this class itself carries a reason code this
-    client does not know.
-    """
-
-    REASON: ClassVar[str | None] = None
-    """The reason code this class stands for (None: the base classes)."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        detail: str = "",
-        *,
-        request_id: str | None = None,
-        retry_after_s: float | None = None,
-        endpoint: Role | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        text = f"{status} {reason}".rstrip()
-        if detail:
-            text += f": {detail}"
-        if request_id:
-            text += f" (request id {request_id})"
-        super().__init__(text)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-        self.request_id = request_id
-        self.retry_after_s = retry_after_s
-        self.endpoint = endpoint
-        self.extra: Mapping[str, Any] = MappingProxyType(dict(extra or {}))
-        """The problem body's other fields (``current_version``, ``writer``, ``colour``...)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        reason = cls.__dict__.get("REASON")
-        if reason is None:
-            return
-        if reason in _BY_REASON:
-            raise TypeError(f"{cls.__name__}: {reason} already has {_BY_REASON[reason].__name__}")
-        _BY_REASON[reason] = cls
-
-
-class GatewayFailure(ServiceProblem):
-    """An error status without the engine's problem body: a proxy or load balancer answered
-    (``reason`` is "")."""
-
-
-# The groups: what a caller can do about it.
-
-
-class RefusedRequest(ServiceProblem, ValueError):
-    """The request is wrong (a field, the body, the path): resending it changes nothing."""
-
-
-class InvalidIdentifier(RefusedRequest):
-    """The resident ID or unified social credit code is not valid (never echoed)."""
-
-
-class AccessRefused(ServiceProblem, PermissionError):
-    """The API key is missing or unknown, or its client lacks the operation's scope."""
-
-
-class UnknownEntity(ServiceProblem, LookupError):
-    """What the request names does not exist."""
-
-
-class Conflict(ServiceProblem):
-    """The request met the state of the store; read it again before deciding."""
-
-
-class TryLater(ServiceProblem):
-    """Nothing certain was done; ask again after ``retry_after_s`` (the client has already
-    retried within its budget where a resend was safe)."""
-
-
-class CodeRefused(ServiceProblem):
-    """A scanned code was refused (raised by :meth:`failover.results.Verdict.check`)."""
-
-
-class ListRefused(ServiceProblem, ValueError):
-    """A signed trust or revocation list was refused (the ``LIST_*`` reasons of the terminal
-    SDK, which checks the lists a terminal caches); keep the list held and fetch again."""
-
 
 # One class per reason code, by group.
 
@@ -589,7 +491,7 @@ class ListRollback(ListRefused):
     REASON = "LIST_ROLLBACK"
 
 
-PROBLEM_CLASSES: Mapping[str, type[ServiceProblem]] = MappingProxyType(_BY_REASON)
+PROBLEM_CLASSES: Mapping[str, type[ServiceProblem]] = MappingProxyType(BY_REASON)
 """The class of each reason code, by the code."""
 
 
@@ -623,7 +525,7 @@ def problem_from(
         return GatewayFailure(
             status, "", request_id=_text(request_id), retry_after_s=wait_s, endpoint=endpoint
         )
-    cls = _BY_REASON.get(reason, ServiceProblem)
+    cls = BY_REASON.get(reason, ServiceProblem)
     detail = body.get("detail")
     extra = {k: v for k, v in body.items() if k not in ("reason", "detail", "request_id")}
     return cls(
