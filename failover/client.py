@@ -18,13 +18,29 @@ that one has not asked to wait too, or waits, within its budget, until an endpoi
 again. If the budget ends first, the refusal is the answer. A refusal is an answer from a live
 endpoint: it does not count against its breaker.
 
+Every wait honours the ``Retry-After`` the answer named (a store 503 and a 429
+``RATE_LIMITED`` too: a request refused by its rate was not worked on either, so any request
+waits it out on the same endpoint) and adds jitter on top (:mod:`failover.retry`), drawn from
+the client's ``random`` source. A ``Retry-After`` that ends past the budget is not waited for:
+the refusal is the answer at once, and carries the wait for the caller.
+
+:mod:`failover.services` adds the typed calls app backends make (generate, display, convert,
+verify, verify batch), which raise one exception per reason code (:mod:`failover.errors`).
+
 Every switch is logged (city, service, from, to, why) and counted in
 ``codeengine_failover_switches_total``; ``codeengine_failover_active`` shows the endpoint in use.
 """
 
 from __future__ import annotations
 
-__all__ = ["Answer", "FailoverClient"]
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "MAX_RETRY_AFTER_S",
+    "Answer",
+    "ClientOptions",
+    "FailoverClient",
+    "new_request_id",
+]
 
 import asyncio
 import collections
@@ -32,9 +48,11 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from random import random as _uniform
+from typing import Any, TypedDict
 
 import aiohttp
 from prometheus_client import Counter, Gauge
@@ -42,6 +60,9 @@ from prometheus_client import Counter, Gauge
 from codeengine.code.breaker import Breaker
 from codeengine.code.cities import City
 from codeengine.code.fencing import Role
+from codeengine.code.secret import Secret
+from failover.errors import REQUEST_ID_HEADER, ServiceProblem, problem_from
+from failover.retry import MAX_RETRY_AFTER_S, Backoff, retry_after_s
 from failover.router import Outcome, Router, SwitchEvent
 
 log = logging.getLogger("codeengine.failover")
@@ -67,9 +88,13 @@ _FALL_OVER_STATUS = {502, 504}
 _FALL_OVER_REASONS = {"NOT_WRITER"}
 _STORE_REASONS = {"STORE_UNAVAILABLE", "NOT_REPLICATED"}
 _OVERLOADED = "OVERLOADED"
-MAX_RETRY_AFTER_S = 60.0
-"""The longest Retry-After the client honours; a longer one is taken as this."""
+_RATE_LIMITED = "RATE_LIMITED"
 _DONE, _OTHER, _WAIT = "done", "other", "wait"
+_MARGIN_S = 0.05
+"""A wait that would end this close to the deadline leaves no time for an answer."""
+_MIN_WAIT_S = 0.01
+DEFAULT_BACKOFF = Backoff()
+"""Jitter from 0.1 s, doubling with each retry of a request, at most 2 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +108,72 @@ class Answer:
     attempts: int
     reason: str
     """The problem body's reason code, or "" (not a problem body); read once from the body."""
+    sent_request_id: str = ""
+    """The ``X-Request-Id`` every attempt of the request carried."""
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``X-Request-Id`` the service answered with, else the one the request carried."""
+        return self.headers.get(REQUEST_ID_HEADER) or self.sent_request_id or None
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """The ``Retry-After`` the service named, in seconds (at most ``MAX_RETRY_AFTER_S``)."""
+        return retry_after_s(self.headers)
+
+    def problem(self) -> ServiceProblem | None:
+        """The exception of its reason code if this is an error answer (status 400 and up)."""
+        if self.status < 400:
+            return None
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            document = None
+        return problem_from(
+            self.status, document, self.headers, self.endpoint, self.sent_request_id or None
+        )
+
+    def raise_for_problem(self) -> Answer:
+        """This answer if it is not an error; else raise the exception of its reason code."""
+        problem = self.problem()
+        if problem is not None:
+            raise problem
+        return self
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :class:`FailoverClient`, for the typed clients built on it."""
+
+    attempt_timeout_s: float
+    budget_s: float
+    probe_interval_s: float
+    breaker: Callable[[], Breaker]
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    random: Callable[[], float]
+    backoff: Backoff
+    api_key: str | Secret | None
+
+
+def new_request_id() -> str:
+    """A request id for ``X-Request-Id``: a UUID with its dashes, which the services keep as
+    the id of their log lines (a run of 18 letters and digits would look like a resident ID
+    to them, and be replaced)."""
+    return str(uuid.uuid4())
+
+
+def _with_request_id(headers: Mapping[str, str] | None) -> tuple[dict[str, str], str]:
+    """``headers`` with an ``X-Request-Id`` (the caller's, else a new one), and that id."""
+    given = dict(headers or {})
+    for name, value in given.items():
+        if name.lower() == REQUEST_ID_HEADER.lower():
+            return given, value
+    request_id = new_request_id()
+    given[REQUEST_ID_HEADER] = request_id
+    return given, request_id
 
 
 def _idempotent(method: str, json_body: Any, headers: Mapping[str, str] | None) -> bool:
@@ -106,19 +194,6 @@ def _reason(status: int, body: bytes) -> str:
     return str(document.get("reason", "")) if isinstance(document, dict) else ""
 
 
-def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """The delay a ``Retry-After`` header names in seconds, at most MAX_RETRY_AFTER_S; None if
-    there is none, or it is an HTTP date (the engine sends seconds)."""
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
-
-
 class FailoverClient:
     """One service (``issuer`` or ``verifier``) of one city, with failover; see the module."""
 
@@ -134,8 +209,13 @@ class FailoverClient:
         breaker: Callable[[], Breaker] = Breaker,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = _uniform,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        api_key: str | Secret | None = None,
     ) -> None:
-        """``clock`` and ``sleep`` are the client's time (a test passes its own)."""
+        """``clock`` and ``sleep`` are the client's time, ``random`` (uniform in [0, 1)) its
+        jitter: a test passes its own. ``api_key`` goes as ``Authorization: Bearer`` on every
+        request that does not bring its own header."""
         primary, backup = city.endpoints(service)
         self.urls = {Role.PRIMARY: primary, Role.BACKUP: backup}
         self.city, self.service = city.code, service
@@ -145,6 +225,11 @@ class FailoverClient:
         self._probe_interval_s = probe_interval_s
         self._clock = clock
         self._sleep = sleep
+        self._random = random
+        self._backoff = backoff
+        if isinstance(api_key, str):
+            api_key = Secret(api_key.encode())
+        self._api_key = api_key
         self._refusal: Answer | None = None
         """The last refusal for load, the answer when every endpoint asks to wait too long."""
         self.router = Router(breaker(), breaker())
@@ -176,16 +261,21 @@ class FailoverClient:
         reads are, and writes are when they carry an ``op_id`` or an ``Idempotency-Key``.
         Whatever it says, a request that never reached an endpoint (connection refused) or was
         refused with ``NOT_WRITER`` or ``OVERLOADED`` (nothing applied) goes to the other
-        endpoint; after ``OVERLOADED`` not to the same one before its Retry-After.
+        endpoint; after ``OVERLOADED`` not to the same one before its Retry-After. One refused
+        with 429 ``RATE_LIMITED`` waits its Retry-After and goes again. Every wait adds jitter;
+        none ends past the budget.
         """
         if idempotent is None:
             idempotent = _idempotent(method, json_body, headers)
+        # One id for every attempt, primary and backup alike: their log lines share it.
+        headers, request_id = _with_request_id(headers)
         deadline = self._clock() + self._budget_s
-        attempts = 0
+        attempts = retries = 0
         answer: Answer | None = None
         error: BaseException | None = None
         while True:
-            store_busy = False
+            # The Retry-After of an endpoint that asked this request to come back to it.
+            asked_s: float | None = None
             for role in self.router.order(self._clock()):
                 left = deadline - self._clock()
                 if left <= 0:
@@ -203,32 +293,40 @@ class FailoverClient:
                         continue
                     raise
                 reason = _reason(status, body)
-                answer = Answer(status, body, answer_headers, role, attempts, reason)
+                answer = Answer(status, body, answer_headers, role, attempts, reason, request_id)
                 verdict = self._judge(answer, idempotent)
                 if verdict == _OTHER:
                     continue
                 if verdict == _DONE:
                     return answer
-                store_busy = True
+                asked_s = answer.retry_after_s or 0.0
                 break
             now = self._clock()
             # Later than now if every endpoint asked to wait (Retry-After).
             free_at = self.router.free_at(now)
-            if free_at >= deadline - 0.05:
-                return self._past_budget(answer, error, attempts, held=free_at > now)
-            if free_at > now:
-                await self._sleep(free_at - now)
-            else:
-                await self._sleep(min(0.25 if store_busy else 0.05, (deadline - now) / 2))
+            floor_s = max(free_at - now, 0.0) if asked_s is None else asked_s
+            if now + floor_s >= deadline - _MARGIN_S:
+                return self._past_budget(answer, error, attempts, request_id, held=free_at > now)
+            delay_s = self._backoff.delay_within_s(retries, self._random(), floor_s, deadline - now)
+            # A draw near 0 must not spin: the wait is never under _MIN_WAIT_S (below the margin,
+            # so never past the deadline either).
+            await self._sleep(max(delay_s, _MIN_WAIT_S))
+            retries += 1
 
     def _past_budget(
-        self, answer: Answer | None, error: BaseException | None, attempts: int, *, held: bool
+        self,
+        answer: Answer | None,
+        error: BaseException | None,
+        attempts: int,
+        request_id: str,
+        *,
+        held: bool,
     ) -> Answer:
         """What a request ends with when no endpoint may be tried again within its budget: its
         last answer, else the last refusal for load if every endpoint still asks to wait
         (``held``), else its last error."""
         if answer is None and held and self._refusal is not None:
-            answer = replace(self._refusal, attempts=attempts)
+            answer = replace(self._refusal, attempts=attempts, sent_request_id=request_id)
         if answer is None:
             raise error or TimeoutError("failover budget spent")
         return answer
@@ -243,13 +341,15 @@ class FailoverClient:
         if reason in _FALL_OVER_REASONS:
             return _OTHER  # the other endpoint holds the city's writes: not a failure
         if reason == _OVERLOADED and status == 503:
-            wait_s = _retry_after_s(answer.headers)
+            wait_s = answer.retry_after_s
             if wait_s is not None:
                 self._report(role, Outcome.OK, "answered")
                 self.router.hold_off(role, self._clock() + wait_s)
                 self._refusal = answer
                 return _OTHER
         self._report(role, Outcome.OK, "answered")
+        if reason == _RATE_LIMITED and status == 429 and answer.retry_after_s is not None:
+            return _WAIT  # refused before any work, as OVERLOADED; its rate is per client
         return _WAIT if reason in _STORE_REASONS and idempotent else _DONE
 
     async def _attempt(
@@ -262,6 +362,11 @@ class FailoverClient:
         timeout_s: float,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        if self._api_key is not None and not (
+            headers and any(k.lower() == "authorization" for k in headers)
+        ):
+            bearer = f"Bearer {self._api_key.reveal().decode()}"
+            headers = {**(headers or {}), "Authorization": bearer}
         async with self._session.request(
             method, self.urls[role] + path, json=json_body, headers=headers, timeout=timeout
         ) as response:

@@ -18,6 +18,7 @@ from codeengine.ops.backupcli import add_backup_commands
 from codeengine.ops.commands import add_ops_commands, config_path
 from codeengine.ops.devcluster import ClusterError, DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
+from codeengine.ops.keyscli import add_keys_commands
 from codeengine.settings import SettingsError, load_settings
 
 DEFAULT_CLUSTER_PORT = 7000
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     init = keys_commands.add_parser("init", help="create missing dev keys, pepper, credentials")
     init.set_defaults(func=_cmd_keys_init)
+    add_keys_commands(keys_commands)
 
     cluster = commands.add_parser("cluster", help="run a local Redis Cluster in the foreground")
     cluster.add_argument("--dir", default="var/cluster")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,17 +196,61 @@ def test_an_overloaded_endpoint_is_left_alone_until_its_retry_after(run: Any) ->
     run(scenario())
 
 
+def draws(*values: float) -> Callable[[], float]:
+    """The client's random source: ``values`` in order (more draws than given fail the test)."""
+    source = iter(values)
+    return lambda: next(source)
+
+
 def test_with_both_endpoints_overloaded_the_client_waits_their_retry_after(run: Any) -> None:
     async def scenario() -> None:
         clock = Clock()
         primary, backup = overloaded("2", healed_at_hit=2), overloaded("1")
-        async with city_of(primary, backup, clock=clock, sleep=clock.sleep) as client:
+        async with city_of(
+            primary, backup, clock=clock, sleep=clock.sleep, random=draws(0.5, 0.5)
+        ) as client:
             answer = await client.request("GET", "/v1/subjects/x/code")
-            # The backup is free again first, after 1 s; it refuses again, then the primary
-            # (2 s) answers.
+            # The backup is free again first, after 1 s: the client waits that plus half the
+            # first retry's jitter range (0.1 s). The backup refuses again; the primary is free
+            # 0.95 s later, plus half the second range (0.2 s), and answers.
             assert (answer.status, answer.endpoint) == (200, Role.PRIMARY)
-            assert clock.sleeps == [1.0, 1.0]
+            assert clock.sleeps == [pytest.approx(1.05), pytest.approx(1.05)]
             assert (len(primary.hits), len(backup.hits)) == (2, 2)
+
+    run(scenario())
+
+
+def test_a_store_503_is_retried_after_its_retry_after_plus_jitter_and_only_if_idempotent(
+    run: Any,
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        primary = Endpoint(status=503, reason="STORE_UNAVAILABLE", retry_after="1")
+        async with city_of(
+            primary, Endpoint(), clock=clock, sleep=clock.sleep, random=draws(0.25)
+        ) as client:
+            plain = await client.request("POST", "/v1/appeals", json_body={"reason": "x"})
+            assert (plain.status, plain.reason, clock.sleeps) == (503, "STORE_UNAVAILABLE", [])
+            primary.healed_at_hit = len(primary.hits) + 2
+            read = await client.request("GET", "/v1/subjects/x/code")
+            assert (read.status, read.endpoint, read.attempts) == (200, Role.PRIMARY, 2)
+            assert clock.sleeps == [pytest.approx(1.0 + 0.25 * 0.1)]
+
+    run(scenario())
+
+
+def test_a_store_retry_after_past_the_budget_makes_the_503_the_answer_at_once(
+    run: Any,
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        primary = Endpoint(status=503, reason="STORE_UNAVAILABLE", retry_after="10")
+        async with city_of(
+            primary, Endpoint(), clock=clock, sleep=clock.sleep, random=draws()
+        ) as client:
+            answer = await client.request("GET", "/v1/subjects/x/code")
+            assert (answer.status, answer.retry_after_s, answer.attempts) == (503, 10.0, 1)
+            assert clock.sleeps == [] and len(primary.hits) == 1
 
     run(scenario())
 
