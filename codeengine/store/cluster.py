@@ -701,14 +701,27 @@ class FastCluster:
             raise StoreUnavailable("store slot moved while it was written")
         return self._reply(reply, "EVALSHA", ()), acked
 
-    async def ping(self, *, deadline_s: float | None = None) -> None:
-        """Return when every primary of the slot map answers PING; else StoreUnavailable."""
+    async def ping(self, *, deadline_s: float | None = None, every: bool = True) -> int:
+        """PING every primary of the slot map; how many did not answer.
+
+        With ``every`` one silent primary raises StoreUnavailable. Without it only a store none
+        of whose primaries answers does: the store is reachable, though a shard may be down.
+        """
         slots = self.primary_slots()
         if not slots:
             raise StoreUnavailable("store slot map is empty")
-        await asyncio.gather(
-            *(self.execute_at_slot(s, "PING", deadline_s=deadline_s) for s in slots)
-        )
+        calls = [self.execute_at_slot(s, "PING", deadline_s=deadline_s) for s in slots]
+        if every:
+            await asyncio.gather(*calls)
+            return 0
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for exc in failed:
+            if not isinstance(exc, StoreUnavailable):
+                raise exc
+        if len(failed) == len(outcomes):
+            raise failed[0]
+        return len(failed)
 
     def _body(self, sha: str) -> bytes:
         """A registered script's text, to load it on a node that lost it."""

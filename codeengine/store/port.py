@@ -46,8 +46,9 @@ class AliasBinding(NamedTuple):
 class Store(Protocol):
     """Subject records, versioned status writes and the audit trail."""
 
-    async def ping(self) -> None:
-        """Return when every shard answers; raise StoreUnavailable otherwise."""
+    async def ping(self, *, every: bool = True) -> int:
+        """How many shards did not answer; StoreUnavailable when one did not (``every``) or,
+        without ``every``, when none did."""
 
     async def get_subject(self, subject: SubjectId) -> SubjectRecord | None:
         """The subject's record, or None if the subject was never generated."""

@@ -11,8 +11,10 @@ from aiohttp import web
 from codeengine.code.errors import CodeEngineError
 from codeengine.web.routes import JSON, PUBLIC, Route
 
-ReadinessCheck = Callable[[], Awaitable[None]]
-"""A named check raises CodeEngineError (or any exception) when the service is not ready."""
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""A named check raises CodeEngineError (or any exception) when the service is not ready, and
+returns a reason code when it is ready but degraded (a shard down: requests for it fail, the
+rest are served)."""
 
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 
@@ -23,17 +25,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Every readiness check passes: the cluster answers and the keys are loaded."""
+    """Every readiness check passes: the cluster answers and the keys are loaded.
+
+    A shard that does not answer while the others do leaves the worker ready, saying so under
+    ``degraded``: every worker shares the store, so taking them all out of a load balancer
+    would turn a partial outage into a whole one (and a verifier answers degraded codes).
+    """
     failed: dict[str, str] = {}
+    degraded: dict[str, str] = {}
     for name, check in request.app[READINESS_CHECKS].items():
         try:
-            await check()
+            note = await check()
         except CodeEngineError as exc:
             failed[name] = exc.reason.value
         except Exception as exc:
             failed[name] = type(exc).__name__
+        else:
+            if note is not None:
+                degraded[name] = note
     if failed:
         return web.json_response({"status": "not ready", "failed": failed}, status=503)
+    if degraded:
+        return web.json_response({"status": "ready", "degraded": degraded})
     return web.json_response({"status": "ready"})
 
 
@@ -44,6 +57,7 @@ _READINESS = {
         "properties": {
             "status": {"type": "string"},
             "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+            "degraded": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
 }
@@ -64,7 +78,7 @@ HEALTH_ROUTES = [
         readyz,
         "readyz",
         scope=PUBLIC,
-        summary="The cluster answers and the keys are loaded",
+        summary="The cluster answers and the keys are loaded (`degraded`: a shard is down)",
         answers={
             "200": ("Ready", {JSON: _READINESS}),
             "503": ("Not ready; `failed` says why", {JSON: _READINESS}),

@@ -38,7 +38,13 @@ from typing import Protocol
 
 from aiohttp import web
 
-from codeengine.code.errors import CodeEngineError, KeyringError, NotWriter, VersionConflict
+from codeengine.code.errors import (
+    CodeEngineError,
+    KeyringError,
+    NotWriter,
+    Reason,
+    VersionConflict,
+)
 from codeengine.code.fencing import Role
 from codeengine.code.keyring import Keyring
 from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
@@ -325,8 +331,10 @@ def attach_runtime(
         if owned:
             await app[STORE].close()
 
-    async def cluster_ready() -> None:
-        await app[STORE].ping()
+    async def cluster_ready() -> str | None:
+        # Ready while any primary answers: a down shard is every worker's, not this one's.
+        silent = await app[STORE].ping(every=False)
+        return Reason.STORE_UNAVAILABLE.value if silent else None
 
     async def keys_ready() -> None:
         now = int(app[CLOCK]())

@@ -288,6 +288,8 @@ def test_a_script_and_its_wait_leave_together_and_reload_a_flushed_script(
 def test_ping_reaches_every_primary_and_fails_when_one_stalls(
     cluster: DevCluster, run: Any
 ) -> None:
+    # Without ``every`` a ping fails only when no primary answers (readiness: a down shard
+    # is every worker's, so it must not take every worker out of a load balancer).
     async def scenario() -> None:
         async with started(cluster) as client:
             await client.ping()
@@ -298,7 +300,14 @@ def test_ping_reaches_every_primary_and_fails_when_one_stalls(
             with cluster.paused(cluster.masters()[0]):
                 with pytest.raises(StoreUnavailable, match="timed out"):
                     await client.ping(deadline_s=0.1)
-            await client.ping(deadline_s=2)
+                # Reachable, with one shard silent: how many did not answer.
+                assert await client.ping(deadline_s=0.1, every=False) == 1
+            first, second, third = cluster.masters()
+            with cluster.paused(first), cluster.paused(second), cluster.paused(third):
+                with pytest.raises(StoreUnavailable, match="timed out"):
+                    await client.ping(deadline_s=0.1, every=False)
+            assert await client.ping(deadline_s=2) == 0
+            assert await client.ping(deadline_s=2, every=False) == 0
 
     run(scenario())
     cluster.wait_healthy()

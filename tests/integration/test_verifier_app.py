@@ -252,6 +252,13 @@ def test_store_down_gives_a_degraded_answer_within_the_deadline(
                 # Without the read deadline (250 ms) the read would wait for the shard as
                 # long as it is paused: the guard turns that into a failure, not a hang.
                 answer = await asyncio.wait_for(verify(ver, settings, code), HANG_GUARD_S)
+                # One shard down is every worker's: still ready (a load balancer keeps it),
+                # saying why.
+                ready = await asyncio.wait_for(ver.get("/readyz"), HANG_GUARD_S)
+                assert (ready.status, await ready.json()) == (
+                    200,
+                    {"status": "ready", "degraded": {"cluster": "STORE_UNAVAILABLE"}},
+                )
             iat = decode(code).claims.iat
             assert (answer["valid"], answer["degraded"], answer["as_of"], answer["colour"]) == (
                 True,

@@ -152,13 +152,13 @@ class Adapter:
         if acked < self._settings.replicas_to_ack:
             raise WriteNotReplicated("no replica confirmed the batch's writes in time")
 
-    async def ping(self) -> None:
-        """Return when every primary answers PING."""
+    async def ping(self, *, every: bool = True) -> int:
+        """PING every primary; how many did not answer (``every``: none may be silent)."""
 
-        async def work() -> None:
-            await (await self._hot()).ping()
+        async def work() -> int:
+            return await (await self._hot()).ping(every=every)
 
-        await self._bounded(work, self._settings.read_deadline_ms, "ping")
+        return await self._bounded(work, self._settings.read_deadline_ms, "ping")
 
     async def close(self) -> None:
         """Close every connection, failing the calls still waiting."""
