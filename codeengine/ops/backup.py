@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import hiredis
 
+from codeengine.code.model import CITIES
 from codeengine.ops.backupformat import (
     BackupError,
     Manifest,
@@ -57,6 +58,7 @@ from codeengine.ops.backupformat import (
     write_manifest,
 )
 from codeengine.store.cluster import SLOT_COUNT, FastCluster, tag_slot
+from codeengine.store.keyspace import fence_keys
 from codeengine.store.security import StoreSecurity
 
 SNAPSHOT_ACL_RULE = (
@@ -65,11 +67,20 @@ SNAPSHOT_ACL_RULE = (
 )
 """What a snapshot sends: it reads every key and changes nothing."""
 RESTORE_ACL_RULE = (
-    "resetchannels ~* -@all +ping +asking +dbsize +restore +wait +cluster|slots +cluster|info "
-    "+cluster|countkeysinslot"
+    "resetchannels ~* -@all +ping +asking +dbsize +restore +incrby +wait +cluster|slots "
+    "+cluster|info +cluster|countkeysinslot"
 )
-"""What a restore sends: it writes keys with ``RESTORE`` (never replacing one) and waits for
-the replicas."""
+"""What a restore sends: it writes keys with ``RESTORE`` (never replacing one), raises the
+cities' epoch counters it restored (``INCRBY``) and waits for the replicas."""
+
+EPOCH_RAISE = 1000
+"""How far a restore raises each city's write-lease epoch counter (codeengine.store.fence).
+
+Slots are copied one after another, so a subject's record may hold an epoch later than the
+counter's value in the snapshot; a lease granted from the restored counter would then be
+refused by that record. Epochs only have to grow, so a raise far above the leases a snapshot's
+few seconds can see is harmless."""
+_EPOCH_KEYS = frozenset(fence_keys(int(city))[1].encode() for city in CITIES)
 
 KEYS_PER_BATCH = 2000
 """About this many keys of one primary are listed, then dumped, in one round trip."""
@@ -118,6 +129,8 @@ class RestoreReport:
     """Keys restored; one whose expiry passed before the restore is counted, and Redis
     answers its ``RESTORE ... ABSTTL`` without creating it."""
     files: int
+    epochs_raised: int
+    """Cities' epoch counters restored and raised by :data:`EPOCH_RAISE`."""
     replicas_acked: dict[str, int]
     """Per target primary (``host:port``), the replicas that confirmed every restored key."""
     seconds: float
@@ -451,6 +464,8 @@ async def restore_snapshot(
             return records
         return (r for r in records if r[0] in slots)
 
+    epochs: list[bytes] = []
+
     async def restore_file(shard: ShardFile) -> None:
         for batch in _batches(wanted(shard), KEYS_PER_RESTORE):
             replies = await fast.bulk(
@@ -458,6 +473,7 @@ async def restore_snapshot(
             )
             for reply in replies:
                 _checked(reply, "RESTORE")
+            epochs.extend(r[1] for r in batch if r[1] in _EPOCH_KEYS)
             tally.keys += len(batch)
             if progress is not None:
                 await progress(Progress("restore", tally.keys, total or 0, tally.keys))
@@ -466,6 +482,13 @@ async def restore_snapshot(
     written = tally.keys
     if total is not None and written != total:
         raise BackupError(f"restored {written} keys, the manifest lists {total}")
+    if epochs:
+        # Before the WAIT below, so that the replicas confirm the raised counters too.
+        raised = await fast.bulk(
+            [(k, ("INCRBY", k, EPOCH_RAISE)) for k in epochs], deadline_s=BATCH_DEADLINE_S
+        )
+        for reply in raised:
+            _checked(reply, "INCRBY")
     acked = {}
     for addr, slot in targets:
         # WAIT counts the writes of its own connection: the one the RESTOREs went on.
@@ -473,4 +496,6 @@ async def restore_snapshot(
             slot, "WAIT", replicas, WAIT_TIMEOUT_MS, deadline_s=WAIT_TIMEOUT_MS / 1000 + 5
         )
         acked[addr] = int(_checked(reply, "WAIT"))
-    return RestoreReport(written, len(manifest.files), acked, time.monotonic() - started)
+    return RestoreReport(
+        written, len(manifest.files), len(epochs), acked, time.monotonic() - started
+    )

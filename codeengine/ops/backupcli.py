@@ -143,6 +143,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             "slots": args.slots or "all",
             "keys": report.keys,
             "files": report.files,
+            "epochs_raised": report.epochs_raised,
             "replicas_acked": report.replicas_acked,
             "seconds": round(report.seconds, 3),
         }

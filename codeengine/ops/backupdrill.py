@@ -44,11 +44,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from codeengine.code.errors import RecordTampered, StoreUnavailable
-from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId
 from codeengine.code.pseudonym import subject_id
 from codeengine.code.status import StatusChange, SubjectRecord
 from codeengine.keyfiles import load_mac_keyset, write_private
 from codeengine.ops.backup import (
+    EPOCH_RAISE,
     RESTORE_ACL_RULE,
     SNAPSHOT_ACL_RULE,
     Progress,
@@ -63,6 +64,7 @@ from codeengine.ops.devtls import SERVER_NAME
 from codeengine.settings import ENV_PREFIX, Settings, load_settings, parse_nodes
 from codeengine.store.audit import verify_store
 from codeengine.store.cluster import FastCluster
+from codeengine.store.keyspace import fence_keys
 from codeengine.store.redisstore import RedisStore
 from codeengine.store.security import StoreSecurity, load_security
 from codeengine.web.runtime import store_settings
@@ -258,6 +260,25 @@ async def _with_fast(
         await fast.aclose()
 
 
+def _epoch_key(index: int) -> str:
+    return fence_keys(int(sorted(CITIES)[index]))[1]
+
+
+async def _seed_epochs(fast: FastCluster) -> list[int]:
+    """Give each city's write-lease epoch counter a distinct value, as leases taken over time
+    would; the values."""
+    seeded = []
+    for index in range(len(CITIES)):
+        key = _epoch_key(index)
+        seeded.append(int(await fast.execute(key, "INCRBY", key, index + 1)))
+    return seeded
+
+
+async def _epochs(fast: FastCluster) -> list[int]:
+    """Each city's epoch counter (0: none)."""
+    return [int(await fast.execute(k, "GET", k) or 0) for k in map(_epoch_key, range(len(CITIES)))]
+
+
 def _keys_per_batch(options: BackupDrillOptions) -> int:
     """Batches small enough that each primary's copy takes several round trips, so that the
     held first one leaves slots still to copy (about 4 + changes keys a subject, over 3
@@ -406,6 +427,12 @@ def _goals(s: dict[str, Any]) -> list[dict[str, Any]]:
             s["chains_verified"] == s["subjects"] and s["chains_checked"] == s["subjects"],
         ),
         goal(
+            "cities' epoch counters raised past the snapshot's",
+            s["epochs_raised"],
+            f"{len(CITIES)} (every city)",
+            s["epochs_raised"] == len(CITIES),
+        ),
+        goal(
             "keys restored",
             s["restored_keys"],
             f"{s['snapshot_keys']} (the snapshot's)",
@@ -473,6 +500,8 @@ def _run(world: _World, options: BackupDrillOptions) -> dict[str, Any]:
     ensure_dev_material(world.settings(world.source))
     snapshot_dir = world.work / "snapshot"
     backup = add_user(world.source, "backup", SNAPSHOT_ACL_RULE, world.work / "backup.password")
+    admin = world.source.client_security("admin")
+    seeded = asyncio.run(_with_fast(world.source, admin, _seed_epochs))
     load, boundary, numbers = asyncio.run(_load_and_snapshot(world, options, snapshot_dir, backup))
     end = boundary + numbers["acknowledged_during_snapshot"]
     target = world.start_target()
@@ -480,6 +509,9 @@ def _run(world: _World, options: BackupDrillOptions) -> dict[str, Any]:
     restored = asyncio.run(
         _restore_and_check(world, target, restorer, snapshot_dir, load, boundary, end)
     )
+    after = asyncio.run(_with_fast(target, target.client_security("admin"), _epochs))
+    raised = (a == b + EPOCH_RAISE for a, b in zip(after, seeded, strict=True))
+    restored["epochs_raised"] = sum(raised)
     summary: dict[str, Any] = {
         "drill": BACKUP_DRILL,
         "options": {
