@@ -561,9 +561,10 @@ class FastLane(asyncio.Protocol):
 
     def _request_id_bytes(self) -> bytes:
         """:attr:`request_id` as the answer's header value, made without the text."""
-        inbound = dict.get(self._headers, REQUEST_ID_HEADER)
-        if inbound is not None and sane_request_id(inbound) is not None:
-            return inbound.encode()
+        if REQUEST_ID_HEADER in self._headers:  # dict's own lookup: LaneHeaders.get is Python
+            inbound = self._headers[REQUEST_ID_HEADER]
+            if sane_request_id(inbound) is not None:
+                return inbound.encode()
         return b"%s%x" % (REQUEST_IDS.prefix_bytes, self._seq)
 
     @property

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from codeengine.logs import scrub
 from codeengine.web.requestid import (
     MAX_REQUEST_ID_CHARS,
     HeaderFields,
@@ -46,11 +47,32 @@ def test_a_sane_caller_id_is_kept_as_is(value: str) -> None:
         "{json}",
         "11010119900307425X",  # a resident ID
         "req-91320100MA1MXXXX3K",  # a USCC inside
+        "a.11010119900307425x.b",
+        "password:hunter2",
+        "x-Secret:abc",
     ],
     ids=lambda value: repr(value[:20]),
 )
 def test_an_insane_caller_id_is_refused(value: str) -> None:
     assert sane_request_id(value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "123e4567-e89b-12d3-a456-426614174000",
+        "req-91320100MA1MXXXX3K",
+        "11010119900307425X",
+        "x110101199003074251",  # 18 digits inside a longer run: not a resident ID
+        "password:hunter2",
+        "order-42.retry:1",
+        "a" * 40,
+    ],
+)
+def test_an_id_is_sane_exactly_when_the_logs_would_show_it_unchanged(value: str) -> None:
+    # Within the allowed characters the two checks agree: what the answer's header shows is
+    # what every log line about the request shows.
+    assert (sane_request_id(value) is not None) == (scrub(value, long_runs=False) == value)
 
 
 @pytest.mark.parametrize(
