@@ -63,8 +63,8 @@ def sane_request_id(value: str) -> str | None:
 
     Cheap for what callers send (under a microsecond for a UUID): the character check is one
     regular expression, and the search for personal data runs only where there is a run of
-    letters and digits long enough to be some. An id that passes is one the log's masks leave unchanged, so
-    the answer's header and the log lines show the same id.
+    letters and digits long enough to be some. An id that passes is one the log's masks leave
+    unchanged, so the answer's header and the log lines show the same id.
     """
     if len(value) > MAX_REQUEST_ID_CHARS or _ID.fullmatch(value) is None:
         return None
