@@ -218,7 +218,8 @@ class Fields:
 
     def __init__(self, request_id: str, trace: tuple[str, str] | None = None) -> None:
         self.request_id = request_id
-        self.trace_id, self.parent_id = trace or (None, None)
+        self.trace_id: str | None = None if trace is None else trace[0]
+        self.parent_id: str | None = None if trace is None else trace[1]
 
 
 def lines_through_the_handler(*records: logging.LogRecord) -> list[dict[str, Any]]:
