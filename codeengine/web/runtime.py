@@ -188,6 +188,19 @@ async def _flush_metrics_every(interval_s: float) -> None:
         flush_hot()
 
 
+async def _first_refresh(
+    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
+) -> None:
+    """Read the keys at start-up; a failure is kept for readiness, not raised."""
+    try:
+        await refresh_keys(state, store, settings, signs=signs)
+        state.refreshed_at = clock()
+    except CodeEngineError as exc:
+        # Readiness names the cause from the first answer on, not only once the refresher has
+        # failed too.
+        state.error = exc
+
+
 async def _keep_keys_fresh(
     state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
 ) -> None:
@@ -334,10 +347,8 @@ def attach_runtime(
         if signs:
             app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
-        with contextlib.suppress(CodeEngineError):
-            await refresh_keys(state, app[STORE], settings, signs=signs)
-            state.refreshed_at = app[CLOCK]()
         clock = app[CLOCK]
+        await _first_refresh(state, app[STORE], settings, clock, signs=signs)
         task = asyncio.create_task(
             _keep_keys_fresh(state, app[STORE], settings, clock, signs=signs)
         )
