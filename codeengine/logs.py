@@ -1,8 +1,13 @@
 """Structured, scrubbed, rate-limited logs for the services and the supervisor.
 
 Every line is one JSON object: ``time``, ``level``, ``service``, ``worker`` (the pid),
-``logger``, ``message``, and where the line is about a request ``request_id``, ``client``,
+``logger``, ``message``, and where the line is about a request ``request_id`` (with
+``trace_id`` and ``parent_id`` when the request came with a W3C ``traceparent``), ``client``,
 ``operation``, ``reason``, ``status`` and ``latency_ms`` (docs/operations.md lists them).
+
+A line written while a request is being answered carries that request's id without the caller
+passing it: :data:`REQUEST_CONTEXT` holds the request's fields (set by the service wrapper on
+aiohttp, once per connection by the fast lane), and the handler stamps them on each record.
 
 Nothing secret or personal may reach a line, whoever writes it. Three rules make sure:
 
@@ -24,12 +29,15 @@ one ``repeated`` line per window says how many there were (:class:`RepeatLimiter
 from __future__ import annotations
 
 __all__ = [
+    "REQUEST_CONTEXT",
     "REQUEST_FIELDS",
     "JSONFormatter",
     "LimitedHandler",
     "RepeatLimiter",
+    "RequestFields",
     "scrub",
     "setup_logging",
+    "stamp_request",
 ]
 
 import json
@@ -40,16 +48,31 @@ import sys
 import threading
 import time
 import traceback
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from codeengine.logfile import OwnerFileHandler
 from codeengine.settings import LogSettings
 
 PROJECT_LOGGERS = ("codeengine", "issuer", "verifier", "failover")
-REQUEST_FIELDS = ("request_id", "client", "operation", "reason", "status", "latency_ms")
-"""Fields a line about one request carries (``extra=`` of the logging call)."""
+REQUEST_FIELDS = (
+    "request_id",
+    "trace_id",
+    "parent_id",
+    "client",
+    "operation",
+    "reason",
+    "status",
+    "latency_ms",
+)
+"""Fields a line about one request carries (``extra=`` of the logging call, or stamped from
+:data:`REQUEST_CONTEXT`)."""
+ID_FIELDS = frozenset({"request_id", "trace_id", "parent_id"})
+"""Fields checked at the boundary (length and characters, codeengine.web.requestid): written
+without the long-run mask of :func:`scrub`, which would mask every UUID a caller sends."""
 MAX_FRAMES = 12
 MAX_LIBRARY_MESSAGE_CHARS = 160
 
@@ -66,18 +89,53 @@ _MASKS = (
         re.compile(r"(?<![0-9A-Z])[0-9A-HJ-NP-RTUWXY]{2}\d{6}[0-9A-HJ-NP-RTUWXY]{10}(?![0-9A-Z])"),
         "[uscc]",
     ),
-    # Keys, tokens, codes, pseudonyms: long runs of base64url, base45 or hex.
-    (re.compile(r"[A-Za-z0-9_\-+/$%*.:]{32,}"), "[redacted]"),
 )
+# Keys, tokens, codes, pseudonyms: long runs of base64url, base45 or hex.
+_LONG_RUN = re.compile(r"[A-Za-z0-9_\-+/$%*.:]{32,}")
 # In a library's template: quoted strings, byte strings and <reprs> (which may hold either).
 _QUOTED = re.compile(r"""b?'[^']*'?|b?"[^"]*"?|<[^>]*>?""")
 
 
-def scrub(text: str) -> str:
-    """``text`` with anything that looks secret or personal masked."""
+def scrub(text: str, *, long_runs: bool = True) -> str:
+    """``text`` with anything that looks secret or personal masked; ``long_runs`` False keeps
+    long runs of letters and digits (identifiers checked at the boundary) and masks the rest."""
     for pattern, replacement in _MASKS:
         text = pattern.sub(replacement, text)
+    if long_runs:
+        text = _LONG_RUN.sub("[redacted]", text)
     return text
+
+
+class RequestFields(Protocol):
+    """What a log line learns of the request being answered."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def trace_id(self) -> str | None: ...
+
+    @property
+    def parent_id(self) -> str | None: ...
+
+
+REQUEST_CONTEXT: ContextVar[RequestFields | None] = ContextVar("codeengine_request", default=None)
+"""The request being answered in this context, if any (see the module's docstring)."""
+
+
+def stamp_request(record: logging.LogRecord) -> None:
+    """Give ``record`` the id and trace of the request being answered, unless it has an id of
+    its own (``extra=``) or no request is being answered."""
+    if "request_id" in record.__dict__:
+        return
+    fields = REQUEST_CONTEXT.get()
+    if fields is None:
+        return
+    record.request_id = fields.request_id
+    trace_id = fields.trace_id
+    if trace_id is not None:
+        record.trace_id = trace_id
+        record.parent_id = fields.parent_id
 
 
 def _is_project(name: str) -> bool:
@@ -132,8 +190,11 @@ class JSONFormatter(logging.Formatter):
         }
         for name in (*REQUEST_FIELDS, "repeated", "window_s"):
             value = record.__dict__.get(name)
-            if value is not None:
-                line[name] = scrub(value) if isinstance(value, str) else value
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = scrub(value, long_runs=name not in ID_FIELDS)
+            line[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             line.update(_exception(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
@@ -220,6 +281,8 @@ class LimitedHandler(logging.Handler):
             self._timer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Here, in the context of the logging call: the timer thread's summaries have none.
+        stamp_request(record)
         for admitted in self.limiter.admit_at(record, record.created):
             self.target.handle(admitted)
 

@@ -8,6 +8,12 @@ series: each second while a service runs, before every ``/metrics`` answer, and 
 Prometheus ``inc`` or ``observe`` takes a lock (and, with several workers, writes a shared
 file); three of them cost about 10 µs of a display's 300 µs under load. A scrape may therefore
 miss up to the last second of another worker's requests, never lose them.
+
+Gauges of a worker's state (the signing key's validity, the trust list's age, the city lease)
+are read when ``/metrics`` is rendered (codeengine.web.gauges), never counted per request. The
+one gauge kept here, :data:`SCANS_BACKLOG`, is set by the scan log writer after each flush;
+with several workers it is added up over the live ones (``livesum``), and a worker's files are
+forgotten when it exits (:func:`forget_process`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ __all__ = [
     "QR_RENDERS",
     "RECORDS_TAMPERED",
     "REQUESTS",
+    "SCANS_BACKLOG",
     "SCANS_DROPPED",
     "SCANS_LOGGED",
     "SCANS_UNREADABLE",
@@ -30,13 +37,21 @@ __all__ = [
     "VERIFICATIONS",
     "HotCounter",
     "HotHistogram",
+    "build_labels",
     "flush_hot",
+    "forget_process",
 ]
 
+import os
+import platform
 from bisect import bisect_left
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from codeengine import __version__
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -46,13 +61,13 @@ REQUESTS = Counter(
     ["service", "operation", "reason"],
 )
 LATENCY = Histogram(
-    "codeengine_request_seconds",
+    "codeengine_request_duration_seconds",
     "Time to answer a request, by service and operation.",
     ["service", "operation"],
     buckets=LATENCY_BUCKETS_S,
 )
 STORE_LATENCY = Histogram(
-    "codeengine_store_seconds",
+    "codeengine_store_duration_seconds",
     "Time of store calls, by operation and outcome.",
     ["operation", "outcome"],
     buckets=LATENCY_BUCKETS_S,
@@ -98,6 +113,34 @@ SCANS_UNREADABLE = Counter(
     "codeengine_scans_unreadable_total",
     "Scan log entries skipped when counting because they are not scan entries.",
 )
+SCANS_BACKLOG = Gauge(
+    "codeengine_scans_backlog",
+    "Scan log entries waiting in the workers' buffers after their last flush (the store did "
+    "not take them yet).",
+    multiprocess_mode="livesum",
+)
+
+
+def build_labels() -> dict[str, str]:
+    """The ``codeengine_build_info`` labels of this process: version, python, implementation."""
+    try:
+        version = metadata.version("codeengine")
+    except metadata.PackageNotFoundError:
+        version = __version__
+    return {
+        "version": version,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
+
+
+def forget_process(pid: int, directory: str | None = None) -> None:
+    """Drop the live gauges of worker ``pid``, which has exited, from the multiprocess files in
+    ``directory`` (default ``PROMETHEUS_MULTIPROC_DIR``; nothing to do without one). Its
+    counters stay: they are counts the service made, and a restart must not take them back."""
+    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        prometheus_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class HotCounter:

@@ -3,7 +3,8 @@
 A verify never waits for its log entry. Every ``scan_flush_ms`` the buffer goes to the cities'
 streams in batches of at most ``FLUSH_BATCH`` entries, one script call per city and batch.
 While the store is unreachable entries wait in the buffer; past ``scan_buffer_max`` the oldest
-are dropped and counted, so memory stays bounded.
+are dropped and counted, so memory stays bounded. What waits after a flush is the backlog
+(``codeengine_scans_backlog``, set when it changes).
 
 Each batch carries a random token that the store records with the entries. A batch whose
 answer was lost (a timeout after the shard had written it) is sent again with the same token,
@@ -22,7 +23,7 @@ from collections import deque
 
 from codeengine.code.errors import StoreUnavailable
 from codeengine.code.scans import PackedScan, ScanEntry
-from codeengine.metrics import SCANS_DROPPED, SCANS_LOGGED
+from codeengine.metrics import SCANS_BACKLOG, SCANS_DROPPED, SCANS_LOGGED
 from codeengine.settings import VerifierSettings
 from codeengine.store.port import Store
 
@@ -47,6 +48,8 @@ class ScanLogWriter:
         self._retry: deque[tuple[str, list[PackedScan]]] = deque()
         """Batches a shard did not confirm, with the token they were first sent with."""
         self._task: asyncio.Task[None] | None = None
+        self._backlog = 0
+        """What :data:`SCANS_BACKLOG` was last set to by this writer."""
 
     def add(self, entry: ScanEntry) -> None:
         """Queue an entry; never blocks, never raises."""
@@ -89,6 +92,7 @@ class ScanLogWriter:
         while len(self) > self._settings.scan_buffer_max and self._retry:
             token, group = self._retry.popleft()
             SCANS_DROPPED.inc(len(group))
+        self._report_backlog()
         if waiting:
             raise StoreUnavailable(f"{waiting} scan log entries wait for their shard")
 
@@ -99,6 +103,14 @@ class ScanLogWriter:
                 await self.flush()
             except StoreUnavailable:
                 log.warning("scan log not written: store unavailable (%d waiting)", len(self))
+
+    def _report_backlog(self) -> None:
+        """Set the backlog gauge to what waits now, if that changed (with several workers a set
+        writes a shared file: not every flush)."""
+        waiting = len(self)
+        if waiting != self._backlog:
+            self._backlog = waiting
+            SCANS_BACKLOG.set(waiting)
 
     def start(self) -> None:
         """Start the background writer."""
@@ -113,3 +125,4 @@ class ScanLogWriter:
         with contextlib.suppress(StoreUnavailable, TimeoutError):
             async with asyncio.timeout(FINAL_FLUSH_TIMEOUT_S):
                 await self.flush()
+        self._report_backlog()

@@ -30,6 +30,7 @@ from codeengine.code.cities import load_cities
 from codeengine.code.fencing import Role
 from codeengine.code.model import CityCode
 from codeengine.logs import setup_logging
+from codeengine.metrics import forget_process
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.harness import Child, ChildExited, NotReady, spawn_worker, stop, wait_ready
@@ -180,6 +181,9 @@ def run_system(
             for (service, index), worker in workers.items():
                 if worker.exited():
                     code = worker.proc.returncode
+                    # A crashed worker could not forget its live gauges itself.
+                    with contextlib.suppress(OSError):
+                        forget_process(worker.pid, envs[service]["PROMETHEUS_MULTIPROC_DIR"])
                     log.warning("%s worker %d exited (%s); restarting it", service, index, code)
                     print(f"{service} worker {index} exited; restarting it")
                     workers[(service, index)] = _spawn(service, index, envs[service], log_dir)

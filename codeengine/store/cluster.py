@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
@@ -130,7 +131,12 @@ class _Node:
         if self.conn is not None and self.conn.open:
             return self.conn
         if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            # The connection outlives the request that asked for it: neither it nor its
+            # transport's callbacks (a lost connection's log line) run in that request's context
+            # (its request id, codeengine.logs.REQUEST_CONTEXT).
+            self._connecting = asyncio.get_running_loop().create_task(
+                self._connect(), context=contextvars.Context()
+            )
             self._connecting.add_done_callback(consume_outcome)
         # Shielded: a caller that times out must not cancel the attempt the others wait on.
         return await asyncio.shield(self._connecting)
@@ -298,7 +304,10 @@ class FastCluster:
         if self.closed or (self._refresh_task is not None and not self._refresh_task.done()):
             return
         delay = self._last_refresh + self._refresh_min_interval_s - time.monotonic()
-        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_after(delay))
+        # Anyone's refresh, not the request's that noticed (see connect).
+        self._refresh_task = asyncio.get_running_loop().create_task(
+            self._refresh_after(delay), context=contextvars.Context()
+        )
         self._refresh_task.add_done_callback(consume_outcome)
 
     async def _refresh_after(self, delay_s: float) -> bool:

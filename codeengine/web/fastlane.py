@@ -19,6 +19,11 @@ are most of the traffic, so each worker serves them on a lane of its own:
 * The lane runs the very handler aiohttp would (the service wrapper: access, rate limit, problem
   bodies, metrics) with a :class:`LaneRequest`, the few parts of a request those handlers read.
   What a client gets differs only in the ``Server`` header, which the lane does not send.
+* Each request's id (``X-Request-Id``, codeengine.web.requestid) is the lane's to give: the
+  connection is its requests' log context (:data:`codeengine.logs.REQUEST_CONTEXT`, set once
+  for the connection's task), and the id is written into the answer's bytes after its cached
+  head. A request pays for a counter step and those bytes; the caller's id and ``traceparent``
+  are read only when sent, and the id's text is made only when a log line asks for it.
 
 Keep-alive timeout, the connection cap and graceful shutdown hold on the lane as on aiohttp
 (:class:`Lanes`); ``service.fast_lane = false`` turns the lane off.
@@ -62,9 +67,17 @@ from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from codeengine.code.errors import Reason
+from codeengine.logs import REQUEST_CONTEXT
 from codeengine.metrics import LANE_HANDOVERS
 from codeengine.web.answers import JsonAnswer
 from codeengine.web.problems import REASON
+from codeengine.web.requestid import (
+    REQUEST_ID_HEADER,
+    REQUEST_IDS,
+    TRACEPARENT_HEADER,
+    parse_traceparent,
+    sane_request_id,
+)
 
 log = logging.getLogger("codeengine.fastlane")
 
@@ -87,10 +100,15 @@ batch, so that thousands refused in one second are not all read and answered in 
 MAX_CACHED_HEADS = 512
 """Distinct status-and-headers sets whose bytes the lane keeps (display's max-age varies)."""
 
-# The request headers the hot handlers read, by their lower-case wire name; the lane keeps no
-# other. A request that repeats one of them is handed over, so the two paths cannot read
-# different values.
-_KEPT = {b"authorization": "Authorization", b"content-type": "Content-Type"}
+# The request headers the hot handlers and the request's id read, by their lower-case wire
+# name; the lane keeps no other. A request that repeats one of them is handed over, so the two
+# paths cannot read different values.
+_KEPT = {
+    b"authorization": "Authorization",
+    b"content-type": "Content-Type",
+    b"x-request-id": REQUEST_ID_HEADER,
+    b"traceparent": TRACEPARENT_HEADER,
+}
 _KEPT_NAMES = frozenset(_KEPT.values())
 # Headers that change how a request is framed or answered: aiohttp deals with those.
 _REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
@@ -151,7 +169,8 @@ def hot(handler: H) -> H:
 
 
 class LaneHeaders(dict[str, str]):
-    """The headers the lane keeps (``Authorization``, ``Content-Type``), by those names.
+    """The headers the lane keeps (``Authorization``, ``Content-Type``, ``X-Request-Id``,
+    ``traceparent``), by those names.
 
     Asking for any other is a fault of the handler, not of the request: it raises, so that a
     hot handler that starts reading a new header fails in every test that runs it on the lane
@@ -323,14 +342,21 @@ class Lanes:
                     return bound.handler, found
         return None
 
-    def encode(self, response: web.StreamResponse | JsonAnswer) -> bytes:
-        """``response`` as HTTP/1.1 bytes: status line, its headers, Length and Date, body."""
+    def encode(self, response: web.StreamResponse | JsonAnswer, request_id: bytes) -> bytes:
+        """``response`` as HTTP/1.1 bytes: status line, its headers, Length, ``X-Request-Id``
+        and Date, body."""
         if type(response) is JsonAnswer:
             # The head of the response aiohttp would send for it, written out once.
             key: tuple[object, ...] = (response.status, response.cache_control)
             head = self._heads.get(key) or self._keep_head(key, response.response())
             data = response.body.encode()
-            return b"%s%d%s%s" % (head, len(data), self._date_line(), data)
+            return b"%s%d\r\nX-Request-Id: %s%s%s" % (
+                head,
+                len(data),
+                request_id,
+                self._date_line(),
+                data,
+            )
         if (
             type(response) is not web.Response
             # The public ``cookies`` makes a cookie jar on first use: ask whether one exists.
@@ -344,10 +370,17 @@ class Lanes:
         body = response.body
         if type(body) is not bytes:
             raise TypeError("the lane sends bytes bodies only")
-        # A hot route answers with a handful of header sets: each is written out once.
+        # A hot route answers with a handful of header sets: each is written out once. The
+        # request's id is not among them (the wrapper leaves it to the lane on the lane).
         key = (response.status, *response.headers.items())
         head = self._heads.get(key) or self._keep_head(key, response)
-        return b"%s%d%s%s" % (head, len(body), self._date_line(), body)
+        return b"%s%d\r\nX-Request-Id: %s%s%s" % (
+            head,
+            len(body),
+            request_id,
+            self._date_line(),
+            body,
+        )
 
     def _keep_head(self, key: tuple[object, ...], response: web.Response) -> bytes:
         """``response``'s head, kept under ``key`` while fewer than MAX_CACHED_HEADS are.
@@ -470,11 +503,12 @@ def _handler(app: web.Application, route: LaneRoute) -> HotHandler:
         )
     for candidate in resource:
         if candidate.method == route.method:
-            # The service wrapper keeps the handler it wraps (service_handler).
+            # The service wrapper keeps the handler it wraps (service_handler), and aiohttp's
+            # wrapper around it the one the lane runs (on_aiohttp).
             inner = getattr(candidate.handler, "__wrapped__", None)
             if inner not in _HOT_HANDLERS:
                 raise ValueError(f"lane route {route.name!r}: its handler is not marked @hot")
-            return cast(HotHandler, candidate.handler)
+            return cast(HotHandler, getattr(candidate.handler, "lane_handler", candidate.handler))
     raise ValueError(f"lane route {route.name!r}: no {route.method} handler")
 
 
@@ -510,6 +544,44 @@ class FastLane(asyncio.Protocol):
         self.idle_since = lanes.tick
         self.paced_until = 0
         """The tick at which a refused connection reads again; 0 when it is not paced."""
+        self._seq = 0
+        """The number of the request being answered, for its made id (RequestIds)."""
+
+    # The request being answered, as its log lines see it (codeengine.logs.RequestFields).
+
+    @property
+    def request_id(self) -> str:
+        """The id of the request being answered: the caller's if sane, else the made one."""
+        inbound = dict.get(self._headers, REQUEST_ID_HEADER)
+        if inbound is not None:
+            sane = sane_request_id(inbound)
+            if sane is not None:
+                return sane
+        return REQUEST_IDS.text(self._seq)
+
+    def _request_id_bytes(self) -> bytes:
+        """:attr:`request_id` as the answer's header value, made without the text."""
+        if REQUEST_ID_HEADER in self._headers:  # dict's own lookup: LaneHeaders.get is Python
+            inbound = self._headers[REQUEST_ID_HEADER]
+            if sane_request_id(inbound) is not None:
+                return inbound.encode()
+        return b"%s%x" % (REQUEST_IDS.prefix_bytes, self._seq)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id of the request's valid ``traceparent``, if it came with one."""
+        trace = self._trace()
+        return None if trace is None else trace[0]
+
+    @property
+    def parent_id(self) -> str | None:
+        """The parent id of the request's valid ``traceparent``, if it came with one."""
+        trace = self._trace()
+        return None if trace is None else trace[1]
+
+    def _trace(self) -> tuple[str, str] | None:
+        raw = dict.get(self._headers, TRACEPARENT_HEADER)
+        return None if raw is None else parse_traceparent(raw)
 
     # Connection events.
 
@@ -662,6 +734,7 @@ class FastLane(asyncio.Protocol):
         handler, match_info = self._found
         method = self._parser.get_method().decode()
         request = LaneRequest(self._lanes.app, method, match_info, self._headers, bytes(self._body))
+        self._seq = REQUEST_IDS.next_seq()
         self.busy = True
         waiting = self._waiting
         if waiting is not None and not waiting.done():
@@ -682,13 +755,16 @@ class FastLane(asyncio.Protocol):
         the answer being worked out, as on aiohttp. Unlike aiohttp, the requests of one
         connection share that task's context: a hot handler must not keep request state in a
         context variable (none does), or the next request on the connection would see it.
+        The lane's own is the one exception: the connection stands for the request it is
+        answering, so the context is set once for all of them.
         """
         loop = self._lanes.loop
         assert loop is not None
+        REQUEST_CONTEXT.set(self)
         while True:
             try:
                 response = await handler(request)
-                data = self._lanes.encode(response)
+                data = self._lanes.encode(response, self._request_id_bytes())
             except Exception:
                 # The service wrapper answers every failure; this is a fault of the lane itself.
                 log.exception("fast lane failed to answer %s", request.method)

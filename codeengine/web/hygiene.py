@@ -8,8 +8,9 @@ then sit in the log and come back to whoever sent them. It offers no setting for
 :class:`QuietRequestHandler` answers those requests as the services answer every other
 refusal, ``{"reason": "MALFORMED_REQUEST", "detail": ...}`` (413 ``BODY_TOO_LARGE``, 5xx
 ``INTERNAL``), and logs one fixed line without the message or the exception's text, which the
-log's repeat limit then collapses under a flood (codeengine.logs). The fast lane hands the
-requests it cannot parse to aiohttp, so both paths answer alike.
+log's repeat limit then collapses under a flood (codeengine.logs). The answer and the line
+share a new ``X-Request-Id``: a request that is not HTTP has no header to take one from. The
+fast lane hands the requests it cannot parse to aiohttp, so both paths answer alike.
 
 aiohttp has no hook for the protocol class its server makes: :func:`install` puts this one in
 its place, for every server of the process; the worker calls it at start-up with the logs.
@@ -28,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from codeengine.code.errors import Reason
+from codeengine.web.requestid import REQUEST_ID_HEADER, REQUEST_IDS
 
 log = logging.getLogger("codeengine.http")
 
@@ -57,7 +59,8 @@ class QuietRequestHandler(RequestHandler):
             # As aiohttp: an answer has begun, so the connection can only be dropped.
             raise ConnectionError("response already begun")
         reason = _reason(status)
-        context = {"reason": str(reason), "status": status}
+        request_id = REQUEST_IDS.new()
+        context = {"request_id": request_id, "reason": str(reason), "status": status}
         if status >= 500:
             # The exception's type and frames only (codeengine.logs); never its text.
             log.error("aiohttp could not answer a request", exc_info=exc, extra=context)
@@ -67,6 +70,7 @@ class QuietRequestHandler(RequestHandler):
             detail = MALFORMED_DETAIL if status != 413 else "the request is too large"
         body = json.dumps({"reason": str(reason), "detail": detail}).encode()
         response = web.Response(status=status, body=body, content_type="application/json")
+        response.headers[REQUEST_ID_HEADER] = request_id
         response.force_close()
         return response
 

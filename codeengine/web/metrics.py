@@ -33,6 +33,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.registry import Collector
 
 from codeengine.metrics import (
     LATENCY,
@@ -70,15 +71,18 @@ class RequestMetrics:
         latency.observe(seconds)
 
 
-def render_metrics() -> bytes:
+def render_metrics(state: Collector | None = None) -> bytes:
     """The Prometheus exposition of this service: every worker's files with several workers
-    (``PROMETHEUS_MULTIPROC_DIR``), else this process's registry."""
+    (``PROMETHEUS_MULTIPROC_DIR``), else this process's registry; then the ``state`` gauges of
+    the worker rendering (codeengine.web.gauges)."""
     flush_hot()
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        registry = REGISTRY
+        registry.register(REGISTRY)
+    if state is not None:
+        registry.register(state)
     return generate_latest(registry)
 
 

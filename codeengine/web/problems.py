@@ -3,8 +3,9 @@
 Handlers raise; they never build error responses: the service middleware calls
 ``problem_for``. A body looks like
 ``{"reason": "VERSION_CONFLICT", "detail": "current version is 3", ...extra}``. An unexpected
-exception answers 500 INTERNAL without details: the log has its type and frames under a
-``request_id`` that the answer carries too, so a client's report finds the line. A client that
+exception answers 500 INTERNAL without details: the log has its type and frames under the
+request's id (``X-Request-Id``, codeengine.web.requestid), which the answer's body carries too
+as ``request_id``, so a client's report finds the line. A client that
 went away mid-body gets 499 ``CLIENT_CLOSED`` (which nobody reads, but the metrics count under
 that reason, not as an error of the server).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 __all__ = ["CLIENT_CLOSED_STATUS", "REASON", "problem", "problem_for", "status_for"]
 
 import logging
-import os
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +42,7 @@ from codeengine.code.errors import (
     VerificationError,
     VersionConflict,
 )
+from codeengine.web.requestid import REQUEST_IDS, current_request_id
 
 log = logging.getLogger("codeengine.web")
 
@@ -144,7 +145,8 @@ def problem_for(
         reason = _HTTP_REASONS.get(exc.status, Reason.INTERNAL if exc.status >= 500 else exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return problem(exc.status, reason, exc.reason, headers or None)
-    request_id = os.urandom(8).hex()
+    # Outside a request (a caller of its own) the line and the body still share an id.
+    request_id = current_request_id() or REQUEST_IDS.new()
     context = {
         "request_id": request_id,
         "client": client,

@@ -45,7 +45,7 @@ from codeengine.code.errors import (
     Reason,
     VersionConflict,
 )
-from codeengine.code.fencing import Role
+from codeengine.code.fencing import Lease, Role
 from codeengine.code.keyring import Keyring
 from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.code.rules import RuleSet, load_rules
@@ -61,6 +61,7 @@ from codeengine.store.port import Store
 from codeengine.store.redisstore import RedisStore, StoreSettings
 from codeengine.store.security import load_security
 from codeengine.web.auth import CREDENTIALS, load_credentials
+from codeengine.web.gauges import ServiceGauges
 from codeengine.web.health import READINESS_CHECKS, ReadinessCheck
 from codeengine.web.metrics import METRICS_CACHE, MetricsCache, render_metrics
 
@@ -83,6 +84,9 @@ class KeyState:
     error: CodeEngineError | None = None
     kek: Secret | None = None
     revocations: Revocations = field(default_factory=Revocations)
+    refreshed_at: float | None = None
+    """When the keys were last read from the store (the app's clock), for the trust list's age
+    (codeengine.web.gauges); None until they have been."""
 
     def require_keyring(self) -> Keyring:
         """The keyring (issuers), or the reason it is missing."""
@@ -190,8 +194,21 @@ async def _flush_metrics_every(interval_s: float) -> None:
         flush_hot()
 
 
+async def _first_refresh(
+    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
+) -> None:
+    """Read the keys at start-up; a failure is kept for readiness, not raised."""
+    try:
+        await refresh_keys(state, store, settings, signs=signs)
+        state.refreshed_at = clock()
+    except CodeEngineError as exc:
+        # Readiness names the cause from the first answer on, not only once the refresher has
+        # failed too.
+        state.error = exc
+
+
 async def _keep_keys_fresh(
-    state: KeyState, store: Store, settings: Settings, *, signs: bool
+    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
 ) -> None:
     # Verifiers also re-read revocations, which must take effect within a second.
     interval = settings.codes.keyring_refresh_s
@@ -200,6 +217,7 @@ async def _keep_keys_fresh(
     while True:
         try:
             await refresh_keys(state, store, settings, signs=signs)
+            state.refreshed_at = clock()
         except CodeEngineError as exc:
             # Keep serving with the keys already loaded; readiness reports the problem.
             state.error = exc
@@ -283,6 +301,24 @@ def _fence_ready(app: web.Application) -> ReadinessCheck:
     return check
 
 
+def _metrics_cache(
+    app: web.Application, settings: Settings, service: str, state: KeyState, *, signs: bool
+) -> MetricsCache:
+    """The app's /metrics renderings: the registry, then this worker's state gauges."""
+
+    def lease() -> tuple[int, Lease] | None:
+        keeper = app.get(FENCE)
+        if keeper is None or keeper.lease is None:
+            return None
+        return keeper.city, keeper.lease
+
+    # The app's clock as it is when /metrics is rendered (a test may set it after this).
+    gauges = ServiceGauges(service, state, lambda: app[CLOCK](), signs=signs, lease=lease)
+    return MetricsCache(
+        lambda: render_metrics(gauges), settings.service.metrics_cache_s, time.monotonic
+    )
+
+
 def attach_runtime(
     app: web.Application, settings: Settings, store: Store | None = None, *, signs: bool
 ) -> None:
@@ -300,8 +336,8 @@ def attach_runtime(
     app[MAC_KEYS] = MACKeyState()
     if CLOCK not in app:
         app[CLOCK] = time.time
-    cache = MetricsCache(render_metrics, settings.service.metrics_cache_s, time.monotonic)
-    app[METRICS_CACHE] = cache
+    service = "issuer" if signs else "verifier"
+    app[METRICS_CACHE] = _metrics_cache(app, settings, service, state, signs=signs)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
@@ -313,13 +349,15 @@ def attach_runtime(
         app[ALIAS_KEY] = load_pepper(Path(settings.keys.alias_key_file))
         mac = app[MAC_KEYS]
         mac.load(settings, signs=signs)
-        mac.attach(app[STORE], "issuer" if signs else "verifier")
+        mac.attach(app[STORE], service)
         if signs:
             app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
-        with contextlib.suppress(CodeEngineError):
-            await refresh_keys(state, app[STORE], settings, signs=signs)
-        task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
+        clock = app[CLOCK]
+        await _first_refresh(state, app[STORE], settings, clock, signs=signs)
+        task = asyncio.create_task(
+            _keep_keys_fresh(state, app[STORE], settings, clock, signs=signs)
+        )
         macs = asyncio.create_task(_keep_macs_fresh(mac, settings, signs=signs))
         flusher = asyncio.create_task(_flush_metrics_every(HOT_METRICS_FLUSH_S))
         keeper = await _start_fence(app, settings) if signs else None

@@ -2,10 +2,13 @@
 
 Each handler is wrapped when its route is added: the wrapper checks the route's scope and the
 client's rate, turns any failure into a problem body, and counts and times the answer by
-operation and reason. The wrapper knows its operation and scope from the start, so a request
-pays for no lookup of either. This replaces an aiohttp middleware: with any middleware
-installed, aiohttp runs every request through a chain built around it plus a frame of its own,
-which cost about 10 µs a request here, a tenth of the framework floor.
+operation and reason. aiohttp runs it inside one more wrapper that gives the request its id
+(the log context and the answer's ``X-Request-Id``, codeengine.web.requestid); the fast lane
+runs it bare and gives the id itself, so the lane pays nothing for that wrapper. The wrapper
+knows its operation and scope from the start, so a request pays for no lookup of either. This
+replaces an aiohttp middleware: with any middleware installed, aiohttp runs every request
+through a chain built around it plus a frame of its own, which cost about 10 µs a request here,
+a tenth of the framework floor.
 
 A catch-all route, added last, answers paths and methods no route serves with the same problem
 bodies (404 ``NOT_FOUND``, 405 ``METHOD_NOT_ALLOWED`` with ``Allow``).
@@ -18,6 +21,7 @@ __all__ = [
     "UNMATCHED",
     "add_routes",
     "add_service_routes",
+    "on_aiohttp",
     "service_handler",
     "via_service",
 ]
@@ -29,12 +33,14 @@ from typing import cast
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from codeengine.logs import REQUEST_CONTEXT
 from codeengine.web.admission import ADMISSION, UNSHED, overloaded
 from codeengine.web.answers import JsonAnswer
 from codeengine.web.auth import CLIENT, authorize
 from codeengine.web.fastlane import LANE_ROUTES, HotHandler, HotRequest, LaneRequest, LaneRoute
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.problems import REASON, problem_for
+from codeengine.web.requestid import REQUEST_ID_HEADER, HeaderFields
 from codeengine.web.routes import Route
 
 METRICS = web.AppKey("request_metrics", RequestMetrics)
@@ -94,6 +100,33 @@ def service_handler(handler: Handler, operation: str, scope: str | None) -> HotH
     return wrapped
 
 
+def on_aiohttp(wrapped: HotHandler) -> Handler:
+    """``wrapped`` (a :func:`service_handler`) as aiohttp runs it: with the request's id in the
+    log context while it answers, and in the answer's ``X-Request-Id``.
+
+    The lane runs ``wrapped`` itself (``lane_handler``), with the connection as the log context
+    and the id written by the lane (codeengine.web.fastlane)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        fields = HeaderFields(request.headers)
+        context = REQUEST_CONTEXT.set(fields)
+        try:
+            # Served by aiohttp, the wrapper answers with a response: a JsonAnswer only on the
+            # lane.
+            response = cast(web.StreamResponse, await wrapped(request))
+        finally:
+            REQUEST_CONTEXT.reset(context)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = fields.request_id
+        return response
+
+    handle.__name__ = handle.__qualname__ = wrapped.__name__
+    handle.__doc__ = wrapped.__doc__
+    handle.__wrapped__ = wrapped.__wrapped__  # type: ignore[attr-defined]
+    handle.lane_handler = wrapped  # type: ignore[attr-defined]
+    return handle
+
+
 def _client_name(request: HotRequest) -> str | None:
     """The authenticated client's name, for a log line; None before authentication."""
     try:
@@ -129,10 +162,9 @@ def add_service_routes(
             raise ValueError(f"route {route.method} {route.path} needs a name")
         name = route.kwargs["name"]
         handler = service_handler(cast(Handler, route.handler), name, scopes.get(name))
-        # Served by aiohttp, the wrapper answers with a response: a JsonAnswer only on the lane.
-        served = cast(Handler, handler)
+        served = on_aiohttp(handler)
         web.RouteDef(route.method, route.path, served, route.kwargs).register(app.router)
-    fallback = cast(Handler, service_handler(_unmatched, UNMATCHED, None))
+    fallback = on_aiohttp(service_handler(_unmatched, UNMATCHED, None))
     app.router.add_route("*", "/{path:.*}", fallback, name=UNMATCHED)
 
 

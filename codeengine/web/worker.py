@@ -27,7 +27,7 @@ import uvloop
 from aiohttp import web
 
 from codeengine.logs import setup_logging
-from codeengine.metrics import CONNECTIONS_EVICTED, CONNECTIONS_REFUSED
+from codeengine.metrics import CONNECTIONS_EVICTED, CONNECTIONS_REFUSED, forget_process
 from codeengine.settings import (
     ENV_PREFIX,
     ServiceSettings,
@@ -274,7 +274,14 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     issuer = args.service == "issuer"
     port = service.issuer_port if issuer else service.verifier_port
     management = service.issuer_management_port if issuer else service.verifier_management_port
-    uvloop.run(serve(factory(settings), service.host, port, service, management_port=management))
+    try:
+        uvloop.run(
+            serve(factory(settings), service.host, port, service, management_port=management)
+        )
+    finally:
+        # Its live gauges (the scan backlog) end with it; a crashed worker's are forgotten by
+        # whoever restarts it.
+        forget_process(os.getpid())
     return 0
 
 

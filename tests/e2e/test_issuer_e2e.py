@@ -521,7 +521,7 @@ def test_metrics_count_every_workers_requests(issuer: Issuer) -> None:
     for _ in range(3):
         assert metric_total(issuer, "display", "UNKNOWN_SUBJECT") == before + requests
     text = issuer.scrape()
-    assert "codeengine_request_seconds_bucket{" in text
+    assert "codeengine_request_duration_seconds_bucket{" in text
     assert 'codeengine_signatures_total{alg="EdDSA"}' in text
     assert 'codeengine_qr_renders_total{format="png"}' in text
     for operation in ("generate", "display", "convert", "trust", "rotate"):

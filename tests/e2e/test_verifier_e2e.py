@@ -48,6 +48,13 @@ from codeengine.keyfiles import load_pepper
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store import keyspace as store_keys
 from codeengine.store.cluster import key_slot
+from tests.e2e.exposition import (
+    alert_exprs,
+    dashboard_exprs,
+    declared,
+    exposed,
+    metric_names,
+)
 from tests.e2e.helpers import (
     Workers,
     dev_keys,
@@ -942,3 +949,46 @@ def test_no_request_was_answered_with_500(verifier: Service) -> None:
     assert totals, "the module's requests were counted"
     assert not [line for line in totals if 'reason="INTERNAL"' in line]
     assert "unhandled error" not in verifier.log_text()
+
+
+# The ops kit against live services ----------------------------------------------------------
+
+
+def test_every_metric_the_dashboard_and_alerts_use_is_exposed(
+    issuer: Service, verifier: Service
+) -> None:
+    """Every metric name in the Grafana dashboard's queries and the alert rules is a family
+    that the live issuer or verifier declares on its management port.
+
+    Families, not series: a labelled metric has series only once something was counted (a
+    breaker that never opened, a city lease this issuer does not hold), and with several
+    workers (the verifier here) not even its family shows before that. The single-worker issuer
+    renders its whole registry, so every family the code declares shows there; what only a
+    verifier exposes is exercised first so that its multiprocess files hold it.
+    """
+    code = displayed(issuer, new_subject(issuer))
+    assert verifier.verify(code)["reason"] == "VALID"
+    # The verdict reaches the verifier's files within a flush (a second or two).
+    verified = eventually(
+        lambda: declared(verifier.scrape()),
+        lambda families: "codeengine_verifications_total" in families,
+        HANG_GUARD_S,
+    )
+    issued = declared(issuer.scrape())
+    dashboard, alerts = metric_names(dashboard_exprs()), metric_names(alert_exprs())
+    assert len(dashboard) >= 15 and len(alerts) >= 7, "the parse found the queries"
+    used = dashboard | alerts
+    missing = sorted(name for name in used if not exposed(name, {**issued, **verified}))
+    assert not missing, f"used by the dashboard or the alerts, exposed by neither: {missing}"
+    # What a verifier alone reports, from its own multiprocess rendering.
+    for name in (
+        "codeengine_trust_list_age_seconds",
+        "codeengine_verifications_total",
+        "codeengine_scans_logged_total",
+        "codeengine_request_duration_seconds_bucket",
+        "codeengine_build_info",
+    ):
+        assert exposed(name, verified), name
+    assert exposed("codeengine_signing_key_remaining_seconds", issued)
+    # A rename that left a user behind shows here too: the old names are gone.
+    assert not {"codeengine_request_seconds", "codeengine_store_seconds"} & (issued.keys() | used)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
+import logging
+import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -24,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from codeengine.logs import JSONFormatter, LimitedHandler
 from codeengine.settings import ServiceSettings
 from codeengine.web.admission import ADMISSION, Admission
 from codeengine.web.answers import JsonAnswer, json_text
@@ -88,6 +92,18 @@ async def plain(request: web.Request) -> web.StreamResponse:
     return web.json_response({"plain": True})
 
 
+@hot
+async def noisy(request: HotRequest) -> web.StreamResponse:
+    """Writes a log line while answering, as a store warning would."""
+    logging.getLogger("codeengine.test").warning("noisy answered %s", request.match_info["item"])
+    return web.json_response({"noisy": True})
+
+
+@hot
+async def broken(request: HotRequest) -> web.StreamResponse:
+    raise RuntimeError("a fault of the handler")
+
+
 def make_app(client_max_size: int = 1024**2) -> web.Application:
     app = web.Application(client_max_size=client_max_size)
     app[METRICS] = RequestMetrics("lane-test")
@@ -98,6 +114,8 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
         web.get("/slow", slow, name="slow"),
         web.get("/timed", timed, name="timed"),
         web.get("/plain", plain, name="plain"),
+        web.get("/items/{item}/noisy", noisy, name="noisy"),
+        web.get("/broken", broken, name="broken"),
     ]
     add_service_routes(app, routes, {})
     app[LANE_ROUTES] = (
@@ -106,6 +124,8 @@ def make_app(client_max_size: int = 1024**2) -> web.Application:
         LaneRoute("POST", "/echo", "echo_post"),
         LaneRoute("GET", "/slow", "slow"),
         LaneRoute("GET", "/timed", "timed"),
+        LaneRoute("GET", "/items/{item}/noisy", "noisy"),
+        LaneRoute("GET", "/broken", "broken"),
     )
     return app
 
@@ -156,6 +176,13 @@ class Conn:
 
     def close(self) -> None:
         self.writer.close()
+
+
+VARYING = {"date", "x-request-id"}
+MADE_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
+"""A request id made by the worker (codeengine.web.requestid)."""
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -222,9 +249,10 @@ def test_the_lane_answers_a_hot_request_as_aiohttp_does(run: Any) -> None:
             assert (status, body) == (status2, body2)
             assert on_lane(headers) and not on_lane(headers2)
             assert headers["date"].endswith(" GMT")
-            # The same headers, but for the Server header the lane leaves out (and the time).
+            # The same headers, but for the Server header the lane leaves out (and the time,
+            # and the request ids each made).
             assert headers.keys() - {"date"} == headers2.keys() - {"date", "server"}
-            assert all(headers[k] == headers2[k] for k in headers if k != "date")
+            assert all(headers[k] == headers2[k] for k in headers if k not in VARYING)
         assert json.loads(lane[0][2]) == {
             "item": "abc-_9",
             "auth": "Bearer k1",
@@ -272,6 +300,122 @@ def test_head_of_a_json_answer_route_is_the_get_without_its_body(run: Any) -> No
             conn.close()
 
     run(scenario())
+
+
+async def exchange(port: int, *requests: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send ``requests`` one after another on one connection; their answers."""
+    conn = await Conn.open(port)
+    found = []
+    for request in requests:
+        await conn.send(request)
+        found.append(await conn.response())
+    conn.close()
+    return found
+
+
+def test_every_answer_carries_a_request_id_on_the_lane_and_on_aiohttp(run: Any) -> None:
+    async def scenario() -> None:
+        async with served() as serving:
+            lane = await exchange(
+                serving.port,
+                get("/items/abc/answer"),
+                get("/items/abc/answer"),
+                get("/items/abc/echo", "X-Request-Id: order-42.a:b_c"),
+                get("/items/abc/echo", "X-Request-Id: " + "a" * 65),
+                get("/items/abc/echo", "X-Request-Id: 11010119900307425X"),
+                post("/echo", b"{}", "X-Request-Id: 123e4567-e89b-12d3-a456-426614174000"),
+            )
+            # Not on the lane: a plain route, a path nobody serves, a query, a problem.
+            aiohttp = await exchange(
+                serving.port,
+                get("/plain", "X-Request-Id: plain-7"),
+                get("/plain"),
+                get("/nowhere"),
+                get("/items/abc/answer?x=1"),
+                get("/items/abc/answer?x=1", "X-Request-Id: bad id"),
+            )
+        assert all(on_lane(headers) for _, headers, _ in lane)
+        assert not any(on_lane(headers) for _, headers, _ in aiohttp)
+        ids = [headers["x-request-id"] for _, headers, _ in lane + aiohttp]
+        kept = {2: "order-42.a:b_c", 5: "123e4567-e89b-12d3-a456-426614174000", 6: "plain-7"}
+        for index, request_id in enumerate(ids):
+            if index in kept:
+                assert request_id == kept[index], index
+            else:
+                assert MADE_ID.fullmatch(request_id), (index, request_id)
+        made = [request_id for index, request_id in enumerate(ids) if index not in kept]
+        assert len(set(made)) == len(made), "every made id is new"
+        assert len({request_id.rsplit("-", 1)[0] for request_id in made}) == 1, "one prefix"
+        assert [status for status, _, _ in aiohttp] == [200, 200, 404, 200, 200]
+
+    run(scenario())
+
+
+@contextmanager
+def log_lines() -> Iterator[list[dict[str, Any]]]:
+    """The JSON lines the services' log handler writes while the block runs (filled at its
+    end)."""
+    out = io.StringIO()
+    target = logging.StreamHandler(out)
+    target.setFormatter(JSONFormatter("lane-test"))
+    handler = LimitedHandler(target, window_s=0)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    found: list[dict[str, Any]] = []
+    try:
+        yield found
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        found.extend(json.loads(text) for text in out.getvalue().splitlines())
+
+
+def test_log_lines_about_a_request_carry_its_id_and_trace_on_both_paths(run: Any) -> None:
+    traced = f"traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"
+
+    async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
+        async with served() as serving:
+            lane = await exchange(
+                serving.port,
+                get("/items/one/noisy", "X-Request-Id: lane-1", traced),
+                # The connection is the lane's log context: nothing of the request before
+                # it may show in the next one's lines.
+                get("/items/two/noisy"),
+                get("/items/three/noisy", "traceparent: 00-not-a-trace"),
+                get("/broken", "X-Request-Id: lane-broken"),
+            )
+            aiohttp = await exchange(
+                serving.port,
+                get("/items/four/noisy?x=1", "X-Request-Id: aio-4", traced),
+                get("/items/five/noisy?x=1"),
+                get("/broken?x=1"),
+            )
+        return lane + aiohttp
+
+    with log_lines() as lines:
+        answers = run(scenario())
+    sent_ids = [headers["x-request-id"] for _, headers, _ in answers]
+    noisy = {line["message"].split()[-1]: line for line in lines if "noisy" in line["message"]}
+    assert [noisy[item].get("request_id") for item in ("one", "two", "three", "four", "five")] == [
+        sent_ids[0],
+        sent_ids[1],
+        sent_ids[2],
+        sent_ids[4],
+        sent_ids[5],
+    ]
+    assert sent_ids[0] == "lane-1" and sent_ids[4] == "aio-4"
+    for item in ("one", "four"):
+        assert (noisy[item]["trace_id"], noisy[item]["parent_id"]) == (TRACE_ID, PARENT_ID)
+    for item in ("two", "three", "five"):
+        assert "trace_id" not in noisy[item] and "parent_id" not in noisy[item], item
+    # A 500's body names the id its answer and its log line carry.
+    failures = [line for line in lines if line["message"] == "unhandled error in GET broken"]
+    broken = [answers[3], answers[6]]
+    assert [status for status, _, _ in broken] == [500, 500]
+    assert [json.loads(body)["request_id"] for _, _, body in broken] == [
+        headers["x-request-id"] for _, headers, _ in broken
+    ]
+    assert [line["request_id"] for line in failures] == ["lane-broken", sent_ids[6]]
 
 
 def test_a_handed_over_connection_stays_with_aiohttp(run: Any) -> None:
@@ -841,6 +985,9 @@ HEADERS = [
     "X-Junk: a",
     "X-Fold: a\r\n b",
     "Content-Length: 2",
+    "X-Request-Id: caller-7",
+    "x-request-id: not sane!",
+    f"traceparent: 00-{TRACE_ID}-{PARENT_ID}-01",
 ]
 
 
@@ -879,7 +1026,7 @@ def first_answer(
         head, _, rest = received.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         headers = [
-            (name.strip().lower(), value.strip())
+            (name.strip().lower(), _made_or_kept(value.strip()))
             for name, _, value in (line.partition(":") for line in lines[1:])
             if name.strip().lower() not in ("date", "server")
         ]
@@ -893,6 +1040,11 @@ def first_answer(
                 break
             rest += chunk
         return int(lines[0].split()[1]), sorted(headers), rest[:length]
+
+
+def _made_or_kept(value: str) -> str:
+    """A header value, with an id the worker made (which differs on each server) as a mark."""
+    return "<made id>" if MADE_ID.fullmatch(value) else value
 
 
 @pytest.fixture(scope="module")

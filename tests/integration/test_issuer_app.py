@@ -301,6 +301,6 @@ def test_metrics_count_operations_by_reason(settings: Settings, run: Any) -> Non
                 'codeengine_requests_total{operation="display",reason="UNKNOWN_SUBJECT",'
                 'service="issuer"}' in text
             )
-            assert "codeengine_request_seconds_bucket" in text
+            assert "codeengine_request_duration_seconds_bucket" in text
 
     run(scenario())

@@ -1,4 +1,5 @@
-"""The scan log writer when one shard is down: healthy cities are written once, none lost."""
+"""The scan log writer when one shard is down: healthy cities are written once, none lost, and
+what waits shows in ``codeengine_scans_backlog``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import os
 
 import pytest
+from prometheus_client import REGISTRY
 
 from codeengine.code.errors import StoreUnavailable
 from codeengine.code.model import CITIES
@@ -53,6 +55,7 @@ def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
                 with pytest.raises(StoreUnavailable):
                     await writer.flush()
                 assert len(writer) == 5, "only the paused city's entries wait"
+                assert REGISTRY.get_sample_value("codeengine_scans_backlog") == 5
             assert await count_venue(store, up, venue) == 7
             for _ in range(50):
                 try:
@@ -61,6 +64,7 @@ def test_one_paused_shard_delays_only_its_city(cluster: DevCluster) -> None:
                 except StoreUnavailable:
                     await asyncio.sleep(0.1)
             assert len(writer) == 0
+            assert REGISTRY.get_sample_value("codeengine_scans_backlog") == 0
             assert await count_venue(store, down, venue) == 5
             assert await count_venue(store, up, venue) == 7, "nothing was written twice"
         finally:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from codeengine.logfile import OwnerFileHandler
-from codeengine.logs import JSONFormatter, LimitedHandler, RepeatLimiter, scrub
+from codeengine.logs import REQUEST_CONTEXT, JSONFormatter, LimitedHandler, RepeatLimiter, scrub
 
 API_KEY = "Zt3q9LxR2vWm8KpN4sYd6HbJ0cFgTa1E5uQiO7eXw_-"
 RESIDENT_ID = "11010119900307425X"
@@ -211,3 +211,57 @@ def test_no_backups_empties_the_file_instead(tmp_path: Path) -> None:
     handler.close()
     assert [p.name for p in tmp_path.iterdir()] == ["supervisor.log"]
     assert path.stat().st_size == 500
+
+
+class Fields:
+    """A request's log fields, as the service wrapper or the fast lane give them."""
+
+    def __init__(self, request_id: str, trace: tuple[str, str] | None = None) -> None:
+        self.request_id = request_id
+        self.trace_id: str | None = None if trace is None else trace[0]
+        self.parent_id: str | None = None if trace is None else trace[1]
+
+
+def lines_through_the_handler(*records: logging.LogRecord) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    target = logging.StreamHandler(out)
+    target.setFormatter(JSONFormatter("issuer"))
+    handler = LimitedHandler(target, window_s=0)
+    for made in records:
+        handler.handle(made)
+    handler.close()
+    return [json.loads(text) for text in out.getvalue().splitlines()]
+
+
+def test_a_line_written_while_a_request_is_answered_carries_its_id_and_trace() -> None:
+    trace = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    token = REQUEST_CONTEXT.set(Fields("5f1c2a9be0d4-1a", trace))
+    try:
+        inside = lines_through_the_handler(record(msg="store slow"))
+    finally:
+        REQUEST_CONTEXT.reset(token)
+    outside = lines_through_the_handler(record(msg="store slow"))
+    assert (inside[0]["request_id"], inside[0]["trace_id"], inside[0]["parent_id"]) == (
+        "5f1c2a9be0d4-1a",
+        *trace,
+    )
+    assert not {"request_id", "trace_id", "parent_id"} & outside[0].keys()
+
+
+def test_an_explicit_request_id_wins_over_the_context_and_no_trace_is_made_up() -> None:
+    token = REQUEST_CONTEXT.set(Fields("from-context"))
+    try:
+        got = lines_through_the_handler(record(request_id="explicit"), record())
+    finally:
+        REQUEST_CONTEXT.reset(token)
+    assert [line.get("request_id") for line in got] == ["explicit", "from-context"]
+    assert "trace_id" not in got[1] and "parent_id" not in got[1]
+
+
+def test_ids_keep_their_long_runs_but_not_what_looks_personal() -> None:
+    uuid = "123e4567-e89b-12d3-a456-426614174000"
+    got = line(record(request_id=uuid, trace_id="4bf92f3577b34da6a3ce929d0e0e4736"))
+    assert (got["request_id"], got["trace_id"]) == (uuid, "4bf92f3577b34da6a3ce929d0e0e4736")
+    assert line(record(request_id=f"r-{RESIDENT_ID}"))["request_id"] == "r-[id]"
+    # Other request fields keep the long-run mask.
+    assert line(record(client=API_KEY))["client"] == "[redacted]"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from codeengine.metrics import LATENCY_BUCKETS_S, HotCounter, HotHistogram, flush_hot
+from codeengine.metrics import (
+    LATENCY_BUCKETS_S,
+    HotCounter,
+    HotHistogram,
+    flush_hot,
+    forget_process,
+)
 
 # Both sides of every bucket bound, zero, and one past the last bound (+Inf).
 OBSERVATIONS = [0.0, 0.0004, 0.0005, 0.0006, 0.001, 0.0049, 0.005, 0.3, 2.5, 2.6, 30.0]
@@ -63,3 +71,10 @@ def test_a_histogram_flush_keeps_counting_after_it() -> None:
     assert registry.get_sample_value("t_seconds_count", {"op": "verify"}) == 3.0
     assert registry.get_sample_value("t_seconds_bucket", {"op": "verify", "le": "0.001"}) == 2.0
     assert registry.get_sample_value("t_seconds_sum", {"op": "verify"}) == pytest.approx(3.0014)
+
+
+def test_a_gone_workers_live_gauges_are_forgotten_and_its_counts_kept(tmp_path: Path) -> None:
+    for name in ("gauge_livesum_4242.db", "counter_4242.db", "gauge_livesum_7.db"):
+        (tmp_path / name).write_bytes(b"")
+    forget_process(4242, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db", "gauge_livesum_7.db"]

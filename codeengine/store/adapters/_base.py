@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["BULK_ACK_FACTOR", "SCAN_COUNT", "Adapter", "StoreSettings"]
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ class Adapter:
         if self._fast_started:
             return self._fast
         if self._fast_starting is None or self._fast_starting.done():
-            self._fast_starting = asyncio.ensure_future(self._fast.start())
+            # Its connections outlive the request that started them: not in its log context.
+            self._fast_starting = asyncio.get_running_loop().create_task(
+                self._fast.start(), context=contextvars.Context()
+            )
             self._fast_starting.add_done_callback(consume_outcome)
         try:
             async with asyncio.timeout(self._settings.read_deadline_ms / 1000):

@@ -94,7 +94,7 @@
       const match = LINE.exec(line);
       if (!match) continue;
       const [, name, rawLabels, rawValue] = match;
-      if (name !== "codeengine_requests_total" && name !== "codeengine_request_seconds_bucket") continue;
+      if (name !== "codeengine_requests_total" && name !== "codeengine_request_duration_seconds_bucket") continue;
       const labels = {};
       for (const [, key, value] of (rawLabels || "").matchAll(LABEL)) labels[key] = value;
       if (!labels.operation) continue;
