@@ -13,19 +13,18 @@ holds (``codeengine.web.trust``).
 
 from __future__ import annotations
 
-__all__ = ["ANCHORS", "AnchorState", "attach_publisher", "publish_at"]
+__all__ = ["attach_publisher", "publish_at"]
 
 import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from codeengine.code.errors import CodeEngineError, ListRefused, VersionConflict
+from codeengine.code.errors import CodeEngineError, KeyringError, ListRefused, VersionConflict
 from codeengine.code.keyring import Keyring
 from codeengine.code.signedlist import (
     ListKind,
@@ -40,26 +39,12 @@ from codeengine.keyfiles import load_trust_anchor
 from codeengine.settings import Settings
 from codeengine.store.port import Store
 from codeengine.web.health import READINESS_CHECKS
-from codeengine.web.runtime import CLOCK, STORE
+from codeengine.web.runtime import CLOCK, KEYS, STORE
 
 log = logging.getLogger("codeengine.issuer.signedlists")
 
 
-@dataclass
-class AnchorState:
-    """The trust-anchor keyring this process signs with, re-read from its file now and then."""
-
-    anchors: Keyring
-    read_at: float
-    """When the file was read (monotonic seconds)."""
-
-
-ANCHORS = web.AppKey("anchors", AnchorState)
-
-
-async def publish_at(
-    store: Store, anchors: Keyring, now: float, ttl_s: int
-) -> list[SignedList]:
+async def publish_at(store: Store, anchors: Keyring, now: float, ttl_s: int) -> list[SignedList]:
     """Sign and store each list that is due at ``now`` (seconds); the lists stored.
 
     Nothing is signed before an issuer has stored a trust list. A list another issuer stored
@@ -95,17 +80,20 @@ async def publish_at(
 
 async def _keep_publishing(app: web.Application, settings: Settings) -> None:
     interval = min(settings.codes.keyring_refresh_s, settings.verifier.revocation_refresh_s)
-    state = app[ANCHORS]
+    state = app[KEYS]
     path = Path(settings.keys.trust_anchor_file)
+    read_at = time.monotonic()
     while True:
         try:
-            if time.monotonic() - state.read_at >= settings.keys.mac_refresh_s:
+            if time.monotonic() - read_at >= settings.keys.mac_refresh_s:
                 # A rotation (codeengine keys rotate-anchor) is picked up without a restart.
-                state.anchors, state.read_at = load_trust_anchor(path), time.monotonic()
-            for signed in await publish_at(
-                app[STORE], state.anchors, app[CLOCK](), settings.codes.signed_list_ttl_s
-            ):
-                log.info("signed %s list %d stored", signed.kind.name.lower(), signed.seq)
+                state.anchors, read_at = load_trust_anchor(path), time.monotonic()
+            anchors = state.anchors
+            if anchors is not None:
+                for signed in await publish_at(
+                    app[STORE], anchors, app[CLOCK](), settings.codes.signed_list_ttl_s
+                ):
+                    log.info("signed %s list %d stored", signed.kind.name.lower(), signed.seq)
         except CodeEngineError as exc:
             # The store is down or the anchor file unreadable: the lists already stored stay
             # served, and terminals notice their expiry.
@@ -116,12 +104,11 @@ async def _keep_publishing(app: web.Application, settings: Settings) -> None:
 
 
 def attach_publisher(app: web.Application, settings: Settings) -> None:
-    """Read the trust anchor when the app starts (a missing or bad file stops it, naming the
-    file) and run the publisher while it serves; ready only with an anchor valid now."""
+    """Run the publisher while the app serves (the runtime reads the anchor at start: a
+    missing or bad file stops the issuer, naming the file); ready only with an anchor valid
+    now."""
 
     async def publisher(app: web.Application) -> AsyncIterator[None]:
-        anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
-        app[ANCHORS] = AnchorState(anchors, time.monotonic())
         task = asyncio.create_task(_keep_publishing(app, settings))
         yield
         task.cancel()
@@ -129,7 +116,10 @@ def attach_publisher(app: web.Application, settings: Settings) -> None:
             await task
 
     async def anchor_ready() -> None:
-        app[ANCHORS].anchors.signing_key_at(int(app[CLOCK]()))
+        anchors = app[KEYS].anchors
+        if anchors is None:
+            raise KeyringError("trust anchor not loaded yet")
+        anchors.signing_key_at(int(app[CLOCK]()))
 
     app.cleanup_ctx.append(publisher)
     app[READINESS_CHECKS]["anchor"] = anchor_ready

@@ -32,7 +32,8 @@ def _anchor_path(args: argparse.Namespace) -> Path:
 
 
 def _cmd_anchor(args: argparse.Namespace) -> int:
-    anchors = load_trust_anchor(_anchor_path(args))
+    # An anchor past its validity verifies nothing more: terminals need not keep it.
+    anchors = load_trust_anchor(_anchor_path(args)).prune_at(int(time.time()))
     print(json.dumps(TrustList.from_keyring(anchors).to_jwks(), indent=2))
     return 0
 

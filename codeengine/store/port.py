@@ -104,7 +104,9 @@ class Store(Protocol):
     async def get_signed_list(self, kind: int) -> tuple[int, bytes | None]:
         """The stored signed list of ``kind`` (1 trust, 2 revocations): sequence and document."""
 
-    async def put_signed_list(self, kind: int, expected_seq: int, seq: int, document: bytes) -> None:
+    async def put_signed_list(
+        self, kind: int, expected_seq: int, seq: int, document: bytes
+    ) -> None:
         """Store a signed list unless another came between (VersionConflict), acknowledged."""
 
     async def append_scans(

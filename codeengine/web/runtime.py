@@ -47,7 +47,7 @@ from codeengine.code.secret import Secret
 from codeengine.code.signedlist import ListKind
 from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import Revocations
-from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper
+from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper, load_trust_anchor
 from codeengine.metrics import flush_hot
 from codeengine.settings import Settings, parse_nodes
 from codeengine.store.adapters._sealed import StoreKeys
@@ -85,6 +85,8 @@ class KeyState:
     not parsed again, so the list keeps its identity and its published form its ETag."""
     signed: dict[ListKind, bytes] = field(default_factory=dict)
     """The signed lists the store holds, by kind, as served."""
+    anchors: Keyring | None = None
+    """The trust anchor that signs those lists (issuers only; issuer.signedlists)."""
 
     def require_keyring(self) -> Keyring:
         """The keyring (issuers), or the reason it is missing."""
@@ -332,6 +334,7 @@ def attach_runtime(
         if signs:
             app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
+            state.anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
         with contextlib.suppress(CodeEngineError):
             await refresh_keys(state, app[STORE], settings, signs=signs)
         task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))

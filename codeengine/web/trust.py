@@ -145,7 +145,6 @@ class PublishedLists:
             cached = self._signed[kind] = (document, Published(document, COSE, etag_of(document)))
         return cached[1]
 
-
     def revocations(self, revocations: Revocations) -> tuple[bytes, str]:
         """The unsigned revocation list's JSON up to its ``as_of`` value, and its weak ETag
         (the lists' content: ``as_of`` changes with every read of the store, its meaning not)."""

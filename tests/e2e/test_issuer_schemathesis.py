@@ -44,7 +44,7 @@ from codeengine.settings import load_settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.schemas import SUBJECT_ID
-from tests.e2e.helpers import sole_client_settings
+from tests.e2e.helpers import eventually, sole_client_settings
 from tests.e2e.test_issuer_e2e import Issuer, issuer_workers, new_person_id
 from tools.openapi import DOCS
 
@@ -124,6 +124,13 @@ def live_issuer(
                 answer = issuer.call("POST", "/v1/subjects", json_body=body, scope="generate")
                 assert answer.status == 201, answer.body
                 REAL_SUBJECTS.append(str(answer.json()["subject"]))
+            # The issuer signs the lists in the background; until it has read them back,
+            # their routes answer 503, which this test counts as a failure.
+            for path in ("/v1/trust/signed", "/v1/revocations/signed"):
+                served = eventually(
+                    lambda path=path: issuer.call("GET", path).status, lambda s: s == 200, 30
+                )
+                assert served == 200, path
             yield issuer
     finally:
         REAL_SUBJECTS.clear()

@@ -77,8 +77,10 @@ class CachedList:
         """Build from ``/v1/trust/signed`` and ``/v1/revocations/signed``, checked under the
         ``anchors`` at ``fetched_at`` and against the lists ``held`` (rollback); ListRefused
         with a ``LIST_*`` reason otherwise (docs/code-format.md, section 12)."""
-        held_trust, held_revocations = (None, None) if held is None else _still_anchored(
-            anchors, held.signed_trust, held.signed_revocations
+        held_trust, held_revocations = (
+            (None, None)
+            if held is None
+            else _still_anchored(anchors, held.signed_trust, held.signed_revocations)
         )
         signed_trust = verify_list_at(
             trust_document, ListKind.TRUST, anchors, fetched_at, held=held_trust
@@ -106,9 +108,7 @@ class CachedList:
         return min(self.signed_trust.expires_at, self.signed_revocations.expires_at)
 
 
-def _still_anchored(
-    anchors: TrustList, *held: SignedList | None
-) -> tuple[SignedList | None, ...]:
+def _still_anchored(anchors: TrustList, *held: SignedList | None) -> tuple[SignedList | None, ...]:
     """The held lists whose anchor is still configured. A list signed by an anchor the terminal
     no longer trusts (removed after a compromise) sets no floor: its sequence may be one a thief
     made up to have every genuine list refused as older."""

@@ -93,7 +93,9 @@ class TrustAdapter(Adapter):
         seq, document = await fast.execute(key, "HMGET", key, "n", "d")
         return (0 if seq is None else int(seq)), (None if document is None else bytes(document))
 
-    async def put_signed_list(self, kind: int, expected_seq: int, seq: int, document: bytes) -> None:
+    async def put_signed_list(
+        self, kind: int, expected_seq: int, seq: int, document: bytes
+    ) -> None:
         """Compare-and-set the signed list of ``kind`` from ``expected_seq`` to ``seq``,
         acknowledged after WAIT; VersionConflict (with the stored sequence) if another came
         between."""
