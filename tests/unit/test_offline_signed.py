@@ -161,9 +161,16 @@ def test_a_list_by_an_anchor_no_longer_configured_sets_no_floor() -> None:
     held = CachedList.from_signed(*lists(10**15, ring=THIEF), stolen, NOW)
     sdk = OfflineVerifier(held, clock=Clock(NOW), anchors=stolen)
     assert refusal(sdk, *lists(11)) == Reason.LIST_ROLLBACK
-    cleaned = OfflineVerifier(held, clock=Clock(NOW), anchors=ANCHORS)
-    cleaned.refresh(*lists(11))
-    assert cleaned.cached.signed_trust is not None and cleaned.cached.signed_trust.seq == 11
+    # Reconfigured without the thief's anchor, the terminal does not take its lists back...
+    with pytest.raises(ListRefused) as refused:
+        OfflineVerifier(held, clock=Clock(NOW), anchors=ANCHORS)
+    assert refused.value.reason == Reason.LIST_UNKNOWN_ANCHOR
+    # ...and they set no floor for the genuine ones.
+    genuine = CachedList.from_signed(*lists(11), ANCHORS, NOW, held=held)
+    assert genuine.signed_trust is not None and genuine.signed_trust.seq == 11
+    with pytest.raises(ListRefused) as refused:
+        CachedList.from_signed(*lists(11), stolen, NOW, held=held)
+    assert refused.value.reason == Reason.LIST_ROLLBACK
 
 
 def test_refresh_needs_anchors() -> None:

@@ -157,10 +157,20 @@ class OfflineVerifier:
         self._install(cached)
 
     def _check_signed(self, cached: CachedList) -> None:
-        if self._anchors is not None and not cached.signed:
+        anchors = self._anchors
+        if anchors is None:
+            return
+        if cached.signed_trust is None or cached.signed_revocations is None:
             raise ListRefused(
                 "this terminal takes only lists signed by its trust anchor",
                 reason=Reason.LIST_UNSIGNED,
+            )
+        # Lists kept from before the anchors changed (one was removed after a compromise) are
+        # not taken back: the terminal fetches a pair its anchors sign.
+        if any(s.anchor not in anchors for s in (cached.signed_trust, cached.signed_revocations)):
+            raise ListRefused(
+                "the lists are not signed by a configured trust anchor",
+                reason=Reason.LIST_UNKNOWN_ANCHOR,
             )
 
     def _install(self, cached: CachedList) -> None:
