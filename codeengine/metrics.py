@@ -26,6 +26,7 @@ __all__ = [
     "SCANS_UNREADABLE",
     "SHARD_BREAKER_OPENS",
     "SIGNATURES",
+    "SIGNED_LISTS",
     "STORE_LATENCY",
     "VERIFICATIONS",
     "HotCounter",
@@ -97,6 +98,11 @@ SCANS_DROPPED = Counter(
 SCANS_UNREADABLE = Counter(
     "codeengine_scans_unreadable_total",
     "Scan log entries skipped when counting because they are not scan entries.",
+)
+SIGNED_LISTS = Counter(
+    "codeengine_signed_lists_total",
+    "Signed lists an issuer stored for offline terminals, by kind (trust, revocations).",
+    ["kind"],
 )
 
 

@@ -36,6 +36,7 @@ from codeengine.code.signedlist import (
     sign_list,
 )
 from codeengine.keyfiles import load_trust_anchor
+from codeengine.metrics import SIGNED_LISTS
 from codeengine.settings import Settings
 from codeengine.store.port import Store
 from codeengine.web.health import READINESS_CHECKS
@@ -93,7 +94,9 @@ async def _keep_publishing(app: web.Application, settings: Settings) -> None:
                 for signed in await publish_at(
                     app[STORE], anchors, app[CLOCK](), settings.codes.signed_list_ttl_s
                 ):
-                    log.info("signed %s list %d stored", signed.kind.name.lower(), signed.seq)
+                    kind = signed.kind.name.lower()
+                    SIGNED_LISTS.labels(kind).inc()
+                    log.info("signed %s list %d stored", kind, signed.seq)
         except CodeEngineError as exc:
             # The store is down or the anchor file unreadable: the lists already stored stay
             # served, and terminals notice their expiry.
