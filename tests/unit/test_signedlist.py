@@ -84,8 +84,9 @@ def test_the_layout_is_the_documented_one() -> None:
     )  # fmt: skip
     assert made.document[: 2 + 1 + len(protected) + 1] == b"\xd2\x84\x4d" + protected + b"\xa0"
     signature = made.document[-64:]
+    assert len(payload) == 21, "a payload under 24 bytes has a one-byte head"
     assert made.document == (
-        b"\xd2\x84\x4d" + protected + b"\xa0" + bytes((0x58, len(payload))) + payload
+        b"\xd2\x84\x4d" + protected + b"\xa0" + bytes((0x40 | len(payload),)) + payload
         + b"\x58\x40" + signature
     )  # fmt: skip
     ANCHOR.current.trusted.verify(signature, sig_structure(protected, payload))
@@ -117,8 +118,8 @@ def test_an_anchor_outside_its_validity_is_refused() -> None:
 
 def test_the_anchors_own_id_with_another_algorithm_is_refused() -> None:
     document = bytearray(signed().document)
-    assert document[5:7] == b"\x01\x27"
-    document[6] = 0x26  # ES256 in the header of an Ed25519 anchor's list
+    assert document[4:6] == b"\x01\x27"
+    document[5] = 0x26  # ES256 in the header of an Ed25519 anchor's list
     assert reason(bytes(document)) == Reason.LIST_UNKNOWN_ANCHOR
 
 
@@ -165,7 +166,7 @@ def _resigned(payload: bytes) -> bytes:
     protected = b"\xa2\x01\x27\x04\x48" + key.kid
     signature = key.private.sign(sig_structure(protected, payload))
     assert len(payload) < 256
-    head = bytes((0x58, len(payload)))
+    head = bytes((0x40 | len(payload),)) if len(payload) < 24 else bytes((0x58, len(payload)))
     return b"\xd2\x84\x4d" + protected + b"\xa0" + head + payload + b"\x58\x40" + signature
 
 
