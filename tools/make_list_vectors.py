@@ -150,8 +150,8 @@ NONE_REVOKED = b'{"codes":[],"keys":[]}'
 def trust_content(v: Vectors) -> bytes:
     """A trust list JWKS (the code keys are not the point here: one anchor-unrelated key)."""
     key = make_key("ed25519-current", EDDSA)
-    member = {**key_members(key), "kid": b64url(kid_of(key)), "alg": "EdDSA", "use": "sig"}
-    member |= {"nbf": ANCHOR_NBF, "exp": 1_831_536_000}
+    member: dict[str, Any] = {**key_members(key), "kid": b64url(kid_of(key)), "alg": "EdDSA"}
+    member |= {"use": "sig", "nbf": ANCHOR_NBF, "exp": 1_831_536_000}
     return json.dumps({"keys": [member]}, sort_keys=True, separators=(",", ":")).encode()
 
 

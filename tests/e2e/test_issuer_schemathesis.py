@@ -127,10 +127,11 @@ def live_issuer(
             # The issuer signs the lists in the background; until it has read them back,
             # their routes answer 503, which this test counts as a failure.
             for path in ("/v1/trust/signed", "/v1/revocations/signed"):
-                served = eventually(
-                    lambda path=path: issuer.call("GET", path).status, lambda s: s == 200, 30
-                )
-                assert served == 200, path
+
+                def status(path: str = path) -> int:
+                    return issuer.call("GET", path).status
+
+                assert eventually(status, lambda got: got == 200, 30) == 200, path
             yield issuer
     finally:
         REAL_SUBJECTS.clear()

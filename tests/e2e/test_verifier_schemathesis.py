@@ -108,7 +108,11 @@ def live_verifier(
         # The issuer signs the lists in the background; until the verifier has read them,
         # their routes answer 503, which this test counts as a failure.
         for path in ("/v1/trust/signed", "/v1/revocations/signed"):
-            poll(path, lambda path=path: verifier.call("GET", path).status == 200, HANG_GUARD_S)
+
+            def served(path: str = path) -> bool:
+                return verifier.call("GET", path).status == 200
+
+            poll(path, served, HANG_GUARD_S)
         yield verifier, codes
 
 
