@@ -211,6 +211,11 @@ def add_rollback(v: Vectors, example: bytes) -> None:
           "VALID", held_hex=example.hex(), seq=SEQ, content=REVOKED.decode())  # fmt: skip
     v.add("newer-than-held", "a list newer than the one held", "revocations", newer, "VALID",
           held_hex=example.hex(), seq=SEQ + 1, content=NONE_REVOKED.decode())  # fmt: skip
+    ahead = cose(v.anchor, EDDSA, payload_of(2, 2**62, NONE_REVOKED, iat=NOW - 2 * DAY_S,
+                                               exp=NOW - DAY_S))  # fmt: skip
+    v.add("held-expired-sets-no-floor", "the list held, numbered far ahead, expired a day ago",
+          "revocations", example, "VALID", held_hex=ahead.hex(), seq=SEQ,
+          content=REVOKED.decode())  # fmt: skip
 
 
 def add_encoding(v: Vectors) -> None:

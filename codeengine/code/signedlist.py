@@ -286,7 +286,10 @@ def verify_list_at(
         )
     if now > signed.expires_at:
         raise _refuse(Reason.LIST_EXPIRED, f"the list expired at {signed.expires_at}")
-    check_newer(signed, held)
+    # A held list past its own expiry sets no floor: any list still valid was signed after it.
+    # Without this, a sequence pushed far ahead once (through the store) would have a terminal
+    # refuse every genuine list for good.
+    check_newer(signed, held if held is not None and now <= held.expires_at else None)
     return signed
 
 

@@ -155,6 +155,16 @@ def test_an_older_list_than_the_one_held_is_refused() -> None:
     assert verify_list_at(signed(seq=8).document, ListKind.REVOCATIONS, ANCHORS, NOW, held=held)
 
 
+def test_a_held_list_past_its_expiry_sets_no_floor() -> None:
+    # Held: sequence 10**15, signed at NOW. A day later it has expired, and a genuine list with
+    # a lower sequence signed since is taken; while it was valid, the same list was refused.
+    held = signed(seq=10**15)
+    later = signed(seq=8, issued_at=NOW + TTL)
+    assert reason(later.document, now=NOW + TTL, held=held) == Reason.LIST_ROLLBACK
+    taken = verify_list_at(later.document, ListKind.REVOCATIONS, ANCHORS, NOW + TTL + 1, held=held)
+    assert taken.seq == 8
+
+
 def test_check_newer_compares_lists_of_one_kind_only() -> None:
     with pytest.raises(ValueError, match="one kind"):
         check_newer(signed(kind=ListKind.TRUST), signed(kind=ListKind.REVOCATIONS))

@@ -192,8 +192,12 @@ class OfflineVerifier:
         self._check_signed(cached)
         if self._anchors is not None:
             assert cached.signed_trust is not None and cached.signed_revocations is not None
-            held_trust, held_revocations = _still_anchored(
-                self._anchors, self._cached.signed_trust, self._cached.signed_revocations
+            now = int(self._clock())
+            held_trust, held_revocations = (
+                held if held is not None and now <= held.expires_at else None
+                for held in _still_anchored(
+                    self._anchors, self._cached.signed_trust, self._cached.signed_revocations
+                )
             )
             check_newer(cached.signed_trust, held_trust)
             check_newer(cached.signed_revocations, held_revocations)
