@@ -192,6 +192,15 @@ async def _refresh_signed(state: KeyState, store: Store) -> None:
             state.signed[kind] = document
 
 
+async def _first_refresh(state: KeyState, store: Store, settings: Settings, *, signs: bool) -> None:
+    """Load the keys at start. A failure is kept for readiness to name from the first request
+    on, rather than "not loaded yet" until the refresher's first round fails the same way."""
+    try:
+        await refresh_keys(state, store, settings, signs=signs)
+    except CodeEngineError as exc:
+        state.error = exc
+
+
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
     """Cancel background tasks and wait for them to end."""
     for task in tasks:
@@ -335,8 +344,7 @@ def attach_runtime(
             app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
             state.anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
-        with contextlib.suppress(CodeEngineError):
-            await refresh_keys(state, app[STORE], settings, signs=signs)
+        await _first_refresh(state, app[STORE], settings, signs=signs)
         task = asyncio.create_task(_keep_keys_fresh(state, app[STORE], settings, signs=signs))
         macs = asyncio.create_task(_keep_macs_fresh(mac, settings, signs=signs))
         flusher = asyncio.create_task(_flush_metrics_every(HOT_METRICS_FLUSH_S))
