@@ -1005,6 +1005,7 @@ def _service_env(
             "CODEENGINE_KEYS_RECORD_MAC_FILE": str(workdir / "keys" / "record-mac.json"),
             "CODEENGINE_KEYS_AUDIT_MAC_FILE": str(workdir / "keys" / "audit-mac.json"),
             "CODEENGINE_KEYS_CHECKPOINT_KEY_FILE": str(workdir / "keys" / "checkpoint.pem"),
+            "CODEENGINE_KEYS_TRUST_ANCHOR_FILE": str(workdir / "keys" / "trust-anchor.json"),
             "CODEENGINE_KEYS_CREDENTIALS_FILE": str(workdir / "credentials.json"),
             "CODEENGINE_SERVICE_WORKERS": str(workers),
             "CODEENGINE_SERVICE_FAST_LANE": "true" if fast_lane else "false",

@@ -1,5 +1,5 @@
 """Reading the secret files the settings name: the signing keyring, the pepper, the KEK, the
-alias key, the MAC keysets (records, audit) and the checkpoint signing key.
+alias key, the MAC keysets (records, audit), the checkpoint signing key and the trust anchor.
 
 Every service reads its key material through here; ``codeengine.ops.devsecrets`` writes the
 development set. Errors name the file, never its content.
@@ -10,12 +10,15 @@ from __future__ import annotations
 __all__ = [
     "PEPPER_BYTES",
     "add_mac_key",
+    "anchor_public_path",
     "load_keyring",
     "load_mac_keyset",
     "load_pepper",
+    "load_trust_anchor",
     "new_mac_keyset",
     "write_mac_keyset",
     "write_private",
+    "write_trust_anchor",
 ]
 
 import json
@@ -28,6 +31,7 @@ from codeengine.code.errors import KeyringError
 from codeengine.code.keyring import Keyring
 from codeengine.code.seal import KID_BYTES, MAC_KEY_BYTES, MACKeyset
 from codeengine.code.secret import Secret
+from codeengine.code.trustlist import TrustList
 
 PEPPER_BYTES = 32
 
@@ -53,6 +57,27 @@ def _read_json(path: Path, what: str) -> Any:
 def load_keyring(path: Path) -> Keyring:
     """Read the private keyring JWKS; KeyringError names what is wrong (never the key)."""
     return Keyring.from_private_jwks(_read_json(path, "keyring"))
+
+
+def load_trust_anchor(path: Path) -> Keyring:
+    """Read the trust-anchor keyring: a private JWKS in the keyring's format, whose key valid
+    now signs the lists (a staged next key takes over at its ``nbf``)."""
+    return Keyring.from_private_jwks(_read_json(path, "trust anchor"))
+
+
+def anchor_public_path(path: Path) -> Path:
+    """Where the public half of the trust-anchor file is kept: ``NAME.pub.json`` beside it."""
+    return path.with_name(f"{path.name.removesuffix('.json')}.pub.json")
+
+
+def write_trust_anchor(path: Path, anchors: Keyring) -> None:
+    """Write the trust-anchor keyring owner-only, and its public anchors (the JWKS a terminal is
+    configured with) beside it, readable by all."""
+    write_private(path, json.dumps(anchors.to_private_jwks(), indent=2).encode())
+    public = anchor_public_path(path)
+    tmp = public.with_suffix(".tmp")
+    tmp.write_text(json.dumps(TrustList.from_keyring(anchors).to_jwks(), indent=2) + "\n")
+    os.replace(tmp, public)
 
 
 def load_pepper(path: Path) -> Secret:

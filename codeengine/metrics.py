@@ -33,6 +33,7 @@ __all__ = [
     "SCANS_UNREADABLE",
     "SHARD_BREAKER_OPENS",
     "SIGNATURES",
+    "SIGNED_LISTS",
     "STORE_LATENCY",
     "VERIFICATIONS",
     "HotCounter",
@@ -141,6 +142,13 @@ def forget_process(pid: int, directory: str | None = None) -> None:
     directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         prometheus_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+SIGNED_LISTS = Counter(
+    "codeengine_signed_lists_total",
+    "Signed lists an issuer stored for offline terminals, by kind (trust, revocations).",
+    ["kind"],
+)
 
 
 class HotCounter:

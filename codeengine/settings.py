@@ -135,6 +135,9 @@ class KeySettings:
     """The MAC keyset of the audit chain (issuers and ops' audit commands)."""
     checkpoint_key_file: str = "var/keys/checkpoint-ed25519.pem"
     """The Ed25519 key that signs audit checkpoints (ops only; services never read it)."""
+    trust_anchor_file: str = "var/keys/trust-anchor.json"
+    """The trust-anchor keyring that signs the trust and revocation lists offline terminals
+    fetch, and nothing else (issuers only; verifiers never read it)."""
     mac_refresh_s: float = 10.0
     """How often a service re-reads its MAC keyset files (a rotation is picked up within it)."""
     credentials_file: str = "var/dev-credentials.json"
@@ -157,6 +160,9 @@ class CodeSettings:
     """The city table, one TOML file per city; "": the shipped ``cities/`` folder."""
     keyring_refresh_s: float = 1.0
     """How often each process re-reads the keyring or trust list from the store."""
+    signed_list_ttl_s: int = 86_400
+    """How long a signed trust or revocation list stays valid; issuers sign it again at half
+    that age, and at once when its content changes."""
 
     def rules_path(self) -> Path:
         """``rules_file``, or the shipped rules."""
@@ -320,6 +326,8 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("verifier.batch_max: 1 to 10000")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
+    if settings.codes.signed_list_ttl_s < 60:
+        raise SettingsError("codes.signed_list_ttl_s: at least 60 seconds")
 
 
 def _check_service(service: ServiceSettings) -> None:

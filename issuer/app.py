@@ -18,11 +18,13 @@ from codeengine.web.pages import page_route, static_route
 from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_routes
+from codeengine.web.trust import PUBLISHED, PublishedLists
 from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
 from issuer.cities import CITY_OPS_ROUTES
 from issuer.schemas import ISSUER_SCHEMAS, alias_type_schema
+from issuer.signedlists import attach_publisher
 from issuer.signingkeys import KEY_ROUTES
 from issuer.subjects import QR_CACHE, SUBJECT_ROUTES
 
@@ -59,7 +61,8 @@ ISSUER_ROUTES: list[Route] = [
 TITLE = "codeengine issuer"
 DESCRIPTION = (
     "Generate (生码), display (亮码) and convert (赋码/转码) health and service codes; publish "
-    "the trust list. Every failure answers a JSON problem body with a stable `reason`."
+    "the trust list, and sign it and the revocation list for offline terminals. Every failure "
+    "answers a JSON problem body with a stable `reason`."
 )
 
 
@@ -72,6 +75,9 @@ def create_app(
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=True)
     app[METRICS] = RequestMetrics("issuer")
+    app[PUBLISHED] = PublishedLists()
+    # After the runtime's context: the publisher needs the store, and stops before it closes.
+    attach_publisher(app, settings)
     app[QR_CACHE] = ImageCache()
     app[FUSION] = load_fusion(settings.codes.fusion_path())
     # The document says what this app serves: the alias types of the fusion file it loaded.

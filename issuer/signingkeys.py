@@ -15,7 +15,7 @@ from codeengine.code.trustlist import TrustList
 from codeengine.web.body import Field, read_object
 from codeengine.web.routes import Route, object_body, ref
 from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE, refresh_keys
-from codeengine.web.trust import trust_route
+from codeengine.web.trust import signed_list_routes, trust_route
 
 MAX_ACTIVATION_DELAY_S = 7 * 86_400
 ROTATE_FIELDS = {
@@ -73,6 +73,7 @@ KEY_ROUTES = [
         "Public. Each key carries `nbf`/`exp` (its validity). A staged key appears before it "
         "signs anything.",
     ),
+    *signed_list_routes(),
     Route(
         "POST",
         "/v1/keys/rotate",

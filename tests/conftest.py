@@ -67,6 +67,7 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "keys_record_mac_file": str(var / "record-mac.json"),
         "keys_audit_mac_file": str(var / "audit-mac.json"),
         "keys_checkpoint_key_file": str(var / "checkpoint-ed25519.pem"),
+        "keys_trust_anchor_file": str(var / "trust-anchor.json"),
         "keys_credentials_file": str(var / "credentials.json"),
     }
     ensure_dev_material(load_settings(env={f"CODEENGINE_{k.upper()}": v for k, v in files.items()}))

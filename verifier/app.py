@@ -20,6 +20,7 @@ from codeengine.web.pages import page_route, static_route
 from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_routes
+from codeengine.web.trust import PUBLISHED, PublishedLists
 from verifier.scanlog import ScanLogWriter
 from verifier.schemas import VERIFIER_SCHEMAS, scan_items_schema
 from verifier.verify import FUSION, SCAN_LOG, VERIFY_ROUTES
@@ -57,6 +58,7 @@ def create_app(
         app[CLOCK] = clock
     attach_runtime(app, settings, store, signs=False)
     app[METRICS] = RequestMetrics("verifier")
+    app[PUBLISHED] = PublishedLists()
 
     app[FUSION] = load_fusion(settings.codes.fusion_path())
 

@@ -59,7 +59,14 @@ from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
 from codeengine.web.service import via_service
-from codeengine.web.trust import trust_route
+from codeengine.web.trust import (
+    IF_NONE_MATCH,
+    PUBLISHED,
+    Published,
+    conditional,
+    signed_list_routes,
+    trust_route,
+)
 from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
@@ -344,16 +351,14 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def revocations(request: web.Request) -> web.Response:
-    """The revocation list terminals cache: revoked code ids (unexpired) and key ids."""
-    now = int(request.app[CLOCK]())
-    current = await request.app[STORE].revocations(now)
-    answer = {
-        "codes": sorted(cti.hex() for cti in current.codes),
-        "keys": sorted(b64url_encode(kid) for kid in current.keys),
-        "as_of": now,
-    }
+    """The revocation list terminals cache: revoked code ids (unexpired) and key ids, as this
+    verifier enforces them; ``as_of`` is when it last read them from the store."""
+    state = request.app[KEYS]
+    state.require_trust()
+    head, etag = request.app[PUBLISHED].revocations(state.revocations)
     max_age = math.ceil(request.app[SETTINGS].verifier.revocation_refresh_s)
-    return web.json_response(answer, headers={"Cache-Control": f"public, max-age={max_age}"})
+    published = Published(head + b"%d}" % state.revocations_at, JSON, etag)
+    return conditional(request, published, f"public, max-age={max_age}")
 
 
 def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
@@ -460,7 +465,15 @@ VERIFY_ROUTES = [
         "revocations",
         scope=PUBLIC,
         summary="The revocation list terminals cache (public)",
-        answers={"200": ("The list", ref("RevocationList"))},
+        description="What this verifier enforces, read from the store every "
+        "`revocation_refresh_s`; `as_of` is when. Answers a weak `ETag` (of the lists, not "
+        "`as_of`); `If-None-Match` with it answers `304`. Terminals configured with the "
+        "trust anchor fetch `/v1/revocations/signed` instead.",
+        parameters=(IF_NONE_MATCH,),
+        answers={
+            "200": ("The list", ref("RevocationList")),
+            "304": ("The caller's copy (its ETag) is current", {}),
+        },
         problems=(503,),
     ),
     Route(
@@ -480,4 +493,5 @@ VERIFY_ROUTES = [
         problems=(400, 503),
     ),
     trust_route("The trust list this verifier uses (public), for offline terminals"),
+    *signed_list_routes(),
 ]

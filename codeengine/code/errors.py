@@ -16,6 +16,7 @@ __all__ = [
     "Expired",
     "InvalidIdentifier",
     "KeyringError",
+    "ListRefused",
     "MalformedCode",
     "NotAuthenticated",
     "NotWriter",
@@ -53,6 +54,15 @@ class Reason(StrEnum):
     REVOKED = "REVOKED"
     WRONG_CITY = "WRONG_CITY"
     TRUST_LIST_STALE = "TRUST_LIST_STALE"
+    # Signed lists (the trust list and the revocation list a terminal caches): why one was
+    # refused, in the order the checks run (docs/code-format.md, section 12).
+    LIST_UNSIGNED = "LIST_UNSIGNED"
+    LIST_MALFORMED = "LIST_MALFORMED"
+    LIST_UNKNOWN_ANCHOR = "LIST_UNKNOWN_ANCHOR"
+    LIST_BAD_SIGNATURE = "LIST_BAD_SIGNATURE"
+    LIST_WRONG_KIND = "LIST_WRONG_KIND"
+    LIST_EXPIRED = "LIST_EXPIRED"
+    LIST_ROLLBACK = "LIST_ROLLBACK"
     # Identifiers at the boundary.
     BAD_LENGTH = "BAD_LENGTH"
     BAD_CHARACTERS = "BAD_CHARACTERS"
@@ -271,6 +281,15 @@ class TrustListStale(VerificationError):
     """The cached trust list is older than its maximum age; fetch it again."""
 
     reason = Reason.TRUST_LIST_STALE
+
+
+class ListRefused(CodeEngineError, ValueError):
+    """A signed trust or revocation list was refused; ``reason`` says why (``LIST_*``).
+
+    Whatever the reason, a terminal keeps the list it holds and fetches again later.
+    """
+
+    reason = Reason.LIST_MALFORMED
 
 
 class BatchConflict(CodeEngineError):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from codeengine import __version__
 from codeengine.code.errors import CodeEngineError
+from codeengine.ops.anchorcli import add_anchor_commands
 from codeengine.ops.backupcli import add_backup_commands
 from codeengine.ops.commands import add_ops_commands, config_path
 from codeengine.ops.devcluster import ClusterError, DevCluster
@@ -76,6 +77,7 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
     print(f"alias key: {settings.keys.alias_key_file}")
     print(f"MAC keysets: {settings.keys.record_mac_file}, {settings.keys.audit_mac_file}")
     print(f"checkpoint key: {settings.keys.checkpoint_key_file}")
+    print(f"trust anchor: {settings.keys.trust_anchor_file}")
     print(f"credentials: {credentials}")
     return 0
 
@@ -154,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     init = keys_commands.add_parser("init", help="create missing dev keys, pepper, credentials")
     init.set_defaults(func=_cmd_keys_init)
     add_keys_commands(keys_commands)
+    add_anchor_commands(keys_commands)
 
     cluster = commands.add_parser("cluster", help="run a local Redis Cluster in the foreground")
     cluster.add_argument("--dir", default="var/cluster")

@@ -1,5 +1,5 @@
 """Dev key material for ``make run``: keyring, key-encryption key, pepper, alias key, MAC
-keysets, the checkpoint signing key, API credentials.
+keysets, the checkpoint signing key, the trust anchor, API credentials.
 
 Created once, under the ignored ``var/`` folder, with owner-only permissions, and reused after.
 Production material comes from the operator's key management instead: the services only read
@@ -19,15 +19,19 @@ from typing import Any
 
 from codeengine.code.keyring import Keyring
 from codeengine.code.model import SCOPES
+from codeengine.code.signedlist import ANCHOR_LIFETIME_S
 from codeengine.code.suites import DEFAULT_SUITE
 from codeengine.keyfiles import (
     PEPPER_BYTES,
+    anchor_public_path,
     load_keyring,
     load_mac_keyset,
     load_pepper,
+    load_trust_anchor,
     new_mac_keyset,
     write_mac_keyset,
     write_private,
+    write_trust_anchor,
 )
 from codeengine.ops.checkpoints import new_signing_key, public_pem
 from codeengine.settings import Settings
@@ -60,6 +64,17 @@ def ensure_dev_material(settings: Settings) -> Path:
     if not public.exists():
         # The half that checks checkpoints, for wherever they are verified.
         public.write_bytes(public_pem(checkpoint))
+    anchor = Path(keys.trust_anchor_file)
+    if not anchor.exists() or not anchor_public_path(anchor).exists():
+        anchors = (
+            load_trust_anchor(anchor)
+            if anchor.exists()
+            else Keyring.generate_at(
+                int(time.time()), DEFAULT_SUITE, os.urandom, lifetime_s=ANCHOR_LIFETIME_S
+            )
+        )
+        write_trust_anchor(anchor, anchors)
+    load_trust_anchor(anchor)
     credentials_path = Path(settings.keys.credentials_file)
     document: dict[str, Any] = {
         "note": "development credentials; never use outside make run",

@@ -39,7 +39,7 @@ from codeengine.code.fusion import load_fusion
 from codeengine.code.keyvault import SealedKeyring, open_keyring
 from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
-from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper
+from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper, load_trust_anchor
 from codeengine.settings import ENV_PREFIX, Settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.store.security import StoreRefused
@@ -74,11 +74,13 @@ SECRET_FILES: tuple[SecretFile, ...] = (
     SecretFile("keys.alias_key_file", BOTH),
     SecretFile("keys.record_mac_file", BOTH),
     SecretFile("keys.audit_mac_file", ISSUER),
+    SecretFile("keys.trust_anchor_file", ISSUER),
     SecretFile("keys.credentials_file", BOTH),
     SecretFile("keys.keyring_file", ISSUER, bootstrap=True),
 )
-"""Every secret file a service reads. Verifiers never read the pepper, the KEK, the keyring or
-the audit keyset; no service reads ``keys.checkpoint_key_file`` (ops only)."""
+"""Every secret file a service reads. Verifiers never read the pepper, the KEK, the keyring, the
+audit keyset or the trust anchor (issuers sign the lists terminals cache; verifiers serve
+them); no service reads ``keys.checkpoint_key_file`` (ops only)."""
 
 
 PUBLIC_FILES = ("cluster.ca_file", "cluster.cert_file")
@@ -151,6 +153,7 @@ def _content_problem(setting: str, path: Path) -> str | None:
         "keys.alias_key_file": load_pepper,
         "keys.record_mac_file": load_mac_keyset,
         "keys.audit_mac_file": load_mac_keyset,
+        "keys.trust_anchor_file": load_trust_anchor,
         "keys.keyring_file": load_keyring,
         "keys.credentials_file": load_credentials,
     }

@@ -223,6 +223,13 @@ async def open_connection(
         for conn in made:
             conn.close("store connect timed out")
         raise TimedOut(_silent_for(security, name, timeout_s, made)) from None
+    except asyncio.CancelledError:
+        # The caller was cancelled half-way (a background task at shutdown, between the TLS
+        # handshake and AUTH's answer): the connection belongs to nobody yet, so nothing else
+        # would ever close it, and its transport would be found unclosed by the collector.
+        for conn in made:
+            conn.close("store connect cancelled")
+        raise
     if isinstance(reply, hiredis.ReplyError):
         conn.close("store connection refused")
         raise refusal_for_auth(str(reply), security, name)

@@ -12,6 +12,7 @@ __all__ = [
     "RECENT_BATCHES_KEY",
     "REVOKED_CODES_KEY",
     "REVOKED_KEYS_KEY",
+    "SIGNED_LIST_KEYS",
     "TRUST_KEY",
     "audit_key",
     "fence_keys",
@@ -36,6 +37,9 @@ REVOKED_CODES_KEY = f"{NAMESPACE}:k:{{keyring}}:rc"
 """Revoked code ids (sorted set: cti hex, scored by the code's expiry; pruned after it)."""
 REVOKED_KEYS_KEY = f"{NAMESPACE}:k:{{keyring}}:rk"
 """Revoked key ids (sorted set: kid base64url, scored by the time of revocation)."""
+SIGNED_LIST_KEYS = {1: f"{NAMESPACE}:k:{{keyring}}:st", 2: f"{NAMESPACE}:k:{{keyring}}:sr"}
+"""The signed lists by kind (``codeengine.code.signedlist.ListKind``: 1 the trust list, 2 the
+revocation list): hashes of the sequence (``n``) and the COSE_Sign1 document (``d``)."""
 
 
 def scan_log_key(city: int) -> str:

@@ -102,6 +102,14 @@ class Store(Protocol):
     async def revocations(self, now: int) -> Revocations:
         """The revoked code ids (unexpired) and key ids."""
 
+    async def get_signed_list(self, kind: int) -> tuple[int, bytes | None]:
+        """The stored signed list of ``kind`` (1 trust, 2 revocations): sequence and document."""
+
+    async def put_signed_list(
+        self, kind: int, expected_seq: int, seq: int, document: bytes
+    ) -> None:
+        """Store a signed list unless another came between (VersionConflict), acknowledged."""
+
     async def append_scans(
         self, entries: list[PackedScan], max_len: int, token: str
     ) -> list[PackedScan]:

@@ -23,6 +23,7 @@ __all__ = [
     "PUT_KEYRING",
     "PUT_RECORD",
     "PUT_RECORDS",
+    "PUT_SIGNED_LIST",
     "READ_RECORDS",
     "REVOKE",
     "SIGNATURES",
@@ -79,6 +80,7 @@ SIGNATURES: dict[str, Signature] = {
         codes=KeyringCode,
     ),
     "REVOKE": Signature(("set_key",), ("member", "score", "prune_below")),
+    "PUT_SIGNED_LIST": Signature(("list_key",), ("expected", "seq", "document"), codes=KeyringCode),
     "APPEND_SCANS": Signature(("log_key", "marker_key"), ("max_len",), row=("entry",)),
     "ALIAS_CLAIM": Signature(("alias_key",), ("subject", "sealed"), codes=ClaimCode),
     "ALIAS_RELEASE": Signature(("alias_key",), ("subject",), codes=ReleaseCode),
@@ -110,6 +112,7 @@ PUT_RECORDS = compose("put_records.lua")
 SWAP_DISPLAY = compose("swap_display.lua")
 PUT_KEYRING = compose("put_keyring.lua")
 REVOKE = compose("revoke.lua")
+PUT_SIGNED_LIST = compose("put_signed_list.lua")
 APPEND_SCANS = compose("append_scans.lua")
 ALIAS_CLAIM = compose("alias_claim.lua")
 ALIAS_RELEASE = compose("alias_release.lua")

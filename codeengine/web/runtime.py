@@ -50,9 +50,10 @@ from codeengine.code.keyring import Keyring
 from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
 from codeengine.code.rules import RuleSet, load_rules
 from codeengine.code.secret import Secret
+from codeengine.code.signedlist import ListKind
 from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import Revocations
-from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper
+from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper, load_trust_anchor
 from codeengine.metrics import flush_hot
 from codeengine.settings import Settings, parse_nodes
 from codeengine.store.adapters._sealed import StoreKeys
@@ -87,6 +88,15 @@ class KeyState:
     refreshed_at: float | None = None
     """When the keys were last read from the store (the app's clock), for the trust list's age
     (codeengine.web.gauges); None until they have been."""
+    revocations_at: int = 0
+    """When ``revocations`` were read from the store (verifiers)."""
+    trust_raw: bytes | None = None
+    """The stored trust list's bytes ``trust`` was read from (verifiers): unchanged bytes are
+    not parsed again, so the list keeps its identity and its published form its ETag."""
+    signed: dict[ListKind, bytes] = field(default_factory=dict)
+    """The signed lists the store holds, by kind, as served."""
+    anchors: Keyring | None = None
+    """The trust anchor that signs those lists (issuers only; issuer.signedlists)."""
 
     def require_keyring(self) -> Keyring:
         """The keyring (issuers), or the reason it is missing."""
@@ -169,14 +179,27 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
             state.version = sealed.version
             log.info("keyring version %d loaded", sealed.version)
     else:
-        raw, revocations = await asyncio.gather(
-            store.get_trust(), store.revocations(int(time.time()))
-        )
+        now = int(time.time())
+        raw, revocations = await asyncio.gather(store.get_trust(), store.revocations(now))
         if raw is None:
             raise KeyringError("no trust list published yet; start an issuer first")
-        state.trust = TrustList.from_json(raw)
-        state.revocations = revocations
+        if raw != state.trust_raw or state.trust is None:
+            state.trust = TrustList.from_json(raw)
+            state.trust_raw = raw
+        if revocations != state.revocations:
+            state.revocations = revocations
+        state.revocations_at = now
+    await _refresh_signed(state, store)
     state.error = None
+
+
+async def _refresh_signed(state: KeyState, store: Store) -> None:
+    """Take the signed lists the store holds (an issuer signs them; every process serves them)."""
+    kinds = tuple(ListKind)
+    stored = await asyncio.gather(*(store.get_signed_list(kind) for kind in kinds))
+    for kind, (_, document) in zip(kinds, stored, strict=True):
+        if document is not None and document != state.signed.get(kind):
+            state.signed[kind] = document
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
@@ -353,6 +376,7 @@ def attach_runtime(
         if signs:
             app[PEPPER] = load_pepper(Path(settings.keys.pepper_file))
             state.kek = load_pepper(Path(settings.keys.kek_file))
+            state.anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
         clock = app[CLOCK]
         await _first_refresh(state, app[STORE], settings, clock, signs=signs)
         task = asyncio.create_task(

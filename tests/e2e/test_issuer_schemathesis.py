@@ -44,7 +44,7 @@ from codeengine.settings import load_settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from issuer.schemas import SUBJECT_ID
-from tests.e2e.helpers import sole_client_settings
+from tests.e2e.helpers import eventually, sole_client_settings
 from tests.e2e.test_issuer_e2e import Issuer, issuer_workers, new_person_id
 from tools.openapi import DOCS
 
@@ -124,6 +124,14 @@ def live_issuer(
                 answer = issuer.call("POST", "/v1/subjects", json_body=body, scope="generate")
                 assert answer.status == 201, answer.body
                 REAL_SUBJECTS.append(str(answer.json()["subject"]))
+            # The issuer signs the lists in the background; until it has read them back,
+            # their routes answer 503, which this test counts as a failure.
+            for path in ("/v1/trust/signed", "/v1/revocations/signed"):
+
+                def status(path: str = path) -> int:
+                    return issuer.call("GET", path).status
+
+                assert eventually(status, lambda got: got == 200, 30) == 200, path
             yield issuer
     finally:
         REAL_SUBJECTS.clear()
@@ -154,8 +162,9 @@ schema = schemathesis.openapi.from_dict(
             },
             "checks": {
                 # Valid by the schema is not always valid: an identifier's check digit, a
-                # subject never generated and a stale version are the service's to judge.
-                "positive_data_acceptance": {"expected-statuses": ["2XX", 404, 409, 422]},
+                # subject never generated and a stale version are the service's to judge. A
+                # list asked for with `If-None-Match: *` is rightly not sent again: 304.
+                "positive_data_acceptance": {"expected-statuses": ["2XX", 304, 404, 409, 422]},
             },
         }
     ),

@@ -14,12 +14,15 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from codeengine.code.identifiers import make_resident_id
 from codeengine.code.keyring import Keyring, SigningKey
 from codeengine.code.keyvault import SealedKeyring, open_keyring
 from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.signedlist import ListKind, verify_list_at
 from codeengine.code.suites import ED25519, b64url_decode, b64url_encode
 from codeengine.code.token import (
     PREFIX,
@@ -44,7 +48,7 @@ from codeengine.code.token import (
     encode,
     subject_bytes,
 )
-from codeengine.keyfiles import load_pepper
+from codeengine.keyfiles import anchor_public_path, load_pepper
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store import keyspace as store_keys
 from codeengine.store.cluster import key_slot
@@ -63,7 +67,7 @@ from tests.e2e.helpers import (
     settled,
 )
 from tools.openapi import DOCS
-from verifier.offline import CachedList, OfflineVerifier
+from verifier.offline import CachedList, OfflineVerifier, load_anchors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -837,6 +841,62 @@ def test_trust_and_revocation_lists_are_public_and_serve_offline_terminals(
     fresh = verifier.call("GET", "/v1/revocations").body
     offline.update(CachedList.from_documents(trust.body, fresh, int(time.time())))
     assert offline.verify(code).reason == "REVOKED"
+
+
+def test_signed_lists_verify_under_the_anchor_and_every_worker_answers_304_to_any_etag(
+    issuer: Service, verifier: Service, key_files: dict[str, str], tmp_path: Path
+) -> None:
+    code = displayed(issuer, new_subject(issuer))
+    anchor_file = anchor_public_path(Path(key_files["keys_trust_anchor_file"]))
+    anchors = load_anchors([anchor_file.read_bytes()])
+    signed = ("/v1/trust/signed", "/v1/revocations/signed")
+    trust_json = verifier.call("GET", "/v1/trust").body
+
+    def current() -> bool:
+        answer = verifier.call("GET", signed[0])
+        if answer.status != 200:
+            return False
+        listed = verify_list_at(answer.body, ListKind.TRUST, anchors, int(time.time()))
+        return listed.content == trust_json
+
+    poll("the verifier serving the signed trust list", current, HANG_GUARD_S)
+    documents = [verifier.call("GET", path) for path in signed]
+    for answer in documents:
+        assert (answer.status, answer.headers["Content-Type"]) == (200, "application/cose")
+    cached = CachedList.from_signed(documents[0].body, documents[1].body, anchors, int(time.time()))
+    sdk = OfflineVerifier(cached, anchors=anchors)
+    assert sdk.verify(code).reason == "VALID"
+
+    def unchanged_on_every_worker(path: str) -> bool:
+        # The tag is the content's: any worker answers 304 to the tag another gave. A list
+        # that changed meanwhile (a revoked code's entry expiring) is fetched again.
+        etag = verifier.call("GET", path).headers["ETag"]
+        return every_worker(
+            lambda: verifier.call("GET", path, headers={"If-None-Match": etag}).status == 304
+        )
+
+    for path in (*signed, "/v1/trust", "/v1/revocations"):
+        poll(
+            f"304 from every worker on {path}",
+            partial(unchanged_on_every_worker, path),
+            HANG_GUARD_S,
+        )
+
+    # The terminal's command line takes the lists as fetched.
+    files = {"trust.cose": documents[0].body, "revocations.cose": documents[1].body}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    command = [sys.executable, "-m", "verifier.offline", "--anchor", str(anchor_file)]
+    command += ["--trust", str(tmp_path / "trust.cose")]
+    command += ["--revocations", str(tmp_path / "revocations.cose"), code]
+    ran = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert json.loads(ran.stdout)["reason"] == "VALID"
+    (tmp_path / "trust.json").write_bytes(trust_json)
+    command[command.index(str(tmp_path / "trust.cose"))] = str(tmp_path / "trust.json")
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout)["reason"] == "LIST_UNSIGNED"
 
 
 # Problems --------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import json
 import stat
 from pathlib import Path
 
+from codeengine.code.trustlist import TrustList
+from codeengine.keyfiles import anchor_public_path, load_trust_anchor
 from codeengine.ops.devsecrets import DEV_SCOPES, ensure_dev_material
 from codeengine.settings import Settings, load_settings
 
@@ -20,6 +22,7 @@ def _settings(tmp_path: Path) -> Settings:
         "CODEENGINE_KEYS_RECORD_MAC_FILE": str(tmp_path / "record-mac.json"),
         "CODEENGINE_KEYS_AUDIT_MAC_FILE": str(tmp_path / "audit-mac.json"),
         "CODEENGINE_KEYS_CHECKPOINT_KEY_FILE": str(tmp_path / "checkpoint.pem"),
+        "CODEENGINE_KEYS_TRUST_ANCHOR_FILE": str(tmp_path / "trust-anchor.json"),
     }
     return load_settings(env=env)
 
@@ -46,7 +49,7 @@ def test_every_key_is_its_own_owner_only_file(tmp_path: Path) -> None:
     ensure_dev_material(settings)
     keys = settings.keys
     files = [keys.pepper_file, keys.kek_file, keys.alias_key_file, keys.record_mac_file,
-             keys.audit_mac_file, keys.checkpoint_key_file]  # fmt: skip
+             keys.audit_mac_file, keys.checkpoint_key_file, keys.trust_anchor_file]  # fmt: skip
     assert all(stat.S_IMODE(Path(f).stat().st_mode) == 0o600 for f in files)
     # Split keys: no two roles share a secret (a verifier's keys open nothing of the pepper's).
     contents = [Path(f).read_bytes() for f in files]
@@ -54,3 +57,20 @@ def test_every_key_is_its_own_owner_only_file(tmp_path: Path) -> None:
     record = json.loads(Path(keys.record_mac_file).read_text())
     audit = json.loads(Path(keys.audit_mac_file).read_text())
     assert record["current"] in record["keys"] and set(record["keys"]).isdisjoint(audit["keys"])
+
+
+def test_the_trust_anchor_has_its_public_half_beside_it(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    ensure_dev_material(settings)
+    anchor = Path(settings.keys.trust_anchor_file)
+    anchors = load_trust_anchor(anchor)
+    public = anchor_public_path(anchor)
+    assert public.name == "trust-anchor.pub.json"
+    jwks = json.loads(public.read_text())
+    assert all("d" not in jwk for jwk in jwks["keys"]), "the public half holds no private key"
+    assert TrustList.from_jwks(jwks) == TrustList.from_keyring(anchors)
+    # A lost public half is written again from the private one; the anchor itself stays.
+    public.unlink()
+    ensure_dev_material(settings)
+    assert TrustList.from_json(public.read_text()) == TrustList.from_keyring(anchors)
+    assert load_trust_anchor(anchor) == anchors

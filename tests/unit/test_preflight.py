@@ -54,6 +54,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "record_mac_file": "record-mac.json",
         "audit_mac_file": "audit-mac.json",
         "checkpoint_key_file": "checkpoint.pem",
+        "trust_anchor_file": "trust-anchor.json",
         "credentials_file": "credentials.json",
     }
     found = {f"CODEENGINE_KEYS_{k.upper()}": str(keys / v) for k, v in names.items()}
@@ -68,7 +69,14 @@ def _settings(env: dict[str, str], **changes: str) -> Settings:
 
 def test_verifiers_read_neither_the_pepper_nor_the_kek_nor_the_audit_keys() -> None:
     verifier, issuer = secret_settings("verifier"), secret_settings("issuer")
-    for never in ("keys.pepper_file", "keys.kek_file", "keys.keyring_file", "keys.audit_mac_file"):
+    never_on_verifiers = (
+        "keys.pepper_file",
+        "keys.kek_file",
+        "keys.keyring_file",
+        "keys.audit_mac_file",
+        "keys.trust_anchor_file",
+    )
+    for never in never_on_verifiers:
         assert never in issuer and never not in verifier
     for both in ("keys.alias_key_file", "keys.record_mac_file", "cluster.password_file"):
         assert both in issuer and both in verifier
@@ -246,6 +254,7 @@ def test_what_a_deployment_mounts_for_each_service() -> None:
         "keys.pepper_file",
         "keys.audit_mac_file",
         "keys.keyring_file",
+        "keys.trust_anchor_file",
     }
 
 

@@ -123,7 +123,8 @@ def test_the_lane_and_the_scopes_come_from_the_declarations() -> None:
             for method, operation in operations.items():
                 # A public operation is one of these; every other one needs a key.
                 public = path.startswith(("/pages/", "/static/")) or operation["operationId"] in {
-                    "healthz", "readyz", "openapi", "trust", "revocations",
+                    "healthz", "readyz", "openapi", "trust", "revocations", "trust_signed",
+                    "revocations_signed",
                 }  # fmt: skip
                 assert ("security" in operation) is not public, (method, path)
 

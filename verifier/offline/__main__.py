@@ -2,9 +2,14 @@
 
     python -m verifier.offline --trust trust.json [--revocations rev.json] CODE_TEXT
     python -m verifier.offline --trust trust.json --image code.png
+    python -m verifier.offline --anchor trust-anchor.pub.json \
+        --trust trust.cose --revocations revocations.cose CODE_TEXT
 
-Prints the verdict as JSON; exits 0 for a valid code, 1 for a refused one, 2 for bad usage.
-The trust list is the JSON of a verifier's or issuer's ``GET /v1/trust``.
+Prints the verdict as JSON; exits 0 for a valid code, 1 for a refused one, 2 for bad usage,
+3 for a refused list. Without ``--anchor`` the trust list is the JSON of ``GET /v1/trust``;
+with it (repeat it during an anchor rotation), ``--trust`` and ``--revocations`` are the signed
+lists of ``GET /v1/trust/signed`` and ``GET /v1/revocations/signed``, as fetched, and a list
+that is unsigned, signed by another key, altered or expired is refused with its reason.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from codeengine.code.errors import KeyringError
-from verifier.offline.sdk import DEFAULT_MAX_AGE_S, CachedList, OfflineVerifier
+from codeengine.code.errors import KeyringError, ListRefused
+from verifier.offline.sdk import DEFAULT_MAX_AGE_S, CachedList, OfflineVerifier, load_anchors
+
+LIST_REFUSED_EXIT = 3
 
 
 def read_qr(path: Path) -> str:
@@ -39,8 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verifier.offline", description=__doc__)
     parser.add_argument("code", nargs="?", help="the scanned text")
     parser.add_argument("--image", type=Path, help="a PNG/JPEG with one QR code, instead")
-    parser.add_argument("--trust", type=Path, required=True, help="trust list (JWKS JSON)")
-    parser.add_argument("--revocations", type=Path, help="revocation list JSON")
+    parser.add_argument(
+        "--trust", type=Path, required=True, help="trust list (JWKS JSON, or signed with --anchor)"
+    )
+    parser.add_argument("--revocations", type=Path, help="revocation list (signed with --anchor)")
+    parser.add_argument(
+        "--anchor",
+        type=Path,
+        action="append",
+        help="trust-anchor public keys (JWKS); the lists must then be the signed ones",
+    )
     parser.add_argument(
         "--fetched-at",
         type=int,
@@ -51,15 +66,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.code is None) == (args.image is None):
         parser.error("give the code text or --image, not both")
+    if args.anchor and args.revocations is None:
+        parser.error("--anchor needs the signed --revocations too")
+    anchors = None
     try:
         text = read_qr(args.image) if args.image else args.code
         fetched_at = args.fetched_at or int(args.trust.stat().st_mtime)
-        revocations = args.revocations.read_text() if args.revocations else None
-        cached = CachedList.from_documents(args.trust.read_text(), revocations, fetched_at)
+        if args.anchor:
+            anchors = load_anchors(path.read_bytes() for path in args.anchor)
+            cached = CachedList.from_signed(
+                args.trust.read_bytes(), args.revocations.read_bytes(), anchors, fetched_at
+            )
+        else:
+            revocations = args.revocations.read_text() if args.revocations else None
+            cached = CachedList.from_documents(args.trust.read_text(), revocations, fetched_at)
+    except ListRefused as exc:
+        refusal = {"valid": False, "reason": exc.reason.value, "detail": exc.detail}
+        print(json.dumps(refusal, indent=2))
+        return LIST_REFUSED_EXIT
     except (OSError, ValueError, KeyringError) as exc:
         print(f"verifier.offline: {exc}", file=sys.stderr)
         return 2
-    verdict = OfflineVerifier(cached, max_age_s=args.max_age, clock=time.time).verify(text)
+    verifier = OfflineVerifier(cached, max_age_s=args.max_age, clock=time.time, anchors=anchors)
+    verdict = verifier.verify(text)
     print(json.dumps(verdict.to_json(), indent=2))
     return 0 if verdict.valid else 1
 

@@ -1,7 +1,7 @@
-"""Trust: the sealed keyring, the public trust list and the revocation sets.
+"""Trust: the sealed keyring, the public trust list, the revocation sets and the signed lists.
 
-Owns ``keyspace.KEYRING_KEY``, ``KEYRING_VERSION_KEY``, ``TRUST_KEY``, ``REVOKED_CODES_KEY``
-and ``REVOKED_KEYS_KEY`` (one hash tag, one shard).
+Owns ``keyspace.KEYRING_KEY``, ``KEYRING_VERSION_KEY``, ``TRUST_KEY``, ``REVOKED_CODES_KEY``,
+``REVOKED_KEYS_KEY`` and ``SIGNED_LIST_KEYS`` (one hash tag, one shard).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from codeengine.code.verification import Revocations
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import Adapter, StoreSettings
 from codeengine.store.results import KeyringCode, did_write
-from codeengine.store.scripts import PUT_KEYRING, REVOKE
+from codeengine.store.scripts import PUT_KEYRING, PUT_SIGNED_LIST, REVOKE
 
 
 class TrustAdapter(Adapter):
@@ -25,7 +25,7 @@ class TrustAdapter(Adapter):
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
-        self._acknowledged(PUT_KEYRING, REVOKE)
+        self._acknowledged(PUT_KEYRING, REVOKE, PUT_SIGNED_LIST)
 
     async def get_keyring(self) -> bytes | None:
         """The sealed keyring, or None."""
@@ -84,3 +84,28 @@ class TrustAdapter(Adapter):
             codes=frozenset(bytes.fromhex(c.decode()) for c in codes),
             keys=frozenset(b64url_decode(k.decode()) for k in kids),
         )
+
+    async def get_signed_list(self, kind: int) -> tuple[int, bytes | None]:
+        """The stored signed list of ``kind`` (1 trust, 2 revocations): its sequence (0 for
+        none) and its document, or None."""
+        key = keyspace.SIGNED_LIST_KEYS[kind]
+        fast = await self._hot()
+        seq, document = await fast.execute(key, "HMGET", key, "n", "d")
+        return (0 if seq is None else int(seq)), (None if document is None else bytes(document))
+
+    async def put_signed_list(
+        self, kind: int, expected_seq: int, seq: int, document: bytes
+    ) -> None:
+        """Compare-and-set the signed list of ``kind`` from ``expected_seq`` to ``seq``,
+        acknowledged after WAIT; VersionConflict (with the stored sequence) if another came
+        between."""
+        key = keyspace.SIGNED_LIST_KEYS[kind]
+
+        async def work() -> Any:
+            return await self._write_then_wait(
+                PUT_SIGNED_LIST, [key], [expected_seq, seq, document], wrote=did_write
+            )
+
+        code, current = await self._bounded(work, self._settings.write_deadline_ms, "signed_list")
+        if code == KeyringCode.STALE:
+            raise VersionConflict(int(current))
