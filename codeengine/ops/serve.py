@@ -46,9 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import multiprocess as prometheus_multiprocess
-
 from codeengine.logs import setup_logging
+from codeengine.metrics import forget_process
 from codeengine.ops.harness import Child, answers_ok, die_with_parent, spawn, stop, worker_argv
 from codeengine.ops.preflight import SERVICES, Problem, preflight
 from codeengine.settings import ENV_PREFIX, Settings, SettingsError, load_settings
@@ -162,7 +161,7 @@ class MetricsFolder:
 
     def worker_gone(self, pid: int) -> None:
         """Drop a dead worker's live gauges (its counters stay: they are the service's)."""
-        prometheus_multiprocess.mark_process_dead(pid, str(self.path))  # type: ignore[no-untyped-call]
+        forget_process(pid, str(self.path))
 
     def close(self) -> None:
         """Clean up and let go of the folder."""
