@@ -833,13 +833,17 @@ def test_trust_and_revocation_lists_are_public_and_serve_offline_terminals(
         verifier.call("POST", "/v1/revocations", json_body={"code": code}, scope="admin").status
         == 200
     )
-    poll(
-        "the code in the list",
-        lambda: decode(code).claims.cti.hex() in revocation_list(verifier)["codes"],
-        HANG_GUARD_S,
-    )
-    fresh = verifier.call("GET", "/v1/revocations").body
-    offline.update(CachedList.from_documents(trust.body, fresh, int(time.time())))
+    # The list a terminal fetched, once it names the code: each worker answers from its own
+    # copy, refreshed every 0.5 s, so the fetch that saw it is the one to keep.
+    fetched: list[bytes] = []
+
+    def fetched_with_code() -> bool:
+        answer = verifier.call("GET", "/v1/revocations")
+        fetched[:] = [answer.body]
+        return decode(code).claims.cti.hex() in answer.json()["codes"]
+
+    poll("the code in the list", fetched_with_code, HANG_GUARD_S)
+    offline.update(CachedList.from_documents(trust.body, fetched[0], int(time.time())))
     assert offline.verify(code).reason == "REVOKED"
 
 
