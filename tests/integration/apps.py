@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -16,11 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from codeengine.code.errors import StoreUnavailable
 from codeengine.code.identifiers import make_resident_id
 from codeengine.ops.commands import store_keys
 from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
 from codeengine.store.redisstore import RedisStore
+from codeengine.web.runtime import STORE
 from issuer.app import create_app as create_issuer
 from verifier.app import create_app as create_verifier
 
@@ -52,11 +55,36 @@ def auth(settings: Settings, scope: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {dev_keys(settings)[scope]}"}
 
 
+WARM_UP_S = 10.0
+"""How long a new app may take to open its connection to every primary before a test uses it."""
+
+
+async def warm(client: Client) -> None:
+    """Open the app's store connections to every primary, as a worker has by the time a load
+    balancer sends it traffic (its readiness pings them).
+
+    A test's first request would otherwise open them within its own read deadline (250 ms),
+    and a TLS handshake on a loaded 2-core machine can take longer. Tries again until every
+    primary answered or ``WARM_UP_S`` passed; the test then runs either way.
+    """
+    store = client.app[STORE]
+    deadline = time.monotonic() + WARM_UP_S
+    while True:
+        try:
+            await store.ping()
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)  # a breaker may fail calls at once: not a busy loop
+
+
 @asynccontextmanager
 async def issuer(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Client]:
     """The issuer app behind a real HTTP server, and a client for it."""
     app = create_issuer(settings, clock=clock or Clock())
     async with TestClient(TestServer(app)) as client:
+        await warm(client)
         yield client
 
 
@@ -65,6 +93,7 @@ async def verifier(settings: Settings, clock: Clock | None = None) -> AsyncItera
     """The verifier app behind a real HTTP server, and a client for it."""
     app = create_verifier(settings, clock=clock or Clock())
     async with TestClient(TestServer(app)) as client:
+        await warm(client)
         yield client
 
 
