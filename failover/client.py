@@ -87,6 +87,9 @@ ATTEMPTS = Counter(
 _FALL_OVER_STATUS = {502, 504}
 _FALL_OVER_REASONS = {"NOT_WRITER"}
 _STORE_REASONS = {"STORE_UNAVAILABLE", "NOT_REPLICATED"}
+_ENDPOINT_REASONS = {"KEYRING"}
+"""503 reasons that are the endpoint's own fault (its keys are not loaded, or none is valid):
+the other endpoint, which reads the same keyring, may well have them."""
 _OVERLOADED = "OVERLOADED"
 _RATE_LIMITED = "RATE_LIMITED"
 _DONE, _OTHER, _WAIT = "done", "other", "wait"
@@ -340,6 +343,9 @@ class FailoverClient:
             return _OTHER if idempotent else _DONE
         if reason in _FALL_OVER_REASONS:
             return _OTHER  # the other endpoint holds the city's writes: not a failure
+        if status == 503 and reason in _ENDPOINT_REASONS:
+            self._report(role, Outcome.FAILED, reason)
+            return _OTHER if idempotent else _DONE
         if reason == _OVERLOADED and status == 503:
             wait_s = answer.retry_after_s
             if wait_s is not None:

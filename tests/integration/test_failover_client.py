@@ -140,6 +140,25 @@ def test_not_writer_goes_to_the_other_endpoint_even_for_a_plain_write(run: Any) 
     run(scenario())
 
 
+def test_an_endpoint_without_its_keys_sends_idempotent_calls_to_the_other(run: Any) -> None:
+    async def scenario() -> None:
+        primary, backup = Endpoint(status=503, reason="KEYRING"), Endpoint()
+        async with city_of(primary, backup) as client:
+            read = await client.request("GET", "/v1/subjects/x/code")
+            assert (read.status, read.endpoint) == (200, Role.BACKUP)
+            write = await client.request("POST", "/v1/subjects/x/status", json_body={"op_id": "a"})
+            assert (write.status, write.endpoint) == (200, Role.BACKUP)
+            assert client.active is Role.BACKUP, "two KEYRING answers open the primary's breaker"
+        # A plain write may have done work before the keys were needed: not sent twice.
+        primary, backup = Endpoint(status=503, reason="KEYRING"), Endpoint()
+        async with city_of(primary, backup) as client:
+            plain = await client.request("POST", "/v1/appeals", json_body={"reason": "x"})
+            assert (plain.status, plain.reason, plain.endpoint) == (503, "KEYRING", Role.PRIMARY)
+            assert backup.hits == []
+
+    run(scenario())
+
+
 def test_a_store_503_is_waited_out_on_the_same_endpoint(run: Any) -> None:
     async def scenario() -> None:
         primary = Endpoint(status=503, reason="STORE_UNAVAILABLE", healed_at_hit=3)
