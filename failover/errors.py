@@ -128,7 +128,7 @@ from failover._base import (
     UnknownEntity,
     Unreachable,
 )
-from failover.retry import retry_after_s as _retry_after_s
+from failover.retry import header, retry_after_s
 
 # One class per reason code, by group.
 
@@ -495,15 +495,6 @@ PROBLEM_CLASSES: Mapping[str, type[ServiceProblem]] = MappingProxyType(BY_REASON
 """The class of each reason code, by the code."""
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, whatever its case (aiohttp's headers ignore case; a dict does not)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
-
-
 def problem_from(
     status: int,
     document: object,
@@ -518,9 +509,8 @@ def problem_from(
     engine has none of its own)."""
     body: Mapping[str, Any] = document if isinstance(document, dict) else {}
     reason = body.get("reason")
-    request_id = _header(headers, REQUEST_ID_HEADER) or body.get("request_id") or sent_request_id
-    retry_after = _header(headers, "Retry-After")
-    wait_s = None if retry_after is None else _retry_after_s({"Retry-After": retry_after})
+    request_id = header(headers, REQUEST_ID_HEADER) or body.get("request_id") or sent_request_id
+    wait_s = retry_after_s(headers)
     if not isinstance(reason, str) or not reason:
         return GatewayFailure(
             status, "", request_id=_text(request_id), retry_after_s=wait_s, endpoint=endpoint

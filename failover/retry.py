@@ -15,7 +15,7 @@ Pure: the time and the random draw are arguments. Two rules:
 
 from __future__ import annotations
 
-__all__ = ["MAX_RETRY_AFTER_S", "Backoff", "retry_after_s"]
+__all__ = ["MAX_RETRY_AFTER_S", "Backoff", "header", "retry_after_s"]
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +25,19 @@ MAX_RETRY_AFTER_S = 60.0
 _MAX_DOUBLINGS = 32
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever its case (aiohttp's headers ignore case; a dict does not)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """The delay a ``Retry-After`` header names, in seconds, at most ``MAX_RETRY_AFTER_S``;
     None if there is none, or it is an HTTP date (the engine sends seconds)."""
-    value = headers.get("Retry-After")
+    value = header(headers, "Retry-After")
     if value is None:
         return None
     try:
