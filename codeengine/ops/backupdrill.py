@@ -61,6 +61,7 @@ from codeengine.ops.commands import store_keys
 from codeengine.ops.devcluster import ClusterError, DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.devtls import SERVER_NAME
+from codeengine.ops.drill import goal, goals_table
 from codeengine.settings import ENV_PREFIX, Settings, load_settings, parse_nodes
 from codeengine.store.audit import verify_store
 from codeengine.store.cluster import FastCluster
@@ -413,9 +414,6 @@ async def _check_restored(
 
 
 def _goals(s: dict[str, Any]) -> list[dict[str, Any]]:
-    def goal(name: str, value: Any, target: str, passed: bool) -> dict[str, Any]:
-        return {"goal": name, "value": value, "target": target, "passed": bool(passed)}
-
     return [
         goal("acknowledged changes lost", s["lost"], "0", s["lost"] == 0),
         goal("subjects missing", s["subjects_missing"], "0", s["subjects_missing"] == 0),
@@ -450,12 +448,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"{summary['subjects']} subjects, {summary['options']['changes']} changes each before "
         f"the snapshot; {summary['options']['writers']} writers kept converting during it.",
         "",
-        "| goal | value | target | result |",
-        "|---|---|---|---|",
+        *goals_table(summary["goals"]),
     ]
-    for g in summary["goals"]:
-        mark = "pass" if g["passed"] else "FAIL"
-        lines.append(f"| {g['goal']} | {g['value']} | {g['target']} | {mark} |")
     lines += [
         "",
         f"Acknowledged before the snapshot: {summary['acknowledged_before_snapshot']}; found "

@@ -21,7 +21,7 @@ did not touch; latency percentiles; and a pass or fail for each goal.
 
 from __future__ import annotations
 
-__all__ = ["DRILLS", "DrillOptions", "run_drill"]
+__all__ = ["DRILLS", "DrillOptions", "goal", "goals_table", "run_drill"]
 
 import asyncio
 import contextlib
@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -568,18 +568,29 @@ def _summarise(
     return summary
 
 
-def _goal(name: str, value: Any, goal: str, passed: bool) -> dict[str, Any]:
+def goal(name: str, value: Any, target: str, passed: bool) -> dict[str, Any]:
+    """One goal of a drill's report: what was measured, against what, and whether it held."""
     shown = round(value, 3) if isinstance(value, float) else value
-    return {"goal": name, "value": shown, "target": goal, "passed": bool(passed)}
+    return {"goal": name, "value": shown, "target": target, "passed": bool(passed)}
+
+
+def goals_table(goals: Sequence[dict[str, Any]]) -> list[str]:
+    """The Markdown table of a drill report's goals."""
+    lines = ["| goal | value | target | result |", "|---|---|---|---|"]
+    for g in goals:
+        lines.append(
+            f"| {g['goal']} | {g['value']} | {g['target']} | {'pass' if g['passed'] else 'FAIL'} |"
+        )
+    return lines
 
 
 def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str, Any]]:
     goals = [
-        _goal("acknowledged status changes lost", s["lost_changes"], "0", s["lost_changes"] == 0)
+        goal("acknowledged status changes lost", s["lost_changes"], "0", s["lost_changes"] == 0)
     ]
-    goals.append(_goal("subjects lost", s["subjects_lost"], "0", s["subjects_lost"] == 0))
+    goals.append(goal("subjects lost", s["subjects_lost"], "0", s["subjects_lost"] == 0))
     goals.append(
-        _goal(
+        goal(
             "epoch regressions in audit trails",
             s["epoch_regressions"],
             "0",
@@ -589,13 +600,13 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
     if name == "kill-primary":
         served = s["first_served_by_backup_s"]
         goals.append(
-            _goal(
+            goal(
                 "served by the backup after", served, "<= 3 s", served is not None and served <= 3.0
             )
         )
         lease_s = s["lease_to_backup_s"]
         goals.append(
-            _goal(
+            goal(
                 "writes moved to the backup after",
                 lease_s,
                 "<= 3 s",
@@ -603,7 +614,7 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
             )
         )
         goals.append(
-            _goal(
+            goal(
                 "writes of the old primary's epoch after the switch",
                 s["old_epoch_writes_after_switch"],
                 "0",
@@ -612,7 +623,7 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
         )
     elif name == "kill-redis-master":
         goals.append(
-            _goal(
+            goal(
                 "requests failed",
                 round(s["failed_fraction"], 5),
                 "<= 0.005",
@@ -620,7 +631,7 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
             )
         )
         goals.append(
-            _goal(
+            goal(
                 "every failure a 503 with a reason",
                 s["all_failures_503_with_reason"],
                 "true",
@@ -628,7 +639,7 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
             )
         )
         goals.append(
-            _goal(
+            goal(
                 "affected shard recovered after",
                 s.get("affected_shard_recovery_s"),
                 "<= 5 s",
@@ -636,7 +647,7 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
             )
         )
         goals.append(
-            _goal(
+            goal(
                 "throughput of unaffected shards",
                 round(s.get("unaffected_throughput_ratio", 0), 3),
                 ">= 0.5",
@@ -644,10 +655,10 @@ def _goals(name: str, s: dict[str, Any], options: DrillOptions) -> list[dict[str
             )
         )
     elif name == "planned-failover":
-        goals.append(_goal("requests failed", s["failed"], "0", s["failed"] == 0))
+        goals.append(goal("requests failed", s["failed"], "0", s["failed"] == 0))
     elif name == "pause-redis-master":
         goals.append(
-            _goal(
+            goal(
                 "requests over their deadline",
                 s["over_deadline"],
                 f"0 (deadline {options.budget_s:g} s)",
@@ -666,13 +677,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"Fault: {summary['fault']} at {summary['options']['fault_at_s']:g} s of "
         f"{summary['options']['duration_s']:g} s, load {summary['options']['rate']:g} req/s.",
         "",
-        "| goal | value | target | result |",
-        "|---|---|---|---|",
+        *goals_table(summary["goals"]),
     ]
-    for g in summary["goals"]:
-        lines.append(
-            f"| {g['goal']} | {g['value']} | {g['target']} | {'pass' if g['passed'] else 'FAIL'} |"
-        )
     lines += [
         "",
         f"Requests: {summary['requests']}, failed {summary['failed']} "
