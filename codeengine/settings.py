@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ENV_PREFIX",
     "LogSettings",
+    "RecordsSettings",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -196,6 +197,37 @@ class VerifierSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsSettings:
+    """The topic library (涉疫数据专题库): where scans and colour changes are kept and queried
+    (codeengine.records, docs/records.md)."""
+
+    port: int = 8082
+    """The records service's API port (``codeengine serve records``)."""
+    management_port: int = 9082
+    """Its metrics port, on ``service.management_host``."""
+    path: str = "var/records"
+    """The embedded engine's data folder (chDB), used when ``server_url`` is empty. One
+    process only may open it: the records service."""
+    server_url: str = ""
+    """A ClickHouse server or cluster (``https://host:8443``); empty for the embedded engine."""
+    database: str = "codeengine"
+    username: str = "default"
+    """The server's user (a server only)."""
+    password_file: str = ""
+    """A file holding the server user's password (a server only; empty: no password)."""
+    retention_days: int = 28
+    """Days of scans and changes kept; older day partitions are dropped whole."""
+    batch_max: int = 100_000
+    """Stream entries read and inserted in one batch, per stream."""
+    poll_ms: int = 200
+    """How long a read of the streams waits for new entries when they are all drained."""
+    max_window_days: int = 31
+    """The longest ``from``..``to`` window a query may ask for."""
+    page_max: int = 10_000
+    """The most rows one page of a query answers."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """How much each process logs and how its file is kept (codeengine.logs)."""
 
@@ -219,6 +251,7 @@ class Settings:
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
+    records: RecordsSettings = field(default_factory=RecordsSettings)
     logging: LogSettings = field(default_factory=LogSettings)
 
 
@@ -293,6 +326,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "codes": CodeSettings,
         "verifier": VerifierSettings,
         "fence": FenceSettings,
+        "records": RecordsSettings,
         "logging": LogSettings,
     }
     for name in document:
@@ -328,6 +362,26 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
     if settings.codes.signed_list_ttl_s < 60:
         raise SettingsError("codes.signed_list_ttl_s: at least 60 seconds")
+    _check_records(settings.records)
+
+
+def _check_records(records: RecordsSettings) -> None:
+    if not 1 <= records.retention_days <= 3660:
+        raise SettingsError("records.retention_days: 1 to 3660")
+    if not 1 <= records.max_window_days <= 366:
+        raise SettingsError("records.max_window_days: 1 to 366")
+    if not 1_000 <= records.batch_max <= 1_000_000:
+        raise SettingsError("records.batch_max: 1000 to 1000000")
+    if not 10 <= records.poll_ms <= 10_000:
+        raise SettingsError("records.poll_ms: 10 to 10000")
+    if not 1 <= records.page_max <= 100_000:
+        raise SettingsError("records.page_max: 1 to 100000")
+    if not records.server_url and not records.path:
+        raise SettingsError("records.path: needed when records.server_url is empty")
+    if records.server_url and not records.server_url.startswith(("http://", "https://")):
+        raise SettingsError("records.server_url: expected http:// or https://")
+    if not records.database.isidentifier():
+        raise SettingsError("records.database: letters, digits and _ only")
 
 
 def _check_service(service: ServiceSettings) -> None:

@@ -42,7 +42,7 @@ from codeengine.ops.devtls import (
     ensure_cluster_material,
 )
 from codeengine.ops.harness import die_with_parent
-from codeengine.store.acl import SERVICE_ACL_RULE
+from codeengine.store.acl import RECORDS_ACL_RULE, SERVICE_ACL_RULE
 from codeengine.store.security import PLAIN, StoreSecurity, load_security
 
 NODE_COUNT = 6
@@ -116,6 +116,7 @@ def acl_users(material: ClusterMaterial) -> list[str]:
         "user default off resetchannels ~* &* +@all",
         f"user admin on {hashed('admin')} ~* &* +@all",
         f"user codeengine on {hashed('codeengine')} {SERVICE_ACL_RULE}",
+        f"user records on {hashed('records')} {RECORDS_ACL_RULE}",
         f"user replica on {hashed('replica')} resetchannels -@all +psync +replconf +ping",
     ]
 
@@ -170,8 +171,9 @@ class DevCluster:
             server_name=SERVER_NAME,
         )
 
-    def client_env(self) -> dict[str, str]:
-        """``CODEENGINE_CLUSTER_*`` settings of a service of this cluster (as its user)."""
+    def client_env(self, user: str = "codeengine") -> dict[str, str]:
+        """``CODEENGINE_CLUSTER_*`` settings of a service of this cluster, logged in as ``user``
+        (the services: codeengine; the records service: records)."""
         env = {"CODEENGINE_CLUSTER_NODES": self.nodes_spec}
         if not self.secure:
             return env | {
@@ -182,8 +184,8 @@ class DevCluster:
         m = self.material
         return env | {
             "CODEENGINE_CLUSTER_TLS": "true",
-            "CODEENGINE_CLUSTER_USERNAME": "codeengine",
-            "CODEENGINE_CLUSTER_PASSWORD_FILE": str(m.password_file("codeengine")),
+            "CODEENGINE_CLUSTER_USERNAME": user,
+            "CODEENGINE_CLUSTER_PASSWORD_FILE": str(m.password_file(user)),
             "CODEENGINE_CLUSTER_CA_FILE": str(m.ca_file),
             "CODEENGINE_CLUSTER_CERT_FILE": str(m.client_cert),
             "CODEENGINE_CLUSTER_KEY_FILE": str(m.client_key),

@@ -32,7 +32,7 @@ SERVER_NAME = "localhost"
 CA_VALID_DAYS = 3650
 LEAF_VALID_DAYS = 825
 PASSWORD_BYTES = 32
-USERS = ("admin", "codeengine", "replica")
+USERS = ("admin", "codeengine", "records", "replica")
 """The ACL users: the project's tooling, the services, and replicas following a master."""
 
 

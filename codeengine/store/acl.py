@@ -14,7 +14,14 @@ a production cluster's operator gives the services' user the same one (docs/oper
 
 from __future__ import annotations
 
-__all__ = ["SCRIPT_COMMANDS", "SERVICE_ACL_RULE", "SERVICE_COMMANDS"]
+__all__ = [
+    "RECORDS_ACL_RULE",
+    "RECORDS_COMMANDS",
+    "RECORDS_KEYS",
+    "SCRIPT_COMMANDS",
+    "SERVICE_ACL_RULE",
+    "SERVICE_COMMANDS",
+]
 
 CLIENT_COMMANDS = (
     # Plumbing of the cluster client: the slot map, liveness, redirects, acknowledged writes.
@@ -81,3 +88,33 @@ SERVICE_COMMANDS = tuple(dict.fromkeys(CLIENT_COMMANDS + ADAPTER_COMMANDS + SCRI
 SERVICE_ACL_RULE = "resetchannels ~* -@all " + " ".join(f"+{c}" for c in SERVICE_COMMANDS)
 """The ACL rule (after ``ACL SETUSER <user> on >password``): every key, no pub/sub channel,
 no command but :data:`SERVICE_COMMANDS`."""
+
+RECORDS_COMMANDS = (
+    "cluster|slots",
+    "ping",
+    "asking",
+    # The consumer group of each stream, its reads, acknowledgements and trims.
+    "xgroup|create",
+    "xreadgroup",
+    "xack",
+    "xtrim",
+    "xrange",
+    "xinfo|groups",
+    "xinfo|stream",
+    "xpending",
+    # The cycle in flight (codeengine.records.consumer.INTENT_KEY) and the service's status.
+    "get",
+    "set",
+    "del",
+    "hset",
+)
+"""Every command the records service sends (codeengine.records)."""
+
+RECORDS_KEYS = "~ce:scan:* ~ce:chg:* ~ce:rec:*"
+"""The keys it may touch: the scan and change streams, and its own."""
+
+RECORDS_ACL_RULE = f"resetchannels {RECORDS_KEYS} -@all " + " ".join(
+    f"+{c}" for c in RECORDS_COMMANDS
+)
+"""The ACL rule of the records service's user: it reads, acknowledges and trims the streams, and
+nothing else; it can neither read a subject nor write one."""

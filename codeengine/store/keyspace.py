@@ -15,6 +15,7 @@ __all__ = [
     "SIGNED_LIST_KEYS",
     "TRUST_KEY",
     "audit_key",
+    "change_log_key",
     "fence_keys",
     "op_key",
     "scan_log_key",
@@ -50,6 +51,11 @@ def scan_log_key(city: int) -> str:
 def scan_batch_key(city: int, token: str) -> str:
     """The marker that a scan-log batch was written to a city's stream (expires in an hour)."""
     return f"{NAMESPACE}:scan:{{{city}}}:b:{token}"
+
+
+def change_log_key(city: int) -> str:
+    """A city's change log (stream): its subjects' audited writes, for the records service."""
+    return f"{NAMESPACE}:chg:{{{city}}}"
 
 
 def subject_key(subject: SubjectId) -> str:

@@ -1,0 +1,299 @@
+"""Stream to store: every city's scan and change streams, into the library, exactly once.
+
+One consumer group (``records``) per stream. A cycle reads every stream once (up to
+``records.batch_max`` entries each), writes an *intent* to Redis (the cycle's token and the id
+range it read of each stream), inserts the rows (one insert per table, carrying the token as
+the engine's deduplication token), acknowledges the entries (XACK), trims each stream up to
+what it acknowledged (XTRIM MINID) and removes the intent.
+
+A crash anywhere in a cycle loses nothing and doubles nothing: entries are acknowledged only
+after the insert committed, so unacknowledged ones are read again; and if an intent is found at
+start, its ranges are read again (XRANGE) and inserted with its token, which the engine
+recognises if the first insert had committed (it adds nothing) and takes as new if not (every
+entry is still there: nothing is trimmed before it is acknowledged).
+
+Trimming follows acknowledgement, so a healthy records service keeps each stream short and
+never trims an entry it has not stored. The writers' own length cap (``verifier.scan_log_max_len``)
+only bounds memory while this service is down.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CONSUMER", "GROUP", "INTENT_KEY", "RecordsConsumer", "StreamLag"]
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from codeengine.code.errors import StoreUnavailable
+from codeengine.records import metrics
+from codeengine.records.engine import EngineError, RecordsEngine
+from codeengine.records.feeds import FEEDS, Feed, next_id, pack_rows
+from codeengine.settings import RecordsSettings
+from codeengine.store.cluster import CommandError, FastCluster
+from codeengine.store.keyspace import NAMESPACE
+
+GROUP = "records"
+CONSUMER = "records"
+INTENT_KEY = f"{NAMESPACE}:rec:{{records}}:intent"
+"""The cycle in flight: its token and, per stream, the first and last id it read (msgpack)."""
+LAG_EVERY_S = 1.0
+STORE_DEADLINE_S = 10.0
+"""Reads and acknowledgements of up to ``batch_max`` entries are bulk calls, not hot ones."""
+
+log = logging.getLogger("codeengine.records")
+
+Stream = tuple[Feed, int]
+"""A feed and a city: one stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLag:
+    """What waits in one stream: entries not yet committed, and the oldest one's age."""
+
+    feed: str
+    city: int
+    entries: int
+    oldest_age_s: float
+
+
+class RecordsConsumer:
+    """Moves stream entries into the engine; one instance per records service."""
+
+    def __init__(
+        self,
+        cluster: FastCluster,
+        engine: RecordsEngine,
+        settings: RecordsSettings,
+        cities: Iterable[int],
+        *,
+        clock: Callable[[], float] = time.time,
+        crash_after_insert: bool = False,
+    ) -> None:
+        self._cluster = cluster
+        self._engine = engine
+        self._settings = settings
+        self._streams: list[Stream] = [(feed, city) for feed in FEEDS for city in sorted(cities)]
+        self._clock = clock
+        self._crash_after_insert = crash_after_insert
+        """A fault-injection point for the redelivery test: the process ends right after a
+        cycle's inserts, before its acknowledgements (``CODEENGINE_FAILPOINT``)."""
+        self._pending_first = True
+        """Read each stream's own pending entries before new ones (after a start or failure)."""
+        self._intent_left = True
+        """An intent may be left in Redis (after a start or a failed cycle)."""
+        self.lag: list[StreamLag] = []
+        self.committed = 0
+        """Entries committed since start."""
+
+    async def prepare(self) -> None:
+        """Create the consumer group of every stream (at its start: entries written before the
+        records service first ran are stored too)."""
+        for feed, city in self._streams:
+            key = feed.key(city)
+            try:
+                await self._cluster.execute(
+                    key, "XGROUP", "CREATE", key, GROUP, "0", "MKSTREAM",
+                    deadline_s=STORE_DEADLINE_S, expect_errors=("BUSYGROUP",),
+                )  # fmt: skip
+            except CommandError:
+                pass  # the group exists
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until ``stop`` is set; wait ``records.poll_ms`` when the streams are drained,
+        and after a failure (logged; the cycle is taken again from its intent)."""
+        await self.prepare()
+        last_lag = 0.0
+        while not stop.is_set():
+            moved = 0
+            try:
+                moved = await self.cycle()
+            except (StoreUnavailable, EngineError) as exc:
+                log.warning("records cycle failed, will retry: %s", exc)
+            now = time.monotonic()
+            if now - last_lag >= LAG_EVERY_S:
+                last_lag = now
+                try:
+                    await self.measure_lag()
+                except StoreUnavailable as exc:
+                    log.warning("records lag not measured: %s", exc)
+            if moved < self._settings.batch_max // 10:
+                try:
+                    await asyncio.wait_for(stop.wait(), self._settings.poll_ms / 1000)
+                except TimeoutError:
+                    pass
+
+    async def cycle(self) -> int:
+        """Commit what the streams hold now (after any cycle a crash left); the entries moved."""
+        try:
+            return await self._cycle()
+        except BaseException:
+            # Entries this cycle read may be delivered and unacknowledged with no intent
+            # naming them: the next cycle reads this consumer's pending entries first.
+            self._pending_first = True
+            raise
+
+    async def _cycle(self) -> int:
+        if self._intent_left:
+            await self._replay_intent()
+            self._intent_left = False
+        reads = await asyncio.gather(*(self._read(stream) for stream in self._streams))
+        self._pending_first = False
+        batch = {s: entries for s, entries in zip(self._streams, reads, strict=True) if entries}
+        if not batch:
+            return 0
+        token = os.urandom(12).hex()
+        ranges = [
+            [feed.key(city), entries[0][0], entries[-1][0]]
+            for (feed, city), entries in batch.items()
+        ]
+        started = time.monotonic()
+        self._intent_left = True
+        await self._cluster.execute(
+            INTENT_KEY, "SET", INTENT_KEY, msgpack.packb({"t": token, "r": ranges}),
+            deadline_s=STORE_DEADLINE_S,
+        )  # fmt: skip
+        await self._insert(batch, token)
+        if self._crash_after_insert:
+            os._exit(137)
+        await self._acknowledge(batch)
+        await self._cluster.execute(INTENT_KEY, "DEL", INTENT_KEY, deadline_s=STORE_DEADLINE_S)
+        self._intent_left = False
+        metrics.BATCHES.labels("new").inc()
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        moved = sum(len(entries) for entries in batch.values())
+        self.committed += moved
+        return moved
+
+    async def _read(self, stream: Stream) -> list[Any]:
+        """This consumer's pending entries of the stream if it is to read those first and has
+        some, else new entries."""
+        if self._pending_first:
+            pending = await self._read_from(stream, "0")
+            if pending:
+                return pending
+        return await self._read_from(stream, ">")
+
+    async def _read_from(self, stream: Stream, start: str) -> list[Any]:
+        feed, city = stream
+        key = feed.key(city)
+        reply = await self._cluster.execute(
+            key, "XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", self._settings.batch_max,
+            "STREAMS", key, start, deadline_s=STORE_DEADLINE_S,
+        )  # fmt: skip
+        if not reply:
+            return []
+        entries: list[Any] = reply[0][1]
+        return entries
+
+    async def _insert(self, batch: dict[Stream, list[Any]], token: str) -> None:
+        """One insert per table of every stream's entries, with the cycle's token."""
+        for feed in FEEDS:
+            entries = [e for (f, _), part in batch.items() if f is feed for e in part]
+            if entries:
+                await self._insert_feed(feed, entries, token)
+
+    async def _insert_feed(self, feed: Feed, entries: Sequence[Any], token: str) -> None:
+        body, bad = pack_rows(feed, entries, checked=False)
+        try:
+            if body:
+                await asyncio.to_thread(
+                    self._engine.insert_packed, feed.table, body, f"{token}:{feed.name}"
+                )
+        except EngineError:
+            # A foreign entry the header check let through, or the engine is away: held to
+            # the feed's types, the body is what the engine can take; if the engine is away,
+            # this fails too and the cycle is taken again.
+            body, bad = pack_rows(feed, entries, checked=True)
+            if body:
+                await asyncio.to_thread(
+                    self._engine.insert_packed, feed.table, body, f"{token}:{feed.name}"
+                )
+        if bad:
+            log.warning("%d %s stream entries are not the engine's: not stored", bad, feed.name)
+            metrics.UNREADABLE.labels(feed.name).inc(bad)
+        metrics.ROWS.labels(feed.name).inc(len(entries) - bad)
+
+    async def _acknowledge(self, batch: dict[Stream, list[Any]]) -> None:
+        """XACK every entry, then trim each stream up to its last acknowledged entry."""
+
+        async def ack(stream: Stream, entries: list[Any]) -> None:
+            key = stream[0].key(stream[1])
+            ids = [entry_id for entry_id, _ in entries]
+            await self._cluster.execute(key, "XACK", key, GROUP, *ids, deadline_s=STORE_DEADLINE_S)
+            await self._cluster.execute(
+                key, "XTRIM", key, "MINID", "~", next_id(ids[-1]), deadline_s=STORE_DEADLINE_S
+            )
+
+        await asyncio.gather(*(ack(stream, entries) for stream, entries in batch.items()))
+
+    async def _replay_intent(self) -> None:
+        """Finish the cycle a crash or failure left: its ranges again, with its token."""
+        raw = await self._cluster.get(INTENT_KEY, deadline_s=STORE_DEADLINE_S)
+        if raw is None:
+            return
+        intent = msgpack.unpackb(raw)
+        by_key = {feed.key(city): (feed, city) for feed, city in self._streams}
+        batch: dict[Stream, list[Any]] = {}
+        for key, first, last in intent["r"]:
+            stream = by_key.get(key.decode() if isinstance(key, bytes) else key)
+            if stream is None:
+                continue
+            entries = await self._cluster.execute(
+                key, "XRANGE", key, first, last, deadline_s=STORE_DEADLINE_S
+            )
+            if entries:
+                batch[stream] = entries
+        await self._insert(batch, intent["t"])
+        await self._acknowledge(batch)
+        await self._cluster.execute(INTENT_KEY, "DEL", INTENT_KEY, deadline_s=STORE_DEADLINE_S)
+        metrics.BATCHES.labels("replayed").inc()
+        replayed = sum(len(e) for e in batch.values())
+        log.info("records: the cycle left by a stop was finished (%d entries)", replayed)
+
+    async def measure_lag(self) -> list[StreamLag]:
+        """What waits in each stream (``codeengine_records_lag_*``), kept in :attr:`lag`."""
+        now_ms = self._clock() * 1000
+        lags = await asyncio.gather(*(self._stream_lag(s, now_ms) for s in self._streams))
+        for lag in lags:
+            labels = (lag.feed, str(lag.city))
+            metrics.LAG_ENTRIES.labels(*labels).set(lag.entries)
+            metrics.LAG_SECONDS.labels(*labels).set(lag.oldest_age_s)
+        self.lag = list(lags)
+        return self.lag
+
+    async def _stream_lag(self, stream: Stream, now_ms: float) -> StreamLag:
+        feed, city = stream
+        key = feed.key(city)
+        groups = await self._cluster.execute(key, "XINFO", "GROUPS", key)
+        info: dict[bytes, Any] = {}
+        for group in groups:
+            fields = dict(zip(group[::2], group[1::2], strict=True))
+            if fields.get(b"name") == GROUP.encode():
+                info = fields
+        pending = int(info.get(b"pending") or 0)
+        unread = info.get(b"lag")
+        if unread is None:
+            # Redis cannot tell (entries were trimmed unread): what the stream holds beyond
+            # the pending entries (after this service's trims, that is what waits).
+            stream_info = await self._cluster.execute(key, "XINFO", "STREAM", key)
+            length = dict(zip(stream_info[::2], stream_info[1::2], strict=True))[b"length"]
+            unread = max(0, int(length) - pending)
+        oldest: bytes | None = None
+        if pending:
+            summary = await self._cluster.execute(key, "XPENDING", key, GROUP)
+            oldest = summary[1]
+        elif unread:
+            first = await self._cluster.execute(
+                key, "XRANGE", key, b"(" + info.get(b"last-delivered-id", b"0-0"), "+",
+                "COUNT", 1,
+            )  # fmt: skip
+            oldest = first[0][0] if first else None
+        age = max(0.0, (now_ms - int(oldest.partition(b"-")[0])) / 1000) if oldest else 0.0
+        return StreamLag(feed.name, city, pending + int(unread), age)
