@@ -58,7 +58,7 @@ class CountRow(NamedTuple):
     start_ms: int
     reason: str
     colour: str
-    count: int
+    scans: int
 
 
 class Contact(NamedTuple):
