@@ -11,6 +11,8 @@ bottom (``docs/architecture.md`` draws them):
 * ``codeengine.store``: the store port, the Redis Cluster client, the scripts and the adapters.
 * ``failover``: the breaker, router and client that integrators embed (code and base only).
 * ``codeengine.web``: the HTTP plumbing and pages shared by the services.
+* ``codeengine.records``: the records service (the topic library on ClickHouse); the only
+  layer that imports the ClickHouse client libraries.
 * ``issuer``, ``verifier``: the services; ``verifier.offline``, the terminal SDK, imports the
   pure layer alone.
 * ``codeengine.ops``: the command line, development cluster, supervisor, harness and drills;
@@ -57,7 +59,10 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "issuer": frozenset({"code", "base", "store", "web", "failover"}),
     "verifier": frozenset({"code", "base", "store", "web", "failover", "offline"}),
     "offline": frozenset({"code"}),
-    "ops": frozenset({"code", "base", "store", "web", "failover", "issuer", "verifier", "offline"}),
+    "records": frozenset({"code", "base", "store", "web"}),
+    "ops": frozenset(
+        {"code", "base", "store", "web", "failover", "issuer", "verifier", "offline", "records"}
+    ),
 }
 
 # Libraries that do I/O, keep time or draw randomness: the pure layer takes these as arguments.
@@ -92,10 +97,16 @@ SERVER_ONLY = frozenset({"aiohttp", "hiredis", "httptools", "prometheus_client",
 # The general Redis client: what the services send goes through codeengine.store.cluster.
 GENERAL_CLIENT = frozenset({"redis"})
 
+# The ClickHouse clients: heavy (the embedded engine is a 180 MB library), for the records
+# service alone; the issuer and verifier images do not carry them.
+COLUMNAR = frozenset({"chdb", "clickhouse_connect"})
 FORBIDDEN: Mapping[str, frozenset[str]] = {
-    "code": IMPURE,
-    "offline": SERVER_ONLY,
-    **dict.fromkeys(("base", "store", "failover", "web", "issuer", "verifier"), GENERAL_CLIENT),
+    "code": IMPURE | COLUMNAR,
+    "offline": SERVER_ONLY | COLUMNAR,
+    **dict.fromkeys(
+        ("base", "store", "failover", "web", "issuer", "verifier"), GENERAL_CLIENT | COLUMNAR
+    ),
+    "records": GENERAL_CLIENT,
 }
 
 
@@ -123,6 +134,7 @@ def layer_of(module: str) -> str:
         ("codeengine.store", "store"),
         ("codeengine.web", "web"),
         ("codeengine.ops", "ops"),
+        ("codeengine.records", "records"),
         ("verifier.offline", "offline"),
     ):
         if module == prefix or module.startswith(prefix + "."):

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CHINA",
     "CITIES",
+    "RECORDS_SCOPES",
     "SCOPES",
     "CityCode",
     "CodeKind",
@@ -65,7 +66,10 @@ class CodeKind(IntEnum):
         return self.name.lower()
 
 
-SCOPES = ("generate", "display", "convert", "admin", "verify", "appeal", "fusion")
+RECORDS_SCOPES = ("records:venue", "records:subject", "records:counts", "records:contacts")
+"""The records service's questions, one scope each: a venue's visitors, a subject's trajectory,
+aggregate counts, and contacts (other people's scans found through one person's)."""
+SCOPES = ("generate", "display", "convert", "admin", "verify", "appeal", "fusion", *RECORDS_SCOPES)
 """What an API client may be allowed to do; each route needs one."""
 
 CITIES: dict[CityCode, str] = {

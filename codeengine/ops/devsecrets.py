@@ -8,7 +8,7 @@ the files named in settings.
 
 from __future__ import annotations
 
-__all__ = ["DEV_SCOPES", "ensure_dev_material"]
+__all__ = ["DEV_CLIENTS", "DEV_SCOPES", "ensure_dev_material"]
 
 import json
 import os
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from codeengine.code.keyring import Keyring
-from codeengine.code.model import SCOPES
+from codeengine.code.model import RECORDS_SCOPES, SCOPES
 from codeengine.code.signedlist import ANCHOR_LIFETIME_S
 from codeengine.code.suites import DEFAULT_SUITE
 from codeengine.keyfiles import (
@@ -38,7 +38,11 @@ from codeengine.settings import Settings
 
 API_KEY_BYTES = 32
 DEV_SCOPES = SCOPES
-"""One dev client per scope."""
+DEV_CLIENTS: dict[str, tuple[str, ...]] = {
+    **{f"dev-{scope}": (scope,) for scope in SCOPES if scope not in RECORDS_SCOPES},
+    "dev-records": RECORDS_SCOPES,
+}
+"""One dev client per scope, but one for every question of the records service."""
 
 
 def ensure_dev_material(settings: Settings) -> Path:
@@ -84,15 +88,15 @@ def ensure_dev_material(settings: Settings) -> Path:
         document = json.loads(credentials_path.read_text())
     # A scope added since the file was written gets its dev client too; existing keys stay.
     held = {scope for client in document["clients"] for scope in client["scopes"]}
-    missing = [scope for scope in DEV_SCOPES if scope not in held]
+    missing = [
+        (name, scopes)
+        for name, scopes in DEV_CLIENTS.items()
+        if any(scope not in held for scope in scopes)
+    ]
     if missing or not credentials_path.exists():
         document["clients"] += [
-            {
-                "client": f"dev-{scope}",
-                "scopes": [scope],
-                "key": secrets.token_urlsafe(API_KEY_BYTES),
-            }
-            for scope in missing
+            {"client": name, "scopes": list(scopes), "key": secrets.token_urlsafe(API_KEY_BYTES)}
+            for name, scopes in missing
         ]
         write_private(credentials_path, json.dumps(document, indent=2).encode())
     return credentials_path

@@ -45,9 +45,9 @@ class Clock:
 
 
 def dev_keys(settings: Settings) -> dict[str, str]:
-    """The session's dev API keys by scope."""
+    """The session's dev API keys by scope (the records client holds several)."""
     document = json.loads(Path(settings.keys.credentials_file).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+    return {scope: client["key"] for client in document["clients"] for scope in client["scopes"]}
 
 
 def auth(settings: Settings, scope: str) -> dict[str, str]:

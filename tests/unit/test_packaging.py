@@ -116,6 +116,11 @@ def test_runtime_dependencies_are_exactly_what_runtime_code_imports() -> None:
     # The terminal's image reader is an extra: only the terminal command line imports it.
     for name in terminal - declared:
         assert imported.pop(name, set()) <= {"verifier/offline/__main__.py"}, name
+    # The ClickHouse clients are the records extra: only the records service imports them.
+    records = _requirement_names(project["optional-dependencies"]["records"])
+    for name in records - declared:
+        files = imported.pop(name, set())
+        assert all(f.startswith("codeengine/records/") for f in files), (name, files)
     assert set(imported) == declared, {
         "imported, not declared": {n: imported[n] for n in set(imported) - declared},
         "declared, not imported": declared - set(imported),
