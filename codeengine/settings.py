@@ -335,7 +335,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     section_names = {f"{ENV_PREFIX}{name.upper()}_" for name in sections}
     for env_key in env:
         if env_key.startswith(ENV_PREFIX) and not any(env_key.startswith(p) for p in section_names):
-            if not env_key.startswith(f"{ENV_PREFIX}CONFIG"):
+            if not env_key.startswith((f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}FAILPOINT")):
                 raise SettingsError(f"unknown setting {env_key}")
     built = {}
     for name, cls in sections.items():

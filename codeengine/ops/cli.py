@@ -57,7 +57,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.service is None and not args.check:
         print(
-            "codeengine serve: name the service (issuer or verifier), or --check", file=sys.stderr
+            "codeengine serve: name the service (issuer, verifier or records), or --check",
+            file=sys.stderr,
         )
         return 2
     if not args.deadline > 0:
@@ -113,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run one service's workers against the configured cluster and keys"
     )
-    serve.add_argument("service", nargs="?", choices=("issuer", "verifier"))
+    serve.add_argument("service", nargs="?", choices=("issuer", "verifier", "records"))
     serve.add_argument(
         "--check",
         action="store_true",

@@ -192,10 +192,11 @@ class DevCluster:
             "CODEENGINE_CLUSTER_SERVER_NAME": SERVER_NAME,
         }
 
-    def client_settings(self) -> dict[str, str]:
+    def client_settings(self, user: str = "codeengine") -> dict[str, str]:
         """:meth:`client_env` as lower-case setting names (``cluster_nodes``, ...), the form
         the test and tool helpers take."""
-        return {k.removeprefix("CODEENGINE_").lower(): v for k, v in self.client_env().items()}
+        env = self.client_env(user)
+        return {k.removeprefix("CODEENGINE_").lower(): v for k, v in env.items()}
 
     def redis_py_options(self, user: str = "admin") -> RedisPyOptions:
         """Keyword arguments of a redis-py client of this cluster, logged in as ``user``.

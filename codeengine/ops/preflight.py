@@ -13,6 +13,7 @@ the same table); deployment recipes are checked against it.
 from __future__ import annotations
 
 __all__ = [
+    "ALL_SERVICES",
     "PUBLIC_FILES",
     "SECRET_FILES",
     "SERVICES",
@@ -20,6 +21,7 @@ __all__ = [
     "SecretFile",
     "check_cluster",
     "check_files",
+    "check_records_store",
     "env_name",
     "preflight",
     "secret_settings",
@@ -47,8 +49,13 @@ from codeengine.web.auth import load_credentials
 from codeengine.web.runtime import store_settings
 
 SERVICES = ("issuer", "verifier")
+"""The code services (their workers: ``codeengine serve issuer|verifier``)."""
+ALL_SERVICES = (*SERVICES, "records")
+"""And the records service (``codeengine serve records``: one process, codeengine.records)."""
 BOTH = frozenset(SERVICES)
+ALL = frozenset(ALL_SERVICES)
 ISSUER = frozenset({"issuer"})
+RECORDS = frozenset({"records"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +74,22 @@ class SecretFile:
 
 
 SECRET_FILES: tuple[SecretFile, ...] = (
-    SecretFile("cluster.password_file", BOTH, optional=True),
-    SecretFile("cluster.key_file", BOTH, optional=True, tls_only=True),
+    SecretFile("cluster.password_file", ALL, optional=True),
+    SecretFile("cluster.key_file", ALL, optional=True, tls_only=True),
     SecretFile("keys.kek_file", ISSUER),
     SecretFile("keys.pepper_file", ISSUER),
     SecretFile("keys.alias_key_file", BOTH),
     SecretFile("keys.record_mac_file", BOTH),
     SecretFile("keys.audit_mac_file", ISSUER),
     SecretFile("keys.trust_anchor_file", ISSUER),
-    SecretFile("keys.credentials_file", BOTH),
+    SecretFile("keys.credentials_file", ALL),
     SecretFile("keys.keyring_file", ISSUER, bootstrap=True),
+    SecretFile("records.password_file", RECORDS, optional=True),
 )
 """Every secret file a service reads. Verifiers never read the pepper, the KEK, the keyring, the
 audit keyset or the trust anchor (issuers sign the lists terminals cache; verifiers serve
-them); no service reads ``keys.checkpoint_key_file`` (ops only)."""
+them); no service reads ``keys.checkpoint_key_file`` (ops only). The records service reads its
+cluster login, the API credentials and its ClickHouse server's password, and no code key."""
 
 
 PUBLIC_FILES = ("cluster.ca_file", "cluster.cert_file")
@@ -90,8 +99,8 @@ cluster client loads them); an empty value means the file is not used."""
 
 def secret_settings(service: str) -> tuple[str, ...]:
     """The settings naming the secret files ``service`` reads."""
-    if service not in SERVICES:
-        raise ValueError(f"service must be one of {SERVICES}")
+    if service not in ALL_SERVICES:
+        raise ValueError(f"service must be one of {ALL_SERVICES}")
     return tuple(f.setting for f in SECRET_FILES if service in f.services)
 
 
@@ -297,9 +306,26 @@ def check_cluster(settings: Settings, services: Sequence[str], deadline_s: float
     return asyncio.run(_reach(store, issuer, settings.cluster.nodes, deadline_s))
 
 
+def check_records_store(settings: Settings) -> Problem | None:
+    """Whether the records service can keep its data: the embedded engine's folder can be made
+    and written (opening it is the service's: one process at a time may), or a server is
+    named."""
+    records = settings.records
+    if records.server_url:
+        return None
+    folder = Path(records.path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return Problem("records.path", f"{existing} is not a folder this user can write")
+    return None
+
+
 def preflight(settings: Settings, services: Sequence[str], deadline_s: float) -> list[Problem]:
     """Every file problem of ``services``; with none, the cluster's answer (or its problem)."""
     problems = check_files(settings, services)
+    if "records" in services:
+        found_store = check_records_store(settings)
+        problems += [found_store] if found_store else []
     if problems:
         return problems
     found = check_cluster(settings, services, deadline_s)

@@ -97,11 +97,20 @@ class RestartBudget:
         return len(self._times) <= self.limit
 
 
+def _port(service: str, settings: Settings) -> tuple[str, int]:
+    """The setting naming ``service``'s API port, and the port."""
+    if service == "records":
+        return "records.port", settings.records.port
+    if service == "issuer":
+        return "service.issuer_port", settings.service.issuer_port
+    return "service.verifier_port", settings.service.verifier_port
+
+
 def port_problem(service: str, settings: Settings) -> Problem | None:
     """Whether this service's workers can listen on their port (sharing it with SO_REUSEPORT,
     as they do with each other, or with another serve of the same service being replaced)."""
     host = settings.service.host
-    port = settings.service.issuer_port if service == "issuer" else settings.service.verifier_port
+    setting, port = _port(service, settings)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # As the workers' listener (asyncio's create_server): a port whose last connections
@@ -111,9 +120,7 @@ def port_problem(service: str, settings: Settings) -> Problem | None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            return Problem(
-                f"service.{service}_port", f"cannot listen on {host}:{port}: {exc.strerror}"
-            )
+            return Problem(setting, f"cannot listen on {host}:{port}: {exc.strerror}")
     return None
 
 
@@ -322,8 +329,8 @@ def serve_command(
     deadline_s: float = 5.0,
     log_dir: Path | None = None,
 ) -> int:
-    """``codeengine serve [issuer|verifier] [--check]``; the exit code. Without ``service``,
-    ``check`` covers both services."""
+    """``codeengine serve [issuer|verifier|records] [--check]``; the exit code. Without
+    ``service``, ``check`` covers the issuer and the verifier."""
     services = SERVICES if service is None else (service,)
     try:
         settings = load_settings(config)
@@ -344,6 +351,8 @@ def serve_command(
     taken = port_problem(service, settings)
     if taken is not None:
         return _refuse([taken])
+    if service == "records":
+        return _serve_records(settings, log_dir)
     where, named = metrics_folder_named(settings, os.environ)
     try:
         metrics = MetricsFolder.open(named, label(service, settings))
@@ -361,3 +370,19 @@ def serve_command(
         raise
     # The server closes the metrics folder when it stops.
     return server.run()
+
+
+def _serve_records(settings: Settings, log_dir: Path | None) -> int:
+    """The records service: one process (its embedded engine's folder admits one), the consumer
+    and the API on one event loop (codeengine.records.service)."""
+    import uvloop
+
+    from codeengine.records.service import serve_records
+
+    log_file = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = log_dir / "records-serve.log"
+    setup_logging("records", settings.logging, log_file)
+    code: int = uvloop.run(serve_records(settings))
+    return code

@@ -2,7 +2,8 @@
 
 Starts a persistent local Redis Cluster under ``var/cluster``, creates dev keys and dev API
 credentials under ``var/`` if they are absent, starts the issuer and the verifier (N workers each,
-sharing their port with SO_REUSEPORT), waits until both are ready, prints where everything is,
+sharing their port with SO_REUSEPORT) and the records service (one process, its embedded store
+under ``var/records``), waits until all are ready, prints where everything is,
 and on Ctrl-C (or SIGTERM) stops the services first and the cluster last. Every child is told by
 the kernel to exit if this process dies, so nothing outlives it.
 
@@ -33,9 +34,17 @@ from codeengine.logs import setup_logging
 from codeengine.metrics import forget_process
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
-from codeengine.ops.harness import Child, ChildExited, NotReady, spawn_worker, stop, wait_ready
+from codeengine.ops.harness import (
+    Child,
+    ChildExited,
+    NotReady,
+    spawn,
+    spawn_worker,
+    stop,
+    wait_ready,
+)
 from codeengine.ops.topology import CityProcesses
-from codeengine.settings import ENV_PREFIX, Settings, parse_nodes
+from codeengine.settings import ENV_PREFIX, RecordsSettings, Settings, parse_nodes
 
 log = logging.getLogger("codeengine.supervisor")
 
@@ -49,6 +58,31 @@ def _worker_count(settings: Settings) -> int:
 
 def _spawn(service: str, index: int, env: dict[str, str], log_dir: Path) -> Child:
     return spawn_worker(service, env, log_dir / f"{service}-{index}.log")
+
+
+def _spawn_records(env: dict[str, str], log_dir: Path) -> Child:
+    """The records service: ``codeengine serve records``, logged in as the records user."""
+    argv = [sys.executable, "-m", "codeengine", "serve", "records"]
+    return spawn("records", argv, env, log_dir / "records.log")
+
+
+def _restart_exited(
+    workers: dict[tuple[str, int], Child], envs: dict[str, dict[str, str]], log_dir: Path
+) -> None:
+    """Start again every process that exited."""
+    for (service, index), worker in workers.items():
+        if not worker.exited():
+            continue
+        code = worker.proc.returncode
+        log.warning("%s worker %d exited (%s); restarting it", service, index, code)
+        print(f"{service} worker {index} exited; restarting it")
+        if service == "records":
+            workers[(service, index)] = _spawn_records(envs[service], log_dir)
+            continue
+        # A crashed worker could not forget its live gauges itself.
+        with contextlib.suppress(OSError):
+            forget_process(worker.pid, envs[service]["PROMETHEUS_MULTIPROC_DIR"])
+        workers[(service, index)] = _spawn(service, index, envs[service], log_dir)
 
 
 def _metrics_dir(var_dir: Path, service: str) -> Path:
@@ -140,10 +174,18 @@ def run_system(
             envs[service] = service_env
             for index in range(count):
                 workers[(service, index)] = _spawn(service, index, service_env, log_dir)
+        # The records service reads and trims the streams as its own user, and nothing else.
+        records_env = env | cluster.client_env("records")
+        if settings.records.path == RecordsSettings().path and not settings.records.server_url:
+            # Its embedded store lives with the rest of the run's state.
+            records_env[f"{ENV_PREFIX}RECORDS_PATH"] = str(var_dir / "records")
+        envs["records"] = records_env
+        workers[("records", 0)] = _spawn_records(records_env, log_dir)
         host = settings.service.host
         urls = {
             "issuer": f"http://{host}:{settings.service.issuer_port}",
             "verifier": f"http://{host}:{settings.service.verifier_port}",
+            "records": f"http://{host}:{settings.records.port}",
         }
         try:
             ready = [f"{u}/readyz" for u in urls.values()]
@@ -161,11 +203,13 @@ def run_system(
         summary = {
             "issuer": urls["issuer"],
             "verifier": urls["verifier"],
+            "records": urls["records"],
             "metrics": {
                 "issuer": f"http://{management}:{settings.service.issuer_management_port}/metrics",
                 "verifier": (
                     f"http://{management}:{settings.service.verifier_management_port}/metrics"
                 ),
+                "records": f"http://{management}:{settings.records.management_port}/metrics",
             },
             "workers_per_service": count,
             "cluster_nodes": cluster.nodes_spec,
@@ -178,15 +222,7 @@ def run_system(
         print(json.dumps(summary, indent=2))
         print("Ctrl-C stops everything.", flush=True)
         while True:
-            for (service, index), worker in workers.items():
-                if worker.exited():
-                    code = worker.proc.returncode
-                    # A crashed worker could not forget its live gauges itself.
-                    with contextlib.suppress(OSError):
-                        forget_process(worker.pid, envs[service]["PROMETHEUS_MULTIPROC_DIR"])
-                    log.warning("%s worker %d exited (%s); restarting it", service, index, code)
-                    print(f"{service} worker {index} exited; restarting it")
-                    workers[(service, index)] = _spawn(service, index, envs[service], log_dir)
+            _restart_exited(workers, envs, log_dir)
             time.sleep(1.0)
     except _Stop:
         log.info("stopping")

@@ -221,9 +221,10 @@ W = TypeVar("W", bound=Workers)
 
 
 def dev_keys(key_files: Mapping[str, str]) -> dict[str, str]:
-    """The dev API keys by scope (one client per scope) of ``keys_credentials_file``."""
+    """The dev API keys by scope (a client per scope, the records client several) of
+    ``keys_credentials_file``."""
     document = json.loads(Path(key_files["keys_credentials_file"]).read_text())
-    return {client["scopes"][0]: client["key"] for client in document["clients"]}
+    return {scope: client["key"] for client in document["clients"] for scope in client["scopes"]}
 
 
 def sole_client_settings(

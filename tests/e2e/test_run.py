@@ -64,6 +64,7 @@ DOCUMENTED = {"time", "level", "service", "worker", "logger", "message"}
 def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     issuer_port, verifier_port = free_port(), free_port()
     issuer_metrics, verifier_metrics = free_port(), free_port()
+    records_port, records_metrics = free_port(), free_port()
     var = tmp_path / "var"
     env = service_env(
         service_issuer_port=str(issuer_port),
@@ -71,6 +72,8 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         service_issuer_management_port=str(issuer_metrics),
         service_verifier_management_port=str(verifier_metrics),
         service_workers="2",
+        records_port=str(records_port),
+        records_management_port=str(records_metrics),
         keys_keyring_file=str(var / "keys" / "keyring.json"),
         keys_pepper_file=str(var / "keys" / "pepper"),
         keys_credentials_file=str(var / "dev-credentials.json"),
@@ -82,7 +85,8 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     # Stopped with SIGTERM if the test fails half-way: the run then stops its cluster too.
     with group(40) as run:
         proc = run.add(spawn("codeengine run", argv, env, log)).proc
-        ready = [f"http://127.0.0.1:{port}/readyz" for port in (issuer_port, verifier_port)]
+        ports = (issuer_port, verifier_port, records_port)
+        ready = [f"http://127.0.0.1:{port}/readyz" for port in ports]
         wait_ready(run.children, ready, READY_WITHIN_S)
 
         def printed() -> bool:
@@ -98,6 +102,9 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert get_json(f"http://127.0.0.1:{issuer_port}/metrics")[0] == 404, "not public"
         summary = log.read_text()
         assert f"http://127.0.0.1:{verifier_metrics}/metrics" in summary
+        assert f"http://127.0.0.1:{records_port}" in summary
+        # The records service keeps its embedded store with the run's state.
+        assert (var / "records").is_dir()
         children = descendants(proc.pid)
         redis = [p for p in children if "redis-server" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(redis) == 6, "three masters and three replicas"
@@ -136,6 +143,7 @@ def test_run_serves_ready_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert [p.name for p in logs] == [
         "issuer-0.log",
         "issuer-1.log",
+        "records.log",
         "supervisor.log",
         "verifier-0.log",
         "verifier-1.log",
