@@ -276,3 +276,37 @@ def test_only_the_configured_ca_is_trusted(cluster: DevCluster) -> None:
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     # One CA, the cluster's (a context with the system's would hold some 150).
     assert context.cert_store_stats()["x509_ca"] == 1
+
+
+RECORDS_MAY = [
+    ("XREADGROUP", "GROUP", "records", "records", "COUNT", "1", "STREAMS", "ce:scan:{320500}", ">"),
+    ("XACK", "ce:chg:{320500}", "records", "1-0"),
+    ("XTRIM", "ce:scan:{320500}", "MINID", "~", "1-0"),
+    ("SET", "ce:rec:{records}:intent", "x"),
+]
+RECORDS_MAY_NOT = [
+    ("GET", "ce:s:{AAAAAAAAAAAAAAAA}"),  # a subject's record
+    ("XRANGE", "ce:a:{AAAAAAAAAAAAAAAA}", "-", "+"),  # a subject's audit trail
+    ("XADD", "ce:scan:{320500}", "*", "e", "x"),  # writing scans
+    ("DEL", "ce:k:{keyring}"),
+    ("EVALSHA", "0" * 40, "0"),
+    ("FLUSHALL",),
+    ("KEYS", "*"),
+]
+
+
+@pytest.mark.parametrize("command", RECORDS_MAY, ids=lambda c: c[0])
+def test_the_records_user_may_read_acknowledge_and_trim_the_streams(
+    cluster: DevCluster, command: tuple[str, ...]
+) -> None:
+    port = cluster.masters()[0]
+    assert cluster.command(port, "ACL", "DRYRUN", "records", *command).strip() == "OK"
+
+
+@pytest.mark.parametrize("command", RECORDS_MAY_NOT, ids=lambda c: " ".join(c[:2]))
+def test_the_records_user_may_touch_nothing_else(
+    cluster: DevCluster, command: tuple[str, ...]
+) -> None:
+    port = cluster.masters()[0]
+    verdict = cluster.command(port, "ACL", "DRYRUN", "records", *command)
+    assert "no permissions" in verdict, verdict

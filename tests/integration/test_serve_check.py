@@ -167,3 +167,25 @@ def _store_holds_a_keyring(settings: Settings) -> None:
             await store.close()
 
     asyncio.run(seed())
+
+
+def test_the_records_service_checks_its_own_login_and_its_store_folder(
+    env: dict[str, str],
+    cluster: DevCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in cluster.client_env("records").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CODEENGINE_RECORDS_PATH", str(tmp_path / "records" / "data"))
+    code, out, err = check(capsys, "records")
+    assert (code, err) == (0, [])
+    assert out == "codeengine serve: records: settings, secret files and cluster ok\n"
+    # A folder it cannot write: one line naming the setting.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    monkeypatch.setenv("CODEENGINE_RECORDS_PATH", str(blocked / "data"))
+    code, _, err = check(capsys, "records")
+    assert code == 1
+    assert err == [f"codeengine serve: records.path: {blocked} is not a folder this user can write"]

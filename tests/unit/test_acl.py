@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.store.acl import SCRIPT_COMMANDS, SERVICE_ACL_RULE, SERVICE_COMMANDS
+from codeengine.store.acl import (
+    RECORDS_ACL_RULE,
+    RECORDS_COMMANDS,
+    SCRIPT_COMMANDS,
+    SERVICE_ACL_RULE,
+    SERVICE_COMMANDS,
+)
 
 STORE = Path(__file__).resolve().parents[2] / "codeengine" / "store"
 
@@ -59,3 +65,24 @@ def test_the_operations_guide_shows_the_rule() -> None:
     guide = (STORE.parents[1] / "docs" / "operations.md").read_text()
     shown = " ".join(guide.split("resetchannels ~* -@all", 1)[1].split("```", 1)[0].split())
     assert "resetchannels ~* -@all " + shown == SERVICE_ACL_RULE
+
+
+def test_every_command_the_records_code_names_is_the_records_users() -> None:
+    named = set()
+    for module in (STORE.parent / "records").glob("*.py"):
+        # The names a module exports are in capitals too.
+        text = re.sub(r"__all__ = \[.*?\]", "", module.read_text(), flags=re.S)
+        for word in re.findall(r"[\"']([A-Z]{3,})[\"']", text):
+            named.add(word.lower())
+    # Options, reply prefixes and engine words, not commands.
+    not_commands = {"group", "count", "streams", "create", "mkstream", "minid", "busygroup",
+                    "groups", "stream", "utc"}  # fmt: skip
+    allowed = {c.split("|")[0] for c in RECORDS_COMMANDS}
+    missing = named - not_commands - allowed
+    assert not missing, f"add to RECORDS_COMMANDS or explain: {sorted(missing)}"
+
+
+def test_the_records_rule_reaches_only_the_streams_and_its_own_keys() -> None:
+    assert RECORDS_ACL_RULE.startswith("resetchannels ~ce:scan:* ~ce:chg:* ~ce:rec:* -@all +")
+    assert "+@" not in RECORDS_ACL_RULE
+    assert not {"xadd", "eval", "evalsha", "keys", "scan"} & set(RECORDS_COMMANDS)
