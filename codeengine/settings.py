@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENV_PREFIX",
+    "ChangeLogSettings",
     "LogSettings",
     "Settings",
     "SettingsError",
@@ -190,9 +191,23 @@ class VerifierSettings:
     """How often each verifier re-reads revocations: a revocation is effective within this."""
     scan_flush_ms: int = 100
     scan_buffer_max: int = 50_000
-    scan_log_max_len: int = 1_000_000
-    """Entries kept per city stream (approximate trimming)."""
+    scan_log_max_age_s: int = 1800
+    """Scans older than this are trimmed from a city's stream as new ones are added: how long
+    the records service may be down or behind without losing a scan (it trims what it read
+    itself). Sized from the peak rate and an entry's bytes in docs/configuration.md."""
     scan_count_limit: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLogSettings:
+    """The change log (codeengine.code.changes) that issuers and the ops commands writing
+    subjects keep for the records service."""
+
+    flush_ms: int = 100
+    buffer_max: int = 100_000
+    """Changes waiting to be written; past it the oldest are dropped (counted, logged)."""
+    max_age_s: int = 86_400
+    """Changes older than this are trimmed from a city's stream as new ones are added."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +233,7 @@ class Settings:
     keys: KeySettings = field(default_factory=KeySettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    changes: ChangeLogSettings = field(default_factory=ChangeLogSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
     logging: LogSettings = field(default_factory=LogSettings)
 
@@ -256,10 +272,19 @@ def _coerce(name: str, declared: Any, value: Any, from_env: bool) -> Any:
     return value
 
 
+RETIRED = {
+    "verifier.scan_log_max_len": "replaced by verifier.scan_log_max_age_s, the seconds a scan "
+    "stream keeps (docs/configuration.md)",
+}
+"""Settings that no longer exist, with what took their place: said at start-up."""
+
+
 def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if f"{name}.{key}" in RETIRED:
+            raise SettingsError(f"setting {name}.{key}: {RETIRED[f'{name}.{key}']}")
         if key not in known:
             raise SettingsError(f"unknown setting {name}.{key}")
         values[key] = _coerce(f"{name}.{key}", known[key].type, value, from_env=False)
@@ -268,6 +293,8 @@ def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[s
         if not env_key.startswith(prefix):
             continue
         key = env_key[len(prefix) :].lower()
+        if f"{name}.{key}" in RETIRED:
+            raise SettingsError(f"setting {env_key}: {RETIRED[f'{name}.{key}']}")
         if key not in known:
             raise SettingsError(f"unknown setting {env_key}")
         values[key] = _coerce(env_key, known[key].type, value, from_env=True)
@@ -292,6 +319,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "keys": KeySettings,
         "codes": CodeSettings,
         "verifier": VerifierSettings,
+        "changes": ChangeLogSettings,
         "fence": FenceSettings,
         "logging": LogSettings,
     }
@@ -320,6 +348,7 @@ def _check_values(settings: Settings) -> None:
     _check_cluster_security(settings.cluster)
     _check_service(settings.service)
     _check_logging(settings.logging)
+    _check_logs(settings)
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:
@@ -328,6 +357,22 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
     if settings.codes.signed_list_ttl_s < 60:
         raise SettingsError("codes.signed_list_ttl_s: at least 60 seconds")
+
+
+MIN_LOG_MAX_AGE_S = 60
+"""A log stream keeps at least a minute: its consumer's lag while healthy is seconds."""
+
+
+def _check_logs(settings: Settings) -> None:
+    verifier, changes = settings.verifier, settings.changes
+    if min(verifier.scan_flush_ms, changes.flush_ms) < 1:
+        raise SettingsError("verifier.scan_flush_ms, changes.flush_ms: at least 1")
+    if min(verifier.scan_buffer_max, changes.buffer_max) < 1000:
+        raise SettingsError("verifier.scan_buffer_max, changes.buffer_max: at least 1000")
+    if min(verifier.scan_log_max_age_s, changes.max_age_s) < MIN_LOG_MAX_AGE_S:
+        raise SettingsError(
+            f"verifier.scan_log_max_age_s, changes.max_age_s: at least {MIN_LOG_MAX_AGE_S}"
+        )
 
 
 def _check_service(service: ServiceSettings) -> None:
