@@ -191,7 +191,7 @@ class VerifierSettings:
     """How often each verifier re-reads revocations: a revocation is effective within this."""
     scan_flush_ms: int = 100
     scan_buffer_max: int = 50_000
-    scan_log_max_age_s: int = 1800
+    scan_log_max_age_s: int = 900
     """Scans older than this are trimmed from a city's stream as new ones are added: how long
     the records service may be down or behind without losing a scan (it trims what it read
     itself). Sized from the peak rate and an entry's bytes in docs/configuration.md."""

@@ -48,10 +48,13 @@ log = logging.getLogger("codeengine.streamlog")
 FLUSH_BATCH = 250
 """Entries per script call. Redis runs a script alone, and every verify reading its shard waits:
 250 scans take 1.1-1.2 ms of the shard (Redis slow log); a call of 1,500 held it about 7 ms."""
-MAX_IN_FLIGHT = 8
-"""Batches a flush has sent and not had answered yet. Enough that a flush takes a few round
-trips whatever it holds (bench/scanlog.py); few enough that a burst puts at most this many
-script calls ahead of the verifies on one shard's connection."""
+MAX_IN_FLIGHT = 32
+"""Batches a flush has sent and not had answered yet. On a worker whose loop turns take 20 ms
+(overloaded with verifies) a batch's round trip takes several turns, so what a writer takes is
+about this many batches per 100 ms: with 1 it dropped scans from 10,000-20,000 a second on,
+with 8 from 40,000, with 32 it took 40,000 (bench/scanlog.py, docs/performance.md). The bound
+keeps a backlog's flush from putting more than about ten script calls (some 12 ms of Redis)
+ahead of the verifies on each of three shards."""
 DROP_LOG_INTERVAL_S = 10.0
 """Dropped entries are logged at most this often, as a count."""
 FINAL_FLUSH_TIMEOUT_S = 2.0
@@ -72,6 +75,9 @@ class LogPolicy:
     max_age_s: int
     """Entries older than this are trimmed from the stream as new ones are added: its
     consumer's tolerated outage (it trims what it acknowledged itself)."""
+    batch: int = FLUSH_BATCH
+    in_flight: int = MAX_IN_FLIGHT
+    """Their defaults are the services'; the benchmark (bench/scanlog.py) varies them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,7 @@ class StreamLogWriter:
         self._retry.clear()
         if self._buffer:
             buffer, self._buffer = self._buffer, deque()
+            size = self._policy.batch
             by_city: dict[int, list[Entry]] = {}
             for entry in buffer:
                 group = by_city.get(entry[0])
@@ -140,20 +147,33 @@ class StreamLogWriter:
                 else:
                     group.append(entry)
             for group in by_city.values():
-                for first in range(0, len(group), FLUSH_BATCH):
-                    batches.append((os.urandom(8).hex(), group[first : first + FLUSH_BATCH]))
-        turns = asyncio.Semaphore(MAX_IN_FLIGHT)
+                for first in range(0, len(group), size):
+                    batches.append((os.urandom(8).hex(), group[first : first + size]))
+        turns = asyncio.Semaphore(self._policy.in_flight)
         failed = await asyncio.gather(*(self._send(turns, t, b) for t, b in batches))
         waiting = sum(failed)
         self._store_failed = waiting > 0
-        while len(self) > self._policy.buffer_max and self._retry:
-            _token, group = self._retry.popleft()
-            self._metrics.dropped.inc(len(group))
-            self._unlogged_drops += len(group)
+        self._drop_beyond_max()
         self._report_drops()
         self._report_backlog()
         if waiting:
             raise StoreUnavailable(f"{waiting} {self._name} log entries wait for their shard")
+
+    def _drop_beyond_max(self) -> None:
+        """Drop the oldest waiting entries beyond ``buffer_max`` (only a store that did not take
+        them leaves entries waiting after a flush)."""
+        excess = len(self) - self._policy.buffer_max
+        while excess > 0 and self._retry:
+            token, group = self._retry[0]
+            dropped = min(excess, len(group))
+            if dropped == len(group):
+                self._retry.popleft()
+            else:
+                # The rest keeps its token: if the shard did write the batch, it skips it all.
+                self._retry[0] = (token, group[dropped:])
+            self._metrics.dropped.inc(dropped)
+            self._unlogged_drops += dropped
+            excess -= dropped
 
     async def _send(self, turns: asyncio.Semaphore, token: str, batch: list[Entry]) -> int:
         """Send one batch; how many of its entries wait for a resend."""
