@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from codeengine.code.changes import ChangeEntry
-from codeengine.code.errors import StoreUnavailable
+from codeengine.code.errors import StoreUnavailable, WriteNotReplicated
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.status import StatusChange, SubjectRecord
 from codeengine.settings import Settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.store.streamlog import LogPolicy, StreamLogWriter
 from codeengine.web.runtime import store_settings
-from issuer.changelog import CHANGE_METRICS
+from issuer.changelog import CHANGE_METRICS, ChangeLogWriter
 from tests.integration.apps import Clock, auth, issuer, keyed, new_person
 from tests.integration.test_convert_api import post_batch
 
@@ -125,5 +126,33 @@ def test_a_batch_whose_answer_was_lost_is_written_once(settings: Settings, run: 
             ("create", 1),
             ("status", 2),
         ], "written once"
+
+    run(scenario())
+
+
+def test_a_write_whose_replica_is_late_is_in_the_change_log_too(
+    settings: Settings, run: Any
+) -> None:
+    async def scenario() -> None:
+        # Two replicas asked of a cluster with one per master: the WAIT never has enough.
+        tuned = replace(store_settings(settings), replicas_to_ack=2, replica_ack_timeout_ms=20)
+        store = keyed(RedisStore(tuned), settings)
+        writer = ChangeLogWriter(store, settings.changes)
+        store.changes = writer.add_packed
+        subject = SubjectId(base64.urlsafe_b64encode(os.urandom(12)).decode())
+        try:
+            record = SubjectRecord(subject, CodeKind.HEALTH, CITY, Colour.GREEN, 1, 1_800_000_000)
+            with pytest.raises(WriteNotReplicated):
+                await store.create_subject(record, "ops:test")
+            change = StatusChange(subject, 1, Colour.RED, "op-late", "ops:test", "", 1_800_000_000)
+            with pytest.raises(WriteNotReplicated):
+                await store.set_status(change)
+            await writer.flush()
+        finally:
+            await store.close()
+        assert [(c.op, c.new_colour, c.version) for c in await changes_of(settings, subject)] == [
+            ("create", "green", 1),
+            ("status", "red", 2),
+        ], "the primary has both writes, and so does the feed"
 
     run(scenario())
