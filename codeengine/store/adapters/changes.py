@@ -38,16 +38,18 @@ class ChangeAdapter(Adapter):
             self._settings.write_deadline_ms / 1000,
         )
 
-    async def read_changes(self, city: int, limit: int) -> list[ChangeEntry]:
-        """The oldest ``limit`` entries of a city's change stream (ops and tests; the records
-        service reads it through its consumer group). CodeEngineError for an entry that is
-        not a change entry."""
+    async def read_changes(
+        self, city: int, from_ms: int, to_ms: int, limit: int
+    ) -> list[ChangeEntry]:
+        """A city's change entries written in ``[from_ms, to_ms]`` (the store's clock), at most
+        ``limit``, oldest first (ops and tests; the records service reads the stream through
+        its consumer group). CodeEngineError for an entry that is not a change entry."""
         fast = await self._hot()
         key = keyspace.change_log_key(city)
+        # Not on a request's path: a window of many entries gets a bulk job's time.
         rows = await fast.execute(
-            key, "XRANGE", key, "-", "+", "COUNT", limit,
-            deadline_s=self._settings.read_deadline_ms / 1000,
-        )  # fmt: skip
+            key, "XRANGE", key, from_ms, to_ms, "COUNT", limit, deadline_s=self._bulk_deadline_s
+        )
         entries = []
         for _id, fields in rows:
             values = dict(zip(fields[::2], fields[1::2], strict=True))
