@@ -1,12 +1,14 @@
 """Bulk conversion rate: a generated file of risk records imported into a real cluster.
 
-    python -m bench.importer [--rows 1000000] [--people 250000] [--bad-every 100]
+    python -m bench.importer [--rows 1000000] [--people 250000] [--bad-every 100] [--no-changes]
 
 Writes a CSV of ``--rows`` records (every person gets close contact, a risk-area visit, a
 positive and a negative test, in that order; one row in ``--bad-every`` is malformed), starts
 a throwaway 3 + 3 Redis Cluster, and imports the file exactly as ``codeengine convert import``
 does: streamed, checked row by row, applied in chunks of 2,000 (a Lua script call per primary
-and 250 rows), every chunk acknowledged by a replica (``WAIT``). Prints and saves rows/s to
+and 250 rows), every chunk acknowledged by a replica (``WAIT``), every changed row queued for
+the change log and written to its city's change stream (``--no-changes``: without the change
+log, as before it existed). Prints and saves rows/s to
 ``bench/results/import-latest.json``; the goal is 1,000,000 records in under 60 s.
 """
 
@@ -22,6 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import uvloop
+from prometheus_client import REGISTRY
 
 from bench.record import save_latest
 from codeengine.code.identifiers import make_resident_id
@@ -29,11 +32,12 @@ from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
 from codeengine.keyfiles import new_mac_keyset
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
-from codeengine.settings import ServiceSettings
+from codeengine.settings import ChangeLogSettings, ServiceSettings
 from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.batches import Importer
 from codeengine.store.redisstore import RedisStore, StoreSettings
 from codeengine.web.worker import tune_gc
+from issuer.changelog import ChangeLogWriter
 
 GOAL_ROWS, GOAL_S = 1_000_000, 60.0
 TYPES = ("close_contact", "risk_area_visit", "positive", "negative_test")
@@ -78,7 +82,9 @@ def _cluster_cpu_s(cluster: DevCluster) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float]:
+async def _import(
+    cluster: DevCluster, path: Path, changes: bool
+) -> tuple[object, float, float, int]:
     settings = StoreSettings(
         nodes=tuple(cluster.startup_nodes),
         write_deadline_ms=5000,
@@ -87,13 +93,20 @@ async def _import(cluster: DevCluster, path: Path) -> tuple[object, float, float
     store = RedisStore(settings)
     # Records and audit entries are sealed and MACed as an issuer's importer does.
     store.keys = StoreKeys(new_mac_keyset(os.urandom), new_mac_keyset(os.urandom))
+    writer = ChangeLogWriter(store, ChangeLogSettings()) if changes else None
+    if writer is not None:
+        store.changes = writer.add_packed
+        writer.start()
     try:
         importer = Importer(
             store, load_rules(), Secret(os.urandom(32)), batch_id="bench", actor="bench"
         )
         cpu, started = time.process_time(), time.perf_counter()
         report = await importer.run(_lines(path), "csv")
-        return report, time.perf_counter() - started, time.process_time() - cpu
+        if writer is not None:
+            await writer.stop()  # as the command does before it closes the store
+        logged = int(REGISTRY.get_sample_value("codeengine_changes_logged_total") or 0)
+        return report, time.perf_counter() - started, time.process_time() - cpu, logged
     finally:
         await store.close()
 
@@ -104,6 +117,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=GOAL_ROWS)
     parser.add_argument("--people", type=int, default=250_000)
     parser.add_argument("--bad-every", type=int, default=100)
+    parser.add_argument("--no-changes", action="store_true", help="keep no change log")
     args = parser.parse_args()
     now = int(time.time())
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
@@ -115,7 +129,8 @@ def main() -> None:
             redis_before = _cluster_cpu_s(cluster)
             # As `codeengine convert import` does before it imports.
             tune_gc(ServiceSettings().gc_young_threshold)
-            report, wall_s, client_cpu_s = uvloop.run(_import(cluster, path))
+            work = _import(cluster, path, not args.no_changes)
+            report, wall_s, client_cpu_s, changes = uvloop.run(work)
             redis_cpu_s = _cluster_cpu_s(cluster) - redis_before
         finally:
             cluster.stop()
@@ -124,7 +139,7 @@ def main() -> None:
     assert summary["bad"] == bad, (summary["bad"], bad)
     print(f"{args.rows:,} rows ({bad:,} bad, {size / 1e6:.0f} MB) in {wall_s:.1f} s: "
           f"{rate:,.0f} rows/s; importer CPU {client_cpu_s:.1f} s, "
-          f"Redis CPU {redis_cpu_s:.1f} s")  # fmt: skip
+          f"Redis CPU {redis_cpu_s:.1f} s; {changes:,} changes logged")  # fmt: skip
     goal_rate = GOAL_ROWS / GOAL_S
     print(f"goal {GOAL_ROWS:,} rows in {GOAL_S:.0f} s ({goal_rate:,.0f} rows/s): "
           f"{'met' if rate >= goal_rate else 'NOT met'}")  # fmt: skip
@@ -137,6 +152,8 @@ def main() -> None:
         "rows_per_s": rate,
         "importer_cpu_s": client_cpu_s,
         "redis_cpu_s": redis_cpu_s,
+        "change_log": not args.no_changes,
+        "changes_logged": changes,
         "report": summary,
         "goal": {"rows": GOAL_ROWS, "seconds": GOAL_S, "met": rate >= goal_rate},
     }

@@ -11,14 +11,17 @@ miss up to the last second of another worker's requests, never lose them.
 
 Gauges of a worker's state (the signing key's validity, the trust list's age, the city lease)
 are read when ``/metrics`` is rendered (codeengine.web.gauges), never counted per request. The
-one gauge kept here, :data:`SCANS_BACKLOG`, is set by the scan log writer after each flush;
-with several workers it is added up over the live ones (``livesum``), and a worker's files are
-forgotten when it exits (:func:`forget_process`).
+gauges kept here, :data:`SCANS_BACKLOG` and :data:`CHANGES_BACKLOG`, are set by the log writers
+(codeengine.store.streamlog) after a flush; with several workers each is added up over the live
+ones (``livesum``), and a worker's files are forgotten when it exits (:func:`forget_process`).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CHANGES_BACKLOG",
+    "CHANGES_DROPPED",
+    "CHANGES_LOGGED",
     "CONNECTIONS_EVICTED",
     "CONNECTIONS_REFUSED",
     "LANE_HANDOVERS",
@@ -108,7 +111,9 @@ CONNECTIONS_EVICTED = Counter(
 )
 SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
 SCANS_DROPPED = Counter(
-    "codeengine_scans_dropped_total", "Scan log entries dropped because the buffer was full."
+    "codeengine_scans_dropped_total",
+    "Scan log entries dropped: the buffer was full (the store unreachable) or the store refused "
+    "their batch.",
 )
 SCANS_UNREADABLE = Counter(
     "codeengine_scans_unreadable_total",
@@ -118,6 +123,20 @@ SCANS_BACKLOG = Gauge(
     "codeengine_scans_backlog",
     "Scan log entries waiting in the workers' buffers after their last flush (the store did "
     "not take them yet).",
+    multiprocess_mode="livesum",
+)
+
+CHANGES_LOGGED = Counter(
+    "codeengine_changes_logged_total", "Change log entries (audited writes) written."
+)
+CHANGES_DROPPED = Counter(
+    "codeengine_changes_dropped_total",
+    "Change log entries dropped: the buffer was full (the store unreachable) or the store "
+    "refused their batch. The audit streams still hold those writes.",
+)
+CHANGES_BACKLOG = Gauge(
+    "codeengine_changes_backlog",
+    "Change log entries waiting in the processes' buffers after their last flush.",
     multiprocess_mode="livesum",
 )
 

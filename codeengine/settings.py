@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENV_PREFIX",
+    "ChangeLogSettings",
     "LogSettings",
     "RecordsSettings",
     "Settings",
@@ -191,8 +192,10 @@ class VerifierSettings:
     """How often each verifier re-reads revocations: a revocation is effective within this."""
     scan_flush_ms: int = 100
     scan_buffer_max: int = 50_000
-    scan_log_max_len: int = 1_000_000
-    """Entries kept per city stream (approximate trimming)."""
+    scan_log_max_age_s: int = 900
+    """Scans older than this are trimmed from a city's stream as new ones are added: how long
+    the records service may be down or behind without losing a scan (it trims what it read
+    itself). Sized from the peak rate and an entry's bytes in docs/configuration.md."""
     scan_count_limit: int = 200_000
 
 
@@ -228,6 +231,18 @@ class RecordsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeLogSettings:
+    """The change log (codeengine.code.changes) that issuers and the ops commands writing
+    subjects keep for the records service."""
+
+    flush_ms: int = 100
+    buffer_max: int = 100_000
+    """Changes waiting to be written; past it the oldest are dropped (counted, logged)."""
+    max_age_s: int = 86_400
+    """Changes older than this are trimmed from a city's stream as new ones are added."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """How much each process logs and how its file is kept (codeengine.logs)."""
 
@@ -250,6 +265,7 @@ class Settings:
     keys: KeySettings = field(default_factory=KeySettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    changes: ChangeLogSettings = field(default_factory=ChangeLogSettings)
     fence: FenceSettings = field(default_factory=FenceSettings)
     records: RecordsSettings = field(default_factory=RecordsSettings)
     logging: LogSettings = field(default_factory=LogSettings)
@@ -289,10 +305,19 @@ def _coerce(name: str, declared: Any, value: Any, from_env: bool) -> Any:
     return value
 
 
+RETIRED = {
+    "verifier.scan_log_max_len": "replaced by verifier.scan_log_max_age_s, the seconds a scan "
+    "stream keeps (docs/configuration.md)",
+}
+"""Settings that no longer exist, with what took their place: said at start-up."""
+
+
 def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if f"{name}.{key}" in RETIRED:
+            raise SettingsError(f"setting {name}.{key}: {RETIRED[f'{name}.{key}']}")
         if key not in known:
             raise SettingsError(f"unknown setting {name}.{key}")
         values[key] = _coerce(f"{name}.{key}", known[key].type, value, from_env=False)
@@ -301,6 +326,8 @@ def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[s
         if not env_key.startswith(prefix):
             continue
         key = env_key[len(prefix) :].lower()
+        if f"{name}.{key}" in RETIRED:
+            raise SettingsError(f"setting {env_key}: {RETIRED[f'{name}.{key}']}")
         if key not in known:
             raise SettingsError(f"unknown setting {env_key}")
         values[key] = _coerce(env_key, known[key].type, value, from_env=True)
@@ -325,6 +352,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "keys": KeySettings,
         "codes": CodeSettings,
         "verifier": VerifierSettings,
+        "changes": ChangeLogSettings,
         "fence": FenceSettings,
         "records": RecordsSettings,
         "logging": LogSettings,
@@ -354,6 +382,7 @@ def _check_values(settings: Settings) -> None:
     _check_cluster_security(settings.cluster)
     _check_service(settings.service)
     _check_logging(settings.logging)
+    _check_logs(settings)
     if settings.verifier.degraded_colour not in {"signed", "grey"}:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:
@@ -382,6 +411,22 @@ def _check_records(records: RecordsSettings) -> None:
         raise SettingsError("records.server_url: expected http:// or https://")
     if not records.database.isidentifier():
         raise SettingsError("records.database: letters, digits and _ only")
+
+
+MIN_LOG_MAX_AGE_S = 60
+"""A log stream keeps at least a minute: its consumer's lag while healthy is seconds."""
+
+
+def _check_logs(settings: Settings) -> None:
+    verifier, changes = settings.verifier, settings.changes
+    if min(verifier.scan_flush_ms, changes.flush_ms) < 1:
+        raise SettingsError("verifier.scan_flush_ms, changes.flush_ms: at least 1")
+    if min(verifier.scan_buffer_max, changes.buffer_max) < 1000:
+        raise SettingsError("verifier.scan_buffer_max, changes.buffer_max: at least 1000")
+    if min(verifier.scan_log_max_age_s, changes.max_age_s) < MIN_LOG_MAX_AGE_S:
+        raise SettingsError(
+            f"verifier.scan_log_max_age_s, changes.max_age_s: at least {MIN_LOG_MAX_AGE_S}"
+        )
 
 
 def _check_service(service: ServiceSettings) -> None:

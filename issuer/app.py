@@ -22,6 +22,7 @@ from codeengine.web.trust import PUBLISHED, PublishedLists
 from issuer.aliases import ALIAS_ROUTES, FUSION
 from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
+from issuer.changelog import attach_change_log
 from issuer.cities import CITY_OPS_ROUTES
 from issuer.schemas import ISSUER_SCHEMAS, alias_type_schema
 from issuer.signedlists import attach_publisher
@@ -78,6 +79,8 @@ def create_app(
     app[PUBLISHED] = PublishedLists()
     # After the runtime's context: the publisher needs the store, and stops before it closes.
     attach_publisher(app, settings)
+    # Likewise: the change log's last flush runs before the store closes.
+    attach_change_log(app, settings)
     app[QR_CACHE] = ImageCache()
     app[FUSION] = load_fusion(settings.codes.fusion_path())
     # The document says what this app serves: the alias types of the fusion file it loaded.

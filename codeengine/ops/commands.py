@@ -38,6 +38,7 @@ from codeengine.store.batches import BatchReport, Format, Importer
 from codeengine.store.redisstore import RedisStore
 from codeengine.web.runtime import store_settings
 from codeengine.web.worker import tune_gc
+from issuer.changelog import ChangeLogWriter
 
 BAR_WIDTH = 30
 
@@ -105,15 +106,23 @@ OPS_READ_DEADLINE_MS = 5000
 """A command run by hand may wait for the cluster longer than a request does."""
 
 
-async def _with_store(settings: Settings, work: Any) -> Any:
+async def _with_store(settings: Settings, work: Any, *, changes: bool = False) -> Any:
+    """Run ``work`` with a store; ``changes``: keep the change log of the subjects it writes
+    (flushed before the store closes), as an issuer does."""
     tuned = store_settings(settings)
     tuned = replace(tuned, read_deadline_ms=max(tuned.read_deadline_ms, OPS_READ_DEADLINE_MS))
     store = RedisStore(tuned)
     store.keys = store_keys(settings)
     store.service = "ops"
+    writer = ChangeLogWriter(store, settings.changes) if changes else None
+    if writer is not None:
+        store.changes = writer.add_packed
+        writer.start()
     try:
         return await work(store)
     finally:
+        if writer is not None:
+            await writer.stop()
         await store.close()
 
 
@@ -154,7 +163,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     # The import keeps up to 300,000 subjects' state in memory: with Python's young threshold
     # the collector would keep walking it, as it walks a worker's in-flight requests.
     tune_gc(settings.service.gc_young_threshold)
-    report = asyncio.run(_with_store(settings, work))
+    report = asyncio.run(_with_store(settings, work, changes=not args.dry_run))
     progress.done()
     document = report.to_json(with_errors=True)
     _print(document)
@@ -181,7 +190,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     async def work(store: RedisStore) -> dict[str, int]:
         return await store.rollback_batch(args.batch_id, int(time.time()), actor)
 
-    counts = asyncio.run(_with_store(settings, work))
+    counts = asyncio.run(_with_store(settings, work, changes=True))
     _print({"batch_id": args.batch_id, "state": "rolled_back", **counts})
     return 0
 

@@ -15,6 +15,7 @@ __all__ = [
     "SIGNED_LIST_KEYS",
     "TRUST_KEY",
     "audit_key",
+    "change_batch_key",
     "change_log_key",
     "fence_keys",
     "op_key",
@@ -54,8 +55,14 @@ def scan_batch_key(city: int, token: str) -> str:
 
 
 def change_log_key(city: int) -> str:
-    """A city's change log (stream): its subjects' audited writes, for the records service."""
+    """A city's change log (stream): every audited write of its subjects, for the records
+    service (codeengine.code.changes); a subject's audit stream cannot be read by a group."""
     return f"{NAMESPACE}:chg:{{{city}}}"
+
+
+def change_batch_key(city: int, token: str) -> str:
+    """The marker that a change-log batch was written to a city's stream (expires in an hour)."""
+    return f"{NAMESPACE}:chg:{{{city}}}:b:{token}"
 
 
 def subject_key(subject: SubjectId) -> str:

@@ -11,6 +11,7 @@ __all__ = ["AliasBinding", "RiskWrite", "Store"]
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple, Protocol
 
+from codeengine.code.changes import PackedChange
 from codeengine.code.display import DisplayedCode
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.scans import PackedScan, ScanWindow
@@ -111,14 +112,20 @@ class Store(Protocol):
         """Store a signed list unless another came between (VersionConflict), acknowledged."""
 
     async def append_scans(
-        self, entries: list[PackedScan], max_len: int, token: str
+        self, entries: list[PackedScan], max_age_ms: int, token: str
     ) -> list[PackedScan]:
         """Append packed scan entries to their cities' logs; return those of cities that failed.
 
         ``token`` names the batch: a resend with the same token writes nothing twice.
+        Entries older than ``max_age_ms`` are trimmed from a stream as the batch is added.
 
         Cities on healthy shards are written even when another shard is down, exactly once.
         """
+
+    async def append_changes(
+        self, entries: list[PackedChange], max_age_ms: int, token: str
+    ) -> list[PackedChange]:
+        """Append packed change entries to their cities' change logs, as ``append_scans``."""
 
     async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
         """A city's scan entries in ``[from_ms, to_ms]``, at most ``limit``; whether the limit

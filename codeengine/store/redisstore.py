@@ -13,6 +13,7 @@ __all__ = ["RedisStore", "StoreSettings"]
 from codeengine.store.adapters._base import StoreSettings
 from codeengine.store.adapters.appeals import AppealAdapter
 from codeengine.store.adapters.batches import BatchAdapter
+from codeengine.store.adapters.changes import ChangeAdapter
 from codeengine.store.adapters.display import DisplayAdapter
 from codeengine.store.adapters.fusion import FusionAdapter
 from codeengine.store.adapters.leases import LeaseAdapter
@@ -27,6 +28,7 @@ class RedisStore(
     DisplayAdapter,
     TrustAdapter,
     ScanAdapter,
+    ChangeAdapter,
     BatchAdapter,
     FusionAdapter,
     LeaseAdapter,

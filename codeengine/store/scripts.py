@@ -17,7 +17,7 @@ from __future__ import annotations
 __all__ = [
     "ALIAS_CLAIM",
     "ALIAS_RELEASE",
-    "APPEND_SCANS",
+    "APPEND_LOG",
     "FENCE_HANDOVER",
     "FENCE_TICK",
     "PUT_KEYRING",
@@ -81,7 +81,7 @@ SIGNATURES: dict[str, Signature] = {
     ),
     "REVOKE": Signature(("set_key",), ("member", "score", "prune_below")),
     "PUT_SIGNED_LIST": Signature(("list_key",), ("expected", "seq", "document"), codes=KeyringCode),
-    "APPEND_SCANS": Signature(("log_key", "marker_key"), ("max_len",), row=("entry",)),
+    "APPEND_LOG": Signature(("log_key", "marker_key"), ("max_age_ms",), row=("entry",)),
     "ALIAS_CLAIM": Signature(("alias_key",), ("subject", "sealed"), codes=ClaimCode),
     "ALIAS_RELEASE": Signature(("alias_key",), ("subject",), codes=ReleaseCode),
     "FENCE_TICK": Signature(_LEASE, ("role", "lease_ms", "handback_ms", "may_take")),
@@ -113,7 +113,7 @@ SWAP_DISPLAY = compose("swap_display.lua")
 PUT_KEYRING = compose("put_keyring.lua")
 REVOKE = compose("revoke.lua")
 PUT_SIGNED_LIST = compose("put_signed_list.lua")
-APPEND_SCANS = compose("append_scans.lua")
+APPEND_LOG = compose("append_log.lua")
 ALIAS_CLAIM = compose("alias_claim.lua")
 ALIAS_RELEASE = compose("alias_release.lua")
 FENCE_TICK = compose("fence_tick.lua")

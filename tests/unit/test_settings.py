@@ -106,3 +106,28 @@ def test_the_cluster_is_secure_by_default_and_plain_by_choice() -> None:
         }
     ).cluster
     assert (plain.tls, plain.username, plain.password_file) == (False, "", "")
+
+
+def test_the_retired_scan_log_length_is_refused_naming_its_successor(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[verifier]\nscan_log_max_len = 1000000\n")
+    with pytest.raises(SettingsError, match=r"scan_log_max_len: replaced by .*scan_log_max_age_s"):
+        load_settings(config, env={})
+    env = {"CODEENGINE_VERIFIER_SCAN_LOG_MAX_LEN": "5"}
+    with pytest.raises(SettingsError, match="CODEENGINE_VERIFIER_SCAN_LOG_MAX_LEN: replaced"):
+        load_settings(env=env)
+
+
+def test_log_settings_come_from_the_environment_and_are_checked() -> None:
+    env = {"CODEENGINE_CHANGES_MAX_AGE_S": "3600", "CODEENGINE_VERIFIER_SCAN_LOG_MAX_AGE_S": "120"}
+    settings = load_settings(env=env)
+    assert (settings.changes.max_age_s, settings.verifier.scan_log_max_age_s) == (3600, 120)
+    for key, value in [
+        ("CHANGES_MAX_AGE_S", "59"),
+        ("VERIFIER_SCAN_LOG_MAX_AGE_S", "0"),
+        ("CHANGES_BUFFER_MAX", "999"),
+        ("VERIFIER_SCAN_FLUSH_MS", "0"),
+    ]:
+        name = key.split("_", 1)[1].lower()
+        with pytest.raises(SettingsError, match=name):
+            load_settings(env={f"CODEENGINE_{key}": value})

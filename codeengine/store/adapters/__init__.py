@@ -8,6 +8,7 @@ says which keys of :mod:`codeengine.store.keyspace` it owns.
 * ``display``: display tokens, read with the record in one MGET (the hot path).
 * ``trust``: the sealed keyring, the trust list, revoked codes and keys.
 * ``scans``: the per-city scan log.
+* ``changes``: the per-city change log (every audited write, for the records service).
 * ``batches``: bulk risk imports, their progress and rollback.
 * ``appeals``: appeals and the override an upheld one applies.
 * ``fusion``: aliases bound to subjects, and licences.

@@ -124,6 +124,7 @@ class Adapter:
         key_list: list[str],
         args: list[Any],
         wrote: Callable[[Any], bool] = lambda result: True,
+        on_written: Callable[[Any], None] | None = None,
     ) -> Any:
         """Run a write script and WAIT for ``replicas_to_ack`` replicas on its connection.
 
@@ -131,7 +132,9 @@ class Adapter:
         commands leave together (:meth:`FastCluster.evalsha_then_wait`); a MOVED or ASK fails
         the call (a resend is safe). ``wrote(result)`` says whether the script changed
         anything: a refusal (stale version, unknown subject) needs no replica and is answered
-        as such even while one lags.
+        as such even while one lags. ``on_written(result)`` runs once the primary answered
+        that it wrote, before the WAIT's answer is looked at: what the primary has stays
+        written even when no replica confirms it in time.
         """
         fast = await self._hot()
         settings = self._settings
@@ -145,6 +148,8 @@ class Adapter:
         )
         if not wrote(result):
             return result
+        if on_written is not None:
+            on_written(result)
         if int(fast.reply_or_raise(acked, "WAIT")) < settings.replicas_to_ack:
             raise WriteNotReplicated("no replica confirmed the write in time")
         return result

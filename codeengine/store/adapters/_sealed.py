@@ -16,9 +16,11 @@ __all__ = ["MAX_CAS_TRIES", "Plan", "SealedAdapter", "StoreKeys", "fence_record"
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from codeengine.code.chain import append_entry
+from codeengine.code.changes import PackedChange, change_of
 from codeengine.code.errors import KeyringError, RecordTampered, StoreUnavailable
 from codeengine.code.fencing import WriterToken
 from codeengine.code.model import SubjectId
@@ -94,7 +96,23 @@ class SealedAdapter(Adapter):
         """Set by the process that owns the store (codeengine.web.runtime, the ops commands)."""
         self.service = "store"
         """The service label of the tampering counter."""
+        self.changes: Callable[[PackedChange], None] | None = None
+        """Where committed audited writes go for the change log (the issuer's and the ops
+        commands' change-log writer, codeengine.store.streamlog); None keeps no change log."""
         self._logged: set[tuple[str, str]] = set()
+
+    def note_change(self, record: SubjectRecord, entry: dict[str, Any]) -> None:
+        """Hand an audited write that committed to the change log (if this process keeps one).
+
+        Called as soon as the primary answers that it wrote, even if no replica confirms it
+        in time: the audit entry is there, so the change is too.
+        """
+        if self.changes is not None:
+            self.changes(change_of(entry, record.subject, record.city).packed())
+
+    def _note_applied(self, record: SubjectRecord, entry: dict[str, Any], reply: Any) -> None:
+        if int(reply[0]) == PutCode.APPLIED:
+            self.note_change(record, entry)
 
     def _record_keys(self) -> MACKeyset:
         if self.keys is None:
@@ -190,12 +208,13 @@ class SealedAdapter(Adapter):
                 marker = seal(self._record_keys(), marker_context(marker_key), body)
             args: list[str | bytes] = [raw or b"", self.seal_record(record), packed, digest,
                     marker, step.side, step.side_field, step.side_value]  # fmt: skip
+            note = partial(self._note_applied, record, step.entry)
             if acked:
-                code, value = await self._write_then_wait(PUT_RECORD, keys, args, wrote)
+                code, value = await self._write_then_wait(PUT_RECORD, keys, args, wrote, note)
             else:
-                code, value = await self._acked[PUT_RECORD](
-                    keys, args, deadline_s=self._bulk_deadline_s
-                )
+                reply = await self._acked[PUT_RECORD](keys, args, deadline_s=self._bulk_deadline_s)
+                note(reply)
+                code, value = reply
             put = PutCode(int(code))
             if put is PutCode.CONFLICT:
                 raw = bytes(value) or None

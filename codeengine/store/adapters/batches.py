@@ -208,10 +208,10 @@ class BatchAdapter(SealedAdapter):
             unknown = [s for s in dict.fromkeys(writes[i].subject for i in todo) if s not in known]
             raws = await self._read_rows(fast, unknown) if unknown else {}
             async with self._import_turn:
-                rows, sent, later = self._plan_rows(
+                rows, sent, later, changed = self._plan_rows(
                     batch_id, writes, todo, known, raws, codes, now, actor, token
                 )
-                replies = asyncio.ensure_future(self._put_rows(fast, rows))
+                replies = asyncio.ensure_future(self._put_rows(fast, rows, changed))
                 # Let it send before the next chunk computes (the client queues at once).
                 await asyncio.sleep(0)
             conflicted = [sent[i] for i in await replies]
@@ -266,12 +266,14 @@ class BatchAdapter(SealedAdapter):
         now: int,
         actor: str,
         token: WriterToken,
-    ) -> tuple[list[list[Any]], list[int], list[int]]:
+    ) -> tuple[list[list[Any]], list[int], list[int], list[tuple[SubjectRecord, dict[str, Any]]]]:
         """Compute and seal the rows of ``todo`` in file order: the script rows, for each the
-        index of its write, and the rows left for the next round (a subject forgotten since
-        its read was asked for)."""
+        index of its write, the rows left for the next round (a subject forgotten since its
+        read was asked for), and each script row's new record and audit entry (for the
+        change log)."""
         audit_keys = self._audit_keys()
         rows: list[list[Any]] = []
+        changed: list[tuple[SubjectRecord, dict[str, Any]]] = []
         sent: list[int] = []
         later: list[int] = []
         deferred: set[SubjectId] = set()
@@ -335,13 +337,22 @@ class BatchAdapter(SealedAdapter):
             rows.append([keyspace.subject_key(subject), keyspace.audit_key(subject),
                          keyspace.batch_snapshot_key(subject, batch_id), raw or b"",
                          new_raw, packed, digest, snapshot])  # fmt: skip
+            changed.append((new, entry))
             sent.append(index)
             codes[index] = RiskCode.CREATED if created else RiskCode.CHANGED
             known[subject] = (new_raw, new)
-        return rows, sent, later
+        return rows, sent, later, changed
 
-    async def _put_rows(self, fast: FastCluster, rows: list[list[Any]]) -> list[int]:
-        """Send the sealed rows, a WAIT after each primary's calls; the conflicted rows."""
+    async def _put_rows(
+        self,
+        fast: FastCluster,
+        rows: list[list[Any]],
+        changed: list[tuple[SubjectRecord, dict[str, Any]]],
+    ) -> list[int]:
+        """Send the sealed rows, a WAIT after each primary's calls; the conflicted rows.
+
+        Every row a primary wrote goes to the change log before any WAIT is looked at: what
+        the primary has stays written even when its replica is late."""
         by_primary: dict[Address | None, list[int]] = {}
         for index, row in enumerate(rows):
             by_primary.setdefault(fast.primary_for(row[0]), []).append(index)
@@ -363,6 +374,7 @@ class BatchAdapter(SealedAdapter):
         if not commands:
             return []
         replies = await fast.bulk(commands, deadline_s=self._bulk_deadline_s)
+        self._note_written(calls, replies, changed)
         conflicted: list[int] = []
         wrote = False
         for part, reply in zip(calls, replies, strict=True):
@@ -379,6 +391,21 @@ class BatchAdapter(SealedAdapter):
                 raise WriteNotReplicated("no replica confirmed the batch's writes in time")
             wrote = False
         return conflicted
+
+    def _note_written(
+        self,
+        calls: list[list[int]],
+        replies: list[Any],
+        changed: list[tuple[SubjectRecord, dict[str, Any]]],
+    ) -> None:
+        """Hand every row a primary wrote to the change log (before any WAIT is looked at)."""
+        if self.changes is None:
+            return
+        for part, reply in zip(calls, replies, strict=True):
+            if part and isinstance(reply, list):
+                for index, code in zip(part, reply, strict=True):
+                    if int(code) != PutCode.CONFLICT:
+                        self.note_change(*changed[index])
 
     async def record_batch_progress(
         self, batch_id: str, counters: dict[str, int], errors: list[tuple[int, str]], now: int

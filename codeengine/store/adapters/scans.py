@@ -7,16 +7,15 @@ from __future__ import annotations
 
 __all__ = ["ScanAdapter"]
 
-import asyncio
 import logging
-from collections import defaultdict
 
 from codeengine.code.errors import CodeEngineError
 from codeengine.code.scans import PackedScan, ScanEntry, ScanWindow
 from codeengine.metrics import SCANS_UNREADABLE
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import Adapter, StoreSettings
-from codeengine.store.scripts import APPEND_SCANS
+from codeengine.store.adapters._logs import append_by_city
+from codeengine.store.scripts import APPEND_LOG
 
 log = logging.getLogger("codeengine.store.port")
 
@@ -26,40 +25,27 @@ class ScanAdapter(Adapter):
 
     def __init__(self, settings: StoreSettings) -> None:
         super().__init__(settings)
-        self._append_scans = self._fast.script(APPEND_SCANS)
+        self._append_log = self._fast.script(APPEND_LOG)
 
     async def append_scans(
-        self, entries: list[PackedScan], max_len: int, token: str
+        self, entries: list[PackedScan], max_age_ms: int, token: str
     ) -> list[PackedScan]:
         """Append every entry to its city's stream: one script call per city, pipelined.
 
         Returns the entries of the cities whose call failed; the others are written once.
         A city's script skips a batch whose ``token`` it has written already (a resend).
+        Entries older than ``max_age_ms`` are trimmed as the batch is added.
         """
         await self._hot()
-        # Each city's script arguments, gathered as they are sent: the limit, then the entries.
-        by_city: defaultdict[int, list[int | bytes]] = defaultdict(lambda: [max_len])
-        for city, packed in entries:
-            by_city[city].append(packed)
-        deadline_s = self._settings.write_deadline_ms / 1000
-        outcomes = await asyncio.gather(
-            *(
-                self._append_scans(
-                    [keyspace.scan_log_key(city), keyspace.scan_batch_key(city, token)],
-                    args,
-                    deadline_s=deadline_s,
-                )
-                for city, args in by_city.items()
-            ),
-            return_exceptions=True,
+        return await append_by_city(
+            self._append_log,
+            keyspace.scan_log_key,
+            keyspace.scan_batch_key,
+            entries,
+            max_age_ms,
+            token,
+            self._settings.write_deadline_ms / 1000,
         )
-        failed_cities = set()
-        for city, outcome in zip(by_city, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, Exception):
-                    raise outcome
-                failed_cities.add(city)
-        return [entry for entry in entries if entry[0] in failed_cities] if failed_cities else []
 
     async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
         """Stream ids are millisecond times, so a time window is an XRANGE."""
