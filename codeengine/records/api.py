@@ -219,6 +219,29 @@ async def subject_scans(request: web.Request) -> web.Response:
     return await _answer(request, "subject_scans", subject, window, len(rows), body)
 
 
+async def subject_changes(request: web.Request) -> web.Response:
+    """A subject's colour changes and other audited writes in a window, by time; paginated."""
+    subject = _subject(request)
+    window = _window(request)
+    limit = _limit(request)
+    after = _cursor(request, (int, int, str, str))
+    rows: list[q.Change] = await _rows(q.changes, _engine(request), subject, *window, limit, after)
+    body = {
+        "subject": subject,
+        "from": window[0],
+        "to": window[1],
+        "changes": [
+            {"at": r.at_ms, "city": r.city, "op": r.op, "old_colour": r.old_colour or None,
+             "new_colour": r.new_colour or None, "version": r.version, "actor": r.actor,
+             "reason": r.reason, "op_id": r.op_id}
+            for r in rows
+        ],
+        "next": _next(rows, limit, (rows[-1].at_ms, rows[-1].version, rows[-1].op,
+                                    rows[-1].op_id) if rows else ()),
+    }  # fmt: skip
+    return await _answer(request, "subject_changes", subject, window, len(rows), body)
+
+
 async def counts(request: web.Request) -> web.Response:
     """Scans by result and colour per step, of a city or one of its venues."""
     city = _int(request, "city", high=999_999)
@@ -327,6 +350,21 @@ RECORDS_API = [
         + _RECORDED,
         parameters=(path_param("subject", _SUBJECT), *_WINDOW_PARAMS, *_PAGE_PARAMS),
         answers={"200": ("A page of the subject's scans", {JSON: _PAGE_ANSWER})},
+        problems=(400, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/records/subjects/{subject}/changes",
+        subject_changes,
+        "records_subject_changes",
+        scope="records:subject",
+        summary="A subject's colour changes and other audited writes in a window",
+        description="From the issuers' change log: each write's time, operation, colour before "
+        "and after, version, the client or tool that made it, its reason and `op_id`. By "
+        "time; paginated like the scans. The audit trail (`GET /v1/subjects/{subject}/history` "
+        "on the issuer) stays the record of truth." + _RECORDED,
+        parameters=(path_param("subject", _SUBJECT), *_WINDOW_PARAMS, *_PAGE_PARAMS),
+        answers={"200": ("A page of the subject's changes", {JSON: _PAGE_ANSWER})},
         problems=(400, 503),
     ),
     Route(

@@ -21,10 +21,12 @@ Why these shapes (docs/records.md has the measurements):
 from __future__ import annotations
 
 __all__ = [
+    "Change",
     "Contact",
     "CountRow",
     "SubjectScan",
     "VenueScan",
+    "changes",
     "contacts",
     "counts",
     "subject_scans",
@@ -59,6 +61,20 @@ class CountRow(NamedTuple):
     reason: str
     colour: str
     scans: int
+
+
+class Change(NamedTuple):
+    """An audited write of a subject: its colour before and after, and who made it."""
+
+    at_ms: int
+    city: int
+    op: str
+    old_colour: str
+    new_colour: str
+    version: int
+    actor: str
+    reason: str
+    op_id: str
 
 
 class Contact(NamedTuple):
@@ -205,3 +221,31 @@ def contacts(
         parameters,
     )
     return [Contact(str(a), str(b), int(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows]
+
+
+def changes(
+    engine: RecordsEngine,
+    subject: str,
+    from_ms: int,
+    to_ms: int,
+    limit: int,
+    after: tuple[int, int, str, str] | None = None,
+) -> list[Change]:
+    """A subject's audited writes in the window, by time (then version, op, op_id); at most
+    ``limit``, from after the cursor (the last row's ``(at_ms, version, op, op_id)``). The
+    table is ordered by ``(subject, at)``: one range read."""
+    cursor = ""
+    parameters: dict[str, object] = {"subject": subject, "from_ms": from_ms, "to_ms": to_ms}
+    if after is not None:
+        cursor = (
+            f" AND ({_MS}, version, op, op_id) > "
+            "({c_ms:Int64}, {c_version:UInt32}, {c_op:String}, {c_op_id:String})"
+        )
+        parameters |= dict(zip(("c_ms", "c_version", "c_op", "c_op_id"), after, strict=True))
+    rows = engine.rows(
+        f"SELECT {_MS}, city, op, old_colour, new_colour, version, actor, reason, op_id "
+        f"FROM {engine.database}.changes WHERE subject = {{subject:String}} AND {_WINDOW}{cursor} "
+        f"ORDER BY at, version, op, op_id LIMIT {int(limit)}",
+        parameters,
+    )
+    return [Change(*row) for row in rows]

@@ -198,6 +198,16 @@ def test_every_scan_a_verify_burst_answered_is_in_the_records(
         stored = eventually(lambda: _stored(records, venue), lambda n: n >= answered, HANG_GUARD_S)
         assert stored == answered, (stored, answered, wrk.stdout)
         assert records.metric("codeengine_records_unreadable_total") == 0
+        # The subject's creation reached the library too, through the issuer's change log.
+        now = int(time.time() * 1000)
+        path = f"/v1/records/subjects/{subject}/changes?from={now - 3_600_000}&to={now + 60_000}"
+        created = eventually(
+            lambda: records.call("GET", path, scope="records:subject").json()["changes"],
+            lambda found: bool(found), HANG_GUARD_S,
+        )  # fmt: skip
+        assert [(c["op"], c["new_colour"], c["city"]) for c in created][:1] == [
+            ("create", "green", CITY)
+        ]
 
 
 def _verdicts(exposition: str) -> float:

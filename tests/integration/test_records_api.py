@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from codeengine.records.engine import RecordsEngine
-from codeengine.records.schema import SCANS
+from codeengine.records.schema import CHANGES, SCANS
 from codeengine.records.service import create_app
 from codeengine.settings import Settings
 from tests.integration.apps import auth
@@ -180,3 +180,27 @@ def test_every_answer_is_recorded_with_who_what_and_when(
         (T0 + 7_200_000, "dev-records", "subject_scans", S, T0, T0 + 86_400_000, 2, True),
         (T0 + 7_200_000, "dev-records", "venue_scans", "gym", T0, T0 + 86_400_000, 1, True),
     ]
+
+
+def test_a_subject_s_changes_come_by_time_in_pages(
+    settings: Settings, engine: RecordsEngine
+) -> None:
+    changes = [
+        [T0, SUZHOU, S, "create", "", "green", 1, "dev-generate", "", "op-1"],
+        [T0 + MIN, SUZHOU, S, "convert", "green", "red", 2, "dev-convert", "close contact", "op-2"],
+        [T0 + 2 * MIN, SUZHOU, S, "convert", "red", "green", 3, "dev-convert", "cleared", "op-3"],
+        [T0 + 3 * MIN, SUZHOU, A, "create", "", "green", 1, "dev-generate", "", "op-4"],
+    ]  # fmt: skip
+    engine.insert_packed(CHANGES, b"".join(msgpack.packb(c)[1:] for c in changes), "changes")
+    (_, first), = call(settings, engine, [
+        (f"/v1/records/subjects/{S}/changes?{WINDOW}", "records:subject"),
+    ])  # fmt: skip
+    got = [(c["op"], c["old_colour"], c["new_colour"], c["version"]) for c in first["changes"]]
+    assert got == [("create", None, "green", 1), ("convert", "green", "red", 2)]
+    (_, rest), = call(settings, engine, [
+        (f"/v1/records/subjects/{S}/changes?{WINDOW}&cursor={first['next']}", "records:subject"),
+    ])  # fmt: skip
+    assert [(c["version"], c["actor"], c["reason"]) for c in rest["changes"]] == [
+        (3, "dev-convert", "cleared")
+    ]
+    assert rest["next"] is None
