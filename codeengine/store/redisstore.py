@@ -16,6 +16,7 @@ from codeengine.store.adapters.batches import BatchAdapter
 from codeengine.store.adapters.display import DisplayAdapter
 from codeengine.store.adapters.fusion import FusionAdapter
 from codeengine.store.adapters.leases import LeaseAdapter
+from codeengine.store.adapters.records import RecordsStatusAdapter
 from codeengine.store.adapters.scans import ScanAdapter
 from codeengine.store.adapters.subjects import SubjectAdapter
 from codeengine.store.adapters.trust import TrustAdapter
@@ -30,6 +31,7 @@ class RedisStore(
     BatchAdapter,
     FusionAdapter,
     LeaseAdapter,
+    RecordsStatusAdapter,
 ):
     """The :class:`codeengine.store.port.Store` on a Redis Cluster.
 
