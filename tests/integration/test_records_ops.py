@@ -187,3 +187,37 @@ def test_the_status_shows_lag_and_days_here_in_redis_and_on_the_console(
     ]
     assert (stale["stale"], stale["age_s"]) == (True, 31.0)
     assert RECORDS_STATUS_KEY == "ce:rec:{status}"
+
+
+def test_who_asked_what_pages_through_the_access_table_and_is_recorded_itself(
+    settings: Settings, engine: RecordsEngine
+) -> None:
+    insert(engine, ACCESS, [
+        [day_ms(1, 8), "dev-records", "venue_scans", "mall", 0, 1, 4, "r1"],
+        [day_ms(1, 9), "dev-records", "subject_scans", SUBJECT, 0, 1, 2, "r2"],
+        [day_ms(1, 10), "cdc", "contacts", SUBJECT, 0, 1, 9, "r3"],
+        [day_ms(3), "cdc", "counts", "320500", 0, 1, 1, "r0"],  # before the window
+    ])  # fmt: skip
+    window = f"from={day_ms(1, 0)}&to={day_ms(0, 0)}"
+    (status, first), (_, denied) = get(settings, engine, None, [
+        (f"/v1/records/access?{window}", "admin"), (f"/v1/records/access?{window}",
+                                                    "records:subject"),
+    ])  # fmt: skip
+    assert (status, denied["reason"]) == (200, "FORBIDDEN")
+    assert [(a["client"], a["operation"], a["target"], a["rows"]) for a in first["access"]] == [
+        ("dev-records", "venue_scans", "mall", 4), ("dev-records", "subject_scans", SUBJECT, 2)
+    ]  # fmt: skip
+    ((_, rest),) = get(settings, engine, None, [
+        (f"/v1/records/access?{window}&cursor={first['next']}", "admin")
+    ])  # fmt: skip
+    assert [(a["at"], a["request_id"]) for a in rest["access"]] == [(day_ms(1, 10), "r3")]
+    assert rest["next"] is None
+    # Each read of the access table is in it too (at the app's clock, NOW: today).
+    reads = engine.rows(
+        f"SELECT client, operation, from_ms, to_ms, rows FROM {engine.database}.access "
+        "WHERE operation = 'access' ORDER BY rows DESC"
+    )
+    assert [tuple(r) for r in reads] == [
+        ("dev-admin", "access", day_ms(1, 0), day_ms(0, 0), 2),
+        ("dev-admin", "access", day_ms(1, 0), day_ms(0, 0), 1),
+    ]
