@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from codeengine.store.acl import SCRIPT_COMMANDS, SERVICE_ACL_RULE, SERVICE_COMMANDS
+from codeengine.store.acl import (
+    RECORDS_ACL_RULE,
+    RECORDS_KEYS,
+    SCRIPT_COMMANDS,
+    SERVICE_ACL_RULE,
+    SERVICE_COMMANDS,
+)
 
 STORE = Path(__file__).resolve().parents[2] / "codeengine" / "store"
 
@@ -59,3 +65,10 @@ def test_the_operations_guide_shows_the_rule() -> None:
     guide = (STORE.parents[1] / "docs" / "operations.md").read_text()
     shown = " ".join(guide.split("resetchannels ~* -@all", 1)[1].split("```", 1)[0].split())
     assert "resetchannels ~* -@all " + shown == SERVICE_ACL_RULE
+
+
+def test_the_operations_guide_shows_the_records_rule() -> None:
+    guide = (STORE.parents[1] / "docs" / "operations.md").read_text()
+    start = f"resetchannels {RECORDS_KEYS} -@all"
+    shown = " ".join(guide.split(start, 1)[1].split("```", 1)[0].split())
+    assert f"{start} {shown}" == RECORDS_ACL_RULE
