@@ -57,7 +57,7 @@ from codeengine.web.body import (
     validate_object,
 )
 from codeengine.web.fastlane import HotRequest, hot
-from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
+from codeengine.web.routes import JSON, PUBLIC, Route, object_body, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
@@ -362,17 +362,6 @@ async def revocations(request: web.Request) -> web.Response:
     return conditional(request, published, f"public, max-age={max_age}")
 
 
-def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
-    text = request.query.get(name)
-    if text is None:
-        if default is None:
-            raise BadRequest(f"query {name!r} is required", reason=Reason.MISSING_FIELD)
-        return default
-    if not (text.isascii() and text.isdigit()) or len(text) > 15:
-        raise BadRequest(f"query {name!r} must be a non-negative integer")
-    return int(text)
-
-
 async def scans(request: web.Request) -> web.Response:
     """Moved: the records service stores the scan streams and trims them behind, so a count
     here would see only what waits; ``GET /v1/records/counts`` there counts everything kept."""
@@ -384,8 +373,6 @@ async def scans(request: web.Request) -> web.Response:
 SCANS_MOVED_TO = "GET /v1/records/counts"
 
 
-# A query time is at most 15 digits (ms since the epoch); longer ones are 400.
-_MS_QUERY = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
 _BATCH_MEDIA = (JSON, MSGPACK)
 VERIFY_ROUTES = [
     Route(
@@ -469,13 +456,8 @@ VERIFY_ROUTES = [
         description="The records service stores every city's scan stream and trims the stream "
         "behind what it stored, so a count here would count only the scans still waiting. "
         "Ask the records service's `GET /v1/records/counts` (scope `records:counts`). "
-        "Answers 410 `MOVED` with `moved_to`, whatever the query.",
-        parameters=(
-            query_param("city", {"type": "integer", **_CITY}),
-            query_param("venue", {"type": "string", "maxLength": MAX_ID_CHARS}),
-            query_param("from", _MS_QUERY, description="ms since the epoch"),
-            query_param("to", _MS_QUERY, description="ms since the epoch"),
-        ),
+        "Answers 410 `MOVED` with `moved_to`, whatever the query (the old `city`, `venue`, "
+        "`from` and `to` are no longer read).",
         answers={"410": ("Moved (MOVED): `moved_to` names the operation to ask", ref("Problem"))},
         deprecated=True,
     ),
