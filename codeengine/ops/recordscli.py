@@ -23,7 +23,7 @@ running service.
 
 from __future__ import annotations
 
-__all__ = ["add_records_commands", "engine_source", "export_from", "run_export"]
+__all__ = ["ExportFailed", "add_records_commands", "engine_source", "export_from", "run_export"]
 
 import argparse
 import json
@@ -101,7 +101,14 @@ def export_from(
         path = out / ex.file_name(table, city, day, fmt)
         progress = _Progress(path.name)
         written, digest = ex.write_export(source(table), path, progress)
-        counted = ex.count_file_rows(rows, path, fmt)
+        try:
+            counted = ex.count_file_rows(rows, path, fmt)
+        except Exception as exc:  # the engine's own error types, whichever engine counts
+            # A body cut short (the service's engine failed after the headers) reads back
+            # as no whole file: the export failed, and the file is not left looking whole.
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+            raise ExportFailed(f"{path.name} does not read back: {type(exc).__name__}") from None
         progress.done(written, counted)
         files.append(ex.ExportFile(table, path.name, counted, written, digest))
     manifest = ex.manifest(city, day, fmt, files, now_ms)

@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from codeengine.ops.cli import main
-from codeengine.ops.recordscli import engine_source, export_from
+from codeengine.ops.recordscli import ExportFailed, engine_source, export_from
 from codeengine.records import export as ex
 from codeengine.records.engine import RecordsEngine
 from codeengine.records.schema import CHANGES, SCANS
@@ -190,3 +190,17 @@ def test_the_command_refuses_a_bad_city_or_day(
 ) -> None:
     assert main(["records", "export", *args]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_file_cut_short_is_a_failed_export_and_is_not_left(
+    engine: RecordsEngine, tmp_path: Path
+) -> None:
+    form = ex.FORMATS["parquet"]
+    whole = b"".join(engine_source(engine, SUZHOU, DAY, form)("scans"))
+
+    def cut(table: str) -> Iterator[bytes]:
+        yield whole[: len(whole) // 2]  # the service's engine failed after the headers
+
+    with pytest.raises(ExportFailed, match="does not read back"):
+        export_from(cut, engine.rows, SUZHOU, DAY, form, tmp_path, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
