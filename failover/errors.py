@@ -10,7 +10,7 @@ on, by name or by group:
 * :class:`AccessRefused` (a ``PermissionError``): the API key is missing, unknown or lacks the
   scope.
 * :class:`UnknownEntity` (a ``LookupError``): the subject, batch, appeal, alias or path is
-  unknown.
+  unknown, or the operation moved to another service (``Moved``).
 * :class:`Conflict`: the request met the state of the store (a stale version, a decided
   appeal, a record whose seal fails...).
 * :class:`TryLater`: nothing certain was done; ask again after ``retry_after_s``. The client
@@ -71,6 +71,7 @@ __all__ = [
     "MalformedRequest",
     "MethodNotAllowed",
     "MissingField",
+    "Moved",
     "NotFound",
     "NotReplicated",
     "NotWriter",
@@ -281,6 +282,18 @@ class UnknownAlias(UnknownEntity):
     """The alias credential is bound to nobody."""
 
     REASON = Reason.UNKNOWN_ALIAS
+
+
+class Moved(UnknownEntity):
+    """The operation moved to another service (410): ``moved_to`` names what to ask there."""
+
+    REASON = Reason.MOVED
+
+    @property
+    def moved_to(self) -> str | None:
+        """The operation the service named, e.g. ``GET /v1/records/counts``."""
+        value = self.extra.get("moved_to")
+        return value if isinstance(value, str) else None
 
 
 class NotFound(UnknownEntity):

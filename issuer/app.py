@@ -24,6 +24,7 @@ from issuer.appeals import APPEAL_ROUTES
 from issuer.batches import BATCH_ROUTES
 from issuer.changelog import attach_change_log
 from issuer.cities import CITY_OPS_ROUTES
+from issuer.records import RECORDS_OPS_ROUTES
 from issuer.schemas import ISSUER_SCHEMAS, alias_type_schema
 from issuer.signedlists import attach_publisher
 from issuer.signingkeys import KEY_ROUTES
@@ -41,7 +42,7 @@ ISSUER_PAGES = [
         "/pages/ops",
         "ops.html",
         "page_ops",
-        "The ops console: city state, live metrics, recent batches",
+        "The ops console: city state, live metrics, recent batches, the records service",
     ),
     static_route(ISSUER_ASSETS),
 ]
@@ -54,6 +55,7 @@ ISSUER_ROUTES: list[Route] = [
     *APPEAL_ROUTES,
     *ALIAS_ROUTES,
     *CITY_OPS_ROUTES,
+    *RECORDS_OPS_ROUTES,
     *OPS_METRICS_ROUTES,
     *OPENAPI_ROUTES,
     *ISSUER_PAGES,

@@ -1,7 +1,9 @@
 """Write the services' OpenAPI documents for the default settings to ``docs/openapi/``.
 
 ``python -m tools.openapi`` (from the repository root) builds each app through its factory with
-the default settings and writes the document it serves at ``/openapi.json``, pretty-printed with
+the default settings and writes the document it serves at ``/openapi.json`` (the records
+service's from its route list, as its factory does: building that app needs an engine),
+pretty-printed with
 sorted keys; ``--check`` writes nothing and exits 1 if a committed file differs.
 """
 
@@ -18,8 +20,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from codeengine.records.service import DESCRIPTION as RECORDS_DESCRIPTION
+from codeengine.records.service import RECORDS_ROUTES
+from codeengine.records.service import TITLE as RECORDS_TITLE
 from codeengine.settings import Settings, load_settings
-from codeengine.web.openapi import OPENAPI
+from codeengine.web.openapi import OPENAPI, openapi_document
 from issuer.app import create_app as create_issuer
 from verifier.app import create_app as create_verifier
 
@@ -32,7 +37,9 @@ _FACTORIES: dict[str, Callable[[Settings], web.Application]] = {
 
 def documents(settings: Settings) -> dict[str, dict[str, Any]]:
     """Each service's OpenAPI document, as its app built with ``settings`` serves it."""
-    return {name: factory(settings)[OPENAPI] for name, factory in _FACTORIES.items()}
+    served = {name: factory(settings)[OPENAPI] for name, factory in _FACTORIES.items()}
+    served["records"] = openapi_document(RECORDS_TITLE, RECORDS_DESCRIPTION, RECORDS_ROUTES, {})
+    return served
 
 
 def render(document: dict[str, Any]) -> str:
@@ -41,7 +48,7 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write (or with ``--check``, compare) ``docs/openapi/{issuer,verifier}.json``."""
+    """Write (or with ``--check``, compare) ``docs/openapi/{issuer,verifier,records}.json``."""
     parser = argparse.ArgumentParser(prog="python -m tools.openapi", description=__doc__)
     parser.add_argument("--check", action="store_true", help="compare, write nothing")
     args = parser.parse_args(argv)

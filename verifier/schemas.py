@@ -75,24 +75,6 @@ VERIFIER_SCHEMAS: dict[str, Any] = {
             "as_of": {"type": "integer"},
         }
     ),
-    "ScanCount": closed_object(
-        {
-            "city": {"type": "integer"},
-            "venue": NULLABLE_STRING,
-            "from": {"type": "integer"},
-            "to": {"type": "integer"},
-            "count": {"type": "integer"},
-            "by_reason": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "by_colour": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "truncated": {"type": "boolean"},
-            "unreadable": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "Entries in the window that are not scan entries: skipped, "
-                "not counted (each is also counted in codeengine_scans_unreadable_total)",
-            },
-        }
-    ),
 }
 """The verifier's answers by component name."""
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from codeengine.code.errors import (
     BadRequest,
     InvalidIdentifier,
+    Moved,
     Reason,
     RecordTampered,
     StoreUnavailable,
@@ -34,7 +35,7 @@ from codeengine.code.errors import (
 from codeengine.code.fusion import AliasType, Fusion, listed
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.code.pseudonym import subject_bytes
-from codeengine.code.scans import MAX_ID_CHARS, ScanEntry, count_scans
+from codeengine.code.scans import MAX_ID_CHARS, ScanEntry
 from codeengine.code.suites import b64url_decode, b64url_encode
 from codeengine.code.token import MAX_TOKEN_CHARS, PREFIX, decode
 from codeengine.code.verification import (
@@ -56,7 +57,7 @@ from codeengine.web.body import (
     validate_object,
 )
 from codeengine.web.fastlane import HotRequest, hot
-from codeengine.web.routes import JSON, PUBLIC, Route, object_body, query_param, ref
+from codeengine.web.routes import JSON, PUBLIC, Route, object_body, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
@@ -361,48 +362,17 @@ async def revocations(request: web.Request) -> web.Response:
     return conditional(request, published, f"public, max-age={max_age}")
 
 
-def _int_query(request: web.Request, name: str, default: int | None = None) -> int:
-    text = request.query.get(name)
-    if text is None:
-        if default is None:
-            raise BadRequest(f"query {name!r} is required", reason=Reason.MISSING_FIELD)
-        return default
-    if not (text.isascii() and text.isdigit()) or len(text) > 15:
-        raise BadRequest(f"query {name!r} must be a non-negative integer")
-    return int(text)
-
-
 async def scans(request: web.Request) -> web.Response:
-    """Count a city's scans in a time window (ms), of one venue or all."""
-    city = _int_query(request, "city")
-    _check_city(city)
-    now_ms = int(request.app[CLOCK]() * 1000)
-    from_ms = _int_query(request, "from", now_ms - 3_600_000)
-    to_ms = _int_query(request, "to", now_ms)
-    if from_ms > to_ms:
-        raise BadRequest("query 'from' is after 'to'")
-    venue = request.query.get("venue")
-    if venue is not None and len(venue) > MAX_ID_CHARS:
-        raise BadRequest(f"query 'venue' is longer than {MAX_ID_CHARS} characters")
-    limit = request.app[SETTINGS].verifier.scan_count_limit
-    window = await request.app[STORE].read_scans(city, from_ms, to_ms, limit)
-    counted = count_scans(window.entries, venue)
-    answer = {
-        "city": city,
-        "venue": venue,
-        "from": from_ms,
-        "to": to_ms,
-        "count": counted.total,
-        "by_reason": counted.by_reason,
-        "by_colour": counted.by_colour,
-        "truncated": window.truncated,
-        "unreadable": window.unreadable,
-    }
-    return web.json_response(answer)
+    """Moved: the records service stores the scan streams and trims them behind, so a count
+    here would see only what waits; ``GET /v1/records/counts`` there counts everything kept."""
+    raise Moved(
+        "scan counts moved to the records service: GET /v1/records/counts", to=SCANS_MOVED_TO
+    )
 
 
-# A query time is at most 15 digits (ms since the epoch); longer ones are 400.
-_MS_QUERY = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
+SCANS_MOVED_TO = "GET /v1/records/counts"
+
+
 _BATCH_MEDIA = (JSON, MSGPACK)
 VERIFY_ROUTES = [
     Route(
@@ -482,15 +452,14 @@ VERIFY_ROUTES = [
         scans,
         "scans",
         scope="admin",
-        summary="Count a city's scans in a time window, of one venue or all (admin)",
-        parameters=(
-            query_param("city", {"type": "integer", **_CITY}, required=True),
-            query_param("venue", {"type": "string", "maxLength": MAX_ID_CHARS}),
-            query_param("from", _MS_QUERY, description="ms since the epoch; default an hour ago"),
-            query_param("to", _MS_QUERY, description="ms since the epoch; default now"),
-        ),
-        answers={"200": ("The count", ref("ScanCount"))},
-        problems=(400, 503),
+        summary="Moved to the records service: GET /v1/records/counts (410 MOVED)",
+        description="The records service stores every city's scan stream and trims the stream "
+        "behind what it stored, so a count here would count only the scans still waiting. "
+        "Ask the records service's `GET /v1/records/counts` (scope `records:counts`). "
+        "Answers 410 `MOVED` with `moved_to`, whatever the query (the old `city`, `venue`, "
+        "`from` and `to` are no longer read).",
+        answers={"410": ("Moved (MOVED): `moved_to` names the operation to ask", ref("Problem"))},
+        deprecated=True,
     ),
     trust_route("The trust list this verifier uses (public), for offline terminals"),
     *signed_list_routes(),

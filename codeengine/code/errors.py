@@ -18,6 +18,7 @@ __all__ = [
     "KeyringError",
     "ListRefused",
     "MalformedCode",
+    "Moved",
     "NotAuthenticated",
     "NotWriter",
     "NotYetValid",
@@ -90,6 +91,7 @@ class Reason(StrEnum):
     FORBIDDEN = "FORBIDDEN"
     RATE_LIMITED = "RATE_LIMITED"
     NOT_FOUND = "NOT_FOUND"
+    MOVED = "MOVED"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
     CLIENT_CLOSED = "CLIENT_CLOSED"
@@ -235,6 +237,16 @@ class NotWriter(StoreUnavailable):
     def __init__(self, detail: str = "", *, writer: str = "") -> None:
         super().__init__(detail or "this endpoint does not hold the city's write lease")
         self.writer = writer
+
+
+class Moved(CodeEngineError):
+    """The operation moved to another service: ``to`` names the operation to ask there."""
+
+    reason = Reason.MOVED
+
+    def __init__(self, detail: str = "", *, to: str) -> None:
+        super().__init__(detail or f"moved: ask {to}")
+        self.to = to
 
 
 class NotAuthenticated(CodeEngineError):

@@ -20,6 +20,7 @@ from codeengine.ops.commands import add_ops_commands, config_path
 from codeengine.ops.devcluster import ClusterError, DevCluster
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.keyscli import add_keys_commands
+from codeengine.ops.recordscli import add_records_commands
 from codeengine.settings import SettingsError, load_settings
 
 DEFAULT_CLUSTER_PORT = 7000
@@ -170,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ops_commands(commands)
     add_backup_commands(commands)
+    add_records_commands(commands)
     # Imported here: the drills pull in the failover package, which the services never need.
     from codeengine.ops.drillcli import add_drill_commands
 

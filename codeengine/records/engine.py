@@ -15,7 +15,7 @@ from __future__ import annotations
 __all__ = ["EngineError", "RecordsEngine", "open_engine"]
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,30 @@ class RecordsEngine:
             return self._reader.query(sql, parameters=dict(parameters or {})).result_rows  # type: ignore[no-any-return]
         except Exception as exc:
             raise EngineError(f"query failed: {_brief(exc)}") from exc
+
+    def stream(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, chunk_bytes: int = 1 << 20
+    ) -> Iterator[bytes]:
+        """The bytes a query answers in the format its statement names (``FORMAT Parquet``),
+        chunk by chunk: an export is written as the engine renders it, never parsed here.
+
+        A server streams it; the embedded engine renders the whole answer first.
+        """
+        try:
+            source = self._reader.raw_stream(sql, parameters=dict(parameters or {}))
+        except Exception as exc:
+            raise EngineError(f"query failed: {_brief(exc)}") from exc
+        try:
+            read = getattr(source, "read", None)
+            if read is None:
+                yield from source
+                return
+            while chunk := read(chunk_bytes):
+                yield bytes(chunk)
+        except Exception as exc:
+            raise EngineError(f"query failed while it answered: {_brief(exc)}") from exc
+        finally:
+            source.close()
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         """A statement that answers no rows (DDL, a partition drop)."""

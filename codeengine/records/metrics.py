@@ -13,7 +13,10 @@ __all__ = [
     "BATCH_SECONDS",
     "LAG_ENTRIES",
     "LAG_SECONDS",
+    "RETENTION_DROPPED_DAYS",
+    "RETENTION_DROPPED_ROWS",
     "ROWS",
+    "STATUS_PUBLISHED",
     "STORE_BYTES",
     "STORE_ROWS",
     "UNREADABLE",
@@ -57,4 +60,18 @@ ACCESS_RECORDED = Counter(
     "codeengine_records_queries_total",
     "Queries of the library answered (each recorded in the access table), by operation.",
     ["operation"],
+)
+RETENTION_DROPPED_DAYS = Counter(
+    "codeengine_records_retention_dropped_days_total",
+    "Day partitions dropped because they were older than records.retention_days, by table.",
+    ["table"],
+)
+RETENTION_DROPPED_ROWS = Counter(
+    "codeengine_records_retention_dropped_rows_total",
+    "Rows those dropped days held, by table.",
+    ["table"],
+)
+STATUS_PUBLISHED = Gauge(
+    "codeengine_records_status_published_timestamp_seconds",
+    "When the records service last published its status for the ops console (seconds).",
 )

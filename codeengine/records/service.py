@@ -29,6 +29,9 @@ from codeengine.code.model import CITIES
 from codeengine.records.api import ENGINE, RECORDS_API
 from codeengine.records.consumer import RecordsConsumer
 from codeengine.records.engine import EngineError, RecordsEngine, open_engine
+from codeengine.records.opsapi import CONSUMER, RECORDS_OPS_API
+from codeengine.records.retention import keep_retention
+from codeengine.records.status import keep_status_published
 from codeengine.settings import Settings
 from codeengine.store.cluster import FastCluster
 from codeengine.store.security import load_security
@@ -41,7 +44,6 @@ from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, SETTINGS, Clock
 from codeengine.web.service import METRICS, add_routes
 
-CONSUMER = web.AppKey("records_consumer", RecordsConsumer)
 FAILPOINT_ENV = "CODEENGINE_FAILPOINT"
 """``records.after_insert``: the process ends after a cycle's insert, before its
 acknowledgement (the redelivery test's crash; never set in production)."""
@@ -57,7 +59,7 @@ DESCRIPTION = (
 log = logging.getLogger("codeengine.records")
 
 
-RECORDS_ROUTES: list[Route] = [*HEALTH_ROUTES, *RECORDS_API, *OPENAPI_ROUTES]
+RECORDS_ROUTES: list[Route] = [*HEALTH_ROUTES, *RECORDS_API, *RECORDS_OPS_API, *OPENAPI_ROUTES]
 """Every operation of the records service, in the order the router tries them."""
 
 
@@ -149,11 +151,18 @@ async def serve_records(settings: Settings, cities: Sequence[int] | None = None)
     )
     await management.start()
     log.info("records on %s:%d", host, settings.records.port)
-    consuming = asyncio.create_task(consumer.run(stop))
+    retention = settings.records.retention_days
+    tasks = [
+        asyncio.create_task(consumer.run(stop)),
+        asyncio.create_task(keep_retention(engine, retention, time.time, stop)),
+        asyncio.create_task(
+            keep_status_published(engine, consumer, cluster, retention, time.time, stop)
+        ),
+    ]
     try:
         await stop.wait()
     finally:
-        await consuming
+        await asyncio.gather(*tasks)
         await management.stop()
         await runner.cleanup()
         await cluster.aclose()

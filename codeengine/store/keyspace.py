@@ -10,6 +10,7 @@ __all__ = [
     "KEYRING_KEY",
     "KEYRING_VERSION_KEY",
     "RECENT_BATCHES_KEY",
+    "RECORDS_STATUS_KEY",
     "REVOKED_CODES_KEY",
     "REVOKED_KEYS_KEY",
     "SIGNED_LIST_KEYS",
@@ -109,6 +110,9 @@ def batch_key(batch_id: str) -> str:
     return f"{NAMESPACE}:b:{{{batch_id}}}"
 
 
+RECORDS_STATUS_KEY = f"{NAMESPACE}:rec:{{status}}"
+"""The records service's status for the ops console (hash, codeengine.code.recordstatus):
+written by the records service's own user (it may write ``ce:rec:*`` only), read by the issuer."""
 RECENT_BATCHES_KEY = f"{NAMESPACE}:b:{{recent}}"
 """The ids of the latest batches (sorted set, scored by their start), for the ops console."""
 

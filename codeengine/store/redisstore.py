@@ -17,6 +17,7 @@ from codeengine.store.adapters.changes import ChangeAdapter
 from codeengine.store.adapters.display import DisplayAdapter
 from codeengine.store.adapters.fusion import FusionAdapter
 from codeengine.store.adapters.leases import LeaseAdapter
+from codeengine.store.adapters.records import RecordsStatusAdapter
 from codeengine.store.adapters.scans import ScanAdapter
 from codeengine.store.adapters.subjects import SubjectAdapter
 from codeengine.store.adapters.trust import TrustAdapter
@@ -32,6 +33,7 @@ class RedisStore(
     BatchAdapter,
     FusionAdapter,
     LeaseAdapter,
+    RecordsStatusAdapter,
 ):
     """The :class:`codeengine.store.port.Store` on a Redis Cluster.
 

@@ -47,6 +47,7 @@ _PROBLEM_TEXT = {
     "path (NOT_FOUND)",
     409: "Conflict: stale version (VERSION_CONFLICT), a pending rotation (ROTATION_PENDING), a "
     "batch running or rolled back (BATCH_RUNNING), an appeal decided (APPEAL_DECIDED)",
+    410: "Moved to another service (MOVED, with `moved_to`: the operation to ask there)",
     413: "Body larger than the limit (BODY_TOO_LARGE)",
     415: "Body is not of the documented media type (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid identifier (BAD_LENGTH, BAD_CHARACTERS, BAD_REGION, BAD_BIRTH_DATE, "
@@ -72,6 +73,8 @@ def _operation(route: Route) -> dict[str, Any]:
         problems.update(_SECURED_PROBLEMS)
     if description:
         operation["description"] = description
+    if route.deprecated:
+        operation["deprecated"] = True
     if route.parameters:
         operation["parameters"] = [dict(param) for param in route.parameters]
     if route.body is not None:

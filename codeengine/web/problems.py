@@ -29,6 +29,7 @@ from codeengine.code.errors import (
     CodeEngineError,
     InvalidIdentifier,
     KeyringError,
+    Moved,
     NotAuthenticated,
     NotWriter,
     RateLimited,
@@ -68,6 +69,7 @@ _STATUS: tuple[tuple[type[CodeEngineError], int], ...] = (
     (VersionConflict, 409),
     (RecordTampered, 409),
     (RotationPending, 409),
+    (Moved, 410),
     (RateLimited, 429),
     (StoreUnavailable, 503),
     (KeyringError, 503),
@@ -117,6 +119,8 @@ def _from_engine_error(exc: CodeEngineError) -> web.Response:
             extra["writer"] = exc.writer
     elif isinstance(exc, StoreUnavailable | KeyringError):
         headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    elif isinstance(exc, Moved):
+        extra["moved_to"] = exc.to
     elif isinstance(exc, VersionConflict):
         extra["current_version"] = exc.current_version
     elif isinstance(exc, RecordTampered):

@@ -130,7 +130,8 @@ class Route:
     ``name`` is the operationId, the aiohttp route name and the metrics label. ``answers`` maps
     a success status to its description and content; ``problems`` are the statuses it may
     refuse with a problem body (a route with a scope also refuses with 401, 403 and 429).
-    ``lane``: the fast lane serves it (its handler must be marked ``@hot``).
+    ``lane``: the fast lane serves it (its handler must be marked ``@hot``). ``deprecated``:
+    kept for old clients and marked so in the document.
     """
 
     method: str
@@ -146,6 +147,7 @@ class Route:
     answers: Mapping[str, tuple[str, Content]] = field(default_factory=dict)
     problems: tuple[int, ...] = ()
     lane: bool = False
+    deprecated: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:

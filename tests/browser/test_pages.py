@@ -453,3 +453,68 @@ def test_ops_console_shows_a_city_switching_to_its_backup_and_back_during_a_dril
     finally:
         procs.stop()
     assert script_errors == []
+
+
+# The records service in the console ------------------------------------------------------------
+
+
+def publish_records_status(cluster: DevCluster, at_s: float, lag_entries: int) -> None:
+    """Write the status hash the records service publishes (with the sync client, as the admin
+    user: playwright's loop owns this thread, and redis-py asks for more than the records
+    user may; tests/integration/test_records_ops.py publishes as the records user)."""
+    from codeengine.code.recordstatus import status_fields
+    from codeengine.records.consumer import StreamLag
+    from codeengine.records.status import status_document
+    from codeengine.store.keyspace import RECORDS_STATUS_KEY
+
+    days = {
+        "scans": [("2026-11-10", 1200, 40_000), ("2026-12-07", 300, 9_000)],
+        "changes": [("2026-12-07", 7, 2_000)],
+        "access": [],
+    }
+    lag = [StreamLag("scans", 320500, lag_entries, 42.0), StreamLag("changes", 320500, 0, 0.0)]
+    fields = status_fields(status_document(days, lag, 28, int(at_s * 1000)))
+    host, port = cluster.startup_nodes[0]
+    with RedisCluster(host=host, port=port, **cluster.redis_py_options("admin")) as client:
+        client.hset(RECORDS_STATUS_KEY, mapping=fields)
+
+
+def test_ops_console_shows_the_records_service_and_when_its_status_is_stale(
+    page: Page, issuer: Service, cluster: DevCluster, script_errors: list[str]
+) -> None:
+    publish_records_status(cluster, time.time(), 250)
+    page.goto(f"{issuer.url}/pages/ops#admin={issuer.keys['admin']}")
+    page.wait_for_selector("#records[data-state=ok]")
+    panel = page.locator("#records")
+    facts = panel.locator(".facts")
+    assert facts.locator("[data-field=oldest]").inner_text() == "2026-11-10"
+    assert facts.locator("[data-field=retention]").inner_text() == "28 天"
+    assert facts.locator("[data-field=rows]").inner_text() == "1,507"
+    assert "250" in facts.locator("[data-field=lag]").inner_text()
+    assert facts.locator("[data-field=size]").inner_text() == "49.8 KiB"
+    tables = panel.locator("table.tables tr[data-table=scans] [data-field=rows]")
+    assert tables.inner_text() == "1,500"
+    stream = panel.locator("tr[data-stream='scans:320500']")
+    assert stream.locator("[data-field=entries]").inner_text() == "250"
+    assert stream.locator("[data-field=age]").inner_text() == "42 s"
+    days = panel.locator("table.days tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.day, "
+        "...[...r.querySelectorAll('td')].map(c => c.textContent)])"
+    )
+    assert days == [["2026-12-07", "300", "7", "0"], ["2026-11-10", "1,200", "0", "0"]]
+    # A status that stopped coming is shown as stale, with its age.
+    publish_records_status(cluster, time.time() - 120, 0)
+    page.wait_for_selector("#records[data-stale=true][data-state=error]")
+    assert "过期" in panel.locator(".status").inner_text()
+    assert panel.locator("table.streams tbody").inner_text() == "无积压"
+    assert script_errors == []
+
+
+def test_records_panel_says_when_nothing_was_published(
+    page: Page, issuer: Service, script_errors: list[str]
+) -> None:
+    page.goto(f"{issuer.url}/pages/ops")
+    page.evaluate("doc => window.codeEngineOps.renderRecords(doc)", {"published": False})
+    assert page.locator("#records").get_attribute("data-state") == "unavailable"
+    assert page.locator("#records .status").inner_text() == "记录服务尚未发布状态"
+    assert script_errors == []

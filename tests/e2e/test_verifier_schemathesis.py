@@ -266,7 +266,6 @@ def test_generated_requests_reached_every_operation_and_past_the_refusals(
         ("POST /v1/verify/batch", "application/json"),
         ("POST /v1/verify/batch", "application/msgpack"),
         ("POST /v1/revocations", "application/json"),
-        ("GET /v1/scans", ""),
         ("GET /v1/revocations", ""),
         ("GET /v1/trust", ""),
         ("GET /v1/trust/signed", ""),

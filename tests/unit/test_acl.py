@@ -10,6 +10,7 @@ import pytest
 from codeengine.store.acl import (
     RECORDS_ACL_RULE,
     RECORDS_COMMANDS,
+    RECORDS_KEYS,
     SCRIPT_COMMANDS,
     SERVICE_ACL_RULE,
     SERVICE_COMMANDS,
@@ -86,3 +87,10 @@ def test_the_records_rule_reaches_only_the_streams_and_its_own_keys() -> None:
     assert RECORDS_ACL_RULE.startswith("resetchannels ~ce:scan:* ~ce:chg:* ~ce:rec:* -@all +")
     assert "+@" not in RECORDS_ACL_RULE
     assert not {"xadd", "eval", "evalsha", "keys", "scan"} & set(RECORDS_COMMANDS)
+
+
+def test_the_operations_guide_shows_the_records_rule() -> None:
+    guide = (STORE.parents[1] / "docs" / "operations.md").read_text()
+    start = f"resetchannels {RECORDS_KEYS} -@all"
+    shown = " ".join(guide.split(start, 1)[1].split("```", 1)[0].split())
+    assert f"{start} {shown}" == RECORDS_ACL_RULE

@@ -13,6 +13,7 @@ says which keys of :mod:`codeengine.store.keyspace` it owns.
 * ``appeals``: appeals and the override an upheld one applies.
 * ``fusion``: aliases bound to subjects, and licences.
 * ``leases``: the per-city write leases of the fence keeper.
+* ``records``: the records service's published status (read only, for the ops console).
 """
 
 __all__: list[str] = []

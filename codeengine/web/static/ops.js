@@ -3,7 +3,8 @@
  * Prometheus exposition that the management port serves as /metrics, parsed here: no second
  * set of counters); rates and p99 are over the interval
  * between two polls. City state comes from GET /v1/ops/cities (scope admin), recent batches
- * from GET /v1/batches (scope convert). Each panel fails on its own: one missing endpoint or
+ * from GET /v1/batches (scope convert), the records service from GET /v1/ops/records (scope
+ * admin: the status it publishes to Redis every 10 s, with its age). Each panel fails on its own: one missing endpoint or
  * key never blanks the others.
  */
 "use strict";
@@ -60,6 +61,38 @@
     "state.failed": ["失败", "failed"],
     "state.rolled_back": ["已回滚", "rolled back"],
     error: ["读取失败：{reason}", "Could not read: {reason}"],
+    "records.title": ["专题库（记录服务）", "Topic library (records service)"],
+    "records.published": ["发布于", "Published"],
+    "records.retention": ["保留天数", "Retention"],
+    "records.oldest": ["最早保留日", "Oldest day kept"],
+    "records.size": ["存储大小", "Store size"],
+    "records.rows": ["总行数", "Rows"],
+    "records.lag": ["待入库", "Waiting"],
+    "records.tables": ["各表", "Tables"],
+    "records.table": ["表", "Table"],
+    "records.bytes": ["大小", "Size"],
+    "records.streams": ["积压的流", "Streams with entries waiting"],
+    "records.stream": ["流", "Stream"],
+    "records.entries": ["条目", "Entries"],
+    "records.age": ["最早等待", "Oldest waiting"],
+    "records.days": ["每日行数", "Rows per day"],
+    "records.day": ["日期（UTC）", "Day (UTC)"],
+    "records.scans": ["扫码", "Scans"],
+    "records.changes": ["变码", "Changes"],
+    "records.access": ["查询记录", "Access"],
+    "records.ago": ["{s} 秒前", "{s} s ago"],
+    "records.days_n": ["{n} 天", "{n} days"],
+    "records.lagText": ["{n} 条，最早 {s} 秒", "{n} entries, oldest {s} s"],
+    "records.nolag": ["无积压", "None waiting"],
+    "records.fresh": ["记录服务每 10 秒发布一次状态", "The records service publishes every 10 s"],
+    "records.stale": ["状态已过期：记录服务 {s} 秒未发布（未运行或连不上 Redis）", "Stale: the records service has not published for {s} s (down, or cannot reach Redis)"],
+    "records.never": ["记录服务尚未发布状态", "The records service has not published a status"],
+    "records.nokey": ["需要 admin 密钥", "Needs an admin key"],
+    "table.scans": ["扫码 scans", "scans"],
+    "table.changes": ["变码 changes", "changes"],
+    "table.access": ["查询记录 access", "access"],
+    "feed.scans": ["扫码", "scans"],
+    "feed.changes": ["变码", "changes"],
   });
 
   const POLL_MS = 2000;
@@ -67,7 +100,7 @@
   let keys = { admin: "", convert: "" };
   let previous = null; // the last metrics sample: {at, ops}
   let timer = 0;
-  let last = { cities: null, batches: null, ops: null };
+  let last = { cities: null, batches: null, ops: null, records: null };
 
   function panelState(id, state, text) {
     const panel = $(id);
@@ -261,9 +294,80 @@
     }
   }
 
+  // Records ---------------------------------------------------------------------------------------
+
+  function bytesText(bytes) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = Number(bytes) || 0;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+  }
+
+  /** A count with thousands separators, the same in either language. */
+  const num = (n) => Number(n).toLocaleString("en-US");
+
+  function field(name, text) {
+    $("records").querySelector(`[data-field=${name}]`).textContent = text;
+  }
+
+  /** Draw the records panel from a GET /v1/ops/records document. */
+  function renderRecords(doc) {
+    const panel = $("records");
+    last.records = doc;
+    const bodies = ["tables", "streams", "days"].map((c) => panel.querySelector(`table.${c} tbody`));
+    if (!doc || !doc.published) {
+      bodies.forEach((b) => b.replaceChildren());
+      for (const name of ["published", "retention", "oldest", "size", "rows", "lag"]) field(name, "—");
+      panel.dataset.stale = "true";
+      panelState("records", "unavailable", CE.t("records.never"));
+      return;
+    }
+    const age = Math.round(doc.age_s);
+    field("published", `${timeText(doc.published_at / 1000)} (${CE.t("records.ago", { s: age })})`);
+    field("retention", CE.t("records.days_n", { n: doc.retention_days }));
+    field("oldest", doc.oldest_day || "—");
+    field("size", bytesText(doc.store_bytes));
+    field("rows", num(doc.rows));
+    field("lag", doc.lag_entries
+      ? CE.t("records.lagText", { n: num(doc.lag_entries), s: Math.round(doc.lag_oldest_s) })
+      : CE.t("records.nolag"));
+    bodies[0].replaceChildren(...doc.tables.map((t) => CE.el("tr", { "data-table": t.table },
+      CE.el("th", { scope: "row" }, CE.t(`table.${t.table}`)),
+      CE.el("td", { class: "num", "data-field": "rows" }, num(t.rows)),
+      CE.el("td", { class: "num", "data-field": "bytes" }, bytesText(t.bytes)))));
+    const waiting = doc.lag.filter((s) => s.entries > 0)
+      .sort((a, b) => b.oldest_age_s - a.oldest_age_s);
+    bodies[1].replaceChildren(...(waiting.length ? waiting.map((s) =>
+      CE.el("tr", { "data-stream": `${s.feed}:${s.city}` },
+        CE.el("th", { scope: "row" }, CE.t(`feed.${s.feed}`)),
+        CE.el("td", {}, CE.cityName(s.city)),
+        CE.el("td", { class: "num", "data-field": "entries" }, num(s.entries)),
+        CE.el("td", { class: "num", "data-field": "age" }, `${Math.round(s.oldest_age_s)} s`)))
+      : [CE.el("tr", {}, CE.el("td", { colspan: "4" }, CE.t("records.nolag")))]));
+    const days = [...doc.days].reverse();
+    bodies[2].replaceChildren(...days.map((d) => CE.el("tr", { "data-day": d.day },
+      CE.el("th", { scope: "row" }, d.day),
+      ...["scans", "changes", "access"].map((t) =>
+        CE.el("td", { class: "num", "data-field": t }, num(d.rows[t] || 0))))));
+    panel.dataset.stale = String(Boolean(doc.stale));
+    if (doc.stale) panelState("records", "error", CE.t("records.stale", { s: age }));
+    else panelState("records", "ok", CE.t("records.fresh"));
+  }
+
+  async function pollRecords() {
+    if (!keys.admin) { panelState("records", "nokey", CE.t("records.nokey")); return; }
+    try {
+      const { result } = await CE.api("/v1/ops/records", keys.admin);
+      renderRecords(result);
+    } catch (err) {
+      panelState("records", "error", CE.t("error", { reason: err.reason }));
+    }
+  }
+
   async function poll() {
     clearTimeout(timer);
-    await Promise.all([pollMetrics(), pollCities(), pollBatches()]);
+    await Promise.all([pollMetrics(), pollCities(), pollBatches(), pollRecords()]);
     $("updated").textContent = CE.clock(Date.now());
     timer = setTimeout(poll, POLL_MS);
   }
@@ -272,6 +376,7 @@
     if (last.cities) renderCities(last.cities);
     if (last.batches) renderBatches(last.batches);
     if (last.ops) renderOperations(...last.ops);
+    if (last.records) renderRecords(last.records);
   }
 
   /** Start with the keys the operator (or a test) hands over. */
@@ -282,7 +387,7 @@
     poll();
   }
 
-  window.codeEngineOps = { start, renderCities, parseMetrics };
+  window.codeEngineOps = { start, renderCities, renderRecords, parseMetrics };
 
   document.addEventListener("DOMContentLoaded", () => {
     CE.languageToggle($("lang"));
