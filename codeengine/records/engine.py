@@ -12,10 +12,10 @@ has its own lock), so a long query never holds up an insert.
 
 from __future__ import annotations
 
-__all__ = ["EngineError", "RecordsEngine", "open_engine"]
+__all__ = ["EngineError", "RecordsEngine", "open_engine", "scratch_rows"]
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +163,12 @@ def open_engine(settings: RecordsSettings, password: str = "") -> RecordsEngine:
         raise EngineError(f"{where}: cannot open the records engine: {_brief(exc)}") from exc
     engine.ensure_schema()
     return engine
+
+
+def scratch_rows() -> Callable[[str], Sequence[Sequence[Any]]]:
+    """Run statements on an in-memory engine of this process (no data folder): for reading a
+    file the engine wrote, e.g. counting an export's rows."""
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn="chdb://")
+    return lambda sql: client.query(sql).result_rows
