@@ -8,13 +8,17 @@ that lacks it cannot pass the suite without having checked the rules.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+from codeengine.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "alerts.yml"
 RULE_TESTS = RULES_DIR / "alerts.test.yml"
 PROMTOOL_TIMEOUT_S = 60
@@ -57,3 +61,27 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
     assert alerts - firing == set(), "alerts no test sees fire"
     assert alerts - quiet == set(), "alerts no test sees stay quiet"
     assert (firing | quiet) <= alerts, "tests of alerts the rules do not have"
+
+
+CAP_SHARE = 0.8
+"""Where the stream-cap alert fires: this share of the writers' cap unstored."""
+
+
+def test_the_stream_cap_alert_fires_at_its_share_of_every_kits_cap() -> None:
+    """The rule cannot read the setting, so the number is written in it: it must be 80 % of
+    ``verifier.scan_log_max_len`` as the defaults and every settings file of the kit set it."""
+    rules = yaml.safe_load(RULES.read_text())
+    (rule,) = [
+        r
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "CodeengineRecordsNearStreamCap"
+    ]
+    found = re.fullmatch(
+        r'.*codeengine_records_lag_entries\{table="scans"\}\) > (\d+)\s*', rule["expr"], re.S
+    )
+    assert found, rule["expr"]
+    kits = [None, *sorted((ROOT / "deploy").rglob("*.toml"))]
+    caps = {load_settings(path, env={}).verifier.scan_log_max_len for path in kits}
+    assert len(caps) == 1, f"the kits set different caps: {caps}"
+    assert int(found.group(1)) == int(CAP_SHARE * caps.pop())
