@@ -7,8 +7,11 @@ file the services read (``$CODEENGINE_CONFIG``). It makes, or keeps if they are 
 
 * ``DIR/ops/``: everything, the cluster's CA key and the admin password and the audit
   checkpoint key included; no service mounts it;
-* ``DIR/issuer/`` and ``DIR/verifier/``: the files each service reads (:data:`SERVICE_FILES`),
-  each at the path its setting names below ``--mount``, where the service mounts the folder;
+* ``DIR/issuer/``, ``DIR/verifier/`` and ``DIR/records/``: the files each service reads
+  (:data:`SERVICE_FILES`), each at the path its setting names below ``--mount``, where the
+  service mounts the folder. The records service logs in as its own ACL user
+  (:data:`RECORDS_USER`), so its cluster password is that user's, in a file of that name
+  beside the services' (:func:`service_settings`: compose gives it those two settings);
 * ``DIR/redis/``: what the nodes read: their certificate and key, the CA, the ACL users
   (password hashes only, :func:`codeengine.ops.devcluster.acl_users`), the replicas' login,
   and the admin's client certificate and password for the job that creates the cluster.
@@ -22,7 +25,7 @@ own material from its PKI and key management instead (docs/deployment.md).
 
 from __future__ import annotations
 
-__all__ = ["SERVICE_FILES", "main", "make_material"]
+__all__ = ["RECORDS_USER", "SERVICE_FILES", "main", "make_material", "service_settings", "setting"]
 
 import argparse
 import dataclasses
@@ -35,7 +38,7 @@ from typing import Any
 from codeengine.ops.devcluster import acl_users
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.devtls import ClusterMaterial, ensure_cluster_material
-from codeengine.ops.preflight import SERVICES, service_files
+from codeengine.ops.preflight import ALL_SERVICES, service_files
 from codeengine.settings import Settings, SettingsError, load_settings
 
 DEFAULT_MOUNT = "/run/secrets/codeengine"
@@ -44,7 +47,11 @@ SERVICE_UID = 10001
 REDIS_UID = 999
 """The ``redis`` user of the official Redis image."""
 
-SERVICE_FILES: Mapping[str, tuple[str, ...]] = {s: service_files(s) for s in SERVICES}
+RECORDS_USER = "records"
+"""The records service's ACL user (:data:`codeengine.store.acl.RECORDS_ACL_RULE`), which the
+nodes' ACL (:func:`codeengine.ops.devcluster.acl_users`) has beside the services' user."""
+
+SERVICE_FILES: Mapping[str, tuple[str, ...]] = {s: service_files(s) for s in ALL_SERVICES}
 """The files each service opens beyond the shipped configuration, by setting (one list:
 codeengine.ops.preflight)."""
 
@@ -53,6 +60,18 @@ def setting(settings: Settings, name: str) -> str:
     """The value of a setting named ``section.key``."""
     section, key = name.split(".")
     return str(getattr(getattr(settings, section), key))
+
+
+def service_settings(settings: Settings, service: str) -> Settings:
+    """The settings ``service`` runs with in the stack: the shared file's, and for the records
+    service its own login, :data:`RECORDS_USER` with a password file of that name beside the
+    services' (``CODEENGINE_CLUSTER_USERNAME`` and ``_PASSWORD_FILE`` in its environment)."""
+    if service != "records":
+        return settings
+    cluster = settings.cluster
+    password = PurePosixPath(cluster.password_file).with_name(f"{RECORDS_USER}.password")
+    login = dataclasses.replace(cluster, username=RECORDS_USER, password_file=str(password))
+    return dataclasses.replace(settings, cluster=login)
 
 
 def _below(mount: PurePosixPath, name: str, path: str) -> PurePosixPath:
@@ -113,10 +132,14 @@ def make_material(
     ensure_dev_material(
         dataclasses.replace(settings, keys=dataclasses.replace(settings.keys, **keys))
     )
-    sources = _cluster_sources(material, settings.cluster.username)
     for service, names in SERVICE_FILES.items():
+        own = service_settings(settings, service)
+        sources = _cluster_sources(material, own.cluster.username)
         for name in names:
-            relative = _below(root, name, setting(settings, name))
+            value = setting(own, name)
+            if not value:
+                continue  # an optional file this stack does not use (records.password_file)
+            relative = _below(root, name, value)
             source = sources.get(name) or stage / relative
             _put(out / service / relative, source.read_bytes(), uid)
         _give(out / service, uid)
@@ -163,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, OSError) as exc:
         print(f"evalkit: {exc}", file=sys.stderr)
         return 2
-    print(f"evalkit: secrets ready under {args.out} (issuer, verifier, redis, ops)")
+    print(f"evalkit: secrets ready under {args.out} (issuer, verifier, records, redis, ops)")
     return 0
 
 

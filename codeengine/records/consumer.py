@@ -13,8 +13,8 @@ recognises if the first insert had committed (it adds nothing) and takes as new 
 entry is still there: nothing is trimmed before it is acknowledged).
 
 Trimming follows acknowledgement, so a healthy records service keeps each stream short and
-never trims an entry it has not stored. The writers' own length cap (``verifier.scan_log_max_len``)
-only bounds memory while this service is down.
+never trims an entry it has not stored. The writers' own age cap (``verifier.scan_log_max_age_s``,
+``changes.max_age_s``) only bounds memory while this service is down or far behind.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+from codeengine.records import metrics as records_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "codeengine.json"
@@ -67,3 +71,18 @@ def exposed(name: str, families: Mapping[str, str]) -> bool:
         if name.endswith(suffix) and families.get(name.removesuffix(suffix)) == "histogram":
             return True
     return False
+
+
+def records_families() -> set[str]:
+    """The families only the records service declares (codeengine.records.metrics), as its
+    ``/metrics`` names them."""
+    registry = CollectorRegistry()
+    for value in vars(records_metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            registry.register(value)
+    return set(declared(generate_latest(registry).decode()))
+
+
+def records_service_metric(name: str, families: set[str]) -> bool:
+    """Whether the series ``name`` is one of the records service's ``families``."""
+    return exposed(name, dict.fromkeys(families, "histogram"))

@@ -8,13 +8,17 @@ that lacks it cannot pass the suite without having checked the rules.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+from codeengine.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "alerts.yml"
 RULE_TESTS = RULES_DIR / "alerts.test.yml"
 PROMTOOL_TIMEOUT_S = 60
@@ -57,3 +61,31 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
     assert alerts - firing == set(), "alerts no test sees fire"
     assert alerts - quiet == set(), "alerts no test sees stay quiet"
     assert (firing | quiet) <= alerts, "tests of alerts the rules do not have"
+
+
+CAP_SHARE = 0.8
+"""Where the stream-cap alert fires: an unstored entry this share of the writers' age cap old."""
+
+
+def test_the_stream_cap_alert_fires_at_its_share_of_every_kits_cap() -> None:
+    """The rule cannot read the settings, so the ages are written in it: they must be 80 % of
+    ``verifier.scan_log_max_age_s`` and ``changes.max_age_s`` as the defaults and every
+    settings file of the kit set them."""
+    rules = yaml.safe_load(RULES.read_text())
+    (rule,) = [
+        r
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "CodeengineRecordsNearStreamCap"
+    ]
+    found = dict(
+        re.findall(r'codeengine_records_lag_seconds\{table="(\w+)"\}\) > (\d+)', rule["expr"])
+    )
+    assert set(found) == {"scans", "changes"}, rule["expr"]
+    kits = [None, *sorted((ROOT / "deploy").rglob("*.toml"))]
+    loaded = [load_settings(path, env={}) for path in kits]
+    caps = {(s.verifier.scan_log_max_age_s, s.changes.max_age_s) for s in loaded}
+    assert len(caps) == 1, f"the kits set different caps: {caps}"
+    scans, changes = caps.pop()
+    assert int(found["scans"]) == int(CAP_SHARE * scans)
+    assert int(found["changes"]) == int(CAP_SHARE * changes)

@@ -5,7 +5,9 @@ code actually reads: each ``CODEENGINE_*`` name is a setting (the settings' own 
 settings file loads, ports are the settings' ports, probe paths are routes the apps serve, each
 secret lands at the path its setting names and in a form ``codeengine serve`` accepts, the
 grace periods outlast the drain, the replicas and CPU are docs/capacity.md's, and the image and
-the units start the ``[project.scripts]`` entry point.
+the units start the ``[project.scripts]`` entry point. The records service is held to the same,
+and to what is its own: one process, its library on a volume of its own at ``records.path``,
+its own Redis login, its own image with the package's ``records`` extra.
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ from codeengine.code.model import CityCode
 from codeengine.keyfiles import load_mac_keyset, load_pepper
 from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.devtls import ensure_cluster_material
-from codeengine.ops.evalkit import SERVICE_FILES, make_material, setting
+from codeengine.ops.evalkit import RECORDS_USER, SERVICE_FILES, make_material, setting
+from codeengine.records import metrics as records_metrics
+from codeengine.records.service import RECORDS_ROUTES
 from codeengine.settings import (
     ENV_PREFIX,
-    ServiceSettings,
     Settings,
     SettingsError,
     load_settings,
 )
-from codeengine.store.acl import SERVICE_ACL_RULE
+from codeengine.store.acl import RECORDS_ACL_RULE, SERVICE_ACL_RULE
 from codeengine.web.auth import load_credentials
 from codeengine.web.routes import Route
 from issuer.app import ISSUER_ROUTES
@@ -55,11 +58,20 @@ BASE = DEPLOY / "k8s" / "base"
 COMPOSE = DEPLOY / "compose"
 SYSTEMD = DEPLOY / "systemd"
 SERVICES = ("issuer", "verifier")
-ROUTES: Mapping[str, list[Route]] = {"issuer": ISSUER_ROUTES, "verifier": VERIFIER_ROUTES}
+"""The code services: many worker processes, no state of their own."""
+ALL_SERVICES = (*SERVICES, "records")
+ROUTES: Mapping[str, list[Route]] = {
+    "issuer": ISSUER_ROUTES,
+    "verifier": VERIFIER_ROUTES,
+    "records": RECORDS_ROUTES,
+}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def _port(settings: Settings, service: str, management: bool = False) -> int:
+    if service == "records":
+        records = settings.records
+        return records.management_port if management else records.port
     name = f"{service}_management_port" if management else f"{service}_port"
     return int(getattr(settings.service, name))
 
@@ -106,7 +118,9 @@ def _base_documents() -> list[dict[str, Any]]:
 
 
 def _deployments() -> list[dict[str, Any]]:
-    return [d for d in _base_documents() if d["kind"] == "Deployment"]
+    """Every workload of the base: the code services' Deployments and the records service's
+    StatefulSet, held to the same checks."""
+    return [d for d in _base_documents() if d["kind"] in ("Deployment", "StatefulSet")]
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +131,7 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def _service_of(deployment: dict[str, Any]) -> str:
     args = _container(deployment)["args"]
-    assert args[0] == "serve" and args[1] in SERVICES, args
+    assert args[0] == "serve" and args[1] in ALL_SERVICES, args
     return str(args[1])
 
 
@@ -142,7 +156,7 @@ def _k8s_settings(deployment: dict[str, Any]) -> Settings:
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     config = PurePosixPath(env["CODEENGINE_CONFIG"])
     (config_mount,) = [
-        m for name, m in mounts.items() if volumes[name].get("configMap") is not None
+        m for name, m in mounts.items() if volumes.get(name, {}).get("configMap") is not None
     ]
     assert volumes[config_mount["name"]]["configMap"]["name"] == "codeengine-config"
     assert config.parent == PurePosixPath(config_mount["mountPath"])
@@ -150,9 +164,11 @@ def _k8s_settings(deployment: dict[str, Any]) -> Settings:
     return _check_env(env, _config_map_file())
 
 
-def _read_files(service: str) -> tuple[str, ...]:
-    """The settings naming the files ``service`` reads from its secrets folder."""
-    return SERVICE_FILES[service]
+def _read_files(service: str, settings: Settings | None = None) -> tuple[str, ...]:
+    """The settings naming the files ``service`` reads from its secrets folder (with
+    ``settings``: those it sets, an optional file left empty being one it does not read)."""
+    names = SERVICE_FILES[service]
+    return tuple(n for n in names if settings is None or setting(settings, n))
 
 
 def test_the_kustomization_lists_every_manifest_of_the_base() -> None:
@@ -219,9 +235,16 @@ def test_termination_outlasts_the_pre_stop_and_the_drain() -> None:
     for deployment in _deployments():
         settings = _k8s_settings(deployment)
         spec = deployment["spec"]["template"]["spec"]
-        pre_stop = _container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
-        assert pre_stop[0] == "sleep"
-        drain = float(pre_stop[1]) + settings.service.shutdown_timeout_s
+        lifecycle = _container(deployment).get("lifecycle")
+        # The code services' pods leave the Service's endpoints before they stop; the records
+        # service has no other endpoint to hand over to, so it has no pre-stop wait.
+        assert (lifecycle is None) == (_service_of(deployment) == "records")
+        wait = 0.0
+        if lifecycle is not None:
+            pre_stop = lifecycle["preStop"]["exec"]["command"]
+            assert pre_stop[0] == "sleep"
+            wait = float(pre_stop[1])
+        drain = wait + settings.service.shutdown_timeout_s
         assert spec["terminationGracePeriodSeconds"] > drain
 
 
@@ -252,18 +275,25 @@ def test_pods_run_unprivileged_on_a_read_only_root() -> None:
             assert context["allowPrivilegeEscalation"] is False
             assert context["capabilities"]["drop"] == ["ALL"]
         container = _container(deployment)
-        tmp = PurePosixPath(_env(container)["PROMETHEUS_MULTIPROC_DIR"])
         writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+        env = _env(container)
+        if _service_of(deployment) == "records":
+            # One process with plain metrics: the variable, even empty, would switch
+            # prometheus-client to multiprocess files in a folder nobody made.
+            assert "PROMETHEUS_MULTIPROC_DIR" not in env
+            continue
+        tmp = PurePosixPath(env["PROMETHEUS_MULTIPROC_DIR"])
         assert any(tmp.is_relative_to(m["mountPath"]) for m in writable)
 
 
 def test_service_links_are_off_since_their_names_would_stop_the_start() -> None:
     """Kubernetes would give every pod ``<SERVICE>_PORT=tcp://...`` for each Service of the
-    namespace: from ``codeengine-issuer``, ``CODEENGINE_ISSUER_PORT``, an unknown setting."""
+    namespace: from ``codeengine-issuer``, ``CODEENGINE_ISSUER_PORT``, an unknown setting; from
+    ``codeengine-records``, ``CODEENGINE_RECORDS_PORT``, a setting that is not a port."""
     for front in [d for d in _base_documents() if d["kind"] == "Service"]:
         prefix = front["metadata"]["name"].upper().replace("-", "_")
         link = {f"{prefix}_PORT": "tcp://10.0.0.1:8080", f"{prefix}_SERVICE_HOST": "10.0.0.1"}
-        with pytest.raises(SettingsError, match="unknown setting"):
+        with pytest.raises(SettingsError, match=r"unknown setting|expected int"):
             load_settings(_config_map_file(), env=link)
     for deployment in _deployments():
         assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
@@ -300,7 +330,7 @@ def test_each_secret_lands_at_the_path_its_setting_names() -> None:
         service = _service_of(deployment)
         settings = _k8s_settings(deployment)
         layout = _secret_layout(deployment)
-        wanted = {setting(settings, name) for name in _read_files(service)}
+        wanted = {setting(settings, name) for name in _read_files(service, settings)}
         # Every file the service reads is there, and nothing else: a verifier pod holds no
         # pepper, KEK, keyring or audit keyset.
         assert set(layout) == wanted, deployment["metadata"]["name"]
@@ -404,6 +434,13 @@ def _capacity_fleet() -> dict[str, int]:
     return found
 
 
+def _records_cores() -> int | None:
+    """The daily-mix cores of docs/capacity.md's records tier, if the page has one."""
+    page = (ROOT / "docs" / "capacity.md").read_text()
+    match = re.search(r"^\| records cores \(ingest[^|]*\| ([\d,]+) \|", page, re.M)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
 def test_replicas_and_cpu_are_the_capacity_plans() -> None:
     fleet = _capacity_fleet()
     cities = load_cities()
@@ -411,6 +448,13 @@ def test_replicas_and_cpu_are_the_capacity_plans() -> None:
     for deployment in _deployments():
         service = _service_of(deployment)
         settings = _k8s_settings(deployment)
+        if service == "records":
+            # One process for the deployment, whatever the load: its cores are its request.
+            assert deployment["spec"]["replicas"] == 1
+            cores = _records_cores()
+            cpu = float(_container(deployment)["resources"]["requests"]["cpu"])
+            assert cpu == (cores if cores is not None else 2), "docs/capacity.md's records tier"
+            continue
         workers = settings.service.workers
         assert workers >= 1, "a pod must say how many workers: the node's cores are not its own"
         processes = deployment["spec"]["replicas"] * workers
@@ -429,9 +473,55 @@ def test_replicas_and_cpu_are_the_capacity_plans() -> None:
 
 def test_the_config_map_names_no_development_path() -> None:
     settings = load_settings(_config_map_file(), env={})
-    for service in SERVICES:
-        for name in _read_files(service):
+    for service in ALL_SERVICES:
+        for name in _read_files(service, settings):
             assert setting(settings, name).startswith("/run/secrets/codeengine/"), name
+    # The records service's library is not below the working folder the default names.
+    assert PurePosixPath(settings.records.path).is_absolute()
+
+
+def _records_workload() -> dict[str, Any]:
+    (records,) = [d for d in _deployments() if _service_of(d) == "records"]
+    return records
+
+
+def test_the_records_service_is_one_pod_that_never_shares_its_volume() -> None:
+    records = _records_workload()
+    spec = records["spec"]
+    # A StatefulSet replaces its pod only once the old one is gone; a Deployment's rolling
+    # update would start the new pod beside the old one, on the same library.
+    assert records["kind"] == "StatefulSet" and spec["replicas"] == 1
+    assert spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    services = {d["metadata"]["name"] for d in _base_documents() if d["kind"] == "Service"}
+    assert spec["serviceName"] in services
+    (claim,) = spec["volumeClaimTemplates"]
+    assert set(claim["spec"]["accessModes"]) <= {"ReadWriteOnce", "ReadWriteOncePod"}
+    settings = _k8s_settings(records)
+    (data,) = [
+        m for m in _container(records)["volumeMounts"] if m["name"] == claim["metadata"]["name"]
+    ]
+    # The claim is mounted, writable, exactly where the settings put the library.
+    assert data["mountPath"] == settings.records.path and not data.get("readOnly")
+    assert settings.records.server_url == ""
+    volumes = {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    assert claim["metadata"]["name"] not in volumes, "a pod volume would hide the claim"
+
+
+def test_the_records_service_logs_in_as_its_own_user() -> None:
+    records = _records_workload()
+    settings = _k8s_settings(records)
+    assert settings.cluster.username == RECORDS_USER
+    layout = _secret_layout(records)
+    assert layout[settings.cluster.password_file] == ("codeengine-redis-client", "records.password")
+    # And no code key: only the API credentials, besides its login.
+    keys = {key for secret, key in layout.values() if secret == "codeengine-records-keys"}
+    assert keys == {"credentials.json"}
+    # Its image is the one with the records extra (the Dockerfile's records target).
+    images = {
+        i["name"] for i in yaml.safe_load((BASE / "kustomization.yaml").read_text())["images"]
+    }
+    assert _container(records)["image"] == "codeengine-records" and "codeengine-records" in images
 
 
 # The image
@@ -443,48 +533,84 @@ def _dockerfile() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
 
-def _stages() -> list[list[str]]:
-    stages: list[list[str]] = []
+def _stages() -> dict[str, list[str]]:
+    """Each stage's instructions by its name (``FROM ... AS name``), in the file's order."""
+    stages: dict[str, list[str]] = {}
     for line in _dockerfile():
         if line.startswith("FROM "):
-            stages.append([])
+            words = line.split()
+            assert len(words) == 4 and words[2] == "AS", f"an unnamed stage: {line}"
+            stages[words[3]] = []
+            current = stages[words[3]]
         if stages:
-            stages[-1].append(line)
+            current.append(line)
     return stages
 
 
-def _image_uid() -> int:
-    (user,) = [line for line in _stages()[-1] if line.startswith("USER ")]
+IMAGES = {"service": SERVICES, "records": ("records",)}
+"""The final stages (the default target last: the code services) and what each serves."""
+
+
+def _image_uid(stage: str = "service") -> int:
+    (user,) = [line for line in _stages()[stage] if line.startswith("USER ")]
     uid, _, gid = user.split()[1].partition(":")
     assert uid == gid
     return int(uid)
 
 
-def test_the_image_installs_the_wheel_and_starts_the_entry_point() -> None:
-    build, final = _stages()
+def test_the_images_install_the_wheel_and_start_the_entry_point() -> None:
+    stages = _stages()
+    assert list(stages) == ["build", "runtime", "records", "service"], "service is the default"
     args = {
         line.split()[1].split("=")[0]: line.split("=", 1)[1]
         for line in _dockerfile()
         if line.startswith("ARG ")
     }
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
-    assert final[0] == "FROM ${PYTHON_IMAGE}"
-    run = " ".join(line for line in build if line.startswith("RUN "))
+    assert stages["runtime"][0] == "FROM ${PYTHON_IMAGE} AS runtime"
+    run = " ".join(" ".join(line.split()) for line in stages["build"] if line.startswith("RUN "))
     assert "pip wheel --no-deps --wheel-dir /dist ." in run
-    assert "pip wheel --wheel-dir /wheels /dist/codeengine-*.whl" in run
-    (install,) = [line for line in final if "pip install" in line]
-    assert "from=build,source=/wheels" in install and "--no-index --find-links /wheels" in install
-    assert re.search(r"pip install --no-index --find-links /wheels codeengine\b", install)
-    for line in final:
-        assert not re.search(r"apt-get|gcc|build-essential|COPY \. ", line), line
-    # The entry point is the console script the wheel installs.
-    (entry,) = [line for line in final if line.startswith("ENTRYPOINT")]
+    # One wheelhouse for both images: the wheel's dependencies and its records extra's.
+    assert (
+        'set -- /dist/codeengine-*.whl && python -m pip wheel --wheel-dir /wheels "$1[records]"'
+        in run
+    )
     scripts = PYPROJECT["project"]["scripts"]
-    assert json.loads(entry.split(None, 1)[1]) == [next(iter(scripts))]
     assert scripts["codeengine"] == "codeengine.ops.cli:main"
-    (command,) = [line for line in final if line.startswith("CMD")]
-    assert json.loads(command.split(None, 1)[1])[0] == "serve"
-    assert _image_uid() != 0
+    for stage, served in IMAGES.items():
+        final = stages[stage]
+        assert final[0] == f"FROM runtime AS {stage}"
+        (install,) = [line for line in final if "pip install" in line]
+        assert (
+            "from=build,source=/wheels" in install and "--no-index --find-links /wheels" in install
+        )
+        wanted = '"codeengine[records]"' if stage == "records" else "codeengine"
+        assert re.search(
+            rf"pip install --no-index --find-links /wheels {re.escape(wanted)}( |$)", install
+        )
+        assert "pip uninstall --yes pip setuptools wheel" in install
+        for line in [*stages["runtime"], *final]:
+            assert not re.search(r"apt-get|gcc|build-essential|COPY \. ", line), line
+        # The entry point is the console script the wheel installs.
+        (entry,) = [line for line in final if line.startswith("ENTRYPOINT")]
+        assert json.loads(entry.split(None, 1)[1]) == [next(iter(scripts))]
+        (command,) = [line for line in final if line.startswith("CMD")]
+        assert json.loads(command.split(None, 1)[1]) == ["serve", served[-1]]
+        assert _image_uid(stage) != 0 and _image_uid(stage) == _image_uid()
+
+
+def test_the_records_extra_is_the_engine_and_no_image_sets_the_metrics_folder() -> None:
+    extra = PYPROJECT["project"]["optional-dependencies"]["records"]
+    assert {re.split(r"[<>=\[]", d)[0] for d in extra} == {"chdb-core", "clickhouse-connect"}
+    # prometheus-client turns multiprocess when the variable is set at all; a container cannot
+    # unset what its image sets, so the image leaves it to the code services' recipes.
+    env = [line for line in _dockerfile() if line.startswith("ENV ")]
+    assert env and not [line for line in env if "PROMETHEUS_MULTIPROC_DIR" in line]
+    # The records image's data folder, where the recipes mount the volume, is the user's.
+    records = _stages()["records"]
+    made = " ".join(line for line in records if line.startswith("RUN install -d"))
+    uid = _image_uid("records")
+    assert f"-o {uid} -g {uid}" in made and "/var/lib/codeengine/records" in made
 
 
 def _build_inputs() -> set[str]:
@@ -506,7 +632,7 @@ def _build_inputs() -> set[str]:
 
 
 def test_the_image_gets_every_file_the_wheel_is_built_from() -> None:
-    build, _ = _stages()
+    build = _stages()["build"]
     copied = [word for line in build if line.startswith("COPY ") for word in line.split()[1:-1]]
     for needed in _build_inputs():
         assert any(fnmatch.fnmatch(needed, word) for word in copied), needed
@@ -518,23 +644,17 @@ def test_the_image_gets_every_file_the_wheel_is_built_from() -> None:
         assert f"!{needed}" in ignore or f"!{needed}/" in ignore, needed
 
 
-def test_the_image_health_check_asks_each_services_readiness() -> None:
-    (check,) = [line for line in _dockerfile() if line.startswith("HEALTHCHECK")]
-    code = json.loads(check.split("CMD", 1)[1])[-1]
-    defaults = ServiceSettings()
-    assert re.findall(r"\((\d+), (\d+)\)", code) == [
-        (str(defaults.issuer_port), str(defaults.verifier_port))
-    ]
-    assert "/readyz" in code and all(_serves(s, "/readyz") for s in SERVICES)
-    exposed = {
-        int(p) for line in _dockerfile() if line.startswith("EXPOSE") for p in line.split()[1:]
-    }
-    assert exposed == {
-        defaults.issuer_port,
-        defaults.verifier_port,
-        defaults.issuer_management_port,
-        defaults.verifier_management_port,
-    }
+def test_each_image_health_check_asks_its_services_readiness() -> None:
+    defaults = Settings()
+    for stage, served in IMAGES.items():
+        final = _stages()[stage]
+        (check,) = [line for line in final if line.startswith("HEALTHCHECK")]
+        code = json.loads(check.split("CMD", 1)[1])[-1]
+        ports = [_port(defaults, s) for s in served]
+        assert [int(p) for p in re.findall(r"\b(\d{4})\b", code)] == ports, stage
+        assert "/readyz" in code and all(_serves(s, "/readyz") for s in served)
+        exposed = {int(p) for line in final if line.startswith("EXPOSE") for p in line.split()[1:]}
+        assert exposed == {_port(defaults, s, m) for s in served for m in (False, True)}, stage
 
 
 # Compose
@@ -567,7 +687,7 @@ def _duration_s(text: str) -> float:
 
 def test_compose_services_serve_their_ports_and_outlast_the_drain() -> None:
     services = _compose()["services"]
-    for name in SERVICES:
+    for name in ALL_SERVICES:
         service = services[name]
         settings = _compose_settings(service)
         assert service["command"] == ["serve", name]
@@ -581,9 +701,28 @@ def test_compose_services_serve_their_ports_and_outlast_the_drain() -> None:
         assert found.group(2) == "/readyz" and _serves(name, "/readyz")
         grace = _duration_s(service["stop_grace_period"])
         assert grace > settings.service.shutdown_timeout_s
+        if name == "records":
+            assert "PROMETHEUS_MULTIPROC_DIR" not in service["environment"]
+            continue
         metrics = PurePosixPath(service["environment"]["PROMETHEUS_MULTIPROC_DIR"])
         memory = [PurePosixPath(t.split(":")[0]) for t in service["tmpfs"]]
         assert any(metrics.is_relative_to(m) and m != PurePosixPath("/") for m in memory)
+
+
+def test_compose_records_keeps_its_library_on_a_named_volume_from_its_image() -> None:
+    compose = _compose()
+    records = compose["services"]["records"]
+    settings = _compose_settings(records)
+    assert records["build"]["target"] == "records" and "records" in _stages()
+    assert records["image"] != compose["services"]["issuer"]["image"]
+    volume, read_only = _volumes(records)[settings.records.path]
+    # A named volume of the stack (it outlives the container), writable, its alone.
+    assert volume in compose["volumes"] and not read_only
+    users = [
+        n for n, s in compose["services"].items() if volume in {v for v, _ in _volumes(s).values()}
+    ]
+    assert users == ["records"]
+    assert settings.cluster.username == RECORDS_USER
 
 
 def test_prometheus_scrapes_the_management_ports() -> None:
@@ -593,14 +732,18 @@ def test_prometheus_scrapes_the_management_ports() -> None:
         t for job in config["scrape_configs"] for s in job["static_configs"] for t in s["targets"]
     }
     wanted = set()
-    for name in SERVICES:
+    for name in ALL_SERVICES:
         settings = _compose_settings(services[name])
         wanted.add(f"{name}:{_port(settings, name, management=True)}")
         assert settings.service.management_host == "0.0.0.0"
     assert targets == wanted
     # A target label named like a label of the metrics would rename theirs exported_<name>.
     ours = {
-        n for v in vars(metrics).values() if isinstance(v, MetricWrapperBase) for n in v._labelnames
+        n
+        for module in (metrics, records_metrics)
+        for v in vars(module).values()
+        if isinstance(v, MetricWrapperBase)
+        for n in v._labelnames
     }
     assert "service" in ours
     given = {
@@ -637,7 +780,7 @@ def test_compose_secrets_are_each_services_files_at_its_settings_paths(tmp_path:
     options = dict(zip(argv[::2], argv[1::2], strict=True))
     init_mounts = {source: target for target, (source, _) in _volumes(init).items()}
     assert int(options["--uid"]) == _image_uid()
-    for name in SERVICES:
+    for name in ALL_SERVICES:
         service = compose["services"][name]
         settings = _compose_settings(service)
         mounts = _volumes(service)
@@ -647,7 +790,7 @@ def test_compose_secrets_are_each_services_files_at_its_settings_paths(tmp_path:
         assert init_mounts[volume] == f"{options['--out']}/{name}"
         held = {p.relative_to(out / name) for p in (out / name).rglob("*") if p.is_file()}
         wanted = set()
-        for file_setting in _read_files(name):
+        for file_setting in _read_files(name, settings):
             path = PurePosixPath(setting(settings, file_setting))
             relative = path.relative_to(options["--mount"])
             made = out / name / relative
@@ -656,6 +799,7 @@ def test_compose_secrets_are_each_services_files_at_its_settings_paths(tmp_path:
         assert held == wanted
     load_credentials(out / "verifier" / "keys" / "credentials.json")
     assert not (out / "verifier" / "keys" / "pepper").exists()
+    assert not (out / "records" / "keys" / "record-mac.json").exists()
 
 
 def test_compose_nodes_get_the_acl_users_the_services_log_in_with(tmp_path: Path) -> None:
@@ -679,19 +823,16 @@ def test_compose_nodes_get_the_acl_users_the_services_log_in_with(tmp_path: Path
     ):
         assert re.search(rf"^{line}$", conf, re.M), line
     acl = (out / "redis" / "users.acl").read_text().splitlines()
+    # Each service's login, as its compose settings name it, with the password its volume holds.
+    for name, rule in (("verifier", SERVICE_ACL_RULE), ("records", RECORDS_ACL_RULE)):
+        settings = _compose_settings(compose["services"][name])
+        held = PurePosixPath(settings.cluster.password_file).relative_to("/run/secrets/codeengine")
+        password = (out / name / held).read_text().strip()
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        user = f"user {settings.cluster.username} on #{digest} {rule}"
+        assert user in acl, name
+    assert _compose_settings(compose["services"]["records"]).cluster.username == RECORDS_USER
     settings = _compose_settings(compose["services"]["verifier"])
-    password = (
-        (
-            out
-            / "verifier"
-            / PurePosixPath(settings.cluster.password_file).relative_to("/run/secrets/codeengine")
-        )
-        .read_text()
-        .strip()
-    )
-    digest = hashlib.sha256(password.encode()).hexdigest()
-    user = f"user {settings.cluster.username} on #{digest} {SERVICE_ACL_RULE}"
-    assert user in acl
     assert "user default off resetchannels ~* &* +@all" in acl
     nodes = [
         s
@@ -726,7 +867,7 @@ def _env_file(path: Path) -> dict[str, str]:
 
 def _units() -> Iterator[tuple[str, dict[str, str], dict[str, list[str]]]]:
     """(service, environment, unit) of every province unit and every example city endpoint."""
-    for service in SERVICES:
+    for service in ALL_SERVICES:
         yield service, {}, _unit(SYSTEMD / f"codeengine-{service}.service")
     template = _unit(SYSTEMD / "codeengine-city@.service")
     for path in sorted((SYSTEMD / "cities").glob("*.env")):
@@ -756,7 +897,10 @@ def test_units_outlast_the_drain_and_read_real_settings() -> None:
         settings = _check_env(environment | env, config)
         (timeout,) = unit["TimeoutStopSec"]
         assert float(timeout) > settings.service.shutdown_timeout_s
-        assert unit["RuntimeDirectory"][0] in environment["PROMETHEUS_MULTIPROC_DIR"]
+        if service == "records":
+            assert "PROMETHEUS_MULTIPROC_DIR" not in environment
+        else:
+            assert unit["RuntimeDirectory"][0] in environment["PROMETHEUS_MULTIPROC_DIR"]
         for management in (False, True):
             port = _port(settings, service, management)
             name = f"{service} {env.get('CODEENGINE_SERVICE_CITY', 'province')} " + (
@@ -769,10 +913,29 @@ def test_units_outlast_the_drain_and_read_real_settings() -> None:
             primary, backup = city.endpoints(service)
             url = primary if settings.service.role == "primary" else backup
             assert url.endswith(f":{_port(settings, service)}"), url
-    for service in SERVICES:
-        settings = load_settings(config, env={})
-        for name in _read_files(service):
+    for service, env, unit in _units():
+        environment = dict(value.split("=", 1) for value in unit["Environment"])
+        settings = _check_env(environment | env, config)
+        for name in _read_files(service, settings):
             assert setting(settings, name).startswith("/etc/codeengine/secrets/"), name
+
+
+def test_the_records_unit_keeps_its_library_in_its_state_folder() -> None:
+    unit = _unit(SYSTEMD / "codeengine-records.service")
+    environment = dict(value.split("=", 1) for value in unit["Environment"])
+    settings = _check_env(environment, SYSTEMD / "engine.toml")
+    (state,) = unit["StateDirectory"]
+    # systemd makes /var/lib/<StateDirectory> the service user's and writable under
+    # ProtectSystem=strict: that is where the settings put the library, and nowhere else.
+    assert settings.records.path == f"/var/lib/{state}"
+    assert unit["StateDirectoryMode"] == ["0700"]
+    assert not [k for k in unit if k in ("ReadWritePaths", "ReadWriteDirectories")]
+    assert settings.cluster.username == RECORDS_USER
+    assert PurePosixPath(settings.cluster.password_file).name == f"{RECORDS_USER}.password"
+    # The code services' units name the services' login, not the records user's.
+    for service in SERVICES:
+        other = _unit(SYSTEMD / f"codeengine-{service}.service")
+        assert not [v for v in other["Environment"] if "CLUSTER_USERNAME" in v]
 
 
 def test_every_settings_file_of_the_kit_loads() -> None:

@@ -28,14 +28,14 @@ def test_each_folder_is_its_readers_alone_and_a_second_run_keeps_the_material(
     argv = ["--out", str(out), "--uid", uid, "--redis-uid", uid]
     assert main(argv) == 0
     assert "secrets ready" in capsys.readouterr().out
-    for consumer in ("issuer", "verifier", "redis"):
+    for consumer in ("issuer", "verifier", "records", "redis"):
         folder = out / consumer
         for path in (folder, *folder.rglob("*")):
             info = path.stat()
             assert info.st_uid == os.getuid()
             wanted = 0o700 if path.is_dir() else 0o400
             assert stat.S_IMODE(info.st_mode) == wanted, path
-    first = {c: _files(out / c) for c in ("issuer", "verifier", "redis", "ops")}
+    first = {c: _files(out / c) for c in ("issuer", "verifier", "records", "redis", "ops")}
     # A second `docker compose up` runs the job again: the cluster's CA, passwords and the
     # keys must stay, or the nodes and the store would no longer match them.
     assert main(argv) == 0
@@ -50,3 +50,25 @@ def test_a_secret_outside_the_mounted_folder_is_refused_naming_its_setting(
     assert main(["--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "keys.pepper_file" in error and "/run/secrets/codeengine" in error
+
+
+def test_the_records_folder_holds_its_own_login_and_no_code_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records service logs in as its own ACL user, with that user's password: never the
+    services' login, nor a key that reads or signs a code."""
+    monkeypatch.setenv("CODEENGINE_CONFIG", str(CONFIG))
+    out = tmp_path / "out"
+    assert main(["--out", str(out)]) == 0
+    held = _files(out / "records")
+    assert sorted(held) == [
+        "keys/credentials.json",
+        "redis/ca.crt",
+        "redis/client.crt",
+        "redis/client.key",
+        "redis/records.password",
+    ]
+    ops = out / "ops" / "redis"
+    assert held["redis/records.password"] == ops.joinpath("records.password").read_bytes()
+    assert held["redis/records.password"] != ops.joinpath("codeengine.password").read_bytes()
+    assert held["keys/credentials.json"] == _files(out / "verifier")["keys/credentials.json"]

@@ -3,8 +3,9 @@
 A runbook is read in a hurry and followed to the letter: a command renamed since it was written
 fails at the worst moment. Every ``codeengine`` command line in the runbooks' shell blocks must
 parse with the real command line; every endpoint they call or name must be a route of the
-issuer or the verifier; every metric must be one the code defines; every alert must be a rule of
-``deploy/prometheus/alerts.yml``.
+issuer, the verifier or the records service; every metric must be one the code defines; every
+alert must be a rule of ``deploy/prometheus/alerts.yml``, and every alert's runbook link a
+runbook that names it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from codeengine.ops.cli import _parser
+from codeengine.records.service import RECORDS_ROUTES
 from codeengine.web.routes import Route
 from issuer.app import ISSUER_ROUTES
 from verifier.app import VERIFIER_ROUTES
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted((ROOT / "docs" / "runbooks").glob("*.md"))
 _BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
 _INLINE = re.compile(r"(?<!`)`(codeengine [^`]+)`")
-_CALL = re.compile(r"\$(ISSUER|VERIFIER)(/[^\"'\s]*)")
+_CALL = re.compile(r"\$(ISSUER|VERIFIER|RECORDS)(/[^\"'\s]*)")
 _NAMED = re.compile(r"`(GET|POST|PUT|DELETE) (/[^`\s?]+)`")
 _METRIC = re.compile(r"\bcodeengine_[a-z_]+[a-z]\b")
 _ALERT = re.compile(r"`(Codeengine[A-Za-z]+)`")
@@ -86,6 +89,8 @@ def test_the_runbooks_are_found_and_hold_commands_and_calls() -> None:
         "shard-loss.md",
         "rolling-upgrade.md",
         "city-failover.md",
+        "records-lagging.md",
+        "records-down.md",
     }
     assert len(_commands()) >= 5 and len(_calls()) >= 10
 
@@ -102,8 +107,8 @@ def test_every_codeengine_command_of_a_runbook_parses(where: str, argv: tuple[st
     ("service", "method", "path"), sorted(set(_calls())), ids=lambda value: str(value)
 )
 def test_every_endpoint_of_a_runbook_is_a_route(service: str, method: str, path: str) -> None:
-    tables = {"issuer": ISSUER_ROUTES, "verifier": VERIFIER_ROUTES}
-    routes = [*ISSUER_ROUTES, *VERIFIER_ROUTES] if service == "either" else tables[service]
+    tables = {"issuer": ISSUER_ROUTES, "verifier": VERIFIER_ROUTES, "records": RECORDS_ROUTES}
+    routes = [r for t in tables.values() for r in t] if service == "either" else tables[service]
     assert any(_matches(route, method, path) for route in routes), f"{method} {path}"
 
 
@@ -127,3 +132,21 @@ def test_every_alert_of_a_runbook_is_a_rule(alert: str) -> None:
     rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
     assert rules.exists(), "deploy/prometheus/alerts.yml"
     assert alert in _DEFINED_ALERT.findall(_text(rules))
+
+
+def test_every_runbook_link_of_an_alert_is_a_runbook() -> None:
+    """An alert's ``runbook_url`` is the page the on-call opens first: it must exist, and each
+    rule of the records service's group has one."""
+    rules = yaml.safe_load(_text(ROOT / "deploy" / "prometheus" / "alerts.yml"))
+    linked = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "runbook_url" in rule["annotations"]
+    }
+    (records,) = [g for g in rules["groups"] if g["name"] == "codeengine-records"]
+    assert {r["alert"] for r in records["rules"]} <= set(linked)
+    for alert, url in linked.items():
+        assert (ROOT / url) in RUNBOOKS, f"{alert}: {url}"
+        # The runbook names the alert it is linked from.
+        assert f"`{alert}`" in _text(ROOT / url), f"{url} does not name {alert}"
