@@ -10,7 +10,8 @@ from aiohttp import web
 
 from codeengine.code.errors import BadRequest
 from codeengine.code.keyvault import NONCE_BYTES, seal_keyring
-from codeengine.code.suites import DEFAULT_SUITE, DEFAULT_SUITES, b64url_encode
+from codeengine.code.registry import DEFAULT_SUITE, DEFAULT_SUITES
+from codeengine.code.suites import b64url_encode
 from codeengine.code.trustlist import TrustList
 from codeengine.web.body import Field, read_object
 from codeengine.web.routes import Route, object_body, ref
@@ -40,7 +41,7 @@ async def rotate(request: web.Request) -> web.Response:
     if "alg" in body:
         found = DEFAULT_SUITES.by_jose_alg(body["alg"])
         if found is None:
-            raise BadRequest("field 'alg' must be EdDSA or ES256")
+            raise BadRequest("field 'alg' must be EdDSA, ES256 or SM2SM3")
         suite = found
     activate_in_s = body.get("activate_in_s", codes.trust_list_max_age_s)
     now = int(app[CLOCK]())

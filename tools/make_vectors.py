@@ -8,7 +8,10 @@ the ones about encoding are properly signed, so only a strict decoder refuses th
 
 Keys come from fixed seeds. ES256 signatures are normally randomized; here they use RFC 6979
 deterministic ECDSA (still plain ES256 to any verifier), and each ES256 case also pins its
-to-be-signed bytes, so the whole file regenerates byte for byte.
+to-be-signed bytes, so the whole file regenerates byte for byte. SM2 codes (the national suite,
+COSE alg -65537) are signed with ``gmalg``, a pure-Python SM2 that takes the nonce as an
+argument: here a hash of the key and the message, so they too regenerate byte for byte, and the
+engine (GmSSL underneath) verifies what another implementation signed.
 
 Run: ``.venv/bin/python tools/make_vectors.py [OUTPUT]``.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 import base45
 import cbor2
+import gmalg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -37,7 +41,8 @@ PREFIX = "CE1:"
 SOURCE = (
     "tools/make_vectors.py: CE1 codes (base45 RFC 9285 of a tagged COSE_Sign1 RFC 9052 over a "
     "CWT claims set RFC 8392, deterministic CBOR RFC 8949 4.2.1) built with cbor2, signed with "
-    "pyca/cryptography (Ed25519; ES256 with RFC 6979 deterministic nonces), key ids = first 8 "
+    "pyca/cryptography (Ed25519; ES256 with RFC 6979 deterministic nonces) and gmalg (SM2 with "
+    "SM3, ID 1234567812345678, r||s; nonce SHA-256 of scalar and message), key ids = first 8 "
     "bytes of the RFC 7638 SHA-256 thumbprint. Seeds: SHA-256('codeengine vectors/' + key "
     f"name). Verify at each case's now (default {NOW}) with skew {SKEW_S} s against trust_list."
 )
@@ -45,11 +50,33 @@ SOURCE = (
 EDDSA = -8
 ES256 = -7
 ES384 = -35
+SM2SM3 = -65537
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+SM2_ORDER = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
+SM2_ID = b"1234567812345678"
 KINDS = {"health": 1, "person_service": 2, "enterprise_service": 3, "fused": 4}
 COLOURS = {"grey": 0, "green": 1, "yellow": 2, "red": 3}
 
-Key = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+class SM2Key:
+    """An SM2 key pair as gmalg holds it: the scalar and the 64-byte public point x||y."""
+
+    def __init__(self, scalar: int) -> None:
+        self.scalar = scalar
+        self.public = gmalg.SM2().generate_pk(scalar.to_bytes(32, "big"))[1:]
+
+    def sign(self, message: bytes, signer_id: bytes = SM2_ID) -> tuple[int, int]:
+        """SM2 with SM3 over ``message``, the nonce a hash of the key and the message."""
+        nonce = hashlib.sha256(self.scalar.to_bytes(32, "big") + message).digest()
+        k = int.from_bytes(nonce, "big") % (SM2_ORDER - 1) + 1
+        signer = gmalg.SM2(
+            self.scalar.to_bytes(32, "big"), signer_id, b"\x04" + self.public, rnd_fn=lambda _: k
+        )
+        r, s = signer.sign(message)
+        return int.from_bytes(r, "big"), int.from_bytes(s, "big")
+
+
+Key = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | SM2Key
 
 
 def b64url(data: bytes) -> str:
@@ -66,6 +93,8 @@ def make_key(name: str, alg: int) -> Key:
     """A reproducible key: the seed is the Ed25519 private key, or reduced to a P-256 scalar."""
     if alg == EDDSA:
         return ed25519.Ed25519PrivateKey.from_private_bytes(seed(name))
+    if alg == SM2SM3:
+        return SM2Key(int.from_bytes(seed(name), "big") % (SM2_ORDER - 2) + 1)
     scalar = int.from_bytes(seed(name), "big") % (P256_ORDER - 1) + 1
     return ec.derive_private_key(scalar, ec.SECP256R1())
 
@@ -77,6 +106,13 @@ def key_members(key: Key) -> dict[str, str]:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         return {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
+    if isinstance(key, SM2Key):
+        return {
+            "crv": "SM2",
+            "kty": "EC",
+            "x": b64url(key.public[:32]),
+            "y": b64url(key.public[32:]),
+        }
     numbers = key.public_key().public_numbers()
     return {
         "crv": "P-256",
@@ -93,9 +129,12 @@ def kid_of(key: Key) -> bytes:
 
 
 def sign(key: Key, message: bytes) -> bytes:
-    """Ed25519, or ES256 as raw r||s with an RFC 6979 nonce and the low s (at most n/2)."""
+    """Ed25519; ES256 as raw r||s with an RFC 6979 nonce and the low s (at most n/2); SM2."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(message)
+    if isinstance(key, SM2Key):
+        r, s = key.sign(message)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
     der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     r, s = decode_dss_signature(der)
     s = min(s, P256_ORDER - s)
@@ -162,6 +201,7 @@ class Vectors:
             for name, alg in [
                 ("ed25519-current", EDDSA),
                 ("es256-current", ES256),
+                ("sm2-current", SM2SM3),
                 ("ed25519-retired", EDDSA),
                 ("ed25519-expired", EDDSA),
                 ("ed25519-future", EDDSA),
@@ -171,6 +211,7 @@ class Vectors:
         self.validity = {
             "ed25519-current": (NOW - 30 * DAY_S, NOW + 365 * DAY_S),
             "es256-current": (NOW - 30 * DAY_S, NOW + 365 * DAY_S),
+            "sm2-current": (NOW - 30 * DAY_S, NOW + 365 * DAY_S),
             # Retired by a rotation at NOW - 300 with a 900 s overlap: still verifies.
             "ed25519-retired": (NOW - 400 * DAY_S, NOW + 600),
             "ed25519-expired": (NOW - 800 * DAY_S, NOW - 1),
@@ -180,7 +221,10 @@ class Vectors:
 
     def alg(self, name: str) -> int:
         """The COSE alg of a named key."""
-        return EDDSA if isinstance(self.keys[name], ed25519.Ed25519PrivateKey) else ES256
+        key = self.keys[name]
+        if isinstance(key, SM2Key):
+            return SM2SM3
+        return EDDSA if isinstance(key, ed25519.Ed25519PrivateKey) else ES256
 
     def trust_list(self) -> dict[str, Any]:
         """The JWKS every case verifies against."""
@@ -191,7 +235,7 @@ class Vectors:
                 {
                     **key_members(key),
                     "kid": b64url(kid_of(key)),
-                    "alg": "EdDSA" if self.alg(name) == EDDSA else "ES256",
+                    "alg": {EDDSA: "EdDSA", ES256: "ES256", SM2SM3: "SM2SM3"}[self.alg(name)],
                     "use": "sig",
                     "nbf": nbf,
                     "exp": exp,
@@ -243,7 +287,7 @@ class Vectors:
             "version": cmap[-2][3],
         }
         extra: dict[str, Any] = {"claims": claims, "cose_hex": cose.hex()}
-        if self.alg(key_name) == ES256:
+        if self.alg(key_name) in (ES256, SM2SM3):
             extra["tbs_hex"] = sig_structure(protected, payload).hex()
         self.add(
             case_id,
@@ -260,6 +304,8 @@ def add_valid(v: Vectors) -> None:
     """Codes that verify."""
     v.valid("valid-ed25519-health-green", "Ed25519, the default suite")
     v.valid("valid-es256-health-yellow", "ES256 (raw r||s)", "es256-current", colour=2, version=7)
+    v.valid("valid-sm2-health-green", "SM2 with SM3 (national suite, raw r||s)", "sm2-current")
+    v.valid("valid-sm2-fused-red", "SM2, fused code", "sm2-current", kind=4, city=3210, colour=3)
     v.valid("valid-ed25519-person-service", "person service code", kind=2, city=3205, version=0)
     v.valid("valid-ed25519-enterprise-grey", "enterprise code, grey", kind=3, city=3213, colour=0)
     v.valid("valid-ed25519-fused-red", "fused code, red", kind=4, city=3210, colour=3, version=1)
@@ -462,6 +508,40 @@ def add_key_cases(v: Vectors) -> None:
     )
 
 
+def add_sm2_cases(v: Vectors) -> None:
+    """Steps 4 and 7 for the national suite: its algorithm, ID, digest and signature encoding."""
+    key = v.keys["sm2-current"]
+    assert isinstance(key, SM2Key)
+    protected, payload, cose = v.signed("sm2-current")
+    tbs = sig_structure(protected, payload)
+    head = cose[:-64]
+
+    def case(case_id: str, signature: bytes, expect: str, why: str) -> None:
+        data = head[:-2] + bstr(signature) if len(signature) != 64 else head + signature
+        v.add(case_id, text(data), expect, why, tbs_hex=tbs.hex())
+
+    r, s = int.from_bytes(cose[-64:-32], "big"), int.from_bytes(cose[-32:], "big")
+    case("bad-signature-sm2-flipped-bit", cose[-64:-1] + bytes((cose[-1] ^ 1,)), "BAD_SIGNATURE",
+         "SM2, last bit of s")  # fmt: skip
+    twin = cose[-64:-32] + (SM2_ORDER - s).to_bytes(32, "big")
+    case("bad-signature-sm2-twin", twin, "BAD_SIGNATURE",
+         "(r, n - s): SM2 has no ECDSA-like twin, t = r + s changes")  # fmt: skip
+    case("bad-signature-sm2-der", cbor2.dumps([r, s]), "BAD_SIGNATURE", "r and s as CBOR, not r||s")
+    other_id = key.sign(tbs, b"ALICE123@YAHOO.COM")
+    case("bad-signature-sm2-other-id", b"".join(n.to_bytes(32, "big") for n in other_id),
+         "BAD_SIGNATURE", "signed with another signer ID in Z_A")  # fmt: skip
+    case("bad-signature-sm2-r-is-n", SM2_ORDER.to_bytes(32, "big") + cose[-32:], "BAD_SIGNATURE",
+         "r = n is out of range [1, n-1]")  # fmt: skip
+    case("bad-signature-sm2-s-zero", cose[-64:-32] + bytes(32), "BAD_SIGNATURE", "s = 0")
+    ed_kid = kid_of(v.keys["ed25519-current"])
+    _, _, data = v.signed(protected=protected_header(SM2SM3, ed_kid))
+    v.add("unsupported-alg-sm2-on-ed25519-key", text(data), "UNSUPPORTED_ALG",
+          "header says SM2, the key is Ed25519")  # fmt: skip
+    _, _, data = v.signed("sm2-current", protected=protected_header(EDDSA, kid_of(key)))
+    v.add("unsupported-alg-eddsa-on-sm2-key", text(data), "UNSUPPORTED_ALG",
+          "header says EdDSA, the key is SM2")  # fmt: skip
+
+
 def add_window_cases(v: Vectors) -> None:
     """Step 8: the time window with the clock-skew allowance."""
     _, _, data = v.signed()
@@ -477,6 +557,7 @@ def build() -> dict[str, Any]:
     add_text_cases(v)
     add_structure_cases(v)
     add_key_cases(v)
+    add_sm2_cases(v)
     add_window_cases(v)
     ids = [case["id"] for case in v.cases]
     assert len(set(ids)) == len(ids), "duplicate case id"

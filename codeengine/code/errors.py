@@ -13,6 +13,7 @@ __all__ = [
     "BadSignature",
     "ClientClosed",
     "CodeEngineError",
+    "CryptoUnavailable",
     "Expired",
     "InvalidIdentifier",
     "KeyringError",
@@ -173,6 +174,12 @@ class NotYetValid(VerificationError):
     """The code was issued in the future, beyond the allowed clock skew."""
 
     reason = Reason.NOT_YET_VALID
+
+
+class CryptoUnavailable(CodeEngineError, RuntimeError):
+    """The linked cryptography library lacks an algorithm the configured profile needs."""
+
+    reason = Reason.INTERNAL
 
 
 class KeyringError(CodeEngineError, ValueError):

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from typing import Final, NewType
 
 from codeengine.code.errors import KeyringError, RotationPending
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import (
-    DEFAULT_SUITES,
     PrivateKey,
     PublicKey,
     RandomSource,

@@ -32,7 +32,8 @@ from typing import Final
 
 from codeengine.code.errors import BadSignature, ListRefused, Reason
 from codeengine.code.keyring import KID_BYTES, KeyId, SigningKey
-from codeengine.code.suites import DEFAULT_SUITES, SuiteRegistry, b64url_decode, b64url_encode
+from codeengine.code.registry import DEFAULT_SUITES
+from codeengine.code.suites import SuiteRegistry, b64url_decode, b64url_encode
 from codeengine.code.token import CTI_BYTES, sig_structure
 from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import Revocations

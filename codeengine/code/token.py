@@ -38,7 +38,8 @@ from codeengine.code.base45 import b45decode, b45encode
 from codeengine.code.errors import Expired, MalformedCode, NotYetValid, UnsupportedAlgorithm
 from codeengine.code.keyring import KID_BYTES, KeyId, SigningKey, TrustedKey
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId
-from codeengine.code.suites import DEFAULT_SUITES, SuiteRegistry, b64url_decode, b64url_encode
+from codeengine.code.registry import DEFAULT_SUITES
+from codeengine.code.suites import SuiteRegistry, b64url_decode, b64url_encode
 from codeengine.code.trustlist import TrustList
 
 PREFIX: Final = "CE1:"

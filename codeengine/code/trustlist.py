@@ -22,7 +22,8 @@ from codeengine.code.keyring import (
     parse_public_jwk,
     public_jwk,
 )
-from codeengine.code.suites import DEFAULT_SUITES, SuiteRegistry
+from codeengine.code.registry import DEFAULT_SUITES
+from codeengine.code.suites import SuiteRegistry
 
 _MAX_DOCUMENT_CHARS = 1_000_000
 

@@ -36,8 +36,9 @@ from codeengine.code.errors import (
 )
 from codeengine.code.keyring import TrustedKey
 from codeengine.code.model import CodeKind, Colour
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.status import SubjectRecord
-from codeengine.code.suites import DEFAULT_SUITES, b64url_encode
+from codeengine.code.suites import b64url_encode
 from codeengine.code.token import (
     Claims,
     DecodedCode,

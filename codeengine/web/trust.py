@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from codeengine.code.errors import KeyringError
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.signedlist import ListKind, revocations_json
 from codeengine.code.suites import b64url_encode
 from codeengine.code.trustlist import TrustList
@@ -70,7 +71,7 @@ JWKS_SCHEMA: dict[str, Any] = {
                     "x": {"type": "string"},
                     "y": {"type": "string"},
                     "kid": {"type": "string"},
-                    "alg": {"type": "string", "enum": ["EdDSA", "ES256"]},
+                    "alg": {"type": "string", "enum": [s.jose_alg for s in DEFAULT_SUITES]},
                     "use": {"const": "sig"},
                     "nbf": {"type": "integer"},
                     "exp": {"type": "integer"},

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codeengine.code.errors import BadSignature, KeyringError
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import (
     DEFAULT_SUITE,
-    DEFAULT_SUITES,
     ED25519,
     ES256,
     PrivateKey,

@@ -25,8 +25,8 @@ from codeengine.code.errors import (
 )
 from codeengine.code.keyring import Keyring, SigningKey
 from codeengine.code.model import CITIES, CodeKind, Colour
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import (
-    DEFAULT_SUITES,
     ED25519,
     ES256,
     JWKMembers,

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from codeengine.code.errors import Reason, VerificationError
 from codeengine.code.keyring import SigningKey, key_id
 from codeengine.code.model import CodeKind, Colour
+from codeengine.code.sm2 import SM2
 from codeengine.code.suites import ED25519, ES256, PrivateKey, b64url_decode, b64url_encode
 from codeengine.code.token import Claims, decode, encode, verify_at
 from codeengine.code.trustlist import TrustList
@@ -39,6 +40,8 @@ def _private_key(kid: str) -> PrivateKey:
     for name, key in make_vectors.Vectors().keys.items():
         if b64url_encode(make_vectors.kid_of(key)) != kid:
             continue
+        if isinstance(key, make_vectors.SM2Key):
+            return SM2.from_scalar(key.scalar.to_bytes(32, "big"))
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return ES256.from_scalar(key.private_numbers().private_value.to_bytes(32, "big"))
         return ED25519.from_seed(make_vectors.seed(name))
