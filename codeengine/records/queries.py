@@ -190,7 +190,8 @@ def contacts(
     after: tuple[str, str] | None = None,
 ) -> list[Contact]:
     """Everyone who scanned at a venue within ``window_s`` of one of the subject's scans there
-    (the subject's scans in the query's window), by subject then venue; at most ``limit``, from
+    (the subject's scans in the query's window; a scan of no subject, a code that did not
+    parse, is nobody's), by subject then venue; at most ``limit``, from
     after the cursor (the last row's ``(subject, venue)``)."""
     window_ms = int(window_s) * 1000
     cursor = ""
@@ -214,7 +215,7 @@ def contacts(
         "WHERE s.venue IN (SELECT venue FROM visits) "
         "AND s.at >= fromUnixTimestamp64Milli({from_ms:Int64} - {window_ms:Int64}) "
         "AND s.at < fromUnixTimestamp64Milli({to_ms:Int64} + {window_ms:Int64}) "
-        "AND s.subject != {subject:String} "
+        "AND s.subject != {subject:String} AND s.subject != '' "
         "AND abs(toUnixTimestamp64Milli(s.at) - toUnixTimestamp64Milli(v.at)) <= {window_ms:Int64} "
         f"GROUP BY s.subject, s.venue {cursor}"
         f"ORDER BY s.subject, s.venue LIMIT {int(limit)}",

@@ -89,6 +89,9 @@ def test_a_venue_s_scans_come_by_time_in_pages(settings: Settings, engine: Recor
 
 
 def test_a_subject_s_trajectory_and_contacts(settings: Settings, engine: RecordsEngine) -> None:
+    # A code that did not parse is nobody's scan: never a contact.
+    nobody = ("t2", "mall", SUZHOU, T0 + 3 * MIN, "", "MALFORMED", "")
+    engine.insert_packed(SCANS, msgpack.packb(list(nobody))[1:], "nobody")
     (_, trajectory), (_, contacts), (_, wider) = call(settings, engine, [
         (f"/v1/records/subjects/{S}/scans?{WINDOW}", "records:subject"),
         (f"/v1/records/subjects/{S}/contacts?{WINDOW}&window_s=1800", "records:contacts"),
