@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = ["CONSUMER", "GROUP", "INTENT_KEY", "RecordsConsumer", "StreamLag"]
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -88,6 +89,10 @@ class RecordsConsumer:
         """Read each stream's own pending entries before new ones (after a start or failure)."""
         self._intent_left = True
         """An intent may be left in Redis (after a start or a failed cycle)."""
+        self._more_pending = False
+        """A read of this consumer's pending entries was full: there may be more."""
+        self._next_reads: asyncio.Task[list[list[Any]]] | None = None
+        """The next cycle's reads, sent while this cycle's rows are inserted."""
         self.lag: list[StreamLag] = []
         self.committed = 0
         """Entries committed since start."""
@@ -128,23 +133,30 @@ class RecordsConsumer:
                     await asyncio.wait_for(stop.wait(), self._settings.poll_ms / 1000)
                 except TimeoutError:
                     pass
+        await self._drop_next_reads()
 
     async def cycle(self) -> int:
         """Commit what the streams hold now (after any cycle a crash left); the entries moved."""
         try:
             return await self._cycle()
         except BaseException:
-            # Entries this cycle read may be delivered and unacknowledged with no intent
-            # naming them: the next cycle reads this consumer's pending entries first.
+            # Entries this cycle or the next one's reads took may be delivered and
+            # unacknowledged with no intent naming them: the next cycle reads this consumer's
+            # pending entries first.
             self._pending_first = True
+            await self._drop_next_reads()
             raise
 
     async def _cycle(self) -> int:
         if self._intent_left:
             await self._replay_intent()
             self._intent_left = False
-        reads = await asyncio.gather(*(self._read(stream) for stream in self._streams))
-        self._pending_first = False
+        next_reads, self._next_reads = self._next_reads, None
+        self._more_pending = False
+        reads = await (next_reads or self._read_all())
+        # Pending entries can be more than a batch (a failed cycle's and the next one's reads):
+        # they are read first until a read of them is not full.
+        self._pending_first = self._more_pending
         batch = {s: entries for s, entries in zip(self._streams, reads, strict=True) if entries}
         if not batch:
             return 0
@@ -159,6 +171,14 @@ class RecordsConsumer:
             INTENT_KEY, "SET", INTENT_KEY, msgpack.packb({"t": token, "r": ranges}),
             deadline_s=STORE_DEADLINE_S,
         )  # fmt: skip
+        # The next batch is read while this one is inserted: the insert is the engine's work in
+        # a thread, the read is Redis's, so neither waits for the other (the reads were a third
+        # of a cycle's time on one core, bench/records.py). What it delivers is pending under no
+        # intent until the next cycle takes it, as after any failure, and read again first if
+        # this process stops before.
+        if not self._pending_first:
+            # (A read of pending entries would deliver this batch again: it is not acknowledged.)
+            self._next_reads = asyncio.create_task(self._read_all())
         await self._insert(batch, token)
         if self._crash_after_insert:
             os._exit(137)
@@ -171,12 +191,26 @@ class RecordsConsumer:
         self.committed += moved
         return moved
 
+    async def _read_all(self) -> list[list[Any]]:
+        """Every stream's entries, read at once (the streams are spread over the shards)."""
+        return await asyncio.gather(*(self._read(stream) for stream in self._streams))
+
+    async def _drop_next_reads(self) -> None:
+        """Forget the next cycle's reads (their entries stay pending: they are read again)."""
+        task, self._next_reads = self._next_reads, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await task
+
     async def _read(self, stream: Stream) -> list[Any]:
         """This consumer's pending entries of the stream if it is to read those first and has
         some, else new entries."""
         if self._pending_first:
             pending = await self._read_from(stream, "0")
             if pending:
+                if len(pending) >= self._settings.batch_max:
+                    self._more_pending = True
                 return pending
         return await self._read_from(stream, ">")
 
