@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from codeengine.code.scans import ScanEntry
 from codeengine.ops.devcluster import DevCluster
 from codeengine.records.consumer import GROUP, INTENT_KEY, RecordsConsumer
-from codeengine.records.engine import RecordsEngine
+from codeengine.records.engine import EngineError, RecordsEngine
 from codeengine.records.feeds import CHANGE_FEED, SCAN_FEED
 from codeengine.store.cluster import FastCluster
 from codeengine.store.redisstore import RedisStore, StoreSettings
@@ -194,3 +194,36 @@ def test_change_entries_fill_the_changes_table(cluster: DevCluster, engine: Reco
     (got,) = stored(engine, "changes")
     assert got[1:] == (city, "AAECAwQFBgcICQoL", "convert", "green", "red", 2, "dev-convert",
                        "CLOSE_CONTACT", "op-1")  # fmt: skip
+
+
+def test_a_failed_insert_loses_neither_its_batch_nor_the_next_one_read_beside_it(
+    cluster: DevCluster, engine: RecordsEngine
+) -> None:
+    (city,) = fresh_cities(1)
+    table = f"{engine.database}.scans"
+
+    async def scenario() -> None:
+        await write(cluster, scans(city, 2500))
+        fast = records_cluster(cluster)
+        await fast.start()
+        try:
+            consumer = RecordsConsumer(fast, engine, records_settings(engine.database), [city])
+            await consumer.prepare()
+            assert await consumer.cycle() == 1000  # and entries 1000..1999 read beside it
+            engine.command(f"RENAME TABLE {table} TO {table}_away")
+            # The second cycle's batch is under its intent, the third's read beside it: both
+            # stay pending when the insert fails.
+            with pytest.raises(EngineError):
+                await consumer.cycle()
+            engine.command(f"RENAME TABLE {table}_away TO {table}")
+            assert await consumer.cycle() == 500  # the intent's 1000 again, then the rest
+            assert await consumer.cycle() == 0
+            key = SCAN_FEED.key(city)
+            assert (await fast.execute(key, "XPENDING", key, GROUP))[0] == 0
+        finally:
+            await fast.aclose()
+
+    asyncio.run(scenario())
+    rows = stored(engine)
+    assert len(rows) == 2500
+    assert len(set(rows)) == 2500
