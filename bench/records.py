@@ -203,6 +203,8 @@ def ingest(
         finally:
             pinning.release()
         rounds[-1]["filled"] = filled
+        if rounds[-1]["entries"] != filled:
+            raise RuntimeError(f"{filled} entries written, {rounds[-1]['entries']} stored")
         print(
             f"ingest round {number + 1}: {rounds[-1]['entries']:,} entries in "
             f"{rounds[-1]['wall_s']:.2f} s: {rounds[-1]['entries_per_s']:,.0f}/s, "

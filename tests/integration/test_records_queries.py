@@ -128,6 +128,6 @@ def test_contacts_are_within_the_window_at_both_edges(engine: RecordsEngine) -> 
     # Only the subject's scans inside the query's window count: from T0 + 1 it has none at
     # venue-a until T0 + 600 s, when no one else was there.
     later = contacts(engine, "subj-x", T0 + 1, T0 + 3_600_000, window_s=1, limit=10)
-    assert [(c.subject, c.venue) for c in later] == [("subj-v", "venue-b"), ("subj-y",
-                                                                              "venue-c")]  # fmt: skip
+    pairs = [(c.subject, c.venue) for c in later]
+    assert pairs == [("subj-v", "venue-b"), ("subj-y", "venue-c")]
     assert contacts(engine, "subj-nobody", T0, T0 + 3_600_000, 1, 10) == []
