@@ -49,10 +49,10 @@ import uvloop
 
 from bench import records_data, records_queries
 from bench.scanfeed import fill
+from codeengine.code.errors import StoreUnavailable
 from codeengine.code.model import CITIES
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.records.consumer import RecordsConsumer
-from codeengine.code.errors import StoreUnavailable
 from codeengine.records.engine import EngineError, RecordsEngine, open_engine
 from codeengine.records.schema import SCANS
 from codeengine.settings import RecordsSettings
