@@ -93,10 +93,9 @@ RECORDS_COMMANDS = (
     "cluster|slots",
     "ping",
     "asking",
-    # The consumer group of each stream, its reads, acknowledgements and trims.
+    # The consumer group of each stream (its position: what is stored), reads and trims.
     "xgroup|create",
-    "xreadgroup",
-    "xack",
+    "xgroup|setid",
     "xtrim",
     "xrange",
     "xinfo|groups",
