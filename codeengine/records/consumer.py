@@ -51,6 +51,8 @@ GROUP = "records"
 INTENT_KEY = f"{NAMESPACE}:rec:{{records}}:intent"
 """The cycle in flight: its token and, per stream, the first and last id it read (msgpack)."""
 LAG_EVERY_S = 1.0
+STORED_KEPT_MAX = 1000
+"""More stored entries than a trim by whole nodes keeps (a node holds up to 100 entries)."""
 STORE_DEADLINE_S = 10.0
 """Reads and acknowledgements of up to ``batch_max`` entries are bulk calls, not hot ones."""
 
@@ -257,7 +259,8 @@ class RecordsConsumer:
 
     async def _advance(self, batch: dict[Stream, list[Any]]) -> None:
         """Move each stream's position to its last stored entry, then trim the stream up to
-        there."""
+        there: whole nodes of entries (``~``), with no limit (an approximate trim stops at
+        10,000 entries unless told otherwise, and a batch is up to ``batch_max``)."""
 
         async def advance(stream: Stream, entries: list[Any]) -> None:
             key = stream[0].key(stream[1])
@@ -266,8 +269,9 @@ class RecordsConsumer:
                 key, "XGROUP", "SETID", key, GROUP, last, deadline_s=STORE_DEADLINE_S
             )
             await self._cluster.execute(
-                key, "XTRIM", key, "MINID", "~", next_id(last), deadline_s=STORE_DEADLINE_S
-            )
+                key, "XTRIM", key, "MINID", "~", next_id(last), "LIMIT", 0,
+                deadline_s=STORE_DEADLINE_S,
+            )  # fmt: skip
 
         await asyncio.gather(*(advance(stream, entries) for stream, entries in batch.items()))
 
@@ -315,23 +319,22 @@ class RecordsConsumer:
             fields = dict(zip(group[::2], group[1::2], strict=True))
             if fields.get(b"name") == GROUP.encode():
                 info = fields
-        pending = int(info.get(b"pending") or 0)
-        unread = info.get(b"lag")
-        if unread is None:
-            # Redis cannot tell (entries were trimmed unread): what the stream holds beyond
-            # the pending entries (after this service's trims, that is what waits).
-            stream_info = await self._cluster.execute(key, "XINFO", "STREAM", key)
-            length = dict(zip(stream_info[::2], stream_info[1::2], strict=True))[b"length"]
-            unread = max(0, int(length) - pending)
+        # Counted here, not taken from the group's "lag": a position set by XGROUP SETID
+        # leaves Redis to estimate that, and on a long-lived stream its estimate was millions
+        # off. What waits is what the stream holds after the position: its length less the
+        # stored entries a whole-node trim ("~") keeps.
+        position = info.get(b"last-delivered-id", b"0-0")
+        stream_info = await self._cluster.execute(key, "XINFO", "STREAM", key)
+        length = int(dict(zip(stream_info[::2], stream_info[1::2], strict=True))[b"length"])
+        kept = await self._cluster.execute(
+            key, "XRANGE", key, "-", position, "COUNT", STORED_KEPT_MAX
+        )
+        unread = max(0, length - len(kept))
         oldest: bytes | None = None
-        if pending:
-            summary = await self._cluster.execute(key, "XPENDING", key, GROUP)
-            oldest = summary[1]
-        elif unread:
+        if unread:
             first = await self._cluster.execute(
-                key, "XRANGE", key, b"(" + info.get(b"last-delivered-id", b"0-0"), "+",
-                "COUNT", 1,
-            )  # fmt: skip
+                key, "XRANGE", key, b"(" + position, "+", "COUNT", 1
+            )
             oldest = first[0][0] if first else None
         age = max(0.0, (now_ms - int(oldest.partition(b"-")[0])) / 1000) if oldest else 0.0
-        return StreamLag(feed.name, city, pending + int(unread), age)
+        return StreamLag(feed.name, city, unread, age)
