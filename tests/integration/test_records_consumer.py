@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from datetime import datetime
 
 import msgpack
 import pytest
@@ -97,7 +98,9 @@ def test_every_entry_is_stored_once_and_the_streams_are_trimmed_behind(
     first = rows[0]
     assert first[:4] == ("term-0", "venue-1", cities[0], first[3])
     assert first[4:] == ("subj000000000000", "VALID", "green")
-    assert int(first[3].timestamp() * 1000) == 1_800_000_000_000
+    at = first[3]
+    assert isinstance(at, datetime)
+    assert int(at.timestamp() * 1000) == 1_800_000_000_000
 
 
 def test_a_cycle_left_after_its_insert_is_finished_without_doubles(
