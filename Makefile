@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 TEST_CLUSTERS := var/test-clusters
 APT_PACKAGES := redis-server
 
-.PHONY: help run test lint typecheck format screenshots bench bench-http bench-offline capacity bootstrap system-packages clean
+.PHONY: help run test lint typecheck format screenshots bench bench-http bench-offline bench-records capacity bootstrap system-packages clean
 BENCH_HTTP_ARGS ?=
+BENCH_RECORDS_ARGS ?=
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -72,6 +73,9 @@ bench-http: bootstrap ## HTTP throughput under wrk beside the floors; JSON in be
 
 bench-offline: bootstrap ## Offline verify rate beside the raw signature-verify rate
 	$(PY) -m bench.offline
+
+bench-records: bootstrap ## Topic library: stream to store on one core, 10^8 scans, the four questions
+	$(PY) -m bench.records $(BENCH_RECORDS_ARGS)
 
 capacity: bootstrap ## Write docs/capacity.md from bench/results/latest.json
 	$(PY) -m bench.capacity

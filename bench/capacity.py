@@ -16,11 +16,14 @@ One worker process per core (SO_REUSEPORT), so processes = cores, rounded up per
 Redis runs one thread per process, so masters = Redis cores rounded up, at least three, each
 with one replica. A backup pool large enough for the largest city's share lets any one city's
 primary fail. Locust workers come from the per-core rate docs/performance.md gives.
+
+The records tier (cores and disk for 28 days of scans) comes from what ``python -m
+bench.records`` measured, in ``bench/results/records-latest.json``, when that file is there.
 """
 
 from __future__ import annotations
 
-__all__ = ["Inputs", "Plan", "largest_city_share", "main", "plan", "render"]
+__all__ = ["Inputs", "Plan", "largest_city_share", "main", "plan", "records_tier", "render"]
 
 import argparse
 import json
@@ -303,11 +306,67 @@ def render(result: Plan, command: str) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_RECORDS = Path("bench/results/records-latest.json")
+RETENTION_DAYS = 28
+"""Days of scans the topic library keeps (``records.retention_days``)."""
+
+
+def records_tier(document: Mapping[str, Any], source: str) -> list[str]:
+    """The records tier's section: cores and disk for the design load's scans, from what
+    ``python -m bench.records`` measured (rows per CPU-second with merges, bytes per row)."""
+    per_cpu_s = float(document["ingest"]["entries_per_cpu_s_with_merges"]["median"])
+    bytes_per_row = float(document["load"]["bytes_per_row"])
+    rows_loaded = int(document["load"]["rows"])
+    date = document.get("machine", {}).get("date", "unknown")
+    commit = document.get("machine", {}).get("git_commit", "unknown")
+    scans_per_s = TARGET_RPS * MIX["verify"]
+    lines = [
+        "## Records tier (the topic library)",
+        "",
+        f"From `{source}` (measured {date}, commit {commit}; `python -m bench.records`): one "
+        f"records process stores {_n(per_cpu_s)} scans per CPU-second, stream to store, with "
+        f"the merges that followed each drain (median of the rounds), and {rows_loaded:,} "
+        "generated scans "
+        f"over 28 days take {_n(bytes_per_row, 1)} bytes a row on disk, projections included. "
+        "Every verify is one scan.",
+        "",
+        "| | daily mix | peak (3x) |",
+        "|---|---:|---:|",
+    ]
+    rates = (scans_per_s, scans_per_s * PEAK_FACTOR)
+    cores = [math.ceil(rate / per_cpu_s / UTILISATION) for rate in rates]
+    disk_tb = [rate * 86_400 * RETENTION_DAYS * bytes_per_row / 1e12 for rate in rates]
+    lines += [
+        "| scans/s | " + " | ".join(_n(r) for r in rates) + " |",
+        f"| records cores (ingest, {UTILISATION:.0%} utilisation) | "
+        + " | ".join(_n(c) for c in cores)
+        + " |",
+        f"| scans kept ({RETENTION_DAYS} days at this rate all day) | "
+        + " | ".join(_n(r * 86_400 * RETENTION_DAYS / 1e9, 1) + " billion" for r in rates)
+        + " |",
+        f"| disk for {RETENTION_DAYS} days, one copy | "
+        + " | ".join(_n(tb, 1) + " TB" for tb in disk_tb)
+        + " |",
+        "",
+        "* records cores = scans/s / scans per CPU-second / utilisation, rounded up; queries "
+        "come on top (each a fraction of a second of a core, docs/performance.md#records);",
+        f"* disk = scans/s * 86,400 * {RETENTION_DAYS} * bytes per row, for one copy (a "
+        "replicated cluster keeps two); the design rate all day long is the upper bound, a "
+        "real day is quieter at night. The bytes per row were measured at "
+        f"{_n(rows_loaded / 28 / 86_400)} scans/s on average, far sparser than the design "
+        "rate: a venue's scans lie closer in time at the design rate, which the time column's "
+        "delta coding favours, so this is the pessimistic figure.",
+        "",
+    ]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the capacity page from a results file."""
     parser = argparse.ArgumentParser(prog="bench.capacity", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS)
     args = parser.parse_args(argv)
     results = args.results if args.results.is_absolute() else ROOT / args.results
     try:
@@ -317,6 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench.capacity: cannot use {args.results}: {exc}", file=sys.stderr)
         return 2
     page = render(plan(inputs), "python -m bench.capacity")
+    records = args.records if args.records.is_absolute() else ROOT / args.records
+    if records.exists():
+        try:
+            page += "\n" + "\n".join(
+                records_tier(json.loads(records.read_text()), args.records.as_posix())
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"bench.capacity: cannot use {args.records}: {exc}", file=sys.stderr)
+            return 2
     output = args.output if args.output.is_absolute() else ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page)

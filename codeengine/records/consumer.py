@@ -1,27 +1,35 @@
 """Stream to store: every city's scan and change streams, into the library, exactly once.
 
-One consumer group (``records``) per stream. A cycle reads every stream once (up to
+One consumer group (``records``) per stream, whose last-delivered id is the position up to
+which the stream is stored. A cycle reads every stream once from its position (XRANGE, up to
 ``records.batch_max`` entries each), writes an *intent* to Redis (the cycle's token and the id
 range it read of each stream), inserts the rows (one insert per table, carrying the token as
-the engine's deduplication token), acknowledges the entries (XACK), trims each stream up to
-what it acknowledged (XTRIM MINID) and removes the intent.
+the engine's deduplication token), moves each group's position to the last entry it stored
+(XGROUP SETID), trims each stream up to there (XTRIM MINID) and removes the intent.
 
-A crash anywhere in a cycle loses nothing and doubles nothing: entries are acknowledged only
-after the insert committed, so unacknowledged ones are read again; and if an intent is found at
-start, its ranges are read again (XRANGE) and inserted with its token, which the engine
-recognises if the first insert had committed (it adds nothing) and takes as new if not (every
-entry is still there: nothing is trimmed before it is acknowledged).
+A crash anywhere in a cycle loses nothing and doubles nothing: a read changes nothing in Redis
+and a position moves only after the insert committed, so what was not stored is read again;
+and if an intent is found at start, its ranges are read again (XRANGE) and inserted with its
+token, which the engine recognises if the first insert had committed (it adds nothing) and
+takes as new if not (every entry is still there: nothing is trimmed before it is stored).
 
-Trimming follows acknowledgement, so a healthy records service keeps each stream short and
-never trims an entry it has not stored. The writers' own age cap (``verifier.scan_log_max_age_s``,
+Why positions and not XREADGROUP with XACK: a delivery adds an entry to the group's pending
+list, which a master replicates as one XCLAIM per entry, and the XACK again; on the bench
+(``python -m bench.records``) that was 7 µs of Redis CPU an entry, more than the consumer's
+own 4.5 µs, and the Redis side set the pace. One consumer reads the streams (the records
+service, one process), so a pending list has nothing to share out.
+
+Trimming follows storing, so a healthy records service keeps each stream short and never trims
+an entry it has not stored. The writers' own age cap (``verifier.scan_log_max_age_s``,
 ``changes.max_age_s``) only bounds memory while this service is down or far behind.
 """
 
 from __future__ import annotations
 
-__all__ = ["CONSUMER", "GROUP", "INTENT_KEY", "RecordsConsumer", "StreamLag"]
+__all__ = ["GROUP", "INTENT_KEY", "RecordsConsumer", "StreamLag"]
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -40,10 +48,11 @@ from codeengine.store.cluster import CommandError, FastCluster
 from codeengine.store.keyspace import NAMESPACE
 
 GROUP = "records"
-CONSUMER = "records"
 INTENT_KEY = f"{NAMESPACE}:rec:{{records}}:intent"
 """The cycle in flight: its token and, per stream, the first and last id it read (msgpack)."""
 LAG_EVERY_S = 1.0
+STORED_KEPT_MAX = 1000
+"""More stored entries than a trim by whole nodes keeps (a node holds up to 100 entries)."""
 STORE_DEADLINE_S = 10.0
 """Reads and acknowledgements of up to ``batch_max`` entries are bulk calls, not hot ones."""
 
@@ -84,10 +93,13 @@ class RecordsConsumer:
         self._crash_after_insert = crash_after_insert
         """A fault-injection point for the redelivery test: the process ends right after a
         cycle's inserts, before its acknowledgements (``CODEENGINE_FAILPOINT``)."""
-        self._pending_first = True
-        """Read each stream's own pending entries before new ones (after a start or failure)."""
         self._intent_left = True
         """An intent may be left in Redis (after a start or a failed cycle)."""
+        self._after: dict[Stream, bytes] = {}
+        """Each stream's position (its group's last-delivered id) as far as this consumer
+        knows it; read from Redis at start and after a failure."""
+        self._next_reads: asyncio.Task[list[list[Any]]] | None = None
+        """The next cycle's reads, sent while this cycle's rows are inserted."""
         self.lag: list[StreamLag] = []
         self.committed = 0
         """Entries committed since start."""
@@ -128,23 +140,24 @@ class RecordsConsumer:
                     await asyncio.wait_for(stop.wait(), self._settings.poll_ms / 1000)
                 except TimeoutError:
                     pass
+        await self._drop_next_reads()
 
     async def cycle(self) -> int:
         """Commit what the streams hold now (after any cycle a crash left); the entries moved."""
         try:
             return await self._cycle()
         except BaseException:
-            # Entries this cycle read may be delivered and unacknowledged with no intent
-            # naming them: the next cycle reads this consumer's pending entries first.
-            self._pending_first = True
+            # Where each stream stands is read again from Redis, after the intent's replay.
+            self._after = {}
+            await self._drop_next_reads()
             raise
 
     async def _cycle(self) -> int:
         if self._intent_left:
             await self._replay_intent()
             self._intent_left = False
-        reads = await asyncio.gather(*(self._read(stream) for stream in self._streams))
-        self._pending_first = False
+        next_reads, self._next_reads = self._next_reads, None
+        reads = await (next_reads or self._read_all(self._after))
         batch = {s: entries for s, entries in zip(self._streams, reads, strict=True) if entries}
         if not batch:
             return 0
@@ -159,38 +172,62 @@ class RecordsConsumer:
             INTENT_KEY, "SET", INTENT_KEY, msgpack.packb({"t": token, "r": ranges}),
             deadline_s=STORE_DEADLINE_S,
         )  # fmt: skip
+        after = self._after | {stream: entries[-1][0] for stream, entries in batch.items()}
+        # The next batch is read while this one is inserted: the insert is the engine's work in
+        # a thread, the read is Redis's, so neither waits for the other (the reads were a third
+        # of a cycle's time on one core, bench/records.py). A read changes nothing in Redis:
+        # after a failure the next cycle drops it and reads again.
+        self._next_reads = asyncio.create_task(self._read_all(after))
         await self._insert(batch, token)
         if self._crash_after_insert:
             os._exit(137)
-        await self._acknowledge(batch)
+        await self._advance(batch)
         await self._cluster.execute(INTENT_KEY, "DEL", INTENT_KEY, deadline_s=STORE_DEADLINE_S)
         self._intent_left = False
+        self._after = after
         metrics.BATCHES.labels("new").inc()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         moved = sum(len(entries) for entries in batch.values())
         self.committed += moved
         return moved
 
-    async def _read(self, stream: Stream) -> list[Any]:
-        """This consumer's pending entries of the stream if it is to read those first and has
-        some, else new entries."""
-        if self._pending_first:
-            pending = await self._read_from(stream, "0")
-            if pending:
-                return pending
-        return await self._read_from(stream, ">")
+    async def _read_all(self, after: dict[Stream, bytes]) -> list[list[Any]]:
+        """Every stream's entries after its position, read at once (the streams are spread
+        over the shards)."""
+        return await asyncio.gather(*(self._read(s, after.get(s)) for s in self._streams))
 
-    async def _read_from(self, stream: Stream, start: str) -> list[Any]:
+    async def _drop_next_reads(self) -> None:
+        """Forget the next cycle's reads."""
+        task, self._next_reads = self._next_reads, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await task
+
+    async def _read(self, stream: Stream, after: bytes | None = None) -> list[Any]:
+        """Up to ``batch_max`` entries of the stream after ``after`` (by default, after the
+        position its group holds in Redis)."""
         feed, city = stream
         key = feed.key(city)
-        reply = await self._cluster.execute(
-            key, "XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", self._settings.batch_max,
-            "STREAMS", key, start, deadline_s=STORE_DEADLINE_S,
+        if after is None:
+            after = await self._position(key)
+        entries: list[Any] = await self._cluster.execute(
+            key, "XRANGE", key, b"(" + after, "+", "COUNT", self._settings.batch_max,
+            deadline_s=STORE_DEADLINE_S,
         )  # fmt: skip
-        if not reply:
-            return []
-        entries: list[Any] = reply[0][1]
         return entries
+
+    async def _position(self, key: str) -> bytes:
+        """The last-delivered id of the stream's group: everything up to it is stored."""
+        groups = await self._cluster.execute(
+            key, "XINFO", "GROUPS", key, deadline_s=STORE_DEADLINE_S
+        )
+        for group in groups:
+            fields = dict(zip(group[::2], group[1::2], strict=True))
+            if fields.get(b"name") == GROUP.encode():
+                last: bytes = fields[b"last-delivered-id"]
+                return last
+        raise StoreUnavailable(f"{key} has no {GROUP} group")
 
     async def _insert(self, batch: dict[Stream, list[Any]], token: str) -> None:
         """One insert per table of every stream's entries, with the cycle's token."""
@@ -220,18 +257,23 @@ class RecordsConsumer:
             metrics.UNREADABLE.labels(feed.name).inc(bad)
         metrics.ROWS.labels(feed.name).inc(len(entries) - bad)
 
-    async def _acknowledge(self, batch: dict[Stream, list[Any]]) -> None:
-        """XACK every entry, then trim each stream up to its last acknowledged entry."""
+    async def _advance(self, batch: dict[Stream, list[Any]]) -> None:
+        """Move each stream's position to its last stored entry, then trim the stream up to
+        there: whole nodes of entries (``~``), with no limit (an approximate trim stops at
+        10,000 entries unless told otherwise, and a batch is up to ``batch_max``)."""
 
-        async def ack(stream: Stream, entries: list[Any]) -> None:
+        async def advance(stream: Stream, entries: list[Any]) -> None:
             key = stream[0].key(stream[1])
-            ids = [entry_id for entry_id, _ in entries]
-            await self._cluster.execute(key, "XACK", key, GROUP, *ids, deadline_s=STORE_DEADLINE_S)
+            last = entries[-1][0]
             await self._cluster.execute(
-                key, "XTRIM", key, "MINID", "~", next_id(ids[-1]), deadline_s=STORE_DEADLINE_S
+                key, "XGROUP", "SETID", key, GROUP, last, deadline_s=STORE_DEADLINE_S
             )
+            await self._cluster.execute(
+                key, "XTRIM", key, "MINID", "~", next_id(last), "LIMIT", 0,
+                deadline_s=STORE_DEADLINE_S,
+            )  # fmt: skip
 
-        await asyncio.gather(*(ack(stream, entries) for stream, entries in batch.items()))
+        await asyncio.gather(*(advance(stream, entries) for stream, entries in batch.items()))
 
     async def _replay_intent(self) -> None:
         """Finish the cycle a crash or failure left: its ranges again, with its token."""
@@ -251,7 +293,7 @@ class RecordsConsumer:
             if entries:
                 batch[stream] = entries
         await self._insert(batch, intent["t"])
-        await self._acknowledge(batch)
+        await self._advance(batch)
         await self._cluster.execute(INTENT_KEY, "DEL", INTENT_KEY, deadline_s=STORE_DEADLINE_S)
         metrics.BATCHES.labels("replayed").inc()
         replayed = sum(len(e) for e in batch.values())
@@ -277,23 +319,22 @@ class RecordsConsumer:
             fields = dict(zip(group[::2], group[1::2], strict=True))
             if fields.get(b"name") == GROUP.encode():
                 info = fields
-        pending = int(info.get(b"pending") or 0)
-        unread = info.get(b"lag")
-        if unread is None:
-            # Redis cannot tell (entries were trimmed unread): what the stream holds beyond
-            # the pending entries (after this service's trims, that is what waits).
-            stream_info = await self._cluster.execute(key, "XINFO", "STREAM", key)
-            length = dict(zip(stream_info[::2], stream_info[1::2], strict=True))[b"length"]
-            unread = max(0, int(length) - pending)
+        # Counted here, not taken from the group's "lag": a position set by XGROUP SETID
+        # leaves Redis to estimate that, and on a long-lived stream its estimate was millions
+        # off. What waits is what the stream holds after the position: its length less the
+        # stored entries a whole-node trim ("~") keeps.
+        position = info.get(b"last-delivered-id", b"0-0")
+        stream_info = await self._cluster.execute(key, "XINFO", "STREAM", key)
+        length = int(dict(zip(stream_info[::2], stream_info[1::2], strict=True))[b"length"])
+        kept = await self._cluster.execute(
+            key, "XRANGE", key, "-", position, "COUNT", STORED_KEPT_MAX
+        )
+        unread = max(0, length - len(kept))
         oldest: bytes | None = None
-        if pending:
-            summary = await self._cluster.execute(key, "XPENDING", key, GROUP)
-            oldest = summary[1]
-        elif unread:
+        if unread:
             first = await self._cluster.execute(
-                key, "XRANGE", key, b"(" + info.get(b"last-delivered-id", b"0-0"), "+",
-                "COUNT", 1,
-            )  # fmt: skip
+                key, "XRANGE", key, b"(" + position, "+", "COUNT", 1
+            )
             oldest = first[0][0] if first else None
         age = max(0.0, (now_ms - int(oldest.partition(b"-")[0])) / 1000) if oldest else 0.0
-        return StreamLag(feed.name, city, pending + int(unread), age)
+        return StreamLag(feed.name, city, unread, age)

@@ -73,7 +73,7 @@ FEEDS = (SCAN_FEED, CHANGE_FEED)
 def _entry_value(fields: Any, feed: Feed) -> bytes:
     """The packed row of a stream entry's field list (``[b"e", value]``), or b"" if none."""
     if not fields:
-        return b""  # an entry trimmed while it was pending: XREADGROUP gives its id alone
+        return b""  # an entry with no fields (XREADGROUP gives a trimmed pending one so)
     if len(fields) == 2 and fields[0] == _FIELD:
         value: bytes = fields[1]
         return value

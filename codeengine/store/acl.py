@@ -93,15 +93,13 @@ RECORDS_COMMANDS = (
     "cluster|slots",
     "ping",
     "asking",
-    # The consumer group of each stream, its reads, acknowledgements and trims.
+    # The consumer group of each stream (its position: what is stored), reads and trims.
     "xgroup|create",
-    "xreadgroup",
-    "xack",
+    "xgroup|setid",
     "xtrim",
     "xrange",
     "xinfo|groups",
     "xinfo|stream",
-    "xpending",
     # The cycle in flight (codeengine.records.consumer.INTENT_KEY) and the service's status.
     "get",
     "set",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from datetime import datetime
 
 import msgpack
 import pytest
@@ -15,7 +16,7 @@ from prometheus_client import REGISTRY
 from codeengine.code.scans import ScanEntry
 from codeengine.ops.devcluster import DevCluster
 from codeengine.records.consumer import GROUP, INTENT_KEY, RecordsConsumer
-from codeengine.records.engine import RecordsEngine
+from codeengine.records.engine import EngineError, RecordsEngine
 from codeengine.records.feeds import CHANGE_FEED, SCAN_FEED
 from codeengine.store.cluster import FastCluster
 from codeengine.store.redisstore import RedisStore, StoreSettings
@@ -76,6 +77,9 @@ def test_every_entry_is_stored_once_and_the_streams_are_trimmed_behind(
             # batch_max is 1000: the first cycle takes 1000 of the first city, all 40 of the
             # second; the second cycle the rest.
             assert await consumer.cycle() == 1040
+            waiting = {(x.feed, x.city): x.entries for x in await consumer.measure_lag()}
+            assert waiting[("scans", cities[0])] == 500
+            assert waiting[("scans", cities[1])] == 0
             assert await consumer.cycle() == 500
             assert await consumer.cycle() == 0
             for city in cities:
@@ -197,3 +201,65 @@ def test_change_entries_fill_the_changes_table(cluster: DevCluster, engine: Reco
     (got,) = stored(engine, "changes")
     assert got[1:] == (city, "AAECAwQFBgcICQoL", "convert", "green", "red", 2, "dev-convert",
                        "CLOSE_CONTACT", "op-1")  # fmt: skip
+
+
+def test_a_failed_insert_loses_neither_its_batch_nor_the_next_one_read_beside_it(
+    cluster: DevCluster, engine: RecordsEngine
+) -> None:
+    (city,) = fresh_cities(1)
+    table = f"{engine.database}.scans"
+
+    async def scenario() -> None:
+        await write(cluster, scans(city, 2500))
+        fast = records_cluster(cluster)
+        await fast.start()
+        try:
+            consumer = RecordsConsumer(fast, engine, records_settings(engine.database), [city])
+            await consumer.prepare()
+            assert await consumer.cycle() == 1000  # and entries 1000..1999 read beside it
+            engine.command(f"RENAME TABLE {table} TO {table}_away")
+            # The second cycle's batch is under its intent, the third's read beside it; the
+            # insert fails: neither stream position moves.
+            with pytest.raises(EngineError):
+                await consumer.cycle()
+            engine.command(f"RENAME TABLE {table}_away TO {table}")
+            assert await consumer.cycle() == 500  # the intent's 1000 again, then the rest
+            key = SCAN_FEED.key(city)
+            info = await fast.execute(key, "XINFO", "STREAM", key)
+            length = dict(zip(info[::2], info[1::2], strict=True))[b"length"]
+            assert length == 0  # trimmed behind what is stored
+            assert await consumer.cycle() == 0
+            key = SCAN_FEED.key(city)
+            assert (await fast.execute(key, "XPENDING", key, GROUP))[0] == 0
+        finally:
+            await fast.aclose()
+
+    asyncio.run(scenario())
+    rows = stored(engine)
+    assert len(rows) == 2500
+    assert len(set(rows)) == 2500
+
+
+def test_a_batch_larger_than_a_trims_default_limit_is_trimmed_whole(
+    cluster: DevCluster, engine: RecordsEngine
+) -> None:
+    # An approximate trim stops after 10,000 entries unless it is told otherwise.
+    (city,) = fresh_cities(1)
+    key = SCAN_FEED.key(city)
+
+    async def scenario() -> int:
+        await write(cluster, scans(city, 12_000))
+        fast = records_cluster(cluster)
+        await fast.start()
+        try:
+            settings = records_settings(engine.database, batch_max=20_000)
+            consumer = RecordsConsumer(fast, engine, settings, [city])
+            await consumer.prepare()
+            assert await consumer.cycle() == 12_000
+            info = await fast.execute(key, "XINFO", "STREAM", key)
+            return int(dict(zip(info[::2], info[1::2], strict=True))[b"length"])
+        finally:
+            await fast.aclose()
+
+    assert asyncio.run(scenario()) == 0
+    assert len(stored(engine)) == 12_000

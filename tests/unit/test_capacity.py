@@ -106,3 +106,19 @@ def test_docs_capacity_is_generated_from_the_latest_results(tmp_path: Path) -> N
     committed = (ROOT / "docs/capacity.md").read_text()
     assert committed == out.read_text(), "docs/capacity.md is stale: run make capacity"
     assert latest["machine"]["date"] in committed
+
+
+def test_the_records_tier_sizes_cores_and_disk_from_the_records_bench() -> None:
+    from bench.capacity import records_tier
+
+    document = {
+        "machine": {"date": "2026-01-01", "git_commit": "abc"},
+        "ingest": {"entries_per_cpu_s_with_merges": {"median": 100_000.0}},
+        "load": {"bytes_per_row": 20.0, "rows": 1_000_000},
+    }
+    page = "\n".join(records_tier(document, "r.json"))
+    # 90,000 scans/s (verify's 45 % of 200,000) / 100,000 per CPU-s / 0.7 -> 2 cores; the
+    # peak 270,000 -> 4. Disk: 90,000 * 86,400 * 28 * 20 bytes = 4.4 TB.
+    assert "| records cores (ingest, 70% utilisation) | 2 | 4 |" in page
+    assert "| disk for 28 days, one copy | 4.4 TB | 13.1 TB |" in page
+    assert "217.7 billion" in page
