@@ -30,12 +30,13 @@ from codeengine.code.cities import load_cities
 from codeengine.code.scans import PackedScan, ScanEntry
 from codeengine.ops.devcluster import DevCluster
 from codeengine.store.redisstore import RedisStore, StoreSettings
-from verifier.scanlog import FLUSH_BATCH
+from codeengine.store.streamlog import FLUSH_BATCH
 
 FLUSH_MS = 100
 """How often the writers flush: each verifier worker's ``scan_flush_ms`` is of this order."""
-MAX_LEN = 50_000_000
-"""The streams' length cap while the benchmark writes: far beyond what it writes."""
+MAX_AGE_MS = 3_600_000
+"""The streams' age cap while the benchmark writes (``append_scans``' ``max_age_ms``): an hour,
+so nothing it writes is trimmed before it is read."""
 FILL_CONCURRENCY = 8
 """Calls of ``append_scans`` in flight while filling."""
 
@@ -104,7 +105,7 @@ def _store(cluster: DevCluster) -> RedisStore:
 
 
 async def _append(store: RedisStore, batch: list[PackedScan]) -> int:
-    failed = await store.append_scans(batch, MAX_LEN, os.urandom(8).hex())
+    failed = await store.append_scans(batch, MAX_AGE_MS, os.urandom(8).hex())
     if failed:
         raise RuntimeError(f"{len(failed)} scans were not written")
     return len(batch)
