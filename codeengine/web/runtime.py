@@ -257,14 +257,18 @@ async def _flush_metrics_every(interval_s: float) -> None:
 
 
 async def _first_refresh(
-    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
+    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool, owned: bool
 ) -> None:
-    """Read the keys at start-up; a failure is kept for readiness, not raised."""
+    """Read the keys at start-up; a failure is kept for readiness, not raised, but for a store
+    seeded in the other profile (ProfileMismatch), which stops the service, closing ``store``
+    if it is the service's own."""
     try:
         await refresh_keys(state, store, settings, signs=signs)
         state.refreshed_at = clock()
     except ProfileMismatch:
         # Never serve past it: every pseudonym and seal would be the other profile's.
+        if owned:
+            await store.close()
         raise
     except CodeEngineError as exc:
         # Readiness names the cause from the first answer on, not only once the refresher has
@@ -423,8 +427,7 @@ def attach_runtime(
             state.kek = load_pepper(Path(settings.keys.kek_file))
             state.anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
         clock = app[CLOCK]
-        # A store seeded in the other profile stops the service here (ProfileMismatch).
-        await _first_refresh(state, app[STORE], settings, clock, signs=signs)
+        await _first_refresh(state, app[STORE], settings, clock, signs=signs, owned=owned)
         task = asyncio.create_task(
             _keep_keys_fresh(state, app[STORE], settings, clock, signs=signs)
         )
