@@ -178,7 +178,7 @@ async def _offline(ver: Client, settings: Settings, code: str) -> str:
     return OfflineVerifier(held, anchors=anchors).verify(code).reason
 
 
-async def display_for(client: Client, settings: Settings, subject: str) -> str:
+async def _display_token(client: Client, settings: Settings, subject: str) -> str:
     return str((await display(client, settings, subject))["token"])
 
 
@@ -205,7 +205,7 @@ def test_each_profile_generates_displays_verifies_converts_imports_binds_and_rot
             identifier = parse_resident_id(person, today)
             assert subject == pseudonym(identifier, pepper, profile.mac)
 
-            code = await display_for(iss, settings, subject)
+            code = await _display_token(iss, settings, subject)
             if profile is NATIONAL:
                 assert decode(code).alg == NATIONAL.suite.cose_alg, "signed with SM2"
             online = await _verify(ver, settings, code)
@@ -265,7 +265,7 @@ def test_each_profile_generates_displays_verifies_converts_imports_binds_and_rot
             rotated = await _post(iss, settings, "admin", "/v1/keys/rotate", json=rotate)
             assert rotated["alg"] == profile.suite.jose_alg
             other = await generate(iss, settings, new_person_id())
-            fresh = await display_for(iss, settings, other)
+            fresh = await _display_token(iss, settings, other)
             assert b64url_encode(decode(fresh).kid) == rotated["kid"]
             # The verifier re-reads the trust list every second; read it now instead.
             await refresh_keys(ver.app[KEYS], ver.app[STORE], settings, signs=False)
@@ -334,12 +334,19 @@ def test_serve_check_names_the_profile_setting_when_it_differs_from_the_store(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _seed(national.settings)
+    _seed(international.settings)
     cli_env(national.env)
     assert main(["serve", "issuer", "--check", "--deadline", "5"]) == 0
     capsys.readouterr()
-    cli_env(national.env | {"CODEENGINE_CRYPTO_PROFILE": "international"})
-    for service in ("issuer", "verifier"):
-        assert main(["serve", service, "--check", "--deadline", "5"]) == 1
-        lines = capsys.readouterr().err.splitlines()
-        assert len(lines) == 1, lines
-        assert lines[0].startswith("codeengine serve: crypto.profile: is 'international' but")
+    crossed = [
+        (national.env, "international", "national"),
+        (international.env, "national", "international"),
+    ]
+    for env, setting, seeded in crossed:
+        cli_env(env | {"CODEENGINE_CRYPTO_PROFILE": setting})
+        for service in ("issuer", "verifier"):
+            assert main(["serve", service, "--check", "--deadline", "5"]) == 1
+            lines = capsys.readouterr().err.splitlines()
+            assert len(lines) == 1, lines
+            assert lines[0].startswith(f"codeengine serve: crypto.profile: is {setting!r} but")
+            assert f"seeded in the {seeded!r} profile" in lines[0]
