@@ -228,7 +228,7 @@ def require_profile(settings: Settings) -> Profile:
     try:
         profile.check_support()
     except CryptoUnavailable as exc:
-        raise CryptoUnavailable(f"{PROFILE_SETTING} = {profile.name.value!r}: {exc}") from exc
+        raise CryptoUnavailable(f"{PROFILE_SETTING} is {profile.name.value!r}: {exc}") from exc
     return profile
 
 
