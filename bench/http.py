@@ -911,6 +911,8 @@ class Options:
     """Whether to run ``bench/overload.py`` after the scenarios (scrapes and a crowd)."""
     plain: bool = True
     """Whether display and verify run again on a plain cluster, for the secure/plain ratio."""
+    profile: str = "international"
+    """The services' ``crypto.profile``: each run seeds fresh stores, so either profile fits."""
 
 
 @dataclass
@@ -991,7 +993,11 @@ def _measure(
 
 
 def _service_env(
-    cluster: DevCluster, workdir: Path, workers: int, fast_lane: bool = True
+    cluster: DevCluster,
+    workdir: Path,
+    workers: int,
+    fast_lane: bool = True,
+    profile: str = "international",
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEENGINE_")}
     # The cluster's nodes, and its TLS files and the services' login when it is secure.
@@ -1009,6 +1015,7 @@ def _service_env(
             "CODEENGINE_KEYS_CREDENTIALS_FILE": str(workdir / "credentials.json"),
             "CODEENGINE_SERVICE_WORKERS": str(workers),
             "CODEENGINE_SERVICE_FAST_LANE": "true" if fast_lane else "false",
+            "CODEENGINE_CRYPTO_PROFILE": profile,
         }
     )
     return env
@@ -1051,7 +1058,7 @@ def _run_workers(
     pinning = plan_pinning(cpus, workers)
     _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
     threads = max(1, min(len(pinning.load or cpus), opts.connections))
-    env = _service_env(cluster, fixture.workdir, workers, opts.fast_lane)
+    env = _service_env(cluster, fixture.workdir, workers, opts.fast_lane, opts.profile)
     needed = dict.fromkeys(s.server for s in opts.scenarios)
     if "verifier" in needed:
         # The verifier reads the trust list the issuer publishes, and verify runs need codes.
@@ -1064,7 +1071,9 @@ def _run_workers(
     twin_groups: dict[str, ServerGroup] = {}
     if twin is not None and twins:
         _pin([proc.pid for proc in twin.cluster.processes()], pinning.store, cpus)
-        twin_env = _service_env(twin.cluster, fixture.workdir, workers, opts.fast_lane)
+        twin_env = _service_env(
+            twin.cluster, fixture.workdir, workers, opts.fast_lane, opts.profile
+        )
         twin_groups = {
             name: ServerGroup(name, workers, twin_env, twin.fixture.workdir)
             for name in order
@@ -1226,6 +1235,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="skip the second, plain cluster (no TLS, no ACL) and the secure/plain ratios",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("international", "national"),
+        default="international",
+        help="the services' crypto.profile (national: SM2 keys, HMAC-SM3, SM4-GCM)",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
@@ -1240,6 +1255,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         fast_lane=args.fast_lane,
         overload=args.overload,
         plain=args.plain,
+        profile=args.profile,
     )
 
 
@@ -1258,7 +1274,8 @@ def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], d
         plain: Twin | None = None
         try:
             cluster.start()
-            keys = _write_material(workdir, _service_env(cluster, workdir, 1))
+            material_env = _service_env(cluster, workdir, 1, profile=opts.profile)
+            keys = _write_material(workdir, material_env)
             fixture = Fixture(workdir, keys)
             if opts.plain and any(s.name in GOAL_SCENARIOS for s in opts.scenarios):
                 log("plain cluster (no TLS, no ACL) for the secure/plain ratios")

@@ -29,6 +29,7 @@ from typing import Any
 
 from codeengine.code.errors import KeyringError
 from codeengine.code.keyring import Keyring
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.seal import KID_BYTES, MAC_KEY_BYTES, MACKeyset
 from codeengine.code.secret import Secret
 from codeengine.code.trustlist import TrustList
@@ -91,9 +92,10 @@ def load_pepper(path: Path) -> Secret:
     return Secret(pepper)
 
 
-def load_mac_keyset(path: Path) -> MACKeyset:
-    """Read a MAC keyset file (JSON: the current key id and every key, hex)."""
-    return MACKeyset.from_document(_read_json(path, "MAC keyset"))
+def load_mac_keyset(path: Path, mac: MACAlgorithm) -> MACKeyset:
+    """Read a MAC keyset file (JSON: the current key id and every key, hex) for the profile's
+    ``mac`` (the file is the same in both profiles; the setting decides)."""
+    return MACKeyset.from_document(_read_json(path, "MAC keyset"), mac)
 
 
 def new_mac_keyset(random: Callable[[int], bytes]) -> MACKeyset:
@@ -110,7 +112,7 @@ def write_mac_keyset(path: Path, keys: MACKeyset) -> None:
 def add_mac_key(path: Path, random: Callable[[int], bytes]) -> MACKeyset:
     """Rotate: add a fresh key to the file as its current key; the old keys stay (they open
     what they sealed). Processes pick the file up at their next re-read."""
-    keys = load_mac_keyset(path)
+    keys = load_mac_keyset(path, MACAlgorithm.HMAC_SHA256)  # only the file's keys matter here
     kid = random(KID_BYTES)
     while kid in keys.keys:
         kid = random(KID_BYTES)

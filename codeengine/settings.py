@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ENV_PREFIX",
     "ChangeLogSettings",
+    "CryptoSettings",
     "LogSettings",
     "RecordsSettings",
     "Settings",
@@ -30,6 +31,7 @@ from typing import Any
 
 from codeengine.code.fencing import FenceSettings
 from codeengine.code.model import CITIES
+from codeengine.code.profile import Profile, profile_named
 from codeengine.code.shipped import shipped
 
 ENV_PREFIX = "CODEENGINE_"
@@ -143,6 +145,20 @@ class KeySettings:
     mac_refresh_s: float = 10.0
     """How often a service re-reads its MAC keyset files (a rotation is picked up within it)."""
     credentials_file: str = "var/dev-credentials.json"
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoSettings:
+    """Which cryptographic profile the deployment uses (codeengine.code.profile)."""
+
+    profile: str = "international"
+    """``international`` (Ed25519, HMAC-SHA-256, AES-256-GCM) or ``national`` (SM2, HMAC-SM3,
+    SM4-GCM). Chosen once, when the store is first seeded: a service whose setting differs
+    from the store's refuses to start (docs/operations.md)."""
+
+    def selected(self) -> Profile:
+        """The profile object the services and commands hand to the code that uses it."""
+        return profile_named(self.profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +279,7 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    crypto: CryptoSettings = field(default_factory=CryptoSettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     changes: ChangeLogSettings = field(default_factory=ChangeLogSettings)
@@ -350,6 +367,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         "service": ServiceSettings,
         "cluster": ClusterSettings,
         "keys": KeySettings,
+        "crypto": CryptoSettings,
         "codes": CodeSettings,
         "verifier": VerifierSettings,
         "changes": ChangeLogSettings,
@@ -392,6 +410,10 @@ def _check_values(settings: Settings) -> None:
     if settings.codes.signed_list_ttl_s < 60:
         raise SettingsError("codes.signed_list_ttl_s: at least 60 seconds")
     _check_records(settings.records)
+    try:
+        settings.crypto.selected()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _check_records(records: RecordsSettings) -> None:

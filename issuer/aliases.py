@@ -32,7 +32,7 @@ from codeengine.store.port import AliasBinding, Store
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import Field, read_lines, read_object
 from codeengine.web.routes import Body, Route, object_body, path_param, ref
-from codeengine.web.runtime import ALIAS_KEY, CLOCK, PEPPER, STORE
+from codeengine.web.runtime import ALIAS_KEY, CLOCK, PEPPER, PROFILE, STORE
 from issuer.schemas import ALIAS_ID, SUBJECT_PARAM
 from issuer.subjects import subject_from_path
 
@@ -69,7 +69,7 @@ def _binding(request: web.Request, subject: str, alias_type: str, value: str) ->
             reason=Reason.UNKNOWN_ALIAS_TYPE,
         )
     normalised = kind.normalise(value, _today(request))
-    hashed = alias_hash(kind.name, normalised, request.app[ALIAS_KEY])
+    hashed = alias_hash(kind.name, normalised, request.app[ALIAS_KEY], request.app[PROFILE].mac)
     return AliasBinding(subject, hashed, f"{kind.name}:{mask(normalised)}")  # type: ignore[arg-type]
 
 
@@ -206,7 +206,8 @@ def _bulk_row(
     if len(values) != len(BULK_COLUMNS) or values[0] not in ("person", "enterprise"):
         raise BadRequest("not a row of this file", reason=Reason.BAD_ROW)
     identifier = parse_identifier(values[0], values[1], today)  # type: ignore[arg-type]
-    return _binding(request, pseudonym(identifier, pepper), values[2], values[3])
+    subject = pseudonym(identifier, pepper, request.app[PROFILE].mac)
+    return _binding(request, subject, values[2], values[3])
 
 
 async def link_licence(request: web.Request) -> web.Response:
@@ -222,9 +223,8 @@ async def link_licence(request: web.Request) -> web.Response:
     if await store.get_subject(subject) is None:
         raise UnknownSubject("no such subject")
     listed = f"{kind}:{mask(number)}"
-    added = await store.link_licence(
-        subject, licence_hash(kind, number, request.app[ALIAS_KEY]), listed
-    )
+    hashed = licence_hash(kind, number, request.app[ALIAS_KEY], request.app[PROFILE].mac)
+    added = await store.link_licence(subject, hashed, listed)
     return web.json_response(
         {"subject": subject, "type": kind, "masked": mask(number)}, status=201 if added else 200
     )

@@ -18,7 +18,7 @@ from codeengine.store.batches import COLUMNS, BatchReport, Format, Importer, che
 from codeengine.web.auth import CLIENT
 from codeengine.web.body import read_lines
 from codeengine.web.routes import Body, Route, path_param, query_param, ref
-from codeengine.web.runtime import CLOCK, PEPPER, RULES, STORE
+from codeengine.web.runtime import CLOCK, PEPPER, PROFILE, RULES, STORE
 from issuer.schemas import BATCH_ID
 
 _FORMATS: dict[str, Format] = {
@@ -52,6 +52,7 @@ async def import_batch(request: web.Request) -> web.Response:
         app[STORE],
         app[RULES],
         app[PEPPER],
+        mac=app[PROFILE].mac,
         batch_id=batch_id,
         actor=f"batch:{batch_id}",
         clock=app[CLOCK],

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from codeengine.code.errors import BadRequest
 from codeengine.code.keyvault import NONCE_BYTES, seal_keyring
-from codeengine.code.registry import DEFAULT_SUITE, DEFAULT_SUITES
+from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import b64url_encode
 from codeengine.code.trustlist import TrustList
 from codeengine.web.body import Field, read_object
 from codeengine.web.routes import Route, object_body, ref
-from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE, refresh_keys
+from codeengine.web.runtime import CLOCK, KEYS, PROFILE, SETTINGS, STORE, refresh_keys
 from codeengine.web.trust import signed_list_routes, trust_route
 
 MAX_ACTIVATION_DELAY_S = 7 * 86_400
@@ -37,7 +37,8 @@ async def rotate(request: web.Request) -> web.Response:
     body = await read_object(request, ROTATE_FIELDS) if request.can_read_body else {}
     app = request.app
     codes = app[SETTINGS].codes
-    suite = DEFAULT_SUITE
+    profile = app[PROFILE]
+    suite = profile.suite
     if "alg" in body:
         found = DEFAULT_SUITES.by_jose_alg(body["alg"])
         if found is None:
@@ -54,7 +55,7 @@ async def rotate(request: web.Request) -> web.Response:
     rotated = keyring.rotate_at(now, suite, overlap_s, os.urandom, activate_in_s=activate_in_s)
     version = state.version + 1
     assert state.kek is not None
-    sealed = seal_keyring(rotated, version, state.kek, os.urandom(NONCE_BYTES))
+    sealed = seal_keyring(rotated, version, state.kek, os.urandom(NONCE_BYTES), profile)
     trust = TrustList.from_keyring(rotated).to_json().encode()
     await store.put_keyring(state.version, sealed.pack(), version, trust)
     await refresh_keys(state, store, app[SETTINGS], signs=True)

@@ -26,7 +26,7 @@ from codeengine.web.body import Field, read_object
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.metrics import QR_RENDERS, SIGNATURES
 from codeengine.web.routes import Route, object_body, ref
-from codeengine.web.runtime import CLOCK, KEYS, MAC_KEYS, PEPPER, RULES, SETTINGS, STORE
+from codeengine.web.runtime import CLOCK, KEYS, MAC_KEYS, PEPPER, PROFILE, RULES, SETTINGS, STORE
 from codeengine.web.service import via_service
 from issuer.schemas import SUBJECT_PARAM
 
@@ -87,7 +87,7 @@ async def generate(request: web.Request) -> web.Response:
     # Birth dates are China dates: a child born today (UTC+8) must be accepted at 01:00.
     today = china_date(now)
     identifier = parse_identifier(body["kind"], body["id"], today)
-    subject = pseudonym(identifier, request.app[PEPPER])
+    subject = pseudonym(identifier, request.app[PEPPER], request.app[PROFILE].mac)
     initial = request.app[RULES].no_data
     record = SubjectRecord(subject, kind, CityCode(body["city"]), initial, 1, int(now))
     stored, created = await request.app[STORE].create_subject(record, request[CLIENT].name)

@@ -58,7 +58,7 @@ from codeengine.web.body import (
 )
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.routes import JSON, PUBLIC, Route, object_body, ref
-from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, SETTINGS, STORE
+from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, PROFILE, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
     IF_NONE_MATCH,
@@ -203,7 +203,7 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
     ``STORE_UNAVAILABLE``, marked degraded.
     """
     try:
-        hashed = alias.hash(value, app[ALIAS_KEY], china_date(now))
+        hashed = alias.hash(value, app[ALIAS_KEY], china_date(now), app[PROFILE].mac)
     except InvalidIdentifier:
         return Verdict(False, Reason.MALFORMED.value, now)
     store = app[STORE]

@@ -4,8 +4,9 @@ An entry is a msgpack map: what changed (``op``, ``actor``, ``reason``, ``old``,
 ``at``, ``op_id``, and ``by``/``ep``, ``risk``, ``ends`` where they apply), its position ``n``
 (0, 1, 2, ... in the subject's stream), ``prev`` (the MAC of the entry before it, hex; empty
 for the first) and ``k``, the id of the audit key that MACed it. Its MAC is the first 16 bytes
-of HMAC-SHA-256 over the key id, the subject and the packed entry, kept beside it as ``h``
-(hex). The subject's record keeps the head (``entries``, ``head``) under its own seal.
+of HMAC-SHA-256 (HMAC-SM3 in the national profile: the audit keyset's ``mac``) over the key
+id, the subject and the packed entry, kept beside it as ``h`` (hex). The subject's record
+keeps the head (``entries``, ``head``) under its own seal.
 
 So without the audit key nobody can write an entry that checks; an entry copied from another
 subject's chain does not check (the subject is in its MAC); a removed or moved entry breaks
@@ -34,6 +35,7 @@ from typing import Any
 import msgpack
 
 from codeengine.code.fencing import WriterToken
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.seal import MACKeyset, keyed_mac, mac
 from codeengine.code.status import SubjectRecord
 
@@ -43,9 +45,15 @@ def audit_context(subject: str) -> bytes:
     return b"ce/audit\x00" + subject.encode() + b"\x00"
 
 
-def entry_mac(key: bytes, kid: bytes, subject: str, packed: bytes) -> str:
-    """An entry's MAC, hex (its ``h``)."""
-    return mac(key, kid, audit_context(subject), packed).hex()
+def entry_mac(
+    key: bytes,
+    kid: bytes,
+    subject: str,
+    packed: bytes,
+    algorithm: MACAlgorithm = MACAlgorithm.HMAC_SHA256,
+) -> str:
+    """An entry's MAC, hex (its ``h``), with the profile's ``algorithm``."""
+    return mac(key, kid, audit_context(subject), packed, algorithm).hex()
 
 
 def chain_entry(

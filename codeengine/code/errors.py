@@ -23,6 +23,7 @@ __all__ = [
     "NotAuthenticated",
     "NotWriter",
     "NotYetValid",
+    "ProfileMismatch",
     "RateLimited",
     "Reason",
     "RecordTampered",
@@ -186,6 +187,13 @@ class KeyringError(CodeEngineError, ValueError):
     """A key or trust list could not be loaded, created or rotated."""
 
     reason = Reason.KEYRING
+
+
+class ProfileMismatch(KeyringError):
+    """The store was seeded in another cryptographic profile than the setting names.
+
+    Never served past: a pseudonym computed under the other profile's MAC finds no subject.
+    """
 
 
 class StoreUnavailable(CodeEngineError, ConnectionError):

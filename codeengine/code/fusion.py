@@ -28,6 +28,7 @@ from typing import Any
 
 from codeengine.code.errors import InvalidIdentifier, Reason
 from codeengine.code.identifiers import parse_resident_id
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.pseudonym import MAX_ALIAS_LENGTH, AliasHash, alias_hash
 from codeengine.code.secret import Secret
 from codeengine.code.shipped import shipped
@@ -67,9 +68,11 @@ class AliasType:
             )
         return text
 
-    def hash(self, value: str, pepper: Secret, today: date) -> AliasHash:
-        """The keyed hash the store knows the credential by."""
-        return alias_hash(self.name, self.normalise(value, today), pepper)
+    def hash(
+        self, value: str, pepper: Secret, today: date, mac: MACAlgorithm = MACAlgorithm.HMAC_SHA256
+    ) -> AliasHash:
+        """The keyed hash the store knows the credential by (``mac``: the profile's)."""
+        return alias_hash(self.name, self.normalise(value, today), pepper, mac)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from codeengine.code.signedlist import ANCHOR_LIFETIME_S
-from codeengine.code.suites import DEFAULT_SUITE, b64url_encode
+from codeengine.code.suites import b64url_encode
 from codeengine.code.trustlist import TrustList
 from codeengine.keyfiles import anchor_public_path, load_trust_anchor, write_trust_anchor
 from codeengine.ops.commands import config_path
@@ -46,7 +46,7 @@ def _cmd_rotate_anchor(args: argparse.Namespace) -> int:
     anchors = load_trust_anchor(path).prune_at(now)
     rotated = anchors.rotate_at(
         now,
-        DEFAULT_SUITE,
+        settings.crypto.selected().suite,
         overlap_s,
         os.urandom,
         lifetime_s=ANCHOR_LIFETIME_S,

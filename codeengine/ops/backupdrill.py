@@ -393,7 +393,9 @@ async def _check_restored(
         await _gather_bounded([functools.partial(read, s) for s in subjects])
         before, during = load.acked[:boundary], load.acked[boundary:end]
         lost = [c for c in before if not _present(c, records, trails)]
-        audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
+        audit_keys = load_mac_keyset(
+            Path(settings.keys.audit_mac_file), settings.crypto.selected().mac
+        )
         checked, broken = await verify_store(store, audit_keys)
     finally:
         await store.close()

@@ -22,6 +22,7 @@ from codeengine.ops.devsecrets import ensure_dev_material
 from codeengine.ops.keyscli import add_keys_commands
 from codeengine.ops.recordscli import add_records_commands
 from codeengine.settings import SettingsError, load_settings
+from codeengine.web.runtime import require_profile
 
 DEFAULT_CLUSTER_PORT = 7000
 DEFAULT_DEADLINE_S = 5.0
@@ -73,7 +74,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args))
+    profile = require_profile(settings)
     credentials = ensure_dev_material(settings)
+    # Files made before keep their keys: a keyring made in the other profile still seeds a store.
+    signs = profile.suite.jose_alg
+    print(f"profile: {profile.name.value} (new keyrings and anchors sign with {signs})")
     print(f"keyring: {settings.keys.keyring_file}")
     print(f"pepper: {settings.keys.pepper_file}")
     print(f"alias key: {settings.keys.alias_key_file}")

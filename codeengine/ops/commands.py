@@ -36,7 +36,7 @@ from codeengine.store.adapters._sealed import StoreKeys
 from codeengine.store.audit import check_subject, verify_store
 from codeengine.store.batches import BatchReport, Format, Importer
 from codeengine.store.redisstore import RedisStore
-from codeengine.web.runtime import store_settings
+from codeengine.web.runtime import check_store_profile, require_profile, store_settings
 from codeengine.web.worker import tune_gc
 from issuer.changelog import ChangeLogWriter
 
@@ -111,6 +111,7 @@ async def _with_store(settings: Settings, work: Any, *, changes: bool = False) -
     (flushed before the store closes), as an issuer does."""
     tuned = store_settings(settings)
     tuned = replace(tuned, read_deadline_ms=max(tuned.read_deadline_ms, OPS_READ_DEADLINE_MS))
+    profile = require_profile(settings)
     store = RedisStore(tuned)
     store.keys = store_keys(settings)
     store.service = "ops"
@@ -119,6 +120,8 @@ async def _with_store(settings: Settings, work: Any, *, changes: bool = False) -
         store.changes = writer.add_packed
         writer.start()
     try:
+        # A command keys and checks as the store's profile does, or does nothing.
+        await check_store_profile(store, profile)
         return await work(store)
     finally:
         if writer is not None:
@@ -128,9 +131,10 @@ async def _with_store(settings: Settings, work: Any, *, changes: bool = False) -
 
 def store_keys(settings: Settings) -> StoreKeys:
     """The MAC keys ops commands write and check with: records and the audit chain."""
+    mac = settings.crypto.selected().mac
     return StoreKeys(
-        load_mac_keyset(Path(settings.keys.record_mac_file)),
-        load_mac_keyset(Path(settings.keys.audit_mac_file)),
+        load_mac_keyset(Path(settings.keys.record_mac_file), mac),
+        load_mac_keyset(Path(settings.keys.audit_mac_file), mac),
     )
 
 
@@ -153,6 +157,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             store,
             rules,
             pepper,
+            mac=settings.crypto.selected().mac,
             batch_id=args.batch_id,
             actor=f"batch:{args.batch_id}",
             dry_run=args.dry_run,
@@ -202,7 +207,8 @@ def _progress(checked: int, broken: int) -> None:
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
+    audit_keys = store_keys(settings).audit
+    assert audit_keys is not None
     anchors = None
     if args.checkpoint:
         key = Path(args.public_key or settings.keys.checkpoint_key_file)
@@ -232,7 +238,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    audit_keys = load_mac_keyset(Path(settings.keys.audit_mac_file))
+    audit_keys = store_keys(settings).audit
+    assert audit_keys is not None
 
     async def work(store: RedisStore) -> tuple[list[tuple[str, int, str]], list[Any]]:
         # Only chains that check are anchored: a broken one is reported, never vouched for.

@@ -20,7 +20,6 @@ from typing import Any
 from codeengine.code.keyring import Keyring
 from codeengine.code.model import RECORDS_SCOPES, SCOPES
 from codeengine.code.signedlist import ANCHOR_LIFETIME_S
-from codeengine.code.suites import DEFAULT_SUITE
 from codeengine.keyfiles import (
     PEPPER_BYTES,
     anchor_public_path,
@@ -47,9 +46,12 @@ DEV_CLIENTS: dict[str, tuple[str, ...]] = {
 
 def ensure_dev_material(settings: Settings) -> Path:
     """Create whatever dev key material is missing; return the credentials file's path."""
+    # The first keyring and the trust anchor sign with the profile's suite (SM2 in the
+    # national profile); the MAC keysets and peppers are random bytes in either profile.
+    profile = settings.crypto.selected()
     keyring_path = Path(settings.keys.keyring_file)
     if not keyring_path.exists():
-        keyring = Keyring.generate_at(int(time.time()), DEFAULT_SUITE, os.urandom)
+        keyring = Keyring.generate_at(int(time.time()), profile.suite, os.urandom)
         write_private(keyring_path, json.dumps(keyring.to_private_jwks(), indent=2).encode())
     load_keyring(keyring_path)
     keys = settings.keys
@@ -60,7 +62,7 @@ def ensure_dev_material(settings: Settings) -> Path:
     for path in (Path(keys.record_mac_file), Path(keys.audit_mac_file)):
         if not path.exists():
             write_mac_keyset(path, new_mac_keyset(os.urandom))
-        load_mac_keyset(path)
+        load_mac_keyset(path, profile.mac)
     checkpoint = Path(keys.checkpoint_key_file)
     if not checkpoint.exists():
         write_private(checkpoint, new_signing_key())
@@ -74,7 +76,7 @@ def ensure_dev_material(settings: Settings) -> Path:
             load_trust_anchor(anchor)
             if anchor.exists()
             else Keyring.generate_at(
-                int(time.time()), DEFAULT_SUITE, os.urandom, lifetime_s=ANCHOR_LIFETIME_S
+                int(time.time()), profile.suite, os.urandom, lifetime_s=ANCHOR_LIFETIME_S
             )
         )
         write_trust_anchor(anchor, anchors)

@@ -2,8 +2,10 @@
 
 Every file a service reads is checked the way the service will read it: each secret exists, is
 a regular file, is readable by this user and by no one else (``mode & 0o077 == 0``), and parses;
-the rule, fusion and city files parse; then the cluster answers, through the project's own
-client with TLS and the ACL login as configured, within a deadline. A problem is one line that
+the rule, fusion and city files parse; the linked OpenSSL offers the configured cryptographic
+profile (``crypto.profile``); then the cluster answers, through the project's own
+client with TLS and the ACL login as configured, within a deadline, and holds a store seeded
+in that profile. A problem is one line that
 names the setting and the reason, never a secret's content.
 
 :data:`SECRET_FILES` is the one list of which secret each service reads (docs/security.md draws
@@ -36,9 +38,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codeengine.code.cities import load_cities
-from codeengine.code.errors import CodeEngineError, StoreUnavailable
+from codeengine.code.errors import (
+    CodeEngineError,
+    CryptoUnavailable,
+    ProfileMismatch,
+    StoreUnavailable,
+)
 from codeengine.code.fusion import load_fusion
-from codeengine.code.keyvault import SealedKeyring, open_keyring
+from codeengine.code.keyvault import SealedKeyring, check_profile, open_keyring
+from codeengine.code.macs import MACAlgorithm
+from codeengine.code.profile import PROFILE_SETTING, Profile
 from codeengine.code.rules import load_rules
 from codeengine.code.secret import Secret
 from codeengine.keyfiles import load_keyring, load_mac_keyset, load_pepper, load_trust_anchor
@@ -46,7 +55,7 @@ from codeengine.settings import ENV_PREFIX, Settings
 from codeengine.store.redisstore import RedisStore
 from codeengine.store.security import StoreRefused
 from codeengine.web.auth import load_credentials
-from codeengine.web.runtime import store_settings
+from codeengine.web.runtime import require_profile, store_settings
 
 SERVICES = ("issuer", "verifier")
 """The code services (their workers: ``codeengine serve issuer|verifier``)."""
@@ -160,8 +169,9 @@ def _content_problem(setting: str, path: Path) -> str | None:
         "keys.kek_file": load_pepper,
         "keys.pepper_file": load_pepper,
         "keys.alias_key_file": load_pepper,
-        "keys.record_mac_file": load_mac_keyset,
-        "keys.audit_mac_file": load_mac_keyset,
+        # The file is the same in both profiles: parsing it does not depend on the MAC.
+        "keys.record_mac_file": lambda p: load_mac_keyset(p, MACAlgorithm.HMAC_SHA256),
+        "keys.audit_mac_file": lambda p: load_mac_keyset(p, MACAlgorithm.HMAC_SHA256),
         "keys.trust_anchor_file": load_trust_anchor,
         "keys.keyring_file": load_keyring,
         "keys.credentials_file": load_credentials,
@@ -179,7 +189,7 @@ def _content_problem(setting: str, path: Path) -> str | None:
 def check_files(settings: Settings, services: Sequence[str]) -> list[Problem]:
     """Every problem with the files ``services`` read: secrets first, then the shipped or
     configured rule, fusion and city files."""
-    problems = []
+    problems = _support_problems(settings, services)
     for secret in SECRET_FILES:
         if not secret.services.intersection(services):
             continue
@@ -209,6 +219,18 @@ def check_files(settings: Settings, services: Sequence[str]) -> list[Problem]:
     return problems
 
 
+def _support_problems(settings: Settings, services: Sequence[str]) -> list[Problem]:
+    """The code services refuse a profile the linked OpenSSL does not offer (the records
+    service keys nothing)."""
+    if not BOTH.intersection(services):
+        return []
+    try:
+        require_profile(settings)
+    except CryptoUnavailable as exc:
+        return [Problem(PROFILE_SETTING, str(exc).removeprefix(f"{PROFILE_SETTING} "))]
+    return []
+
+
 def _terminal_problems(settings: Settings) -> list[Problem]:
     """A verifier refuses to start when a client's terminal type names no profile of the
     fusion file (a typo would show that terminal the default profile): say so here."""
@@ -235,6 +257,17 @@ def _load_problem(setting: str, load: Callable[[], object]) -> list[Problem]:
     return []
 
 
+def _profile_problem(raw: bytes | None, profile: Profile) -> Problem | None:
+    """Whether the store was seeded in another profile than the setting names."""
+    if raw is None:
+        return None
+    try:
+        check_profile(SealedKeyring.unpack(raw), profile)
+    except ProfileMismatch as exc:
+        return Problem(PROFILE_SETTING, str(exc).removeprefix(f"{PROFILE_SETTING} "))
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _IssuerKeys:
     """What an issuer brings to the store: its KEK, and whether a first keyring is at hand."""
@@ -244,13 +277,19 @@ class _IssuerKeys:
     has_keyring_file: bool
 
 
-async def _store_problem(store: RedisStore, issuer: _IssuerKeys | None) -> Problem | None:
-    """Whether the cluster answers every primary; for an issuer, whether its KEK opens the
-    stored keyring, or its keyring file can seed an empty store."""
+async def _store_problem(
+    store: RedisStore, issuer: _IssuerKeys | None, profile: Profile | None
+) -> Problem | None:
+    """Whether the cluster answers every primary; for a code service, whether the store was
+    seeded in its profile; for an issuer, whether its KEK opens the stored keyring, or its
+    keyring file can seed an empty store."""
     await store.ping()
-    if issuer is None:
+    if profile is None:
         return None
     raw = await store.get_keyring()
+    mismatch = _profile_problem(raw, profile)
+    if mismatch is not None or issuer is None:
+        return mismatch
     if raw is None:
         if not issuer.has_keyring_file:
             return Problem(
@@ -260,18 +299,22 @@ async def _store_problem(store: RedisStore, issuer: _IssuerKeys | None) -> Probl
             )
         return None
     try:
-        open_keyring(SealedKeyring.unpack(raw), issuer.kek)
+        open_keyring(SealedKeyring.unpack(raw), issuer.kek, profile)
     except (CodeEngineError, ValueError) as exc:
         return Problem("keys.kek_file", f"does not open the keyring the store holds ({exc})")
     return None
 
 
 async def _reach(
-    store: RedisStore, issuer: _IssuerKeys | None, nodes: str, deadline_s: float
+    store: RedisStore,
+    issuer: _IssuerKeys | None,
+    profile: Profile | None,
+    nodes: str,
+    deadline_s: float,
 ) -> Problem | None:
     try:
         async with asyncio.timeout(deadline_s):
-            return await _store_problem(store, issuer)
+            return await _store_problem(store, issuer, profile)
     except StoreRefused as exc:
         return Problem(exc.setting, str(exc))
     except (StoreUnavailable, TimeoutError) as exc:
@@ -303,7 +346,8 @@ def check_cluster(settings: Settings, services: Sequence[str], deadline_s: float
         issuer = _IssuerKeys(kek, keys.keyring_file, present)
     deadline_ms = max(1, int(deadline_s * 1000))
     store = RedisStore(replace(tuned, read_deadline_ms=deadline_ms))
-    return asyncio.run(_reach(store, issuer, settings.cluster.nodes, deadline_s))
+    profile = settings.crypto.selected() if BOTH.intersection(services) else None
+    return asyncio.run(_reach(store, issuer, profile, settings.cluster.nodes, deadline_s))
 
 
 def check_records_store(settings: Settings) -> Problem | None:

@@ -40,6 +40,7 @@ from typing import Any, Literal, NamedTuple
 
 from codeengine.code.errors import BadRequest, CodeEngineError, InvalidIdentifier, Reason
 from codeengine.code.identifiers import parse_resident_id
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.code.pseudonym import pseudonym
 from codeengine.code.rules import RuleSet, effective_colour_at, merge_risk_at
@@ -104,10 +105,19 @@ def _event_time(value: object) -> int:
 class RowParser:
     """Turns the lines of a CSV or NDJSON file into RiskRows and BadRows, one at a time."""
 
-    def __init__(self, fmt: Format, rules: RuleSet, pepper: Secret, now: int, today: date):
+    def __init__(
+        self,
+        fmt: Format,
+        rules: RuleSet,
+        pepper: Secret,
+        now: int,
+        today: date,
+        mac: MACAlgorithm = MACAlgorithm.HMAC_SHA256,
+    ):
         self.fmt = fmt
         self._rules = rules
         self._pepper = pepper
+        self._mac = mac
         self._now = now
         self._today = today
         self._header_seen = fmt == "ndjson"
@@ -186,7 +196,7 @@ class RowParser:
             city_code = -1
         if city_code not in CITIES or isinstance(city, bool):
             return BadRow(line_no, Reason.UNKNOWN_CITY.value)
-        subject = pseudonym(resident, self._pepper)
+        subject = pseudonym(resident, self._pepper, self._mac)
         return RiskRow(line_no, subject, rule.record_type, event_at, city_code)
 
 
@@ -258,6 +268,7 @@ class Importer:
         rules: RuleSet,
         pepper: Secret,
         *,
+        mac: MACAlgorithm = MACAlgorithm.HMAC_SHA256,
         batch_id: str,
         actor: str,
         clock: Callable[[], float] = time.time,
@@ -269,6 +280,7 @@ class Importer:
         self._store = store
         self._rules = rules
         self._pepper = pepper
+        self._mac = mac
         self._batch_id = check_batch_id(batch_id)
         self._actor = actor
         self._clock = clock
@@ -289,7 +301,7 @@ class Importer:
         """Read every line, apply the good rows, return the report."""
         now = int(self._clock())
         report = BatchReport(self._batch_id, self._rules.version, dry_run=self._dry_run)
-        parser = RowParser(fmt, self._rules, self._pepper, now, china_date(now))
+        parser = RowParser(fmt, self._rules, self._pepper, now, china_date(now), self._mac)
         source = _aiter(lines)
         # A CSV's header is checked before anything else, even for a batch imported already:
         # a file that is not a batch is refused (400), never answered as a repeat.

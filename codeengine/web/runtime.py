@@ -15,6 +15,7 @@ __all__ = [
     "KEYS",
     "MAC_KEYS",
     "PEPPER",
+    "PROFILE",
     "RULES",
     "SETTINGS",
     "STORE",
@@ -22,7 +23,9 @@ __all__ = [
     "KeyState",
     "MACKeyState",
     "attach_runtime",
+    "check_store_profile",
     "refresh_keys",
+    "require_profile",
     "store_settings",
 ]
 
@@ -40,14 +43,23 @@ from aiohttp import web
 
 from codeengine.code.errors import (
     CodeEngineError,
+    CryptoUnavailable,
     KeyringError,
     NotWriter,
+    ProfileMismatch,
     Reason,
     VersionConflict,
 )
 from codeengine.code.fencing import Lease, Role
 from codeengine.code.keyring import Keyring
-from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.keyvault import (
+    NONCE_BYTES,
+    SealedKeyring,
+    check_profile,
+    open_keyring,
+    seal_keyring,
+)
+from codeengine.code.profile import PROFILE_SETTING, Profile
 from codeengine.code.rules import RuleSet, load_rules
 from codeengine.code.secret import Secret
 from codeengine.code.signedlist import ListKind
@@ -118,6 +130,8 @@ PEPPER = web.AppKey("pepper", Secret)
 """Identifier to pseudonym: issuers only."""
 ALIAS_KEY = web.AppKey("alias_key", Secret)
 """The keyed hash of alias credentials and licences: issuers and verifiers."""
+PROFILE = web.AppKey("profile", Profile)
+"""The cryptographic profile (``crypto.profile``): its ``mac`` keys pseudonyms and alias hashes."""
 
 CLOCK = web.AppKey("clock", Clock)
 RULES = web.AppKey("rules", RuleSet)
@@ -149,9 +163,13 @@ def store_settings(settings: Settings) -> StoreSettings:
 
 
 async def _seed_keyring(store: Store, settings: Settings, kek: Secret) -> None:
-    """Import the configured first keyring when the store holds none (one process wins)."""
+    """Import the configured first keyring when the store holds none (one process wins).
+
+    The seal records the profile: from now on the store is in it (codeengine.code.keyvault).
+    """
     keyring = load_keyring(Path(settings.keys.keyring_file))
-    sealed = seal_keyring(keyring, 1, kek, os.urandom(NONCE_BYTES))
+    profile = settings.crypto.selected()
+    sealed = seal_keyring(keyring, 1, kek, os.urandom(NONCE_BYTES), profile)
     trust = TrustList.from_keyring(keyring).to_json().encode()
     with contextlib.suppress(VersionConflict):
         await store.put_keyring(0, sealed.pack(), 1, trust)
@@ -174,7 +192,7 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
                 f"the store holds keyring version {sealed.version}, older than {state.version}"
             )
         if sealed.version != state.version or state.keyring is None:
-            keyring = open_keyring(sealed, state.kek)
+            keyring = open_keyring(sealed, state.kek, settings.crypto.selected())
             state.keyring, state.trust = keyring, TrustList.from_keyring(keyring)
             state.version = sealed.version
             log.info("keyring version %d loaded", sealed.version)
@@ -184,6 +202,8 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
         if raw is None:
             raise KeyringError("no trust list published yet; start an issuer first")
         if raw != state.trust_raw or state.trust is None:
+            # The keyring was (re)written with this list: check the store's profile again.
+            await check_store_profile(store, settings.crypto.selected())
             state.trust = TrustList.from_json(raw)
             state.trust_raw = raw
         if revocations != state.revocations:
@@ -191,6 +211,25 @@ async def refresh_keys(state: KeyState, store: Store, settings: Settings, *, sig
         state.revocations_at = now
     await _refresh_signed(state, store)
     state.error = None
+
+
+async def check_store_profile(store: Store, profile: Profile) -> None:
+    """ProfileMismatch if the store was seeded in another profile than ``profile``; nothing
+    while it holds no keyring (the first issuer seeds it in its own profile)."""
+    raw = await store.get_keyring()
+    if raw is not None:
+        check_profile(SealedKeyring.unpack(raw), profile)
+
+
+def require_profile(settings: Settings) -> Profile:
+    """The configured profile, once the linked libraries are known to offer it; else
+    CryptoUnavailable naming the setting, so that a service never starts half able."""
+    profile = settings.crypto.selected()
+    try:
+        profile.check_support()
+    except CryptoUnavailable as exc:
+        raise CryptoUnavailable(f"{PROFILE_SETTING} is {profile.name.value!r}: {exc}") from exc
+    return profile
 
 
 async def _refresh_signed(state: KeyState, store: Store) -> None:
@@ -218,12 +257,19 @@ async def _flush_metrics_every(interval_s: float) -> None:
 
 
 async def _first_refresh(
-    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool
+    state: KeyState, store: Store, settings: Settings, clock: Clock, *, signs: bool, owned: bool
 ) -> None:
-    """Read the keys at start-up; a failure is kept for readiness, not raised."""
+    """Read the keys at start-up; a failure is kept for readiness, not raised, but for a store
+    seeded in the other profile (ProfileMismatch), which stops the service, closing ``store``
+    if it is the service's own."""
     try:
         await refresh_keys(state, store, settings, signs=signs)
         state.refreshed_at = clock()
+    except ProfileMismatch:
+        # Never serve past it: every pseudonym and seal would be the other profile's.
+        if owned:
+            await store.close()
+        raise
     except CodeEngineError as exc:
         # Readiness names the cause from the first answer on, not only once the refresher has
         # failed too.
@@ -265,8 +311,9 @@ class MACKeyState:
 
     def load(self, settings: Settings, *, signs: bool) -> None:
         """Read the files: the record keyset, and the audit keyset for an issuer."""
-        records = load_mac_keyset(Path(settings.keys.record_mac_file))
-        audit = load_mac_keyset(Path(settings.keys.audit_mac_file)) if signs else None
+        mac = settings.crypto.selected().mac
+        records = load_mac_keyset(Path(settings.keys.record_mac_file), mac)
+        audit = load_mac_keyset(Path(settings.keys.audit_mac_file), mac) if signs else None
         self.keys = StoreKeys(records, audit)
         for store, _service in self._stores:
             if isinstance(store, RedisStore):
@@ -351,6 +398,8 @@ def attach_runtime(
     needs a trust list with at least one key valid now.
     """
     app[SETTINGS] = settings
+    # The national profile on a library without SM3 or SM4 stops here, naming the setting.
+    app[PROFILE] = require_profile(settings)
     if signs:
         # A malformed rules file stops the issuer here, naming the field, before it serves.
         app[RULES] = load_rules(settings.codes.rules_path())
@@ -378,7 +427,7 @@ def attach_runtime(
             state.kek = load_pepper(Path(settings.keys.kek_file))
             state.anchors = load_trust_anchor(Path(settings.keys.trust_anchor_file))
         clock = app[CLOCK]
-        await _first_refresh(state, app[STORE], settings, clock, signs=signs)
+        await _first_refresh(state, app[STORE], settings, clock, signs=signs, owned=owned)
         task = asyncio.create_task(
             _keep_keys_fresh(state, app[STORE], settings, clock, signs=signs)
         )

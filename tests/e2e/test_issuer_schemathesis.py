@@ -37,6 +37,7 @@ from schemathesis.checks import (
 
 from codeengine.code.keyring import Keyring
 from codeengine.code.keyvault import NONCE_BYTES, SealedKeyring, open_keyring, seal_keyring
+from codeengine.code.profile import INTERNATIONAL
 from codeengine.code.trustlist import TrustList
 from codeengine.keyfiles import load_pepper
 from codeengine.ops.devcluster import DevCluster
@@ -96,12 +97,12 @@ async def cancel_staged_rotation(key_files: Mapping[str, str], nodes: str) -> No
         raw = await store.get_keyring()
         assert raw is not None, "the issuer stored a keyring"
         sealed = SealedKeyring.unpack(raw)
-        keyring = open_keyring(sealed, kek)
+        keyring = open_keyring(sealed, kek, INTERNATIONAL)
         if keyring.next is None:
             return
         kept = Keyring(keyring.current, keyring.retired)
         version = sealed.version + 1
-        resealed = seal_keyring(kept, version, kek, os.urandom(NONCE_BYTES))
+        resealed = seal_keyring(kept, version, kek, os.urandom(NONCE_BYTES), INTERNATIONAL)
         trust = TrustList.from_keyring(kept).to_json().encode()
         await store.put_keyring(sealed.version, resealed.pack(), version, trust)
     finally:

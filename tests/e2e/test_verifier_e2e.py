@@ -38,6 +38,7 @@ from codeengine.code.identifiers import make_resident_id
 from codeengine.code.keyring import Keyring, SigningKey
 from codeengine.code.keyvault import SealedKeyring, open_keyring
 from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.profile import INTERNATIONAL
 from codeengine.code.scans import ScanCount, ScanEntry, count_scans
 from codeengine.code.signedlist import ListKind, verify_list_at
 from codeengine.code.suites import ED25519, b64url_decode, b64url_encode
@@ -227,7 +228,9 @@ def stored_keyring(cluster: DevCluster, key_files: Mapping[str, str]) -> Keyring
     with RedisCluster(host=host, port=port, **cluster.redis_py_options()) as client:
         raw = client.get(store_keys.KEYRING_KEY)
     assert isinstance(raw, bytes), "an issuer has stored a keyring"
-    return open_keyring(SealedKeyring.unpack(raw), load_pepper(Path(key_files["keys_kek_file"])))
+    return open_keyring(
+        SealedKeyring.unpack(raw), load_pepper(Path(key_files["keys_kek_file"])), INTERNATIONAL
+    )
 
 
 def crafted(

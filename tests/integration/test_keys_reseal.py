@@ -20,6 +20,7 @@ import pytest
 
 from codeengine.code.errors import KeyringError
 from codeengine.code.keyvault import SealedKeyring, open_keyring
+from codeengine.code.profile import INTERNATIONAL
 from codeengine.code.secret import Secret
 from codeengine.code.suites import b64url_encode
 from codeengine.keyfiles import load_pepper
@@ -55,7 +56,7 @@ async def stored(settings: Settings) -> tuple[SealedKeyring, bytes]:
 async def resealed_with(settings: Settings, old: Secret, new: Secret) -> dict[str, Any]:
     store = RedisStore(store_settings(settings))
     try:
-        return await reseal(store, old, new)
+        return await reseal(store, old, new, INTERNATIONAL)
     finally:
         await store.close()
 
@@ -77,7 +78,8 @@ def test_reseal_puts_the_same_keys_under_a_new_kek_that_issuers_then_need(
     run(seeded())
     before, trust_before = asyncio.run(stored(settings))
     kids_before = [
-        b64url_encode(key.kid) for key in open_keyring(before, session_kek).public_keys()
+        b64url_encode(key.kid)
+        for key in open_keyring(before, session_kek, INTERNATIONAL).public_keys()
     ]
 
     code, out = cli_reseal(settings, key_files, new_file)
@@ -92,10 +94,10 @@ def test_reseal_puts_the_same_keys_under_a_new_kek_that_issuers_then_need(
         after, trust_after = asyncio.run(stored(settings))
         assert after.version == before.version + 1
         assert trust_after == trust_before, "verifiers and terminals see nothing change"
-        reopened = open_keyring(after, new_kek)
+        reopened = open_keyring(after, new_kek, INTERNATIONAL)
         assert [b64url_encode(key.kid) for key in reopened.public_keys()] == kids_before
         with pytest.raises(KeyringError, match="does not open"):
-            open_keyring(after, session_kek)
+            open_keyring(after, session_kek, INTERNATIONAL)
         assert new_file.read_text() not in out, "no KEK in the report"
 
         async def issuers() -> None:

@@ -42,8 +42,9 @@ async def main() -> list[int]:
         async with TestClient(TestServer(create(settings))) as client:
             statuses.append((await client.get("/readyz")).status)
     store = RedisStore(store_settings(settings))
-    store.keys = StoreKeys(load_mac_keyset(Path(settings.keys.record_mac_file)),
-                           load_mac_keyset(Path(settings.keys.audit_mac_file)))
+    mac = MACAlgorithm.HMAC_SHA256
+    store.keys = StoreKeys(load_mac_keyset(Path(settings.keys.record_mac_file), mac),
+                           load_mac_keyset(Path(settings.keys.audit_mac_file), mac))
     try:
         subject = SubjectId("one-client-" + sys.argv[1])
         record = SubjectRecord(subject, CodeKind.HEALTH, 320100, Colour.GREEN, 1, 0)

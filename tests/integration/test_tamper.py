@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from codeengine.code.chain import audit_context
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.model import SubjectId
 from codeengine.code.seal import TRAILER_BYTES, mac, record_context, seal
 from codeengine.keyfiles import add_mac_key, load_mac_keyset
@@ -288,13 +289,13 @@ def test_rotated_mac_keys_keep_old_records_and_entries_and_seal_new_ones_with_th
         clock = Clock()
         async with issuer(rotating, clock) as client, verifier(rotating, clock) as gate:
             subject, code = await new_code(client, rotating)
-            old_kid = load_mac_keyset(record_file).current
+            old_kid = load_mac_keyset(record_file, MACAlgorithm.HMAC_SHA256).current
             # The ops command rotates the records' keyset; the audit keyset the same way, here
             # through the function behind it.
             monkeypatch.setenv("CODEENGINE_KEYS_RECORD_MAC_FILE", str(record_file))
             with contextlib.redirect_stdout(io.StringIO()) as printed:
                 assert cli_main(["audit", "rotate-mac", "records"]) == 0
-            new_records = load_mac_keyset(record_file)
+            new_records = load_mac_keyset(record_file, MACAlgorithm.HMAC_SHA256)
             assert json.loads(printed.getvalue())["current"] == new_records.current.hex()
             assert set(new_records.keys) > {old_kid}
             new_audit = add_mac_key(audit_file, os.urandom)

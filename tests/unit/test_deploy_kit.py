@@ -33,6 +33,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from codeengine import __version__, metrics
 from codeengine.code.cities import load_cities
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.model import CityCode
 from codeengine.keyfiles import load_mac_keyset, load_pepper
 from codeengine.ops.devsecrets import ensure_dev_material
@@ -412,7 +413,7 @@ def test_the_init_container_copies_secrets_owner_only(tmp_path: Path) -> None:
         assert copied.read_bytes() == content[name]
         assert _owner_only(copied), f"{name}: mode {stat.S_IMODE(copied.stat().st_mode):o}"
     load_pepper(target / "keys" / "kek")
-    load_mac_keyset(target / "keys" / "record-mac.json")
+    load_mac_keyset(target / "keys" / "record-mac.json", MACAlgorithm.HMAC_SHA256)
     load_credentials(target / "keys" / "credentials.json")
     assert sorted(p.name for p in (target / "keys").iterdir()) == sorted(
         PurePosixPath(p).name for p in by_path if p.startswith(f"{env['DST']}/keys/")

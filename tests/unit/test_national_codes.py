@@ -17,6 +17,7 @@ from codeengine.code.errors import KeyringError, ListRefused, Reason
 from codeengine.code.keyring import Keyring, public_jwk
 from codeengine.code.keyvault import open_keyring, seal_keyring
 from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.profile import NATIONAL
 from codeengine.code.secret import Secret
 from codeengine.code.signedlist import ListKind, revocations_json, sign_list
 from codeengine.code.sm2 import SM2
@@ -97,7 +98,7 @@ def test_an_altered_sm2_code_is_refused_everywhere() -> None:
 
 def test_the_sealed_keyring_keeps_an_sm2_signing_key() -> None:
     kek = Secret(b"k" * 32)
-    reopened = open_keyring(seal_keyring(SM2_RING, 3, kek, b"n" * 12), kek)
+    reopened = open_keyring(seal_keyring(SM2_RING, 3, kek, b"n" * 12, NATIONAL), kek, NATIONAL)
     assert reopened == SM2_RING
     token = encode(_claims(), reopened.current)
     verify_at(token, TrustList.from_keyring(SM2_RING), NOW)
