@@ -18,7 +18,7 @@ lifetimes of :class:`RotationDrillOptions`) and runs, all at once:
 
 A *refused valid code* is a code the issuer displayed that the verifier or a terminal refused
 while the code was within its validity (``issued_at <= t <= expires_at`` when the scan was
-made). A terminal scans only while it is on its schedule (its last fetch less than a period
+made). A terminal scans only while it is on its schedule (it sent a fetch less than a period
 ago): a terminal the drill's own loop let fall behind is not the service's failure, and such
 scans are counted apart. The drill waits for events (a code of the new key displayed, every
 terminal having fetched since the switch, the last code of a replaced key having expired), not
@@ -117,12 +117,17 @@ class _KeySeen:
 
 @dataclass
 class _Terminal:
-    """One offline terminal: its SDK and its fetches (``sent``: when the fetch was sent)."""
+    """One offline terminal: its SDK and its fetches.
+
+    On its schedule means it sent a fetch less than a period ago: while that fetch is under
+    way it still holds, and scans with, the list before, as a real terminal does.
+    """
 
     name: str
     first_at: float
     sdk: OfflineVerifier | None = None
     last_sent: float = 0.0
+    """When it last sent a fetch, answered yet or not."""
     fetches: int = 0
     held: list[tuple[float, float, frozenset[str]]] = field(default_factory=list)
     """Each list it took: when its fetch was sent, when it was taken, the key ids in it."""
@@ -131,12 +136,18 @@ class _Terminal:
         """The key ids it held at ``t``, if it was on its schedule then (None otherwise)."""
         kids, sent = None, 0.0
         for fetch_sent, taken, held in self.held:
+            if fetch_sent <= t:
+                sent = fetch_sent
             if taken <= t:
-                kids, sent = held, fetch_sent
+                kids = held
         return kids if t - sent <= period_s else None
 
+    def taken_since(self, t: float) -> bool:
+        """Whether it holds a list whose fetch was sent at ``t`` or later."""
+        return bool(self.held) and self.held[-1][0] >= t
+
     def on_schedule(self, now: float, period_s: int) -> bool:
-        """Whether it holds lists fetched less than a period ago."""
+        """Whether it holds a list and sent a fetch less than a period ago."""
         return self.sdk is not None and now - self.last_sent <= period_s
 
 
@@ -209,7 +220,7 @@ class _Drill:
         next_at = terminal.first_at
         while not self.stop:
             await asyncio.sleep(max(0.0, next_at - time.time()))
-            sent = time.time()
+            sent = terminal.last_sent = time.time()
             try:
                 trust, revocations = await asyncio.gather(
                     self._get("/v1/trust/signed"), self._get("/v1/revocations/signed")
@@ -231,7 +242,6 @@ class _Drill:
                 self.tally.fetch_failures[f"no list ({type(exc).__name__})"] += 1
                 next_at = time.time() + 0.2
                 continue
-            terminal.last_sent = sent
             terminal.fetches += 1
             kids = frozenset(b64url_encode(key.kid) for key in terminal.sdk.cached.trust)
             terminal.held.append((sent, time.time(), kids))
@@ -427,7 +437,7 @@ class _Drill:
         assert new_kid not in kids_before
         await self.until(
             "every terminal fetching since the switch",
-            lambda: all(t.last_sent >= activates_at for t in self.terminals),
+            lambda: all(t.taken_since(activates_at) for t in self.terminals),
         )
         rotation["terminals_refreshed_s"] = self.tally.rel(time.time())
         # Whether each terminal that held a list at the switch knew the new key then: the
