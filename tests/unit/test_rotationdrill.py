@@ -7,12 +7,8 @@ from typing import Any
 import pytest
 
 from codeengine.ops.cli import _parser
-from codeengine.ops.rotationdrill import (
-    RotationDrillOptions,
-    _goals,
-    _Terminal,
-    run_rotation_drill,
-)
+from codeengine.ops.rotationdrill import RotationDrillOptions, _Terminal, run_rotation_drill
+from codeengine.ops.rotationreport import rotation_goals
 
 OLD, NEW = frozenset({"old"}), frozenset({"old", "new"})
 
@@ -57,7 +53,7 @@ def summary(**changes: Any) -> dict[str, Any]:
 
 
 def failed(s: dict[str, Any], back: bool = True) -> list[str]:
-    return [g["goal"] for g in _goals(s, RotationDrillOptions(back=back)) if not g["passed"]]
+    return [g["goal"] for g in rotation_goals(s, "SM2SM3", back) if not g["passed"]]
 
 
 def test_the_goals_pass_on_a_clean_rotation_there_and_back() -> None:
