@@ -13,6 +13,7 @@ from aiohttp import web
 from codeengine.code.errors import BadRequest, CodeEngineError
 from codeengine.code.keyvault import NONCE_BYTES, seal_keyring
 from codeengine.code.registry import DEFAULT_SUITE, DEFAULT_SUITES
+from codeengine.code.signedlist import ListKind, read_list
 from codeengine.code.suites import b64url_encode
 from codeengine.code.trustlist import TrustList
 from codeengine.metrics import SIGNED_LISTS
@@ -46,20 +47,32 @@ def publication_s(codes: CodeSettings) -> int:
     return 2 * math.ceil(codes.keyring_refresh_s) + 1
 
 
-async def _sign_lists_now(app: web.Application, now: int) -> None:
-    """Sign and store the lists at once rather than at the publisher's next round, so that
-    the lists every service serves hold the new key a round sooner. The publisher signs them
-    anyway if this fails (the store or the anchor unavailable)."""
+SIGN_NOW_TRIES = 3
+"""Rounds of signing after a rotation while another issuer's list (of the keyring before)
+takes the sequence number first."""
+
+
+async def _sign_lists_now(app: web.Application, now: int, trust: bytes) -> None:
+    """Sign and store the trust list holding ``trust`` before the rotation answers, rather
+    than at the publisher's next round. Another issuer's publisher may store a list of the
+    keyring before in between (its compare-and-set wins): then sign again. The publisher
+    signs it anyway if this fails (the store or the anchor unavailable)."""
     anchors = app[KEYS].anchors
     if anchors is None:
         return
-    try:
-        stored = await publish_at(app[STORE], anchors, now, app[SETTINGS].codes.signed_list_ttl_s)
-    except CodeEngineError as exc:
-        log.warning("signing the lists after a rotation failed: %s", exc.reason.value)
-        return
-    for signed in stored:
-        SIGNED_LISTS.labels(signed.kind.name.lower()).inc()
+    store = app[STORE]
+    for _ in range(SIGN_NOW_TRIES):
+        try:
+            for signed in await publish_at(
+                store, anchors, now, app[SETTINGS].codes.signed_list_ttl_s
+            ):
+                SIGNED_LISTS.labels(signed.kind.name.lower()).inc()
+            _, document = await store.get_signed_list(ListKind.TRUST)
+            if document is not None and read_list(document).content == trust:
+                return
+        except CodeEngineError as exc:
+            log.warning("signing the lists after a rotation failed: %s", exc.reason.value)
+            return
 
 
 async def rotate(request: web.Request) -> web.Response:
@@ -95,8 +108,9 @@ async def rotate(request: web.Request) -> web.Response:
     sealed = seal_keyring(rotated, version, state.kek, os.urandom(NONCE_BYTES))
     trust = TrustList.from_keyring(rotated).to_json().encode()
     await store.put_keyring(state.version, sealed.pack(), version, trust)
+    await _sign_lists_now(app, now, trust)
+    # Read back after the signing: this issuer serves the new signed list from its answer on.
     await refresh_keys(state, store, app[SETTINGS], signs=True)
-    await _sign_lists_now(app, now)
     new_key = rotated.next or rotated.current
     answer = {
         "kid": b64url_encode(new_key.kid),
