@@ -21,7 +21,7 @@ did not touch; latency percentiles; and a pass or fail for each goal.
 
 from __future__ import annotations
 
-__all__ = ["DRILLS", "DrillOptions", "goal", "goals_table", "run_drill"]
+__all__ = ["DRILLS", "DrillOptions", "DrillWorld", "goal", "goals_table", "run_drill"]
 
 import asyncio
 import contextlib
@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -236,11 +236,16 @@ class _Load:
             await asyncio.gather(*running)
 
 
-class _World:
-    """The drill's cluster and city processes, started and stopped for it alone."""
+class DrillWorld:
+    """A drill's cluster, keys and city processes, started and stopped for it alone.
 
-    def __init__(self, options: DrillOptions, work: Path) -> None:
-        self.options = options
+    ``settings_env`` adds settings (``CODES_DISPLAY_TTL_S``, ...; without the prefix) that
+    the processes and the drill share, so a drill can run with short lifetimes.
+    """
+
+    def __init__(
+        self, city: int, work: Path, settings_env: Mapping[str, str] | None = None
+    ) -> None:
         self.work = work
         # Persistent, as in production and `make run`: a master killed and started again by
         # its supervisor before the cluster failed it over must come back with its data, not
@@ -254,26 +259,31 @@ class _World:
             "KEYS_RECORD_MAC_FILE": str(work / "keys" / "record-mac.json"),
             "KEYS_AUDIT_MAC_FILE": str(work / "keys" / "audit-mac.json"),
             "KEYS_CHECKPOINT_KEY_FILE": str(work / "keys" / "checkpoint-ed25519.pem"),
+            # The drill's own anchor: its terminals are configured with it, and no drill signs
+            # lists with the anchor of the checkout's `make run`.
+            "KEYS_TRUST_ANCHOR_FILE": str(work / "keys" / "trust-anchor.json"),
             "KEYS_CREDENTIALS_FILE": str(work / "credentials.json"),
             "CODES_RULES_FILE": str(CONFIGS / "rules.toml"),
             "CODES_FUSION_FILE": str(CONFIGS / "fusion.toml"),
+            **(settings_env or {}),
         }
         self.env = {f"{ENV_PREFIX}{k}": v for k, v in env_settings.items()}
         self.env |= self.cluster.client_env()
         self.settings = load_settings(None, self.env)
-        self.city = on_free_ports(load_cities()[CityCode(options.city)])
+        self.city = on_free_ports(load_cities()[CityCode(city)])
         self.procs = CityProcesses(self.city, self._process_env(), work / "log")
 
     def _process_env(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         return base | self.env
 
-    def start(self) -> dict[str, dict[str, str]]:
+    def start(self, roles: Sequence[Role] = tuple(Role)) -> dict[str, dict[str, str]]:
+        """Start the cluster and ``roles``' endpoints; each scope's dev API headers."""
         self.cluster.start()
         credentials = ensure_dev_material(self.settings)
-        for role in Role:
+        for role in roles:
             self.procs.start(role)
-        for role in Role:
+        for role in roles:
             self.procs.wait_ready(role)
         document = json.loads(credentials.read_text())
         by_scope = {c["scopes"][0]: c["key"] for c in document["clients"]}
@@ -296,10 +306,10 @@ def _restore_s(options: DrillOptions) -> float:
     return options.restore_after_s
 
 
-Fault = Callable[[_World, DrillOptions, dict[str, Any]], Coroutine[Any, Any, None]]
+Fault = Callable[[DrillWorld, DrillOptions, dict[str, Any]], Coroutine[Any, Any, None]]
 
 
-async def _kill_primary(world: _World, options: DrillOptions, notes: dict[str, Any]) -> None:
+async def _kill_primary(world: DrillWorld, options: DrillOptions, notes: dict[str, Any]) -> None:
     world.procs.signal(Role.PRIMARY, signal.SIGKILL)
     notes["fault"] = "SIGKILL of the city's primary issuer and verifier"
     await asyncio.sleep(_restore_s(options))
@@ -308,7 +318,9 @@ async def _kill_primary(world: _World, options: DrillOptions, notes: dict[str, A
     notes["restored_at_s"] = options.fault_at_s + _restore_s(options)
 
 
-async def _kill_redis_master(world: _World, options: DrillOptions, notes: dict[str, Any]) -> None:
+async def _kill_redis_master(
+    world: DrillWorld, options: DrillOptions, notes: dict[str, Any]
+) -> None:
     port = int(notes["target_master"])
     world.cluster.signal(port, signal.SIGKILL)
     notes["fault"] = f"SIGKILL of Redis master :{port}"
@@ -317,7 +329,9 @@ async def _kill_redis_master(world: _World, options: DrillOptions, notes: dict[s
     notes["restored_at_s"] = options.fault_at_s + _restore_s(options)
 
 
-async def _pause_redis_master(world: _World, options: DrillOptions, notes: dict[str, Any]) -> None:
+async def _pause_redis_master(
+    world: DrillWorld, options: DrillOptions, notes: dict[str, Any]
+) -> None:
     port = int(notes["target_master"])
     world.cluster.signal(port, signal.SIGSTOP)
     notes["fault"] = f"SIGSTOP of Redis master :{port} for {options.pause_s:g} s"
@@ -328,7 +342,9 @@ async def _pause_redis_master(world: _World, options: DrillOptions, notes: dict[
     notes["restored_at_s"] = options.fault_at_s + options.pause_s
 
 
-async def _planned_failover(world: _World, options: DrillOptions, notes: dict[str, Any]) -> None:
+async def _planned_failover(
+    world: DrillWorld, options: DrillOptions, notes: dict[str, Any]
+) -> None:
     store = world.store()
     lease_ms = world.settings.fence.lease_ms
     hold_ms = int((_restore_s(options) + 30) * 1000)
@@ -377,7 +393,7 @@ async def _generate(load: _Load, count: int, shard_of: Callable[[str], int]) -> 
     return list(unique.values())
 
 
-async def _wait_for_primary(world: _World, options: DrillOptions) -> None:
+async def _wait_for_primary(world: DrillWorld, options: DrillOptions) -> None:
     """Wait (up to 30 s) until the city's writes are back on its primary (the switch log
     then holds the hand-back, which the report times)."""
     store = world.store()
@@ -404,7 +420,7 @@ async def _patiently(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _check_store(
-    world: _World, load: _Load, subjects: list[_Subject]
+    world: DrillWorld, load: _Load, subjects: list[_Subject]
 ) -> tuple[dict[str, Any], list[Switch]]:
     """Lost changes and fencing, read back from the store after the drill."""
     # The cluster may still be failing over when the load stops: wait until it is whole.
@@ -709,7 +725,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _run(name: str, options: DrillOptions, world: _World) -> dict[str, Any]:
+async def _run(name: str, options: DrillOptions, world: DrillWorld) -> dict[str, Any]:
     headers = await asyncio.to_thread(world.start)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -789,7 +805,7 @@ def run_drill(name: str, options: DrillOptions) -> tuple[dict[str, Any], Path]:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     options.out_dir.mkdir(parents=True, exist_ok=True)
     work = options.work_dir or Path(tempfile.mkdtemp(prefix=f"{name}-", dir=options.out_dir))
-    world = _World(options, work)
+    world = DrillWorld(options.city, work)
     try:
         summary = asyncio.run(_run(name, options, world))
     finally:

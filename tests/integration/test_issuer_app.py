@@ -12,12 +12,14 @@ import pytest
 from codeengine.code.identifiers import make_uscc
 from codeengine.code.model import Colour, SubjectId
 from codeengine.code.qr import QRFormat
+from codeengine.code.signedlist import ListKind, read_list
 from codeengine.code.suites import b64url_encode
 from codeengine.code.token import decode, verify_at
 from codeengine.code.trustlist import TrustList
 from codeengine.keyfiles import write_private
 from codeengine.settings import Settings
 from codeengine.web.runtime import STORE
+from issuer.signingkeys import publication_s
 from issuer.subjects import QR_CACHE
 from tests.integration.apps import Client, Clock, auth, generate, issuer, new_person_id
 
@@ -244,6 +246,43 @@ def test_rotation_keeps_old_and_new_codes_verifying(settings: Settings, run: Any
                 "/v1/keys/rotate", json={}, headers=auth(settings, "display")
             )
             assert denied.status == 403
+
+    run(scenario())
+
+
+def test_a_staged_key_is_in_the_signed_list_before_the_answer_and_signs_a_max_age_after_it(
+    settings: Settings, run: Any
+) -> None:
+    """A terminal that fetches the moment a rotation is answered, and then every max-age,
+    must hold the new key before it signs: the list holds it at the answer, and the key signs
+    a max-age after every service serves that list."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        admin = auth(settings, "admin")
+        async with issuer(settings, clock) as client:
+            body = {"alg": "SM2SM3", "activate_in_s": 60}
+            rotated = await client.post("/v1/keys/rotate", json=body, headers=admin)
+            assert rotated.status == 200, await rotated.text()
+            answer = await rotated.json()
+            try:
+                assert publication_s(settings.codes) == 3, "keyring_refresh_s 1: 2 x 1 + 1"
+                assert answer["activates_at"] == int(clock.now) + 60 + 3
+                assert answer["alg"] == "SM2SM3"
+                fetched = await client.get("/v1/trust/signed")
+                signed = read_list(await fetched.read())
+                assert signed.issued_at == int(clock.now)
+                listed = {b64url_encode(k.kid): k for k in TrustList.from_json(signed.content)}
+                assert listed[answer["kid"]].not_before == answer["activates_at"]
+                _, stored = await client.app[STORE].get_signed_list(ListKind.TRUST)
+                assert stored == signed.document, "what every service reads next"
+            finally:
+                # The session's services share the keyring: replace the staged key, as an
+                # emergency rotation does, so that no later test meets an SM2 key by surprise.
+                reset = await client.post(
+                    "/v1/keys/rotate", json={"activate_in_s": 0}, headers=admin
+                )
+                assert reset.status == 200, await reset.text()
 
     run(scenario())
 
