@@ -25,6 +25,7 @@ _PROGRAM = """
 import asyncio, json, sys
 from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
+from codeengine.code.macs import MACAlgorithm
 from codeengine.code.model import CodeKind, Colour, SubjectId
 from codeengine.code.status import SubjectRecord
 from codeengine.settings import load_settings
