@@ -161,62 +161,47 @@ async def _rows(call: Any, *args: Any) -> Any:
         raise StoreUnavailable("the records engine did not answer") from exc
 
 
-async def venue_scans(request: web.Request) -> web.Response:
-    """The scans at a venue in a window, by time; paginated."""
-    venue = _venue(request.match_info["venue"])
+def _scan(row: q.VenueScan | q.SubjectScan, place: str) -> dict[str, object]:
+    """One scan as a page shows it: ``place`` is the column the page is not of (a venue's
+    page names the subject, a subject's the venue)."""
+    return {
+        "at": row.at_ms,
+        place: row[1],
+        "terminal": row.terminal,
+        "city": row.city,
+        "result": row.reason,
+        "colour": row.colour or None,
+    }
+
+
+async def _scan_page(
+    request: web.Request, operation: str, of: str, value: str, query: Any, place: str
+) -> web.Response:
+    """A page of the scans of one venue or one subject (``of``), recorded as ``operation``."""
     window = _window(request)
     limit = _limit(request)
     after = _cursor(request, (int, str, str))
-    rows: list[q.VenueScan] = await _rows(
-        q.venue_scans, _engine(request), venue, *window, limit, after
-    )
+    rows = await _rows(query, _engine(request), value, *window, limit, after)
     body = {
-        "venue": venue,
+        of: value,
         "from": window[0],
         "to": window[1],
-        "scans": [
-            {
-                "at": r.at_ms,
-                "subject": r.subject,
-                "terminal": r.terminal,
-                "city": r.city,
-                "result": r.reason,
-                "colour": r.colour or None,
-            }
-            for r in rows
-        ],
+        "scans": [_scan(r, place) for r in rows],
         "next": _next(rows, limit, rows[-1][:3] if rows else ()),
     }
-    return await _answer(request, "venue_scans", venue, window, len(rows), body)
+    return await _answer(request, operation, value, window, len(rows), body)
+
+
+async def venue_scans(request: web.Request) -> web.Response:
+    """The scans at a venue in a window, by time; paginated."""
+    venue = _venue(request.match_info["venue"])
+    return await _scan_page(request, "venue_scans", "venue", venue, q.venue_scans, "subject")
 
 
 async def subject_scans(request: web.Request) -> web.Response:
     """A subject's scans (trajectory) in a window, by time; paginated."""
     subject = _subject(request)
-    window = _window(request)
-    limit = _limit(request)
-    after = _cursor(request, (int, str, str))
-    rows: list[q.SubjectScan] = await _rows(
-        q.subject_scans, _engine(request), subject, *window, limit, after
-    )
-    body = {
-        "subject": subject,
-        "from": window[0],
-        "to": window[1],
-        "scans": [
-            {
-                "at": r.at_ms,
-                "venue": r.venue,
-                "terminal": r.terminal,
-                "city": r.city,
-                "result": r.reason,
-                "colour": r.colour or None,
-            }
-            for r in rows
-        ],
-        "next": _next(rows, limit, rows[-1][:3] if rows else ()),
-    }
-    return await _answer(request, "subject_scans", subject, window, len(rows), body)
+    return await _scan_page(request, "subject_scans", "subject", subject, q.subject_scans, "venue")
 
 
 async def subject_changes(request: web.Request) -> web.Response:

@@ -33,7 +33,8 @@ __all__ = [
     "venue_scans",
 ]
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from codeengine.records.engine import RecordsEngine
 
@@ -98,6 +99,50 @@ _WINDOW = (
 )
 
 
+Sort = tuple[tuple[str, str, str], ...]
+"""A page's ordering: (column as sorted, as the cursor compares it, its ClickHouse type) each."""
+_SCANS_BY_VENUE: Sort = (
+    ("at", _MS, "Int64"), ("subject", "subject", "String"), ("terminal", "terminal", "String")
+)  # fmt: skip
+_SCANS_BY_SUBJECT: Sort = (
+    ("at", _MS, "Int64"), ("venue", "venue", "String"), ("terminal", "terminal", "String")
+)  # fmt: skip
+_CHANGES_BY_SUBJECT: Sort = (
+    ("at", _MS, "Int64"), ("version", "version", "UInt32"), ("op", "op", "String"),
+    ("op_id", "op_id", "String"),
+)  # fmt: skip
+
+
+def _page(
+    engine: RecordsEngine,
+    select: str,
+    table: str,
+    key: str,
+    value: str,
+    window: tuple[int, int],
+    sort: Sort,
+    limit: int,
+    after: tuple[object, ...] | None,
+) -> Sequence[Sequence[Any]]:
+    """The rows of ``table`` whose ``key`` column is ``value`` in the window, in ``sort``
+    order, at most ``limit``, from after the cursor ``after`` (the last row's sort values):
+    one range read of an ordering that starts with ``key``."""
+    parameters: dict[str, object] = {"value": value, "from_ms": window[0], "to_ms": window[1]}
+    cursor = ""
+    if after is not None:
+        names = [f"c{i}" for i in range(len(sort))]
+        compared = ", ".join(expression for _, expression, _ in sort)
+        bound = ", ".join(f"{{{n}:{t}}}" for n, (_, _, t) in zip(names, sort, strict=True))
+        cursor = f" AND ({compared}) > ({bound})"
+        parameters |= dict(zip(names, after, strict=True))
+    order = ", ".join(column for column, _, _ in sort)
+    return engine.rows(
+        f"SELECT {select} FROM {engine.database}.{table} "
+        f"WHERE {key} = {{value:String}} AND {_WINDOW}{cursor} ORDER BY {order} LIMIT {int(limit)}",
+        parameters,
+    )
+
+
 def venue_scans(
     engine: RecordsEngine,
     venue: str,
@@ -108,20 +153,9 @@ def venue_scans(
 ) -> list[VenueScan]:
     """A venue's scans in the window, by time (then subject, terminal); at most ``limit``,
     from after the cursor ``after`` (the last row's ``(at_ms, subject, terminal)``)."""
-    cursor = ""
-    parameters: dict[str, object] = {"venue": venue, "from_ms": from_ms, "to_ms": to_ms}
-    if after is not None:
-        cursor = (
-            f" AND ({_MS}, subject, terminal) > "
-            "({c_ms:Int64}, {c_subject:String}, {c_terminal:String})"
-        )
-        parameters |= {"c_ms": after[0], "c_subject": after[1], "c_terminal": after[2]}
-    rows = engine.rows(
-        f"SELECT {_MS}, subject, terminal, city, reason, colour "
-        f"FROM {engine.database}.scans WHERE venue = {{venue:String}} AND {_WINDOW}{cursor} "
-        f"ORDER BY at, subject, terminal LIMIT {int(limit)}",
-        parameters,
-    )
+    select = f"{_MS}, subject, terminal, city, reason, colour"
+    window = (from_ms, to_ms)
+    rows = _page(engine, select, "scans", "venue", venue, window, _SCANS_BY_VENUE, limit, after)
     return [VenueScan(*row) for row in rows]
 
 
@@ -135,19 +169,10 @@ def subject_scans(
 ) -> list[SubjectScan]:
     """A subject's scans (its trajectory) in the window, by time (then venue, terminal); at
     most ``limit``, from after the cursor (the last row's ``(at_ms, venue, terminal)``)."""
-    cursor = ""
-    parameters: dict[str, object] = {"subject": subject, "from_ms": from_ms, "to_ms": to_ms}
-    if after is not None:
-        cursor = (
-            f" AND ({_MS}, venue, terminal) > "
-            "({c_ms:Int64}, {c_venue:String}, {c_terminal:String})"
-        )
-        parameters |= {"c_ms": after[0], "c_venue": after[1], "c_terminal": after[2]}
-    rows = engine.rows(
-        f"SELECT {_MS}, venue, terminal, city, reason, colour "
-        f"FROM {engine.database}.scans WHERE subject = {{subject:String}} AND {_WINDOW}{cursor} "
-        f"ORDER BY at, venue, terminal LIMIT {int(limit)}",
-        parameters,
+    select = f"{_MS}, venue, terminal, city, reason, colour"
+    window = (from_ms, to_ms)
+    rows = _page(
+        engine, select, "scans", "subject", subject, window, _SCANS_BY_SUBJECT, limit, after
     )
     return [SubjectScan(*row) for row in rows]
 
@@ -235,18 +260,9 @@ def changes(
     """A subject's audited writes in the window, by time (then version, op, op_id); at most
     ``limit``, from after the cursor (the last row's ``(at_ms, version, op, op_id)``). The
     table is ordered by ``(subject, at)``: one range read."""
-    cursor = ""
-    parameters: dict[str, object] = {"subject": subject, "from_ms": from_ms, "to_ms": to_ms}
-    if after is not None:
-        cursor = (
-            f" AND ({_MS}, version, op, op_id) > "
-            "({c_ms:Int64}, {c_version:UInt32}, {c_op:String}, {c_op_id:String})"
-        )
-        parameters |= dict(zip(("c_ms", "c_version", "c_op", "c_op_id"), after, strict=True))
-    rows = engine.rows(
-        f"SELECT {_MS}, city, op, old_colour, new_colour, version, actor, reason, op_id "
-        f"FROM {engine.database}.changes WHERE subject = {{subject:String}} AND {_WINDOW}{cursor} "
-        f"ORDER BY at, version, op, op_id LIMIT {int(limit)}",
-        parameters,
+    select = f"{_MS}, city, op, old_colour, new_colour, version, actor, reason, op_id"
+    window = (from_ms, to_ms)
+    rows = _page(
+        engine, select, "changes", "subject", subject, window, _CHANGES_BY_SUBJECT, limit, after
     )
     return [Change(*row) for row in rows]

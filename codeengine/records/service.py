@@ -34,14 +34,13 @@ from codeengine.records.retention import keep_retention
 from codeengine.records.status import keep_status_published
 from codeengine.settings import Settings
 from codeengine.store.cluster import FastCluster
-from codeengine.store.security import load_security
 from codeengine.web.auth import CREDENTIALS, load_credentials
 from codeengine.web.health import HEALTH_ROUTES, READINESS_CHECKS, ReadinessCheck
 from codeengine.web.management import Management
 from codeengine.web.metrics import MetricsCache, RequestMetrics, render_metrics
 from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
 from codeengine.web.routes import Route
-from codeengine.web.runtime import CLOCK, SETTINGS, Clock
+from codeengine.web.runtime import CLOCK, SETTINGS, Clock, store_settings
 from codeengine.web.service import METRICS, add_routes
 
 FAILPOINT_ENV = "CODEENGINE_FAILPOINT"
@@ -96,23 +95,14 @@ def create_app(
 
 
 def _cluster(settings: Settings) -> FastCluster:
-    from codeengine.settings import parse_nodes
-
-    cluster = settings.cluster
-    security = load_security(
-        username=cluster.username,
-        password_file=cluster.password_file,
-        tls=cluster.tls,
-        ca_file=cluster.ca_file,
-        cert_file=cluster.cert_file,
-        key_file=cluster.key_file,
-        server_name=cluster.server_name,
-    )
+    """The records service's own client of the cluster: the services' settings (nodes, TLS,
+    its login), bulk deadlines (its reads and trims carry up to ``records.batch_max`` entries)."""
+    tuned = store_settings(settings)
     return FastCluster(
-        parse_nodes(cluster.nodes),
-        connect_timeout_s=cluster.read_deadline_ms / 1000,
-        deadline_s=cluster.write_deadline_ms / 1000,
-        security=security,
+        tuned.nodes,
+        connect_timeout_s=tuned.read_deadline_ms / 1000,
+        deadline_s=tuned.write_deadline_ms / 1000,
+        security=tuned.security,
     )
 
 
