@@ -16,11 +16,12 @@ BENCH_RECORDS_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-packages: ## Install redis-server, chromium, CJK fonts, promtool, openssl (and python3-venv) with apt if absent
+system-packages: ## Install redis-server, chromium, CJK fonts, promtool, openssl, wrk (and python3-venv) with apt if absent
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -66,9 +67,6 @@ bench: bootstrap ## Micro-benchmarks, timed for real
 	$(PY) -m pytest bench --benchmark-enable --benchmark-only -p no:randomly
 
 bench-http: bootstrap ## HTTP throughput under wrk beside the floors; JSON in bench/results/
-	@command -v wrk >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
 	$(PY) -m bench.http $(BENCH_HTTP_ARGS)
 
 bench-offline: bootstrap ## Offline verify rate beside the raw signature-verify rate
