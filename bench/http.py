@@ -2,6 +2,7 @@
 
     python -m bench.http [--duration S] [--warmup S] [--connections N] [--workers 1,2]
                          [--scenarios display,generate,generate-new] [--rounds R]
+                         [--profile NAME | --profiles international,national]
 
 Starts a throwaway Redis Cluster, the floors (``bench/floors.py``) and the issuer as real worker
 processes, drives each scenario with wrk, and reports requests/s, p50/p99 latency and server CPU
@@ -19,6 +20,11 @@ The cluster is secure, as everywhere by default (TLS, the services' ACL user). U
 run again right after their own run, against a second, plain cluster (no TLS, no login) with
 servers of its own, and the report gives each one's secure/plain ratio of requests/s
 (:func:`security_costs`): what TLS and ACL cost the services.
+
+With ``--profiles``, each cryptographic profile gets a cluster, keys and servers of its own,
+and every round measures the floors once, then each scenario in each profile in turn; the JSON
+keeps the first profile's figures where a one-profile file has them and each profile's under
+``profiles`` (:func:`profile_sections`), in ``profiles-latest.json``.
 """
 
 from __future__ import annotations
@@ -582,8 +588,8 @@ def format_report(rows: Sequence[Row], facts: Mapping[str, Any] | None = None) -
 
 
 def job_notes(job: WrkJob, stats: WrkStats) -> list[str]:
-    """What the run's counts say about the scenario: a list of distinct requests that ran out,
-    degraded verdicts that were not all of them."""
+    """What the run's counts say about the scenario: whether a list of distinct requests ran
+    out (its repeats were cached displays), and how many answers were degraded."""
     notes = []
     if job.distinct is not None and stats.requests > job.distinct:
         repeated = stats.requests - job.distinct
