@@ -133,7 +133,7 @@ def test_both_profiles_are_planned_under_each_assumption_from_one_run() -> None:
             "crypto_floor": {"suite": "S", "sign_per_s": 1000.0, "verify_per_s": 500.0},
         }
 
-    document = {
+    document: dict[str, Any] = {
         "machine": {"date": "2026-01-01", "git_commit": "abc"},
         "config": {"rounds": 3, "duration_s": 5, "scenarios": ["f", "s", "display"]},
         "profiles": {
