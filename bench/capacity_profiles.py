@@ -91,7 +91,10 @@ def profiles_tier(document: Mapping[str, Any], source: str) -> list[str]:
         if c
     ]
     if floors:
-        lines += ["", "On one core in the same run, " + "; ".join(floors) + "."]
+        lines += [
+            "",
+            "On one core, after the scenarios of the same run: " + "; ".join(floors) + ".",
+        ]
     lines += [
         "",
         "`display-refresh` is a subject's first display: it signs a code and stores it, the "
