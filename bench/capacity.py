@@ -18,7 +18,9 @@ with one replica. A backup pool large enough for the largest city's share lets a
 primary fail. Locust workers come from the per-core rate docs/performance.md gives.
 
 The records tier (cores and disk for 28 days of scans) comes from what ``python -m
-bench.records`` measured, in ``bench/results/records-latest.json``, when that file is there.
+bench.records`` measured, in ``bench/results/records-latest.json``, when that file is there;
+the cryptographic profiles' section from a run of both profiles,
+``bench/results/profiles-latest.json`` (``bench/capacity_profiles.py``), when that one is.
 """
 
 from __future__ import annotations
@@ -146,12 +148,14 @@ def largest_city_share() -> float:
     return max(residents) / sum(residents)
 
 
-def _load(name: str, rps: float, inputs: Inputs) -> Load:
+def _load(
+    name: str, rps: float, inputs: Inputs, measured_as: Mapping[str, str] = MEASURED_AS
+) -> Load:
     per_operation: dict[str, tuple[float, float, float]] = {}
     cores = {"issuer": 0.0, "verifier": 0.0}
     redis = 0.0
     for operation, share in MIX.items():
-        scenario = MEASURED_AS[operation]
+        scenario = measured_as[operation]
         op_rps = rps * share
         service = op_rps * inputs.server_us[scenario] / 1e6 / UTILISATION
         store = op_rps * inputs.store_us[scenario] / 1e6 / UTILISATION
@@ -175,13 +179,16 @@ def _load(name: str, rps: float, inputs: Inputs) -> Load:
     )
 
 
-def plan(inputs: Inputs, target_rps: float = TARGET_RPS) -> Plan:
-    """Size the fleet for ``target_rps`` in the daily mix and at the peak."""
-    mean = sum(share * inputs.server_us[MEASURED_AS[op]] for op, share in MIX.items())
+def plan(
+    inputs: Inputs, target_rps: float = TARGET_RPS, measured_as: Mapping[str, str] = MEASURED_AS
+) -> Plan:
+    """Size the fleet for ``target_rps`` in the daily mix and at the peak; ``measured_as``
+    names the scenario whose cost stands for each operation (e.g. a display that signs)."""
+    mean = sum(share * inputs.server_us[measured_as[op]] for op, share in MIX.items())
     return Plan(
         inputs=inputs,
-        daily=_load("daily mix", target_rps, inputs),
-        peak=_load(f"peak ({PEAK_FACTOR}x)", target_rps * PEAK_FACTOR, inputs),
+        daily=_load("daily mix", target_rps, inputs, measured_as),
+        peak=_load(f"peak ({PEAK_FACTOR}x)", target_rps * PEAK_FACTOR, inputs, measured_as),
         mean_server_us=mean,
         floor_us=inputs.server_us["framework-floor"],
     )
@@ -307,6 +314,8 @@ def render(result: Plan, command: str) -> str:
 
 
 DEFAULT_RECORDS = Path("bench/results/records-latest.json")
+DEFAULT_PROFILES = Path("bench/results/profiles-latest.json")
+"""A run of both cryptographic profiles (``python -m bench.http --profiles ...``)."""
 RETENTION_DAYS = 28
 """Days of scans the topic library keeps (``records.retention_days``)."""
 
@@ -367,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS)
+    parser.add_argument("--profiles", type=Path, default=DEFAULT_PROFILES)
     args = parser.parse_args(argv)
     results = args.results if args.results.is_absolute() else ROOT / args.results
     try:
@@ -384,6 +394,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"bench.capacity: cannot use {args.records}: {exc}", file=sys.stderr)
+            return 2
+    profiles = args.profiles if args.profiles.is_absolute() else ROOT / args.profiles
+    if profiles.exists():
+        # Imported here: the profiles' section builds on this module's plan.
+        from bench.capacity_profiles import profiles_tier
+
+        try:
+            page += "\n" + "\n".join(
+                profiles_tier(json.loads(profiles.read_text()), args.profiles.as_posix())
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"bench.capacity: cannot use {args.profiles}: {exc}", file=sys.stderr)
             return 2
     output = args.output if args.output.is_absolute() else ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)

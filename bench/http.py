@@ -2,6 +2,7 @@
 
     python -m bench.http [--duration S] [--warmup S] [--connections N] [--workers 1,2]
                          [--scenarios display,generate,generate-new] [--rounds R]
+                         [--profile NAME | --profiles international,national]
 
 Starts a throwaway Redis Cluster, the floors (``bench/floors.py``) and the issuer as real worker
 processes, drives each scenario with wrk, and reports requests/s, p50/p99 latency and server CPU
@@ -19,6 +20,11 @@ The cluster is secure, as everywhere by default (TLS, the services' ACL user). U
 run again right after their own run, against a second, plain cluster (no TLS, no login) with
 servers of its own, and the report gives each one's secure/plain ratio of requests/s
 (:func:`security_costs`): what TLS and ACL cost the services.
+
+With ``--profiles``, each cryptographic profile gets a cluster, keys and servers of its own,
+and every round measures the floors once, then each scenario in each profile in turn; the JSON
+keeps the first profile's figures where a one-profile file has them and each profile's under
+``profiles`` (:func:`profile_sections`), in ``profiles-latest.json``.
 """
 
 from __future__ import annotations
@@ -33,11 +39,16 @@ __all__ = [
     "ScaleOut",
     "SecurityCost",
     "WrkStats",
+    "figures",
+    "format_profiles",
     "format_report",
     "goals",
+    "job_notes",
     "main",
+    "parse_profiles",
     "parse_wrk",
     "plan_pinning",
+    "profile_sections",
     "scale_out",
     "security_costs",
     "stat_cpu_ticks",
@@ -69,7 +80,8 @@ from typing import Any
 import aiohttp
 
 from codeengine.code.identifiers import make_resident_id
-from codeengine.code.suites import DEFAULT_SUITE
+from codeengine.code.profile import ProfileName, profile_named
+from codeengine.code.suites import DEFAULT_SUITE, SigningSuite
 from codeengine.ops.devcluster import DevCluster, find_free_base_port
 from codeengine.ops.devsecrets import DEV_SCOPES, ensure_dev_material
 from codeengine.ops.harness import (
@@ -121,6 +133,7 @@ _PERCENTILE_RE = re.compile(rf"^\s*(50|75|90|99)(?:\.0+)?%\s+{_TIME}\s*$", re.M)
 _SOCKET_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _STATUS_RE = re.compile(r"^status (\d{3}): (\d+)$", re.M)
+_COUNT_RE = re.compile(r"^count ([a-z][a-z-]*): (\d+)$", re.M)
 
 
 def _seconds(value: str, unit: str) -> float:
@@ -147,6 +160,8 @@ class WrkStats:
     non_2xx: int = 0
     socket_errors: Mapping[str, int] = field(default_factory=dict)
     statuses: Mapping[int, int] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    """What a script counted in the answers (``count NAME: N`` lines), e.g. degraded verdicts."""
 
     @property
     def errors(self) -> int:
@@ -183,6 +198,7 @@ def parse_wrk(text: str) -> WrkStats:
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=socket_errors,
         statuses={int(m[1]): int(m[2]) for m in _STATUS_RE.finditer(text)},
+        counts={m[1]: int(m[2]) for m in _COUNT_RE.finditer(text)},
     )
 
 
@@ -571,6 +587,22 @@ def format_report(rows: Sequence[Row], facts: Mapping[str, Any] | None = None) -
     return "\n".join(parts)
 
 
+def job_notes(job: WrkJob, stats: WrkStats) -> list[str]:
+    """What the run's counts say about the scenario: whether a list of distinct requests ran
+    out (its repeats were cached displays), and how many answers were degraded."""
+    notes = []
+    if job.distinct is not None and stats.requests > job.distinct:
+        repeated = stats.requests - job.distinct
+        notes.append(
+            f"the list of {job.distinct:,} ran out: {repeated:,} of {stats.requests:,} requests "
+            "repeated one (a display of a code already signed)"
+        )
+    if "degraded" in stats.counts:
+        degraded = stats.counts["degraded"]
+        notes.append(f"{degraded:,} of {stats.requests:,} answers degraded")
+    return notes
+
+
 def status_note(statuses: Mapping[int, int]) -> str:
     """How the responses split by status, e.g. ``201: 9,800 (98.0%), 200: 200 (2.0%)``."""
     total = sum(statuses.values())
@@ -586,6 +618,18 @@ def fresh_resident_ids(region: str = "320104", first: date = date(1950, 1, 1)) -
         born = first + timedelta(days=day)
         for seq in range(1000):
             yield make_resident_id(region, born, seq)
+
+
+def parse_profiles(text: str) -> tuple[str, ...]:
+    """``"international,national"`` to the profiles' names, in order; each known, no repeats."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    known = [p.value for p in ProfileName]
+    unknown = [n for n in names if n not in known]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"--profiles {text!r}: distinct names from {', '.join(known)}"
+        )
+    return names
 
 
 def parse_workers(text: str) -> list[int]:
@@ -615,6 +659,14 @@ class Fixture:
     threads: int = 1
     issuer_url: str = ""
     """Where the issuer of this worker count listens (verify scenarios get their codes there)."""
+    profile: str = "international"
+    """The services' ``crypto.profile``: each profile has a cluster and a fixture of its own."""
+    cluster: DevCluster | None = None
+    """The store of this fixture's services: the degraded scenario makes it unreachable."""
+    load_s: int = 0
+    """Seconds of load a measurement gives (warm-up and run): what a fresh pool must cover."""
+    refresh_pool: list[str] = field(default_factory=list)
+    """Subjects never displayed yet, for display-refresh; each wrk job takes its share."""
     _files: Iterator[int] = field(default_factory=itertools.count)
 
     def data_file(self, name: str, lines: Sequence[str]) -> Path:
@@ -634,6 +686,8 @@ class WrkJob:
     scope: str | None = None
     extra_args: tuple[str, ...] = ()
     """Arguments for the Lua script after the data file and the thread count."""
+    distinct: int | None = None
+    """How many requests the job holds before it repeats one (None: repeats are expected)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,16 +755,110 @@ def _verify_batch_job(fixture: Fixture, seconds: int) -> WrkJob:
     return WrkJob("/", "verify.lua", data, "verify", extra_args=(str(VERIFY_BATCH),))
 
 
+REFRESH_PER_S = {"international": 8000, "national": 3000}
+"""Fresh subjects made per second of load for display-refresh, by profile: above what one
+worker signs and stores a second here (Ed25519 signs about 50,000/s, SM2 about 3,000/s). Past
+them the list wraps, those displays are cached, and a note says how many."""
+CREATE_CONCURRENCY = 32
+"""Generate calls in flight while the fixture makes the fresh subjects (set-up, unmeasured)."""
+CREATE_ATTEMPTS = 5
+
+
+def _prepare_display_refresh(fixture: Fixture, base_url: str) -> None:
+    # Subjects never displayed: each display signs a code and stores it, as a display past
+    # the half-life does (a first display and a refresh run the same path, successor_at and
+    # replace_display), so every request of the run pays a signature.
+    count = REFRESH_PER_S[fixture.profile] * max(1, fixture.load_s)
+    ids = list(itertools.islice(fixture.fresh, count))
+    key = fixture.keys["generate"]
+    made = asyncio.run(_create_subjects(base_url, key, ids, CREATE_CONCURRENCY))
+    fixture.refresh_pool = made
+
+
+def _display_refresh_job(fixture: Fixture, seconds: int) -> WrkJob:
+    take = REFRESH_PER_S[fixture.profile] * max(1, seconds)
+    subjects, fixture.refresh_pool = fixture.refresh_pool[:take], fixture.refresh_pool[take:]
+    if not subjects:
+        raise BenchError("display-refresh: no fresh subjects left (prepare makes them)")
+    paths = [f"/v1/subjects/{subject}/code" for subject in subjects]
+    data = fixture.data_file("display-refresh", paths)
+    return WrkJob("/", "display.lua", data, "display", distinct=len(paths))
+
+
+DEGRADED_MARGIN_S = 3
+"""The store stays paused this long past the warm-up and the run, for wrk's start and exit."""
+STORE_BACK_TIMEOUT_S = 60.0
+
+
+def _prepare_verify_degraded(fixture: Fixture, base_url: str) -> None:
+    _prepare_verify(fixture, base_url)
+    cluster = fixture.cluster
+    if cluster is None:
+        raise BenchError("verify-degraded needs the fixture's cluster")
+    # CLIENT PAUSE holds every client command of each primary back, the verifier's among
+    # them, while the cluster bus goes on: no failover starts, and the store is unreachable
+    # for as long as the pause lasts. The verifier's shard breakers open within the warm-up,
+    # so the run measures what it does then: the precheck and the signature, no store.
+    pause_ms = str((fixture.load_s + DEGRADED_MARGIN_S) * 1000)
+    for port in cluster.masters():
+        if cluster.command(port, "CLIENT", "PAUSE", pause_ms, "ALL").strip() != "OK":
+            raise BenchError(f"CLIENT PAUSE refused on port {port}")
+
+
+def _check_verify_degraded(fixture: Fixture, base_url: str) -> list[str]:
+    """Wait until the store answers again and a verify is live: the next scenario needs it."""
+    cluster = fixture.cluster
+    assert cluster is not None
+    # A PING waits behind the pause (each try up to its timeout) and answers once it ends.
+    ports = cluster.masters()
+    deadline = time.monotonic() + STORE_BACK_TIMEOUT_S
+    while not all(cluster.ping(port) for port in ports):
+        if time.monotonic() > deadline:
+            raise BenchError("the store did not come back after the degraded run")
+    cluster.wait_healthy()
+    token = fixture.tokens[0]
+    while asyncio.run(_verify_degraded(base_url, fixture.keys["verify"], token)):
+        if time.monotonic() > deadline:
+            raise BenchError("the verifier still answers degraded after the store came back")
+    return []
+
+
+async def _verify_degraded(base_url: str, key: str, token: str) -> bool:
+    """Whether the verifier answers this code degraded (or not at all) now."""
+    body = {"code": token, "terminal": "bench", "venue": "bench", "city": 320100}
+    headers = {"Authorization": f"Bearer {key}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(f"{base_url}/v1/verify", json=body) as response,
+    ):
+        if response.status != 200:
+            return True
+        return bool((await response.json())["degraded"])
+
+
+def _verify_degraded_job(fixture: Fixture, seconds: int) -> WrkJob:
+    data = fixture.data_file("verify-degraded", fixture.tokens)
+    return WrkJob("/", "verify.lua", data, "verify", extra_args=("1", "degraded"))
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario(FRAMEWORK, "framework", lambda f, s: WrkJob("/floor")),
         Scenario(STORE, "store", lambda f, s: WrkJob("/store-floor")),
         Scenario("display", "issuer", _display_job, _prepare_display, _check_display),
+        Scenario("display-refresh", "issuer", _display_refresh_job, _prepare_display_refresh),
         Scenario("generate", "issuer", _generate_repeat_job, _prepare_generate),
         Scenario("generate-new", "issuer", _generate_new_job, _prepare_generate),
         Scenario("verify", "verifier", _verify_job, _prepare_verify),
         Scenario("verify-batch", "verifier", _verify_batch_job, _prepare_verify),
+        Scenario(
+            "verify-degraded",
+            "verifier",
+            _verify_degraded_job,
+            _prepare_verify_degraded,
+            _check_verify_degraded,
+        ),
     )
 }
 DEFAULT_SCENARIOS = "display,generate,generate-new,verify,verify-batch"
@@ -852,17 +1000,26 @@ def _children_cpu_s() -> float:
 # --- The fixture's HTTP calls (set-up only, never measured). --------------------------------------
 
 
-async def _create_subjects(base_url: str, key: str, ids: Sequence[str]) -> list[str]:
-    limit = asyncio.Semaphore(16)
+async def _create_subjects(
+    base_url: str, key: str, ids: Sequence[str], concurrency: int = 16
+) -> list[str]:
+    limit = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(headers=headers) as session:
 
         async def one(identifier: str) -> str:
             body = {"kind": "person", "id": identifier, "city": 320100}
-            async with limit, session.post(f"{base_url}/v1/subjects", json=body) as response:
-                if response.status not in (200, 201):
-                    raise BenchError(f"generate answered {response.status}")
-                return str((await response.json())["subject"])
+            async with limit:
+                # A generate is idempotent: a 503 (a replica's acknowledgement late under the
+                # set-up's burst) is asked again, as a client would after its Retry-After.
+                for attempt in range(CREATE_ATTEMPTS):
+                    async with session.post(f"{base_url}/v1/subjects", json=body) as response:
+                        if response.status in (200, 201):
+                            return str((await response.json())["subject"])
+                        if response.status != 503 or attempt == CREATE_ATTEMPTS - 1:
+                            raise BenchError(f"generate answered {response.status}")
+                    await asyncio.sleep(0.1 * (attempt + 1))
+                raise AssertionError("unreachable")
 
         return list(await asyncio.gather(*(one(i) for i in ids)))
 
@@ -911,8 +1068,9 @@ class Options:
     """Whether to run ``bench/overload.py`` after the scenarios (scrapes and a crowd)."""
     plain: bool = True
     """Whether display and verify run again on a plain cluster, for the secure/plain ratio."""
-    profile: str = "international"
-    """The services' ``crypto.profile``: each run seeds fresh stores, so either profile fits."""
+    profiles: tuple[str, ...] = ("international",)
+    """The services' ``crypto.profile`` values: each profile gets a cluster, keys and servers
+    of its own (a store keeps the profile it was seeded in); the floors run once for all."""
 
 
 @dataclass
@@ -970,6 +1128,7 @@ def _measure(
         notes.append("responses " + status_note(stats.statuses))
     if scenario.name == "display" and opts.warmup_s + opts.duration_s > DISPLAY_HALF_LIFE_S - 5:
         notes.append("run longer than the codes' half-life: includes re-signing")
+    notes += job_notes(job, stats)
     cores = len(stack.pinning.server) if stack.pinning.server else len(os.sched_getaffinity(0))
     return Measurement(
         scenario=scenario.name,
@@ -1043,73 +1202,128 @@ class Twin:
     fixture: Fixture
 
 
+FLOOR_SERVERS = ("framework", "store")
+"""The floors' servers: they run once per worker count, whatever the profiles."""
+
+
 def _run_workers(
     workers: int,
-    cluster: DevCluster,
-    fixture: Fixture,
+    fixtures: Sequence[Fixture],
     opts: Options,
     log: Callable[[str], None],
     twin: Twin | None = None,
-) -> tuple[list[Measurement], Pinning]:
-    """Every scenario at one worker count, ``opts.rounds`` times; with a ``twin``, display
-    and verify each run again on the plain cluster right after their secure run, so that the
-    two share the machine's conditions as closely as runs can."""
+) -> tuple[dict[str, list[Measurement]], Pinning]:
+    """Every scenario at one worker count, ``opts.rounds`` times, in each profile's fixture
+    (the floors once, on the first one's cluster); with a ``twin``, display and verify each
+    run again on the plain cluster right after the first profile's secure run, so that the
+    two share the machine's conditions as closely as runs can.
+
+    Returns each profile's median rounds, the floors in every profile's list.
+    """
     cpus = sorted(os.sched_getaffinity(0))
     pinning = plan_pinning(cpus, workers)
-    _pin([proc.pid for proc in cluster.processes()], pinning.store, cpus)
     threads = max(1, min(len(pinning.load or cpus), opts.connections))
-    env = _service_env(cluster, fixture.workdir, workers, opts.fast_lane, opts.profile)
     needed = dict.fromkeys(s.server for s in opts.scenarios)
     if "verifier" in needed:
         # The verifier reads the trust list the issuer publishes, and verify runs need codes.
         needed["issuer"] = None
     # The issuer first: it seeds the keyring in the store that the others may read.
     order = sorted(needed, key=lambda name: name != "issuer")
-    groups = {name: ServerGroup(name, workers, env, fixture.workdir) for name in order}
-    stack = Stack(cluster, groups, pinning, threads)
+    first = fixtures[0]
+    stacks = {
+        f.profile: _stack(f, workers, order, f is first, pinning, threads, opts.fast_lane)
+        for f in fixtures
+    }
     twins = [s for s in opts.scenarios if s.name in GOAL_SCENARIOS] if twin else []
     twin_groups: dict[str, ServerGroup] = {}
     if twin is not None and twins:
         _pin([proc.pid for proc in twin.cluster.processes()], pinning.store, cpus)
-        twin_env = _service_env(
-            twin.cluster, fixture.workdir, workers, opts.fast_lane, opts.profile
-        )
+        twin_env = _service_env(twin.cluster, first.workdir, workers, opts.fast_lane, first.profile)
         twin_groups = {
             name: ServerGroup(name, workers, twin_env, twin.fixture.workdir)
             for name in order
             if name in ("issuer", "verifier")
         }
     log(f"{workers} worker(s): {pinning.note}")
-    rounds: dict[str, list[Measurement]] = {s.name: [] for s in opts.scenarios}
+    every = [g for stack in stacks.values() for g in stack.groups.values()]
+    every += twin_groups.values()
+    rounds: dict[tuple[str, str], list[Measurement]] = {}
+    tagged = len(fixtures) > 1
     try:
-        for group in [*groups.values(), *twin_groups.values()]:
+        for group in every:
             group.start(pinning.server)
-        for group in [*groups.values(), *twin_groups.values()]:
+        for group in every:
             group.wait_ready()
-        if "issuer" in groups:
-            fixture.issuer_url = groups["issuer"].url
-        if twin is not None and "issuer" in twin_groups:
-            twin.fixture.issuer_url = twin_groups["issuer"].url
+        pairs = [(f, stacks[f.profile].groups) for f in fixtures]
+        for fixture, groups in [*pairs, *([(twin.fixture, twin_groups)] if twin else [])]:
+            if "issuer" in groups:
+                fixture.issuer_url = groups["issuer"].url
         for number in range(opts.rounds):
             for scenario in opts.scenarios:
-                runs = [(scenario, stack, fixture)]
+                runs = [
+                    (fixture, scenario, stacks[fixture.profile])
+                    for fixture in (fixtures if scenario.server not in FLOOR_SERVERS else [first])
+                ]
                 if twin is not None and scenario in twins:
-                    plain = replace(scenario, name=scenario.name + PLAIN_SUFFIX)
-                    runs.append(
-                        (plain, Stack(twin.cluster, twin_groups, pinning, threads), twin.fixture)
-                    )
-                for measured, on, with_fixture in runs:
+                    runs.insert(1, _plain_run(scenario, twin, twin_groups, pinning, threads))
+                for with_fixture, measured, on in runs:
                     m = _measure(measured, workers, on, with_fixture, opts)
+                    where = f" [{with_fixture.profile}]" if tagged else ""
                     log(
-                        f"  {measured.name} (round {number + 1}): "
+                        f"  {measured.name}{where} (round {number + 1}): "
                         f"{m.wrk.requests_per_s:,.0f} req/s, p99 {m.wrk.p99_ms:.2f} ms, "
                         f"server {cpu_us_per_request(m.server_cpu_s, m.wrk.requests):.1f} µs/req"
                     )
-                    rounds.setdefault(measured.name, []).append(m)
+                    rounds.setdefault((with_fixture.profile, measured.name), []).append(m)
     finally:
-        for group in [*groups.values(), *twin_groups.values()]:
+        for group in every:
             group.stop()
-    return [median_round(found) for found in rounds.values()], pinning
+    return medians_by_profile([f.profile for f in fixtures], rounds), pinning
+
+
+def _plain_run(
+    scenario: Scenario,
+    twin: Twin,
+    groups: dict[str, ServerGroup],
+    pinning: Pinning,
+    threads: int,
+) -> tuple[Fixture, Scenario, Stack]:
+    """The scenario again on the plain cluster, under its ``-plain`` name."""
+    plain = replace(scenario, name=scenario.name + PLAIN_SUFFIX)
+    return twin.fixture, plain, Stack(twin.cluster, groups, pinning, threads)
+
+
+def _stack(
+    fixture: Fixture,
+    workers: int,
+    order: Sequence[str],
+    floors: bool,
+    pinning: Pinning,
+    threads: int,
+    lane: bool,
+) -> Stack:
+    """The server groups of one profile's fixture (the floors' only where ``floors``), its
+    cluster pinned to the store's cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    assert fixture.cluster is not None
+    _pin([proc.pid for proc in fixture.cluster.processes()], pinning.store, cpus)
+    env = _service_env(fixture.cluster, fixture.workdir, workers, lane, fixture.profile)
+    names = [n for n in order if floors or n not in FLOOR_SERVERS]
+    groups = {name: ServerGroup(name, workers, env, fixture.workdir) for name in names}
+    return Stack(fixture.cluster, groups, pinning, threads)
+
+
+def medians_by_profile(
+    profiles: Sequence[str], rounds: Mapping[tuple[str, str], Sequence[Measurement]]
+) -> dict[str, list[Measurement]]:
+    """Each profile's median rounds, in the order measured; the floors ran once, and every
+    profile's list carries them, so that each is complete on its own."""
+    found: dict[str, list[Measurement]] = {profile: [] for profile in profiles}
+    for (profile, name), measured_rounds in rounds.items():
+        median = median_round(measured_rounds)
+        for into in found.values() if name in (FRAMEWORK, STORE) else [found[profile]]:
+            into.append(median)
+    return found
 
 
 def _command_output(argv: Sequence[str]) -> str:
@@ -1151,7 +1365,8 @@ def machine_facts() -> dict[str, Any]:
 def build_document(
     facts: Mapping[str, Any], opts: Options, pinnings: Mapping[int, Pinning], rows: Sequence[Row]
 ) -> dict[str, Any]:
-    """The JSON document saved under ``bench/results/``."""
+    """The JSON document saved under ``bench/results/``: the first profile's rows at the top,
+    where one-profile readers find them."""
     return {
         "schema": SCHEMA,
         "machine": dict(facts),
@@ -1164,8 +1379,16 @@ def build_document(
             "plain_comparison": opts.plain,
             "workers": opts.workers,
             "scenarios": [s.name for s in opts.scenarios],
+            "profiles": list(opts.profiles),
             "pinning": {str(w): {**asdict(p), "note": p.note} for w, p in pinnings.items()},
         },
+        **figures(rows),
+    }
+
+
+def figures(rows: Sequence[Row]) -> dict[str, Any]:
+    """The rows and what follows from them, as a results document holds them."""
+    return {
         "results": [asdict(row) for row in rows],
         "goals": [{**asdict(goal), "text": goal.text} for goal in goals(rows)],
         "scale_out": [{**asdict(s), "efficiency": s.efficiency} for s in scale_out(rows)],
@@ -1176,14 +1399,55 @@ def build_document(
     }
 
 
+def profile_sections(
+    rows: Mapping[str, Sequence[Row]], crypto: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The ``profiles`` key of a run of several profiles: each profile's figures under its
+    name, shaped as a one-profile document's (the shared floors in each), with its crypto
+    floor, so that a reader of one profile reads it as it reads a whole file."""
+    return {name: {**figures(found), "crypto_floor": dict(crypto[name])}
+            for name, found in rows.items()}  # fmt: skip
+
+
+def format_profiles(rows: Mapping[str, Sequence[Row]]) -> str:
+    """The profiles side by side, one worker: each operation's requests/s and server CPU per
+    request in each, and the CPU ratio of every other profile to the first."""
+    names = list(rows)
+    by_profile = {n: {r.scenario: r for r in found if r.workers == 1} for n, found in rows.items()}
+    first = names[0]
+    header = "| operation | " + " | ".join(f"{n} req/s | {n} µs/req" for n in names)
+    header += "".join(f" | {n} ÷ {first} (CPU)" for n in names[1:]) + " |"
+    lines = [header, "|---|" + "---:|" * (2 * len(names) + len(names) - 1)]
+    for scenario, base in by_profile[first].items():
+        cells = []
+        for name in names:
+            row = by_profile[name].get(scenario)
+            cells += [_num(row.requests_per_s, 0), _num(row.server_cpu_us_per_request, 1)] if row \
+                else ["-", "-"]  # fmt: skip
+        for name in names[1:]:
+            row = by_profile[name].get(scenario)
+            ratio = _ratio(row.server_cpu_us_per_request, base.server_cpu_us_per_request) \
+                if row else None  # fmt: skip
+            cells.append(_num(ratio))
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+PROFILES_LATEST = "profiles-latest.json"
+"""Where a run of several profiles goes beside its timestamped file: ``latest.json``, which the
+capacity plan's tiers and the deployment's replica counts follow, stays a one-profile run."""
+
+
 def save(document: Mapping[str, Any], output_dir: Path) -> Path:
-    """Write the results as a timestamped file and as ``latest.json``; the timestamped path."""
+    """Write the results as a timestamped file and as ``latest.json`` (a run of several
+    profiles: ``http-profiles-*.json`` and ``profiles-latest.json``); the timestamped path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
-    path = output_dir / f"http-{stamp}.json"
+    several = "profiles" in document
+    path = output_dir / (f"http-profiles-{stamp}.json" if several else f"http-{stamp}.json")
     path.write_text(text)
-    (output_dir / "latest.json").write_text(text)
+    (output_dir / (PROFILES_LATEST if several else "latest.json")).write_text(text)
     return path
 
 
@@ -1235,15 +1499,26 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_false",
         help="skip the second, plain cluster (no TLS, no ACL) and the secure/plain ratios",
     )
+    choices = [p.value for p in ProfileName]
     parser.add_argument(
         "--profile",
-        choices=("international", "national"),
-        default="international",
+        choices=choices,
+        default=None,
         help="the services' crypto.profile (national: SM2 keys, HMAC-SM3, SM4-GCM)",
+    )
+    parser.add_argument(
+        "--profiles",
+        type=parse_profiles,
+        default=None,
+        help="several profiles in one run, e.g. international,national: each its own cluster "
+        "and servers, the floors once; JSON to profiles-latest.json",
     )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --rounds must be positive, --warmup not negative")
+    if args.profile is not None and args.profiles is not None:
+        parser.error("--profile and --profiles: give one of them")
+    profiles = args.profiles or (args.profile or ProfileName.INTERNATIONAL.value,)
     return Options(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -1255,43 +1530,58 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         fast_lane=args.fast_lane,
         overload=args.overload,
         plain=args.plain,
-        profile=args.profile,
+        profiles=profiles,
     )
 
 
-def run(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], dict[int, Pinning]]:
-    """Start the cluster, then each worker count's servers in turn; every measurement."""
+def run(
+    opts: Options, log: Callable[[str], None]
+) -> tuple[dict[str, list[Measurement]], dict[int, Pinning]]:
+    """Start a cluster per profile, then each worker count's servers in turn; every
+    measurement, by profile (the floors in each)."""
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise BenchError(
                 f"{tool} not found: `apt-get install -y {tool}` (make bench-http does)"
             )
-    measurements: list[Measurement] = []
+    measurements: dict[str, list[Measurement]] = {profile: [] for profile in opts.profiles}
     pinnings: dict[int, Pinning] = {}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        cluster = DevCluster(workdir / "cluster", find_free_base_port())
+        clusters: list[DevCluster] = []
+        fixtures: list[Fixture] = []
         plain: Twin | None = None
+        load_s = opts.warmup_s + opts.duration_s
         try:
-            cluster.start()
-            material_env = _service_env(cluster, workdir, 1, profile=opts.profile)
-            keys = _write_material(workdir, material_env)
-            fixture = Fixture(workdir, keys)
+            for profile in opts.profiles:
+                # One profile keeps the folder layout of a one-profile run.
+                home = workdir if len(opts.profiles) == 1 else workdir / profile
+                home.mkdir(exist_ok=True)
+                cluster = DevCluster(home / "cluster", find_free_base_port())
+                clusters.append(cluster)
+                cluster.start()
+                keys = _write_material(home, _service_env(cluster, home, 1, profile=profile))
+                fixtures.append(Fixture(home, keys, profile=profile, cluster=cluster,
+                                        load_s=load_s))  # fmt: skip
+            first = fixtures[0]
             if opts.plain and any(s.name in GOAL_SCENARIOS for s in opts.scenarios):
                 log("plain cluster (no TLS, no ACL) for the secure/plain ratios")
                 port = find_free_base_port()
                 plain_cluster = DevCluster(workdir / "cluster-plain", port, secure=False)
-                plain = Twin(plain_cluster, Fixture(workdir / "plain", keys))
+                clusters.append(plain_cluster)
+                twin_fixture = Fixture(workdir / "plain", first.keys, profile=first.profile,
+                                       cluster=plain_cluster, load_s=load_s)  # fmt: skip
+                plain = Twin(plain_cluster, twin_fixture)
                 plain.fixture.workdir.mkdir()
                 plain_cluster.start()
             for index, workers in enumerate(opts.workers):
                 twin = plain if index == 0 else None
-                found, pinnings[workers] = _run_workers(workers, cluster, fixture, opts, log, twin)
-                measurements += found
+                found, pinnings[workers] = _run_workers(workers, fixtures, opts, log, twin)
+                for profile, measured in found.items():
+                    measurements[profile] += measured
         finally:
-            cluster.stop()
-            if plain is not None:
-                plain.cluster.stop()
+            for cluster in clusters:
+                cluster.stop()
     return measurements, pinnings
 
 
@@ -1299,13 +1589,12 @@ CRYPTO_ROUNDS = 5
 CRYPTO_OPS = 1000
 
 
-def crypto_floor() -> dict[str, float]:
+def crypto_floor(suite: SigningSuite = DEFAULT_SUITE) -> dict[str, float]:
     """The signing suite's raw sign and verify rates on one core, best of a few rounds.
 
     Process CPU time, on a Sig_structure-sized message: what signing or checking one code costs
     before any engine code, beside which display's re-signing and offline verification stand.
     """
-    suite = DEFAULT_SUITE
     private = suite.generate(os.urandom)
     message = bytes(range(100))
     signature = private.sign(message)
@@ -1347,11 +1636,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench.http: {exc}", file=sys.stderr)
         return 2
-    rows = summarise(measurements)
+    by_profile = {name: summarise(found) for name, found in measurements.items()}
+    first = opts.profiles[0]
+    rows = by_profile[first]
     log("crypto floor")
-    crypto = crypto_floor()
+    cryptos = {name: crypto_floor(profile_named(name).suite) for name in opts.profiles}
+    crypto = cryptos[first]
     document = build_document(facts, opts, pinnings, rows)
     document["crypto_floor"] = crypto
+    if len(opts.profiles) > 1:
+        document["profiles"] = profile_sections(by_profile, cryptos)
     overload = None
     if opts.overload:
         # Imported here: bench.overload builds on this module.
@@ -1371,14 +1665,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         document["overload"] = overload
     path = save(json_safe(document), opts.output_dir)
     shown = {k: facts[k] for k in ("nproc", "cpu_model", "python", "aiohttp", "uvloop")}
-    print(format_report(rows, shown))
+    for name, found in by_profile.items():
+        if len(by_profile) > 1:
+            print(f"\n## Profile: {name}\n")
+        print(format_report(found, shown))
+        print(format_crypto(cryptos[name]))
+    if len(by_profile) > 1:
+        print(f"\n## The profiles side by side (one worker)\n\n{format_profiles(by_profile)}")
     lane = "on" if opts.fast_lane else "off (--no-fast-lane: aiohttp alone)"
     print(f"Services' fast lane for display and verify: {lane}")
-    print(format_crypto(crypto))
     if overload is not None:
         print(f"\nOverload (bench/overload.py, one verifier worker):\n{format_overload(overload)}")
     took = time.monotonic() - started
-    print(f"\nSaved {path} (and {path.parent / 'latest.json'}); took {took:.0f} s")
+    latest = PROFILES_LATEST if len(by_profile) > 1 else "latest.json"
+    print(f"\nSaved {path} (and {path.parent / latest}); took {took:.0f} s")
     return 0
 
 

@@ -402,3 +402,96 @@ def test_secure_vs_plain_pairs_each_scenario_with_its_twin_of_the_same_worker_co
     report = format_report(rows)
     assert "TLS + ACL (reported, not asserted): display secure/plain, 1 worker(s): 0.90" in report
     assert parse_args([]).plain and not parse_args(["--no-plain"]).plain
+
+
+# Several crypto profiles in one run ------------------------------------------------------------
+
+
+def test_profiles_parse_in_order_and_profile_stays_the_one_profile_flag() -> None:
+    from bench.http import parse_profiles
+
+    assert parse_args([]).profiles == ("international",)
+    assert parse_args(["--profile", "national"]).profiles == ("national",)
+    both = parse_args(["--profiles", "national,international"])
+    assert both.profiles == ("national", "international"), "the first is the one at the top"
+    for bad in ("", "international,international", "national,sm9"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_profiles(bad)
+    with pytest.raises(SystemExit):
+        parse_args(["--profile", "national", "--profiles", "international,national"])
+
+
+def test_each_profile_gets_its_median_rounds_and_the_floors_measured_once() -> None:
+    from bench.http import medians_by_profile
+
+    floor = [_m(FRAMEWORK, 10_000.0), _m(FRAMEWORK, 12_000.0), _m(FRAMEWORK, 11_000.0)]
+    rounds = {
+        ("international", FRAMEWORK): floor,
+        ("international", "display"): [_m("display", 8_000.0), _m("display", 7_000.0)],
+        ("national", "display"): [_m("display", 3_000.0)],
+    }
+    found = medians_by_profile(["international", "national"], rounds)
+    assert [m.scenario for m in found["international"]] == [FRAMEWORK, "display"]
+    assert [m.scenario for m in found["national"]] == [FRAMEWORK, "display"]
+    assert found["national"][0] is found["international"][0], "one floor for both"
+    assert found["national"][0].wrk.requests_per_s == pytest.approx(11_000.0)
+    assert found["international"][1].wrk.requests_per_s == pytest.approx(7_000.0)
+    assert found["national"][1].wrk.requests_per_s == pytest.approx(3_000.0)
+
+
+def test_a_two_profile_document_keeps_the_first_at_the_top_and_each_under_its_name() -> None:
+    from bench.capacity import Inputs
+    from bench.http import build_document, format_profiles, profile_sections
+
+    floors = [_m(FRAMEWORK, 10_000.0, server_cpu_s=4.0), _m(STORE, 9_000.0, server_cpu_s=4.0)]
+    costs = {"international": (8_000.0, 5.0), "national": (2_000.0, 8.0)}
+    rows = {
+        name: summarise(
+            [
+                *floors,
+                *(_m(s, rps, server_cpu_s=cpu) for s in ("display", "verify", "generate-new")),
+            ]
+        )
+        for name, (rps, cpu) in costs.items()
+    }
+    crypto = {
+        "international": {"suite": "EdDSA", "sign_per_s": 50_000.0, "verify_per_s": 18_000.0},
+        "national": {"suite": "SM2SM3", "sign_per_s": 4_000.0, "verify_per_s": 1_800.0},
+    }
+    opts = parse_args(["--profiles", "international,national", "--workers", "1"])
+    document = build_document({"date": "d"}, opts, {}, rows["international"])
+    document["profiles"] = profile_sections(rows, crypto)
+    assert document["config"]["profiles"] == ["international", "national"]
+    # Readers of a one-profile file (bench.capacity) find the first profile where they look.
+    assert document["results"] == document["profiles"]["international"]["results"]
+    national = document["profiles"]["national"]
+    assert national["crypto_floor"]["suite"] == "SM2SM3"
+    by_name = {r["scenario"]: r for r in national["results"]}
+    assert by_name[FRAMEWORK]["requests_per_s"] == pytest.approx(10_000.0), "the shared floor"
+    assert by_name["display"]["vs_framework_floor"] == pytest.approx(0.2)
+    inputs = Inputs.from_results({**document, **national}, "r.json")
+    assert inputs.server_us["display"] == pytest.approx(8.0 * 1e6 / 20_000)
+    table = format_profiles(rows).splitlines()
+    assert table[0].startswith("| operation | international req/s | international µs/req |")
+    assert table[0].endswith("| national ÷ international (CPU) |")
+    # display: 5 s of CPU over 80,000 requests against 8 s over 20,000: 62.5 against 400 µs.
+    assert "| display | 8,000 | 62.5 | 2,000 | 400.0 | 6.40 |" in table
+
+
+def test_job_notes_say_when_a_fresh_list_ran_out_and_how_many_answers_were_degraded() -> None:
+    from bench.http import WrkJob, job_notes
+
+    fresh = WrkJob("/", "display.lua", Path("paths.txt"), "display", distinct=1_000)
+    assert job_notes(fresh, _stats(50.0, requests=1_000)) == []
+    (note,) = job_notes(fresh, _stats(50.0, requests=1_250))
+    assert "the list of 1,000 ran out: 250 of 1,250 requests repeated one" in note
+    counted = replace(_stats(50.0, requests=700), counts={"degraded": 690})
+    plain = WrkJob("/", "verify.lua", Path("codes.txt"), "verify")
+    assert job_notes(plain, counted) == ["690 of 700 answers degraded"]
+
+
+def test_parse_wrk_reads_the_scripts_counts() -> None:
+    stats = parse_wrk(WRK_CLEAN + "status 200: 14656\ncount degraded: 14000\n")
+    assert stats.counts == {"degraded": 14_000}
+    assert stats.statuses == {200: 14_656}
+    assert parse_wrk(WRK_CLEAN).counts == {}

@@ -122,3 +122,44 @@ def test_the_records_tier_sizes_cores_and_disk_from_the_records_bench() -> None:
     assert "| records cores (ingest, 70% utilisation) | 2 | 4 |" in page
     assert "| disk for 28 days, one copy | 4.4 TB | 13.1 TB |" in page
     assert "217.7 billion" in page
+
+
+def test_both_profiles_are_planned_under_each_assumption_from_one_run() -> None:
+    from bench.capacity_profiles import profile_plans, profiles_tier
+
+    def section(**costs: tuple[float, float]) -> dict[str, Any]:
+        return {
+            "results": _document(**costs)["results"],
+            "crypto_floor": {"suite": "S", "sign_per_s": 1000.0, "verify_per_s": 500.0},
+        }
+
+    document: dict[str, Any] = {
+        "machine": {"date": "2026-01-01", "git_commit": "abc"},
+        "config": {"rounds": 3, "duration_s": 5, "scenarios": ["f", "s", "display"]},
+        "profiles": {
+            "international": section(display_refresh=(150.0, 10.0), verify_degraded=(140.0, 0.0)),
+            "national": section(display_refresh=(400.0, 10.0), verify_degraded=(700.0, 0.0)),
+        },
+    }
+    plans = profile_plans(document, "p.json")
+    cached = plans["national"]["displays cached, store up"].daily
+    # Cached displays and online verifies cost what the one-profile plan's inputs say.
+    assert cached.total_cores == plan(Inputs.from_results(_document(), "r")).daily.total_cores
+    signing = plans["national"]["every display signs"].daily
+    # display 100,000/s at 400 us instead of 100: 30 more issuer cores at 70 %.
+    assert signing.per_operation["display"][1] == pytest.approx(100_000 * 400 / 1e6 / UTILISATION)
+    degraded = plans["national"]["store down: every verify degraded"].daily
+    assert degraded.per_operation["verify"][1] == pytest.approx(90_000 * 700 / 1e6 / UTILISATION)
+    assert (
+        degraded.total_cores
+        > plans["international"]["store down: every verify degraded"].daily.total_cores
+    )
+    page = "\n".join(profiles_tier(document, "p.json"))
+    assert "| `display-refresh` | 150.0 | 400.0 | 2.67 |" in page
+    assert "| `verify-degraded` | 140.0 | 700.0 | 5.00 |" in page
+    assert f"| **displays cached, store up** | {cached.total_cores} (" in page
+    # Without the degraded scenario there is no plan that needs it, and the rest stay.
+    national = document["profiles"]["national"]
+    national["results"] = [r for r in national["results"] if r["scenario"] != "verify-degraded"]
+    thinner = profile_plans(document, "p.json")["national"]
+    assert "every display signs" in thinner and "both" not in thinner
