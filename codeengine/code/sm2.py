@@ -57,8 +57,8 @@ from codeengine.code.suites import (
     PublicKey,
     RandomSource,
     Verifier,
-    b64url_decode,
     b64url_encode,
+    jwk_member_bytes,
 )
 
 # The recommended curve y^2 = x^3 + ax + b over F_p (GB/T 32918.5), generator G of order n,
@@ -230,19 +230,6 @@ def _recover_public(backend: SM2Backend, secret: Secret) -> bytes:
     raise KeyringError("the SM2 backend's signatures do not reveal a public key")
 
 
-def _member_coordinate(jwk: Mapping[str, object], name: str) -> bytes:
-    value = jwk.get(name)
-    if not isinstance(value, str):
-        raise KeyringError(f"JWK member {name!r} must be a string")
-    try:
-        data = b64url_decode(value)
-    except ValueError as exc:
-        raise KeyringError(f"JWK member {name!r} is not unpadded base64url") from exc
-    if len(data) != _COORDINATE_BYTES:
-        raise KeyringError(f"JWK member {name!r} must encode {_COORDINATE_BYTES} bytes")
-    return data
-
-
 class SM2Suite:
     """SM2 with SM3, ID 1234567812345678, signature r||s (64 bytes): COSE -65537, JOSE SM2SM3.
 
@@ -312,7 +299,8 @@ class SM2Suite:
             raise KeyringError("JWK member 'kty' must be 'EC' for this algorithm")
         if jwk.get("crv") != self.JWK_CURVE:
             raise KeyringError(f"JWK member 'crv' must be {self.JWK_CURVE!r} for this algorithm")
-        data = _member_coordinate(jwk, "x") + _member_coordinate(jwk, "y")
+        x = jwk_member_bytes(jwk, "x", _COORDINATE_BYTES)
+        data = x + jwk_member_bytes(jwk, "y", _COORDINATE_BYTES)
         if not on_curve(data):
             raise KeyringError("JWK members 'x' and 'y' are not a point on the SM2 curve")
         return PublicKey(self, data)
@@ -324,7 +312,7 @@ class SM2Suite:
     def private_from_jwk(self, jwk: Mapping[str, object]) -> PrivateKey:
         """Read the scalar ``d`` and check it yields ``x`` and ``y``."""
         public = self.public_from_jwk(jwk)
-        key = self.from_scalar(_member_coordinate(jwk, "d"))
+        key = self.from_scalar(jwk_member_bytes(jwk, "d", _COORDINATE_BYTES))
         if key.public != public:
             raise KeyringError("JWK member 'd' does not belong to 'x' and 'y'")
         return key

@@ -25,6 +25,7 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "deterministic_random",
+    "jwk_member_bytes",
     "low_s",
 ]
 
@@ -176,7 +177,9 @@ def deterministic_random(seed: bytes) -> RandomSource:
     return take
 
 
-def _member_bytes(jwk: Mapping[str, object], name: str, size: int) -> bytes:
+def jwk_member_bytes(jwk: Mapping[str, object], name: str, size: int) -> bytes:
+    """A JWK member's bytes: an unpadded base64url string of exactly ``size`` bytes, else
+    KeyringError naming the member (every suite reads its key members so)."""
     value = jwk.get(name)
     if not isinstance(value, str):
         raise KeyringError(f"JWK member {name!r} must be a string")
@@ -257,7 +260,7 @@ class Ed25519Suite:
     def public_from_jwk(self, jwk: Mapping[str, object]) -> PublicKey:
         """Read ``kty``, ``crv`` and ``x``."""
         _check_members(jwk, "OKP", "Ed25519")
-        return PublicKey(self, _member_bytes(jwk, "x", self.KEY_BYTES))
+        return PublicKey(self, jwk_member_bytes(jwk, "x", self.KEY_BYTES))
 
     def private_to_jwk(self, key: PrivateKey) -> JWKMembers:
         """The public members plus the seed as ``d``."""
@@ -266,7 +269,7 @@ class Ed25519Suite:
     def private_from_jwk(self, jwk: Mapping[str, object]) -> PrivateKey:
         """Read the seed ``d`` and check it yields ``x``."""
         public = self.public_from_jwk(jwk)
-        key = self.from_seed(_member_bytes(jwk, "d", self.KEY_BYTES))
+        key = self.from_seed(jwk_member_bytes(jwk, "d", self.KEY_BYTES))
         if key.public != public:
             raise KeyringError("JWK member 'd' does not belong to 'x'")
         return key
@@ -396,8 +399,8 @@ class ES256Suite:
     def public_from_jwk(self, jwk: Mapping[str, object]) -> PublicKey:
         """Read ``kty``, ``crv``, ``x`` and ``y``, and check the point is on the curve."""
         _check_members(jwk, "EC", "P-256")
-        x = _member_bytes(jwk, "x", self.COORDINATE_BYTES)
-        y = _member_bytes(jwk, "y", self.COORDINATE_BYTES)
+        x = jwk_member_bytes(jwk, "x", self.COORDINATE_BYTES)
+        y = jwk_member_bytes(jwk, "y", self.COORDINATE_BYTES)
         data = b"\x04" + x + y
         try:
             _p256_public(data)
@@ -412,7 +415,7 @@ class ES256Suite:
     def private_from_jwk(self, jwk: Mapping[str, object]) -> PrivateKey:
         """Read the scalar ``d`` and check it yields ``x`` and ``y``."""
         public = self.public_from_jwk(jwk)
-        key = self.from_scalar(_member_bytes(jwk, "d", self.COORDINATE_BYTES))
+        key = self.from_scalar(jwk_member_bytes(jwk, "d", self.COORDINATE_BYTES))
         if key.public != public:
             raise KeyringError("JWK member 'd' does not belong to 'x' and 'y'")
         return key
