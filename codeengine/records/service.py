@@ -149,12 +149,22 @@ async def serve_records(settings: Settings, cities: Sequence[int] | None = None)
             keep_status_published(engine, consumer, cluster, retention, time.time, stop)
         ),
     ]
+    ended: set[asyncio.Task[object]] = set()
     try:
-        await stop.wait()
+        stopping: asyncio.Task[object] = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        # A loop that ends before the stop (an error it does not take again) leaves a service
+        # that answers but stores nothing: it stops instead, and whatever runs it starts it again.
+        ended = {task for task in done if task is not stopping}
+        for task in ended:
+            failure = task.exception()
+            log.error("records: a background loop ended: %s", failure or "it returned")
+        stop.set()
+        await stopping
     finally:
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await management.stop()
         await runner.cleanup()
         await cluster.aclose()
         engine.close()
-    return 0
+    return 1 if ended else 0

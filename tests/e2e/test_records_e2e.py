@@ -91,9 +91,15 @@ def _get_text(url: str) -> tuple[int, str]:
 
 @contextmanager
 def records_service(
-    cluster: DevCluster, key_files: dict[str, str], folder: Path, **extra: str
+    cluster: DevCluster,
+    key_files: dict[str, str],
+    folder: Path,
+    *,
+    ready: bool = True,
+    **extra: str,
 ) -> Iterator[Records]:
-    """``codeengine serve records`` on fresh ports, its data in ``folder``; SIGTERM at the end."""
+    """``codeengine serve records`` on fresh ports, its data in ``folder``, ready unless told
+    otherwise (a process that is to end by itself); SIGTERM at the end."""
     port, management = free_port(), free_port()
     env = service_env(
         **cluster.client_settings("records"),
@@ -109,7 +115,7 @@ def records_service(
     group.add(spawn("records", argv, env, folder / "records.log"))
     started = Records(port, dev_keys(key_files), management, group)
     try:
-        if "CODEENGINE_FAILPOINT" not in extra:
+        if ready:
             wait_for(started.url + "/readyz", 200, HANG_GUARD_S)
         yield started
     finally:
@@ -137,9 +143,8 @@ def test_a_crash_between_insert_and_acknowledge_loses_and_doubles_nothing(
     scans = [ScanEntry(f"t{i % 4}", venue, CITY, at + i, f"s{i:015d}", "VALID", "green")
              for i in range(2_000)]  # fmt: skip
     asyncio.run(_write_scans(cluster, scans))
-    with records_service(
-        cluster, key_files, tmp_path, CODEENGINE_FAILPOINT="records.after_insert"
-    ) as first:
+    crash = {"CODEENGINE_FAILPOINT": "records.after_insert"}
+    with records_service(cluster, key_files, tmp_path, ready=False, **crash) as first:
         (code,) = [first.group.children[0].proc.wait(timeout=HANG_GUARD_S)]
     assert code == 137, first.group.log_text()
     with records_service(cluster, key_files, tmp_path) as second:
@@ -230,3 +235,18 @@ def _stored(records: Records, venue: str) -> int:
     answer = records.call("GET", path, scope="records:counts")
     assert answer.status == 200, answer.body
     return sum(row["scans"] for row in answer.json()["counts"])
+
+
+def test_a_records_service_whose_consumer_cannot_run_stops_rather_than_store_nothing(
+    cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
+) -> None:
+    # The services' user may not create a consumer group: the consumer's loop ends at once.
+    login = {
+        f"CODEENGINE_{k.upper()}": v
+        for k, v in cluster.client_settings("codeengine").items()
+        if k in {"cluster_username", "cluster_password_file"}
+    }
+    with records_service(cluster, key_files, tmp_path, ready=False, **login) as records:
+        code = records.group.children[0].proc.wait(timeout=HANG_GUARD_S)
+    assert code == 1, records.group.log_text()
+    assert "a background loop ended" in records.group.log_text()
