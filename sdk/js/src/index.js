@@ -4,7 +4,15 @@
 
 export { b45decode, b45encode } from './base45.js';
 export { b64urlDecode, b64urlEncode, fromHex, toHex } from './bytes.js';
-export { COLOURS, KINDS, MAX_TOKEN_CHARS, PREFIX, decode, decodeCose, sigStructure } from './code.js';
+export {
+  COLOURS,
+  KINDS,
+  MAX_TOKEN_CHARS,
+  PREFIX,
+  decode,
+  decodeCose,
+  sigStructure,
+} from './code.js';
 export { CodeEngineError, KeyringError, ListRefused, Reason, VerificationError } from './errors.js';
 export { DEFAULT_MAX_AGE_S, OfflineVerifier } from './offline.js';
 export { ListKind, checkNewer, readList, revocationsFromJson, verifyListAt } from './signedlist.js';
