@@ -76,14 +76,18 @@ def test_the_light_install_verifies_codes_without_a_server_library(tmp_path: Pat
     times: dict[str, float] = {}
     with timed(times, "build_wheel_s"):
         wheel = build_wheel(tmp_path)
+    # Without the test's PYTHONPATH: pip would take a checkout's metadata for an installed
+    # codeengine, and the SDK must run from the venv alone.
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     with timed(times, "venv_and_install_s"):
         python = fresh_venv(tmp_path / "venv")
         pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-        run_ok([*pip, "--no-deps", str(wheel)])
-        run_ok([*pip, *_terminal_requirements()])
+        run_ok([*pip, *_terminal_requirements()], env=env)
+        # In this order pip reports no missing requirement (docs/sdk.md).
+        installed_last = run_ok([*pip, "--no-deps", str(wheel)], env=env)
+        assert "which is not installed" not in installed_last.stderr
     elsewhere = tmp_path / "terminal"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
 
     # What the venv holds: the package, the extra and what they need; no server library.
     listing = (
