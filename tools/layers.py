@@ -23,7 +23,9 @@ client, is for where speed does not matter (test oracles, the store-client bench
 layer below ``ops`` may import it.
 
 The check is static: every ``import`` statement counts, inside functions and under
-``TYPE_CHECKING`` too, so a lazy import cannot hide a breach.
+``TYPE_CHECKING`` too, so a lazy import cannot hide a breach. A package's ``__init__`` runs
+before any module inside it, so it is held to the layer of every module below it too: that is
+what keeps ``import verifier.offline`` from loading the verifier service.
 """
 
 from __future__ import annotations
@@ -206,12 +208,52 @@ def breaches(root: Path) -> list[Breach]:
             other = layer_of(target)
             if other != layer and other not in ALLOWED[layer]:
                 found.append(Breach(module, target, line, f"layer {layer} may not import {other}"))
-    for module, path in sorted(_modules(root).items()):
+    modules = _modules(root)
+    for module, path in sorted(modules.items()):
         layer = layer_of(module)
         forbidden = FORBIDDEN.get(layer, frozenset())
         for name, line in _imports(path, module):
             if any(name == lib or name.startswith(lib + ".") for lib in forbidden):
                 found.append(Breach(module, name, line, f"layer {layer} may not import {name}"))
+    found += _ancestor_breaches(graph, modules)
+    return found
+
+
+def _ancestor_breaches(
+    graph: Mapping[str, Mapping[str, int]], modules: Mapping[str, Path]
+) -> list[Breach]:
+    """What the packages above a module import, held to the module's layer.
+
+    Importing ``verifier.offline`` runs ``verifier/__init__.py`` first: were that to import the
+    service, the terminal SDK would load the server's libraries although no module of its own
+    layer imports them.
+    """
+    found: list[Breach] = []
+    checked: set[tuple[str, str]] = set()
+    for module in sorted(modules):
+        layer = layer_of(module)
+        parts = module.split(".")
+        for ancestor in (".".join(parts[:n]) for n in range(1, len(parts))):
+            if (
+                ancestor not in modules
+                or layer_of(ancestor) == layer
+                or (ancestor, layer) in checked
+            ):
+                continue
+            checked.add((ancestor, layer))
+            why = f"importing a layer {layer} module runs it"
+            for target, line in sorted(graph[ancestor].items()):
+                other = layer_of(target)
+                if other != layer and other not in ALLOWED[layer]:
+                    found.append(
+                        Breach(ancestor, target, line, f"{why}; {layer} may not import {other}")
+                    )
+            forbidden = FORBIDDEN.get(layer, frozenset())
+            for name, line in _imports(modules[ancestor], ancestor):
+                if any(name == lib or name.startswith(lib + ".") for lib in forbidden):
+                    found.append(
+                        Breach(ancestor, name, line, f"{why}; {layer} may not import {name}")
+                    )
     return found
 
 

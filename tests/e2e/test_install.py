@@ -3,9 +3,8 @@ against the session's TLS + ACL cluster.
 
 ``codeengine serve --check`` passes; an issuer and a verifier started with the installed
 ``codeengine serve`` from a folder outside the checkout (so nothing can be found relative to
-it) generate a code and verify it. The wheel is built by pip with build isolation (setuptools
-from the index, through pip's cache), from a copy of the files the recipe names, so a file the
-build needs but the recipe forgets fails here. Each step's time goes to the test's output.
+it) generate a code and verify it. The wheel is built as tests/e2e/wheel.py says, so a file
+the build needs but the recipe forgets fails here. Each step's time goes to the test's output.
 """
 
 from __future__ import annotations
@@ -13,15 +12,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,23 +27,10 @@ from codeengine.code.identifiers import make_resident_id
 from codeengine.ops.devcluster import DevCluster
 from codeengine.ops.harness import Child, group, spawn, wait_ready
 from tests.e2e.helpers import dev_keys, free_port
+from tests.e2e.wheel import HANG_GUARD_S, build_wheel, fresh_venv, run_ok, timed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = (
-    "pyproject.toml",
-    "README.md",
-    "LICENSE",
-    "configs",
-    "codeengine",
-    "issuer",
-    "verifier",
-    "failover",
-)
-"""What the build reads: the recipe, its readme and licence, the packages, the shipped configs."""
-HANG_GUARD_S = 600.0
-"""Against a hang only: building and installing take a minute or two on 2 busy cores."""
 READY_GUARD_S = 60.0
 SHUTDOWN_TIMEOUT_S = 5
 # The test itself may run from another checkout's editable install: a child of the installed
@@ -57,47 +38,11 @@ SHUTDOWN_TIMEOUT_S = 5
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PROMETHEUS_MULTIPROC_DIR")
 
 
-def _run(
-    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to its end; it must succeed."""
-    done = subprocess.run(
-        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD_S, check=False
-    )
-    assert done.returncode == 0, (argv, done.stdout[-3000:], done.stderr[-3000:])
-    return done
-
-
-@contextmanager
-def _timed(times: dict[str, float], step: str) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    times[step] = round(time.monotonic() - started, 1)
-
-
-def _build_wheel(tmp_path: Path) -> Path:
-    source = tmp_path / "source"
-    source.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in RECIPE:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=ignore)
-        else:
-            shutil.copy2(path, source / name)
-    wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)])
-    [wheel] = wheels.glob("codeengine-*.whl")
-    return wheel
-
-
 def _install(tmp_path: Path, wheel: Path) -> Path:
-    """A fresh virtualenv (no pip of its own: this pip installs into it) with the wheel."""
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    python = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel)])
-    return venv
+    """A fresh virtualenv with the wheel and its dependencies."""
+    python = fresh_venv(tmp_path / "venv")
+    run_ok([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel)])
+    return python.parent.parent
 
 
 def _settings(cluster: DevCluster, key_files: dict[str, str], **extra: str) -> dict[str, str]:
@@ -132,9 +77,9 @@ def test_the_installed_wheel_serves_a_code_from_generate_to_verify(
     cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
 ) -> None:
     times: dict[str, float] = {}
-    with _timed(times, "build_wheel_s"):
-        wheel = _build_wheel(tmp_path)
-    with _timed(times, "venv_and_install_s"):
+    with timed(times, "build_wheel_s"):
+        wheel = build_wheel(tmp_path)
+    with timed(times, "venv_and_install_s"):
         venv = _install(tmp_path, wheel)
     bin_dir = venv / "bin"
     elsewhere = tmp_path / "run"
@@ -149,16 +94,16 @@ def test_the_installed_wheel_serves_a_code_from_generate_to_verify(
         "print(codeengine.__file__); print(shipped('rules.toml')); print(len(load_cities()));"
         "print(m.version('codeengine')); print(u.find_spec('redis') is None)"
     )
-    lines = _run([str(bin_dir / "python"), "-c", probe], env=env, cwd=elsewhere).stdout.split()
+    lines = run_ok([str(bin_dir / "python"), "-c", probe], env=env, cwd=elsewhere).stdout.split()
     site = str(venv / "lib")
     assert lines[0].startswith(site) and lines[1].startswith(site), lines
     assert lines[1].endswith("codeengine/defaults/rules.toml")
     assert lines[2:] == ["13", __version__, "True"]
-    version = _run([str(bin_dir / "codeengine"), "--version"], env=env, cwd=elsewhere)
+    version = run_ok([str(bin_dir / "codeengine"), "--version"], env=env, cwd=elsewhere)
     assert version.stdout.strip() == f"codeengine {__version__}"
 
-    with _timed(times, "check_s"):
-        checked = _run([str(bin_dir / "codeengine"), "serve", "--check"], env=env, cwd=elsewhere)
+    with timed(times, "check_s"):
+        checked = run_ok([str(bin_dir / "codeengine"), "serve", "--check"], env=env, cwd=elsewhere)
     assert checked.stdout.endswith("settings, secret files and cluster ok\n")
 
     ports = {name: free_port() for name in ("issuer", "verifier", "issuer_m", "verifier_m")}
@@ -177,7 +122,7 @@ def test_the_installed_wheel_serves_a_code_from_generate_to_verify(
     keys = dev_keys(key_files)
     with group(SHUTDOWN_TIMEOUT_S + 10) as started:
         serves: list[Child] = []
-        with _timed(times, "serve_ready_s"):
+        with timed(times, "serve_ready_s"):
             for service, url in (("issuer", issuer), ("verifier", verifier)):
                 argv = [str(bin_dir / "codeengine"), "serve", service]
                 log = tmp_path / f"{service}.log"

@@ -99,6 +99,25 @@ def test_the_terminal_sdk_may_keep_a_clock_but_not_a_server_library(tmp_path: Pa
     ]
 
 
+def test_a_package_init_above_the_terminal_sdk_is_held_to_its_layer(tmp_path: Path) -> None:
+    """``import verifier.offline`` runs ``verifier/__init__.py`` first: a service import there
+    loads the server into the SDK, although no module of the SDK imports it."""
+    root = _tree(
+        tmp_path,
+        {
+            "verifier/offline/__init__.py": "from verifier.offline import sdk\n",
+            "verifier/offline/sdk.py": "import time\n",
+            "verifier/app.py": "import aiohttp\n",
+        },
+    )
+    (root / "verifier" / "__init__.py").write_text(
+        '"""The service."""\nimport uvloop\nfrom verifier.app import create_app\n'
+    )
+    found = sorted((b.module, b.imported, b.line) for b in breaches(root))
+    # Once for the SDK's layer: the service itself may import both.
+    assert found == [("verifier", "uvloop", 2), ("verifier", "verifier.app", 3)]
+
+
 def test_a_circle_is_found_with_every_member(tmp_path: Path) -> None:
     # a -> b -> c -> a is one circle; d only leans on it from outside.
     chain = {"a": "from issuer import b", "b": "from issuer.c import x", "c": "import issuer.a"}

@@ -17,6 +17,7 @@ import pytest
 
 from codeengine import __version__
 from codeengine.ops.cli import main
+from tools.layers import SERVER_ONLY, import_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = ("codeengine", "issuer", "verifier", "failover")
@@ -83,24 +84,43 @@ def test_every_file_of_configs_is_package_data_of_the_wheel() -> None:
         assert any(fnmatch.fnmatch(relative.name, p) for p in patterns), (package, relative)
 
 
+def _third_party_of(path: Path) -> set[str]:
+    """The top-level modules outside the standard library and the project that one file
+    imports (imports inside functions count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            module = name.split(".")[0]
+            if module not in sys.stdlib_module_names and module not in PROJECT_PACKAGES:
+                found.add(module)
+    return found
+
+
 def _third_party_imports() -> dict[str, set[str]]:
     """Top-level modules outside the standard library and the project, and the files that
-    import them (imports inside functions count too)."""
+    import them."""
     found: dict[str, set[str]] = {}
     for top in PROJECT_PACKAGES:
         for path in (ROOT / top).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                for name in names:
-                    module = name.split(".")[0]
-                    if module in sys.stdlib_module_names or module in PROJECT_PACKAGES:
-                        continue
-                    found.setdefault(module, set()).add(str(path.relative_to(ROOT)))
+            for module in _third_party_of(path):
+                found.setdefault(module, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _specifiers(requirements: list[str]) -> dict[str, tuple[str, str]]:
+    """Name -> (version specifier, environment marker) of each requirement."""
+    found = {}
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        name = re.match(r"[A-Za-z0-9._-]+", spec)
+        assert name, requirement
+        found[_normal(name.group())] = (spec[name.end() :].strip(), marker.strip())
     return found
 
 
@@ -126,6 +146,68 @@ def test_runtime_dependencies_are_exactly_what_runtime_code_imports() -> None:
         "declared, not imported": declared - set(imported),
     }
     assert not declared & DEV_ONLY
+
+
+def _terminal_sdk_closure() -> set[Path]:
+    """The files that ``python -m verifier.offline`` can run: the SDK's modules, what they
+    import (lazily too), and every package ``__init__`` above each, which Python runs first."""
+    graph = import_graph(ROOT)
+    seen: set[str] = set()
+    todo = ["verifier.offline", "verifier.offline.__main__"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:n]) for n in range(1, len(parts))]
+        todo += list(graph[module])
+    files = set()
+    for module in seen:
+        path = ROOT.joinpath(*module.split("."))
+        files.add(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+    return files
+
+
+def test_the_terminal_extra_is_exactly_what_the_terminal_sdk_imports() -> None:
+    """The terminal extra is the light install (docs/sdk.md): with one library too few the
+    SDK fails to start on a terminal, with one too many a terminal carries a server library."""
+    project = _pyproject()["project"]
+    terminal = _specifiers(project["optional-dependencies"]["terminal"])
+    distributions = importlib.metadata.packages_distributions()
+    files = _terminal_sdk_closure()
+    assert ROOT / "verifier" / "__init__.py" in files
+    assert ROOT / "codeengine" / "code" / "sm2.py" in files
+    imported = {
+        _normal(distribution)
+        for path in files
+        for module in _third_party_of(path)
+        for distribution in distributions.get(module, [module])
+    }
+    assert imported == set(terminal)
+    server = {_normal(name) for name in SERVER_ONLY}
+    assert not set(terminal) & server
+    # Where the core also requires one, the extra asks for the same versions.
+    core = _specifiers(project["dependencies"])
+    for name, (spec, marker) in terminal.items():
+        assert marker == "", name
+        if name in core:
+            assert core[name][0] == spec, name
+
+
+def test_the_light_install_in_the_sdk_document_is_the_terminal_extra() -> None:
+    terminal = _pyproject()["project"]["optional-dependencies"]["terminal"]
+    lines = (ROOT / "docs" / "sdk.md").read_text().splitlines()
+    assert "pip install --no-deps codeengine" in lines
+    assert " ".join(["pip install", *(f'"{r}"' for r in terminal)]) in lines
+
+
+def test_uvloop_alone_is_left_out_on_windows() -> None:
+    """A Windows terminal installs the package; uvloop has no Windows build, and the services,
+    which alone import it, run on Linux and macOS."""
+    core = _specifiers(_pyproject()["project"]["dependencies"])
+    markers = {name: marker for name, (_, marker) in core.items() if marker}
+    assert markers == {"uvloop": "sys_platform != 'win32'"}
 
 
 def test_the_version_has_one_source_and_the_command_prints_it(

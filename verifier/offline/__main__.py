@@ -2,6 +2,7 @@
 
     python -m verifier.offline --trust trust.json [--revocations rev.json] CODE_TEXT
     python -m verifier.offline --trust trust.json --image code.png
+    python -m verifier.offline --trust trust.json --fetched-at 1800000000 --at 1800000060 CODE
     python -m verifier.offline --anchor trust-anchor.pub.json \
         --trust trust.cose --revocations revocations.cose CODE_TEXT
 
@@ -10,9 +11,16 @@ Prints the verdict as JSON; exits 0 for a valid code, 1 for a refused one, 2 for
 with it (repeat it during an anchor rotation), ``--trust`` and ``--revocations`` are the signed
 lists of ``GET /v1/trust/signed`` and ``GET /v1/revocations/signed``, as fetched, and a list
 that is unsigned, signed by another key, altered or expired is refused with its reason.
+``--at`` verifies as of another time than now: a scan rechecked afterwards, or a known-answer
+vector.
+
+It imports the pure layer alone (and the QR reader only for ``--image``), so it runs where
+none of the services' server libraries is installed (docs/sdk.md).
 """
 
 from __future__ import annotations
+
+__all__ = ["LIST_REFUSED_EXIT", "main", "read_qr"]
 
 import argparse
 import json
@@ -63,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="when the lists were fetched (epoch s; default: the trust file's mtime)",
     )
     parser.add_argument("--max-age", type=int, default=DEFAULT_MAX_AGE_S)
+    parser.add_argument(
+        "--at",
+        type=int,
+        default=None,
+        help="verify as of this time (epoch s; default: now), to recheck a scan afterwards",
+    )
     args = parser.parse_args(argv)
     if (args.code is None) == (args.image is None):
         parser.error("give the code text or --image, not both")
@@ -87,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyringError) as exc:
         print(f"verifier.offline: {exc}", file=sys.stderr)
         return 2
-    verifier = OfflineVerifier(cached, max_age_s=args.max_age, clock=time.time, anchors=anchors)
+    at = args.at
+    clock = time.time if at is None else lambda: float(at)
+    verifier = OfflineVerifier(cached, max_age_s=args.max_age, clock=clock, anchors=anchors)
     verdict = verifier.verify(text)
     print(json.dumps(verdict.to_json(), indent=2))
     return 0 if verdict.valid else 1
