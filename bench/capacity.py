@@ -386,26 +386,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench.capacity: cannot use {args.results}: {exc}", file=sys.stderr)
         return 2
     page = render(plan(inputs), "python -m bench.capacity")
-    records = args.records if args.records.is_absolute() else ROOT / args.records
-    if records.exists():
-        try:
-            page += "\n" + "\n".join(
-                records_tier(json.loads(records.read_text()), args.records.as_posix())
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"bench.capacity: cannot use {args.records}: {exc}", file=sys.stderr)
-            return 2
-    profiles = args.profiles if args.profiles.is_absolute() else ROOT / args.profiles
-    if profiles.exists():
-        # Imported here: the profiles' section builds on this module's plan.
-        from bench.capacity_profiles import profiles_tier
+    # Imported here: the profiles' section builds on this module's plan.
+    from bench.capacity_profiles import profiles_tier
 
+    for results, tier in ((args.records, records_tier), (args.profiles, profiles_tier)):
+        path = results if results.is_absolute() else ROOT / results
+        if not path.exists():
+            continue
         try:
-            page += "\n" + "\n".join(
-                profiles_tier(json.loads(profiles.read_text()), args.profiles.as_posix())
-            )
+            page += "\n" + "\n".join(tier(json.loads(path.read_text()), results.as_posix()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"bench.capacity: cannot use {args.profiles}: {exc}", file=sys.stderr)
+            print(f"bench.capacity: cannot use {results}: {exc}", file=sys.stderr)
             return 2
     output = args.output if args.output.is_absolute() else ROOT / args.output
     output.parent.mkdir(parents=True, exist_ok=True)

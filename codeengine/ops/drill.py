@@ -21,7 +21,7 @@ did not touch; latency percentiles; and a pass or fail for each goal.
 
 from __future__ import annotations
 
-__all__ = ["DRILLS", "DrillOptions", "DrillWorld", "goal", "goals_table", "run_drill"]
+__all__ = ["DRILLS", "DrillOptions", "DrillWorld", "Pacer", "goal", "goals_table", "run_drill"]
 
 import asyncio
 import contextlib
@@ -216,8 +216,7 @@ class _Load:
             finally:
                 idle.append(subject)
 
-        interval = 1 / rate
-        next_at = time.monotonic()
+        pacer = Pacer(rate)
         while not self.stop:
             if idle:
                 subject = idle.pop(rng.randrange(len(idle)))
@@ -226,14 +225,27 @@ class _Load:
                 task.add_done_callback(running.discard)
             else:
                 self.starved += 1
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -1.0:
-                next_at = time.monotonic()  # the generator itself fell behind: do not burst
+            await pacer.next()
         if running:
             await asyncio.gather(*running)
+
+
+class Pacer:
+    """An open loop's clock: ``next()`` returns at ``rate`` a second, on schedule whatever the
+    requests take; a generator that fell more than a second behind starts again from now
+    rather than bursting to catch up."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1 / rate
+        self.next_at = time.monotonic()
+
+    async def next(self) -> None:
+        self.next_at += self.interval
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -1.0:
+            self.next_at = time.monotonic()
 
 
 class DrillWorld:

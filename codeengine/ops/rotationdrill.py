@@ -51,7 +51,7 @@ from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import b64url_encode
 from codeengine.code.token import decode
 from codeengine.keyfiles import anchor_public_path
-from codeengine.ops.drill import DrillWorld
+from codeengine.ops.drill import DrillWorld, Pacer
 from codeengine.ops.rotationreport import FIRST_SUITE, render_markdown, rotation_goals
 from verifier.offline import CachedList, OfflineVerifier, load_anchors
 
@@ -370,8 +370,7 @@ class _Drill:
         """Open loop: a request every 1/rate s, at most ``IN_FLIGHT_MAX`` in flight."""
         rng = random.Random(22)
         running: set[asyncio.Task[None]] = set()
-        interval = 1 / self.options.rate
-        next_at = time.monotonic()
+        pacer = Pacer(self.options.rate)
         while not self.stop:
             if len(running) < IN_FLIGHT_MAX:
                 task = asyncio.create_task(self.step(rng, rng.choice(subjects)))
@@ -379,12 +378,7 @@ class _Drill:
                 task.add_done_callback(running.discard)
             else:
                 self.tally.not_sent += 1
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -1.0:
-                next_at = time.monotonic()  # the generator itself fell behind: do not burst
+            await pacer.next()
         if running:
             await asyncio.gather(*running)
 
