@@ -161,8 +161,8 @@ async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict
         subject = checked.claims.subject_id
         try:
             kind = int(checked.claims.kind)
-            record, shown = await app[STORE].display_state(subject, kind)
-            verdict = online_verdict_at(checked, text, record, shown, trust, now)
+            record, handed_out = await app[STORE].scan_state(subject, kind, text, now)
+            verdict = online_verdict_at(checked, text, record, handed_out, trust, now)
         except StoreUnavailable:
             grey = settings.verifier.degraded_colour == "grey"
             verdict = degraded_verdict_at(checked, trust, now, grey=grey)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, NamedTuple
 
-from codeengine.code.display import DisplayedCode
 from codeengine.code.errors import (
     Expired,
     NotYetValid,
@@ -161,16 +160,21 @@ def online_verdict_at(
     decoded: DecodedCode,
     text: str,
     record: SubjectRecord | None,
-    shown: DisplayedCode | None,
+    handed_out: bool,
     trust: TrustList,
     now: int,
 ) -> Verdict:
-    """The verdict once the store answered: the live colour of a code the issuer handed out."""
+    """The verdict once the store answered: the subject's live colour.
+
+    ``handed_out`` says that ``text`` is, to the letter, a display token the store holds for
+    the subject (``DisplayedCode.accepts_at``): the issuer signed it, so its signature need
+    not be checked again. Any other code stands on its signature.
+    """
     claims = decoded.claims
     if record is None:
         unknown = VerificationError("unknown subject", reason=Reason.UNKNOWN_SUBJECT)
         return refusal(unknown, now, claims)
-    if shown is None or not shown.accepts_at(text, now):
+    if not handed_out:
         try:
             check_signature_at(decoded, trust, now)
         except VerificationError as exc:

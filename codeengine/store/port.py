@@ -73,6 +73,13 @@ class Store(Protocol):
     ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
         """The subject's record and current display token of ``kind``, in one round trip."""
 
+    async def scan_state(
+        self, subject: SubjectId, kind: int | None, token: str, now: int
+    ) -> tuple[SubjectRecord | None, bool]:
+        """The subject's record, and whether ``token`` is a display token of ``kind`` the
+        issuer handed out (current, or the previous one until it expires), in one round trip.
+        """
+
     async def replace_display(
         self,
         subject: SubjectId,

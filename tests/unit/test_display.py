@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codeengine.code.display import (
     DisplayedCode,
+    body_accepts_at,
     claims_for_at,
     is_current_at,
     refresh_at,
@@ -106,3 +109,44 @@ def test_pack_round_trip_and_corrupt_values() -> None:
     for raw in (b"", b"\x81\xa1t\x01", b"\xc1"):
         with pytest.raises(CodeEngineError):
             DisplayedCode.unpack(raw)
+
+
+_TOKEN_TEXT = st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:", max_size=400)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    current=_TOKEN_TEXT,
+    previous=st.none() | _TOKEN_TEXT,
+    scanned=_TOKEN_TEXT,
+    edit=st.sampled_from(["none", "current", "previous", "prefix", "longer", "changed"]),
+    late=st.integers(min_value=-5, max_value=5),
+    kid=st.binary(max_size=8),
+)
+def test_body_accepts_at_answers_as_the_unpacked_token(
+    current: str, previous: str | None, scanned: str, edit: str, late: int, kid: bytes
+) -> None:
+    """The verifier's reading of a stored body agrees with unpacking it, for every token
+    length (msgpack's three string heads) and near misses of the current token."""
+    token = "CE1:" + current
+    digest, previous_exp = (b"", 0) if previous is None else (token_digest("CE1:" + previous), NOW)
+    shown = DisplayedCode(token, b"\x01" * 6, NOW - 60, NOW + 60, Colour.GREEN, 7, digest,
+                          previous_exp, kid)  # fmt: skip
+    text = {
+        "none": "CE1:" + scanned,
+        "current": token,
+        "previous": "CE1:" + (previous or ""),
+        "prefix": token[:-1],
+        "longer": token + "A",
+        "changed": token[:-1] + ("B" if token.endswith("A") else "A"),
+    }[edit]
+    now = NOW + late
+    body = shown.pack()
+    assert body_accepts_at(body, text, now) == shown.accepts_at(text, now)
+    if edit == "current":
+        assert body_accepts_at(body, text, now)
+
+
+def test_body_accepts_at_refuses_a_body_that_is_not_a_token() -> None:
+    with pytest.raises(CodeEngineError):
+        body_accepts_at(b"\x91\x01", "CE1:X", NOW)

@@ -72,7 +72,7 @@ def test_an_sm2_keyring_signs_codes_every_verdict_accepts() -> None:
     record = SubjectRecord(SubjectId(b64url_encode(SUBJECT)), CodeKind.HEALTH, 320100,
                            Colour.YELLOW, 9, NOW - 10)  # fmt: skip
     # Online with no displayed code held: the signature decides, the live colour answers.
-    online = online_verdict_at(decoded, token, record, None, trust, NOW)
+    online = online_verdict_at(decoded, token, record, False, trust, NOW)
     assert (online.valid, online.colour) == (True, Colour.YELLOW)
     degraded = degraded_verdict_at(decoded, trust, NOW, grey=False)
     assert (degraded.valid, degraded.degraded, degraded.colour) == (True, True, Colour.GREEN)

@@ -11,7 +11,7 @@ __all__ = ["DisplayAdapter"]
 
 import time
 
-from codeengine.code.display import DisplayedCode
+from codeengine.code.display import DisplayedCode, body_accepts_at
 from codeengine.code.errors import RecordTampered
 from codeengine.code.model import SubjectId
 from codeengine.code.seal import open_sealed, seal, token_context
@@ -39,6 +39,25 @@ class DisplayAdapter(SealedAdapter):
         self, subject: SubjectId, kind: int | None = None
     ) -> tuple[SubjectRecord | None, DisplayedCode | None]:
         """The subject's record and current display token of ``kind`` (one MGET, one slot)."""
+        record_raw, token_raw = await self._read_display(subject, kind)
+        record = None if record_raw is None else self.open_record(subject, record_raw)
+        shown = None if token_raw is None else self._open_token(subject, kind, token_raw)
+        return record, shown
+
+    async def scan_state(
+        self, subject: SubjectId, kind: int | None, token: str, now: int
+    ) -> tuple[SubjectRecord | None, bool]:
+        """The subject's record, and whether ``token`` is a display token of ``kind`` the
+        issuer handed out (current, or the previous one until it expires): one MGET."""
+        record_raw, token_raw = await self._read_display(subject, kind)
+        record = None if record_raw is None else self.open_record(subject, record_raw)
+        if token_raw is None:
+            return record, False
+        return record, body_accepts_at(self._open_token_body(subject, kind, token_raw), token, now)
+
+    async def _read_display(
+        self, subject: SubjectId, kind: int | None
+    ) -> tuple[bytes | None, bytes | None]:
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -50,17 +69,17 @@ class DisplayAdapter(SealedAdapter):
             outcome = "ok"
         finally:
             self._display_read[outcome].observe(time.perf_counter() - started)
-        record = None if record_raw is None else self.open_record(subject, record_raw)
-        shown = None if token_raw is None else self._open_token(subject, kind, token_raw)
-        return record, shown
+        return record_raw, token_raw
 
     def _open_token(self, subject: SubjectId, kind: int | None, raw: bytes) -> DisplayedCode:
+        return DisplayedCode.unpack(self._open_token_body(subject, kind, raw))
+
+    def _open_token_body(self, subject: SubjectId, kind: int | None, raw: bytes) -> bytes:
         try:
-            body = open_sealed(self._record_keys(), token_context(subject, kind), raw)
+            return open_sealed(self._record_keys(), token_context(subject, kind), raw)
         except RecordTampered:
             self.report_tampered(subject, "token")
             raise
-        return DisplayedCode.unpack(body)
 
     async def replace_display(
         self,
