@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["CachedList", "OfflineVerifier", "load_anchors"]
+__all__ = ["CachedList", "OfflineVerifier", "load_anchors", "load_foreign_trust"]
 
 import json
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from codeengine.code.credential import ColourPolicy, CredentialVerdict
+from codeengine.code.dcc import DCCTrustList
 from codeengine.code.errors import KeyringError, ListRefused, Reason
+from codeengine.code.foreign import ForeignTrust, credential_verdict_at
+from codeengine.code.shc import SHCTrustList
 from codeengine.code.signedlist import (
     ListKind,
     SignedList,
@@ -25,6 +30,26 @@ from codeengine.code.verification import Revocations, Verdict, offline_verdict_a
 
 DEFAULT_MAX_AGE_S = 24 * 3600
 """How long a terminal may go on trusting a list fetched while it was online."""
+
+
+def load_foreign_trust(
+    policy: str,
+    *,
+    dcc_trust: str | bytes | None = None,
+    shc_trust: str | bytes | None = None,
+) -> ForeignTrust:
+    """What a terminal needs to verify EU DCCs and SMART Health Cards too: the colour policy
+    (the text of a ``credentials.toml``) and the trust lists ops publish for each format
+    (docs/formats.md); KeyringError or ValueError naming what is wrong."""
+    try:
+        parsed = tomllib.loads(policy)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"credential policy: {exc}") from None
+    return ForeignTrust(
+        ColourPolicy.from_document(parsed),
+        DCCTrustList.from_json(dcc_trust) if dcc_trust is not None else DCCTrustList.of(()),
+        SHCTrustList.from_json(shc_trust) if shc_trust is not None else SHCTrustList.of(()),
+    )
 
 
 def load_anchors(documents: Iterable[str | bytes]) -> TrustList:
@@ -148,8 +173,10 @@ class OfflineVerifier:
         skew_s: int = DEFAULT_SKEW_S,
         clock: Callable[[], float] = time.time,
         anchors: TrustList | None = None,
+        foreign: ForeignTrust | None = None,
     ) -> None:
         self._anchors = anchors
+        self._foreign = foreign
         self._max_age_s = max_age_s
         self._skew_s = skew_s
         self._clock = clock
@@ -226,9 +253,17 @@ class OfflineVerifier:
         """Whether the cached list is past its maximum age or its signed expiry."""
         return int(self._clock()) > self._valid_until
 
-    def verify(self, text: str) -> Verdict:
-        """The verdict for a scanned text (a scanner's trailing CR/LF is ignored)."""
+    def verify(self, text: str) -> Verdict | CredentialVerdict:
+        """The verdict for a scanned text (a scanner's trailing CR/LF is ignored).
+
+        Given ``foreign``, an ``HC1:`` or ``shc:/`` text is verified against its own trust list
+        and answered with the format named; the engine's list ageing does not apply to it.
+        """
         now = int(self._clock())
+        if self._foreign is not None:
+            credential = credential_verdict_at(text.rstrip("\r\n"), self._foreign, now)
+            if credential is not None:
+                return credential
         if now > self._valid_until:
             return Verdict(False, Reason.TRUST_LIST_STALE.value, now)
         cached = self._cached
