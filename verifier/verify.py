@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BATCH_ITEM_BYTES",
+    "FOREIGN",
     "FUSION",
     "SCAN_LOG",
     "VERIFY_ROUTES",
@@ -23,6 +24,7 @@ import msgpack
 import msgspec
 from aiohttp import web
 
+from codeengine.code.credential import CredentialVerdict
 from codeengine.code.errors import (
     BadRequest,
     InvalidIdentifier,
@@ -32,6 +34,7 @@ from codeengine.code.errors import (
     StoreUnavailable,
     VerificationError,
 )
+from codeengine.code.foreign import MAX_SCAN_CHARS, ForeignTrust, credential_verdict_at
 from codeengine.code.fusion import AliasType, Fusion, listed
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.code.pseudonym import subject_bytes
@@ -72,6 +75,7 @@ from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
 FUSION = web.AppKey("fusion", Fusion)
+FOREIGN = web.AppKey("foreign", ForeignTrust)
 _ALWAYS = ("valid", "reason")
 BATCH_ITEM_BYTES = 640
 """Body bytes allowed a code of a batch verify (a full item is about 600 bytes of JSON)."""
@@ -82,7 +86,14 @@ _SCANNER_TERMINATORS = "\r\n"
 # What the service accepts: one of the province's cities (others are 400 UNKNOWN_CITY).
 _CITY = {"enum": sorted(CITIES)}
 ITEM_FIELDS = {
-    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2, schema={"description": "The scanned text."}),
+    "code": Field(
+        str,
+        max_length=MAX_SCAN_CHARS + 2,
+        schema={
+            "description": "The scanned text: a code (`CE1:`), an alias credential, an EU DCC "
+            "(`HC1:`) or a SMART Health Card (`shc:/`, its chunks one per line)."
+        },
+    ),
     "terminal": Field(str, max_length=MAX_ID_CHARS, printable=True),
     "venue": Field(str, required=False, max_length=MAX_ID_CHARS, printable=True),
     "city": Field(int, schema={**_CITY, "description": "The terminal's six-digit city code."}),
@@ -92,7 +103,7 @@ ITEM_FIELDS = {
 class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     """One scan: a verify body, or an item of a batch (``ITEM_FIELDS``, as msgspec sees them)."""
 
-    code: Annotated[str, msgspec.Meta(max_length=MAX_TOKEN_CHARS + 2)]
+    code: Annotated[str, msgspec.Meta(max_length=MAX_SCAN_CHARS + 2)]
     terminal: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
     city: int
     venue: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""
@@ -132,7 +143,9 @@ def _check_city(city: int) -> None:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
 
 
-async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict:
+async def verify_one(
+    app: web.Application, item: ScanItem, mode: str
+) -> Verdict | CredentialVerdict:
     """Verify one scanned code and log the scan (without waiting for the log)."""
     settings = app[SETTINGS]
     state = app[KEYS]
@@ -140,6 +153,14 @@ async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict
     trust = state.require_trust()
     text = item.code.rstrip(_SCANNER_TERMINATORS)
     city = item.city
+    if not text.startswith(PREFIX) and (
+        credential := credential_verdict_at(text, app[FOREIGN], now)
+    ):
+        # Another issuer's credential: its own trust list and the venue's colour policy, no
+        # store; logged like any scan, with no subject.
+        _log_scan(app, item, credential, "")
+        _count(credential.reason, city, mode)
+        return credential
     if not text.startswith(PREFIX) and (alias := app[FUSION].resolve_prefix(text)) is not None:
         verdict = await _alias_verdict(app, alias[0], alias[1], now)
         _log_scan(app, item, verdict)
@@ -180,7 +201,10 @@ _new_scan = partial(tuple.__new__, ScanEntry)
 
 
 def _log_scan(
-    app: web.Application, item: ScanItem, verdict: Verdict, subject: str | None = None
+    app: web.Application,
+    item: ScanItem,
+    verdict: Verdict | CredentialVerdict,
+    subject: str | None = None,
 ) -> None:
     """Queue the scan's log entry; ``subject`` is the verdict's pseudonym when already known."""
     app[SCAN_LOG].add(
@@ -224,12 +248,14 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
 
 
 async def shown_to(
-    request: HotRequest, verdict: Verdict, with_licences: bool = True
+    request: HotRequest, verdict: Verdict | CredentialVerdict, with_licences: bool = True
 ) -> dict[str, object]:
     """The answer as the calling terminal's profile allows: fields, and licences if any."""
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
     full = verdict.to_json()
     answer = {k: v for k, v in full.items() if k in _ALWAYS or k in profile.fields}
+    if isinstance(verdict, CredentialVerdict):
+        return answer
     if with_licences and profile.licences and verdict.valid and verdict.subject_raw:
         subject = SubjectId(b64url_encode(verdict.subject_raw))
         entries = await request.app[STORE].licences(subject)
@@ -275,6 +301,8 @@ async def verify(request: HotRequest) -> JsonAnswer:
     _check_city(item.city)
     verdict = await verify_one(request.app, item, "online")
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
+    if isinstance(verdict, CredentialVerdict):
+        return JsonAnswer(json_text(await shown_to(request, verdict)))
     if profile.fields >= _CHOSEN_FIELDS and not profile.licences:
         return JsonAnswer(full_answer(verdict))
     return JsonAnswer(json_text(await shown_to(request, verdict)))

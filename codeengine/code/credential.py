@@ -87,6 +87,11 @@ class CredentialVerdict:
     credential: Credential | None = None
 
     @property
+    def subject(self) -> None:
+        """No pseudonym: a foreign credential names nobody the engine knows (for the scan log)."""
+        return None
+
+    @property
     def as_of(self) -> int | None:
         """When the credential was issued, once known."""
         return None if self.credential is None else self.credential.issued_at

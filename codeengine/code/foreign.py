@@ -8,9 +8,17 @@ by a verifier that reads no such format; one whose trust list is empty is ``UNKN
 
 from __future__ import annotations
 
-__all__ = ["ForeignTrust", "credential_format", "credential_verdict_at"]
+__all__ = [
+    "MAX_SCAN_CHARS",
+    "ForeignTrust",
+    "credential_format",
+    "credential_verdict_at",
+    "load_foreign_trust",
+]
 
+import tomllib
 from dataclasses import dataclass, field
+from typing import Final
 
 from codeengine.code import dcc, shc
 from codeengine.code.base45 import b45decode
@@ -24,6 +32,10 @@ from codeengine.code.credential import (
 )
 from codeengine.code.dccschema import check_schema
 from codeengine.code.errors import MalformedCode, Reason, VerificationError
+from codeengine.code.token import MAX_TOKEN_CHARS
+
+MAX_SCAN_CHARS: Final = max(MAX_TOKEN_CHARS, dcc.MAX_TEXT_CHARS, shc.MAX_TEXT_CHARS)
+"""The longest scanned text a verifier reads: a SMART Health Card's chunks, all together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +47,26 @@ class ForeignTrust:
     shc: shc.SHCTrustList = field(default_factory=lambda: shc.SHCTrustList.of(()))
     skew_s: int = 0
     """Clock skew allowed on the credentials' own dates (they count in days, not seconds)."""
+
+
+def load_foreign_trust(
+    policy: str,
+    *,
+    dcc_trust: str | bytes | None = None,
+    shc_trust: str | bytes | None = None,
+) -> ForeignTrust:
+    """What a verifier needs to read EU DCCs and SMART Health Cards: the colour policy (the
+    text of a ``credentials.toml``) and the trust list ops keep for each format (the documents
+    of docs/formats.md; None: trust nobody); KeyringError or ValueError naming the problem."""
+    try:
+        parsed = tomllib.loads(policy)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"credential policy: {exc}") from None
+    return ForeignTrust(
+        ColourPolicy.from_document(parsed),
+        dcc.DCCTrustList.from_json(dcc_trust) if dcc_trust is not None else dcc.DCCTrustList.of(()),
+        shc.SHCTrustList.from_json(shc_trust) if shc_trust is not None else shc.SHCTrustList.of(()),
+    )
 
 
 def credential_format(text: str) -> CredentialFormat | None:

@@ -6,16 +6,13 @@ __all__ = ["CachedList", "OfflineVerifier", "load_anchors", "load_foreign_trust"
 
 import json
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from codeengine.code.credential import ColourPolicy, CredentialVerdict
-from codeengine.code.dcc import DCCTrustList
+from codeengine.code.credential import CredentialVerdict
 from codeengine.code.errors import KeyringError, ListRefused, Reason
-from codeengine.code.foreign import ForeignTrust, credential_verdict_at
-from codeengine.code.shc import SHCTrustList
+from codeengine.code.foreign import ForeignTrust, credential_verdict_at, load_foreign_trust
 from codeengine.code.signedlist import (
     ListKind,
     SignedList,
@@ -30,26 +27,6 @@ from codeengine.code.verification import Revocations, Verdict, offline_verdict_a
 
 DEFAULT_MAX_AGE_S = 24 * 3600
 """How long a terminal may go on trusting a list fetched while it was online."""
-
-
-def load_foreign_trust(
-    policy: str,
-    *,
-    dcc_trust: str | bytes | None = None,
-    shc_trust: str | bytes | None = None,
-) -> ForeignTrust:
-    """What a terminal needs to verify EU DCCs and SMART Health Cards too: the colour policy
-    (the text of a ``credentials.toml``) and the trust lists ops publish for each format
-    (docs/formats.md); KeyringError or ValueError naming what is wrong."""
-    try:
-        parsed = tomllib.loads(policy)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"credential policy: {exc}") from None
-    return ForeignTrust(
-        ColourPolicy.from_document(parsed),
-        DCCTrustList.from_json(dcc_trust) if dcc_trust is not None else DCCTrustList.of(()),
-        SHCTrustList.from_json(shc_trust) if shc_trust is not None else SHCTrustList.of(()),
-    )
 
 
 def load_anchors(documents: Iterable[str | bytes]) -> TrustList:
