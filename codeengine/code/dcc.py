@@ -15,6 +15,7 @@ __all__ = [
     "DCC_TYPES",
     "MAX_COSE_BYTES",
     "MAX_TEXT_CHARS",
+    "MIN_RSA_BITS",
     "PREFIX",
     "DCCClaims",
     "DCCSign1",
@@ -68,6 +69,9 @@ PREFIX: Final = "HC1:"
 
 MAX_TEXT_CHARS: Final = 8192
 """Longer text is refused unread: the largest QR code holds 4,296 alphanumeric characters."""
+
+MIN_RSA_BITS: Final = 2048
+"""A smaller RSA signer key is refused when the trust list is read (hcert 3.2: 2048 or more)."""
 
 MAX_COSE_BYTES: Final = 65536
 """zlib output beyond this is refused, so a small compressed text cannot expand without bound."""
@@ -144,6 +148,10 @@ class DCCSigner:
             isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
         ):
             raise KeyringError("DCC trust list: a signer key must be P-256 or RSA")
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+            raise KeyringError(
+                f"DCC trust list: an RSA signer key has at least {MIN_RSA_BITS} bits"
+            )
         return cls(
             hashlib.sha256(der).digest()[:_KID_BYTES], certificate, _usage_types(certificate)
         )

@@ -204,6 +204,27 @@ def test_a_dcc_trust_list_refuses_what_is_not_a_certificate() -> None:
         DCCTrustList.from_json(json.dumps({"certificates": [base64.b64encode(b"x").decode()]}))
 
 
+def test_a_dcc_trust_list_refuses_an_rsa_key_below_2048_bits() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from codeengine.code.errors import KeyringError
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "DSC")])
+    moment = datetime(2021, 5, 1)
+    certificate = (
+        x509.CertificateBuilder(name, name, key.public_key(), 1, moment, moment)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    with pytest.raises(KeyringError, match="2048"):
+        DCCTrustList.from_json(
+            json.dumps({"certificates": [base64.b64encode(certificate).decode()]})
+        )
+
+
 def test_the_command_line_verifies_a_dcc_as_of_a_given_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
