@@ -69,10 +69,13 @@ def load_foreign_trust(
     )
 
 
+_BY_PREFIX: Final = tuple((fmt.prefix, fmt) for fmt in FORMATS)
+
+
 def credential_format(text: str) -> CredentialFormat | None:
     """The credential format a scanned text is in by its prefix, or None (an engine code)."""
-    for fmt in FORMATS:
-        if text.startswith(fmt.prefix):
+    for prefix, fmt in _BY_PREFIX:
+        if text.startswith(prefix):
             return fmt
     return None
 

@@ -72,6 +72,11 @@ _MAX_PAIR: Final = ord("z") - _DIGIT_OFFSET
 _TYPES: Final = ("immunization", "laboratory", "covid19", "health-card")
 _TYPE_BASE: Final = "https://smarthealth.cards#"
 _RID_METHOD: Final = "rid"
+_DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes(range(10)))
+_INVALID_PAIR: Final = 0
+_PAIR_CHARS: Final = bytes(
+    n + _DIGIT_OFFSET if n <= _MAX_PAIR else _INVALID_PAIR for n in range(256)
+)
 
 
 class SHCToken(NamedTuple):
@@ -184,12 +189,20 @@ class SHCTrustList:
 
 
 def _digits_to_text(digits: str) -> str:
+    """The text of the numeric encoding; ``digits`` holds only the digits 0-9 (the caller's
+    pattern says so)."""
     if len(digits) % 2:
         raise MalformedCode("SHC: an odd number of digits")
-    pairs = [int(digits[i : i + 2]) for i in range(0, len(digits), 2)]
-    if any(pair > _MAX_PAIR for pair in pairs):
+    # Every pair at once, as the base45 decoder does its triplets: the tens digits and the ones
+    # digits each become one big integer of one byte a digit, and 10 * tens + ones is then
+    # every pair's value in its own byte (at most 99: no carry). A card has about a thousand
+    # pairs, and a Python loop over them cost more than the signature.
+    values = digits.encode("ascii").translate(_DIGIT_VALUES)
+    tens, ones = int.from_bytes(values[0::2], "big"), int.from_bytes(values[1::2], "big")
+    text = (10 * tens + ones).to_bytes(len(values) // 2, "big").translate(_PAIR_CHARS)
+    if _INVALID_PAIR in text:
         raise MalformedCode("SHC: a digit pair outside the numeric encoding")
-    return "".join(chr(pair + _DIGIT_OFFSET) for pair in pairs)
+    return text.decode("ascii")
 
 
 def numeric_to_jws(text: str) -> str:

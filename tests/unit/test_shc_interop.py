@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from codeengine.code.errors import Reason, VerificationError
 from codeengine.code.shc import (
@@ -181,3 +183,15 @@ def test_a_trust_list_without_a_usable_key_is_refused() -> None:
         SHCTrustList.from_json(json.dumps({"issuers": [bad]}))
     with pytest.raises(KeyringError, match="rid"):
         _trust(crls=[{"kid": KID, "method": "other", "rids": []}])
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=45, max_codepoint=122), min_size=1))
+def test_the_numeric_encoding_reads_back_every_jws_character(text: str) -> None:
+    assert numeric_to_jws(_numeric(text)) == text
+
+
+@pytest.mark.parametrize("pair", [78, 85, 99])
+def test_a_pair_above_77_is_malformed_wherever_it_is(pair: int) -> None:
+    for digits in (f"{pair}", f"00{pair}", f"{pair}00", f"1212{pair}12"):
+        with pytest.raises(VerificationError, match="outside"):
+            numeric_to_jws("shc:/" + digits)
