@@ -147,20 +147,20 @@ async def verify_one(
     app: web.Application, item: ScanItem, mode: str
 ) -> Verdict | CredentialVerdict:
     """Verify one scanned code and log the scan (without waiting for the log)."""
-    settings = app[SETTINGS]
-    state = app[KEYS]
     now = int(app[CLOCK]())
-    trust = state.require_trust()
     text = item.code.rstrip(_SCANNER_TERMINATORS)
     city = item.city
     if not text.startswith(PREFIX) and (
         credential := credential_verdict_at(text, app[FOREIGN], now)
     ):
         # Another issuer's credential: its own trust list and the venue's colour policy, no
-        # store; logged like any scan, with no subject.
+        # store and not the engine's trust list; logged like any scan, with no subject.
         _log_scan(app, item, credential, "")
         _count(credential.reason, city, mode)
         return credential
+    settings = app[SETTINGS]
+    state = app[KEYS]
+    trust = state.require_trust()
     if not text.startswith(PREFIX) and (alias := app[FUSION].resolve_prefix(text)) is not None:
         verdict = await _alias_verdict(app, alias[0], alias[1], now)
         _log_scan(app, item, verdict)

@@ -17,7 +17,7 @@ import pytest
 
 from codeengine.code.foreign import MAX_SCAN_CHARS
 from codeengine.settings import Settings
-from tests.integration.apps import Clock, auth, verifier
+from tests.integration.apps import Clock, auth, issuer, verifier
 
 pytestmark = pytest.mark.cluster
 
@@ -29,17 +29,18 @@ CITY = 320100
 
 
 def _configured(settings: Settings, tmp_path: Path) -> Settings:
+    """The session's settings, the verifier trusting the interop signer and issuer."""
     raw = json.loads(DCC_FILE.read_text(encoding="utf-8"))
     dcc = tmp_path / "dcc-trust.json"
     dcc.write_text(json.dumps({"certificates": [raw["TESTCTX"]["CERTIFICATE"]]}))
     well_known = SHC / "issuer" / ".well-known"
-    issuer = {
+    shc_issuer = {
         "iss": "https://spec.smarthealth.cards/examples/issuer",
         "jwks": json.loads((well_known / "jwks.json").read_text()),
         "crls": [json.loads(path.read_text()) for path in (well_known / "crl").glob("*.json")],
     }
     shc = tmp_path / "shc-trust.json"
-    shc.write_text(json.dumps({"issuers": [issuer]}))
+    shc.write_text(json.dumps({"issuers": [shc_issuer]}))
     trusted = replace(settings.verifier, dcc_trust_file=str(dcc), shc_trust_file=str(shc))
     return replace(settings, verifier=trusted)
 
@@ -58,7 +59,9 @@ def test_dcc_and_shc_answer_in_the_verdict_shape(
 
     async def scenario() -> None:
         clock = Clock()
-        async with verifier(configured, clock) as client:
+        # The issuer publishes the engine's trust list, which the engine's own codes need; the
+        # credentials are answered without it.
+        async with issuer(configured, clock), verifier(configured, clock) as client:
             headers = auth(configured, "verify")
 
             async def verify(text: str) -> tuple[int, dict[str, Any]]:
@@ -69,7 +72,7 @@ def test_dcc_and_shc_answer_in_the_verdict_shape(
 
             clock.now = float(dcc_now)
             status, answer = await verify(raw["PREFIX"] + "\r\n")
-            assert status == 200
+            assert status == 200, answer
             credential = answer.pop("credential")
             assert answer == {
                 "valid": True,
