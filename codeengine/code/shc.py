@@ -120,8 +120,32 @@ class SHCIssuer:
         crls = entry.get("crls", [])
         if not isinstance(crls, list):
             raise KeyringError(f"SHC trust list: {iss}: 'crls' must be a list")
+        counters = {crl.get("kid"): crl.get("ctr") for crl in crls if isinstance(crl, dict)}
         revoked = dict(_crl(crl, iss) for crl in crls)
+        _check_crl_versions(iss, jwks["keys"], counters)
         return cls(iss, MappingProxyType(keys), MappingProxyType(revoked))
+
+
+def _check_crl_versions(iss: str, jwks: list[Any], counters: Mapping[object, object]) -> None:
+    """Refuse a key set whose keys announce a revocation list (``crlVersion``) that the entry
+    lacks or holds in an older version: verifiers SHALL check it, and a trust list without it
+    would pass every card the issuer revoked."""
+    for jwk in jwks:
+        version = jwk.get("crlVersion") if isinstance(jwk, dict) else None
+        if version is None:
+            continue
+        kid = jwk.get("kid")
+        counter = counters.get(kid)
+        if kid not in counters:
+            raise KeyringError(
+                f"SHC trust list: {iss}: key {kid} has a revocation list (crlVersion {version}); "
+                "add it to 'crls'"
+            )
+        if not isinstance(counter, int) or not isinstance(version, int) or counter < version:
+            raise KeyringError(
+                f"SHC trust list: {iss}: the revocation list of key {kid} is older (ctr "
+                f"{counter}) than its key set announces (crlVersion {version})"
+            )
 
 
 def _jwk(jwk: object, iss: str) -> tuple[str, ec.EllipticCurvePublicKey | None]:

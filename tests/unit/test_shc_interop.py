@@ -41,7 +41,11 @@ def _crl() -> Any:
 
 
 def _trust(*, crls: list[Any] | None = None, iss: str = ISSUER) -> SHCTrustList:
-    entry = {"iss": iss, "jwks": _jwks(), "crls": [_crl()] if crls is None else crls}
+    jwks = _jwks()
+    if crls == []:
+        # A key set that announces no revocation list, so that none is needed.
+        jwks["keys"] = [{k: v for k, v in key.items() if k != "crlVersion"} for key in jwks["keys"]]
+    entry = {"iss": iss, "jwks": jwks, "crls": [_crl()] if crls is None else crls}
     return SHCTrustList.from_json(json.dumps({"issuers": [entry]}))
 
 
@@ -183,6 +187,17 @@ def test_a_trust_list_without_a_usable_key_is_refused() -> None:
         SHCTrustList.from_json(json.dumps({"issuers": [bad]}))
     with pytest.raises(KeyringError, match="rid"):
         _trust(crls=[{"kid": KID, "method": "other", "rids": []}])
+
+
+def test_a_key_set_announcing_a_revocation_list_needs_it_current() -> None:
+    from codeengine.code.errors import KeyringError
+
+    entry = {"iss": ISSUER, "jwks": _jwks(), "crls": []}
+    with pytest.raises(KeyringError, match="crlVersion 1"):
+        SHCTrustList.from_json(json.dumps({"issuers": [entry]}))
+    older = {**_crl(), "ctr": 0}
+    with pytest.raises(KeyringError, match="older"):
+        SHCTrustList.from_json(json.dumps({"issuers": [{**entry, "crls": [older]}]}))
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=45, max_codepoint=122), min_size=1))
