@@ -110,5 +110,5 @@ def scan_items_schema(batch_max: int) -> dict[str, Any]:
         "type": "array",
         "minItems": 1,
         "maxItems": batch_max,
-        "items": {"$ref": "#/components/schemas/Scan"},
+        "items": {"$ref": "#/components/schemas/BatchScan"},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BATCH_ITEM_BYTES",
+    "BATCH_ITEM_FIELDS",
     "FOREIGN",
     "FUSION",
     "SCAN_LOG",
@@ -34,7 +35,12 @@ from codeengine.code.errors import (
     StoreUnavailable,
     VerificationError,
 )
-from codeengine.code.foreign import MAX_SCAN_CHARS, ForeignTrust, credential_verdict_at
+from codeengine.code.foreign import (
+    MAX_SCAN_CHARS,
+    ForeignTrust,
+    credential_format,
+    credential_verdict_at,
+)
 from codeengine.code.fusion import AliasType, Fusion, listed
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
 from codeengine.code.pseudonym import subject_bytes
@@ -60,7 +66,7 @@ from codeengine.web.body import (
     validate_object,
 )
 from codeengine.web.fastlane import HotRequest, hot
-from codeengine.web.routes import JSON, PUBLIC, Route, object_body, ref
+from codeengine.web.routes import JSON, PUBLIC, Body, Route, object_body, object_schema, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, PROFILE, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
@@ -101,7 +107,10 @@ ITEM_FIELDS = {
 
 
 class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One scan: a verify body, or an item of a batch (``ITEM_FIELDS``, as msgspec sees them)."""
+    """One scan: a verify body (``ITEM_FIELDS``, as msgspec sees them), or an item of a batch.
+
+    A batch's items are built from what ``BATCH_ITEM_FIELDS`` took: their code is shorter.
+    """
 
     code: Annotated[str, msgspec.Meta(max_length=MAX_SCAN_CHARS + 2)]
     terminal: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
@@ -110,6 +119,21 @@ class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 
 
 ITEM = TypedBody(ScanItem, ITEM_FIELDS)
+BATCH_ITEM_FIELDS = {
+    **ITEM_FIELDS,
+    "code": Field(
+        str,
+        max_length=MAX_TOKEN_CHARS + 2,
+        schema={
+            "description": "The scanned text: a code (`CE1:`) or an alias credential. An EU DCC "
+            "(`HC1:`) or a SMART Health Card (`shc:/`) is verified alone, at `POST /v1/verify`: "
+            "a batch refuses it (400 `INVALID_FIELD`)."
+        },
+    ),
+}
+"""A batch item: the engine's own codes and alias credentials only. Other issuers' credentials
+run to 16 KiB and cost a signature check apiece; a batch of them would outgrow the batch body
+(``BATCH_ITEM_BYTES`` a code) and the batch's purpose, the gate's stream of the engine's codes."""
 # The batch limit is the app's setting: its factory makes ScanItems.
 BATCH_FIELDS = {"items": Field(list, schema={"$ref": "#/components/schemas/ScanItems"})}
 REVOKE_FIELDS = {
@@ -328,6 +352,25 @@ async def _batch_body(request: web.Request) -> dict[str, Any]:
     return await read_object(request, BATCH_FIELDS, limit)
 
 
+def _check_own_code(item: object) -> None:
+    """Refuse another issuer's credential in a batch, before its length would (most are longer
+    than a batch's code), with a detail that says where to send it."""
+    code = item.get("code") if isinstance(item, dict) else None
+    if isinstance(code, str) and credential_format(code) is not None:
+        raise BadRequest(
+            "field 'code' is an EU DCC or a SMART Health Card, which a batch does not take: "
+            "verify it alone (POST /v1/verify)"
+        )
+
+
+def _batch_declared() -> Body:
+    """The batch body as the route declares it, its items a component of their own
+    (``BatchScan``, from ``BATCH_ITEM_FIELDS``) that the settings-made ``ScanItems`` refers to."""
+    body = object_body("Batch", BATCH_FIELDS, media=_BATCH_MEDIA)
+    items = object_schema(BATCH_ITEM_FIELDS)
+    return Body(body.content, body.required, {**body.components, "BatchScan": items})
+
+
 async def verify_batch(request: web.Request) -> web.Response:
     """Verify up to ``batch_max`` codes, answers in order; store reads pipelined per shard."""
     body = await _batch_body(request)
@@ -338,7 +381,8 @@ async def verify_batch(request: web.Request) -> web.Response:
     checked = []
     for index, item in enumerate(items):
         try:
-            valid = ITEM.take(item)
+            _check_own_code(item)
+            valid = ScanItem(**validate_object(item, BATCH_ITEM_FIELDS))
             _check_city(valid.city)
         except BadRequest as exc:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
@@ -429,8 +473,10 @@ VERIFY_ROUTES = [
         scope="verify",
         summary="Verify a batch of codes (up to the service's limit); answers in order",
         description="JSON or msgpack (`Content-Type: application/msgpack`, answered in "
-        "msgpack). Store reads are pipelined: one round trip per shard.",
-        body=object_body("Batch", BATCH_FIELDS, media=_BATCH_MEDIA),
+        "msgpack). Store reads are pipelined: one round trip per shard. A batch takes the "
+        "engine's codes and alias credentials; an EU DCC or a SMART Health Card is verified "
+        "alone, at `POST /v1/verify`.",
+        body=_batch_declared(),
         answers={
             "200": (
                 "The verdicts, in order",

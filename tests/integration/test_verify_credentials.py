@@ -1,4 +1,5 @@
-"""``POST /v1/verify`` answers EU DCCs and SMART Health Cards, through the app and the cluster.
+"""``POST /v1/verify`` answers EU DCCs and SMART Health Cards, through the app and the cluster;
+``POST /v1/verify/batch`` refuses them.
 
 The credentials are the public interop material under tests/vectors/interop; the verifier is
 configured with their signer certificate and issuer the way ops would (settings naming the
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from codeengine.code.foreign import MAX_SCAN_CHARS
+from codeengine.code.token import MAX_TOKEN_CHARS
 from codeengine.settings import Settings
 from tests.integration.apps import Clock, auth, issuer, verifier
 
@@ -43,6 +45,16 @@ def _configured(settings: Settings, tmp_path: Path) -> Settings:
     shc.write_text(json.dumps({"issuers": [shc_issuer]}))
     trusted = replace(settings.verifier, dcc_trust_file=str(dcc), shc_trust_file=str(shc))
     return replace(settings, verifier=trusted)
+
+
+def _dcc_texts() -> list[str]:
+    """Every DCC text of the public test data."""
+    texts = []
+    for path in VECTORS.glob("dcc/**/*.json"):
+        prefix = json.loads(path.read_text(encoding="utf-8")).get("PREFIX")
+        if isinstance(prefix, str) and prefix.startswith("HC1:"):
+            texts.append(prefix)
+    return texts
 
 
 def _shc_text(example: str) -> str:
@@ -97,14 +109,20 @@ def test_dcc_and_shc_answer_in_the_verdict_shape(
             assert (await verify(_shc_text("03")))[1]["reason"] == "REVOKED"
             assert (await verify("HC2:" + raw["PREFIX"][4:]))[1]["reason"] == "MALFORMED"
 
-            body = {"items": [
-                {"code": raw["PREFIX"], "terminal": "t-1", "city": CITY},
-                {"code": _shc_text("00"), "terminal": "t-1", "city": CITY},
-            ]}  # fmt: skip
-            response = await client.post("/v1/verify/batch", json=body, headers=headers)
-            results = (await response.json())["results"]
-            assert [r["reason"] for r in results] == ["EXPIRED", "VALID"]
-            assert [r["format"] for r in results] == ["dcc", "shc"]
+            # A batch takes the engine's codes only: another issuer's credential is refused,
+            # whatever its length, with the item named and where to send it.
+            short_dcc = min(_dcc_texts(), key=len)
+            assert len(short_dcc) <= MAX_TOKEN_CHARS
+            for text in (short_dcc, raw["PREFIX"], _shc_text("00")):
+                body = {"items": [
+                    {"code": "CE1:" + "A" * 40, "terminal": "t-1", "city": CITY},
+                    {"code": text, "terminal": "t-1", "city": CITY},
+                ]}  # fmt: skip
+                response = await client.post("/v1/verify/batch", json=body, headers=headers)
+                problem = await response.json()
+                assert (response.status, problem["reason"]) == (400, "INVALID_FIELD")
+                assert problem["detail"].startswith("items[1]: ")
+                assert "POST /v1/verify" in problem["detail"]
 
             status, answer = await verify("shc:/" + "5" * (MAX_SCAN_CHARS + 2))
             assert (status, answer["reason"]) == (400, "INVALID_FIELD")
