@@ -176,6 +176,9 @@ class CodeSettings:
     "": the shipped ``fusion.toml``."""
     cities_dir: str = ""
     """The city table, one TOML file per city; "": the shipped ``cities/`` folder."""
+    credentials_file: str = ""
+    """Other issuers' credentials (EU DCC, SMART Health Cards): the colour each type shows at a
+    venue; "": the shipped ``credentials.toml``."""
     keyring_refresh_s: float = 1.0
     """How often each process re-reads the keyring or trust list from the store."""
     signed_list_ttl_s: int = 86_400
@@ -189,6 +192,10 @@ class CodeSettings:
     def fusion_path(self) -> Path:
         """``fusion_file``, or the shipped fusion file."""
         return Path(self.fusion_file) if self.fusion_file else shipped("fusion.toml")
+
+    def credentials_path(self) -> Path:
+        """``credentials_file``, or the shipped credential policy."""
+        return Path(self.credentials_file) if self.credentials_file else shipped("credentials.toml")
 
     def cities_path(self) -> Path:
         """``cities_dir``, or the shipped city table."""
@@ -213,6 +220,12 @@ class VerifierSettings:
     the records service may be down or behind without losing a scan (it trims what it read
     itself). Sized from the peak rate and an entry's bytes in docs/configuration.md."""
     scan_count_limit: int = 200_000
+    dcc_trust_file: str = ""
+    """The EU DCC document signer certificates this verifier trusts (``{"certificates": [...]}``,
+    docs/formats.md); "": none, so every ``HC1:`` text answers ``UNKNOWN_KID``."""
+    shc_trust_file: str = ""
+    """The SMART Health Card issuers this verifier trusts, with their key sets and revocation
+    lists (``{"issuers": [...]}``, docs/formats.md); "": none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "load_foreign"]
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
 from codeengine.code.errors import KeyringError
+from codeengine.code.foreign import ForeignTrust, load_foreign_trust
 from codeengine.code.fusion import load_fusion
 from codeengine.settings import Settings
 from codeengine.store.port import Store
@@ -23,7 +25,7 @@ from codeengine.web.service import METRICS, add_routes
 from codeengine.web.trust import PUBLISHED, PublishedLists
 from verifier.scanlog import ScanLogWriter
 from verifier.schemas import VERIFIER_SCHEMAS, scan_items_schema
-from verifier.verify import FUSION, SCAN_LOG, VERIFY_ROUTES
+from verifier.verify import FOREIGN, FUSION, SCAN_LOG, VERIFY_ROUTES
 
 VERIFIER_ASSETS = ("common.css", "common.js", "terminal.css", "terminal.js")
 VERIFIER_PAGES = [
@@ -47,6 +49,20 @@ DESCRIPTION = (
 )
 
 
+def load_foreign(settings: Settings) -> ForeignTrust:
+    """The credential policy and the DCC and SHC trust lists the settings name, read once at
+    start-up; a missing or malformed file stops the service with the error naming it."""
+    dcc_file, shc_file = settings.verifier.dcc_trust_file, settings.verifier.shc_trust_file
+    try:
+        return load_foreign_trust(
+            settings.codes.credentials_path().read_text(encoding="utf-8"),
+            dcc_trust=Path(dcc_file).read_bytes() if dcc_file else None,
+            shc_trust=Path(shc_file).read_bytes() if shc_file else None,
+        )
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"credential policy or trust lists: {exc}") from exc
+
+
 def create_app(
     settings: Settings, *, store: Store | None = None, clock: Clock | None = None
 ) -> web.Application:
@@ -61,6 +77,7 @@ def create_app(
     app[PUBLISHED] = PublishedLists()
 
     app[FUSION] = load_fusion(settings.codes.fusion_path())
+    app[FOREIGN] = load_foreign(settings)
 
     async def scan_log(app: web.Application) -> AsyncIterator[None]:
         # Every terminal's profile must exist: a typo would otherwise show it the default.

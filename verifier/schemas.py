@@ -55,6 +55,31 @@ VERIFIER_SCHEMAS: dict[str, Any] = {
                 "description": "True when the store was unreachable and the answer rests on "
                 "the signature alone.",
             },
+            "format": {
+                "enum": ["dcc", "shc"],
+                "description": "Only for another issuer's credential: `dcc` (EU Digital COVID "
+                "Certificate, `HC1:`) or `shc` (SMART Health Card, `shc:/`); docs/formats.md.",
+            },
+            "credential": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "description": "Only for another issuer's credential, once its signature held: "
+                "what it is, never whom it names. Its colour is the venue's policy "
+                "(`configs/credentials.toml`).",
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "description": "vaccination, test or recovery (DCC); immunization, "
+                        "laboratory, covid19 or health-card (SHC).",
+                    },
+                    "issued_at": {"type": "integer"},
+                    "expires_at": {"type": ["integer", "null"]},
+                    "issuer": {
+                        "type": "string",
+                        "description": "The DCC's issuing country, or the SHC issuer's URL.",
+                    },
+                },
+            },
         },
     },
     "BatchResults": closed_object(
@@ -85,5 +110,5 @@ def scan_items_schema(batch_max: int) -> dict[str, Any]:
         "type": "array",
         "minItems": 1,
         "maxItems": batch_max,
-        "items": {"$ref": "#/components/schemas/Scan"},
+        "items": {"$ref": "#/components/schemas/BatchScan"},
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "BATCH_ITEM_BYTES",
+    "BATCH_ITEM_FIELDS",
+    "FOREIGN",
     "FUSION",
     "SCAN_LOG",
     "VERIFY_ROUTES",
@@ -23,6 +25,7 @@ import msgpack
 import msgspec
 from aiohttp import web
 
+from codeengine.code.credential import CredentialVerdict
 from codeengine.code.errors import (
     BadRequest,
     InvalidIdentifier,
@@ -31,6 +34,12 @@ from codeengine.code.errors import (
     RecordTampered,
     StoreUnavailable,
     VerificationError,
+)
+from codeengine.code.foreign import (
+    MAX_SCAN_CHARS,
+    ForeignTrust,
+    credential_format,
+    credential_verdict_at,
 )
 from codeengine.code.fusion import AliasType, Fusion, listed
 from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_date
@@ -57,7 +66,7 @@ from codeengine.web.body import (
     validate_object,
 )
 from codeengine.web.fastlane import HotRequest, hot
-from codeengine.web.routes import JSON, PUBLIC, Route, object_body, ref
+from codeengine.web.routes import JSON, PUBLIC, Body, Route, object_body, object_schema, ref
 from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, PROFILE, SETTINGS, STORE
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
@@ -72,6 +81,7 @@ from verifier.scanlog import ScanLogWriter
 
 SCAN_LOG = web.AppKey("scan_log", ScanLogWriter)
 FUSION = web.AppKey("fusion", Fusion)
+FOREIGN = web.AppKey("foreign", ForeignTrust)
 _ALWAYS = ("valid", "reason")
 BATCH_ITEM_BYTES = 640
 """Body bytes allowed a code of a batch verify (a full item is about 600 bytes of JSON)."""
@@ -82,7 +92,14 @@ _SCANNER_TERMINATORS = "\r\n"
 # What the service accepts: one of the province's cities (others are 400 UNKNOWN_CITY).
 _CITY = {"enum": sorted(CITIES)}
 ITEM_FIELDS = {
-    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2, schema={"description": "The scanned text."}),
+    "code": Field(
+        str,
+        max_length=MAX_SCAN_CHARS + 2,
+        schema={
+            "description": "The scanned text: a code (`CE1:`), an alias credential, an EU DCC "
+            "(`HC1:`) or a SMART Health Card (`shc:/`, its chunks one per line)."
+        },
+    ),
     "terminal": Field(str, max_length=MAX_ID_CHARS, printable=True),
     "venue": Field(str, required=False, max_length=MAX_ID_CHARS, printable=True),
     "city": Field(int, schema={**_CITY, "description": "The terminal's six-digit city code."}),
@@ -90,15 +107,33 @@ ITEM_FIELDS = {
 
 
 class ScanItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One scan: a verify body, or an item of a batch (``ITEM_FIELDS``, as msgspec sees them)."""
+    """One scan: a verify body (``ITEM_FIELDS``, as msgspec sees them), or an item of a batch.
 
-    code: Annotated[str, msgspec.Meta(max_length=MAX_TOKEN_CHARS + 2)]
+    A batch's items are built from what ``BATCH_ITEM_FIELDS`` took: their code is shorter.
+    """
+
+    code: Annotated[str, msgspec.Meta(max_length=MAX_SCAN_CHARS + 2)]
     terminal: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
     city: int
     venue: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""
 
 
 ITEM = TypedBody(ScanItem, ITEM_FIELDS)
+BATCH_ITEM_FIELDS = {
+    **ITEM_FIELDS,
+    "code": Field(
+        str,
+        max_length=MAX_TOKEN_CHARS + 2,
+        schema={
+            "description": "The scanned text: a code (`CE1:`) or an alias credential. An EU DCC "
+            "(`HC1:`) or a SMART Health Card (`shc:/`) is verified alone, at `POST /v1/verify`: "
+            "a batch refuses it (400 `INVALID_FIELD`)."
+        },
+    ),
+}
+"""A batch item: the engine's own codes and alias credentials only. Other issuers' credentials
+run to 16 KiB and cost a signature check apiece; a batch of them would outgrow the batch body
+(``BATCH_ITEM_BYTES`` a code) and the batch's purpose, the gate's stream of the engine's codes."""
 # The batch limit is the app's setting: its factory makes ScanItems.
 BATCH_FIELDS = {"items": Field(list, schema={"$ref": "#/components/schemas/ScanItems"})}
 REVOKE_FIELDS = {
@@ -132,14 +167,24 @@ def _check_city(city: int) -> None:
         raise BadRequest("field 'city' is not a city of the province", reason=Reason.UNKNOWN_CITY)
 
 
-async def verify_one(app: web.Application, item: ScanItem, mode: str) -> Verdict:
+async def verify_one(
+    app: web.Application, item: ScanItem, mode: str
+) -> Verdict | CredentialVerdict:
     """Verify one scanned code and log the scan (without waiting for the log)."""
-    settings = app[SETTINGS]
-    state = app[KEYS]
     now = int(app[CLOCK]())
-    trust = state.require_trust()
     text = item.code.rstrip(_SCANNER_TERMINATORS)
     city = item.city
+    if not text.startswith(PREFIX) and (
+        credential := credential_verdict_at(text, app[FOREIGN], now)
+    ):
+        # Another issuer's credential: its own trust list and the venue's colour policy, no
+        # store and not the engine's trust list; logged like any scan, with no subject.
+        _log_scan(app, item, credential, "")
+        _count(credential.reason, city, mode)
+        return credential
+    settings = app[SETTINGS]
+    state = app[KEYS]
+    trust = state.require_trust()
     if not text.startswith(PREFIX) and (alias := app[FUSION].resolve_prefix(text)) is not None:
         verdict = await _alias_verdict(app, alias[0], alias[1], now)
         _log_scan(app, item, verdict)
@@ -180,7 +225,10 @@ _new_scan = partial(tuple.__new__, ScanEntry)
 
 
 def _log_scan(
-    app: web.Application, item: ScanItem, verdict: Verdict, subject: str | None = None
+    app: web.Application,
+    item: ScanItem,
+    verdict: Verdict | CredentialVerdict,
+    subject: str | None = None,
 ) -> None:
     """Queue the scan's log entry; ``subject`` is the verdict's pseudonym when already known."""
     app[SCAN_LOG].add(
@@ -224,12 +272,14 @@ async def _alias_verdict(app: web.Application, alias: AliasType, value: str, now
 
 
 async def shown_to(
-    request: HotRequest, verdict: Verdict, with_licences: bool = True
+    request: HotRequest, verdict: Verdict | CredentialVerdict, with_licences: bool = True
 ) -> dict[str, object]:
     """The answer as the calling terminal's profile allows: fields, and licences if any."""
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
     full = verdict.to_json()
     answer = {k: v for k, v in full.items() if k in _ALWAYS or k in profile.fields}
+    if isinstance(verdict, CredentialVerdict):
+        return answer
     if with_licences and profile.licences and verdict.valid and verdict.subject_raw:
         subject = SubjectId(b64url_encode(verdict.subject_raw))
         entries = await request.app[STORE].licences(subject)
@@ -275,6 +325,8 @@ async def verify(request: HotRequest) -> JsonAnswer:
     _check_city(item.city)
     verdict = await verify_one(request.app, item, "online")
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)
+    if isinstance(verdict, CredentialVerdict):
+        return JsonAnswer(json_text(await shown_to(request, verdict)))
     if profile.fields >= _CHOSEN_FIELDS and not profile.licences:
         return JsonAnswer(full_answer(verdict))
     return JsonAnswer(json_text(await shown_to(request, verdict)))
@@ -300,6 +352,25 @@ async def _batch_body(request: web.Request) -> dict[str, Any]:
     return await read_object(request, BATCH_FIELDS, limit)
 
 
+def _check_own_code(item: object) -> None:
+    """Refuse another issuer's credential in a batch, before its length would (most are longer
+    than a batch's code), with a detail that says where to send it."""
+    code = item.get("code") if isinstance(item, dict) else None
+    if isinstance(code, str) and credential_format(code) is not None:
+        raise BadRequest(
+            "field 'code' is an EU DCC or a SMART Health Card, which a batch does not take: "
+            "verify it alone (POST /v1/verify)"
+        )
+
+
+def _batch_declared() -> Body:
+    """The batch body as the route declares it, its items a component of their own
+    (``BatchScan``, from ``BATCH_ITEM_FIELDS``) that the settings-made ``ScanItems`` refers to."""
+    body = object_body("Batch", BATCH_FIELDS, media=_BATCH_MEDIA)
+    items = object_schema(BATCH_ITEM_FIELDS)
+    return Body(body.content, body.required, {**body.components, "BatchScan": items})
+
+
 async def verify_batch(request: web.Request) -> web.Response:
     """Verify up to ``batch_max`` codes, answers in order; store reads pipelined per shard."""
     body = await _batch_body(request)
@@ -310,7 +381,8 @@ async def verify_batch(request: web.Request) -> web.Response:
     checked = []
     for index, item in enumerate(items):
         try:
-            valid = ITEM.take(item)
+            _check_own_code(item)
+            valid = ScanItem(**validate_object(item, BATCH_ITEM_FIELDS))
             _check_city(valid.city)
         except BadRequest as exc:
             raise BadRequest(f"items[{index}]: {exc.detail}", reason=exc.reason) from None
@@ -401,8 +473,10 @@ VERIFY_ROUTES = [
         scope="verify",
         summary="Verify a batch of codes (up to the service's limit); answers in order",
         description="JSON or msgpack (`Content-Type: application/msgpack`, answered in "
-        "msgpack). Store reads are pipelined: one round trip per shard.",
-        body=object_body("Batch", BATCH_FIELDS, media=_BATCH_MEDIA),
+        "msgpack). Store reads are pipelined: one round trip per shard. A batch takes the "
+        "engine's codes and alias credentials; an EU DCC or a SMART Health Card is verified "
+        "alone, at `POST /v1/verify`.",
+        body=_batch_declared(),
         answers={
             "200": (
                 "The verdicts, in order",

@@ -35,7 +35,11 @@ from codeengine.code.shipped import shipped
 
 FUSION_FILE = shipped("fusion.toml")
 """The shipped fusion file (``configs/fusion.toml``); ``codes.fusion_file`` names one's own."""
-VERDICT_FIELDS = ("colour", "kind", "city", "checked_at", "as_of", "degraded")
+VERDICT_FIELDS = (
+    "colour", "kind", "city", "checked_at", "as_of", "degraded", "format", "credential",
+)  # fmt: skip
+"""The verify answer's fields a terminal profile may show: the engine's verdict, and for other
+issuers' credentials (EU DCC, SMART Health Cards) their format and what they are."""
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parents[1]
 """The ``codeengine`` package folder."""
 
-SHIPPED_NAMES = ("cities", "engine.toml", "fusion.toml", "rules.toml")
+SHIPPED_NAMES = ("cities", "credentials.toml", "engine.toml", "fusion.toml", "rules.toml")
 """What the shipped configuration holds."""
 
 

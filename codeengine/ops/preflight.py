@@ -56,6 +56,7 @@ from codeengine.store.redisstore import RedisStore
 from codeengine.store.security import StoreRefused
 from codeengine.web.auth import load_credentials
 from codeengine.web.runtime import require_profile, store_settings
+from verifier.app import load_foreign
 
 SERVICES = ("issuer", "verifier")
 """The code services (their workers: ``codeengine serve issuer|verifier``)."""
@@ -212,6 +213,11 @@ def check_files(settings: Settings, services: Sequence[str]) -> list[Problem]:
     if issuer:
         problems += _load_problem("codes.rules_file", lambda: load_rules(codes.rules_path()))
     problems += _load_problem("codes.fusion_file", lambda: load_fusion(codes.fusion_path()))
+    if "verifier" in services:
+        problems += _load_problem(
+            "codes.credentials_file, verifier.dcc_trust_file or verifier.shc_trust_file",
+            lambda: load_foreign(settings),
+        )
     if issuer:
         problems += _load_problem("codes.cities_dir", lambda: load_cities(codes.cities_path()))
     if "verifier" in services and not problems:

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,34 @@ def _verify(
     return done.returncode, verdict
 
 
+def _credentials(folder: Path) -> list[tuple[str, str, str, int, tuple[str, str, str | None]]]:
+    """A DCC and two SMART Health Cards of the public interop material, their trust files
+    written to ``folder``: (text, option, trust file, time, expected reason, format, colour)."""
+    interop = ROOT / "tests" / "vectors" / "interop"
+    raw = json.loads((interop / "dcc" / "DE" / "2DCode" / "raw" / "1.json").read_text())
+    dcc = folder / "dcc-trust.json"
+    dcc.write_text(json.dumps({"certificates": [raw["TESTCTX"]["CERTIFICATE"]]}))
+    clock = int(datetime.fromisoformat(raw["TESTCTX"]["VALIDATIONCLOCK"]).timestamp())
+    examples = interop / "shc" / "examples"
+    well_known = examples / "issuer" / ".well-known"
+    issuer = {
+        "iss": "https://spec.smarthealth.cards/examples/issuer",
+        "jwks": json.loads((well_known / "jwks.json").read_text()),
+        "crls": [json.loads(path.read_text()) for path in (well_known / "crl").glob("*.json")],
+    }
+    shc = folder / "shc-trust.json"
+    shc.write_text(json.dumps({"issuers": [issuer]}))
+
+    def card(example: str) -> str:
+        return (examples / f"example-{example}-f-qr-code-numeric-value-0.txt").read_text().strip()
+
+    return [
+        (raw["PREFIX"], "--dcc-trust", str(dcc), clock, ("VALID", "dcc", "green")),
+        (card("00"), "--shc-trust", str(shc), 1_700_000_000, ("VALID", "shc", "green")),
+        (card("03"), "--shc-trust", str(shc), 1_700_000_000, ("REVOKED", "shc", None)),
+    ]
+
+
 @pytest.mark.timeout(HANG_GUARD_S)
 def test_the_light_install_verifies_codes_without_a_server_library(tmp_path: Path) -> None:
     times: dict[str, float] = {}
@@ -125,4 +154,11 @@ def test_the_light_install_verifies_codes_without_a_server_library(tmp_path: Pat
     now = int(valid.get("now", document["now"]))
     status, verdict = _verify(python, env, elsewhere, trust, now, ["--image", str(image)])
     assert (status, verdict["reason"], verdict["colour"]) == (0, "VALID", "yellow")
+
+    # Other issuers' credentials, coloured by the policy the wheel ships (docs/formats.md).
+    for text, trust_option, trust_file, at, expected in _credentials(elsewhere):
+        argv = [trust_option, trust_file, text]
+        status, verdict = _verify(python, env, elsewhere, trust, at, argv)
+        assert (verdict["reason"], verdict["format"], verdict["colour"]) == expected
+        assert status == (0 if expected[0] == "VALID" else 1)
     print(f"\nterminal install: {json.dumps(times)}; installed: {sorted(installed)}")

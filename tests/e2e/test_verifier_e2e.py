@@ -34,6 +34,7 @@ from redis.cluster import RedisCluster
 
 from codeengine.code.base45 import b45decode
 from codeengine.code.errors import CodeEngineError
+from codeengine.code.foreign import MAX_SCAN_CHARS
 from codeengine.code.identifiers import make_resident_id
 from codeengine.code.keyring import Keyring, SigningKey
 from codeengine.code.keyvault import SealedKeyring, open_keyring
@@ -43,6 +44,7 @@ from codeengine.code.scans import ScanCount, ScanEntry, count_scans
 from codeengine.code.signedlist import ListKind, verify_list_at
 from codeengine.code.suites import ED25519, b64url_decode, b64url_encode
 from codeengine.code.token import (
+    MAX_TOKEN_CHARS,
     PREFIX,
     Claims,
     _claims_payload,
@@ -929,11 +931,15 @@ def test_malformed_requests_are_refused_with_stable_reasons(
     code = displayed(issuer, new_subject(issuer))
     ok = scan(code)
     json_type = {"Content-Type": "application/json"}
-    verify, revoke = "/v1/verify", "/v1/revocations"
+    verify, batch, revoke = "/v1/verify", "/v1/verify/batch", "/v1/revocations"
 
     def dumps(value: object) -> bytes:
         return json.dumps(value).encode()
 
+    # Over-long codes: a single verify takes the longest scanned text (a SMART Health Card's
+    # chunks), a batch item the engine's own codes only.
+    too_long = {**ok, "code": "A" * (MAX_SCAN_CHARS + 3)}
+    too_long_in_batch = {**ok, "code": "A" * (MAX_TOKEN_CHARS + 3)}
     cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
         (verify, b"{nope", json_type, 400, "BAD_JSON"),
         (verify, b"\xff\xfe", json_type, 400, "BAD_JSON"),
@@ -944,7 +950,8 @@ def test_malformed_requests_are_refused_with_stable_reasons(
         (verify, dumps({**ok, "city": str(CITY)}), json_type, 400, "INVALID_FIELD"),
         (verify, dumps({**ok, "city": True}), json_type, 400, "INVALID_FIELD"),
         (verify, dumps({**ok, "city": OUTSIDE_CITY}), json_type, 400, "UNKNOWN_CITY"),
-        (verify, dumps({**ok, "code": "A" * 515}), json_type, 400, "INVALID_FIELD"),
+        (verify, dumps(too_long), json_type, 400, "INVALID_FIELD"),
+        (batch, dumps({"items": [too_long_in_batch]}), json_type, 400, "INVALID_FIELD"),
         (verify, dumps({**ok, "terminal": "t" * 65}), json_type, 400, "INVALID_FIELD"),
         (verify, dumps(ok), {"Content-Type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
         (verify, dumps(ok), {}, 415, "UNSUPPORTED_MEDIA_TYPE"),
@@ -957,7 +964,7 @@ def test_malformed_requests_are_refused_with_stable_reasons(
         (revoke, dumps({"kid": "AAAAAAAAAAB"}), json_type, 400, "INVALID_FIELD"),
         (revoke, dumps({"kid": 7}), json_type, 400, "INVALID_FIELD"),
     ]
-    scopes = {verify: "verify", revoke: "admin"}
+    scopes = {verify: "verify", batch: "verify", revoke: "admin"}
     for path, body, headers, status, reason in cases:
         answer = verifier.call("POST", path, body=body, headers=headers, scope=scopes[path])
         assert (answer.status, answer.reason) == (status, reason), (path, body[:50], headers)

@@ -165,6 +165,23 @@ def test_the_rules_and_city_files_are_checked_for_the_issuer_only(
     assert "codes.fusion_file" in [p.setting for p in check_files(broken, ["verifier"])]
 
 
+def test_the_credential_policy_and_trust_files_are_checked_for_the_verifier(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    good = _settings(env)
+    assert check_files(good, ["verifier"]) == []
+    dcc = tmp_path / "dcc-trust.json"
+    dcc.write_text('{"certificates": ["not base64!"]}')
+    broken = _settings(env, **{"verifier.dcc_trust_file": str(dcc)})
+    assert check_files(broken, ["issuer"]) == []
+    problems = check_files(broken, ["verifier"])
+    assert len(problems) == 1 and "verifier.dcc_trust_file" in problems[0].setting
+    assert "base64" in problems[0].reason
+    missing = _settings(env, **{"verifier.shc_trust_file": str(tmp_path / "none.json")})
+    (problem,) = check_files(missing, ["verifier"])
+    assert "verifier.shc_trust_file" in problem.setting and "none.json" in problem.reason
+
+
 def test_available_cpus_honours_a_container_quota(tmp_path: Path) -> None:
     cpus = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"

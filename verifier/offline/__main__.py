@@ -16,6 +16,11 @@ vector.
 
 It imports the pure layer alone (and the QR reader only for ``--image``), so it runs where
 none of the services' server libraries is installed (docs/sdk.md).
+
+With ``--dcc-trust`` (the DCC signer certificates) or ``--shc-trust`` (the SMART Health Card
+issuers' key sets and revocation lists), an ``HC1:`` or ``shc:/`` text is verified too, and
+shown in the colour ``--credentials`` (default: the shipped ``credentials.toml``) gives its type
+(docs/formats.md).
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codeengine.code.errors import KeyringError, ListRefused
-from verifier.offline.sdk import DEFAULT_MAX_AGE_S, CachedList, OfflineVerifier, load_anchors
+from codeengine.code.foreign import ForeignTrust
+from codeengine.code.shipped import shipped
+from verifier.offline.sdk import (
+    DEFAULT_MAX_AGE_S,
+    CachedList,
+    OfflineVerifier,
+    load_anchors,
+    load_foreign_trust,
+)
 
 LIST_REFUSED_EXIT = 3
 
@@ -77,14 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="verify as of this time (epoch s; default: now), to recheck a scan afterwards",
     )
+    parser.add_argument("--dcc-trust", type=Path, help="DCC signer certificates (JSON)")
+    parser.add_argument("--shc-trust", type=Path, help="SMART Health Card issuers (JSON)")
+    parser.add_argument(
+        "--credentials", type=Path, help="credential colour policy (TOML; default: shipped)"
+    )
     args = parser.parse_args(argv)
     if (args.code is None) == (args.image is None):
         parser.error("give the code text or --image, not both")
     if args.anchor and args.revocations is None:
         parser.error("--anchor needs the signed --revocations too")
     anchors = None
+    foreign: ForeignTrust | None = None
     try:
         text = read_qr(args.image) if args.image else args.code
+        if args.dcc_trust or args.shc_trust:
+            foreign = load_foreign_trust(
+                (args.credentials or shipped("credentials.toml")).read_text(encoding="utf-8"),
+                dcc_trust=args.dcc_trust.read_bytes() if args.dcc_trust else None,
+                shc_trust=args.shc_trust.read_bytes() if args.shc_trust else None,
+            )
         fetched_at = args.fetched_at or int(args.trust.stat().st_mtime)
         if args.anchor:
             anchors = load_anchors(path.read_bytes() for path in args.anchor)
@@ -103,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     at = args.at
     clock = time.time if at is None else lambda: float(at)
-    verifier = OfflineVerifier(cached, max_age_s=args.max_age, clock=clock, anchors=anchors)
+    verifier = OfflineVerifier(
+        cached, max_age_s=args.max_age, clock=clock, anchors=anchors, foreign=foreign
+    )
     verdict = verifier.verify(text)
     print(json.dumps(verdict.to_json(), indent=2))
     return 0 if verdict.valid else 1

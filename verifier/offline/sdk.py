@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CachedList", "OfflineVerifier", "load_anchors"]
+__all__ = ["CachedList", "OfflineVerifier", "load_anchors", "load_foreign_trust"]
 
 import json
 import time
@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from codeengine.code.credential import CredentialVerdict
 from codeengine.code.errors import KeyringError, ListRefused, Reason
+from codeengine.code.foreign import ForeignTrust, credential_verdict_at, load_foreign_trust
 from codeengine.code.signedlist import (
     ListKind,
     SignedList,
@@ -148,8 +150,10 @@ class OfflineVerifier:
         skew_s: int = DEFAULT_SKEW_S,
         clock: Callable[[], float] = time.time,
         anchors: TrustList | None = None,
+        foreign: ForeignTrust | None = None,
     ) -> None:
         self._anchors = anchors
+        self._foreign = foreign
         self._max_age_s = max_age_s
         self._skew_s = skew_s
         self._clock = clock
@@ -226,9 +230,17 @@ class OfflineVerifier:
         """Whether the cached list is past its maximum age or its signed expiry."""
         return int(self._clock()) > self._valid_until
 
-    def verify(self, text: str) -> Verdict:
-        """The verdict for a scanned text (a scanner's trailing CR/LF is ignored)."""
+    def verify(self, text: str) -> Verdict | CredentialVerdict:
+        """The verdict for a scanned text (a scanner's trailing CR/LF is ignored).
+
+        Given ``foreign``, an ``HC1:`` or ``shc:/`` text is verified against its own trust list
+        and answered with the format named; the engine's list ageing does not apply to it.
+        """
         now = int(self._clock())
+        if self._foreign is not None:
+            credential = credential_verdict_at(text.rstrip("\r\n"), self._foreign, now)
+            if credential is not None:
+                return credential
         if now > self._valid_until:
             return Verdict(False, Reason.TRUST_LIST_STALE.value, now)
         cached = self._cached
