@@ -37,6 +37,7 @@ CLIENT_COMMANDS = (
 
 ADAPTER_COMMANDS = (
     "get",
+    "set",
     "mget",
     "pttl",
     "type",
