@@ -37,7 +37,6 @@ CLIENT_COMMANDS = (
 
 ADAPTER_COMMANDS = (
     "get",
-    "set",
     "mget",
     "pttl",
     "type",
@@ -59,6 +58,8 @@ ADAPTER_COMMANDS = (
     "zremrangebyrank",
     "xrange",
     "xrevrange",
+    # Claims of offline scan ids (SET NX EX).
+    "set",
 )
 """What the adapters send directly (reads, batch bookkeeping, scans of the audit streams)."""
 
