@@ -27,6 +27,7 @@ __all__ = [
     "LANE_HANDOVERS",
     "LATENCY",
     "LATENCY_BUCKETS_S",
+    "OFFLINE_SCANS",
     "QR_RENDERS",
     "RECORDS_TAMPERED",
     "REQUESTS",
@@ -85,7 +86,8 @@ SIGNATURES = Counter("codeengine_signatures_total", "Codes signed, by signing al
 QR_RENDERS = Counter("codeengine_qr_renders_total", "QR images rendered, by format.", ["format"])
 VERIFICATIONS = Counter(
     "codeengine_verifications_total",
-    "Codes verified, by result reason, city and mode (online, degraded, batch).",
+    "Codes verified, by result reason, city and mode (online, degraded, batch, offline: a "
+    "scan a terminal checked offline and sent later).",
     ["reason", "city", "mode"],
 )
 LANE_HANDOVERS = Counter(
@@ -110,6 +112,12 @@ CONNECTIONS_EVICTED = Counter(
     "Idle keep-alive connections closed to make room for a newcomer at the worker's cap.",
 )
 SCANS_LOGGED = Counter("codeengine_scans_logged_total", "Scan log entries written.")
+OFFLINE_SCANS = Counter(
+    "codeengine_offline_scans_total",
+    "Scans terminals checked offline and sent later (POST /v1/scans/offline), by outcome: "
+    "logged, or why not (DUPLICATE, SCAN_TOO_OLD, SCAN_IN_FUTURE).",
+    ["outcome"],
+)
 SCANS_DROPPED = Counter(
     "codeengine_scans_dropped_total",
     "Scan log entries dropped: the buffer was full (the store unreachable) or the store refused "

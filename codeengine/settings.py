@@ -226,6 +226,12 @@ class VerifierSettings:
     shc_trust_file: str = ""
     """The SMART Health Card issuers this verifier trusts, with their key sets and revocation
     lists (``{"issuers": [...]}``, docs/formats.md); "": none."""
+    offline_scan_max_age_s: int = 259_200
+    """How old a scan a terminal checked offline may be when it is sent at last (three days):
+    older ones are refused (SCAN_TOO_OLD), and a sent scan's id is remembered until then."""
+    offline_scan_future_s: int = 300
+    """How far ahead of the verifier's clock an offline scan's time may be (a terminal's clock
+    runs fast): further ones are refused (SCAN_IN_FUTURE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +424,10 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("verifier.degraded_colour: expected signed or grey")
     if not 1 <= settings.verifier.batch_max <= 10_000:
         raise SettingsError("verifier.batch_max: 1 to 10000")
+    if not 3600 <= settings.verifier.offline_scan_max_age_s <= 28 * 86_400:
+        raise SettingsError("verifier.offline_scan_max_age_s: 3600 to 2419200")
+    if not 0 <= settings.verifier.offline_scan_future_s <= 3600:
+        raise SettingsError("verifier.offline_scan_future_s: 0 to 3600")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
     if settings.codes.signed_list_ttl_s < 60:

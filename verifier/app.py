@@ -18,26 +18,38 @@ from codeengine.web.auth import CREDENTIALS
 from codeengine.web.health import HEALTH_ROUTES
 from codeengine.web.metrics import RequestMetrics
 from codeengine.web.openapi import OPENAPI, OPENAPI_ROUTES, openapi_document
-from codeengine.web.pages import page_route, static_route
+from codeengine.web.pages import page_route, sdk_route, static_route, worker_route
 from codeengine.web.routes import Route
 from codeengine.web.runtime import CLOCK, STORE, Clock, attach_runtime
 from codeengine.web.service import METRICS, add_routes
 from codeengine.web.trust import PUBLISHED, PublishedLists
+from verifier.offlinescans import OFFLINE_SCAN_SCHEMAS, OFFLINE_SCANS_ROUTE, offline_scans_schema
 from verifier.scanlog import ScanLogWriter
 from verifier.schemas import VERIFIER_SCHEMAS, scan_items_schema
 from verifier.verify import FOREIGN, FUSION, SCAN_LOG, VERIFY_ROUTES
 
-VERIFIER_ASSETS = ("common.css", "common.js", "terminal.css", "terminal.js")
+VERIFIER_ASSETS = (
+    "common.css",
+    "common.js",
+    "terminal.css",
+    "terminal.js",
+    "terminal-offline.js",
+)
 VERIFIER_PAGES = [
     page_route(
         "/pages/terminal", "terminal.html", "page_terminal", "扫码核验: the scan terminal page"
     ),
+    worker_route(
+        "/pages/terminal-worker.js", "terminal-worker.js", "/pages/terminal", VERIFIER_ASSETS
+    ),
     static_route(VERIFIER_ASSETS),
+    sdk_route(),
 ]
 """The scan terminal page (扫码核验) and its assets."""
 VERIFIER_ROUTES: list[Route] = [
     *HEALTH_ROUTES,
     *VERIFY_ROUTES,
+    OFFLINE_SCANS_ROUTE,
     *OPENAPI_ROUTES,
     *VERIFIER_PAGES,
 ]
@@ -98,7 +110,13 @@ def create_app(
     # After the runtime's context, so the store exists first and is closed last.
     app.cleanup_ctx.append(scan_log)
     # The document says what this app serves: the batch limit of its settings.
-    components = {**VERIFIER_SCHEMAS, "ScanItems": scan_items_schema(settings.verifier.batch_max)}
+    batch_max = settings.verifier.batch_max
+    components = {
+        **VERIFIER_SCHEMAS,
+        **OFFLINE_SCAN_SCHEMAS,
+        "ScanItems": scan_items_schema(batch_max),
+        "OfflineScans": offline_scans_schema(batch_max),
+    }
     app[OPENAPI] = openapi_document(TITLE, DESCRIPTION, VERIFIER_ROUTES, components)
     add_routes(app, VERIFIER_ROUTES)
     return app

@@ -115,6 +115,10 @@ class Reason(StrEnum):
     OVERLOADED = "OVERLOADED"
     # Per-city endpoints.
     NOT_WRITER = "NOT_WRITER"
+    # Scans a terminal checked offline and sends later: why one was not logged.
+    DUPLICATE = "DUPLICATE"
+    SCAN_TOO_OLD = "SCAN_TOO_OLD"
+    SCAN_IN_FUTURE = "SCAN_IN_FUTURE"
 
 
 class CodeEngineError(Exception):

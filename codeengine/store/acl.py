@@ -58,6 +58,8 @@ ADAPTER_COMMANDS = (
     "zremrangebyrank",
     "xrange",
     "xrevrange",
+    # Claims of offline scan ids (SET NX EX).
+    "set",
 )
 """What the adapters send directly (reads, batch bookkeeping, scans of the audit streams)."""
 

@@ -19,6 +19,7 @@ __all__ = [
     "change_batch_key",
     "change_log_key",
     "fence_keys",
+    "offline_scan_key",
     "op_key",
     "scan_log_key",
     "subject_key",
@@ -48,6 +49,12 @@ revocation list): hashes of the sequence (``n``) and the COSE_Sign1 document (``
 def scan_log_key(city: int) -> str:
     """A city's scan log (stream); one per city spreads the log over the shards."""
     return f"{NAMESPACE}:scan:{{{city}}}"
+
+
+def offline_scan_key(scan_id: str) -> str:
+    """Marks an offline scan's id as logged, so that the terminal sending it again is not
+    logged twice; expires when the scan would be refused as too old anyway."""
+    return f"{NAMESPACE}:os:{{{scan_id}}}"
 
 
 def scan_batch_key(city: int, token: str) -> str:

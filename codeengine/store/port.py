@@ -129,6 +129,9 @@ class Store(Protocol):
         Cities on healthy shards are written even when another shard is down, exactly once.
         """
 
+    async def claim_offline_scans(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(scan id, seconds to remember it)``: whether it was not claimed before."""
+
     async def append_changes(
         self, entries: list[PackedChange], max_age_ms: int, token: str
     ) -> list[PackedChange]:

@@ -9,18 +9,32 @@ referrer, because the pages hold API keys in memory and must not leak them to an
 
 from __future__ import annotations
 
-__all__ = ["SECURITY_HEADERS", "STATIC_NAME_PATTERN", "page_route", "static_route"]
+__all__ = [
+    "SDK_NAME_PATTERN",
+    "SECURITY_HEADERS",
+    "STATIC_NAME_PATTERN",
+    "page_route",
+    "sdk_dir",
+    "sdk_route",
+    "static_route",
+    "worker_route",
+]
 
+import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from codeengine import __version__
 from codeengine.code.errors import BadRequest
 from codeengine.web.routes import PUBLIC, Route, path_param
 
 STATIC_DIR = Path(__file__).parent / "static"
+SDK_NAME_PATTERN = "^[a-z][a-z0-9]{0,40}\\.js$"
+_SDK_NAME = re.compile(SDK_NAME_PATTERN)
 STATIC_NAME_PATTERN = "^[a-z][a-z0-9-]{0,40}\\.(css|js|html)$"
 _NAME = re.compile(STATIC_NAME_PATTERN)
 _TYPES = {
@@ -114,4 +128,89 @@ def static_route(files: tuple[str, ...]) -> Route:
         parameters=(path_param("file", {"type": "string", "pattern": STATIC_NAME_PATTERN}),),
         answers={"200": ("The asset", assets_content)},
         problems=(400, 404),
+    )
+
+
+def sdk_dir(package: Path = Path(__file__).parent) -> Path:
+    """The JavaScript verifier's modules: ``codeengine/web/sdkjs`` in an installed wheel
+    (``pyproject.toml`` maps ``sdk/js/src`` there), else ``sdk/js/src`` of the checkout. One
+    source: the page runs the very modules the SDK's tests check."""
+    installed = package / "sdkjs"
+    if installed.is_dir():
+        return installed
+    checkout = package.parents[1] / "sdk" / "js" / "src"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"no JavaScript verifier: neither {installed} nor {checkout}")
+
+
+def _sdk_modules() -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(sdk_dir().glob("*.js"))}
+
+
+def sdk_route() -> Route:
+    """``GET /static/sdk/{file}``: a module of the JavaScript verifier, for the terminal page to
+    verify offline; 404 for any other name."""
+    modules = _sdk_modules()
+    for name in modules:
+        if not _SDK_NAME.match(name):
+            raise ValueError(f"SDK module name {name!r} does not match {SDK_NAME_PATTERN}")
+
+    async def sdk_module(request: web.Request) -> web.Response:
+        """One module of the JavaScript verifier."""
+        name = request.match_info["file"]
+        if not _SDK_NAME.match(name):
+            raise BadRequest("the path does not name a module of the JavaScript verifier")
+        found = modules.get(name)
+        if found is None:
+            raise web.HTTPNotFound()
+        return _answer(found, "text/javascript", "public, max-age=300")
+
+    return Route(
+        "GET",
+        "/static/sdk/{file}",
+        sdk_module,
+        "static_sdk",
+        scope=PUBLIC,
+        summary="A module of the JavaScript verifier (sdk/js/src), for offline checks",
+        parameters=(path_param("file", {"type": "string", "pattern": SDK_NAME_PATTERN}),),
+        answers={"200": ("The module", {"text/javascript": {"schema": {"type": "string"}}})},
+        problems=(400, 404),
+    )
+
+
+def worker_route(path: str, file: str, page: str, assets: tuple[str, ...]) -> Route:
+    """``GET path``: the service worker ``file`` that keeps ``page``, its ``assets`` and the
+    JavaScript verifier's modules loadable offline.
+
+    The worker is told the release and what to keep in a first line made here: its cache is
+    named by the release and a digest of everything it keeps, so a release (or any changed
+    file) makes the browser install the new worker, which drops the old cache.
+    """
+    kept = [page, *(f"/static/{name}" for name in assets)]
+    kept += [f"/static/sdk/{name}" for name in _sdk_modules()]
+    digest = hashlib.sha256()
+    for name in (file, *assets):
+        digest.update((STATIC_DIR / name).read_bytes())
+    for body in _sdk_modules().values():
+        digest.update(body)
+    release = f"{__version__}-{digest.hexdigest()[:12]}"
+    head = f"self.CE_RELEASE = {json.dumps(release)};\nself.CE_KEEP = {json.dumps(kept)};\n"
+    body = head.encode() + (STATIC_DIR / file).read_bytes()
+
+    async def worker(request: web.Request) -> web.Response:
+        # Revalidated on every load: a new release must reach terminals at their next visit.
+        return _answer(body, "text/javascript", "no-cache")
+
+    worker.__doc__ = f"The service worker of {page}."
+    return Route(
+        "GET",
+        path,
+        worker,
+        "page_worker",
+        scope=PUBLIC,
+        summary=f"The service worker that keeps {page} loadable offline",
+        description="A script from this origin whose scope is `/pages/`; its cache is named "
+        "by the release, so each release replaces it.",
+        answers={"200": ("The worker", {"text/javascript": {"schema": {"type": "string"}}})},
     )

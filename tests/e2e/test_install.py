@@ -142,6 +142,12 @@ def test_the_installed_wheel_serves_a_code_from_generate_to_verify(
         assert status == 200, verdict
         assert (verdict["valid"], verdict["reason"]) == (True, "VALID")
         assert verdict["colour"] == "green"
+        # The terminal page's offline parts come from the wheel too.
+        for path in ("/static/sdk/index.js", "/static/terminal-offline.js"):
+            with urllib.request.urlopen(f"{verifier}{path}", timeout=5) as answer:
+                assert answer.headers["Content-Type"].startswith("text/javascript"), path
+        with urllib.request.urlopen(f"{verifier}/pages/terminal-worker.js", timeout=5) as answer:
+            assert b"/static/sdk/verify.js" in answer.read()
 
         for serve in serves:
             serve.proc.send_signal(signal.SIGTERM)

@@ -27,8 +27,10 @@ RECIPE = (
     "issuer",
     "verifier",
     "failover",
+    "sdk/js/src",
 )
-"""What the build reads: the recipe, its readme and licence, the packages, the shipped configs."""
+"""What the build reads: the recipe, its readme and licence, the packages, the shipped configs,
+the JavaScript verifier's modules."""
 HANG_GUARD_S = 600.0
 """Against a hang only: building and installing take a minute or two on 2 busy cores."""
 

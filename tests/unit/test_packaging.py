@@ -57,8 +57,11 @@ def test_every_package_data_folder_and_the_shipped_configs_are_listed() -> None:
     }
     assert {"codeengine.store.lua", "codeengine.web.static", "verifier.offline"} <= on_disk
     mapped = {name: ROOT / folder for name, folder in settings["package-dir"].items()}
-    assert mapped == {"codeengine.defaults": ROOT / "configs"}
-    shipped = {"codeengine.defaults", "codeengine.defaults.cities"}
+    assert mapped == {
+        "codeengine.defaults": ROOT / "configs",
+        "codeengine.web.sdkjs": ROOT / "sdk" / "js" / "src",
+    }
+    shipped = {"codeengine.defaults", "codeengine.defaults.cities", "codeengine.web.sdkjs"}
     assert set(settings["packages"]) == on_disk | shipped
 
 
@@ -71,6 +74,15 @@ def test_every_data_file_of_the_packages_is_package_data() -> None:
             package = ".".join(path.parent.relative_to(ROOT).parts)
             patterns = data.get(package, [])
             assert any(fnmatch.fnmatch(path.name, p) for p in patterns), (package, path.name)
+
+
+def test_every_module_of_the_javascript_verifier_is_package_data_of_the_wheel() -> None:
+    """The terminal page imports them from the verifier: an installed wheel must serve them."""
+    patterns = _setuptools()["package-data"]["codeengine.web.sdkjs"]
+    modules = list((ROOT / "sdk" / "js" / "src").iterdir())
+    assert len(modules) >= 10
+    for path in modules:
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
 
 def test_every_file_of_configs_is_package_data_of_the_wheel() -> None:

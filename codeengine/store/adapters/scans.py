@@ -7,7 +7,9 @@ from __future__ import annotations
 
 __all__ = ["ScanAdapter"]
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 from codeengine.code.errors import CodeEngineError
 from codeengine.code.scans import PackedScan, ScanEntry, ScanWindow
@@ -46,6 +48,27 @@ class ScanAdapter(Adapter):
             token,
             self._settings.write_deadline_ms / 1000,
         )
+
+    async def claim_offline_scans(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(scan id, seconds to remember it)``, whether this call is the first to
+        claim it (SET NX EX, one per id, pipelined): a terminal sends an offline scan again
+        when it did not see the answer, and only the first is logged."""
+
+        async def work() -> list[bool]:
+            fast = await self._hot()
+            deadline_s = self._settings.write_deadline_ms / 1000
+            replies = await asyncio.gather(
+                *(
+                    fast.execute(
+                        key := keyspace.offline_scan_key(scan_id), "SET", key, b"1",
+                        "NX", "EX", max(1, ttl_s), deadline_s=deadline_s,
+                    )
+                    for scan_id, ttl_s in claims
+                )
+            )  # fmt: skip
+            return [reply is not None for reply in replies]
+
+        return await self._bounded(work, self._settings.write_deadline_ms, "claim_offline_scans")
 
     async def read_scans(self, city: int, from_ms: int, to_ms: int, limit: int) -> ScanWindow:
         """Stream ids are millisecond times, so a time window is an XRANGE."""

@@ -83,7 +83,10 @@ const CE = (() => {
     }
   }
 
-  /** Call the service's own API with a bearer key; JSON in, JSON (or a Blob) out. */
+  /**
+   * Call the service's own API with a bearer key; JSON in, JSON (or a Blob) out. An aborted
+   * call (options.signal) fails as NETWORK, as a call the network lost.
+   */
   async function api(path, key, options = {}) {
     const headers = { Accept: options.blob ? "image/png" : "application/json" };
     if (key) headers.Authorization = `Bearer ${key}`;
@@ -100,6 +103,7 @@ const CE = (() => {
         body,
         cache: "no-store",
         credentials: "omit",
+        signal: options.signal,
       });
     } catch (err) {
       throw new ApiError(0, "NETWORK", String(err));

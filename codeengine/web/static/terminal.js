@@ -8,6 +8,12 @@
  * event on window, or set window.codeEngineTerminal.onVerdict = (verdict) => {...}. The page
  * vibrates where navigator.vibrate exists: one short pulse for a valid green code, three long
  * ones for anything else.
+ *
+ * Offline (terminal-offline.js): when /v1/verify does not answer within the terminal's deadline
+ * (or the network fails, or the verifier answers 5xx), the page checks the code itself with the
+ * JavaScript verifier against the signed lists it keeps, says so with the time of those lists,
+ * and queues the scan for the scan log. A service worker (/pages/terminal-worker.js) keeps the
+ * page loadable with no network after the first visit.
  */
 "use strict";
 
@@ -25,6 +31,13 @@
     "setup.venue": ["场所编号", "Venue id"],
     "setup.city": ["城市代码", "City code"],
     "setup.save": ["保存", "Save"],
+    "setup.anchor": ["信任锚（离线核验）", "Trust anchor (offline checks)"],
+    "setup.deadline": ["在线核验时限（毫秒）", "Online check deadline (ms)"],
+    "offline.checked": ["离线核验 · 名单截至 {time}", "Checked offline · lists as of {time}"],
+    "offline.noLists": ["无可用的离线名单", "No lists for an offline check"],
+    "network.offline": ["离线 · {waiting} 条待上传", "Offline · {waiting} scans waiting to be sent"],
+    "network.waiting": ["{waiting} 条待上传", "{waiting} scans waiting to be sent"],
+    "network.dropped": ["（已丢弃 {dropped} 条）", " ({dropped} dropped)"],
     "word.green": ["绿码", "GREEN"],
     "word.yellow": ["黄码", "YELLOW"],
     "word.red": ["红码", "RED"],
@@ -58,12 +71,24 @@
   });
 
   const RESULT_MS = 8000;
+  const DEADLINE_MS = 1500;
+  const RETRY_MS = 10_000;
   const $ = (id) => document.getElementById(id);
   let config = null;
   let queue = Promise.resolve();
   let idleTimer = 0;
   let count = 0;
   let shown = null; // the last verdict shown, for a language switch
+  let desk = Promise.resolve(null); // the OfflineDesk of the configuration, once loaded
+  let refreshTimer = 0;
+  let sending = false;
+  let offline = false;
+
+  /** Seconds since the epoch: the device's clock, or the hook a test sets. */
+  function clock() {
+    const hook = window.codeEngineTerminal.clock;
+    return typeof hook === "function" ? hook() : Date.now() / 1000;
+  }
 
   function reasonText(reason) {
     const key = `reason.${reason}`;
@@ -92,6 +117,8 @@
       word = CE.t("word.invalid");
       reason = reasonText(outcome.verdict.reason);
     }
+    if (outcome.offline) detail = CE.t("offline.checked", { time: CE.clock(outcome.offline.asOfMs) });
+    else if (outcome.state === "error" && outcome.reason === "NETWORK") detail = CE.t("offline.noLists");
     const invalid = outcome.state === "verdict" && !outcome.verdict.valid;
     result.className = `result c-${colour}${invalid || outcome.state === "error" ? " invalid" : ""}`;
     result.dataset.state = outcome.state;
@@ -99,6 +126,8 @@
     result.dataset.valid = outcome.state === "verdict" ? String(outcome.verdict.valid) : "";
     result.dataset.reason = outcome.state === "verdict" ? outcome.verdict.reason : (outcome.reason || "");
     result.dataset.count = String(count);
+    result.dataset.mode = outcome.offline ? "offline" : "online";
+    result.dataset.asOf = outcome.offline ? String(outcome.offline.asOfMs) : "";
     $("word").textContent = word;
     $("reason").textContent = reason;
     $("detail").textContent = detail;
@@ -107,8 +136,8 @@
     }
   }
 
-  function cue(verdict) {
-    const detail = { valid: verdict.valid, colour: verdict.colour ?? null, reason: verdict.reason };
+  function cue(verdict, offlineAsOfMs = null) {
+    const detail = { valid: verdict.valid, colour: verdict.colour ?? null, reason: verdict.reason, offline: offlineAsOfMs !== null };
     const good = verdict.valid && verdict.colour === "green";
     if (typeof navigator.vibrate === "function") navigator.vibrate(good ? 80 : [250, 120, 250, 120, 250]);
     window.dispatchEvent(new CustomEvent("codeengine:verdict", { detail }));
@@ -118,20 +147,102 @@
     }
   }
 
+  async function network() {
+    const held = await desk;
+    const { waiting, dropped } = held ? held.queued() : { waiting: 0, dropped: 0 };
+    const line = $("network");
+    line.dataset.mode = offline ? "offline" : "online";
+    line.dataset.waiting = String(waiting);
+    let text = "";
+    if (offline) text = CE.t("network.offline", { waiting });
+    else if (waiting > 0) text = CE.t("network.waiting", { waiting });
+    if (text && dropped > 0) text += CE.t("network.dropped", { dropped });
+    line.textContent = text;
+  }
+
+  /** Send the queued offline scans, one send at a time; what fails waits for the next try. */
+  async function sendQueued() {
+    const held = await desk;
+    if (sending || !held || held.queued().waiting === 0) return;
+    sending = true;
+    try {
+      await held.send(config.key);
+    } catch (err) {
+      // Still unreachable, or refused: the queue stays for the next try.
+    } finally {
+      sending = false;
+      await network();
+    }
+  }
+
+  /** The verdict of the JavaScript verifier, queued for the scan log; null without lists. */
+  async function checkOffline(code) {
+    const held = await desk;
+    if (!held || !held.ready) return null;
+    const verdict = await held.verify(code);
+    const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(clock() * 1000) };
+    if (config.venue) scan.venue = config.venue;
+    held.enqueue(scan);
+    return { verdict, asOfMs: held.asOfMs };
+  }
+
   async function check(code) {
     if (!config) { count += 1; show({ state: "error", reason: "NOT_CONFIGURED" }); return; }
     const item = { code, terminal: config.terminal, city: config.city };
     if (config.venue) item.venue = config.venue;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), config.deadline);
     try {
-      const { result } = await CE.api("/v1/verify", config.key, { json: item });
+      const { result } = await CE.api("/v1/verify", config.key, { json: item, signal: deadline.signal });
+      clearTimeout(timer);
+      offline = false;
       count += 1;
       show({ state: "verdict", verdict: result });
       cue(result);
+      sendQueued();
+      return;
     } catch (err) {
+      clearTimeout(timer);
+      // No answer in time, no network, or a verifier that failed: check it here. Any other
+      // answer (a refused key, too many scans) is the verifier's word and shown as it is.
+      const unanswered = err.status === 0 || err.status >= 500;
+      const checked = unanswered ? await checkOffline(code).catch(() => null) : null;
       count += 1;
-      show({ state: "error", reason: err.reason || "NETWORK" });
-      cue({ valid: false, colour: null, reason: err.reason || "NETWORK" });
+      if (checked) {
+        offline = true;
+        show({ state: "verdict", verdict: checked.verdict, offline: checked });
+        cue(checked.verdict, checked.asOfMs);
+      } else {
+        show({ state: "error", reason: err.reason || "NETWORK" });
+        cue({ valid: false, colour: null, reason: err.reason || "NETWORK" });
+      }
     }
+    await network();
+  }
+
+  /** Refresh the lists now and then as they say; retry sending while scans wait. */
+  function scheduleRefresh(delayS) {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(async () => {
+      let next = RETRY_MS / 1000;
+      try {
+        const held = await desk;
+        if (held) next = await held.refresh();
+      } catch (err) {
+        // Unreachable: keep the lists held and try again soon.
+      }
+      sendQueued();
+      scheduleRefresh(next);
+    }, delayS * 1000);
+  }
+
+  /** Load the offline state of the configuration and fetch the lists at once. */
+  function startOffline() {
+    desk = import("/static/terminal-offline.js")
+      .then((module) => new module.OfflineDesk(config.anchor, clock).load())
+      .catch((err) => { console.error("offline checks unavailable", err); return null; });
+    desk.then(network);
+    scheduleRefresh(0);
   }
 
   function refocus() {
@@ -140,15 +251,19 @@
 
   function configure(given) {
     const city = Number(given.city);
+    const deadline = Number(given.deadline);
     config = {
       key: String(given.key || ""),
       terminal: String(given.terminal || "terminal"),
       venue: String(given.venue || ""),
       city: Number.isInteger(city) ? city : 0,
+      anchor: String(given.anchor || ""),
+      deadline: Number.isInteger(deadline) && deadline >= 100 && deadline <= 30_000 ? deadline : DEADLINE_MS,
     };
     // A terminal is a dedicated device: its settings survive a restart.
     localStorage.setItem("ce-terminal", JSON.stringify(config));
     $("setup").hidden = true;
+    startOffline();
     place();
     show({ state: "idle" });
     refocus();
@@ -158,11 +273,35 @@
     $("place").textContent = config ? `${CE.cityName(config.city)} ${config.venue}`.trim() : "";
   }
 
-  window.codeEngineTerminal = { configure, onVerdict: null };
+  /** What the page holds for offline checks, for integrators' status screens and tests. */
+  async function offlineState() {
+    const held = await desk;
+    return {
+      ready: Boolean(held && held.ready),
+      asOfMs: held ? held.asOfMs : null,
+      refused: held ? held.lastRefusal : null,
+      ...(held ? held.queued() : { waiting: 0, dropped: 0 }),
+    };
+  }
+
+  /** Fetch the lists now (after a revocation that must reach this terminal at once). */
+  async function refreshLists() {
+    const held = await desk;
+    if (held) await held.refresh();
+    return offlineState();
+  }
+
+  // `clock`: a function giving seconds since the epoch, for offline checks and scan times
+  // (null: the device's clock). Tests set it; a terminal never needs to.
+  window.codeEngineTerminal = { configure, offlineState, refreshLists, onVerdict: null, clock: null };
 
   document.addEventListener("DOMContentLoaded", () => {
     CE.languageToggle($("lang"));
-    document.addEventListener("codeengine:language", () => { place(); if (shown) show(shown); });
+    document.addEventListener("codeengine:language", () => { place(); network(); if (shown) show(shown); });
+    if ("serviceWorker" in navigator) {
+      navigator.serviceWorker.register("/pages/terminal-worker.js", { scope: "/pages/" })
+        .catch((err) => console.error("no offline page", err));
+    }
     CE.applyLanguage();
     $("scan-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -183,6 +322,8 @@
         $("set-terminal").value = config.terminal;
         $("set-venue").value = config.venue;
         $("set-city").value = String(config.city || "");
+        $("set-anchor").value = config.anchor;
+        $("set-deadline").value = String(config.deadline);
       }
       if (!$("setup").hidden) $("set-key").focus(); else refocus();
     });
@@ -193,6 +334,8 @@
         terminal: $("set-terminal").value,
         venue: $("set-venue").value,
         city: $("set-city").value,
+        anchor: $("set-anchor").value,
+        deadline: $("set-deadline").value,
       });
       $("set-key").value = "";
     });

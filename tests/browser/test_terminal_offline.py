@@ -1,0 +1,211 @@
+"""The terminal page goes on checking codes when its verifier is cut off, and its queue of
+offline scans reaches the scan log when the verifier is back.
+
+The verifier here is the test's own process on a port it keeps: stopped mid-session (the
+page's origin stays the same, so its service worker and kept lists are there), started again
+on the same port. Time is passed in, never waited for: the expired scan is the valid code
+scanned with the page's clock hook set past its expiry.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import Page
+from redis.cluster import RedisCluster
+
+from codeengine.code.scans import ScanEntry
+from codeengine.code.token import decode
+from codeengine.ops.devcluster import DevCluster
+from codeengine.settings import CodeSettings
+from codeengine.store.keyspace import scan_log_key
+from tests.browser.pagekit import Service, generate, wait_until
+from tests.e2e.helpers import Workers, dev_keys, free_port, service_workers
+from tests.e2e.test_verifier_e2e import with_signature_flipped
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.cluster]
+
+CITY = 320100
+SKEW_S = CodeSettings().clock_skew_s
+
+
+def scan(page: Page, code: str, count: int) -> Any:
+    """Type ``code`` and Enter as a scanner does; the result element once it shows the scan."""
+    page.locator("#scan").fill(code)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#result[data-count='{count}']")
+    return page.locator("#result")
+
+
+def verdict_of(page: Page) -> tuple[str | None, ...]:
+    result = page.locator("#result")
+    return tuple(
+        result.get_attribute(name)
+        for name in ("data-mode", "data-valid", "data-colour", "data-reason")
+    )
+
+
+def offline_state(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate("window.codeEngineTerminal.offlineState()")
+    return state
+
+
+def logged_scans(cluster: DevCluster, terminal: str) -> list[ScanEntry]:
+    """The scan log entries of ``terminal`` in the city's stream, oldest first."""
+    host, port = cluster.startup_nodes[0]
+    with RedisCluster(host=host, port=port, **cluster.redis_py_options("admin")) as client:
+        rows = client.xrange(scan_log_key(CITY))
+    entries = [ScanEntry.from_fields(fields) for _id, fields in rows]
+    return [entry for entry in entries if entry.terminal == terminal]
+
+
+def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
+    page: Page,
+    issuer: Service,
+    cluster: DevCluster,
+    key_files: dict[str, str],
+    tmp_path: Path,
+    script_errors: list[str],
+) -> None:
+    anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
+    settings = {**key_files, **cluster.client_settings()}
+    keys = dev_keys(settings)
+    port = free_port()
+    terminal = f"offline-{secrets.token_hex(4)}"
+    green = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
+    doomed = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
+    fragment = urlencode(
+        {
+            "key": keys["verify"],
+            "terminal": terminal,
+            "venue": "hall-9",
+            "city": CITY,
+            "anchor": anchor.read_text(),
+            "deadline": 1500,
+        }
+    )
+
+    def start(logs: str) -> Any:
+        (tmp_path / logs).mkdir()
+        return service_workers(Workers, "verifier", 1, tmp_path / logs, keys, settings, port=port)
+
+    with start("before") as verifier:
+        response = page.goto(f"{verifier.url}/pages/terminal#{fragment}")
+        assert response is not None and response.status == 200
+        # The worker installed and controls the page; the lists passed their check.
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        wait_until("the page holds checked lists", lambda: offline_state(page)["ready"], 10)
+
+        scan(page, green["token"], 1)
+        assert verdict_of(page) == ("online", "true", "green", "VALID")
+
+        # Revoked online: once the signed revocation list has it, the page fetches it.
+        before = verifier.call("GET", "/v1/revocations/signed").body
+        verifier.ok("POST", "/v1/revocations", "admin", {"code": doomed["token"]})
+        wait_until(
+            "the signed revocation list changes",
+            lambda: verifier.call("GET", "/v1/revocations/signed").body != before,
+            10,
+        )
+        lists_as_of = page.evaluate("window.codeEngineTerminal.refreshLists()")["asOfMs"]
+        wait_until(
+            "the worker controls the page",
+            lambda: page.evaluate("navigator.serviceWorker.controller !== null"),
+            10,
+        )
+
+    # Cut off: the verifier's process is gone. A reload comes from the service worker.
+    response = page.reload()
+    assert response is not None and response.status == 200
+    wait_until("the page reads its kept lists", lambda: offline_state(page)["ready"], 10)
+    assert offline_state(page)["asOfMs"] == lists_as_of
+
+    expired_at = decode(green["token"]).claims.exp + SKEW_S + 5
+    cases = [
+        (green["token"], None, ("offline", "true", "green", "VALID")),
+        (doomed["token"], None, ("offline", "false", "none", "REVOKED")),
+        (
+            with_signature_flipped(green["token"]),
+            None,
+            ("offline", "false", "none", "BAD_SIGNATURE"),
+        ),
+        (green["token"], expired_at, ("offline", "false", "none", "EXPIRED")),
+    ]
+    for count, (code, clock, expected) in enumerate(cases, start=1):
+        hook = "null" if clock is None else f"() => {clock}"
+        page.evaluate(f"window.codeEngineTerminal.clock = {hook}")
+        result = scan(page, code, count)
+        assert verdict_of(page) == expected, code
+        assert result.get_attribute("data-as-of") == str(lists_as_of)
+        assert page.locator("#detail").inner_text().startswith("离线核验 · 名单截至 ")
+    page.evaluate("window.codeEngineTerminal.clock = null")
+    assert page.locator("#network").get_attribute("data-mode") == "offline"
+    assert page.locator("#network").inner_text() == "离线 · 4 条待上传"
+    assert offline_state(page)["waiting"] == 4
+
+    # Back: the next scan is answered online, and the queue goes to the scan log.
+    with start("after"):
+        scan(page, green["token"], 5)
+        assert verdict_of(page) == ("online", "true", "green", "VALID")
+        wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
+        wait_until("six scans are logged", lambda: len(logged_scans(cluster, terminal)) == 6, 10)
+    # Two online scans and the four offline ones, judged again by the verifier at their times.
+    logged = logged_scans(cluster, terminal)
+    assert sorted(e.reason for e in logged) == [
+        "BAD_SIGNATURE",
+        "EXPIRED",
+        "REVOKED",
+        "VALID",
+        "VALID",
+        "VALID",
+    ]
+    assert {(e.venue, e.city) for e in logged} == {("hall-9", CITY)}
+    assert {e.colour for e in logged if e.reason == "VALID"} == {"green"}
+    expired = next(e for e in logged if e.reason == "EXPIRED")
+    assert abs(expired.at_ms - expired_at * 1000) < 1000
+    assert page.locator("#network").inner_text() == ""
+    assert script_errors == []
+
+
+def test_offline_scans_are_logged_once_and_only_within_their_time_bounds(
+    issuer: Service, verifier: Service, cluster: DevCluster
+) -> None:
+    token = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")["token"]
+    now_ms = int(decode(token).claims.iat) * 1000
+    terminal = f"replay-{secrets.token_hex(4)}"
+
+    def item(scan_id: str, at_ms: int) -> dict[str, Any]:
+        return {"id": scan_id, "code": token, "terminal": terminal, "city": CITY, "at_ms": at_ms}
+
+    first = secrets.token_urlsafe(16)
+    batch = [
+        item(first, now_ms),
+        item(secrets.token_urlsafe(16), now_ms - 4 * 86_400_000),
+        item(secrets.token_urlsafe(16), now_ms + 3_600_000),
+    ]
+    answer = verifier.ok("POST", "/v1/scans/offline", "verify", {"scans": batch})
+    assert [(r["id"], r["logged"], r["reason"]) for r in answer["results"]] == [
+        (first, True, "VALID"),
+        (batch[1]["id"], False, "SCAN_TOO_OLD"),
+        (batch[2]["id"], False, "SCAN_IN_FUTURE"),
+    ]
+    again = verifier.ok("POST", "/v1/scans/offline", "verify", {"scans": batch[:1]})
+    assert again["results"] == [{"id": first, "logged": False, "reason": "DUPLICATE"}]
+    wait_until("the scan is logged", lambda: len(logged_scans(cluster, terminal)) == 1, 10)
+    assert [e.at_ms for e in logged_scans(cluster, terminal)] == [now_ms]
+
+    refused = verifier.call(
+        "POST", "/v1/scans/offline", json_body={"scans": [item("short", now_ms)]}, scope="verify"
+    )
+    assert refused.status == 400 and refused.json()["reason"] == "INVALID_FIELD"
+    wrong_city = {**item(secrets.token_urlsafe(16), now_ms), "city": 110000}
+    refused = verifier.call(
+        "POST", "/v1/scans/offline", json_body={"scans": [wrong_city]}, scope="verify"
+    )
+    assert refused.status == 400 and refused.json()["reason"] == "UNKNOWN_CITY"
+    unauthorised = verifier.call("POST", "/v1/scans/offline", json_body={"scans": [item(first, 0)]})
+    assert unauthorised.status == 401
