@@ -61,6 +61,8 @@ class Intent(StrEnum):
     """exp + skew == now, or iat == now + skew, or the lists' last second."""
     VALID_RETIRED_KEY = "valid-retired-key"
     """Signed by a retired key still inside its overlap."""
+    SCANNER_SUFFIX = "valid-with-scanner-cr-lf"
+    """A valid code as a scanner sends it, with a trailing CR, LF or both."""
     EXPIRED = "expired"
     EXPIRED_AND_ALTERED = "expired-and-tampered"
     """Expired and its signature altered: the offline verdict checks the window first."""
@@ -71,6 +73,8 @@ class Intent(StrEnum):
     HIGH_S = "tampered-es256-high-s"
     TEXT_CHAR = "tampered-base45-char"
     TRUNCATED = "truncated"
+    FOREIGN_TEXT = "foreign-text"
+    """Not a code: another scheme's prefix, a lower-case or missing prefix, a space, non-ASCII."""
     REVOKED_CODE = "revoked-code"
     REVOKED_KEY = "revoked-key"
     UNTRUSTED_KEY = "untrusted-key"
@@ -86,6 +90,7 @@ EXPECTED: Final[dict[Intent, frozenset[str]]] = {
     Intent.VALID: frozenset({"VALID"}),
     Intent.VALID_AT_EDGE: frozenset({"VALID"}),
     Intent.VALID_RETIRED_KEY: frozenset({"VALID"}),
+    Intent.SCANNER_SUFFIX: frozenset({"VALID"}),
     Intent.EXPIRED: frozenset({"EXPIRED"}),
     Intent.EXPIRED_AND_ALTERED: frozenset({"EXPIRED"}),
     Intent.NOT_YET_VALID: frozenset({"NOT_YET_VALID"}),
@@ -98,6 +103,7 @@ EXPECTED: Final[dict[Intent, frozenset[str]]] = {
     Intent.TEXT_CHAR: frozenset({"MALFORMED", "BAD_SIGNATURE", "UNSUPPORTED_ALG", "UNKNOWN_KID"})
     | _WINDOW,
     Intent.TRUNCATED: frozenset({"MALFORMED"}),
+    Intent.FOREIGN_TEXT: frozenset({"MALFORMED"}),
     Intent.REVOKED_CODE: frozenset({"REVOKED"}),
     Intent.REVOKED_KEY: frozenset({"REVOKED"}),
     Intent.UNTRUSTED_KEY: frozenset({"UNKNOWN_KID"}),
@@ -113,6 +119,7 @@ _WEIGHTS: Final = {
     Intent.VALID: 24,
     Intent.VALID_AT_EDGE: 4,
     Intent.VALID_RETIRED_KEY: 4,
+    Intent.SCANNER_SUFFIX: 3,
     Intent.EXPIRED: 6,
     Intent.EXPIRED_AND_ALTERED: 3,
     Intent.NOT_YET_VALID: 4,
@@ -122,6 +129,7 @@ _WEIGHTS: Final = {
     Intent.HIGH_S: 3,
     Intent.TEXT_CHAR: 8,
     Intent.TRUNCATED: 4,
+    Intent.FOREIGN_TEXT: 3,
     Intent.REVOKED_CODE: 5,
     Intent.REVOKED_KEY: 3,
     Intent.UNTRUSTED_KEY: 4,
@@ -317,6 +325,27 @@ def _truncated(rng: random.Random, text: str) -> str:
     return text[: rng.randrange(0, len(text))]
 
 
+def _scanner_suffix(rng: random.Random, text: str) -> str:
+    return text + rng.choice(("\r", "\n", "\r\n", "\n\n"))
+
+
+def _foreign_text(rng: random.Random, text: str) -> str:
+    body = text[len(PREFIX) :]
+    return rng.choice(
+        (
+            "HC1:" + body,
+            "ce1:" + body,
+            body,
+            " " + text,
+            text + " ",
+            text + "\t",
+            text[:-1] + "\u00c9",
+            PREFIX + body + body,
+            PREFIX + "".join(rng.choice(ALPHABET) for _ in range(len(body))),
+        )
+    )
+
+
 _ALTERATIONS: Final = {
     Intent.PAYLOAD_BYTE: _payload_byte,
     Intent.HEADER_BYTE: _header_byte,
@@ -325,6 +354,8 @@ _ALTERATIONS: Final = {
     Intent.HIGH_S: _high_s,
     Intent.TEXT_CHAR: _text_char,
     Intent.TRUNCATED: _truncated,
+    Intent.SCANNER_SUFFIX: _scanner_suffix,
+    Intent.FOREIGN_TEXT: _foreign_text,
 }
 
 

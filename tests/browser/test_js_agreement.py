@@ -50,8 +50,8 @@ Answer = dict[str, Any]
 # One evaluation over the whole batch: the lists are checked under the anchor at LISTS_AT, then
 # each code is verified at its own clock, offline (the terminal's verdict) and by verifyAt.
 _VERIFY_ALL: Final = """
-async ({anchors, trust, revocations, listsAt, skewS, codes}) => {
-  const m = await import('/src/index.js');
+async ({origin, anchors, trust, revocations, listsAt, skewS, codes}) => {
+  const m = await import(`${origin}/src/index.js`);
   let now = listsAt;
   const sdk = await m.OfflineVerifier.fromSigned(
     m.fromHex(trust), m.fromHex(revocations), await m.TrustList.from(anchors),
@@ -143,6 +143,7 @@ def _browser_answers(page: Page, mix: CodeMix) -> list[Answer]:
     answers: list[Answer] = page.evaluate(
         _VERIFY_ALL,
         {
+            "origin": ORIGIN,
             "anchors": mix.anchors_jwks,
             "trust": mix.trust_document.hex(),
             "revocations": mix.revocations_document.hex(),
