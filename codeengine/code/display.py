@@ -28,7 +28,7 @@ from codeengine.code.errors import CodeEngineError
 from codeengine.code.model import CodeKind, Colour
 from codeengine.code.pseudonym import subject_bytes
 from codeengine.code.status import SubjectRecord
-from codeengine.code.token import CTI_BYTES, Claims
+from codeengine.code.token import CTI_BYTES, MAX_TOKEN_CHARS, Claims
 
 _COLOURS = {int(colour): colour for colour in Colour}
 _new_tuple = tuple.__new__
@@ -113,6 +113,8 @@ def _token_head(size: int) -> bytes:
 
 
 _FIXMAP = range(0x80, 0x90)
+_TOKEN_HEADS = [_token_head(size) for size in range(MAX_TOKEN_CHARS + 1)]
+"""Every head a code's token can have, made once (a verify reads one per scan)."""
 
 
 def body_accepts_at(body: bytes, token: str, now: int) -> bool:
@@ -124,7 +126,8 @@ def body_accepts_at(body: bytes, token: str, now: int) -> bool:
     full reading, so the answer is the same either way (a property test holds them equal).
     """
     encoded = token.encode()
-    head = _token_head(len(encoded))
+    size = len(encoded)
+    head = _TOKEN_HEADS[size] if size <= MAX_TOKEN_CHARS else _token_head(size)
     start = 1 + len(head)
     if (
         body
