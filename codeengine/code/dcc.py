@@ -62,6 +62,7 @@ from codeengine.code.errors import (
     UnknownKeyId,
     UnsupportedAlgorithm,
 )
+from codeengine.code.inflate import inflate_bounded
 from codeengine.code.token import sig_structure
 
 PREFIX: Final = "HC1:"
@@ -215,16 +216,7 @@ def unprefix(text: str) -> str:
 
 def decompress(data: bytes) -> bytes:
     """The zlib-inflated COSE bytes; MalformedCode if not zlib, truncated or too large."""
-    inflater = zlib.decompressobj()
-    try:
-        out = inflater.decompress(data, MAX_COSE_BYTES + 1)
-    except zlib.error:
-        raise MalformedCode("DCC: not zlib-compressed") from None
-    if len(out) > MAX_COSE_BYTES:
-        raise MalformedCode("DCC: inflates beyond the size limit")
-    if not inflater.eof or inflater.unused_data:
-        raise MalformedCode("DCC: zlib stream truncated or followed by other bytes")
-    return out
+    return inflate_bounded(data, zlib.MAX_WBITS, MAX_COSE_BYTES, "DCC: the zlib stream")
 
 
 def _header(data: object, what: str) -> Mapping[object, object]:

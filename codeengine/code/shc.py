@@ -52,6 +52,7 @@ from codeengine.code.errors import (
     UnknownKeyId,
     UnsupportedAlgorithm,
 )
+from codeengine.code.inflate import inflate_bounded
 from codeengine.code.suites import b64url_decode
 
 PREFIX: Final = "shc:/"
@@ -265,16 +266,7 @@ def _b64url_json(part: str, what: str) -> Any:
 
 
 def _inflate(data: bytes) -> bytes:
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, MAX_PAYLOAD_BYTES + 1)
-    except zlib.error:
-        raise MalformedCode("SHC: the payload is not raw DEFLATE") from None
-    if len(out) > MAX_PAYLOAD_BYTES:
-        raise MalformedCode("SHC: the payload inflates beyond the size limit")
-    if not inflater.eof or inflater.unused_data:
-        raise MalformedCode("SHC: the payload's DEFLATE stream is truncated or followed by bytes")
-    return out
+    return inflate_bounded(data, -zlib.MAX_WBITS, MAX_PAYLOAD_BYTES, "SHC: the payload's DEFLATE")
 
 
 def _numeric_date(value: object, what: str) -> float:
