@@ -77,3 +77,19 @@ def generator(script: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+SHC_EXAMPLE_ISSUER = "https://spec.smarthealth.cards/examples/issuer"
+"""The issuer of the SMART Health Cards specification's worked examples (tests/vectors/interop)."""
+
+
+def shc_example_trust() -> dict[str, Any]:
+    """A verifier's SHC trust file (docs/formats.md) trusting the examples' issuer: its key set
+    and its revocation lists, as the specification publishes them."""
+    well_known = VECTORS_DIR / "interop" / "shc" / "examples" / "issuer" / ".well-known"
+    issuer = {
+        "iss": SHC_EXAMPLE_ISSUER,
+        "jwks": json.loads((well_known / "jwks.json").read_text()),
+        "crls": [json.loads(p.read_text()) for p in sorted((well_known / "crl").glob("*.json"))],
+    }
+    return {"issuers": [issuer]}

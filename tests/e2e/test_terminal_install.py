@@ -23,7 +23,7 @@ import pytest
 
 from codeengine.code.qr import QRFormat, render
 from tests.e2e.wheel import HANG_GUARD_S, build_wheel, fresh_venv, run_ok, timed
-from tests.vectors_loader import Case, cases, load
+from tests.vectors_loader import Case, cases, load, shc_example_trust
 from tools.layers import COLUMNAR, SERVER_ONLY
 
 pytestmark = [pytest.mark.e2e]
@@ -81,14 +81,8 @@ def _credentials(folder: Path) -> list[tuple[str, str, str, int, tuple[str, str,
     dcc.write_text(json.dumps({"certificates": [raw["TESTCTX"]["CERTIFICATE"]]}))
     clock = int(datetime.fromisoformat(raw["TESTCTX"]["VALIDATIONCLOCK"]).timestamp())
     examples = interop / "shc" / "examples"
-    well_known = examples / "issuer" / ".well-known"
-    issuer = {
-        "iss": "https://spec.smarthealth.cards/examples/issuer",
-        "jwks": json.loads((well_known / "jwks.json").read_text()),
-        "crls": [json.loads(path.read_text()) for path in (well_known / "crl").glob("*.json")],
-    }
     shc = folder / "shc-trust.json"
-    shc.write_text(json.dumps({"issuers": [issuer]}))
+    shc.write_text(json.dumps(shc_example_trust()))
 
     def card(example: str) -> str:
         return (examples / f"example-{example}-f-qr-code-numeric-value-0.txt").read_text().strip()

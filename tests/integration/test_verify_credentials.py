@@ -20,6 +20,7 @@ from codeengine.code.foreign import MAX_SCAN_CHARS
 from codeengine.code.token import MAX_TOKEN_CHARS
 from codeengine.settings import Settings
 from tests.integration.apps import Clock, auth, issuer, verifier
+from tests.vectors_loader import shc_example_trust
 
 pytestmark = pytest.mark.cluster
 
@@ -35,14 +36,8 @@ def _configured(settings: Settings, tmp_path: Path) -> Settings:
     raw = json.loads(DCC_FILE.read_text(encoding="utf-8"))
     dcc = tmp_path / "dcc-trust.json"
     dcc.write_text(json.dumps({"certificates": [raw["TESTCTX"]["CERTIFICATE"]]}))
-    well_known = SHC / "issuer" / ".well-known"
-    shc_issuer = {
-        "iss": "https://spec.smarthealth.cards/examples/issuer",
-        "jwks": json.loads((well_known / "jwks.json").read_text()),
-        "crls": [json.loads(path.read_text()) for path in (well_known / "crl").glob("*.json")],
-    }
     shc = tmp_path / "shc-trust.json"
-    shc.write_text(json.dumps({"issuers": [shc_issuer]}))
+    shc.write_text(json.dumps(shc_example_trust()))
     trusted = replace(settings.verifier, dcc_trust_file=str(dcc), shc_trust_file=str(shc))
     return replace(settings, verifier=trusted)
 
