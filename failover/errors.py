@@ -51,6 +51,7 @@ __all__ = [
     "ClientClosed",
     "CodeRefused",
     "Conflict",
+    "DuplicateScan",
     "Expired",
     "FailoverError",
     "Forbidden",
@@ -82,6 +83,8 @@ __all__ = [
     "RefusedRequest",
     "Revoked",
     "RotationPending",
+    "ScanInFuture",
+    "ScanTooOld",
     "ServiceProblem",
     "StoreUnavailable",
     "TrustListStale",
@@ -456,6 +459,27 @@ class TrustListStale(CodeRefused):
     """The trust list is older than its maximum age."""
 
     REASON = Reason.TRUST_LIST_STALE
+
+
+# An offline scan's refusals, per scan of POST /v1/scans/offline (never a problem body).
+
+
+class DuplicateScan(CodeRefused):
+    """The offline scan's id was logged before: this send logged nothing again."""
+
+    REASON = Reason.DUPLICATE
+
+
+class ScanTooOld(CodeRefused):
+    """The offline scan's time is older than the verifier believes (``offline_scan_max_age_s``)."""
+
+    REASON = Reason.SCAN_TOO_OLD
+
+
+class ScanInFuture(CodeRefused):
+    """The offline scan's time is ahead of the verifier's clock beyond ``offline_scan_future_s``."""
+
+    REASON = Reason.SCAN_IN_FUTURE
 
 
 # The signed lists' reasons are spelled out: they are checked where the lists are read (the

@@ -228,8 +228,11 @@ def test_the_served_spec_documents_every_route(live_verifier: tuple[Service, lis
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/openapi.json"),
+        ("post", "/v1/scans/offline"),
         ("get", "/pages/terminal"),
+        ("get", "/pages/terminal-worker.js"),
         ("get", "/static/{file}"),
+        ("get", "/static/sdk/{file}"),
     }
 
 
