@@ -48,7 +48,15 @@ OFFLINE_ITEM_FIELDS = {
             "base64url): the same scan sent again is logged once.",
         },
     ),
-    "code": Field(str, max_length=MAX_TOKEN_CHARS + 2, schema={"description": "The scanned text."}),
+    # Not bounded here: what was scanned is judged per scan (a text too long or not the
+    # engine's answers MALFORMED for that scan alone), so one bad scan cannot refuse the batch.
+    "code": Field(
+        str,
+        schema={
+            "description": "The scanned text; one that is not the engine's code (`CE1:`, "
+            f"at most {MAX_TOKEN_CHARS} characters) answers MALFORMED and is not logged."
+        },
+    ),
     "terminal": Field(str, max_length=MAX_ID_CHARS, printable=True),
     "venue": Field(str, required=False, max_length=MAX_ID_CHARS, printable=True),
     "city": Field(
@@ -74,8 +82,8 @@ OFFLINE_SCAN_SCHEMAS: dict[str, Any] = {
                         "reason": {
                             "type": "string",
                             "description": "The verifier's verdict at the scan's time "
-                            "(VALID, EXPIRED, REVOKED, ...) when logged; DUPLICATE, "
-                            "SCAN_TOO_OLD or SCAN_IN_FUTURE when not.",
+                            "(VALID, EXPIRED, REVOKED, ...) when logged; MALFORMED, "
+                            "DUPLICATE, SCAN_TOO_OLD or SCAN_IN_FUTURE when not.",
                         },
                     }
                 ),
@@ -191,9 +199,11 @@ OFFLINE_SCANS_ROUTE = Route(
     description="Each scan is verified again by this verifier at its own `at_ms` (with this "
     "verifier's trust and revocation lists) and logged with that time and this verdict. A "
     "scan older than `offline_scan_max_age_s` answers `SCAN_TOO_OLD`, one more than "
-    "`offline_scan_future_s` ahead of this verifier's clock `SCAN_IN_FUTURE`; neither is "
-    "logged. A scan whose `id` was logged before answers `DUPLICATE` and is not logged again, "
-    "so a terminal may send its queue again whenever it did not see the answer. 503 logs "
+    "`offline_scan_future_s` ahead of this verifier's clock `SCAN_IN_FUTURE`, a text that is "
+    "not the engine's code `MALFORMED`; none of these is logged, and each is answered for its "
+    "scan alone (a 400 is for a body or a scan whose own fields are wrong, and names the scan "
+    "as `scans[i]`). A scan whose `id` was logged before answers `DUPLICATE` and is not logged "
+    "again, so a terminal may send its queue again whenever it did not see the answer. 503 logs "
     "nothing: send the same scans again later.",
     body=object_body("OfflineScanBatch", OFFLINE_FIELDS),
     answers={"200": ("One result per scan, in order", ref("OfflineScanResults"))},

@@ -143,13 +143,31 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
         assert result.get_attribute("data-as-of") == str(lists_as_of)
         assert page.locator("#detail").inner_text().startswith("离线核验 · 名单截至 ")
     page.evaluate("window.codeEngineTerminal.clock = null")
+    # What is not the engine's code cannot be checked here and is not kept on the device (a DCC,
+    # an alias card carrying a social-security number).
+    for count, text in enumerate(("HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH", "SSC:3201020"), 5):
+        scan(page, text, count)
+        assert verdict_of(page) == ("offline", "", "none", "OFFLINE_UNSUPPORTED")
+        assert page.locator("#reason").inner_text() == "此码无法离线核验，请待网络恢复"
     assert page.locator("#network").get_attribute("data-mode") == "offline"
     assert page.locator("#network").inner_text() == "离线 · 4 条待上传"
     assert offline_state(page)["waiting"] == 4
+    # A scan the verifier will refuse whole (an id it cannot take) and one too old to be
+    # logged, as an earlier release or a tampered store could leave them: neither may hold the
+    # queue, and neither goes unseen.
+    page.evaluate(
+        """(() => {
+          const queue = JSON.parse(localStorage.getItem("ce-terminal-queue"));
+          const first = queue.items[0];
+          queue.items.splice(1, 0, { ...first, id: "short" });
+          queue.items.push({ ...first, id: "A".repeat(22), at_ms: Date.now() - 4 * 86400000 });
+          localStorage.setItem("ce-terminal-queue", JSON.stringify(queue));
+        })()"""
+    )
 
     # Back: the next scan is answered online, and the queue goes to the scan log.
     with start("after"):
-        scan(page, green["token"], 5)
+        scan(page, green["token"], 7)
         assert verdict_of(page) == ("online", "true", "green", "VALID")
         wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
         wait_until("six scans are logged", lambda: len(logged_scans(cluster, terminal)) == 6, 10)
@@ -167,7 +185,13 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
     assert {e.colour for e in logged if e.reason == "VALID"} == {"green"}
     expired = next(e for e in logged if e.reason == "EXPIRED")
     assert abs(expired.at_ms - expired_at * 1000) < 1000
-    assert page.locator("#network").inner_text() == ""
+    assert {k: offline_state(page)[k] for k in ("waiting", "dropped", "refused", "expired")} == {
+        "waiting": 0,
+        "dropped": 0,
+        "refused": 1,
+        "expired": 1,
+    }
+    assert page.locator("#network").inner_text() == "0 条待上传（被拒 1 条）（过期 1 条）"
     assert script_errors == []
 
 
@@ -209,3 +233,51 @@ def test_offline_scans_are_logged_once_and_only_within_their_time_bounds(
     assert refused.status == 400 and refused.json()["reason"] == "UNKNOWN_CITY"
     unauthorised = verifier.call("POST", "/v1/scans/offline", json_body={"scans": [item(first, 0)]})
     assert unauthorised.status == 401
+
+
+QUEUE_SCENARIO = """async () => {
+  const { OfflineDesk, QUEUE_MAX_AGE_S } = await import("/static/terminal-offline.js");
+  const now = 1_800_000_000;
+  const desk = new OfflineDesk("", () => now);
+  const scan = (at_s, code) => ({ code, terminal: "t", city: 320100, at_ms: at_s * 1000 });
+  localStorage.clear();
+  // Too old to be logged: dropped, counted, as the next scan is queued.
+  desk.enqueue(scan(now - QUEUE_MAX_AGE_S - 1, "CE1:OLD"));
+  desk.enqueue(scan(now, "CE1:NEW"));
+  const afterAge = desk.queued();
+  // Long codes: the queue's size bound drops the oldest, whatever the count.
+  for (let i = 0; i < 300; i += 1) desk.enqueue(scan(now, "CE1:" + "X".repeat(3000)));
+  const afterSize = desk.queued();
+  const size = localStorage.getItem("ce-terminal-queue").length;
+  // A storage with no room left: the queue makes room from its oldest rather than fail.
+  localStorage.clear();
+  desk.enqueue(scan(now, "CE1:SCAN1"));
+  let filler = "";
+  for (let step = 1 << 22; step >= 1; step >>= 1) {
+    try { localStorage.setItem("filler", filler + "f".repeat(step)); filler += "f".repeat(step); }
+    catch (err) { if (err.name !== "QuotaExceededError") throw err; }
+  }
+  let error = null;
+  try { desk.enqueue(scan(now, "CE1:SCAN2")); } catch (err) { error = String(err); }
+  const afterQuota = desk.queued();
+  const kept = JSON.parse(localStorage.getItem("ce-terminal-queue")).items.map((i) => i.code);
+  localStorage.clear();
+  return { afterAge, afterSize, size, afterQuota, kept, error };
+}"""
+
+
+def test_the_queue_keeps_to_its_bounds_and_counts_every_scan_it_drops(
+    page: Page, verifier: Service, script_errors: list[str]
+) -> None:
+    response = page.goto(f"{verifier.url}/pages/terminal")
+    assert response is not None and response.status == 200
+    outcome = page.evaluate(QUEUE_SCENARIO)
+    assert outcome["afterAge"] == {"waiting": 1, "dropped": 0, "refused": 0, "expired": 1}
+    held = outcome["afterSize"]
+    assert 100 < held["waiting"] < 300 and held["dropped"] == 301 - held["waiting"]
+    assert outcome["size"] <= 650_000 + 100  # the items, and the counts beside them
+    # The first scan made room for the second; nothing was thrown at the scan's verdict.
+    assert outcome["error"] is None
+    assert outcome["kept"] == ["CE1:SCAN2"]
+    assert outcome["afterQuota"]["dropped"] == 1
+    assert script_errors == []

@@ -38,6 +38,8 @@
     "network.offline": ["离线 · {waiting} 条待上传", "Offline · {waiting} scans waiting to be sent"],
     "network.waiting": ["{waiting} 条待上传", "{waiting} scans waiting to be sent"],
     "network.dropped": ["（已丢弃 {dropped} 条）", " ({dropped} dropped)"],
+    "network.refused": ["（被拒 {refused} 条）", " ({refused} refused)"],
+    "network.expired": ["（过期 {expired} 条）", " ({expired} too old to send)"],
     "word.green": ["绿码", "GREEN"],
     "word.yellow": ["黄码", "YELLOW"],
     "word.red": ["红码", "RED"],
@@ -65,6 +67,7 @@
     "reason.RATE_LIMITED": ["扫码过快，请稍候", "Too fast: wait a moment"],
     "reason.NETWORK": ["网络不通", "No network"],
     "reason.UNKNOWN_CITY": ["终端城市设置有误", "The terminal's city is wrong"],
+    "reason.OFFLINE_UNSUPPORTED": ["此码无法离线核验，请待网络恢复", "This code cannot be checked offline: wait for the network"],
     "reason.OTHER": ["核验失败：{reason}", "Check failed: {reason}"],
     degraded: ["离线核验：仅凭签名，颜色为签发时状态", "Degraded: signature only, colour as issued"],
     notConfigured: ["请先在设置中填写本终端信息", "Set this terminal up in settings first"],
@@ -126,7 +129,7 @@
     result.dataset.valid = outcome.state === "verdict" ? String(outcome.verdict.valid) : "";
     result.dataset.reason = outcome.state === "verdict" ? outcome.verdict.reason : (outcome.reason || "");
     result.dataset.count = String(count);
-    result.dataset.mode = outcome.offline ? "offline" : "online";
+    result.dataset.mode = outcome.offline || outcome.unchecked ? "offline" : "online";
     result.dataset.asOf = outcome.offline ? String(outcome.offline.asOfMs) : "";
     $("word").textContent = word;
     $("reason").textContent = reason;
@@ -149,14 +152,17 @@
 
   async function network() {
     const held = await desk;
-    const { waiting, dropped } = held ? held.queued() : { waiting: 0, dropped: 0 };
+    const { waiting, dropped, refused, expired } = held ? held.queued() : { waiting: 0, dropped: 0, refused: 0, expired: 0 };
     const line = $("network");
     line.dataset.mode = offline ? "offline" : "online";
     line.dataset.waiting = String(waiting);
     let text = "";
     if (offline) text = CE.t("network.offline", { waiting });
     else if (waiting > 0) text = CE.t("network.waiting", { waiting });
-    if (text && dropped > 0) text += CE.t("network.dropped", { dropped });
+    // Scans lost from the queue are shown until the page's storage is cleared: never silently.
+    const lost = [["dropped", dropped], ["refused", refused], ["expired", expired]].filter(([, n]) => n > 0);
+    if (lost.length > 0 && !text) text = CE.t("network.waiting", { waiting });
+    for (const [name, n] of lost) text += CE.t(`network.${name}`, { [name]: n });
     line.textContent = text;
   }
 
@@ -175,11 +181,19 @@
     }
   }
 
-  /** The verdict of the JavaScript verifier, queued for the scan log; null without lists. */
+  /**
+   * The verdict of the JavaScript verifier, queued for the scan log; null without lists. A text
+   * that is not the engine's code is neither checked nor queued (`unsupported`): it may carry a
+   * resident or social-security number, and no list here can vouch for it.
+   */
   async function checkOffline(code) {
     const held = await desk;
-    if (!held || !held.ready) return null;
+    if (!held) return null;
+    if (!held.constructor.canCheck(code)) return { unsupported: true };
+    if (!held.ready) return null;
     const verdict = await held.verify(code);
+    // A text the verifier cannot read would only be refused when sent: shown, not queued.
+    if (verdict.reason === "MALFORMED") return { verdict, asOfMs: held.asOfMs };
     const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(clock() * 1000) };
     if (config.venue) scan.venue = config.venue;
     held.enqueue(scan);
@@ -208,7 +222,11 @@
       const unanswered = err.status === 0 || err.status >= 500;
       const checked = unanswered ? await checkOffline(code).catch(() => null) : null;
       count += 1;
-      if (checked) {
+      if (checked && checked.unsupported) {
+        offline = true;
+        show({ state: "error", reason: "OFFLINE_UNSUPPORTED", unchecked: true });
+        cue({ valid: false, colour: null, reason: "OFFLINE_UNSUPPORTED" });
+      } else if (checked) {
         offline = true;
         show({ state: "verdict", verdict: checked.verdict, offline: checked });
         cue(checked.verdict, checked.asOfMs);
@@ -280,7 +298,7 @@
       ready: Boolean(held && held.ready),
       asOfMs: held ? held.asOfMs : null,
       refused: held ? held.lastRefusal : null,
-      ...(held ? held.queued() : { waiting: 0, dropped: 0 }),
+      ...(held ? held.queued() : { waiting: 0, dropped: 0, refused: 0, expired: 0 }),
     };
   }
 
