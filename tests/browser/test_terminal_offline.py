@@ -10,6 +10,10 @@ scanned with the page's clock hook set past its expiry.
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +56,42 @@ def verdict_of(page: Page) -> tuple[str | None, ...]:
 def offline_state(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = page.evaluate("window.codeEngineTerminal.offlineState()")
     return state
+
+
+class _BadGateway(BaseHTTPRequestHandler):
+    """What a gateway in front of a dead verifier answers to everything: 502 and an HTML page."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet: the test's output is not for this server's lines."""
+
+
+@contextmanager
+def bad_gateway(port: int) -> Iterator[None]:
+    """A real HTTP server on the verifier's port that answers 502 to every request."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _BadGateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def logged_scans(cluster: DevCluster, terminal: str) -> list[ScanEntry]:
@@ -118,11 +158,20 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
             10,
         )
 
-    # Cut off: the verifier's process is gone. A reload comes from the service worker.
+    # Cut off behind a gateway: the verifier's process is gone and what answers on its port
+    # says 502 to everything. A reload comes from the service worker's kept copy all the same.
+    with bad_gateway(port):
+        response = page.reload()
+        assert response is not None and response.status == 200
+        wait_until("the page reads its kept lists", lambda: offline_state(page)["ready"], 10)
+        assert offline_state(page)["asOfMs"] == lists_as_of
+        scan(page, green["token"], 1)
+        assert verdict_of(page) == ("offline", "true", "green", "VALID")
+    # Cut off with nothing on the port: the same, from the network's failure. The scan above
+    # waits in the queue with the ones below.
     response = page.reload()
     assert response is not None and response.status == 200
     wait_until("the page reads its kept lists", lambda: offline_state(page)["ready"], 10)
-    assert offline_state(page)["asOfMs"] == lists_as_of
 
     expired_at = decode(green["token"]).claims.exp + SKEW_S + 5
     cases = [
@@ -150,8 +199,8 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
         assert verdict_of(page) == ("offline", "", "none", "OFFLINE_UNSUPPORTED")
         assert page.locator("#reason").inner_text() == "此码无法离线核验，请待网络恢复"
     assert page.locator("#network").get_attribute("data-mode") == "offline"
-    assert page.locator("#network").inner_text() == "离线 · 4 条待上传"
-    assert offline_state(page)["waiting"] == 4
+    assert page.locator("#network").inner_text() == "离线 · 5 条待上传"
+    assert offline_state(page)["waiting"] == 5
     # A scan the verifier will refuse whole (an id it cannot take) and one too old to be
     # logged, as an earlier release or a tampered store could leave them: neither may hold the
     # queue, and neither goes unseen.
@@ -170,13 +219,14 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
         scan(page, green["token"], 7)
         assert verdict_of(page) == ("online", "true", "green", "VALID")
         wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
-        wait_until("six scans are logged", lambda: len(logged_scans(cluster, terminal)) == 6, 10)
-    # Two online scans and the four offline ones, judged again by the verifier at their times.
+        wait_until("seven scans are logged", lambda: len(logged_scans(cluster, terminal)) == 7, 10)
+    # Two online scans and the five offline ones, judged again by the verifier at their times.
     logged = logged_scans(cluster, terminal)
     assert sorted(e.reason for e in logged) == [
         "BAD_SIGNATURE",
         "EXPIRED",
         "REVOKED",
+        "VALID",
         "VALID",
         "VALID",
         "VALID",
