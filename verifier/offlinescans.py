@@ -17,6 +17,8 @@ __all__ = [
 ]
 
 import asyncio
+import logging
+import secrets
 import time
 from typing import Any
 
@@ -40,6 +42,8 @@ from codeengine.web.body import Field, read_object, validate_object
 from codeengine.web.routes import Route, closed_object, object_body, object_schema, ref
 from codeengine.web.runtime import CLOCK, KEYS, SETTINGS, STORE
 from verifier.verify import BATCH_ITEM_BYTES, SCAN_LOG
+
+log = logging.getLogger("verifier.offlinescans")
 
 OFFLINE_ITEM_FIELDS = {
     "id": Field(
@@ -141,6 +145,40 @@ def _scans(body: dict[str, Any], limit: int) -> list[OfflineScan]:
     return scans
 
 
+def _outcomes(
+    scans: list[OfflineScan], judged: list[Verdict | Reason], claimed: list[bool]
+) -> tuple[list[dict[str, Any]], list[ScanEntry]]:
+    """The answer for each scan and the entries to log, counted in the metrics; ``claimed``
+    holds one flag for each scan judged a Verdict, in order."""
+    claims = iter(claimed)
+    results: list[dict[str, Any]] = []
+    entries = []
+    for scan, outcome in zip(scans, judged, strict=True):
+        if isinstance(outcome, Reason):
+            results.append({"id": scan.scan_id, "logged": False, "reason": outcome.value})
+            OFFLINE_SCANS.labels(outcome.value).inc()
+            continue
+        if not next(claims):
+            results.append({"id": scan.scan_id, "logged": False, "reason": "DUPLICATE"})
+            OFFLINE_SCANS.labels("DUPLICATE").inc()
+            continue
+        entries.append(
+            ScanEntry(
+                scan.terminal,
+                scan.venue,
+                scan.city,
+                scan.at_ms,
+                outcome.subject or "",
+                outcome.reason,
+                outcome.colour.label if outcome.colour is not None else "",
+            )
+        )
+        VERIFICATIONS.labels(outcome.reason, str(scan.city), "offline").inc()
+        OFFLINE_SCANS.labels("logged").inc()
+        results.append({"id": scan.scan_id, "logged": True, "reason": outcome.reason})
+    return results, entries
+
+
 async def offline_scans(request: web.Request) -> web.Response:
     """Judge and log scans a terminal checked offline; one result per scan, in order."""
     app = request.app
@@ -173,33 +211,26 @@ async def offline_scans(request: web.Request) -> web.Response:
         for scan, outcome in zip(scans, judged, strict=True)
         if isinstance(outcome, Verdict)
     ]
-    # A store that cannot claim the ids answers 503: the terminal keeps its queue and sends
-    # it again, and nothing was logged.
-    claimed = iter(await app[STORE].claim_offline_scans(to_claim) if to_claim else [])
-    results = []
-    for scan, outcome in zip(scans, judged, strict=True):
-        if isinstance(outcome, Reason):
-            results.append({"id": scan.scan_id, "logged": False, "reason": outcome.value})
-            OFFLINE_SCANS.labels(outcome.value).inc()
-            continue
-        if not next(claimed):
-            results.append({"id": scan.scan_id, "logged": False, "reason": "DUPLICATE"})
-            OFFLINE_SCANS.labels("DUPLICATE").inc()
-            continue
-        app[SCAN_LOG].add(
-            ScanEntry(
-                scan.terminal,
-                scan.venue,
-                scan.city,
-                scan.at_ms,
-                outcome.subject or "",
-                outcome.reason,
-                outcome.colour.label if outcome.colour is not None else "",
-            )
-        )
-        VERIFICATIONS.labels(outcome.reason, str(scan.city), "offline").inc()
-        OFFLINE_SCANS.labels("logged").inc()
-        results.append({"id": scan.scan_id, "logged": True, "reason": outcome.reason})
+    # The claims carry this request's own token: if the request fails before its scans are
+    # queued to the scan log, it gives back exactly its own claims, so the terminal's resend
+    # logs them instead of hearing DUPLICATE for scans nobody logged.
+    token = secrets.token_urlsafe(12)
+    store = app[STORE]
+    try:
+        # A store that cannot claim every id answers 503 (the claims made given back first):
+        # the terminal keeps its queue and sends it again, and nothing was logged.
+        claimed = await store.claim_offline_scans(to_claim, token) if to_claim else []
+        results, entries = _outcomes(scans, judged, claimed)
+    except BaseException:
+        if to_claim:
+            released = await store.release_offline_scans([i for i, _ in to_claim], token)
+            log.warning("offline scans: request failed, %d claims given back", released)
+        raise
+    # Queued only now, all at once, and queueing never fails: a scan is either logged and
+    # claimed, or neither.
+    scan_log = app[SCAN_LOG]
+    for entry in entries:
+        scan_log.add(entry)
     return web.json_response({"results": results})
 
 

@@ -7,19 +7,26 @@ rate buckets and claimed ids are theirs alone.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from codeengine.code.errors import StoreUnavailable
 from codeengine.code.token import decode
 from codeengine.ops.devcluster import DevCluster
 from codeengine.settings import Settings
 from codeengine.store import keyspace
+from codeengine.store.redisstore import RedisStore, StoreSettings
+from codeengine.web.runtime import STORE
 from tests.integration.apps import Client, Clock, issuer, new_code, verifier
+from verifier import offlinescans
+from verifier.verify import SCAN_LOG
 
 pytestmark = pytest.mark.cluster
 
@@ -41,11 +48,11 @@ def with_terminals(settings: Settings, tmp_path: Path, **rates: float) -> Settin
     )
 
 
-def item(code: str, at_ms: int, scan_id: str | None = None) -> dict[str, Any]:
+def item(code: str, at_ms: int, terminal: str = "t-offline") -> dict[str, Any]:
     return {
-        "id": scan_id or secrets.token_urlsafe(16),
+        "id": secrets.token_urlsafe(16),
         "code": code,
-        "terminal": "t-offline",
+        "terminal": terminal,
         "city": CITY,
         "at_ms": at_ms,
     }
@@ -95,5 +102,109 @@ def test_a_batch_is_charged_by_its_scans_and_junk_is_never_claimed(
                 (good["id"], True, "VALID"),
             ]
             assert claimed_ids(cluster, terminal, [*junk, good]) == {good["id"]}
+
+    run(scenario())
+
+
+def store_for(cluster: DevCluster) -> RedisStore:
+    return RedisStore(
+        StoreSettings(nodes=tuple(cluster.startup_nodes), security=cluster.client_security())
+    )
+
+
+def test_a_request_gives_back_only_its_own_claims(cluster: DevCluster) -> None:
+    async def scenario() -> None:
+        store = store_for(cluster)
+        try:
+            ids = [secrets.token_urlsafe(16) for _ in range(8)]
+            assert await store.claim_offline_scans([(i, 60) for i in ids], "mine") == [True] * 8
+            # Another request's token frees nothing: its sender's claims are not its own.
+            assert await store.release_offline_scans(ids, "theirs") == 0
+            assert await store.claim_offline_scans([(i, 60) for i in ids], "theirs") == [False] * 8
+            assert await store.release_offline_scans(ids, "mine") == 8
+            assert await store.claim_offline_scans([(i, 60) for i in ids], "again") == [True] * 8
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_that_fails_on_one_shard_leaves_none_held_on_the_others(
+    cluster: DevCluster,
+) -> None:
+    async def scenario() -> None:
+        store = store_for(cluster)
+        try:
+            fast = await store._hot()
+            by_shard: dict[Any, list[str]] = {}
+            while len(by_shard) < 3 or min(len(v) for v in by_shard.values()) < 2:
+                scan_id = secrets.token_urlsafe(16)
+                shard = fast.primary_for(keyspace.offline_scan_key(scan_id))
+                by_shard.setdefault(shard, []).append(scan_id)
+            down, *healthy = sorted(by_shard, key=str)
+            assert down is not None
+            ids = [i for v in by_shard.values() for i in v]
+            with cluster.paused(down[1]):
+                with pytest.raises(StoreUnavailable):
+                    await store.claim_offline_scans([(i, 60) for i in ids], "failed")
+                # The healthy shards' claims were given back before the 503: a resend of
+                # these scans is logged, not refused as a duplicate.
+                for shard in healthy:
+                    for scan_id in by_shard[shard]:
+                        key = keyspace.offline_scan_key(scan_id)
+                        assert cluster.command(shard[1], "EXISTS", key).strip() == "0"
+        finally:
+            await store.close()
+        cluster.wait_healthy()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_fails_after_claiming_lets_the_resend_log_its_scans(
+    settings: Settings, cluster: DevCluster, monkeypatch: pytest.MonkeyPatch, run: Any
+) -> None:
+    key = json.loads(Path(settings.keys.credentials_file).read_text())
+    verify_key = next(c["key"] for c in key["clients"] if "verify" in c["scopes"])
+    real = offlinescans._outcomes
+    failures = iter([RuntimeError("the log step failed")])
+
+    def failing_once(*args: Any) -> Any:
+        # The seam: the step between the claims and the scan log, failing once.
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(*args)
+
+    monkeypatch.setattr(offlinescans, "_outcomes", failing_once)
+
+    async def scenario() -> None:
+        async with issuer(settings) as iss, verifier(settings, Clock()) as ver:
+            _, code = await new_code(iss, settings)
+            at_ms = decode(code).claims.iat * 1000
+            terminal = f"resend-{secrets.token_hex(4)}"
+            scans = [item(code, at_ms, terminal) for _ in range(5)]
+            started_ms = int(time.time() * 1000) - 1000
+            status, problem = await send(ver, verify_key, scans)
+            assert (status, problem["reason"]) == (500, "INTERNAL")
+            status, answer = await send(ver, verify_key, scans)
+            assert status == 200, answer
+            assert [(r["logged"], r["reason"]) for r in answer["results"]] == [(True, "VALID")] * 5
+            status, answer = await send(ver, verify_key, scans)
+            assert [r["reason"] for r in answer["results"]] == ["DUPLICATE"] * 5
+            store = ver.app[STORE]
+            assert isinstance(store, RedisStore)
+
+            async def logged() -> int:
+                window = await store.read_scans(CITY, started_ms, 2**62, 100_000)
+                return sum(e.terminal == terminal for e in window.entries)
+
+            # The writer flushes in the background: wait for the five, then see no more come.
+            async with asyncio.timeout(30):
+                while True:
+                    if await logged() >= 5:
+                        break
+                    await asyncio.sleep(0.05)
+            await ver.app[SCAN_LOG].flush()
+            assert await logged() == 5
 
     run(scenario())
