@@ -216,14 +216,15 @@ async def offline_scans(request: web.Request) -> web.Response:
     # logs them instead of hearing DUPLICATE for scans nobody logged.
     token = secrets.token_urlsafe(12)
     store = app[STORE]
+    client = request[CLIENT].name
     try:
         # A store that cannot claim every id answers 503 (the claims made given back first):
         # the terminal keeps its queue and sends it again, and nothing was logged.
-        claimed = await store.claim_offline_scans(to_claim, token) if to_claim else []
+        claimed = await store.claim_offline_scans(client, to_claim, token) if to_claim else []
         results, entries = _outcomes(scans, judged, claimed)
     except BaseException:
         if to_claim:
-            released = await store.release_offline_scans([i for i, _ in to_claim], token)
+            released = await store.release_offline_scans(client, [i for i, _ in to_claim], token)
             log.warning("offline scans: request failed, %d claims given back", released)
         raise
     # Queued only now, all at once, and queueing never fails: a scan is either logged and

@@ -49,7 +49,8 @@ class OfflineScan:
     @staticmethod
     def valid_id(scan_id: str) -> bool:
         """Whether ``scan_id`` has the form of a scan id."""
-        return _SCAN_ID.match(scan_id) is not None
+        # fullmatch: a pattern's $ also matches before a trailing newline.
+        return _SCAN_ID.fullmatch(scan_id) is not None
 
 
 def judge_at(
@@ -89,5 +90,7 @@ def judge_at(
 
 def remember_for_s(scan: OfflineScan, now: int, policy: OfflineScanPolicy) -> int:
     """How long to remember a logged scan's id: until the scan would be refused as too old,
-    so that every later send of it is either a known duplicate or SCAN_TOO_OLD."""
-    return max(1, scan.at_ms // 1000 + policy.max_age_s - now + 1)
+    so that every later send of it is either a known duplicate or SCAN_TOO_OLD, with a margin
+    of ``future_s + skew_s`` for the clocks of the verifiers that judge the resend (another
+    worker's clock may lag this one's by as much as the bounds allow)."""
+    return max(1, scan.at_ms // 1000 + policy.max_age_s - now + 1 + policy.future_s + policy.skew_s)

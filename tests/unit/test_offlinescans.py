@@ -67,8 +67,10 @@ def test_a_code_of_another_city_is_wrong_only_without_the_cross_city_policy() ->
     assert isinstance(same, Verdict) and same.valid
 
 
-def test_an_id_is_remembered_until_its_scan_would_be_too_old() -> None:
-    assert remember_for_s(scan_at(IAT), IAT + 100, POLICY) == 3 * 86_400 - 99
+def test_an_id_is_remembered_until_its_scan_would_be_too_old_to_any_verifier() -> None:
+    # The margin: a verifier whose clock lags this one's by the bounds still refuses it as old.
+    margin = POLICY.future_s + POLICY.skew_s
+    assert remember_for_s(scan_at(IAT), IAT + 100, POLICY) == 3 * 86_400 - 99 + margin
     assert remember_for_s(scan_at(IAT), IAT + 10 * 86_400, POLICY) == 1
 
 
@@ -77,6 +79,8 @@ def test_a_scan_id_is_random_base64url_of_12_to_32_bytes() -> None:
     assert not OfflineScan.valid_id("A" * 15)
     assert not OfflineScan.valid_id("A" * 44)
     assert not OfflineScan.valid_id("A" * 15 + "{")
+    # A pattern's $ matches before a final newline: the whole id must be the pattern's.
+    assert not OfflineScan.valid_id("A" * 16 + "\n")
 
 
 @pytest.mark.parametrize(

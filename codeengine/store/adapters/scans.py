@@ -52,7 +52,7 @@ class ScanAdapter(Adapter):
         )
 
     async def claim_offline_scans(
-        self, claims: Sequence[tuple[str, int]], token: str
+        self, client: str, claims: Sequence[tuple[str, int]], token: str
     ) -> list[bool]:
         """For each ``(scan id, seconds to remember it)``, whether this call is the first to
         claim it (SET NX EX with the request's ``token``, one per id, pipelined): a terminal
@@ -71,7 +71,7 @@ class ScanAdapter(Adapter):
             replies = await asyncio.gather(
                 *(
                     fast.execute(
-                        key := keyspace.offline_scan_key(scan_id), "SET", key, token,
+                        key := keyspace.offline_scan_key(client, scan_id), "SET", key, token,
                         "NX", "EX", max(1, ttl_s), deadline_s=deadline_s,
                     )
                     for scan_id, ttl_s in claims
@@ -92,10 +92,10 @@ class ScanAdapter(Adapter):
         except BaseException:
             # Every id, whatever its shard answered: the compare in the script frees only this
             # request's claims, and a claim whose answer was lost may still have been made.
-            await self.release_offline_scans([scan_id for scan_id, _ in claims], token)
+            await self.release_offline_scans(client, [scan_id for scan_id, _ in claims], token)
             raise
 
-    async def release_offline_scans(self, scan_ids: Sequence[str], token: str) -> int:
+    async def release_offline_scans(self, client: str, scan_ids: Sequence[str], token: str) -> int:
         """Give back the claims on ``scan_ids`` that ``token`` made (compare and delete, one
         script call per id); how many were given back. Best effort: a shard that fails keeps
         its claims (logged as a count) until they expire."""
@@ -108,7 +108,7 @@ class ScanAdapter(Adapter):
         replies = await asyncio.gather(
             *(
                 self._release_scan(
-                    [keyspace.offline_scan_key(scan_id)], [token], deadline_s=deadline_s
+                    [keyspace.offline_scan_key(client, scan_id)], [token], deadline_s=deadline_s
                 )
                 for scan_id in scan_ids
             ),
