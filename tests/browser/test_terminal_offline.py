@@ -285,6 +285,60 @@ def test_offline_scans_are_logged_once_and_only_within_their_time_bounds(
     assert unauthorised.status == 401
 
 
+def test_a_device_clock_minutes_fast_stamps_offline_scans_at_the_verifiers_time(
+    page: Page,
+    issuer: Service,
+    cluster: DevCluster,
+    key_files: dict[str, str],
+    tmp_path: Path,
+    script_errors: list[str],
+) -> None:
+    anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
+    settings = {**key_files, **cluster.client_settings()}
+    keys = dev_keys(settings)
+    port = free_port()
+    terminal = f"fast-{secrets.token_hex(4)}"
+    code = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
+    fragment = urlencode(
+        {"key": keys["verify"], "terminal": terminal, "city": CITY, "anchor": anchor.read_text()}
+    )
+    # Ten minutes fast: twice what the verifier believes of a terminal's clock (300 s).
+    fast_s = 600
+
+    def start(logs: str) -> Any:
+        (tmp_path / logs).mkdir()
+        return service_workers(Workers, "verifier", 1, tmp_path / logs, keys, settings, port=port)
+
+    with start("before") as verifier:
+        page.goto(f"{verifier.url}/pages/terminal#{fragment}")
+        page.evaluate(f"window.codeEngineTerminal.clock = () => Date.now() / 1000 + {fast_s}")
+        wait_until("the page holds checked lists", lambda: offline_state(page)["ready"], 10)
+        # Online, the verifier's Date header tells the page how far off its clock is.
+        scan(page, code["token"], 1)
+        assert verdict_of(page) == ("online", "true", "green", "VALID")
+    scan(page, code["token"], 2)
+    # Checked at the verifier's time: ten minutes on, at the device's, the code has expired,
+    # and a scan stamped then would be refused SCAN_IN_FUTURE when sent.
+    assert verdict_of(page) == ("offline", "true", "green", "VALID")
+    assert offline_state(page)["waiting"] == 1
+    sent_at_ms = page.evaluate(
+        "JSON.parse(localStorage.getItem('ce-terminal-queue')).items[0].at_ms"
+    )
+    real_ms = page.evaluate("Date.now()")
+    assert abs(sent_at_ms - real_ms) < 5_000, "stamped at the verifier's time"
+    with start("after"):
+        scan(page, code["token"], 3)
+        wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
+        wait_until(
+            "the two online scans and the queued one are logged",
+            lambda: len(logged_scans(cluster, terminal)) == 3,
+            10,
+        )
+    assert [e.reason for e in logged_scans(cluster, terminal)] == ["VALID"] * 3
+    assert offline_state(page)["refused"] == 0
+    assert script_errors == []
+
+
 QUEUE_SCENARIO = """async () => {
   const { OfflineDesk, QUEUE_MAX_AGE_S } = await import("/static/terminal-offline.js");
   const now = 1_800_000_000;

@@ -76,6 +76,10 @@
   const RESULT_MS = 8000;
   const DEADLINE_MS = 1500;
   const RETRY_MS = 10_000;
+  const OFFSET_KEY = "ce-terminal-clock-offset";
+  // The Date header has whole seconds: an offset within this is the header's rounding, not a
+  // wrong device clock, and is not applied.
+  const OFFSET_MIN_MS = 2000;
   const $ = (id) => document.getElementById(id);
   let config = null;
   let queue = Promise.resolve();
@@ -86,11 +90,32 @@
   let refreshTimer = 0;
   let sending = false;
   let offline = false;
+  // How far the verifier's clock is ahead of the device's (ms), learnt from its Date header
+  // while online and kept on the device, so that an offline scan after a restart is still
+  // stamped and checked at the verifier's time: a device clock minutes fast would otherwise
+  // have every offline scan refused SCAN_IN_FUTURE when sent.
+  let offsetMs = Number(localStorage.getItem(OFFSET_KEY)) || 0;
 
   /** Seconds since the epoch: the device's clock, or the hook a test sets. */
   function clock() {
     const hook = window.codeEngineTerminal.clock;
     return typeof hook === "function" ? hook() : Date.now() / 1000;
+  }
+
+  /** Seconds since the epoch as the verifier counts them: the device's clock, corrected. */
+  function verifierClock() {
+    return clock() + offsetMs / 1000;
+  }
+
+  /** Learn the offset from an answer's Date (ms; its second, so the middle of that second). */
+  function learnOffset(serverDate) {
+    if (serverDate === null) return;
+    const measured = serverDate + 500 - clock() * 1000;
+    const next = Math.abs(measured) > OFFSET_MIN_MS ? Math.round(measured) : 0;
+    if (next !== offsetMs) {
+      offsetMs = next;
+      localStorage.setItem(OFFSET_KEY, String(offsetMs));
+    }
   }
 
   function reasonText(reason) {
@@ -194,7 +219,7 @@
     const verdict = await held.verify(code);
     // A text the verifier cannot read would only be refused when sent: shown, not queued.
     if (verdict.reason === "MALFORMED") return { verdict, asOfMs: held.asOfMs };
-    const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(clock() * 1000) };
+    const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(verifierClock() * 1000) };
     if (config.venue) scan.venue = config.venue;
     held.enqueue(scan);
     return { verdict, asOfMs: held.asOfMs };
@@ -207,8 +232,9 @@
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), config.deadline);
     try {
-      const { result } = await CE.api("/v1/verify", config.key, { json: item, signal: deadline.signal });
+      const { result, serverDate } = await CE.api("/v1/verify", config.key, { json: item, signal: deadline.signal });
       clearTimeout(timer);
+      learnOffset(serverDate);
       offline = false;
       count += 1;
       show({ state: "verdict", verdict: result });
@@ -257,7 +283,7 @@
   /** Load the offline state of the configuration and fetch the lists at once. */
   function startOffline() {
     desk = import("/static/terminal-offline.js")
-      .then((module) => new module.OfflineDesk(config.anchor, clock).load())
+      .then((module) => new module.OfflineDesk(config.anchor, verifierClock).load())
       .catch((err) => { console.error("offline checks unavailable", err); return null; });
     desk.then(network);
     scheduleRefresh(0);
@@ -309,8 +335,9 @@
     return offlineState();
   }
 
-  // `clock`: a function giving seconds since the epoch, for offline checks and scan times
-  // (null: the device's clock). Tests set it; a terminal never needs to.
+  // `clock`: a function giving seconds since the epoch as the device's clock (null: the
+  // device's own). Offline checks and scan times use it corrected by the offset learnt from the
+  // verifier's Date header. Tests set it; a terminal never needs to.
   window.codeEngineTerminal = { configure, offlineState, refreshLists, onVerdict: null, clock: null };
 
   document.addEventListener("DOMContentLoaded", () => {
