@@ -217,10 +217,10 @@ async def offline_scans(request: web.Request) -> web.Response:
     token = secrets.token_urlsafe(12)
     store = app[STORE]
     client = request[CLIENT].name
+    # A store that cannot claim every id answers 503 (the claims it made given back by the
+    # store itself first): the terminal keeps its queue and sends it again, nothing logged.
+    claimed = await store.claim_offline_scans(client, to_claim, token) if to_claim else []
     try:
-        # A store that cannot claim every id answers 503 (the claims made given back first):
-        # the terminal keeps its queue and sends it again, and nothing was logged.
-        claimed = await store.claim_offline_scans(client, to_claim, token) if to_claim else []
         results, entries = _outcomes(scans, judged, claimed)
     except BaseException:
         if to_claim:
