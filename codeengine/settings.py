@@ -232,6 +232,9 @@ class VerifierSettings:
     offline_scan_future_s: int = 300
     """How far ahead of the verifier's clock an offline scan's time may be (a terminal's clock
     runs fast): further ones are refused (SCAN_IN_FUTURE)."""
+    offline_batch_max: int = 100
+    """Scans per ``POST /v1/scans/offline``: each is a signature check (SM2 about 0.7 ms) and a
+    store write, so a request is held far below ``batch_max``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +431,8 @@ def _check_values(settings: Settings) -> None:
         raise SettingsError("verifier.offline_scan_max_age_s: 3600 to 2419200")
     if not 0 <= settings.verifier.offline_scan_future_s <= 3600:
         raise SettingsError("verifier.offline_scan_future_s: 0 to 3600")
+    if not 1 <= settings.verifier.offline_batch_max <= 1000:
+        raise SettingsError("verifier.offline_batch_max: 1 to 1000")
     if settings.codes.display_ttl_s < 10:
         raise SettingsError("codes.display_ttl_s: at least 10 seconds")
     if settings.codes.signed_list_ttl_s < 60:

@@ -115,7 +115,7 @@ def create_app(
         **VERIFIER_SCHEMAS,
         **OFFLINE_SCAN_SCHEMAS,
         "ScanItems": scan_items_schema(batch_max),
-        "OfflineScans": offline_scans_schema(batch_max),
+        "OfflineScans": offline_scans_schema(settings.verifier.offline_batch_max),
     }
     app[OPENAPI] = openapi_document(TITLE, DESCRIPTION, VERIFIER_ROUTES, components)
     add_routes(app, VERIFIER_ROUTES)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from codeengine.code.errors import Reason
+from codeengine.code.token import MAX_TOKEN_CHARS, PREFIX
 from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import Revocations, Verdict, offline_verdict_at
 
@@ -48,7 +49,8 @@ class OfflineScan:
     @staticmethod
     def valid_id(scan_id: str) -> bool:
         """Whether ``scan_id`` has the form of a scan id."""
-        return _SCAN_ID.match(scan_id) is not None
+        # fullmatch: a pattern's $ also matches before a trailing newline.
+        return _SCAN_ID.fullmatch(scan_id) is not None
 
 
 def judge_at(
@@ -60,6 +62,9 @@ def judge_at(
 ) -> Verdict | Reason:
     """The verdict at the scan's own time, or why the scan is not logged at all.
 
+    A text that is not the engine's code, or does not decode as one, is MALFORMED and not
+    logged: a terminal cannot have checked it offline, so it is no scan to account for.
+
     A scan older than ``max_age_s`` or later than ``future_s`` ahead of ``now`` is refused
     (SCAN_TOO_OLD, SCAN_IN_FUTURE): its time cannot be believed, and a verdict at it would
     be the terminal's choice. The lists are the verifier's current ones, so a key or code
@@ -70,7 +75,14 @@ def judge_at(
         return Reason.SCAN_TOO_OLD
     if at > now + policy.future_s:
         return Reason.SCAN_IN_FUTURE
+    if not scan.code.startswith(PREFIX) or len(scan.code) > MAX_TOKEN_CHARS:
+        # Not the engine's code (a DCC, a SMART Health Card, an alias card's number): nothing
+        # here can check it, and it may hold personal data, so it is neither claimed nor logged.
+        return Reason.MALFORMED
     verdict = offline_verdict_at(scan.code, trust, revocations, at, policy.skew_s)
+    if verdict.reason == Reason.MALFORMED:
+        # Garbage after the prefix: the same refusal, so that junk costs no store write.
+        return Reason.MALFORMED
     if verdict.valid and not policy.cross_city and verdict.city != scan.city:
         return verdict._replace(valid=False, reason=Reason.WRONG_CITY.value)
     return verdict
@@ -78,5 +90,7 @@ def judge_at(
 
 def remember_for_s(scan: OfflineScan, now: int, policy: OfflineScanPolicy) -> int:
     """How long to remember a logged scan's id: until the scan would be refused as too old,
-    so that every later send of it is either a known duplicate or SCAN_TOO_OLD."""
-    return max(1, scan.at_ms // 1000 + policy.max_age_s - now + 1)
+    so that every later send of it is either a known duplicate or SCAN_TOO_OLD, with a margin
+    of ``future_s + skew_s`` for the clocks of the verifiers that judge the resend (another
+    worker's clock may lag this one's by as much as the bounds allow)."""
+    return max(1, scan.at_ms // 1000 + policy.max_age_s - now + 1 + policy.future_s + policy.skew_s)

@@ -27,15 +27,17 @@ class TokenBucket(NamedTuple):
             raise ValueError("rate must be positive and burst at least 1")
         return cls(rate_per_s, burst, burst, now)
 
-    def take_at(self, now: float) -> tuple[TokenBucket, float]:
-        """Take one token: the new bucket and 0.0, or the unchanged bucket and seconds to wait."""
+    def take_at(self, now: float, cost: float = 1.0) -> tuple[TokenBucket, float]:
+        """Take ``cost`` tokens (one a request, one an item of a batch charged by the item): the
+        new bucket and 0.0, or the unchanged bucket and seconds to wait. A cost above the burst
+        never fits, and says so by its wait."""
         elapsed = max(0.0, now - self.updated_at)
         tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
         # Made as tuples: the generated __new__ costs as much as the rest (every request
         # takes a token).
-        if tokens >= 1.0:
-            return _new_bucket((self.rate_per_s, self.burst, tokens - 1.0, now)), 0.0
-        wait = (1.0 - tokens) / self.rate_per_s
+        if tokens >= cost:
+            return _new_bucket((self.rate_per_s, self.burst, tokens - cost, now)), 0.0
+        wait = (cost - tokens) / self.rate_per_s
         return _new_bucket((self.rate_per_s, self.burst, tokens, now)), wait
 
     @staticmethod

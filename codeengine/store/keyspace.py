@@ -51,10 +51,12 @@ def scan_log_key(city: int) -> str:
     return f"{NAMESPACE}:scan:{{{city}}}"
 
 
-def offline_scan_key(scan_id: str) -> str:
-    """Marks an offline scan's id as logged, so that the terminal sending it again is not
-    logged twice; expires when the scan would be refused as too old anyway."""
-    return f"{NAMESPACE}:os:{{{scan_id}}}"
+def offline_scan_key(client: str, scan_id: str) -> str:
+    """Marks an offline scan's id as logged by ``client`` (the API client that sent it), so
+    that the terminal sending it again is not logged twice; expires when the scan would be
+    refused as too old anyway. Scoped by the client, so that one key holder cannot claim
+    another's ids ahead of it; the hash tag is the id alone, which spreads the claims."""
+    return f"{NAMESPACE}:os:{{{scan_id}}}:{client}"
 
 
 def scan_batch_key(city: int, token: str) -> str:

@@ -129,8 +129,16 @@ class Store(Protocol):
         Cities on healthy shards are written even when another shard is down, exactly once.
         """
 
-    async def claim_offline_scans(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
-        """For each ``(scan id, seconds to remember it)``: whether it was not claimed before."""
+    async def claim_offline_scans(
+        self, client: str, claims: Sequence[tuple[str, int]], token: str
+    ) -> list[bool]:
+        """For each ``(scan id, seconds to remember it)``: whether ``client`` did not claim it
+        before
+        (claimed now under the request's random ``token``). On StoreUnavailable no claim of
+        this call is left held, as far as the store answered."""
+
+    async def release_offline_scans(self, client: str, scan_ids: Sequence[str], token: str) -> int:
+        """Give back the claims on ``scan_ids`` that ``token`` made; how many. Best effort."""
 
     async def append_changes(
         self, entries: list[PackedChange], max_age_ms: int, token: str

@@ -39,9 +39,10 @@ class ClaimCode(IntEnum):
 
 
 class ReleaseCode(IntEnum):
-    """An alias key's release by a subject."""
+    """A key given back by its holder: an alias by its subject, an offline scan's claim by the
+    request that made it."""
 
-    NOT_HELD = 0  # not this subject's (or unbound)
+    NOT_HELD = 0  # not this holder's (or unbound, or expired)
     RELEASED = 1
 
 

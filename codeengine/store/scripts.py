@@ -20,6 +20,7 @@ __all__ = [
     "APPEND_LOG",
     "FENCE_HANDOVER",
     "FENCE_TICK",
+    "OFFLINE_SCAN_RELEASE",
     "PUT_KEYRING",
     "PUT_RECORD",
     "PUT_RECORDS",
@@ -86,6 +87,7 @@ SIGNATURES: dict[str, Signature] = {
     "ALIAS_RELEASE": Signature(("alias_key",), ("subject",), codes=ReleaseCode),
     "FENCE_TICK": Signature(_LEASE, ("role", "lease_ms", "handback_ms", "may_take")),
     "FENCE_HANDOVER": Signature(_LEASE, ("to", "hold_ms", "lease_ms")),
+    "OFFLINE_SCAN_RELEASE": Signature(("claim_key",), ("token",), codes=ReleaseCode),
 }
 
 
@@ -118,3 +120,4 @@ ALIAS_CLAIM = compose("alias_claim.lua")
 ALIAS_RELEASE = compose("alias_release.lua")
 FENCE_TICK = compose("fence_tick.lua")
 FENCE_HANDOVER = compose("fence_handover.lua")
+OFFLINE_SCAN_RELEASE = compose("offline_scan_release.lua")

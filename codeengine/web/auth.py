@@ -69,13 +69,14 @@ class Credentials:
             raise NotAuthenticated("the API key is not valid")
         return client
 
-    def admit_at(self, client: Client, now: float) -> None:
-        """Take one request from the client's bucket, or RateLimited with the wait."""
+    def admit_at(self, client: Client, now: float, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens (one a request; a handler charging a batch by its items takes
+        the rest) from the client's bucket, or RateLimited with the wait."""
         bucket = self._buckets.get(client.name)
         if bucket is None:
             rate = max(client.rate_per_s * self.rate_share, 1.0)
             bucket = TokenBucket.full_at(rate, rate, now)
-        bucket, wait = bucket.take_at(now)
+        bucket, wait = bucket.take_at(now, cost)
         self._buckets[client.name] = bucket
         if wait:
             raise RateLimited(TokenBucket.retry_after_header(wait))

@@ -10,6 +10,10 @@ scanned with the page's clock hook set past its expiry.
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +56,42 @@ def verdict_of(page: Page) -> tuple[str | None, ...]:
 def offline_state(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = page.evaluate("window.codeEngineTerminal.offlineState()")
     return state
+
+
+class _BadGateway(BaseHTTPRequestHandler):
+    """What a gateway in front of a dead verifier answers to everything: 502 and an HTML page."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet: the test's output is not for this server's lines."""
+
+
+@contextmanager
+def bad_gateway(port: int) -> Iterator[None]:
+    """A real HTTP server on the verifier's port that answers 502 to every request."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _BadGateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def logged_scans(cluster: DevCluster, terminal: str) -> list[ScanEntry]:
@@ -118,11 +158,20 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
             10,
         )
 
-    # Cut off: the verifier's process is gone. A reload comes from the service worker.
+    # Cut off behind a gateway: the verifier's process is gone and what answers on its port
+    # says 502 to everything. A reload comes from the service worker's kept copy all the same.
+    with bad_gateway(port):
+        response = page.reload()
+        assert response is not None and response.status == 200
+        wait_until("the page reads its kept lists", lambda: offline_state(page)["ready"], 10)
+        assert offline_state(page)["asOfMs"] == lists_as_of
+        scan(page, green["token"], 1)
+        assert verdict_of(page) == ("offline", "true", "green", "VALID")
+    # Cut off with nothing on the port: the same, from the network's failure. The scan above
+    # waits in the queue with the ones below.
     response = page.reload()
     assert response is not None and response.status == 200
     wait_until("the page reads its kept lists", lambda: offline_state(page)["ready"], 10)
-    assert offline_state(page)["asOfMs"] == lists_as_of
 
     expired_at = decode(green["token"]).claims.exp + SKEW_S + 5
     cases = [
@@ -143,17 +192,35 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
         assert result.get_attribute("data-as-of") == str(lists_as_of)
         assert page.locator("#detail").inner_text().startswith("离线核验 · 名单截至 ")
     page.evaluate("window.codeEngineTerminal.clock = null")
+    # What is not the engine's code cannot be checked here and is not kept on the device (a DCC,
+    # an alias card carrying a social-security number).
+    for count, text in enumerate(("HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH", "SSC:3201020"), 5):
+        scan(page, text, count)
+        assert verdict_of(page) == ("offline", "", "none", "OFFLINE_UNSUPPORTED")
+        assert page.locator("#reason").inner_text() == "此码无法离线核验，请待网络恢复"
     assert page.locator("#network").get_attribute("data-mode") == "offline"
-    assert page.locator("#network").inner_text() == "离线 · 4 条待上传"
-    assert offline_state(page)["waiting"] == 4
+    assert page.locator("#network").inner_text() == "离线 · 5 条待上传"
+    assert offline_state(page)["waiting"] == 5
+    # A scan the verifier will refuse whole (an id it cannot take) and one too old to be
+    # logged, as an earlier release or a tampered store could leave them: neither may hold the
+    # queue, and neither goes unseen.
+    page.evaluate(
+        """(() => {
+          const queue = JSON.parse(localStorage.getItem("ce-terminal-queue"));
+          const first = queue.items[0];
+          queue.items.splice(1, 0, { ...first, id: "short" });
+          queue.items.push({ ...first, id: "A".repeat(22), at_ms: Date.now() - 4 * 86400000 });
+          localStorage.setItem("ce-terminal-queue", JSON.stringify(queue));
+        })()"""
+    )
 
     # Back: the next scan is answered online, and the queue goes to the scan log.
     with start("after"):
-        scan(page, green["token"], 5)
+        scan(page, green["token"], 7)
         assert verdict_of(page) == ("online", "true", "green", "VALID")
         wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
-        wait_until("six scans are logged", lambda: len(logged_scans(cluster, terminal)) == 6, 10)
-    # Two online scans and the four offline ones, judged again by the verifier at their times.
+        wait_until("seven scans are logged", lambda: len(logged_scans(cluster, terminal)) == 7, 10)
+    # Two online scans and the five offline ones, judged again by the verifier at their times.
     logged = logged_scans(cluster, terminal)
     assert sorted(e.reason for e in logged) == [
         "BAD_SIGNATURE",
@@ -162,12 +229,19 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
         "VALID",
         "VALID",
         "VALID",
+        "VALID",
     ]
     assert {(e.venue, e.city) for e in logged} == {("hall-9", CITY)}
     assert {e.colour for e in logged if e.reason == "VALID"} == {"green"}
     expired = next(e for e in logged if e.reason == "EXPIRED")
     assert abs(expired.at_ms - expired_at * 1000) < 1000
-    assert page.locator("#network").inner_text() == ""
+    assert {k: offline_state(page)[k] for k in ("waiting", "dropped", "refused", "expired")} == {
+        "waiting": 0,
+        "dropped": 0,
+        "refused": 1,
+        "expired": 1,
+    }
+    assert page.locator("#network").inner_text() == "0 条待上传（被拒 1 条）（过期 1 条）"
     assert script_errors == []
 
 
@@ -209,3 +283,105 @@ def test_offline_scans_are_logged_once_and_only_within_their_time_bounds(
     assert refused.status == 400 and refused.json()["reason"] == "UNKNOWN_CITY"
     unauthorised = verifier.call("POST", "/v1/scans/offline", json_body={"scans": [item(first, 0)]})
     assert unauthorised.status == 401
+
+
+def test_a_device_clock_minutes_fast_stamps_offline_scans_at_the_verifiers_time(
+    page: Page,
+    issuer: Service,
+    cluster: DevCluster,
+    key_files: dict[str, str],
+    tmp_path: Path,
+    script_errors: list[str],
+) -> None:
+    anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
+    settings = {**key_files, **cluster.client_settings()}
+    keys = dev_keys(settings)
+    port = free_port()
+    terminal = f"fast-{secrets.token_hex(4)}"
+    code = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
+    fragment = urlencode(
+        {"key": keys["verify"], "terminal": terminal, "city": CITY, "anchor": anchor.read_text()}
+    )
+    # Ten minutes fast: twice what the verifier believes of a terminal's clock (300 s).
+    fast_s = 600
+
+    def start(logs: str) -> Any:
+        (tmp_path / logs).mkdir()
+        return service_workers(Workers, "verifier", 1, tmp_path / logs, keys, settings, port=port)
+
+    with start("before") as verifier:
+        page.goto(f"{verifier.url}/pages/terminal#{fragment}")
+        page.evaluate(f"window.codeEngineTerminal.clock = () => Date.now() / 1000 + {fast_s}")
+        wait_until("the page holds checked lists", lambda: offline_state(page)["ready"], 10)
+        # Online, the verifier's Date header tells the page how far off its clock is.
+        scan(page, code["token"], 1)
+        assert verdict_of(page) == ("online", "true", "green", "VALID")
+    scan(page, code["token"], 2)
+    # Checked at the verifier's time: ten minutes on, at the device's, the code has expired,
+    # and a scan stamped then would be refused SCAN_IN_FUTURE when sent.
+    assert verdict_of(page) == ("offline", "true", "green", "VALID")
+    assert offline_state(page)["waiting"] == 1
+    sent_at_ms = page.evaluate(
+        "JSON.parse(localStorage.getItem('ce-terminal-queue')).items[0].at_ms"
+    )
+    real_ms = page.evaluate("Date.now()")
+    assert abs(sent_at_ms - real_ms) < 5_000, "stamped at the verifier's time"
+    with start("after"):
+        scan(page, code["token"], 3)
+        wait_until("the queue is sent", lambda: offline_state(page)["waiting"] == 0, 10)
+        wait_until(
+            "the two online scans and the queued one are logged",
+            lambda: len(logged_scans(cluster, terminal)) == 3,
+            10,
+        )
+    assert [e.reason for e in logged_scans(cluster, terminal)] == ["VALID"] * 3
+    assert offline_state(page)["refused"] == 0
+    assert script_errors == []
+
+
+QUEUE_SCENARIO = """async () => {
+  const { OfflineDesk, QUEUE_MAX_AGE_S } = await import("/static/terminal-offline.js");
+  const now = 1_800_000_000;
+  const desk = new OfflineDesk("", () => now);
+  const scan = (at_s, code) => ({ code, terminal: "t", city: 320100, at_ms: at_s * 1000 });
+  localStorage.clear();
+  // Too old to be logged: dropped, counted, as the next scan is queued.
+  desk.enqueue(scan(now - QUEUE_MAX_AGE_S - 1, "CE1:OLD"));
+  desk.enqueue(scan(now, "CE1:NEW"));
+  const afterAge = desk.queued();
+  // Long codes: the queue's size bound drops the oldest, whatever the count.
+  for (let i = 0; i < 300; i += 1) desk.enqueue(scan(now, "CE1:" + "X".repeat(3000)));
+  const afterSize = desk.queued();
+  const size = localStorage.getItem("ce-terminal-queue").length;
+  // A storage with no room left: the queue makes room from its oldest rather than fail.
+  localStorage.clear();
+  desk.enqueue(scan(now, "CE1:SCAN1"));
+  let filler = "";
+  for (let step = 1 << 22; step >= 1; step >>= 1) {
+    try { localStorage.setItem("filler", filler + "f".repeat(step)); filler += "f".repeat(step); }
+    catch (err) { if (err.name !== "QuotaExceededError") throw err; }
+  }
+  let error = null;
+  try { desk.enqueue(scan(now, "CE1:SCAN2")); } catch (err) { error = String(err); }
+  const afterQuota = desk.queued();
+  const kept = JSON.parse(localStorage.getItem("ce-terminal-queue")).items.map((i) => i.code);
+  localStorage.clear();
+  return { afterAge, afterSize, size, afterQuota, kept, error };
+}"""
+
+
+def test_the_queue_keeps_to_its_bounds_and_counts_every_scan_it_drops(
+    page: Page, verifier: Service, script_errors: list[str]
+) -> None:
+    response = page.goto(f"{verifier.url}/pages/terminal")
+    assert response is not None and response.status == 200
+    outcome = page.evaluate(QUEUE_SCENARIO)
+    assert outcome["afterAge"] == {"waiting": 1, "dropped": 0, "refused": 0, "expired": 1}
+    held = outcome["afterSize"]
+    assert 100 < held["waiting"] < 300 and held["dropped"] == 301 - held["waiting"]
+    assert outcome["size"] <= 650_000 + 100  # the items, and the counts beside them
+    # The first scan made room for the second; nothing was thrown at the scan's verdict.
+    assert outcome["error"] is None
+    assert outcome["kept"] == ["CE1:SCAN2"]
+    assert outcome["afterQuota"]["dropped"] == 1
+    assert script_errors == []

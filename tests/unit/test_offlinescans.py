@@ -67,8 +67,10 @@ def test_a_code_of_another_city_is_wrong_only_without_the_cross_city_policy() ->
     assert isinstance(same, Verdict) and same.valid
 
 
-def test_an_id_is_remembered_until_its_scan_would_be_too_old() -> None:
-    assert remember_for_s(scan_at(IAT), IAT + 100, POLICY) == 3 * 86_400 - 99
+def test_an_id_is_remembered_until_its_scan_would_be_too_old_to_any_verifier() -> None:
+    # The margin: a verifier whose clock lags this one's by the bounds still refuses it as old.
+    margin = POLICY.future_s + POLICY.skew_s
+    assert remember_for_s(scan_at(IAT), IAT + 100, POLICY) == 3 * 86_400 - 99 + margin
     assert remember_for_s(scan_at(IAT), IAT + 10 * 86_400, POLICY) == 1
 
 
@@ -77,3 +79,30 @@ def test_a_scan_id_is_random_base64url_of_12_to_32_bytes() -> None:
     assert not OfflineScan.valid_id("A" * 15)
     assert not OfflineScan.valid_id("A" * 44)
     assert not OfflineScan.valid_id("A" * 15 + "{")
+    # A pattern's $ matches before a final newline: the whole id must be the pattern's.
+    assert not OfflineScan.valid_id("A" * 16 + "\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH",
+        "shc:/5676290952432060346029243740446031222959532654603460292540772804336028702864",
+        "SSC:320102198001011234",
+        "CE1:" + "A" * 600,
+        "CE1:not base45 at all",
+        "",
+    ],
+    ids=["eu-dcc", "smart-health-card", "alias-card", "too-long", "undecodable", "empty"],
+)
+def test_a_text_that_is_not_the_engines_code_is_refused_whole_not_judged(text: str) -> None:
+    # MALFORMED as a reason, not a verdict: such a scan is neither claimed nor logged.
+    assert judge_at(scan_at(IAT + 5, code=text), TRUST, Revocations(), IAT + 5, POLICY) is (
+        Reason.MALFORMED
+    )
+
+
+def test_an_engine_code_with_a_bad_signature_is_still_a_verdict_to_log() -> None:
+    altered = VALID["token"][:-2] + ("A" if VALID["token"][-2] != "A" else "B") + VALID["token"][-1]
+    verdict = judge_at(scan_at(IAT + 5, code=altered), TRUST, Revocations(), IAT + 5, POLICY)
+    assert isinstance(verdict, Verdict) and not verdict.valid

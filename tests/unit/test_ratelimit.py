@@ -32,3 +32,14 @@ def test_retry_after_header_is_whole_seconds_at_least_one() -> None:
     assert TokenBucket.retry_after_header(1.2) == 2
     with pytest.raises(ValueError):
         TokenBucket.full_at(0, 1, 0.0)
+
+
+def test_a_batch_takes_its_items_tokens_at_once_or_none() -> None:
+    bucket = TokenBucket.full_at(10.0, 10.0, 0.0)
+    after, wait = bucket.take_at(0.0, 7.0)
+    assert (wait, after.tokens) == (0.0, 3.0)
+    # Four more do not fit in three: nothing is taken, and the wait is for the one missing.
+    refused, wait = after.take_at(0.0, 4.0)
+    assert refused.tokens == 3.0 and wait == pytest.approx(0.1)
+    # More than the burst never fits, however long the client waits.
+    assert TokenBucket.full_at(10.0, 10.0, 0.0).take_at(100.0, 11.0)[1] > 0

@@ -17,7 +17,13 @@ const NETWORK_MS = 3000;
 self.addEventListener("install", (event) => {
   event.waitUntil(
     caches.open(CACHE)
-      .then((cache) => cache.addAll([...KEPT].map((url) => new Request(url, { cache: "reload" }))))
+      .then((cache) => Promise.all([...KEPT].map(async (url) => {
+        // Each file checked as networkFirst checks it: a release is installed whole or not at
+        // all, never with an error page kept in place of one of its files.
+        const response = await fetch(new Request(url, { cache: "reload" }));
+        if (!isTheFile(url, response)) throw new Error(`${url}: not the file (HTTP ${response.status})`);
+        await cache.put(url, response);
+      })))
       .then(() => self.skipWaiting()),
   );
 });
@@ -33,7 +39,30 @@ self.addEventListener("activate", (event) => {
   );
 });
 
-/** The network's answer (kept for next time), or the kept copy when the network fails. */
+/** The media type a kept path must be served as: its extension's, or a page's. */
+function expectedType(path) {
+  if (path.endsWith(".js")) return "text/javascript";
+  if (path.endsWith(".css")) return "text/css";
+  return "text/html";
+}
+
+/**
+ * Whether an answer is the file itself: a 2xx, not redirected, of the file's media type. A
+ * gateway's error page, a captive portal's login page or a redirect to one is none of these,
+ * and must neither replace the kept copy nor be served in its place.
+ */
+function isTheFile(path, response) {
+  const type = (response.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+  return response.ok && !response.redirected && response.type !== "opaqueredirect"
+    && type === expectedType(path);
+}
+
+/**
+ * The network's answer (kept for next time) when it is the file; otherwise, or when the
+ * network fails or hangs, the kept copy. Behind a gateway a verifier that is down answers 502,
+ * 503 or 504 rather than failing the connection: that must not stop the page from loading.
+ * With no kept copy the network's answer is passed on as it is.
+ */
 async function networkFirst(path) {
   const cache = await caches.open(CACHE);
   const controller = new AbortController();
@@ -41,8 +70,11 @@ async function networkFirst(path) {
   try {
     // By path, not the request: a navigation's request cannot be fetched with options.
     const response = await fetch(path, { signal: controller.signal });
-    if (response.ok) await cache.put(path, response.clone());
-    return response;
+    if (isTheFile(path, response)) {
+      await cache.put(path, response.clone());
+      return response;
+    }
+    return (await cache.match(path)) || response;
   } catch (err) {
     const kept = await cache.match(path);
     if (kept) return kept;

@@ -38,6 +38,8 @@
     "network.offline": ["离线 · {waiting} 条待上传", "Offline · {waiting} scans waiting to be sent"],
     "network.waiting": ["{waiting} 条待上传", "{waiting} scans waiting to be sent"],
     "network.dropped": ["（已丢弃 {dropped} 条）", " ({dropped} dropped)"],
+    "network.refused": ["（被拒 {refused} 条）", " ({refused} refused)"],
+    "network.expired": ["（过期 {expired} 条）", " ({expired} too old to send)"],
     "word.green": ["绿码", "GREEN"],
     "word.yellow": ["黄码", "YELLOW"],
     "word.red": ["红码", "RED"],
@@ -65,6 +67,7 @@
     "reason.RATE_LIMITED": ["扫码过快，请稍候", "Too fast: wait a moment"],
     "reason.NETWORK": ["网络不通", "No network"],
     "reason.UNKNOWN_CITY": ["终端城市设置有误", "The terminal's city is wrong"],
+    "reason.OFFLINE_UNSUPPORTED": ["此码无法离线核验，请待网络恢复", "This code cannot be checked offline: wait for the network"],
     "reason.OTHER": ["核验失败：{reason}", "Check failed: {reason}"],
     degraded: ["离线核验：仅凭签名，颜色为签发时状态", "Degraded: signature only, colour as issued"],
     notConfigured: ["请先在设置中填写本终端信息", "Set this terminal up in settings first"],
@@ -73,6 +76,10 @@
   const RESULT_MS = 8000;
   const DEADLINE_MS = 1500;
   const RETRY_MS = 10_000;
+  const OFFSET_KEY = "ce-terminal-clock-offset";
+  // The Date header has whole seconds: an offset within this is the header's rounding, not a
+  // wrong device clock, and is not applied.
+  const OFFSET_MIN_MS = 2000;
   const $ = (id) => document.getElementById(id);
   let config = null;
   let queue = Promise.resolve();
@@ -83,11 +90,32 @@
   let refreshTimer = 0;
   let sending = false;
   let offline = false;
+  // How far the verifier's clock is ahead of the device's (ms), learnt from its Date header
+  // while online and kept on the device, so that an offline scan after a restart is still
+  // stamped and checked at the verifier's time: a device clock minutes fast would otherwise
+  // have every offline scan refused SCAN_IN_FUTURE when sent.
+  let offsetMs = Number(localStorage.getItem(OFFSET_KEY)) || 0;
 
   /** Seconds since the epoch: the device's clock, or the hook a test sets. */
   function clock() {
     const hook = window.codeEngineTerminal.clock;
     return typeof hook === "function" ? hook() : Date.now() / 1000;
+  }
+
+  /** Seconds since the epoch as the verifier counts them: the device's clock, corrected. */
+  function verifierClock() {
+    return clock() + offsetMs / 1000;
+  }
+
+  /** Learn the offset from an answer's Date (ms; its second, so the middle of that second). */
+  function learnOffset(serverDate) {
+    if (serverDate === null) return;
+    const measured = serverDate + 500 - clock() * 1000;
+    const next = Math.abs(measured) > OFFSET_MIN_MS ? Math.round(measured) : 0;
+    if (next !== offsetMs) {
+      offsetMs = next;
+      localStorage.setItem(OFFSET_KEY, String(offsetMs));
+    }
   }
 
   function reasonText(reason) {
@@ -126,7 +154,7 @@
     result.dataset.valid = outcome.state === "verdict" ? String(outcome.verdict.valid) : "";
     result.dataset.reason = outcome.state === "verdict" ? outcome.verdict.reason : (outcome.reason || "");
     result.dataset.count = String(count);
-    result.dataset.mode = outcome.offline ? "offline" : "online";
+    result.dataset.mode = outcome.offline || outcome.unchecked ? "offline" : "online";
     result.dataset.asOf = outcome.offline ? String(outcome.offline.asOfMs) : "";
     $("word").textContent = word;
     $("reason").textContent = reason;
@@ -149,14 +177,17 @@
 
   async function network() {
     const held = await desk;
-    const { waiting, dropped } = held ? held.queued() : { waiting: 0, dropped: 0 };
+    const { waiting, dropped, refused, expired } = held ? held.queued() : { waiting: 0, dropped: 0, refused: 0, expired: 0 };
     const line = $("network");
     line.dataset.mode = offline ? "offline" : "online";
     line.dataset.waiting = String(waiting);
     let text = "";
     if (offline) text = CE.t("network.offline", { waiting });
     else if (waiting > 0) text = CE.t("network.waiting", { waiting });
-    if (text && dropped > 0) text += CE.t("network.dropped", { dropped });
+    // Scans lost from the queue are shown until the page's storage is cleared: never silently.
+    const lost = [["dropped", dropped], ["refused", refused], ["expired", expired]].filter(([, n]) => n > 0);
+    if (lost.length > 0 && !text) text = CE.t("network.waiting", { waiting });
+    for (const [name, n] of lost) text += CE.t(`network.${name}`, { [name]: n });
     line.textContent = text;
   }
 
@@ -175,12 +206,20 @@
     }
   }
 
-  /** The verdict of the JavaScript verifier, queued for the scan log; null without lists. */
+  /**
+   * The verdict of the JavaScript verifier, queued for the scan log; null without lists. A text
+   * that is not the engine's code is neither checked nor queued (`unsupported`): it may carry a
+   * resident or social-security number, and no list here can vouch for it.
+   */
   async function checkOffline(code) {
     const held = await desk;
-    if (!held || !held.ready) return null;
+    if (!held) return null;
+    if (!held.constructor.canCheck(code)) return { unsupported: true };
+    if (!held.ready) return null;
     const verdict = await held.verify(code);
-    const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(clock() * 1000) };
+    // A text the verifier cannot read would only be refused when sent: shown, not queued.
+    if (verdict.reason === "MALFORMED") return { verdict, asOfMs: held.asOfMs };
+    const scan = { code, terminal: config.terminal, city: config.city, at_ms: Math.round(verifierClock() * 1000) };
     if (config.venue) scan.venue = config.venue;
     held.enqueue(scan);
     return { verdict, asOfMs: held.asOfMs };
@@ -193,8 +232,9 @@
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), config.deadline);
     try {
-      const { result } = await CE.api("/v1/verify", config.key, { json: item, signal: deadline.signal });
+      const { result, serverDate } = await CE.api("/v1/verify", config.key, { json: item, signal: deadline.signal });
       clearTimeout(timer);
+      learnOffset(serverDate);
       offline = false;
       count += 1;
       show({ state: "verdict", verdict: result });
@@ -208,7 +248,11 @@
       const unanswered = err.status === 0 || err.status >= 500;
       const checked = unanswered ? await checkOffline(code).catch(() => null) : null;
       count += 1;
-      if (checked) {
+      if (checked && checked.unsupported) {
+        offline = true;
+        show({ state: "error", reason: "OFFLINE_UNSUPPORTED", unchecked: true });
+        cue({ valid: false, colour: null, reason: "OFFLINE_UNSUPPORTED" });
+      } else if (checked) {
         offline = true;
         show({ state: "verdict", verdict: checked.verdict, offline: checked });
         cue(checked.verdict, checked.asOfMs);
@@ -239,7 +283,7 @@
   /** Load the offline state of the configuration and fetch the lists at once. */
   function startOffline() {
     desk = import("/static/terminal-offline.js")
-      .then((module) => new module.OfflineDesk(config.anchor, clock).load())
+      .then((module) => new module.OfflineDesk(config.anchor, verifierClock).load())
       .catch((err) => { console.error("offline checks unavailable", err); return null; });
     desk.then(network);
     scheduleRefresh(0);
@@ -280,7 +324,7 @@
       ready: Boolean(held && held.ready),
       asOfMs: held ? held.asOfMs : null,
       refused: held ? held.lastRefusal : null,
-      ...(held ? held.queued() : { waiting: 0, dropped: 0 }),
+      ...(held ? held.queued() : { waiting: 0, dropped: 0, refused: 0, expired: 0 }),
     };
   }
 
@@ -291,8 +335,9 @@
     return offlineState();
   }
 
-  // `clock`: a function giving seconds since the epoch, for offline checks and scan times
-  // (null: the device's clock). Tests set it; a terminal never needs to.
+  // `clock`: a function giving seconds since the epoch as the device's clock (null: the
+  // device's own). Offline checks and scan times use it corrected by the offset learnt from the
+  // verifier's Date header. Tests set it; a terminal never needs to.
   window.codeEngineTerminal = { configure, offlineState, refreshLists, onVerdict: null, clock: null };
 
   document.addEventListener("DOMContentLoaded", () => {
