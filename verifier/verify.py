@@ -46,7 +46,8 @@ from codeengine.code.model import CITIES, CodeKind, Colour, SubjectId, china_dat
 from codeengine.code.pseudonym import subject_bytes
 from codeengine.code.scans import MAX_ID_CHARS, ScanEntry
 from codeengine.code.suites import b64url_decode, b64url_encode
-from codeengine.code.token import MAX_TOKEN_CHARS, PREFIX, decode
+from codeengine.code.token import MAX_TOKEN_CHARS, PREFIX, DecodedCode, decode
+from codeengine.code.trustlist import TrustList
 from codeengine.code.verification import (
     Verdict,
     degraded_verdict_at,
@@ -67,7 +68,7 @@ from codeengine.web.body import (
 )
 from codeengine.web.fastlane import HotRequest, hot
 from codeengine.web.routes import JSON, PUBLIC, Body, Route, object_body, object_schema, ref
-from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, PROFILE, SETTINGS, STORE
+from codeengine.web.runtime import ALIAS_KEY, CLOCK, KEYS, PROFILE, SETTINGS, STORE, KeyState
 from codeengine.web.service import via_service
 from codeengine.web.trust import (
     IF_NONE_MATCH,
@@ -190,15 +191,15 @@ async def verify_one(
         _log_scan(app, item, verdict)
         _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
         return verdict
-    checked = precheck_at(
-        text,
-        trust,
-        state.revocations,
-        now,
-        settings.codes.clock_skew_s,
-        terminal_city=city,
-        cross_city=settings.verifier.cross_city,
-    )
+    checked = _precheck(settings, state, text, trust, now, city)
+    if (
+        isinstance(checked, Verdict)
+        and checked.reason == _UNKNOWN_KID
+        and await state.reread_trust(app[STORE], settings)
+    ):
+        # A key that took effect at once, read now rather than at the next periodic read.
+        trust = state.require_trust()
+        checked = _precheck(settings, state, text, trust, now, city)
     if isinstance(checked, Verdict):
         verdict = checked
         subject = verdict.subject
@@ -217,6 +218,23 @@ async def verify_one(
     _log_scan(app, item, verdict, subject)
     _count(verdict.reason, city, "degraded" if verdict.degraded else mode)
     return verdict
+
+
+_UNKNOWN_KID = Reason.UNKNOWN_KID.value
+
+
+def _precheck(
+    settings: Settings, state: KeyState, text: str, trust: TrustList, now: int, city: int
+) -> DecodedCode | Verdict:
+    return precheck_at(
+        text,
+        trust,
+        state.revocations,
+        now,
+        settings.codes.clock_skew_s,
+        terminal_city=city,
+        cross_city=settings.verifier.cross_city,
+    )
 
 
 # Every verify logs an entry: built as the tuple it is, without the generated __new__ (0.30

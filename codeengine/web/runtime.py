@@ -19,6 +19,7 @@ __all__ = [
     "RULES",
     "SETTINGS",
     "STORE",
+    "UNKNOWN_KID_REREAD_S",
     "Clock",
     "KeyState",
     "MACKeyState",
@@ -32,6 +33,7 @@ __all__ = [
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -80,6 +82,9 @@ from codeengine.web.metrics import METRICS_CACHE, MetricsCache, render_metrics
 
 log = logging.getLogger("codeengine.store.keyspace")
 
+UNKNOWN_KID_REREAD_S = 0.25
+"""The least time between two reads of the trust list made for codes of an unknown key."""
+
 
 class Clock(Protocol):
     """Seconds since the epoch; services read time only through this, so tests can set it."""
@@ -109,6 +114,39 @@ class KeyState:
     """The signed lists the store holds, by kind, as served."""
     anchors: Keyring | None = None
     """The trust anchor that signs those lists (issuers only; issuer.signedlists)."""
+
+    _reread: asyncio.Future[bool] | None = field(default=None, repr=False)
+    _reread_at: float = field(default=-math.inf, repr=False)
+
+    async def reread_trust(self, store: Store, settings: Settings) -> bool:
+        """Read the trust list again now, for a code that names a key this verifier lacks;
+        whether the list changed.
+
+        A rotation that takes effect at once (``activate_in_s`` 0) is in the store before the
+        issuer signs with the new key, but this process's next periodic read may be up to
+        ``codes.keyring_refresh_s`` away, and a valid code would be refused ``UNKNOWN_KID``
+        meanwhile. One read at most every ``UNKNOWN_KID_REREAD_S``, shared by every scan
+        that asks while it runs: a flood of unknown key ids costs the store nothing more.
+        """
+        reread = self._reread
+        if reread is None:
+            now = time.monotonic()
+            if now - self._reread_at < UNKNOWN_KID_REREAD_S:
+                return False
+            self._reread_at = now
+            reread = self._reread = asyncio.ensure_future(self._reread_once(store, settings))
+        return await asyncio.shield(reread)
+
+    async def _reread_once(self, store: Store, settings: Settings) -> bool:
+        before = self.trust_raw
+        try:
+            await refresh_keys(self, store, settings, signs=False)
+        except CodeEngineError:
+            # The periodic refresher reports it (readiness); this scan keeps its answer.
+            return False
+        finally:
+            self._reread = None
+        return self.trust_raw != before
 
     def require_keyring(self) -> Keyring:
         """The keyring (issuers), or the reason it is missing."""

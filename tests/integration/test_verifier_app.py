@@ -452,3 +452,34 @@ def test_display_png_is_scannable_and_verifies_offline(
     )
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["reason"] == "BAD_SIGNATURE"
+
+
+def test_a_key_that_signs_at_once_is_read_on_its_first_code_not_at_the_next_refresh(
+    settings: Settings, run: Any
+) -> None:
+    """An emergency rotation (``activate_in_s`` 0) signs before the verifier's periodic read:
+    the first code of the new key makes the verifier read the trust list again, and a code
+    of a key nobody published is still refused."""
+    slow = replace(
+        settings,
+        codes=replace(settings.codes, keyring_refresh_s=3600.0),
+        verifier=replace(settings.verifier, revocation_refresh_s=3600.0),
+    )
+
+    async def scenario() -> None:
+        clock = Clock()
+        async with issuer(settings, clock) as iss, verifier(slow, clock) as ver:
+            subject = await generate(iss, settings, new_person_id())
+            rotated = await iss.post(
+                "/v1/keys/rotate", json={"activate_in_s": 0}, headers=auth(settings, "admin")
+            )
+            assert rotated.status == 200, await rotated.text()
+            clock.now += 1
+            code = str((await display(iss, settings, subject))["token"])
+            assert b64url_encode(decode(code).kid) == (await rotated.json())["kid"]
+            assert (await verify(ver, settings, code))["reason"] == "VALID"
+            foreign = Keyring.generate_at(int(clock.now) - 10, ED25519, os.urandom).current
+            unknown = crafted(subject, foreign, int(clock.now))
+            assert (await verify(ver, settings, unknown))["reason"] == "UNKNOWN_KID"
+
+    run(scenario())
