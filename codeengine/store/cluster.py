@@ -51,6 +51,11 @@ from codeengine.store.security import PLAIN, StoreRefused, StoreSecurity
 
 SLOT_COUNT = 16384
 MAX_REDIRECTS = 2
+RECONNECT_FLOOR_S = 1.0
+"""The least time a node's shared reconnection may take (TLS handshake and login). Each caller
+still waits only until its own deadline; a bulk job's longer one is no longer cut short when a
+busy worker's loop (an import's chunks) reads the handshake's replies late, as under the read
+deadline (250 ms) it was."""
 _ReplyError = hiredis.ReplyError
 # Replies that say the cluster cannot serve the slot right now: the caller may retry later.
 _UNAVAILABLE_PREFIXES = frozenset(
@@ -149,7 +154,7 @@ class _Node:
                 cluster.security,
                 self.lost,
                 cluster.max_in_flight,
-                cluster.connect_timeout_s,
+                max(cluster.connect_timeout_s, RECONNECT_FLOOR_S),
             )
         except StoreUnavailable as exc:
             cluster.connect_failed(exc)
