@@ -103,6 +103,35 @@ def logged_scans(cluster: DevCluster, terminal: str) -> list[ScanEntry]:
     return [entry for entry in entries if entry.terminal == terminal]
 
 
+class OfflineTerminal:
+    """A terminal of its own (a fresh id) and a verifier it can stop and start again on one
+    port, with the dev keys; its page fragment carries the key and the trust anchor."""
+
+    def __init__(
+        self, prefix: str, cluster: DevCluster, key_files: dict[str, str], tmp_path: Path
+    ) -> None:
+        self.settings = {**key_files, **cluster.client_settings()}
+        self.keys = dev_keys(self.settings)
+        self.port = free_port()
+        self.terminal = f"{prefix}-{secrets.token_hex(4)}"
+        anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
+        self.anchor = anchor.read_text()
+        self._tmp_path = tmp_path
+
+    def fragment(self, **more: object) -> str:
+        """The page's fragment: key, terminal, city and anchor, and ``more``."""
+        base = {"key": self.keys["verify"], "terminal": self.terminal, "city": CITY}
+        return urlencode({**base, **more, "anchor": self.anchor})
+
+    def start(self, logs: str) -> Any:
+        """The verifier on the terminal's port, logging under ``logs``."""
+        folder = self._tmp_path / logs
+        folder.mkdir()
+        return service_workers(
+            Workers, "verifier", 1, folder, self.keys, self.settings, port=self.port
+        )
+
+
 def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
     page: Page,
     issuer: Service,
@@ -111,27 +140,11 @@ def test_terminal_checks_offline_when_cut_off_and_sends_its_queue_when_back(
     tmp_path: Path,
     script_errors: list[str],
 ) -> None:
-    anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
-    settings = {**key_files, **cluster.client_settings()}
-    keys = dev_keys(settings)
-    port = free_port()
-    terminal = f"offline-{secrets.token_hex(4)}"
+    desk = OfflineTerminal("offline", cluster, key_files, tmp_path)
+    port, terminal, start = desk.port, desk.terminal, desk.start
     green = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
     doomed = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
-    fragment = urlencode(
-        {
-            "key": keys["verify"],
-            "terminal": terminal,
-            "venue": "hall-9",
-            "city": CITY,
-            "anchor": anchor.read_text(),
-            "deadline": 1500,
-        }
-    )
-
-    def start(logs: str) -> Any:
-        (tmp_path / logs).mkdir()
-        return service_workers(Workers, "verifier", 1, tmp_path / logs, keys, settings, port=port)
+    fragment = desk.fragment(venue="hall-9", deadline=1500)
 
     with start("before") as verifier:
         response = page.goto(f"{verifier.url}/pages/terminal#{fragment}")
@@ -293,21 +306,12 @@ def test_a_device_clock_minutes_fast_stamps_offline_scans_at_the_verifiers_time(
     tmp_path: Path,
     script_errors: list[str],
 ) -> None:
-    anchor = Path(key_files["keys_trust_anchor_file"]).with_name("trust-anchor.pub.json")
-    settings = {**key_files, **cluster.client_settings()}
-    keys = dev_keys(settings)
-    port = free_port()
-    terminal = f"fast-{secrets.token_hex(4)}"
+    desk = OfflineTerminal("fast", cluster, key_files, tmp_path)
+    terminal, start = desk.terminal, desk.start
     code = issuer.ok("GET", f"/v1/subjects/{generate(issuer)['subject']}/code", "display")
-    fragment = urlencode(
-        {"key": keys["verify"], "terminal": terminal, "city": CITY, "anchor": anchor.read_text()}
-    )
+    fragment = desk.fragment()
     # Ten minutes fast: twice what the verifier believes of a terminal's clock (300 s).
     fast_s = 600
-
-    def start(logs: str) -> Any:
-        (tmp_path / logs).mkdir()
-        return service_workers(Workers, "verifier", 1, tmp_path / logs, keys, settings, port=port)
 
     with start("before") as verifier:
         page.goto(f"{verifier.url}/pages/terminal#{fragment}")
