@@ -617,6 +617,15 @@ def test_store_down_gives_a_degraded_answer_within_the_deadline(
     )
     live = verifier.verify(code)
     assert (live["degraded"], live["colour"]) == (False, "red")
+    # The issuer's workers met the pause too (their background reads and writes) and may hold
+    # that shard's breaker open a moment longer: the tests after this one need them live.
+    path = f"/v1/subjects/{subject}/code"
+    poll(
+        "the issuer's every worker reading that shard again",
+        lambda: every_worker(lambda: issuer.call("GET", path, scope="display").status == 200),
+        HANG_GUARD_S,
+        0.2,
+    )
 
 
 # Batches ---------------------------------------------------------------------------------------
