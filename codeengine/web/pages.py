@@ -23,7 +23,7 @@ __all__ = [
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
@@ -98,22 +98,37 @@ def page_route(path: str, file: str, name: str, summary: str) -> Route:
     )
 
 
-def static_route(files: tuple[str, ...]) -> Route:
-    """``GET /static/{file}`` answers one of ``files`` (CSS, JS); 404 for any other name."""
-    for name in files:
-        if not _NAME.match(name):
-            raise ValueError(f"static asset name {name!r} does not match {STATIC_NAME_PATTERN}")
-    assets = {name: _load(name) for name in files}
+def _check_names(names: Iterable[str], pattern: re.Pattern[str], kind: str) -> None:
+    """ValueError for a name outside ``pattern``, before any file is read by it."""
+    for name in names:
+        if not pattern.match(name):
+            raise ValueError(f"{kind} name {name!r} does not match {pattern.pattern}")
 
-    async def static(request: web.Request) -> web.Response:
-        """A page's stylesheet or script."""
+
+def _named_files(
+    assets: dict[str, tuple[bytes, str]], pattern: re.Pattern[str], what: str
+) -> Handler:
+    """A handler answering ``{file}`` from ``assets`` (body, type): 400 for a name outside
+    ``pattern``, 404 for one not among them."""
+
+    async def named_file(request: web.Request) -> web.Response:
         name = request.match_info["file"]
-        if not _NAME.match(name):
-            raise BadRequest("the path does not name a static asset")
+        if not pattern.match(name):
+            raise BadRequest(f"the path does not name {what}")
         found = assets.get(name)
         if found is None:
             raise web.HTTPNotFound()
         return _answer(*found, "public, max-age=300")
+
+    return named_file
+
+
+def static_route(files: tuple[str, ...]) -> Route:
+    """``GET /static/{file}`` answers one of ``files`` (CSS, JS); 404 for any other name."""
+    _check_names(files, _NAME, "static asset")
+    assets = {name: _load(name) for name in files}
+    static = _named_files(assets, _NAME, "a static asset")
+    static.__doc__ = "A page's stylesheet or script."
 
     assets_content = {
         kind: {"schema": {"type": "string"}} for kind in ("text/css", "text/javascript")
@@ -151,20 +166,11 @@ def _sdk_modules() -> dict[str, bytes]:
 def sdk_route() -> Route:
     """``GET /static/sdk/{file}``: a module of the JavaScript verifier, for the terminal page to
     verify offline; 404 for any other name."""
-    modules = _sdk_modules()
-    for name in modules:
-        if not _SDK_NAME.match(name):
-            raise ValueError(f"SDK module name {name!r} does not match {SDK_NAME_PATTERN}")
-
-    async def sdk_module(request: web.Request) -> web.Response:
-        """One module of the JavaScript verifier."""
-        name = request.match_info["file"]
-        if not _SDK_NAME.match(name):
-            raise BadRequest("the path does not name a module of the JavaScript verifier")
-        found = modules.get(name)
-        if found is None:
-            raise web.HTTPNotFound()
-        return _answer(found, "text/javascript", "public, max-age=300")
+    found = _sdk_modules()
+    _check_names(found, _SDK_NAME, "SDK module")
+    modules = {name: (body, "text/javascript") for name, body in found.items()}
+    sdk_module = _named_files(modules, _SDK_NAME, "a module of the JavaScript verifier")
+    sdk_module.__doc__ = "One module of the JavaScript verifier."
 
     return Route(
         "GET",
@@ -187,12 +193,13 @@ def worker_route(path: str, file: str, page: str, assets: tuple[str, ...]) -> Ro
     named by the release and a digest of everything it keeps, so a release (or any changed
     file) makes the browser install the new worker, which drops the old cache.
     """
+    modules = _sdk_modules()
     kept = [page, *(f"/static/{name}" for name in assets)]
-    kept += [f"/static/sdk/{name}" for name in _sdk_modules()]
+    kept += [f"/static/sdk/{name}" for name in modules]
     digest = hashlib.sha256()
     for name in (file, *assets):
         digest.update((STATIC_DIR / name).read_bytes())
-    for body in _sdk_modules().values():
+    for body in modules.values():
         digest.update(body)
     release = f"{__version__}-{digest.hexdigest()[:12]}"
     head = f"self.CE_RELEASE = {json.dumps(release)};\nself.CE_KEEP = {json.dumps(kept)};\n"
