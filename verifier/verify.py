@@ -207,8 +207,8 @@ async def verify_one(
         subject = checked.claims.subject_id
         try:
             kind = int(checked.claims.kind)
-            record, handed_out = await app[STORE].scan_state(subject, kind, text, now)
-            verdict = online_verdict_at(checked, text, record, handed_out, trust, now)
+            colour, handed_out = await app[STORE].scan_state(subject, kind, text, now)
+            verdict = online_verdict_at(checked, text, colour, handed_out, trust, now)
         except StoreUnavailable:
             grey = settings.verifier.degraded_colour == "grey"
             verdict = degraded_verdict_at(checked, trust, now, grey=grey)

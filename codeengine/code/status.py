@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AuditEntry", "StatusChange", "SubjectRecord", "WriteResult"]
+__all__ = ["AuditEntry", "StatusChange", "SubjectRecord", "WriteResult", "colour_in_record_at"]
 
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -79,15 +79,7 @@ class SubjectRecord(NamedTuple):
         """Read a stored value; a value the engine did not write raises CodeEngineError."""
         try:
             fields: dict[str, Any] = msgpack.unpackb(raw)
-            flat = fields.get("r")
-            override = fields.get("o")
             fences = fields.get("fe")
-            # Most records have no rule period running: no generator for them.
-            risk = (
-                tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2))
-                if flat
-                else ()
-            )
             # Every field given, as a tuple: skips the generated __new__ (a read per request).
             return _new_tuple(cls, (
                 subject,
@@ -96,15 +88,53 @@ class SubjectRecord(NamedTuple):
                 _COLOURS[fields["col"]],
                 int(fields["v"]),
                 int(fields["u"]),
-                risk,
-                None if not override else (_COLOURS[override[0]], int(override[1])),
+                _risk(fields.get("r")),
+                _override(fields.get("o")),
                 str(fields.get("h", "")),
                 int(fields.get("n", 0)),
-                tuple(sorted((str(c), int(e)) for c, e in fences.items())) if fences else (),
+                tuple(sorted([(str(c), int(e)) for c, e in fences.items()])) if fences else (),
                 str(fields.get("lb", "")),
             ))  # fmt: skip
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        except _CORRUPT as exc:
             raise CodeEngineError("stored subject record is corrupt") from exc
+
+
+def colour_in_record_at(raw: bytes, now: int) -> Colour:
+    """``SubjectRecord.unpack(subject, raw).colour_at(now)``, reading only the colour's fields.
+
+    Verify needs nothing else of the record, and a record read whole costs 2.2 µs where its
+    colour costs 0.8 (timeit, a record with its audit head and a city's fence): the rest is
+    making the fields verify never looks at. A property test holds both readings equal; a
+    value the engine did not write raises CodeEngineError here as well, if its colour's fields
+    are what is wrong.
+    """
+    try:
+        fields: dict[str, Any] = msgpack.unpackb(raw)
+        colour = _COLOURS[fields["col"]]
+        flat = fields.get("r")
+        override = fields.get("o")
+        if not flat and not override:
+            return colour
+        return effective_colour_at(colour, _risk(flat), _override(override), now)
+    except _CORRUPT as exc:
+        raise CodeEngineError("stored subject record is corrupt") from exc
+
+
+_CORRUPT = (ValueError, LookupError, TypeError, msgpack.UnpackException)
+"""What reading a value the engine did not write raises on the way."""
+
+
+def _risk(flat: Any) -> Risk:
+    """Risk periods as a record stores them, flat (colour, until, colour, until...)."""
+    # Most records have no rule period running: no generator for them.
+    if not flat:
+        return ()
+    return tuple((_COLOURS[flat[i]], int(flat[i + 1])) for i in range(0, len(flat), 2))
+
+
+def _override(stored: Any) -> tuple[Colour, int] | None:
+    """An override as a record stores it, [colour, until], or None."""
+    return None if not stored else (_COLOURS[stored[0]], int(stored[1]))
 
 
 @dataclass(frozen=True, slots=True)

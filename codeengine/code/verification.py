@@ -36,7 +36,6 @@ from codeengine.code.errors import (
 from codeengine.code.keyring import TrustedKey
 from codeengine.code.model import CodeKind, Colour
 from codeengine.code.registry import DEFAULT_SUITES
-from codeengine.code.status import SubjectRecord
 from codeengine.code.suites import b64url_encode
 from codeengine.code.token import (
     Claims,
@@ -159,19 +158,20 @@ def _valid(claims: Claims, colour: Colour, now: int, as_of: int, degraded: bool)
 def online_verdict_at(
     decoded: DecodedCode,
     text: str,
-    record: SubjectRecord | None,
+    colour: Colour | None,
     handed_out: bool,
     trust: TrustList,
     now: int,
 ) -> Verdict:
-    """The verdict once the store answered: the subject's live colour.
+    """The verdict once the store answered: the subject's live ``colour`` (None: the store
+    holds no record of the subject).
 
     ``handed_out`` says that ``text`` is, to the letter, a display token the store holds for
     the subject (``DisplayedCode.accepts_at``): the issuer signed it, so its signature need
     not be checked again. Any other code stands on its signature.
     """
     claims = decoded.claims
-    if record is None:
+    if colour is None:
         unknown = VerificationError("unknown subject", reason=Reason.UNKNOWN_SUBJECT)
         return refusal(unknown, now, claims)
     if not handed_out:
@@ -179,7 +179,7 @@ def online_verdict_at(
             check_signature_at(decoded, trust, now)
         except VerificationError as exc:
             return refusal(exc, now, claims)
-    return _valid(claims, record.colour_at(now), now, now, degraded=False)
+    return _valid(claims, colour, now, now, degraded=False)
 
 
 def degraded_verdict_at(decoded: DecodedCode, trust: TrustList, now: int, *, grey: bool) -> Verdict:

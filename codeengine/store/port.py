@@ -75,9 +75,10 @@ class Store(Protocol):
 
     async def scan_state(
         self, subject: SubjectId, kind: int | None, token: str, now: int
-    ) -> tuple[SubjectRecord | None, bool]:
-        """The subject's record, and whether ``token`` is a display token of ``kind`` the
-        issuer handed out (current, or the previous one until it expires), in one round trip.
+    ) -> tuple[Colour | None, bool]:
+        """The subject's colour at ``now`` (None: the store holds no record of it), and whether
+        ``token`` is a display token of ``kind`` the issuer handed out (current, or the
+        previous one until it expires), in one round trip.
         """
 
     async def replace_display(

@@ -16,12 +16,11 @@ from codeengine.code.base45 import b45decode
 from codeengine.code.errors import KeyringError, ListRefused, Reason
 from codeengine.code.keyring import Keyring, public_jwk
 from codeengine.code.keyvault import open_keyring, seal_keyring
-from codeengine.code.model import CodeKind, Colour, SubjectId
+from codeengine.code.model import CodeKind, Colour
 from codeengine.code.profile import NATIONAL
 from codeengine.code.secret import Secret
 from codeengine.code.signedlist import ListKind, revocations_json, sign_list
 from codeengine.code.sm2 import SM2
-from codeengine.code.status import SubjectRecord
 from codeengine.code.suites import ED25519, ES256, SigningSuite, b64url_encode, deterministic_random
 from codeengine.code.token import PREFIX, Claims, cose_to_token, decode, encode, verify_at
 from codeengine.code.trustlist import TrustList
@@ -69,10 +68,8 @@ def test_an_sm2_keyring_signs_codes_every_verdict_accepts() -> None:
     assert decoded.alg == -65537
     trust = TrustList.from_keyring(SM2_RING)
     assert verify_at(token, trust, NOW) == _claims()
-    record = SubjectRecord(SubjectId(b64url_encode(SUBJECT)), CodeKind.HEALTH, 320100,
-                           Colour.YELLOW, 9, NOW - 10)  # fmt: skip
     # Online with no displayed code held: the signature decides, the live colour answers.
-    online = online_verdict_at(decoded, token, record, False, trust, NOW)
+    online = online_verdict_at(decoded, token, Colour.YELLOW, False, trust, NOW)
     assert (online.valid, online.colour) == (True, Colour.YELLOW)
     degraded = degraded_verdict_at(decoded, trust, NOW, grey=False)
     assert (degraded.valid, degraded.degraded, degraded.colour) == (True, True, Colour.GREEN)

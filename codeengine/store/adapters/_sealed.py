@@ -134,12 +134,16 @@ class SealedAdapter(Adapter):
 
     def open_record(self, subject: SubjectId, raw: bytes) -> SubjectRecord:
         """A stored record whose seal holds; RecordTampered (counted, logged) otherwise."""
+        return SubjectRecord.unpack(subject, self.open_record_body(subject, raw))
+
+    def open_record_body(self, subject: SubjectId, raw: bytes) -> bytes:
+        """A stored record's body (msgpack) if its seal holds; RecordTampered (counted,
+        logged) otherwise."""
         try:
-            body = open_sealed(self._record_keys(), record_context(subject), raw)
+            return open_sealed(self._record_keys(), record_context(subject), raw)
         except RecordTampered:
             self.report_tampered(subject, "record")
             raise
-        return SubjectRecord.unpack(subject, body)
 
     def seal_record(self, record: SubjectRecord) -> bytes:
         """The record as stored: its body and seal."""

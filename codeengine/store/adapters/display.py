@@ -13,9 +13,9 @@ import time
 
 from codeengine.code.display import DisplayedCode, body_accepts_at
 from codeengine.code.errors import RecordTampered
-from codeengine.code.model import SubjectId
+from codeengine.code.model import Colour, SubjectId
 from codeengine.code.seal import open_sealed, seal, token_context
-from codeengine.code.status import SubjectRecord
+from codeengine.code.status import SubjectRecord, colour_in_record_at
 from codeengine.metrics import STORE_LATENCY, HotHistogram
 from codeengine.store import keyspace
 from codeengine.store.adapters._base import StoreSettings
@@ -46,14 +46,19 @@ class DisplayAdapter(SealedAdapter):
 
     async def scan_state(
         self, subject: SubjectId, kind: int | None, token: str, now: int
-    ) -> tuple[SubjectRecord | None, bool]:
-        """The subject's record, and whether ``token`` is a display token of ``kind`` the
-        issuer handed out (current, or the previous one until it expires): one MGET."""
+    ) -> tuple[Colour | None, bool]:
+        """The subject's colour at ``now`` (None: no record), and whether ``token`` is a display
+        token of ``kind`` the issuer handed out (current, or the previous one until it
+        expires): one MGET. Only the record's colour is read (``colour_in_record_at``)."""
         record_raw, token_raw = await self._read_display(subject, kind)
-        record = None if record_raw is None else self.open_record(subject, record_raw)
+        colour = (
+            None
+            if record_raw is None
+            else colour_in_record_at(self.open_record_body(subject, record_raw), now)
+        )
         if token_raw is None:
-            return record, False
-        return record, body_accepts_at(self._open_token_body(subject, kind, token_raw), token, now)
+            return colour, False
+        return colour, body_accepts_at(self._open_token_body(subject, kind, token_raw), token, now)
 
     async def _read_display(
         self, subject: SubjectId, kind: int | None
