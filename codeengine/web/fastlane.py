@@ -188,7 +188,7 @@ class LaneHeaders(dict[str, str]):
 class LaneRequest:
     """A request the lane parsed: the parts of ``web.Request`` that :class:`HotRequest` names."""
 
-    __slots__ = ("_body", "_state", "app", "headers", "match_info", "method")
+    __slots__ = ("_state", "app", "body", "headers", "match_info", "method")
 
     query_string = ""
     query: MultiMapping[str] = _EMPTY_QUERY
@@ -205,7 +205,8 @@ class LaneRequest:
         self.method = method
         self.match_info = match_info
         self.headers = headers
-        self._body = body
+        self.body = body
+        """The whole body, read before the handler runs (at most ``MAX_BODY_BYTES``)."""
         self._state: dict[web.RequestKey[Any], Any] = {}
 
     @property
@@ -218,7 +219,7 @@ class LaneRequest:
 
     async def read(self) -> bytes:
         """The whole body (the lane has read it before the handler runs)."""
-        return self._body
+        return self.body
 
     def __getitem__(self, key: web.RequestKey[T]) -> T:
         return cast(T, self._state[key])

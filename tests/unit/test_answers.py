@@ -13,7 +13,7 @@ from codeengine.code.errors import Reason
 from codeengine.code.model import CodeKind, Colour
 from codeengine.code.verification import Verdict
 from codeengine.web.answers import JSON_CONTENT_TYPE, json_answer, json_str, json_text
-from verifier.verify import full_answer
+from verifier.verify import _ANSWERS, MAX_KEPT_ANSWERS, full_answer
 
 
 @given(st.text())
@@ -57,20 +57,42 @@ def test_json_text_refuses_what_json_cannot_write() -> None:
         json_text({"raw": b"\x00"})
 
 
-VERDICTS = st.builds(
-    Verdict,
-    valid=st.booleans(),
-    reason=st.sampled_from([r.value for r in Reason]) | st.text(),
-    checked_at=st.integers(min_value=0, max_value=2**63),
-    colour=st.none() | st.sampled_from(Colour),
-    kind=st.none() | st.sampled_from(CodeKind),
-    city=st.none() | st.integers(min_value=0, max_value=999_999),
-    as_of=st.none() | st.integers(min_value=0, max_value=2**63),
-    degraded=st.booleans(),
-    subject_raw=st.none() | st.binary(min_size=12, max_size=12),
-)
+_VERDICT_FIELDS = {
+    "valid": st.booleans(),
+    "reason": st.sampled_from([r.value for r in Reason]) | st.text(),
+    "checked_at": st.integers(min_value=0, max_value=2**63),
+    "colour": st.none() | st.sampled_from(Colour),
+    "kind": st.none() | st.sampled_from(CodeKind),
+    "city": st.none() | st.integers(min_value=0, max_value=999_999),
+    "as_of": st.none() | st.integers(min_value=0, max_value=2**63),
+    "degraded": st.booleans(),
+    "subject_raw": st.none() | st.binary(min_size=12, max_size=12),
+}
+VERDICTS = st.builds(Verdict, **_VERDICT_FIELDS)
 
 
 @given(VERDICTS)
 def test_the_full_verify_answer_is_what_the_encoder_writes(verdict: Verdict) -> None:
     assert full_answer(verdict) == json_text(verdict.to_json())
+    # Asked again (kept now), and for another subject: the same text.
+    assert full_answer(verdict) == json_text(verdict.to_json())
+    assert full_answer(verdict._replace(subject_raw=b"\x07" * 12)) == full_answer(verdict)
+
+
+@given(VERDICTS, st.sampled_from(list(range(8))), st.data())
+def test_a_kept_verify_answer_is_not_given_for_a_verdict_that_differs(
+    verdict: Verdict, field: int, data: st.DataObject
+) -> None:
+    full_answer(verdict)
+    name = Verdict._fields[field]
+    other = verdict._replace(**{name: data.draw(_VERDICT_FIELDS[name])})
+    assert full_answer(other) == json_text(other.to_json())
+
+
+def test_the_kept_verify_answers_stay_within_their_bound() -> None:
+    first = Verdict(True, "VALID", 1_800_000_000, Colour.GREEN, CodeKind.HEALTH, 320100,
+                    1_800_000_000)  # fmt: skip
+    for second in range(MAX_KEPT_ANSWERS + 10):
+        at = 1_800_000_000 + second
+        full_answer(first._replace(checked_at=at, as_of=at))
+    assert 0 < len(_ANSWERS) <= MAX_KEPT_ANSWERS
