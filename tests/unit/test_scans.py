@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from codeengine.code.errors import CodeEngineError
-from codeengine.code.scans import ENTRY_FIELD, ScanEntry, count_scans
+from codeengine.code.scans import ENTRY_FIELD, ScanEntry, count_scans, packed_scan
 
 
 def entry(venue: str, reason: str = "VALID", colour: str = "green") -> ScanEntry:
@@ -60,3 +62,22 @@ def test_the_writer_form_is_the_city_and_the_packed_entry() -> None:
     city, packed = original.packed()
     assert city == original.city
     assert ScanEntry.from_fields({ENTRY_FIELD.encode(): packed}) == original
+
+
+@given(
+    terminal=st.text(max_size=64),
+    venue=st.text(max_size=64),
+    city=st.integers(min_value=0, max_value=999_999),
+    at_ms=st.integers(min_value=0, max_value=2**63 - 1),
+    subject=st.text(max_size=16),
+    reason=st.text(max_size=24),
+    colour=st.sampled_from(["", "green", "yellow", "red", "grey"]),
+)
+def test_a_scan_packed_from_its_parts_is_the_entry_packed(
+    terminal: str, venue: str, city: int, at_ms: int, subject: str, reason: str, colour: str
+) -> None:
+    parts = (terminal, venue, city, at_ms, subject, reason, colour)
+    assert packed_scan(*parts) == ScanEntry(*parts).packed()
+    city_of, packed = packed_scan(*parts)
+    assert city_of == city
+    assert ScanEntry.from_fields({ENTRY_FIELD.encode(): packed}) == ScanEntry(*parts)
