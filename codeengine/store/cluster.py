@@ -46,6 +46,7 @@ from codeengine.store.connection import (
     consume_outcome,
     open_connection,
     pack_command,
+    pack_pair,
 )
 from codeengine.store.security import PLAIN, StoreRefused, StoreSecurity
 
@@ -640,7 +641,8 @@ class FastCluster:
             for key in keys[1:]:
                 if key_slot(key) != slot:
                     raise ValueError("MGET keys must share one slot: give them one hash tag")
-        return self._call(slot, pack_command(("MGET", *keys)), self._deadline(deadline_s), "MGET")
+        packed = pack_pair(b"MGET", *keys) if len(keys) == 2 else pack_command(("MGET", *keys))
+        return self._call(slot, packed, self._deadline(deadline_s), "MGET")
 
     def script(self, text: str) -> Script:
         """Register a Lua script; the returned :class:`Script` runs it by SHA1."""

