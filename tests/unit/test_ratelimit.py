@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from codeengine.code.ratelimit import TokenBucket
 
@@ -43,3 +45,27 @@ def test_a_batch_takes_its_items_tokens_at_once_or_none() -> None:
     assert refused.tokens == 3.0 and wait == pytest.approx(0.1)
     # More than the burst never fits, however long the client waits.
     assert TokenBucket.full_at(10.0, 10.0, 0.0).take_at(100.0, 11.0)[1] > 0
+
+
+_AMOUNT = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
+
+
+@given(
+    rate=st.floats(min_value=0.001, max_value=1e6),
+    burst=st.floats(min_value=1.0, max_value=1e6),
+    tokens=_AMOUNT,
+    updated_at=_AMOUNT,
+    now=_AMOUNT,
+    cost=st.floats(min_value=0.0, max_value=1e6),
+)
+def test_a_take_is_the_textbook_bucket(
+    rate: float, burst: float, tokens: float, updated_at: float, now: float, cost: float
+) -> None:
+    """Refill by the time passed (none if the clock went back), cap at the burst, take if
+    enough is there, else say how long until it is."""
+    held = min(burst, tokens + max(0.0, now - updated_at) * rate)
+    after, wait = TokenBucket(rate, burst, tokens, updated_at).take_at(now, cost)
+    if held >= cost:
+        assert (after, wait) == (TokenBucket(rate, burst, held - cost, now), 0.0)
+    else:
+        assert (after, wait) == (TokenBucket(rate, burst, held, now), (cost - held) / rate)
