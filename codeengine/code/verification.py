@@ -33,7 +33,6 @@ from codeengine.code.errors import (
     VerificationError,
     WrongCity,
 )
-from codeengine.code.keyring import TrustedKey
 from codeengine.code.model import CodeKind, Colour
 from codeengine.code.registry import DEFAULT_SUITES
 from codeengine.code.suites import b64url_encode
@@ -119,20 +118,6 @@ def precheck_at(
 
     Returns the decoded code, or the refusal (with what the code claims, once decoded).
     """
-    checked = _precheck_at(text, trust, revocations, now, skew_s, terminal_city, cross_city)
-    return checked if isinstance(checked, Verdict) else checked[0]
-
-
-def _precheck_at(
-    text: str,
-    trust: TrustList,
-    revocations: Revocations,
-    now: int,
-    skew_s: int,
-    terminal_city: int | None,
-    cross_city: bool,
-) -> tuple[DecodedCode, TrustedKey] | Verdict:
-    """``precheck_at``, also returning the trusted key the code names (for its signature)."""
     try:
         decoded = decode(text)
     except VerificationError as exc:
@@ -141,13 +126,13 @@ def _precheck_at(
     try:
         if decoded.kid in revocations.keys or claims.cti in revocations.codes:
             raise Revoked("the code or its key has been revoked")
-        key = trust.key_at(decoded.kid, now)
+        trust.key_at(decoded.kid, now)
         check_window_at(claims, now, skew_s)
         if not cross_city and terminal_city is not None and claims.city != terminal_city:
             raise WrongCity("the code was issued for another city")
     except VerificationError as exc:
         return refusal(exc, now, claims)
-    return decoded, key
+    return decoded
 
 
 def _valid(claims: Claims, colour: Colour, now: int, as_of: int, degraded: bool) -> Verdict:

@@ -786,13 +786,15 @@ class FastLane(asyncio.Protocol):
                 # What came early waits with what the kernel holds, until unpace.
                 self.paced_until = self._lanes.pace(self, _retry_after_s(response))
                 self._hold("paced")
-            else:
+            elif self._pending:
                 pending = bytes(self._pending)
                 self._pending.clear()
                 self._release("pending")
-                if pending:
-                    self.data_received(pending)
+                self.data_received(pending)
                 del pending
+            elif self._holds:
+                # Nothing came early (the usual case, which pays for no copy or call).
+                self._release("pending")
             # An idle connection keeps nothing of the request it answered: its body, its answer
             # and the bytes that came early would otherwise stay until the next request, some
             # 30-50 KiB a connection at worst.
