@@ -61,6 +61,7 @@ from codeengine.web.auth import CLIENT
 from codeengine.web.body import (
     Field,
     TypedBody,
+    lane_typed,
     read_body,
     read_object,
     read_typed,
@@ -355,7 +356,9 @@ def _written_answer(verdict: Verdict) -> str:
 @hot
 async def verify(request: HotRequest) -> JsonAnswer:
     """Verify one code: live colour online, the signature alone when the store is down."""
-    item = await read_typed(request, ITEM)
+    item = lane_typed(request, ITEM)
+    if item is None:
+        item = await read_typed(request, ITEM)
     _check_city(item.city)
     verdict = await verify_one(request.app, item, "online")
     profile = request.app[FUSION].profile(request[CLIENT].terminal_type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "Field",
     "TypedBody",
+    "lane_typed",
     "loads",
     "read_body",
     "read_lines",
@@ -267,11 +268,21 @@ class TypedBody(Generic[S]):
 
 async def read_typed(request: HotRequest, body: TypedBody[S]) -> S:
     """Read the request body as ``body``'s struct (a JSON object of its fields)."""
+    held = lane_typed(request, body)
+    if held is not None:
+        return held
     _require_json(request)
-    if type(request) is LaneRequest:
-        # Read already, within the service's limit: no two coroutines to hand it over.
-        return body.decode(request.body)
     return body.decode(await read_body(request))
+
+
+def lane_typed(request: HotRequest, body: TypedBody[S]) -> S | None:
+    """``read_typed`` for a request whose body the lane has read already (within the
+    service's limit), without a coroutine to hand it over; None for any other request, which
+    ``read_typed`` reads."""
+    if type(request) is not LaneRequest:
+        return None
+    _require_json(request)
+    return body.decode(request.body)
 
 
 def read_lines(request: web.Request) -> AsyncIterator[bytes]:
