@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -85,7 +86,8 @@ def test_a_kept_verify_answer_is_not_given_for_a_verdict_that_differs(
 ) -> None:
     full_answer(verdict)
     name = Verdict._fields[field]
-    other = verdict._replace(**{name: data.draw(_VERDICT_FIELDS[name])})
+    changed: dict[str, Any] = {name: data.draw(_VERDICT_FIELDS[name])}
+    other = verdict._replace(**changed)
     assert full_answer(other) == json_text(other.to_json())
 
 
