@@ -77,7 +77,7 @@ def test_a_scan_packed_from_its_parts_is_the_entry_packed(
     terminal: str, venue: str, city: int, at_ms: int, subject: str, reason: str, colour: str
 ) -> None:
     parts = (terminal, venue, city, at_ms, subject, reason, colour)
-    assert packed_scan(*parts) == ScanEntry(*parts).packed()
+    assert packed_scan(*parts) == (city, ScanEntry(*parts).pack())
     city_of, packed = packed_scan(*parts)
     assert city_of == city
     assert ScanEntry.from_fields({ENTRY_FIELD.encode(): packed}) == ScanEntry(*parts)
